@@ -1,0 +1,21 @@
+//! lafs-backup: incremental, deduplicated, compressed backups of file trees
+//! into a Tahoe-LAFS grid.
+//!
+//! A backup has two phases. The *scan* walks the source tree, applies the
+//! ordered `+`/`-` filter rules, captures ownership, mode, ACLs and file
+//! capabilities, and writes a lossless queue file (children before parents).
+//! The *upload* reads the queue and builds immutable Tahoe nodes from it.
+//!
+//! `src/main.rs` only parses arguments and reports errors; everything else
+//! lives in the modules below, named after the domain concepts they own.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod escape;
+pub mod exit;
+pub mod filter;
+pub mod logging;
+pub mod meta;
+pub mod queue;
+pub mod scan;

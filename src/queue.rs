@@ -1,0 +1,397 @@
+//! The queue file: the scan's output and the upload's input.
+//!
+//! Format v1 (see `docs/queue-format.md`): a header line
+//! `#lafs-backup-queue v1`, then one line per entry, `PATH META`, where PATH
+//! is the escaped path relative to the source root (empty for the root
+//! itself) and META is `UID:GID:MODE[/CAPS[/ACLS]]`. Entries come in
+//! post-order, siblings in byte order of their names, the root last.
+//!
+//! Files written by the original lafs-backup-tool have no header and no
+//! escaping; the reader accepts them too.
+
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use crate::escape;
+use crate::meta::EntryMeta;
+
+pub const HEADER: &str = "#lafs-backup-queue v1";
+
+/// One line of the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Raw path bytes relative to the source root; empty for the root.
+    pub path: Vec<u8>,
+    pub meta: EntryMeta,
+}
+
+/// Which dialect a queue file is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    V1,
+    /// The original tool's headerless, unescaped lines.
+    Legacy,
+}
+
+#[derive(Debug, Error)]
+pub enum QueueError {
+    #[error("queue file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("queue file {path}, line {line}: {reason}")]
+    Parse {
+        path: PathBuf,
+        line: u64,
+        reason: String,
+    },
+}
+
+impl QueueError {
+    fn io(path: &Path, source: io::Error) -> Self {
+        Self::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// Formats one queue line (without the trailing newline).
+pub fn format_line(path: &[u8], meta: &EntryMeta, out: &mut Vec<u8>) {
+    escape::escape_into(path, out);
+    out.push(b' ');
+    meta.write_queue_field(out);
+}
+
+/// Parses one line (without its newline). The path is everything before the
+/// last space, never trimmed: names may begin or end with spaces.
+pub fn parse_line(line: &[u8], format: Format) -> Result<Entry, String> {
+    let Some(split) = line.iter().rposition(|&b| b == b' ') else {
+        return Err("no space between path and metadata".into());
+    };
+    let (path, meta) = (&line[..split], &line[split + 1..]);
+    let meta = EntryMeta::parse_queue_field(meta).map_err(|e| e.to_string())?;
+    let path = match format {
+        Format::V1 => escape::unescape(path).map_err(|e| format!("path: {e}"))?,
+        Format::Legacy => path.to_vec(),
+    };
+    if path.first() == Some(&b'/') || path.last() == Some(&b'/') && path.len() > 1 {
+        return Err("path must be relative, without a leading or trailing '/'".into());
+    }
+    if path.split(|&b| b == b'/').any(|c| c == b"." || c == b"..")
+        || path.windows(2).any(|w| w == b"//")
+        || path.contains(&0)
+    {
+        return Err("path has an empty, '.' or '..' component, or a NUL byte".into());
+    }
+    Ok(Entry { path, meta })
+}
+
+/// Writes a queue to a temporary file beside its destination and renames it
+/// into place only when complete, so a crash never leaves a truncated queue
+/// under the real name. Lines are streamed: memory does not grow with the
+/// number of entries.
+pub struct Writer {
+    dest: PathBuf,
+    out: BufWriter<tempfile::NamedTempFile>,
+    line: Vec<u8>,
+    entries: u64,
+}
+
+impl Writer {
+    pub fn create(dest: &Path) -> Result<Self, QueueError> {
+        let dir = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let prefix = format!(
+            ".{}.",
+            dest.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+        );
+        let tmp = tempfile::Builder::new()
+            .prefix(&prefix)
+            .suffix(".tmp")
+            .tempfile_in(dir)
+            .map_err(|e| QueueError::io(dest, e))?;
+        let mut out = BufWriter::with_capacity(256 * 1024, tmp);
+        writeln!(out, "{HEADER}").map_err(|e| QueueError::io(dest, e))?;
+        Ok(Self {
+            dest: dest.to_owned(),
+            out,
+            line: Vec::with_capacity(256),
+            entries: 0,
+        })
+    }
+
+    pub fn push(&mut self, path: &[u8], meta: &EntryMeta) -> Result<(), QueueError> {
+        self.line.clear();
+        format_line(path, meta, &mut self.line);
+        self.line.push(b'\n');
+        self.out
+            .write_all(&self.line)
+            .map_err(|e| QueueError::io(&self.dest, e))?;
+        self.entries += 1;
+        Ok(())
+    }
+
+    /// Flushes, fsyncs and renames the queue into place; returns the number
+    /// of entries written.
+    pub fn finish(self) -> Result<u64, QueueError> {
+        let dest = self.dest;
+        let tmp = self
+            .out
+            .into_inner()
+            .map_err(|e| QueueError::io(&dest, e.into_error()))?;
+        tmp.as_file().sync_all().map_err(|e| QueueError::io(&dest, e))?;
+        tmp.persist(&dest)
+            .map_err(|e| QueueError::io(&dest, e.error))?;
+        if let Some(dir) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+            // Make the rename itself durable.
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| QueueError::io(&dest, e))?;
+        }
+        // A marker left from the previous queue describes another file (see
+        // `is_done`), but removing it keeps the directory honest.
+        let _ = fs::remove_file(done_marker_path(&dest));
+        Ok(self.entries)
+    }
+}
+
+/// Streams the entries of a queue file.
+pub struct Reader<R> {
+    path: PathBuf,
+    input: R,
+    format: Format,
+    line_no: u64,
+    pending: Option<Vec<u8>>,
+}
+
+impl Reader<BufReader<File>> {
+    pub fn open(path: &Path) -> Result<Self, QueueError> {
+        let file = File::open(path).map_err(|e| QueueError::io(path, e))?;
+        Self::new(path, BufReader::with_capacity(256 * 1024, file))
+    }
+}
+
+impl<R: BufRead> Reader<R> {
+    pub fn new(path: &Path, mut input: R) -> Result<Self, QueueError> {
+        let mut first = Vec::new();
+        input
+            .read_until(b'\n', &mut first)
+            .map_err(|e| QueueError::io(path, e))?;
+        let stripped = first.strip_suffix(b"\n").unwrap_or(&first);
+        let (format, pending, line_no) = if stripped == HEADER.as_bytes() {
+            (Format::V1, None, 1)
+        } else if stripped.starts_with(b"#lafs-backup-queue ") {
+            return Err(QueueError::Parse {
+                path: path.to_owned(),
+                line: 1,
+                reason: format!(
+                    "unsupported queue format {:?} (this version reads {HEADER:?} and the original tool's files)",
+                    String::from_utf8_lossy(stripped)
+                ),
+            });
+        } else if first.is_empty() {
+            (Format::Legacy, None, 0)
+        } else {
+            (Format::Legacy, Some(first), 0)
+        };
+        Ok(Self {
+            path: path.to_owned(),
+            input,
+            format,
+            line_no,
+            pending,
+        })
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// The 1-based number of the line most recently returned.
+    pub fn line_no(&self) -> u64 {
+        self.line_no
+    }
+
+    fn parse_error(&self, reason: String) -> QueueError {
+        QueueError::Parse {
+            path: self.path.clone(),
+            line: self.line_no,
+            reason,
+        }
+    }
+}
+
+impl<R: BufRead> Iterator for Reader<R> {
+    type Item = Result<Entry, QueueError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let line = match self.pending.take() {
+            Some(line) => line,
+            None => {
+                let mut line = Vec::with_capacity(128);
+                match self.input.read_until(b'\n', &mut line) {
+                    Ok(0) => return None,
+                    Ok(_) => line,
+                    Err(e) => return Some(Err(QueueError::io(&self.path, e))),
+                }
+            }
+        };
+        self.line_no += 1;
+        let Some(body) = line.strip_suffix(b"\n") else {
+            return Some(Err(self.parse_error(
+                "the last line has no newline: the file is truncated".into(),
+            )));
+        };
+        Some(parse_line(body, self.format).map_err(|reason| self.parse_error(reason)))
+    }
+}
+
+/// The sidecar file that records that a queue's upload completed.
+pub fn done_marker_path(queue: &Path) -> PathBuf {
+    let mut name = queue.as_os_str().to_owned();
+    name.push(".done");
+    PathBuf::from(name)
+}
+
+/// The identity of a queue file: a new queue is always a new inode (it is
+/// renamed into place), so a marker written for an older queue never matches.
+fn identity(queue: &Path) -> io::Result<String> {
+    let md = fs::metadata(queue)?;
+    Ok(format!(
+        "ino={} size={} mtime_ns={}",
+        md.ino(),
+        md.size(),
+        i128::from(md.mtime()) * 1_000_000_000 + i128::from(md.mtime_nsec())
+    ))
+}
+
+/// Records that the upload of `queue` completed, so the next run scans again
+/// instead of resuming it.
+pub fn mark_done(queue: &Path) -> Result<(), QueueError> {
+    let marker = done_marker_path(queue);
+    let contents = format!(
+        "# lafs-backup: the upload of this queue completed; the next backup scans again.\n{}\n",
+        identity(queue).map_err(|e| QueueError::io(queue, e))?
+    );
+    fs::write(&marker, contents).map_err(|e| QueueError::io(&marker, e))
+}
+
+/// Whether `queue` exists and its upload is recorded as complete.
+pub fn is_done(queue: &Path) -> bool {
+    let (Ok(marker), Ok(id)) = (fs::read_to_string(done_marker_path(queue)), identity(queue)) else {
+        return false;
+    };
+    marker.lines().any(|l| l == id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(s: &str) -> EntryMeta {
+        EntryMeta::parse_queue_field(s.as_bytes()).unwrap()
+    }
+
+    fn read_all(bytes: &[u8]) -> Result<Vec<Entry>, QueueError> {
+        Reader::new(Path::new("q"), bytes)?.collect()
+    }
+
+    #[test]
+    fn golden_v1_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = dir.path().join("queue");
+        let mut w = Writer::create(&q).unwrap();
+        w.push(b"a/0", &meta("0:0:100644")).unwrap();
+        w.push(b"a", &meta("0:0:40755")).unwrap();
+        w.push(b"a b\n\\\xff ", &meta("1000:100:100600//u::rw-,u:root:r--,g::---,m::r--,o::---"))
+            .unwrap();
+        w.push(b"link", &meta("0:0:")).unwrap();
+        w.push(b"", &meta("0:0:40700")).unwrap();
+        assert_eq!(w.finish().unwrap(), 5);
+        let text = fs::read(&q).unwrap();
+        assert_eq!(
+            String::from_utf8(text.clone()).unwrap(),
+            "#lafs-backup-queue v1\n\
+             a/0 0:0:100644\n\
+             a 0:0:40755\n\
+             a b\\x0a\\\\\\xff  1000:100:100600//u::rw-,u:root:r--,g::---,m::r--,o::---\n\
+             link 0:0:\n \
+             0:0:40700\n"
+        );
+        let entries = read_all(&text).unwrap();
+        assert_eq!(entries.len(), 5);
+        assert_eq!(entries[2].path, b"a b\n\\\xff ");
+        assert_eq!(entries[4].path, b"");
+        // No temporary file is left beside the queue.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn legacy_files_are_read_raw() {
+        let legacy = b"tmp/root.log 0:0:100600//u::rwx,u:fraggod:rwx,g::r-x,m::rwx,o::r-x\n\
+                       bin/fs_backup 1000:1000:102750/=;cap_dac_read_search+i\n\
+                       back\\slash 0:0:100644\n \
+                       1000:1000:40755\n";
+        let mut reader = Reader::new(Path::new("q"), &legacy[..]).unwrap();
+        assert_eq!(reader.format(), Format::Legacy);
+        let entries: Vec<_> = reader.by_ref().collect::<Result<_, _>>().unwrap();
+        assert_eq!(entries[0].path, b"tmp/root.log");
+        assert_eq!(entries[1].meta.caps.as_deref(), Some("=;cap_dac_read_search+i"));
+        assert_eq!(entries[2].path, b"back\\slash");
+        assert_eq!(entries[3].path, b"");
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let bad = b"#lafs-backup-queue v1\na 0:0:100644\nb 0:0:bogus\n";
+        let err = read_all(bad).unwrap_err().to_string();
+        assert!(err.contains("line 3"), "{err}");
+        let truncated = b"#lafs-backup-queue v1\na 0:0:100644\nb 0:0:1006";
+        let err = read_all(truncated).unwrap_err().to_string();
+        assert!(err.contains("truncated"), "{err}");
+        let future = b"#lafs-backup-queue v2\n";
+        assert!(read_all(future).unwrap_err().to_string().contains("unsupported"));
+        for line in [&b"/abs 0:0:100644\n"[..], b"a/../b 0:0:100644\n", b"a//b 0:0:100644\n", b"nometa\n"] {
+            let mut q = b"#lafs-backup-queue v1\n".to_vec();
+            q.extend_from_slice(line);
+            assert!(read_all(&q).is_err(), "{}", String::from_utf8_lossy(line));
+        }
+    }
+
+    #[test]
+    fn empty_and_header_only_files_have_no_entries() {
+        assert!(read_all(b"").unwrap().is_empty());
+        assert!(read_all(b"#lafs-backup-queue v1\n").unwrap().is_empty());
+    }
+
+    #[test]
+    fn done_marker_binds_to_one_queue_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = dir.path().join("queue");
+        assert!(!is_done(&q));
+        let mut w = Writer::create(&q).unwrap();
+        w.push(b"", &meta("0:0:40755")).unwrap();
+        w.finish().unwrap();
+        assert!(!is_done(&q));
+        mark_done(&q).unwrap();
+        assert!(is_done(&q));
+        // A new queue is a new file: the old marker no longer applies, even if
+        // it survived (say, a crash between the rename and its removal).
+        let stale = fs::read(done_marker_path(&q)).unwrap();
+        let mut w = Writer::create(&q).unwrap();
+        w.push(b"", &meta("0:0:40755")).unwrap();
+        w.finish().unwrap();
+        assert!(!is_done(&q));
+        fs::write(done_marker_path(&q), stale).unwrap();
+        assert!(!is_done(&q));
+    }
+}
