@@ -1,1 +1,78 @@
-//! TODO
+//! The command line, as clap parses it. The doc comments are the `--help`
+//! text: keep them in step with `docs/`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lafs-backup",
+    version,
+    about = "Incremental, deduplicated, compressed backups of file trees into a Tahoe-LAFS grid",
+    long_about = "Incremental, deduplicated, compressed backups of file trees into a Tahoe-LAFS grid.\n\n\
+A backup runs in two phases: a scan walks the source tree (source.path), applies the \
+ordered +/- filter rules and records each entry's owner, mode, ACLs and file capabilities \
+in a queue file (source.queue.path); the upload then stores the queue's entries on the grid.\n\n\
+Configuration is YAML: a built-in base config, then each -c FILE in order \
+(later scalars win, lists replace lists). `lafs-backup dump-config` prints the result.\n\n\
+Exit codes: 0 success, 1 fatal error, 2 usage or configuration error, \
+3 finished but some entries were skipped (each is named in a warning). See docs/exit-codes.md."
+)]
+pub struct Cli {
+    /// Configuration file, layered over the built-in base config. Repeatable:
+    /// later files override earlier ones (scalars replace, lists replace,
+    /// mappings merge key by key).
+    #[arg(short = 'c', long = "config", value_name = "FILE", global = true)]
+    pub config: Vec<PathBuf>,
+
+    /// Log at debug level (overrides logging.level).
+    #[arg(long, global = true, conflicts_with = "noise")]
+    pub debug: bool,
+
+    /// Log every entry processed (the most verbose level, "noise"; overrides
+    /// logging.level). Paths and file metadata appear in the log; Tahoe
+    /// capabilities never do.
+    #[arg(long, global = true)]
+    pub noise: bool,
+
+    /// Write machine-readable JSON lines to stdout instead of human text.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Back up source.path: scan it into the queue file, then upload.
+    ///
+    /// Without options, an existing queue whose upload never completed is
+    /// resumed (when source.queue.check_mtime is true, the default); any
+    /// other queue is rebuilt by a fresh scan.
+    Backup(BackupArgs),
+
+    /// Print the merged configuration as YAML that can be fed back with -c.
+    #[command(name = "dump-config", alias = "dump_config")]
+    DumpConfig,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Only build the queue file, always by a fresh scan; do not upload.
+    /// PATH, if given, overrides source.queue.path.
+    #[arg(long, value_name = "PATH", num_args = 0..=1, conflicts_with = "reuse_queue")]
+    pub queue_only: Option<Option<PathBuf>>,
+
+    /// Do not scan: upload the existing queue file as it is (it may have been
+    /// trimmed or edited by hand). PATH, if given, overrides
+    /// source.queue.path.
+    #[arg(long, value_name = "PATH", num_args = 0..=1)]
+    pub reuse_queue: Option<Option<PathBuf>>,
+
+    /// Always rebuild the queue by a fresh scan, even when an unfinished
+    /// queue could be resumed (sets source.queue.check_mtime to false).
+    #[arg(short = 'f', long, conflicts_with = "reuse_queue")]
+    pub force_queue_rebuild: bool,
+}

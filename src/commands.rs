@@ -1,1 +1,41 @@
-//! TODO
+//! One module per subcommand; this one loads the configuration and
+//! dispatches.
+
+pub mod backup;
+pub mod dump_config;
+
+use tracing::{Level, warn};
+
+use crate::cli::{Cli, Command};
+use crate::config::{self, LogLevel};
+use crate::exit::Outcome;
+
+/// Runs the parsed command line to completion.
+pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    let loaded = config::load(&cli.config)?;
+    crate::logging::init(log_level(&cli, loaded.config.logging.level));
+    for warning in &loaded.warnings {
+        warn!("{warning}");
+    }
+    let config = loaded.config;
+    match cli.command {
+        Command::Backup(ref args) => backup::run(&cli, args, config),
+        Command::DumpConfig => dump_config::run(&config),
+    }
+}
+
+fn log_level(cli: &Cli, configured: LogLevel) -> Level {
+    if cli.noise {
+        return Level::TRACE;
+    }
+    if cli.debug {
+        return Level::DEBUG;
+    }
+    match configured {
+        LogLevel::Error => Level::ERROR,
+        LogLevel::Warning => Level::WARN,
+        LogLevel::Info => Level::INFO,
+        LogLevel::Debug => Level::DEBUG,
+        LogLevel::Noise => Level::TRACE,
+    }
+}

@@ -1,1 +1,428 @@
-//! TODO
+//! Layered YAML configuration.
+//!
+//! The built-in base config (`config/base.yaml`, compiled in) sets every key
+//! to its default; each `-c FILE` is then applied in order. Later scalars
+//! override earlier ones, lists replace lists, mappings merge key by key, and
+//! an explicit `null` overrides a scalar or list (`null` for a whole section
+//! changes nothing). Configs of the original Python lafs-backup-tool load
+//! unchanged: its keys that no longer apply are skipped with one warning each
+//! (see [`IGNORED_KEYS`]).
+//!
+//! Every problem is reported as `FILE:LINE: ...` naming the dotted key; the
+//! base config is the file `<built-in base config>`. `docs/config.md`
+//! documents every key.
+//!
+//! How it works: each layer is parsed into a small positioned YAML tree
+//! (`node`), then applied in place onto the typed [`Config`] by a schema walk
+//! (`schema`): sections walk their mapping, leaves parse and validate their
+//! value. [`Config::to_yaml`] writes the result back (`emit`).
+
+mod emit;
+mod node;
+mod schema;
+#[cfg(test)]
+mod tests;
+mod values;
+
+use std::path::{Path, PathBuf};
+
+use schema::{Item, Layer, section};
+use values::{attempts, count_limit, filter_rules, secs_limit, url};
+
+pub use values::{LogLevel, RateSpec, RetryDelay, Timeouts, XzAction, XzOptions, XzRule};
+
+/// The base config: every key with its default, commented for users.
+pub const BASE_YAML: &str = include_str!("../config/base.yaml");
+
+/// How the base config is named in messages.
+pub const BASE_NAME: &str = "<built-in base config>";
+
+/// Keys of the original tool that no longer apply, with why. Each is
+/// accepted (with everything under it) and skipped with one warning.
+pub const IGNORED_KEYS: &[(&str, &str)] = &[
+    (
+        "manhole",
+        "the original tool's SSH debug shell is not part of lafs-backup",
+    ),
+    (
+        "source.pick_policy",
+        "the last match of a source.path glob in byte order is always used \
+         (the original's only policy, alphasort_last)",
+    ),
+    (
+        "http.debug_requests",
+        "request logging follows logging.level, and capabilities are never logged",
+    ),
+    (
+        "http.request_pool_options",
+        "options of the original's Twisted connection pool do not apply",
+    ),
+    (
+        "http.ca_certs_files",
+        "the original's certificate bundle option does not apply",
+    ),
+    ("logging.version", DICT_CONFIG),
+    ("logging.formatters", DICT_CONFIG),
+    ("logging.handlers", DICT_CONFIG),
+    ("logging.root", DICT_CONFIG),
+    ("logging.loggers", DICT_CONFIG),
+    ("logging.filters", DICT_CONFIG),
+    ("logging.incremental", DICT_CONFIG),
+    ("logging.disable_existing_loggers", DICT_CONFIG),
+    (
+        "logging.warnings",
+        "Python's warnings capture does not apply",
+    ),
+    ("logging.tag", "log record tags are not supported"),
+    (
+        "logging.sql_queries",
+        "SQL statements are never logged (they contain capabilities)",
+    ),
+];
+
+const DICT_CONFIG: &str =
+    "Python logging.config settings do not apply; set logging.level (or use --debug/--noise)";
+
+/// A config problem. `Display` is the complete message for users.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {error}", path.display())]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{file}:{}invalid YAML: {message}", line.map(|l| format!("{l}: ")).unwrap_or_else(|| " ".to_owned()))]
+    Syntax {
+        file: String,
+        line: Option<usize>,
+        message: String,
+    },
+    #[error(
+        "{file}:{line}: a config file must be a mapping of keys (such as 'source:'), found {found}"
+    )]
+    NotAMapping {
+        file: String,
+        line: usize,
+        found: String,
+    },
+    #[error("{file}:{line}: unknown config key {key}")]
+    UnknownKey {
+        file: String,
+        line: usize,
+        key: String,
+    },
+    #[error("{file}:{line}: duplicate config key {key} (first given on line {first_line})")]
+    DuplicateKey {
+        file: String,
+        line: usize,
+        key: String,
+        first_line: usize,
+    },
+    #[error("{file}:{line}: wrong type for {key}: expected {expected}, found {found}")]
+    WrongType {
+        file: String,
+        line: usize,
+        key: String,
+        expected: String,
+        found: String,
+    },
+    #[error("{file}:{line}: invalid value for {key}: {message}")]
+    InvalidValue {
+        file: String,
+        line: usize,
+        key: String,
+        message: String,
+    },
+    #[error("missing required config key {key}: set it in a config file given with -c")]
+    Missing { key: String },
+}
+
+/// The result of loading: the merged config, and warnings (ignored keys of
+/// the original tool, each naming the file and line) for the caller to log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<String>,
+}
+
+/// Loads the base config, then each file in order.
+pub fn load(files: &[PathBuf]) -> Result<Loaded, ConfigError> {
+    let mut loader = Loader::new()?;
+    for path in files {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.clone(),
+            error,
+        })?;
+        loader.apply(&path.display().to_string(), &text)?;
+    }
+    Ok(loader.finish())
+}
+
+/// Loads the base config, then each `(name, yaml)` layer in order; `name`
+/// stands for the file name in messages.
+pub fn load_from_strs(layers: &[(&str, &str)]) -> Result<Loaded, ConfigError> {
+    let mut loader = Loader::new()?;
+    for (name, text) in layers {
+        loader.apply(name, text)?;
+    }
+    Ok(loader.finish())
+}
+
+struct Loader {
+    config: Config,
+    warnings: Vec<String>,
+}
+
+impl Loader {
+    fn new() -> Result<Self, ConfigError> {
+        let mut loader = Loader {
+            config: Config::blank(),
+            warnings: Vec::new(),
+        };
+        loader.apply(BASE_NAME, BASE_YAML)?;
+        Ok(loader)
+    }
+
+    fn apply(&mut self, file: &str, text: &str) -> Result<(), ConfigError> {
+        let root = node::parse(text).map_err(|err| ConfigError::Syntax {
+            file: file.to_owned(),
+            line: err.line,
+            message: err.message,
+        })?;
+        let mut layer = Layer {
+            file,
+            warnings: &mut self.warnings,
+        };
+        self.config.apply(&root, "", &mut layer)
+    }
+
+    fn finish(self) -> Loaded {
+        Loaded {
+            config: self.config,
+            warnings: self.warnings,
+        }
+    }
+}
+
+// The structs below mirror the YAML tree, in the order of config/base.yaml
+// (which is also the order of `to_yaml`). docs/config.md explains each key.
+
+section! {
+    /// The merged configuration.
+    pub struct Config {
+        pub source: Source,
+        pub destination: Destination,
+        /// Ordered `'+REGEX'`/`'-REGEX'` scan rules, already validated.
+        pub filter: Vec<String> => filter_rules,
+        pub operation: Operation,
+        pub http: Http,
+        pub logging: Logging,
+    }
+}
+
+section! {
+    /// `source`: what to back up, and the local state files.
+    pub struct Source {
+        /// A path or a glob (its last match in byte order is used).
+        pub path: Option<String>,
+        pub queue: Queue,
+        pub entry_cache: EntryCache,
+        /// Do not cross into other file systems (mount points are kept as
+        /// empty directories).
+        pub one_file_system: bool,
+        /// Skip the contents of directories tagged with `CACHEDIR.TAG`.
+        pub exclude_caches: bool,
+    }
+}
+
+section! {
+    /// `source.queue`: the queue file between scan and upload.
+    pub struct Queue {
+        pub path: Option<PathBuf>,
+        pub check_mtime: bool,
+    }
+}
+
+section! {
+    /// `source.entry_cache`: the deduplication database.
+    pub struct EntryCache {
+        pub path: Option<PathBuf>,
+        pub commit_after: CommitAfter,
+    }
+}
+
+section! {
+    /// `source.entry_cache.commit_after`; `None` means no limit.
+    pub struct CommitAfter {
+        pub queries: Option<u64> => count_limit,
+        pub seconds: Option<f64> => secs_limit,
+    }
+}
+
+section! {
+    /// `destination`: the grid, what to do with the result, and encoding.
+    pub struct Destination {
+        /// The Tahoe web API base, including `/uri`.
+        pub url: String => url,
+        pub result: ResultTargets,
+        pub encoding: Encoding,
+    }
+}
+
+section! {
+    /// `destination.result`: where the root cap of a finished backup goes.
+    pub struct ResultTargets {
+        pub print_to_stdout: bool,
+        pub append_to_file: Option<PathBuf>,
+        /// A dircap, optionally followed by `/sub/path`.
+        pub append_to_lafs_dir: Option<String>,
+    }
+}
+
+section! {
+    /// `destination.encoding`.
+    pub struct Encoding {
+        pub xz: Xz,
+    }
+}
+
+section! {
+    /// `destination.encoding.xz`: which files are stored xz-compressed.
+    pub struct Xz {
+        pub enabled: bool,
+        /// Files smaller than this are not compressed unless a path_filter
+        /// rule says so; `None`: only `[N, REGEX]` rules compress.
+        pub min_size: Option<u64>,
+        pub options: Option<XzOptions>,
+        /// Ordered rules; empty when null.
+        pub path_filter: Vec<XzRule>,
+    }
+}
+
+section! {
+    /// `operation`.
+    pub struct Operation {
+        pub queue_only: bool,
+        pub reuse_queue: bool,
+        pub disable_deduplication: bool,
+        pub try_resume: bool,
+        pub timeouts: OperationTimeouts,
+        pub rate_limit: RateLimit,
+    }
+}
+
+section! {
+    /// `operation.timeouts`.
+    pub struct OperationTimeouts {
+        pub updates: Timeouts,
+    }
+}
+
+section! {
+    /// `operation.rate_limit`: token buckets for uploads; `None`: unlimited.
+    pub struct RateLimit {
+        pub bytes: Option<RateSpec>,
+        pub objects: Option<RateSpec>,
+    }
+}
+
+section! {
+    /// `http`.
+    pub struct Http {
+        pub retry: Retry,
+    }
+}
+
+section! {
+    /// `http.retry`.
+    pub struct Retry {
+        /// Total attempts per request, at least 1.
+        pub attempts: u32 => attempts,
+        pub delay: RetryDelay,
+    }
+}
+
+section! {
+    /// `logging`.
+    pub struct Logging {
+        pub level: LogLevel,
+    }
+}
+
+impl Config {
+    /// The built-in base config alone.
+    pub fn builtin() -> Config {
+        // The base is compiled in and a unit test loads it, so this cannot
+        // fail at run time.
+        load_from_strs(&[])
+            .expect("the built-in base config is valid")
+            .config
+    }
+
+    /// The config as YAML: every key in the order of the base config, `null`
+    /// where unset, no comments. `-c` reads it back to an identical config.
+    pub fn to_yaml(&self) -> String {
+        emit::document(&self.emit())
+    }
+
+    /// Every dotted key, in order.
+    pub fn keys() -> Vec<String> {
+        let mut keys = Vec::new();
+        <Config as Item>::keys("", &mut keys);
+        keys
+    }
+
+    /// Errors naming `key` (a dotted key such as `source.queue.path`) if it
+    /// is null, an empty list or not a key at all.
+    pub fn require(&self, key: &str) -> Result<(), ConfigError> {
+        let mut out = self.emit();
+        for part in key.split('.') {
+            out = match out {
+                emit::Out::Map(entries) => entries
+                    .into_iter()
+                    .find(|(k, _)| *k == part)
+                    .map_or(emit::Out::Null, |(_, value)| value),
+                // Not a key: below a leaf.
+                _ => emit::Out::Null,
+            };
+        }
+        match out {
+            emit::Out::Null => Err(missing(key)),
+            emit::Out::Seq(items) if items.is_empty() => Err(missing(key)),
+            _ => Ok(()),
+        }
+    }
+
+    /// `source.path`, which `backup` needs.
+    pub fn source_path(&self) -> Result<&str, ConfigError> {
+        required(&self.source.path, "source.path").map(String::as_str)
+    }
+
+    /// `source.queue.path`, which `backup` needs.
+    pub fn queue_path(&self) -> Result<&Path, ConfigError> {
+        required(&self.source.queue.path, "source.queue.path").map(PathBuf::as_path)
+    }
+
+    /// `source.entry_cache.path`, which uploads need.
+    pub fn entry_cache_path(&self) -> Result<&Path, ConfigError> {
+        required(&self.source.entry_cache.path, "source.entry_cache.path").map(PathBuf::as_path)
+    }
+}
+
+/// The built-in base config.
+impl Default for Config {
+    fn default() -> Self {
+        Config::builtin()
+    }
+}
+
+/// The value of an optional key, or an error naming it.
+pub fn required<'a, T>(value: &'a Option<T>, key: &str) -> Result<&'a T, ConfigError> {
+    value.as_ref().ok_or_else(|| missing(key))
+}
+
+fn missing(key: &str) -> ConfigError {
+    ConfigError::Missing {
+        key: key.to_owned(),
+    }
+}

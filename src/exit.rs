@@ -21,3 +21,28 @@ impl Outcome {
 pub const FATAL: u8 = 1;
 /// A usage or configuration error: nothing was attempted.
 pub const USAGE: u8 = 2;
+
+/// An error the user can fix by changing the command line or the
+/// configuration; nothing was attempted. Exits with [`USAGE`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// The exit code for an error that ended a command.
+pub fn code_for(err: &anyhow::Error) -> u8 {
+    let usage = err.chain().any(|e| {
+        e.is::<UsageError>()
+            || e.is::<crate::config::ConfigError>()
+            || e.is::<crate::filter::FilterError>()
+    });
+    if usage { USAGE } else { FATAL }
+}
+
+/// Whether the error is only a closed stdout (`lafs-backup ... | head`),
+/// which is not a failure of the tool.
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

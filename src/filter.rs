@@ -124,7 +124,9 @@ pub fn compile(pattern: &str) -> Result<Regex, String> {
 }
 
 fn uses_python_only_syntax(pattern: &str) -> bool {
-    ["(?=", "(?!", "(?<=", "(?<!", "(?P="].iter().any(|p| pattern.contains(p))
+    ["(?=", "(?!", "(?<=", "(?<!", "(?P="]
+        .iter()
+        .any(|p| pattern.contains(p))
         || pattern
             .as_bytes()
             .windows(2)

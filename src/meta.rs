@@ -89,7 +89,8 @@ impl EntryMeta {
             return Err(err("too many '/' separators"));
         }
         let mut ids = ids.split(':');
-        let (Some(uid), Some(gid), Some(mode), None) = (ids.next(), ids.next(), ids.next(), ids.next())
+        let (Some(uid), Some(gid), Some(mode), None) =
+            (ids.next(), ids.next(), ids.next(), ids.next())
         else {
             return Err(err("expected UID:GID:MODE"));
         };
@@ -186,16 +187,27 @@ impl Reader {
         Captured { meta, problems }
     }
 
-    fn acl_text(&mut self, path: &Path, md: &Metadata, is_dir: bool) -> Result<Option<String>, String> {
+    fn acl_text(
+        &mut self,
+        path: &Path,
+        md: &Metadata,
+        is_dir: bool,
+    ) -> Result<Option<String>, String> {
         let decode = |name: &str| -> Result<Option<Acl>, String> {
             match read_xattr(path, name) {
-                Ok(Some(raw)) => Acl::decode(&raw).map(Some).map_err(|e| format!("ACL unreadable: {e}")),
+                Ok(Some(raw)) => Acl::decode(&raw)
+                    .map(Some)
+                    .map_err(|e| format!("ACL unreadable: {e}")),
                 Ok(None) => Ok(None),
                 Err(e) => Err(format!("ACL unreadable: {e}")),
             }
         };
         let access = decode(acl::ACCESS_XATTR)?;
-        let default = if is_dir { decode(acl::DEFAULT_XATTR)? } else { None };
+        let default = if is_dir {
+            decode(acl::DEFAULT_XATTR)?
+        } else {
+            None
+        };
         let default = default.filter(|d| !d.entries.is_empty());
         let extended = access.as_ref().is_some_and(Acl::is_extended);
         if !extended && default.is_none() {
@@ -215,7 +227,12 @@ impl Reader {
 fn read_xattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
     match xattr::get(path, name) {
         Ok(v) => Ok(v),
-        Err(e) if matches!(e.raw_os_error(), Some(libc_errno::ENOTSUP) | Some(libc_errno::ENODATA)) => {
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc_errno::ENOTSUP) | Some(libc_errno::ENODATA)
+            ) =>
+        {
             Ok(None)
         }
         Err(e) => Err(e),
@@ -267,8 +284,17 @@ mod tests {
     #[test]
     fn bad_fields_are_errors() {
         for s in [
-            "", "1:2", "1:2:3:4", "a:2:100644", "1:-2:100644", "1:2:100648", "1:2:644",
-            "1:2:120777", "1:2:100644/x/y/z", "1 :2:100644", "99999999999:0:100644",
+            "",
+            "1:2",
+            "1:2:3:4",
+            "a:2:100644",
+            "1:-2:100644",
+            "1:2:100648",
+            "1:2:644",
+            "1:2:120777",
+            "1:2:100644/x/y/z",
+            "1 :2:100644",
+            "99999999999:0:100644",
         ] {
             assert!(EntryMeta::parse_queue_field(s.as_bytes()).is_err(), "{s:?}");
         }

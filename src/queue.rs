@@ -112,7 +112,9 @@ impl Writer {
         };
         let prefix = format!(
             ".{}.",
-            dest.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+            dest.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
         );
         let tmp = tempfile::Builder::new()
             .prefix(&prefix)
@@ -148,7 +150,9 @@ impl Writer {
             .out
             .into_inner()
             .map_err(|e| QueueError::io(&dest, e.into_error()))?;
-        tmp.as_file().sync_all().map_err(|e| QueueError::io(&dest, e))?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| QueueError::io(&dest, e))?;
         tmp.persist(&dest)
             .map_err(|e| QueueError::io(&dest, e.error))?;
         if let Some(dir) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -287,7 +291,8 @@ pub fn mark_done(queue: &Path) -> Result<(), QueueError> {
 
 /// Whether `queue` exists and its upload is recorded as complete.
 pub fn is_done(queue: &Path) -> bool {
-    let (Ok(marker), Ok(id)) = (fs::read_to_string(done_marker_path(queue)), identity(queue)) else {
+    let (Ok(marker), Ok(id)) = (fs::read_to_string(done_marker_path(queue)), identity(queue))
+    else {
         return false;
     };
     marker.lines().any(|l| l == id)
@@ -312,8 +317,11 @@ mod tests {
         let mut w = Writer::create(&q).unwrap();
         w.push(b"a/0", &meta("0:0:100644")).unwrap();
         w.push(b"a", &meta("0:0:40755")).unwrap();
-        w.push(b"a b\n\\\xff ", &meta("1000:100:100600//u::rw-,u:root:r--,g::---,m::r--,o::---"))
-            .unwrap();
+        w.push(
+            b"a b\n\\\xff ",
+            &meta("1000:100:100600//u::rw-,u:root:r--,g::---,m::r--,o::---"),
+        )
+        .unwrap();
         w.push(b"link", &meta("0:0:")).unwrap();
         w.push(b"", &meta("0:0:40700")).unwrap();
         assert_eq!(w.finish().unwrap(), 5);
@@ -345,7 +353,10 @@ mod tests {
         assert_eq!(reader.format(), Format::Legacy);
         let entries: Vec<_> = reader.by_ref().collect::<Result<_, _>>().unwrap();
         assert_eq!(entries[0].path, b"tmp/root.log");
-        assert_eq!(entries[1].meta.caps.as_deref(), Some("=;cap_dac_read_search+i"));
+        assert_eq!(
+            entries[1].meta.caps.as_deref(),
+            Some("=;cap_dac_read_search+i")
+        );
         assert_eq!(entries[2].path, b"back\\slash");
         assert_eq!(entries[3].path, b"");
     }
@@ -359,8 +370,18 @@ mod tests {
         let err = read_all(truncated).unwrap_err().to_string();
         assert!(err.contains("truncated"), "{err}");
         let future = b"#lafs-backup-queue v2\n";
-        assert!(read_all(future).unwrap_err().to_string().contains("unsupported"));
-        for line in [&b"/abs 0:0:100644\n"[..], b"a/../b 0:0:100644\n", b"a//b 0:0:100644\n", b"nometa\n"] {
+        assert!(
+            read_all(future)
+                .unwrap_err()
+                .to_string()
+                .contains("unsupported")
+        );
+        for line in [
+            &b"/abs 0:0:100644\n"[..],
+            b"a/../b 0:0:100644\n",
+            b"a//b 0:0:100644\n",
+            b"nometa\n",
+        ] {
             let mut q = b"#lafs-backup-queue v1\n".to_vec();
             q.extend_from_slice(line);
             assert!(read_all(&q).is_err(), "{}", String::from_utf8_lossy(line));

@@ -190,7 +190,11 @@ impl Walker<'_> {
             let mut tag_rel = rel.clone();
             tag_rel.push(b'/');
             tag_rel.extend_from_slice(CACHEDIR_TAG);
-            if self.filter.includes(&tag_rel, false) { vec![tag] } else { Vec::new() }
+            if self.filter.includes(&tag_rel, false) {
+                vec![tag]
+            } else {
+                Vec::new()
+            }
         } else {
             match list_dir(&abs) {
                 Ok(names) => names,
@@ -218,7 +222,12 @@ impl Walker<'_> {
         captured.meta
     }
 
-    fn emit(&mut self, out: &mut queue::Writer, rel: &[u8], meta: &EntryMeta) -> Result<(), ScanError> {
+    fn emit(
+        &mut self,
+        out: &mut queue::Writer,
+        rel: &[u8],
+        meta: &EntryMeta,
+    ) -> Result<(), ScanError> {
         trace!(path = %display_path(rel), meta = %meta, "queued");
         out.push(rel, meta)?;
         self.stats.entries += 1;
@@ -352,8 +361,11 @@ mod tests {
         fs::write(r.join("keep/sub/f"), "x").unwrap();
         fs::write(r.join("keep/other/f"), "x").unwrap();
         fs::write(r.join("x.tmp"), "x").unwrap();
-        let (lines, stats) =
-            scan_to_lines(r, &["+^/keep/($|sub/)", "-^/keep/", "-\\.tmp$"], Options::default());
+        let (lines, stats) = scan_to_lines(
+            r,
+            &["+^/keep/($|sub/)", "-^/keep/", "-\\.tmp$"],
+            Options::default(),
+        );
         assert_eq!(lines, ["keep/sub/f", "keep/sub", "keep", ""]);
         assert_eq!(stats.excluded, 2);
     }
@@ -363,18 +375,36 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let r = t.path();
         fs::create_dir(r.join("cache")).unwrap();
-        fs::write(r.join("cache/CACHEDIR.TAG"), [CACHEDIR_TAG_SIGNATURE, b"\n# x\n"].concat()).unwrap();
+        fs::write(
+            r.join("cache/CACHEDIR.TAG"),
+            [CACHEDIR_TAG_SIGNATURE, b"\n# x\n"].concat(),
+        )
+        .unwrap();
         fs::write(r.join("cache/blob"), "x").unwrap();
         fs::create_dir(r.join("fake")).unwrap();
-        fs::write(r.join("fake/CACHEDIR.TAG"), "not a signature at all, no no no no no no").unwrap();
+        fs::write(
+            r.join("fake/CACHEDIR.TAG"),
+            "not a signature at all, no no no no no no",
+        )
+        .unwrap();
         fs::write(r.join("fake/blob"), "x").unwrap();
         let (lines, stats) = scan_to_lines(r, &[], Options::default());
         assert_eq!(
             lines,
-            ["cache/CACHEDIR.TAG", "cache", "fake/CACHEDIR.TAG", "fake/blob", "fake", ""]
+            [
+                "cache/CACHEDIR.TAG",
+                "cache",
+                "fake/CACHEDIR.TAG",
+                "fake/blob",
+                "fake",
+                ""
+            ]
         );
         assert_eq!(stats.caches, 1);
-        let off = Options { exclude_caches: false, ..Options::default() };
+        let off = Options {
+            exclude_caches: false,
+            ..Options::default()
+        };
         let (lines, _) = scan_to_lines(r, &[], off);
         assert!(lines.contains(&"cache/blob".to_owned()));
     }
@@ -382,12 +412,23 @@ mod tests {
     #[test]
     fn pick_source_takes_the_last_match_in_byte_order() {
         let t = tempfile::tempdir().unwrap();
-        for name in ["weekly.2013-01-01", "weekly.2013-02-01", "weekly.2012-12-31", "Weekly.2099"] {
+        for name in [
+            "weekly.2013-01-01",
+            "weekly.2013-02-01",
+            "weekly.2012-12-31",
+            "Weekly.2099",
+        ] {
             fs::create_dir(t.path().join(name)).unwrap();
         }
         let pattern = format!("{}/weekly.*", t.path().display());
-        assert_eq!(pick_source(&pattern).unwrap(), t.path().join("weekly.2013-02-01"));
-        assert_eq!(backup_name(&pick_source(&pattern).unwrap()), "weekly.2013-02-01");
+        assert_eq!(
+            pick_source(&pattern).unwrap(),
+            t.path().join("weekly.2013-02-01")
+        );
+        assert_eq!(
+            backup_name(&pick_source(&pattern).unwrap()),
+            "weekly.2013-02-01"
+        );
         let none = format!("{}/monthly.*", t.path().display());
         assert!(matches!(pick_source(&none), Err(PickError::NoMatch(_))));
         let literal = t.path().join("weekly.2012-12-31");

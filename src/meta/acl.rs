@@ -41,7 +41,7 @@ pub struct AclDecodeError(&'static str);
 
 impl Acl {
     pub fn decode(raw: &[u8]) -> Result<Self, AclDecodeError> {
-        if raw.len() < 4 || (raw.len() - 4) % 8 != 0 {
+        if raw.len() < 4 || !(raw.len() - 4).is_multiple_of(8) {
             return Err(AclDecodeError("length is not 4 + 8*n bytes"));
         }
         let version = u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]);
@@ -65,9 +65,21 @@ impl Acl {
         let perm = |shift: u32| ((mode >> shift) & 7) as u16;
         Self {
             entries: vec![
-                AclEntry { tag: TAG_USER_OBJ, perm: perm(6), id: u32::MAX },
-                AclEntry { tag: TAG_GROUP_OBJ, perm: perm(3), id: u32::MAX },
-                AclEntry { tag: TAG_OTHER, perm: perm(0), id: u32::MAX },
+                AclEntry {
+                    tag: TAG_USER_OBJ,
+                    perm: perm(6),
+                    id: u32::MAX,
+                },
+                AclEntry {
+                    tag: TAG_GROUP_OBJ,
+                    perm: perm(3),
+                    id: u32::MAX,
+                },
+                AclEntry {
+                    tag: TAG_OTHER,
+                    perm: perm(0),
+                    id: u32::MAX,
+                },
             ],
         }
     }

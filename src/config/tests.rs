@@ -1,0 +1,1254 @@
+use super::node::{Kind, Node};
+use super::*;
+
+/// Loads the base plus one layer named `cfg.yaml`.
+fn load_one(yaml: &str) -> Result<Loaded, ConfigError> {
+    load_from_strs(&[("cfg.yaml", yaml)])
+}
+
+fn config(yaml: &str) -> Config {
+    match load_one(yaml) {
+        Ok(loaded) => loaded.config,
+        Err(err) => panic!("config should load: {err}"),
+    }
+}
+
+/// The error message for a config that must fail.
+fn error(yaml: &str) -> String {
+    match load_one(yaml) {
+        Ok(loaded) => panic!("config should fail, got {:?}", loaded.config),
+        Err(err) => err.to_string(),
+    }
+}
+
+fn assert_error(yaml: &str, expected: &str) {
+    let message = error(yaml);
+    assert!(
+        message.contains(expected),
+        "error {message:?} should contain {expected:?}"
+    );
+}
+
+/// The dotted keys of the leaves of a YAML tree, in document order.
+fn leaf_keys(node: &Node, prefix: &str, out: &mut Vec<String>) {
+    let is_leaf = Config::keys().iter().any(|k| k == prefix);
+    match &node.kind {
+        Kind::Map(entries) if !is_leaf => {
+            for entry in entries {
+                leaf_keys(&entry.value, &schema::join(prefix, &entry.key), out);
+            }
+        }
+        _ => out.push(prefix.to_owned()),
+    }
+}
+
+fn yaml_keys(text: &str) -> Vec<String> {
+    let node = node::parse(text).expect("valid YAML");
+    let mut keys = Vec::new();
+    leaf_keys(&node, "", &mut keys);
+    keys
+}
+
+// ------------------------------------------------------------ base config
+
+#[test]
+fn base_config_has_the_documented_defaults() {
+    let loaded = load_from_strs(&[]).expect("base loads");
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let c = loaded.config;
+    assert_eq!(c.source.path, None);
+    assert_eq!(c.source.queue.path, None);
+    assert!(c.source.queue.check_mtime);
+    assert_eq!(c.source.entry_cache.path, None);
+    assert_eq!(c.source.entry_cache.commit_after.queries, Some(50));
+    assert_eq!(c.source.entry_cache.commit_after.seconds, Some(10.0));
+    assert!(c.source.one_file_system);
+    assert!(c.source.exclude_caches);
+    assert_eq!(c.destination.url, "http://localhost:3456/uri");
+    assert!(c.destination.result.print_to_stdout);
+    assert_eq!(c.destination.result.append_to_file, None);
+    assert_eq!(c.destination.result.append_to_lafs_dir, None);
+    let xz = &c.destination.encoding.xz;
+    assert!(xz.enabled);
+    assert_eq!(xz.min_size, Some(5120));
+    assert_eq!(xz.options, None);
+    assert!(xz.path_filter.is_empty());
+    assert!(c.filter.is_empty());
+    assert!(!c.operation.queue_only);
+    assert!(!c.operation.reuse_queue);
+    assert!(!c.operation.disable_deduplication);
+    assert!(!c.operation.try_resume);
+    assert_eq!(
+        c.operation.timeouts.updates,
+        Timeouts::PerAttempt(vec![1200.0, 2400.0, 3600.0])
+    );
+    assert_eq!(c.operation.rate_limit.bytes, None);
+    assert_eq!(c.operation.rate_limit.objects, None);
+    assert_eq!(c.http.retry.attempts, 4);
+    assert_eq!(
+        c.http.retry.delay,
+        RetryDelay::PerRetry(vec![10.0, 60.0, 600.0])
+    );
+    assert_eq!(c.logging.level, LogLevel::Warning);
+    assert_eq!(Config::default(), c);
+}
+
+#[test]
+fn base_config_sets_every_key_in_schema_order() {
+    assert_eq!(yaml_keys(BASE_YAML), Config::keys());
+}
+
+#[test]
+fn dump_lists_every_key_in_base_order() {
+    assert_eq!(yaml_keys(&Config::builtin().to_yaml()), Config::keys());
+}
+
+#[test]
+fn docs_describe_every_key() {
+    let docs = include_str!("../../docs/config.md");
+    for key in Config::keys() {
+        assert!(
+            docs.contains(&format!("`{key}`")),
+            "docs/config.md lacks `{key}`"
+        );
+    }
+    for (key, _) in IGNORED_KEYS {
+        assert!(
+            docs.contains(&format!("`{key}`")),
+            "docs/config.md lacks `{key}`"
+        );
+    }
+}
+
+#[test]
+fn empty_and_comment_only_layers_change_nothing() {
+    let base = Config::builtin();
+    assert_eq!(config(""), base);
+    assert_eq!(config("# nothing here\n"), base);
+    assert_eq!(config("---\n"), base);
+    assert_eq!(config("source:\nlogging:\n"), base);
+    assert_eq!(config("source: {}\n"), base);
+}
+
+// ------------------------------------------------------------ layering
+
+#[test]
+fn later_scalars_override_earlier_ones() {
+    let loaded = load_from_strs(&[
+        (
+            "a.yaml",
+            "source:\n  path: /a\n  queue: {check_mtime: false}\n",
+        ),
+        ("b.yaml", "source:\n  path: /b\n"),
+    ])
+    .expect("loads");
+    assert_eq!(loaded.config.source.path.as_deref(), Some("/b"));
+    // Untouched by b.yaml: mappings merge key by key.
+    assert!(!loaded.config.source.queue.check_mtime);
+}
+
+#[test]
+fn lists_replace_lists() {
+    let loaded = load_from_strs(&[
+        ("a.yaml", "filter: ['-^/a/', '-^/b/']\n"),
+        ("b.yaml", "filter: ['+^/c/']\n"),
+        ("c.yaml", "operation: {timeouts: {updates: [5]}}\n"),
+    ])
+    .expect("loads");
+    assert_eq!(loaded.config.filter, vec!["+^/c/".to_owned()]);
+    assert_eq!(
+        loaded.config.operation.timeouts.updates,
+        Timeouts::PerAttempt(vec![5.0])
+    );
+}
+
+#[test]
+fn explicit_null_overrides_scalars_and_lists() {
+    let loaded = load_from_strs(&[
+        (
+            "a.yaml",
+            "source: {path: /a}\ndestination: {result: {append_to_file: /log}}\nfilter: ['-x']\n",
+        ),
+        (
+            "b.yaml",
+            "source:\n  path: null\ndestination:\n  result:\n    append_to_file:\n  \
+             encoding:\n    xz:\n      min_size: null\nfilter: ~\noperation:\n  timeouts:\n    \
+             updates: null\n",
+        ),
+    ])
+    .expect("loads");
+    let c = loaded.config;
+    assert_eq!(c.source.path, None);
+    assert_eq!(c.destination.result.append_to_file, None);
+    assert_eq!(c.destination.encoding.xz.min_size, None);
+    assert!(c.filter.is_empty());
+    assert_eq!(c.operation.timeouts.updates, Timeouts::None);
+}
+
+#[test]
+fn mappings_merge_key_by_key() {
+    let c = config(
+        "destination:\n  result:\n    print_to_stdout: false\n\
+         operation:\n  rate_limit:\n    bytes: '1:10'\n",
+    );
+    assert!(!c.destination.result.print_to_stdout);
+    // Siblings keep their defaults.
+    assert_eq!(c.destination.url, "http://localhost:3456/uri");
+    assert_eq!(c.destination.encoding.xz.min_size, Some(5120));
+    assert_eq!(c.operation.rate_limit.objects, None);
+    assert_eq!(
+        c.operation.timeouts.updates,
+        Config::builtin().operation.timeouts.updates
+    );
+}
+
+#[test]
+fn null_bool_is_false_like_in_the_original() {
+    let c = config("source:\n  queue:\n    check_mtime:\n");
+    assert!(!c.source.queue.check_mtime);
+}
+
+#[test]
+fn anchors_and_merge_keys_work() {
+    let c = config("source:\n  <<: {one_file_system: false}\n  path: /x\n");
+    assert_eq!(c.source.path.as_deref(), Some("/x"));
+    assert!(!c.source.one_file_system);
+    let c = config("source:\n  path: &p /srv/data\n  queue:\n    path: *p\n");
+    assert_eq!(c.source.queue.path, Some(PathBuf::from("/srv/data")));
+    let c =
+        config("operation:\n  timeouts: &t\n    updates: 7\n  rate_limit:\n    <<: {bytes: '2'}\n");
+    assert_eq!(c.operation.timeouts.updates, Timeouts::Fixed(7.0));
+    assert_eq!(
+        c.operation.rate_limit.bytes,
+        Some(RateSpec {
+            interval_secs: 2.0,
+            burst: 1.0
+        })
+    );
+}
+
+// ------------------------------------------------------------ errors
+
+#[test]
+fn unknown_key_names_file_line_and_dotted_key() {
+    let message = error("source:\n  path: /x\n  queue:\n    chek_mtime: true\n");
+    assert_eq!(
+        message,
+        "cfg.yaml:4: unknown config key source.queue.chek_mtime"
+    );
+    assert_eq!(
+        error("sources:\n  path: /x\n"),
+        "cfg.yaml:1: unknown config key sources"
+    );
+}
+
+#[test]
+fn unknown_key_in_a_later_file_names_that_file() {
+    let err = load_from_strs(&[
+        ("a.yaml", "source: {path: /a}\n"),
+        ("b.yaml", "\n\nbogus: 1\n"),
+    ])
+    .expect_err("fails");
+    assert_eq!(err.to_string(), "b.yaml:3: unknown config key bogus");
+    assert!(matches!(err, ConfigError::UnknownKey { line: 3, .. }));
+}
+
+#[test]
+fn wrong_type_names_file_line_and_key() {
+    assert_eq!(
+        error("source:\n  queue:\n    check_mtime: maybe\n"),
+        "cfg.yaml:3: wrong type for source.queue.check_mtime: expected true or false, \
+         found the string \"maybe\""
+    );
+    assert_eq!(
+        error("# comment\nsource: /srv\n"),
+        "cfg.yaml:2: wrong type for source: expected a mapping of config keys, \
+         found the string \"/srv\""
+    );
+    assert_eq!(
+        error("http:\n  retry:\n    attempts: [1]\n"),
+        "cfg.yaml:3: wrong type for http.retry.attempts: expected an integer (the total \
+         number of attempts), found a list"
+    );
+    assert_error(
+        "destination:\n  encoding:\n    xz:\n      min_size: -5\n",
+        "cfg.yaml:4: wrong type for destination.encoding.xz.min_size: expected a non-negative integer, found the integer -5",
+    );
+    assert_error(
+        "source:\n  path: 5\n",
+        "cfg.yaml:2: wrong type for source.path: expected a string",
+    );
+}
+
+#[test]
+fn invalid_value_names_file_line_and_key() {
+    assert_eq!(
+        error("\noperation:\n  rate_limit:\n    bytes: abc\n"),
+        "cfg.yaml:4: invalid value for operation.rate_limit.bytes: \"abc\" is not a number; \
+         a rate spec is INTERVAL[:BURST], seconds per unit and a burst size, \
+         e.g. '1/3e5:20e6' (300 kB/s, 20 MB burst) or '10:50'"
+    );
+    assert_error(
+        "destination:\n  url: localhost:3456\n",
+        "cfg.yaml:2: invalid value for destination.url: \"localhost:3456\" is not an http:// or https:// URL",
+    );
+    assert_error(
+        "logging:\n  level: loud\n",
+        "cfg.yaml:2: wrong type for logging.level: expected one of error, warning, info, debug, noise, found the string \"loud\"",
+    );
+}
+
+#[test]
+fn malformed_yaml_names_file_and_line() {
+    let message = error("source:\n  path: /x\n queue: 1\n");
+    assert!(
+        message.starts_with("cfg.yaml:3: invalid YAML: "),
+        "{message}"
+    );
+    let message = error("filter: ['-a'\noperation: {}\n");
+    assert!(
+        message.starts_with("cfg.yaml:2: invalid YAML: "),
+        "{message}"
+    );
+    let message = error("source:\n  path: \"unterminated\n");
+    assert!(message.starts_with("cfg.yaml:"), "{message}");
+    assert!(message.contains("invalid YAML"), "{message}");
+    assert!(!message.contains('\n'), "one line: {message}");
+    let message = error("a: 1\n---\nb: 2\n");
+    assert!(
+        message.starts_with("cfg.yaml:3: invalid YAML: "),
+        "{message}"
+    );
+}
+
+#[test]
+fn duplicate_keys_are_errors() {
+    assert_eq!(
+        error("source:\n  path: /a\n  path: /b\n"),
+        "cfg.yaml:3: duplicate config key source.path (first given on line 2)"
+    );
+    assert_eq!(
+        error("logging: {}\nlogging: {}\n"),
+        "cfg.yaml:2: duplicate config key logging (first given on line 1)"
+    );
+}
+
+#[test]
+fn document_must_be_a_mapping() {
+    assert_eq!(
+        error("- a\n- b\n"),
+        "cfg.yaml:1: a config file must be a mapping of keys (such as 'source:'), found a list"
+    );
+}
+
+#[test]
+fn errors_in_list_elements_point_at_the_element() {
+    assert_eq!(
+        error("operation:\n  timeouts:\n    updates:\n      - 10\n      - 0\n"),
+        "cfg.yaml:5: invalid value for operation.timeouts.updates item #2: \
+         must be a positive, finite number of seconds"
+    );
+    let message = error("filter:\n  - '+^/a/'\n  - '^/b/'\n");
+    assert!(
+        message.starts_with("cfg.yaml:3: invalid value for filter: "),
+        "{message}"
+    );
+    assert!(message.contains("#2"), "names the rule: {message}");
+    assert!(message.contains("^/b/"), "names the rule: {message}");
+    let message = error("filter:\n  - '+^/a/'\n  - '-(unclosed'\n");
+    assert!(
+        message.starts_with("cfg.yaml:3: invalid value for filter: "),
+        "{message}"
+    );
+    assert!(message.contains("(unclosed"), "{message}");
+    assert_eq!(
+        error("filter:\n  - '+a'\n  - [1, 'x']\n"),
+        "cfg.yaml:3: wrong type for filter rule #2: expected a string '+REGEX' (include) \
+         or '-REGEX' (exclude), found a list"
+    );
+    assert_error(
+        "filter: '-x'\n",
+        "cfg.yaml:1: wrong type for filter: expected a list",
+    );
+}
+
+#[test]
+fn missing_required_key_is_named() {
+    let c = Config::builtin();
+    let err = c.require("source.queue.path").expect_err("unset");
+    assert_eq!(
+        err.to_string(),
+        "missing required config key source.queue.path: set it in a config file given with -c"
+    );
+    assert!(c.require("filter").is_err());
+    assert!(c.require("no.such.key").is_err());
+    assert!(c.require("destination.url").is_ok());
+    assert!(c.require("source.queue.check_mtime").is_ok());
+    assert!(c.source_path().is_err());
+    assert!(c.queue_path().is_err());
+    assert!(c.entry_cache_path().is_err());
+
+    let c = config(
+        "source: {path: '/s/*', queue: {path: /q}, entry_cache: {path: /db}}\nfilter: ['-x']\n",
+    );
+    assert_eq!(c.source_path().ok(), Some("/s/*"));
+    assert_eq!(c.queue_path().ok(), Some(Path::new("/q")));
+    assert_eq!(c.entry_cache_path().ok(), Some(Path::new("/db")));
+    assert!(c.require("source.path").is_ok());
+    assert!(c.require("filter").is_ok());
+}
+
+#[test]
+fn load_reads_files_in_order_and_names_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = dir.path().join("a.yaml");
+    let b = dir.path().join("b.yaml");
+    std::fs::write(&a, "source:\n  path: /a\n  queue: {path: /qa}\n").expect("write");
+    std::fs::write(&b, "source:\n  path: /b\nmanhole: {endpoint: 'tcp:8022'}\n").expect("write");
+    let loaded = load(&[a.clone(), b.clone()]).expect("loads");
+    assert_eq!(loaded.config.source.path.as_deref(), Some("/b"));
+    assert_eq!(loaded.config.source.queue.path, Some(PathBuf::from("/qa")));
+    assert_eq!(loaded.warnings.len(), 1);
+    assert!(
+        loaded.warnings[0].starts_with(&format!("{}:3: ignoring config key manhole", b.display()))
+    );
+
+    std::fs::write(&b, "source:\n  pathh: /b\n").expect("write");
+    let err = load(&[a.clone(), b.clone()]).expect_err("fails");
+    assert_eq!(
+        err.to_string(),
+        format!("{}:2: unknown config key source.pathh", b.display())
+    );
+
+    let missing = dir.path().join("missing.yaml");
+    let err = load(&[a, missing.clone()]).expect_err("fails");
+    assert!(
+        err.to_string()
+            .starts_with(&format!("cannot read config file {}: ", missing.display())),
+        "{err}"
+    );
+}
+
+// ------------------------------------------------------------ legacy keys
+
+#[test]
+fn ignored_keys_of_the_original_warn_once_each() {
+    let mut yaml = String::new();
+    let mut lines = Vec::new();
+    // One layer holding every ignored key, each with nested content.
+    let mut sections: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (key, _) in IGNORED_KEYS {
+        let (section, leaf) = key.split_once('.').unwrap_or(("", key));
+        match sections.iter_mut().find(|(s, _)| *s == section) {
+            Some((_, leaves)) => leaves.push(leaf),
+            None => sections.push((section, vec![leaf])),
+        }
+    }
+    for (section, leaves) in &sections {
+        let indent = if section.is_empty() { "" } else { "  " };
+        if !section.is_empty() {
+            yaml.push_str(&format!("{section}:\n"));
+        }
+        for leaf in leaves {
+            lines.push((yaml.lines().count() + 1, schema::join(section, leaf)));
+            yaml.push_str(&format!(
+                "{indent}{leaf}:\n{indent}  nested: {{deep: [1, 2]}}\n{indent}  other: x\n"
+            ));
+        }
+    }
+    let loaded = load_one(&yaml).expect("ignored keys load");
+    assert_eq!(loaded.config, Config::builtin());
+    assert_eq!(
+        loaded.warnings.len(),
+        IGNORED_KEYS.len(),
+        "{:#?}",
+        loaded.warnings
+    );
+    for ((key, why), warning) in IGNORED_KEYS.iter().zip(&loaded.warnings) {
+        let line = lines
+            .iter()
+            .find(|(_, full)| full == key)
+            .map(|(line, _)| *line)
+            .unwrap_or(0);
+        assert_eq!(
+            warning,
+            &format!("cfg.yaml:{line}: ignoring config key {key}: {why}")
+        );
+    }
+}
+
+#[test]
+fn ignored_keys_with_scalar_or_null_values_also_warn() {
+    let loaded = load_one("source:\n  pick_policy: alphasort_last\nmanhole:\nlogging:\n  tag:\n")
+        .expect("loads");
+    assert_eq!(
+        loaded.warnings,
+        vec![
+            format!(
+                "cfg.yaml:2: ignoring config key source.pick_policy: {}",
+                IGNORED_KEYS[1].1
+            ),
+            format!(
+                "cfg.yaml:3: ignoring config key manhole: {}",
+                IGNORED_KEYS[0].1
+            ),
+            "cfg.yaml:5: ignoring config key logging.tag: log record tags are not supported"
+                .to_owned(),
+        ]
+    );
+}
+
+/// A config as users of the original tool wrote it: the original's
+/// `core.yaml` with settings filled in.
+const ORIGINAL_CONFIG: &str = r#"
+source:
+  # Path or glob pattern (to match path) to backup, required.
+  path: /srv/backups/root-fs.*
+  queue:
+    path: /var/lib/lafs-backup/queue.txt
+    check_mtime: true
+  entry_cache:
+    path: /var/lib/lafs-backup/entry_cache.sqlite
+    commit_after:
+      queries: 50
+      seconds: 10
+  pick_policy: alphasort_last
+
+destination:
+  url: http://localhost:3456/uri
+  result:
+    print_to_stdout: true
+    append_to_file: /var/log/lafs-backup.caps
+    append_to_lafs_dir: URI:DIR2:aaaaaaaaaaaaaaaaaaaaaaaaaa:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb/backups
+  encoding:
+    xz:
+      enabled: true
+      options: {options: {level: 9}}
+      min_size: 5120
+      path_filter:
+        - '-\.(gz|bz2|zip|7z|rar|xz|lzma|jpe?g|png|mp[34]|ogg|avi|mkv)$'
+        - [500, '\.(txt|log|csv)$']
+        - ['+', '^/etc/']
+        - ['-', '^/var/cache/']
+        - '+\.sql$'
+
+http:
+  ca_certs_files: /etc/ssl/certs/ca-certificates.crt
+  debug_requests: false
+  request_pool_options:
+    maxPersistentPerHost: 10
+    cachedConnectionTimeout: 600
+    retryAutomatically: true
+  retry:
+    attempts: 4
+    delay: [10, 60, 600]
+
+filter:
+  - '+^/var/log/($|security/)'
+  - '-^/var/(tmp|cache|log|spool)/'
+  - '-/(?i)\.?svn(/.*|ignore)$'
+
+operation:
+  queue_only: false
+  reuse_queue: false
+  disable_deduplication: false
+  try_resume: false
+  timeouts:
+    # null, 0 or false to disable
+    updates: [1200, 2400, 3600]
+  rate_limit:
+    bytes: 1/3e5:20e6
+    objects: '10:50'
+
+logging:
+  warnings: true
+  sql_queries: false
+  tag:
+  version: 1
+  formatters:
+    basic:
+      format: '%(asctime)s :: %(name)s :: %(levelname)s: %(message)s'
+      datefmt: '%Y-%m-%d %H:%M:%S'
+  handlers:
+    console:
+      class: logging.StreamHandler
+      stream: ext://sys.stderr
+      formatter: basic
+      level: custom
+    debug_logfile:
+      class: logging.handlers.RotatingFileHandler
+      filename: /tmp/lafs-backup.debug.log
+      formatter: basic
+      encoding: utf-8
+      maxBytes: 5_242_880 # 5 MiB
+      backupCount: 2
+      level: NOISE
+  root:
+    level: custom
+    handlers: [console, debug_logfile]
+
+manhole:
+  endpoint: tcp:8022:interface=localhost
+  on_signal: USR1
+  client: ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC0 user@host
+  server:
+    public: |
+      ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQDx lafs-backup
+    private: |
+      -----BEGIN RSA PRIVATE KEY-----
+      MIIEpAIBAAKCAQEA8b1ewlelXFUMZhj3R3vzXGa2qs+ViEqVrL9YaUn2Pu1MC8F8
+      -----END RSA PRIVATE KEY-----
+"#;
+
+#[test]
+fn a_config_of_the_original_tool_loads_unchanged() {
+    let loaded = load_one(ORIGINAL_CONFIG).expect("the original's config loads");
+    let c = &loaded.config;
+    assert_eq!(c.source.path.as_deref(), Some("/srv/backups/root-fs.*"));
+    assert_eq!(
+        c.source.entry_cache.path,
+        Some(PathBuf::from("/var/lib/lafs-backup/entry_cache.sqlite"))
+    );
+    assert_eq!(
+        c.destination.result.append_to_lafs_dir.as_deref(),
+        Some(
+            "URI:DIR2:aaaaaaaaaaaaaaaaaaaaaaaaaa:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb/backups"
+        )
+    );
+    let xz = &c.destination.encoding.xz;
+    assert_eq!(
+        xz.options,
+        Some(XzOptions {
+            level: 9,
+            extreme: false
+        })
+    );
+    assert_eq!(
+        xz.path_filter.iter().map(|r| r.action).collect::<Vec<_>>(),
+        vec![
+            XzAction::Never,
+            XzAction::AtLeast(500),
+            XzAction::UseMinSize,
+            XzAction::Never,
+            XzAction::UseMinSize
+        ]
+    );
+    assert_eq!(xz.path_filter[1].regex, r"\.(txt|log|csv)$");
+    assert_eq!(c.filter.len(), 3);
+    assert_eq!(c.filter[2], r"-/(?i)\.?svn(/.*|ignore)$");
+    assert_eq!(
+        c.operation.rate_limit.bytes,
+        Some(RateSpec {
+            interval_secs: 1.0 / 3e5,
+            burst: 20e6
+        })
+    );
+    assert_eq!(
+        c.operation.rate_limit.objects,
+        Some(RateSpec {
+            interval_secs: 10.0,
+            burst: 50.0
+        })
+    );
+    let warned: Vec<&str> = loaded
+        .warnings
+        .iter()
+        .map(|w| {
+            w.split("ignoring config key ")
+                .nth(1)
+                .and_then(|rest| rest.split(':').next())
+                .unwrap_or("")
+        })
+        .collect();
+    assert_eq!(
+        warned,
+        vec![
+            "source.pick_policy",
+            "http.ca_certs_files",
+            "http.debug_requests",
+            "http.request_pool_options",
+            "logging.warnings",
+            "logging.sql_queries",
+            "logging.tag",
+            "logging.version",
+            "logging.formatters",
+            "logging.handlers",
+            "logging.root",
+            "manhole",
+        ]
+    );
+    // The result dumps and reloads like any config.
+    let again = load_from_strs(&[("dump", &c.to_yaml())]).expect("dump reloads");
+    assert_eq!(&again.config, c);
+    assert!(again.warnings.is_empty());
+}
+
+// ------------------------------------------------------------ YAML 1.1-isms
+
+#[test]
+fn yaml_1_1_numbers_and_booleans_are_accepted() {
+    let c = config(
+        "source:\n  queue: {check_mtime: no}\n  one_file_system: off\n  exclude_caches: yes\n  \
+         entry_cache: {commit_after: {queries: 1_000, seconds: 1_0}}\n\
+         destination:\n  encoding:\n    xz:\n      min_size: 10_000_000\n\
+         operation:\n  timeouts: {updates: [1_200, 2_400]}\n  queue_only: on\n\
+         http:\n  retry: {attempts: 1_0, delay: 2_5}\n",
+    );
+    assert!(!c.source.queue.check_mtime);
+    assert!(!c.source.one_file_system);
+    assert!(c.source.exclude_caches);
+    assert!(c.operation.queue_only);
+    assert_eq!(c.source.entry_cache.commit_after.queries, Some(1000));
+    assert_eq!(c.source.entry_cache.commit_after.seconds, Some(10.0));
+    assert_eq!(c.destination.encoding.xz.min_size, Some(10_000_000));
+    assert_eq!(
+        c.operation.timeouts.updates,
+        Timeouts::PerAttempt(vec![1200.0, 2400.0])
+    );
+    assert_eq!(c.http.retry.attempts, 10);
+    assert_eq!(c.http.retry.delay, RetryDelay::Fixed(25.0));
+}
+
+#[test]
+fn sizes_may_use_exponents() {
+    let c = config("destination: {encoding: {xz: {min_size: 20e6, path_filter: [[1e3, 'x']]}}}\n");
+    assert_eq!(c.destination.encoding.xz.min_size, Some(20_000_000));
+    assert_eq!(
+        c.destination.encoding.xz.path_filter[0].action,
+        XzAction::AtLeast(1000)
+    );
+    assert_error(
+        "destination: {encoding: {xz: {min_size: 1.5}}}\n",
+        "cfg.yaml:1: wrong type for destination.encoding.xz.min_size",
+    );
+}
+
+// ------------------------------------------------------------ rate specs
+
+#[test]
+fn rate_specs_parse() {
+    let spec = RateSpec::parse("1/3e5:20e6").expect("valid");
+    assert_eq!(spec.interval_secs, 1.0 / 300_000.0);
+    assert_eq!(spec.burst, 2e7);
+    assert_eq!(spec.rate(), 300_000.0);
+    assert_eq!(
+        RateSpec::parse("10:50"),
+        Ok(RateSpec {
+            interval_secs: 10.0,
+            burst: 50.0
+        })
+    );
+    assert_eq!(
+        RateSpec::parse("5"),
+        Ok(RateSpec {
+            interval_secs: 5.0,
+            burst: 1.0
+        })
+    );
+    assert_eq!(
+        RateSpec::parse(" 0.5 : 2 "),
+        Ok(RateSpec {
+            interval_secs: 0.5,
+            burst: 2.0
+        })
+    );
+    assert_eq!(
+        RateSpec::parse("1/300_000:20_000_000"),
+        RateSpec::parse("1/3e5:2e7")
+    );
+    for bad in [
+        "-1", "0", "abc", "1:0", "1:0.5", "1/0", "", ":5", "1:", "inf", "nan", "1:inf", "1/-2",
+        "1:2:3", "_1", "1_", "1__0", "1/2/3",
+    ] {
+        assert!(RateSpec::parse(bad).is_err(), "{bad:?} should be rejected");
+    }
+}
+
+#[test]
+fn rate_specs_in_config() {
+    let c = config("operation:\n  rate_limit:\n    bytes: 1/3e5:20e6\n    objects: 5\n");
+    assert_eq!(
+        c.operation.rate_limit.bytes,
+        Some(RateSpec {
+            interval_secs: 1.0 / 3e5,
+            burst: 2e7
+        })
+    );
+    assert_eq!(
+        c.operation.rate_limit.objects,
+        Some(RateSpec {
+            interval_secs: 5.0,
+            burst: 1.0
+        })
+    );
+    let c = config("operation: {rate_limit: {objects: 10:50, bytes: 0.25}}\n");
+    assert_eq!(
+        c.operation.rate_limit.objects,
+        Some(RateSpec {
+            interval_secs: 10.0,
+            burst: 50.0
+        })
+    );
+    assert_eq!(
+        c.operation.rate_limit.bytes.map(|r| r.interval_secs),
+        Some(0.25)
+    );
+    for (bad, why) in [
+        ("-1", "the interval must be a positive"),
+        ("0", "the interval must be a positive"),
+        ("abc", "\"abc\" is not a number"),
+        ("'1:0'", "the burst must be a finite number of at least 1"),
+        ("true", "wrong type"),
+    ] {
+        assert_error(
+            &format!("operation:\n  rate_limit:\n    objects: {bad}\n"),
+            "cfg.yaml:3: ",
+        );
+        assert_error(
+            &format!("operation:\n  rate_limit:\n    objects: {bad}\n"),
+            why,
+        );
+        assert_error(
+            &format!("operation:\n  rate_limit:\n    objects: {bad}\n"),
+            "operation.rate_limit.objects",
+        );
+    }
+}
+
+#[test]
+fn rate_spec_display_reads_back_exactly() {
+    for spec in [
+        "1/3e5:20e6",
+        "10:50",
+        "5",
+        "0.1",
+        "1/3",
+        "1/7:1.5",
+        "123456.789:1e300",
+    ] {
+        let parsed = RateSpec::parse(spec).expect("valid");
+        let shown = parsed.to_string();
+        assert_eq!(
+            RateSpec::parse(&shown),
+            Ok(parsed),
+            "{spec} shown as {shown}"
+        );
+    }
+    assert_eq!(
+        RateSpec::parse("1/3e5:20e6").map(|r| r.to_string()),
+        Ok("1/300000:20000000".to_owned())
+    );
+    assert_eq!(
+        RateSpec::parse("10:50").map(|r| r.to_string()),
+        Ok("10:50".to_owned())
+    );
+}
+
+// ------------------------------------------------------------ timeouts
+
+#[test]
+fn timeouts_variants() {
+    let updates = |v: &str| {
+        config(&format!("operation:\n  timeouts:\n    updates: {v}\n"))
+            .operation
+            .timeouts
+            .updates
+    };
+    assert_eq!(
+        updates("[10, 20.5]"),
+        Timeouts::PerAttempt(vec![10.0, 20.5])
+    );
+    assert_eq!(updates("30"), Timeouts::Fixed(30.0));
+    assert_eq!(updates("0.5"), Timeouts::Fixed(0.5));
+    for none in ["null", "", "~", "0", "false", "-1", "-0.5"] {
+        assert_eq!(updates(none), Timeouts::None, "{none:?}");
+    }
+    for (bad, why) in [
+        ("true", "wrong type"),
+        ("[]", "an empty list"),
+        ("[10, -1]", "item #2: must be a positive"),
+        ("[10, x]", "item #2: expected a positive number"),
+        ("'10'", "wrong type"),
+        (".inf", "not a finite number"),
+    ] {
+        let message = error(&format!("operation:\n  timeouts:\n    updates: {bad}\n"));
+        assert!(message.starts_with("cfg.yaml:3: "), "{message}");
+        assert!(message.contains("operation.timeouts.updates"), "{message}");
+        assert!(message.contains(why), "{message} should contain {why}");
+    }
+    let t = Timeouts::PerAttempt(vec![1.0, 2.0]);
+    assert_eq!(t.attempts(), Some(2));
+    assert_eq!(t.timeout(1), Some(std::time::Duration::from_secs(2)));
+    assert_eq!(Timeouts::Fixed(3.0).attempts(), None);
+    assert_eq!(Timeouts::None.timeout(0), None);
+}
+
+#[test]
+fn retry_settings() {
+    let c = config("http: {retry: {attempts: 0, delay: 5}}\n");
+    assert_eq!(c.http.retry.attempts, 1);
+    assert_eq!(c.http.retry.delay, RetryDelay::Fixed(5.0));
+    let c = config("http: {retry: {attempts: -3, delay: [1, 2]}}\n");
+    assert_eq!(c.http.retry.attempts, 1);
+    assert_eq!(c.http.retry.delay.before_retry(0).as_secs(), 1);
+    assert_eq!(c.http.retry.delay.before_retry(5).as_secs(), 2);
+    assert_error(
+        "http: {retry: {delay: []}}\n",
+        "http.retry.delay: an empty list",
+    );
+    assert_error(
+        "http: {retry: {delay: -1}}\n",
+        "http.retry.delay: must be a non-negative",
+    );
+    assert_error(
+        "http: {retry: {delay: null}}\n",
+        "wrong type for http.retry.delay",
+    );
+}
+
+#[test]
+fn commit_limits() {
+    let c = config("source: {entry_cache: {commit_after: {queries: 0, seconds: -1}}}\n");
+    assert_eq!(c.source.entry_cache.commit_after.queries, None);
+    assert_eq!(c.source.entry_cache.commit_after.seconds, None);
+    let c = config("source: {entry_cache: {commit_after: {queries: -5, seconds: null}}}\n");
+    assert_eq!(c.source.entry_cache.commit_after.queries, None);
+    assert_eq!(c.source.entry_cache.commit_after.seconds, None);
+    let c = config("source: {entry_cache: {commit_after: {queries: 1, seconds: 0.5}}}\n");
+    assert_eq!(c.source.entry_cache.commit_after.queries, Some(1));
+    assert_eq!(c.source.entry_cache.commit_after.seconds, Some(0.5));
+    assert_error(
+        "source: {entry_cache: {commit_after: {queries: lots}}}\n",
+        "wrong type for source.entry_cache.commit_after.queries",
+    );
+}
+
+#[test]
+fn log_levels() {
+    for level in LogLevel::ALL {
+        assert_eq!(
+            config(&format!("logging: {{level: {level}}}\n"))
+                .logging
+                .level,
+            level
+        );
+    }
+    assert_eq!(
+        config("logging: {level: DEBUG}\n").logging.level,
+        LogLevel::Debug
+    );
+    assert_eq!("Noise".parse::<LogLevel>(), Ok(LogLevel::Noise));
+    assert!("verbose".parse::<LogLevel>().is_err());
+}
+
+#[test]
+fn urls() {
+    assert_eq!(
+        config("destination: {url: 'https://grid.example:3456/uri'}\n")
+            .destination
+            .url,
+        "https://grid.example:3456/uri"
+    );
+    assert_error(
+        "destination: {url: null}\n",
+        "wrong type for destination.url",
+    );
+    assert_error(
+        "destination: {url: ''}\n",
+        "invalid value for destination.url",
+    );
+}
+
+#[test]
+fn paths_must_not_be_empty() {
+    assert_error(
+        "source: {queue: {path: ''}}\n",
+        "cfg.yaml:1: invalid value for source.queue.path: an empty path; use null to leave it unset",
+    );
+}
+
+// ------------------------------------------------------------ xz
+
+#[test]
+fn xz_options_forms() {
+    let options = |v: &str| {
+        config(&format!(
+            "destination:\n  encoding:\n    xz:\n      options: {v}\n"
+        ))
+        .destination
+        .encoding
+        .xz
+        .options
+    };
+    let nine = Some(XzOptions {
+        level: 9,
+        extreme: false,
+    });
+    assert_eq!(options("{level: 9}"), nine);
+    assert_eq!(options("{preset: 9}"), nine);
+    assert_eq!(options("{options: {level: 9}}"), nine);
+    assert_eq!(options("{options: {preset: 9}}"), nine);
+    assert_eq!(
+        options("{level: 0, extreme: true}"),
+        Some(XzOptions {
+            level: 0,
+            extreme: true
+        })
+    );
+    assert_eq!(options("{}"), Some(XzOptions::default()));
+    assert_eq!(options("{options: null}"), Some(XzOptions::default()));
+    assert_eq!(options("null"), None);
+
+    let bad = |v: &str| {
+        error(&format!(
+            "destination:\n  encoding:\n    xz:\n      options: {v}\n"
+        ))
+    };
+    assert_eq!(
+        bad("{level: 10}"),
+        "cfg.yaml:4: invalid value for destination.encoding.xz.options.level: \
+         the xz preset level must be an integer from 0 to 9"
+    );
+    assert_eq!(
+        bad("{options: {level: -1}}"),
+        "cfg.yaml:4: invalid value for destination.encoding.xz.options.options.level: \
+         the xz preset level must be an integer from 0 to 9"
+    );
+    assert!(bad("{level: 9, preset: 9}").contains("give only one"));
+    assert!(bad("{options: {level: 9}, extreme: true}").contains("not both"));
+    assert_eq!(
+        bad("{format: xz}"),
+        "cfg.yaml:4: unknown config key destination.encoding.xz.options.format"
+    );
+    assert!(
+        bad("{level: 9, level: 8}")
+            .contains("duplicate config key destination.encoding.xz.options.level")
+    );
+    assert!(bad("9").contains("wrong type for destination.encoding.xz.options"));
+    assert!(
+        bad("{extreme: maybe}").contains("wrong type for destination.encoding.xz.options.extreme")
+    );
+
+    // A later layer's options replace the earlier ones whole.
+    let loaded = load_from_strs(&[
+        (
+            "a.yaml",
+            "destination: {encoding: {xz: {options: {level: 9}}}}\n",
+        ),
+        ("b.yaml", "destination: {encoding: {xz: {options: null}}}\n"),
+    ])
+    .expect("loads");
+    assert_eq!(loaded.config.destination.encoding.xz.options, None);
+}
+
+#[test]
+fn xz_path_filter_forms() {
+    let c = config(
+        "destination:\n  encoding:\n    xz:\n      path_filter:\n        - '+^/a'\n        - '-^/b'\n        \
+         - [0, '^/c']\n        - ['+', '^/d']\n        - ['-', '^/e']\n        - [10_000, '^/f']\n",
+    );
+    let rules = &c.destination.encoding.xz.path_filter;
+    let expected = [
+        (XzAction::UseMinSize, "^/a"),
+        (XzAction::Never, "^/b"),
+        (XzAction::AtLeast(0), "^/c"),
+        (XzAction::UseMinSize, "^/d"),
+        (XzAction::Never, "^/e"),
+        (XzAction::AtLeast(10_000), "^/f"),
+    ];
+    assert_eq!(rules.len(), expected.len());
+    for (rule, (action, regex)) in rules.iter().zip(expected) {
+        assert_eq!(rule.action, action);
+        assert_eq!(rule.regex, regex);
+    }
+
+    let bad = |rules: &str| {
+        error(&format!(
+            "destination:\n  encoding:\n    xz:\n      path_filter:\n        - '+ok'\n{rules}"
+        ))
+    };
+    let key = "destination.encoding.xz.path_filter rule #2";
+    assert_eq!(
+        bad("        - 'no prefix'\n"),
+        format!(
+            "cfg.yaml:6: invalid value for {key}: the rule \"no prefix\" must start with '+' \
+             (compress if at least min_size bytes) or '-' (never compress)"
+        )
+    );
+    let message = bad("        - '-(['\n");
+    assert!(
+        message.starts_with(&format!(
+            "cfg.yaml:6: invalid value for {key}: the regex \"([\" does not compile"
+        )),
+        "{message}"
+    );
+    let message = bad("        - [5, '(?<=x)y']\n");
+    assert!(
+        message.starts_with(&format!("cfg.yaml:6: invalid value for {key}: the regex")),
+        "{message}"
+    );
+    assert!(message.contains("look-around"), "{message}");
+    assert!(bad("        - [1, 'x', 'y']\n").contains("exactly two elements"));
+    assert!(bad("        - [-1, 'x']\n").contains(&format!(
+        "cfg.yaml:6: wrong type for {key}: expected a size threshold"
+    )));
+    assert!(bad("        - ['*', 'x']\n").contains("expected a size threshold"));
+    assert!(bad("        - [1, 2]\n").contains("expected a regex string as the second element"));
+    assert!(bad("        - {a: b}\n").contains(&format!("wrong type for {key}")));
+    assert_error(
+        "destination: {encoding: {xz: {path_filter: '+x'}}}\n",
+        "wrong type for destination.encoding.xz.path_filter: expected a list of rules",
+    );
+}
+
+// ------------------------------------------------------------ dump
+
+/// A config exercising every kind of value, with strings that are hard to
+/// write as YAML.
+fn tricky_config() -> Config {
+    let mut c = Config::builtin();
+    c.source.path = Some(" /srv/my dir: #1/ünïcödé/*".to_owned());
+    c.source.queue.path = Some(PathBuf::from("/var/lib/it's \"quoted\"/queue"));
+    c.source.queue.check_mtime = false;
+    c.source.entry_cache.path = Some(PathBuf::from("yes"));
+    c.source.entry_cache.commit_after.queries = None;
+    c.source.entry_cache.commit_after.seconds = Some(0.25);
+    c.source.one_file_system = false;
+    c.destination.url = "https://h:1/uri?x=#y".to_owned();
+    c.destination.result.print_to_stdout = false;
+    c.destination.result.append_to_file = Some(PathBuf::from("5120"));
+    c.destination.result.append_to_lafs_dir = Some("null".to_owned());
+    let xz = &mut c.destination.encoding.xz;
+    xz.enabled = false;
+    xz.min_size = None;
+    xz.options = Some(XzOptions {
+        level: 9,
+        extreme: true,
+    });
+    xz.path_filter = vec![
+        XzRule {
+            action: XzAction::AtLeast(0),
+            regex: r"\.(txt|log)$".to_owned(),
+        },
+        XzRule {
+            action: XzAction::UseMinSize,
+            regex: "^/etc/".to_owned(),
+        },
+        XzRule {
+            action: XzAction::Never,
+            regex: "it's: [#]".to_owned(),
+        },
+    ];
+    c.filter = vec![
+        r"+^/var/log/($|security/)".to_owned(),
+        r"-/(?i)\.?svn(/.*|ignore)$".to_owned(),
+        "-'single' \"double\" \\\\ back".to_owned(),
+        "- leading space: and # hash".to_owned(),
+        "+ünï\\d+ 日本".to_owned(),
+        "-tab\there".to_owned(),
+        "-new\nline".to_owned(),
+        "+".to_owned(),
+        "-true".to_owned(),
+    ];
+    c.operation.queue_only = true;
+    c.operation.disable_deduplication = true;
+    c.operation.timeouts.updates = Timeouts::Fixed(0.1);
+    c.operation.rate_limit.bytes = RateSpec::parse("1/3e5:20e6").ok();
+    c.operation.rate_limit.objects = RateSpec::parse("10:50").ok();
+    c.http.retry.attempts = 7;
+    c.http.retry.delay = RetryDelay::Fixed(2.5);
+    c.logging.level = LogLevel::Noise;
+    c
+}
+
+#[test]
+fn dump_round_trips_exactly() {
+    let c = tricky_config();
+    let dump = c.to_yaml();
+    let loaded = load_from_strs(&[("dump", &dump)]).unwrap_or_else(|e| panic!("{e}\n{dump}"));
+    assert_eq!(loaded.config, c, "{dump}");
+    assert!(loaded.warnings.is_empty());
+    assert_eq!(loaded.config.to_yaml(), dump);
+    assert_eq!(yaml_keys(&dump), Config::keys());
+    assert!(!dump.contains('#') || !dump.lines().any(|l| l.trim_start().starts_with('#')));
+}
+
+#[test]
+fn dump_round_trips_other_variants() {
+    let mut c = Config::builtin();
+    c.operation.timeouts.updates = Timeouts::None;
+    c.http.retry.delay = RetryDelay::PerRetry(vec![0.0, 1.5, 1e-9, 123456789.125]);
+    c.operation.rate_limit.bytes = Some(RateSpec {
+        interval_secs: std::f64::consts::PI,
+        burst: 1.0,
+    });
+    c.destination.encoding.xz.min_size = Some(u64::MAX);
+    let dump = c.to_yaml();
+    assert_eq!(
+        load_from_strs(&[("dump", &dump)]).map(|l| l.config).ok(),
+        Some(c),
+        "{dump}"
+    );
+
+    let mut c = Config::builtin();
+    c.operation.timeouts.updates = Timeouts::PerAttempt(vec![0.1, 1e20]);
+    c.http.retry.delay = RetryDelay::Fixed(0.0);
+    let dump = c.to_yaml();
+    assert_eq!(
+        load_from_strs(&[("dump", &dump)]).map(|l| l.config).ok(),
+        Some(c),
+        "{dump}"
+    );
+}
+
+#[test]
+fn dump_shows_rules_readably() {
+    let dump = tricky_config().to_yaml();
+    assert!(
+        dump.contains("\n  - '+^/var/log/($|security/)'\n"),
+        "{dump}"
+    );
+    assert!(
+        dump.contains("\n  - '-/(?i)\\.?svn(/.*|ignore)$'\n"),
+        "{dump}"
+    );
+    assert!(
+        dump.contains("\n        - [0, '\\.(txt|log)$']\n"),
+        "{dump}"
+    );
+    assert!(
+        dump.contains("\n    bytes: '1/300000:20000000'\n"),
+        "{dump}"
+    );
+    assert!(dump.contains("\n  level: noise\n"), "{dump}");
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_string_round_trips(s in any::<String>(), t in "\\PC*") {
+            let mut c = Config::builtin();
+            c.source.path = Some(s.clone());
+            c.destination.result.append_to_lafs_dir = Some(t.clone());
+            // A literal regex that always compiles.
+            c.filter = vec![format!("-{}", regex_syntax::escape(&s))];
+            let dump = c.to_yaml();
+            let loaded = load_from_strs(&[("dump", &dump)]);
+            prop_assert!(loaded.is_ok(), "{:?}\n{}", loaded.err().map(|e| e.to_string()), dump);
+            prop_assert_eq!(loaded.map(|l| l.config).ok(), Some(c));
+        }
+
+        #[test]
+        fn any_finite_float_round_trips(a in 1e-300f64..1e300, b in 0f64..1e300) {
+            let mut c = Config::builtin();
+            c.operation.timeouts.updates = Timeouts::PerAttempt(vec![a]);
+            c.http.retry.delay = RetryDelay::Fixed(b);
+            c.operation.rate_limit.objects = RateSpec::new(a, b.max(1.0)).ok();
+            let dump = c.to_yaml();
+            prop_assert_eq!(load_from_strs(&[("dump", &dump)]).map(|l| l.config).ok(), Some(c));
+        }
+    }
+}

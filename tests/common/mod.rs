@@ -1,0 +1,206 @@
+//! Helpers shared by the integration tests (`mod common;` in each test file).
+//!
+//! The tests run against real local Tahoe-LAFS grids that `scripts/test`
+//! starts (see docs/test-grid.md). Without them the helpers panic with a
+//! message that says so: a test never skips silently.
+//!
+//! Each test binary uses a subset of these helpers, hence the
+//! `#[allow(dead_code)]`s.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const NO_GRID: &str =
+    "is not set: run the tests through scripts/test, which starts a local Tahoe grid; see README";
+
+fn required_env(name: &str) -> String {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v.trim().to_string(),
+        _ => panic!("{name} {NO_GRID}"),
+    }
+}
+
+/// Gateway URL of the shared fast grid (introducer + one gateway/storage
+/// node, shares 1-of-1, foolscap), from `LAFS_TEST_GATEWAY`.
+/// Form: `http://127.0.0.1:PORT`, without a trailing slash.
+#[allow(dead_code)]
+pub fn gateway_url() -> String {
+    required_env("LAFS_TEST_GATEWAY")
+        .trim_end_matches('/')
+        .to_string()
+}
+
+/// Gateway URL of the shared 3-node grid (3 storage nodes + gateway, shares
+/// 2-of-3, happy 3, HTTPS storage protocol), from `LAFS_TEST_GATEWAY_3N`.
+/// Do not stop its nodes: tests that lose nodes use a [`PrivateGrid`].
+#[allow(dead_code)]
+pub fn gateway_url_3n() -> String {
+    required_env("LAFS_TEST_GATEWAY_3N")
+        .trim_end_matches('/')
+        .to_string()
+}
+
+/// Directory of the shared fast grid (`LAFS_TEST_GRID_DIR`); its gateway
+/// node dir is `grid_dir().join("gateway")`.
+#[allow(dead_code)]
+pub fn grid_dir() -> PathBuf {
+    PathBuf::from(required_env("LAFS_TEST_GRID_DIR"))
+}
+
+/// Directory of the shared 3-node grid (`LAFS_TEST_GRID_3N_DIR`).
+#[allow(dead_code)]
+pub fn grid_dir_3n() -> PathBuf {
+    PathBuf::from(required_env("LAFS_TEST_GRID_3N_DIR"))
+}
+
+/// The `lafs-backup` binary built by cargo for this test run.
+#[allow(dead_code)]
+pub fn bin() -> assert_cmd::Command {
+    assert_cmd::Command::new(env!("CARGO_BIN_EXE_lafs-backup"))
+}
+
+/// An HTTP agent for talking to a gateway directly in tests: 120 s overall
+/// timeout per request, and 4xx/5xx returned as responses (not errors) so
+/// tests can look at the status.
+#[allow(dead_code)]
+pub fn http_agent() -> ureq::Agent {
+    let config = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(120)))
+        .http_status_as_error(false)
+        .build();
+    ureq::Agent::new_with_config(config)
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*), so test data is not
+/// compressible and reproducible from `seed`.
+#[allow(dead_code)]
+pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed ^ 0x9E37_79B9_7F4A_7C15;
+    if x == 0 {
+        x = 1;
+    }
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A grid of the test's own, for tests that stop nodes or need a grid
+/// nobody else uploads to. Started with `$LAFS_DEV_GRID start [--fast] DIR`
+/// in a temp dir (inside the `scripts/test` run dir, so a crashed test run's
+/// grid is cleaned up by the next `scripts/test`), stopped and removed on
+/// drop. Costs about 5 s (fast) or 10-20 s (3 nodes) to start.
+#[allow(dead_code)]
+pub struct PrivateGrid {
+    dev_grid: PathBuf,
+    grid: PathBuf,
+    url: String,
+    // Dropped after `Drop::drop` has stopped the nodes: removes the dir.
+    _tmp: tempfile::TempDir,
+}
+
+#[allow(dead_code)]
+impl PrivateGrid {
+    /// Fast shape: introducer + one gateway/storage node, 1-of-1.
+    pub fn start_fast() -> PrivateGrid {
+        Self::start(true)
+    }
+
+    /// Default shape: introducer + storage1..3 + gateway, 2-of-3, happy 3.
+    pub fn start_3n() -> PrivateGrid {
+        Self::start(false)
+    }
+
+    fn start(fast: bool) -> PrivateGrid {
+        let dev_grid = PathBuf::from(required_env("LAFS_DEV_GRID"));
+        let parent = std::env::var_os("LAFS_TEST_GRID_DIR")
+            .map(PathBuf::from)
+            .and_then(|d| d.parent().map(Path::to_path_buf))
+            .unwrap_or_else(std::env::temp_dir);
+        let tmp = tempfile::Builder::new()
+            .prefix("private-grid-")
+            .tempdir_in(&parent)
+            .expect("create a temp dir for a private grid");
+        let grid = tmp.path().join("grid");
+        let mut cmd = Command::new(&dev_grid);
+        cmd.arg("start");
+        if fast {
+            cmd.arg("--fast");
+        }
+        cmd.arg(&grid);
+        let out = cmd.output().expect("run scripts/dev-grid start");
+        let mut pg = PrivateGrid {
+            dev_grid,
+            grid,
+            url: String::new(),
+            _tmp: tmp,
+        };
+        if !out.status.success() {
+            // `pg` is dropped here, which stops whatever did start.
+            panic!(
+                "scripts/dev-grid start {} failed ({}):\n{}\n{}",
+                pg.grid.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let url = std::fs::read_to_string(pg.grid.join("gateway.url"))
+            .expect("read gateway.url of the private grid");
+        pg.url = url.trim().trim_end_matches('/').to_string();
+        pg
+    }
+
+    /// Gateway URL, `http://127.0.0.1:PORT` without a trailing slash.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The grid directory (node dirs, logs, pids, grid.env).
+    pub fn dir(&self) -> &Path {
+        &self.grid
+    }
+
+    /// Stop one node (`storage1`..`storage3`, `gateway`, `introducer`);
+    /// for a storage node, waits until the gateway no longer counts it.
+    pub fn stop_node(&self, name: &str) {
+        self.dev_grid_cmd("stop-node", name);
+    }
+
+    /// Start a stopped node again; waits until the gateway sees all running
+    /// storage servers.
+    pub fn start_node(&self, name: &str) {
+        self.dev_grid_cmd("start-node", name);
+    }
+
+    fn dev_grid_cmd(&self, verb: &str, name: &str) {
+        let out = Command::new(&self.dev_grid)
+            .arg(verb)
+            .arg(&self.grid)
+            .arg(name)
+            .output()
+            .unwrap_or_else(|e| panic!("run scripts/dev-grid {verb}: {e}"));
+        assert!(
+            out.status.success(),
+            "scripts/dev-grid {verb} {name} failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for PrivateGrid {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.dev_grid)
+            .arg("stop")
+            .arg(&self.grid)
+            .output();
+    }
+}
