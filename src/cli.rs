@@ -75,4 +75,21 @@ pub struct BackupArgs {
     /// queue could be resumed (sets source.queue.check_mtime to false).
     #[arg(short = 'f', long, conflicts_with = "reuse_queue")]
     pub force_queue_rebuild: bool,
+
+    /// Upload everything, ignoring what the entry cache says was uploaded
+    /// before; what is uploaded is still recorded in the cache (sets
+    /// operation.disable_deduplication).
+    #[arg(long)]
+    pub disable_deduplication: bool,
+
+    /// Continue the generation of an unfinished previous backup instead of
+    /// starting a new one (sets operation.try_resume).
+    #[arg(short = 'r', long)]
+    pub try_resume: bool,
+
+    /// Deduplicate through the entry cache even though its grid probe is not
+    /// found on this grid. Without it, a cache made against another grid is
+    /// refused (exit 2): its caps would point at shares this grid lacks.
+    #[arg(long)]
+    pub allow_foreign_cache: bool,
 }

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use schema::{Item, Layer, section};
 use values::{attempts, count_limit, filter_rules, secs_limit, url};
 
-pub use values::{LogLevel, RateSpec, RetryDelay, Timeouts, XzAction, XzOptions, XzRule};
+pub use values::{LogLevel, RateSpec, RetryDelay, Timeouts, XzAction, XzOptions, XzRule, seconds};
 
 /// The base config: every key with its default, commented for users.
 pub const BASE_YAML: &str = include_str!("../config/base.yaml");
@@ -215,8 +215,19 @@ section! {
         /// Ordered `'+REGEX'`/`'-REGEX'` scan rules, already validated.
         pub filter: Vec<String> => filter_rules,
         pub operation: Operation,
+        pub lease: Lease,
         pub http: Http,
         pub logging: Logging,
+    }
+}
+
+section! {
+    /// `lease`: how leases on the grid's shares are looked after.
+    pub struct Lease {
+        /// Objects whose leases this cache last renewed more than this many
+        /// days ago are checked (and their leases renewed) before a dedup
+        /// hit reuses them.
+        pub reuse_check_days: u64,
     }
 }
 

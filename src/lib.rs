@@ -9,13 +9,20 @@
 //! `src/main.rs` only parses arguments and reports errors; everything else
 //! lives in the modules below, named after the domain concepts they own.
 
+pub mod cache;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod edge;
+pub mod encode;
 pub mod escape;
 pub mod exit;
 pub mod filter;
 pub mod logging;
 pub mod meta;
+pub mod names;
 pub mod queue;
+pub mod result;
 pub mod scan;
+pub mod tahoe;
+pub mod upload;

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -160,54 +160,7 @@ fn setup(extra_config: &str) -> Setup {
 fn hostile_tree_is_queued_completely_in_order_with_metadata() {
     let s = setup("");
     let r = &s.source;
-    let files: &[&[u8]] = &[
-        b"new\nline",
-        b"back\\slash",
-        b"tab\there",
-        b"ctrl\x01",
-        b"bad\xffutf8",
-        b" leading",
-        b"trailing ",
-        b"inner  space",
-        "café".as_bytes(),
-        b"a-b",
-        b"#hash",
-    ];
-    for name in files {
-        fs::write(r.join(raw(name)), b"x").unwrap();
-    }
-    fs::create_dir(r.join("a")).unwrap();
-    fs::write(r.join("a/0"), b"zero").unwrap();
-    fs::create_dir(r.join("empty")).unwrap();
-    symlink("a", r.join("dirlink")).unwrap();
-    symlink("nowhere", r.join("dangling")).unwrap();
-    run("mkfifo", &[r.join("fifo").as_os_str()]);
-    fs::write(r.join("acl-file"), b"acl").unwrap();
-    run(
-        "setfacl",
-        &[
-            OsStr::new("-m"),
-            OsStr::new("u:nobody:rwx"),
-            r.join("acl-file").as_os_str(),
-        ],
-    );
-    fs::create_dir(r.join("acl-dir")).unwrap();
-    run(
-        "setfacl",
-        &[
-            OsStr::new("-d"),
-            OsStr::new("-m"),
-            OsStr::new("u:nobody:r-x"),
-            r.join("acl-dir").as_os_str(),
-        ],
-    );
-    fs::write(r.join("cap-file"), b"cap").unwrap();
-    run(
-        "setcap",
-        &[OsStr::new("cap_net_raw+ep"), r.join("cap-file").as_os_str()],
-    );
-    fs::write(r.join("setuid"), b"su").unwrap();
-    fs::set_permissions(r.join("setuid"), fs::Permissions::from_mode(0o4755)).unwrap();
+    common::hostile_tree(r);
 
     let locales = Command::new("locale").arg("-a").output().unwrap();
     assert!(

@@ -7,12 +7,18 @@ use std::time::Instant;
 use anyhow::Context as _;
 use tracing::info;
 
+use crate::cache::Cache;
 use crate::cli::{BackupArgs, Cli};
 use crate::config::Config;
+use crate::encode::Encoder;
 use crate::exit::{Outcome, UsageError};
 use crate::filter::Filter;
+use crate::names;
 use crate::queue;
+use crate::result;
 use crate::scan::{self, PickError};
+use crate::tahoe::{CheckOptions, Client};
+use crate::upload::{self, Uploader};
 
 /// Where the queue for this run comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +66,12 @@ fn apply_flags(args: &BackupArgs, config: &mut Config) {
     if args.force_queue_rebuild {
         config.source.queue.check_mtime = false;
     }
+    if args.disable_deduplication {
+        config.operation.disable_deduplication = true;
+    }
+    if args.try_resume {
+        config.operation.try_resume = true;
+    }
 }
 
 pub fn run(cli: &Cli, args: &BackupArgs, mut config: Config) -> anyhow::Result<Outcome> {
@@ -106,11 +118,186 @@ pub fn run(cli: &Cli, args: &BackupArgs, mut config: Config) -> anyhow::Result<O
     if config.operation.queue_only {
         return Ok(outcome);
     }
-    anyhow::bail!(
-        "the upload phase is not implemented in this version; \
-         the queue {} is ready (run with --queue-only to build queues only)",
-        queue_path.display()
+    let uploaded = upload_queue(cli, args, &config, &queue_path)?;
+    Ok(outcome.max(uploaded))
+}
+
+/// Resolves `source.path` the same way the scan does: the queue's paths are
+/// relative to it.
+fn pick_source(config: &Config) -> anyhow::Result<PathBuf> {
+    let pattern = config.source.path.as_deref().ok_or_else(|| {
+        UsageError("config key source.path is required for backup (the tree to back up)".into())
+    })?;
+    scan::pick_source(pattern).map_err(|e| match e {
+        PickError::BadPattern { .. } => anyhow::Error::new(UsageError(e.to_string())),
+        other => anyhow::Error::new(other),
+    })
+}
+
+/// Makes sure the cache's caps are worth something on this grid: a new cache
+/// gets a probe object; an existing one must find its probe recoverable.
+/// Returns whether deduplication may use the cache.
+fn check_grid(client: &Client, cache: &mut Cache, allow_foreign: bool) -> anyhow::Result<()> {
+    let (connected, known) = client
+        .servers()
+        .context("the Tahoe gateway cannot be reached")?;
+    if connected == 0 {
+        anyhow::bail!(
+            "the Tahoe gateway sees none of its {known} storage server(s): the grid is down"
+        );
+    }
+    match cache.probe()? {
+        None => {
+            let cap = client
+                .upload_bytes(&upload::random_probe())
+                .context("uploading the grid probe for a new cache")?;
+            let (k, n) = cap.k_n().unwrap_or((0, 0));
+            cache.set_probe(&cap, k, n)?;
+            cache.commit()?;
+        }
+        Some(probe) => {
+            let report = client
+                .check(&probe.cap, CheckOptions::default())
+                .context("checking the cache's grid probe")?;
+            if !report.recoverable {
+                let reason = format!(
+                    "the entry cache's probe object is not recoverable on this grid \
+                     ({}; the gateway sees {connected} of {known} storage servers): \
+                     the cache was probably made against another grid, whose caps \
+                     would point at shares this grid lacks, or the servers holding \
+                     the probe are down",
+                    report.summary
+                );
+                if !allow_foreign {
+                    return Err(UsageError(format!(
+                        "{reason}. Refusing to deduplicate through it; use another \
+                         source.entry_cache.path, or --allow-foreign-cache to use it anyway"
+                    ))
+                    .into());
+                }
+                tracing::warn!("{reason}; using it anyway (--allow-foreign-cache)");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn upload_queue(
+    cli: &Cli,
+    args: &BackupArgs,
+    config: &Config,
+    queue_path: &Path,
+) -> anyhow::Result<Outcome> {
+    let cache_path = config.source.entry_cache.path.as_deref().ok_or_else(|| {
+        UsageError(
+            "config key source.entry_cache.path is required for backup \
+             (the deduplication database)"
+                .into(),
+        )
+    })?;
+    let source = pick_source(config)?;
+    let encoder = Encoder::new(&config.destination.encoding.xz).map_err(UsageError)?;
+    let client = Client::new(
+        &config.destination.url,
+        &config.http.retry,
+        &config.operation.timeouts.updates,
     )
+    .map_err(|e| UsageError(format!("destination.url: {e}")))?;
+    let mut cache = Cache::open(cache_path, &config.source.entry_cache.commit_after)?;
+    check_grid(&client, &mut cache, args.allow_foreign_cache)?;
+    let generation = cache.begin_run(config.operation.try_resume)?;
+    let name = scan::backup_name(&source);
+    info!(
+        "uploading {} (generation {generation}) from {}",
+        String::from_utf8_lossy(name.as_encoded_bytes()),
+        queue_path.display()
+    );
+    let options = upload::Options {
+        dedup: !config.operation.disable_deduplication,
+        reuse_check_secs: i64::try_from(config.lease.reuse_check_days.saturating_mul(86_400))
+            .unwrap_or(i64::MAX),
+    };
+    let finished = Uploader::new(&client, &mut cache, &encoder, &source, options)
+        .run(queue_path)
+        .with_context(|| format!("uploading the queue {}", queue_path.display()))?;
+    let stats = finished.stats;
+    cache.finish_backup(
+        name.as_encoded_bytes(),
+        &finished.root,
+        stats.entries,
+        stats.bytes_total,
+    )?;
+    drop(cache);
+
+    let results = &config.destination.result;
+    if results.print_to_stdout && !cli.json {
+        println!("{}", finished.root.as_str());
+    }
+    if let Some(file) = &results.append_to_file {
+        result::append_to_file(file, source.as_os_str().as_encoded_bytes(), &finished.root)
+            .with_context(|| format!("appending the result to {}", file.display()))?;
+    }
+    if let Some(dir) = &results.append_to_lafs_dir {
+        let link = names::edge_name(name.as_encoded_bytes(), false).name;
+        client
+            .link(dir.trim_matches('/'), &link, &finished.root)
+            .with_context(|| {
+                format!("linking the backup as {link:?} into destination.result.append_to_lafs_dir")
+            })?;
+    }
+    queue::mark_done(queue_path)?;
+
+    let name_text = String::from_utf8_lossy(name.as_encoded_bytes()).into_owned();
+    if cli.json {
+        let line = serde_json::json!({
+            "type": "summary",
+            "name": name_text,
+            "generation": generation,
+            "root_cap": finished.root.as_str(),
+            "entries": stats.entries,
+            "files_uploaded": stats.files_uploaded,
+            "dirs_created": stats.dirs_created,
+            "unchanged": stats.unchanged,
+            "skipped": stats.skipped,
+            "bytes_read": stats.bytes_read,
+            "bytes_total": stats.bytes_total,
+            "seconds": (finished.seconds * 1000.0).round() / 1000.0,
+        });
+        println!("{line}");
+    } else {
+        eprintln!(
+            "lafs-backup: backup {name_text} (generation {generation}): {} entries, \
+             {} uploaded ({} files, {} dirs), {} unchanged, {} skipped; read {}; {:.1}s",
+            stats.entries,
+            stats.files_uploaded + stats.dirs_created,
+            stats.files_uploaded,
+            stats.dirs_created,
+            stats.unchanged,
+            stats.skipped,
+            human_bytes(stats.bytes_read),
+            finished.seconds,
+        );
+    }
+    Ok(if stats.skipped > 0 {
+        Outcome::Partial
+    } else {
+        Outcome::Success
+    })
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 /// Reads the whole queue once, so that a damaged queue is refused before any
@@ -132,13 +319,7 @@ struct ScanReport {
 }
 
 fn scan_source(config: &Config, queue_path: &Path) -> anyhow::Result<ScanReport> {
-    let pattern = config.source.path.as_deref().ok_or_else(|| {
-        UsageError("config key source.path is required for backup (the tree to back up)".into())
-    })?;
-    let source = scan::pick_source(pattern).map_err(|e| match e {
-        PickError::BadPattern { .. } => anyhow::Error::new(UsageError(e.to_string())),
-        other => anyhow::Error::new(other),
-    })?;
+    let source = pick_source(config)?;
     let filter = Filter::new(&config.filter)?;
     let options = scan::Options {
         one_file_system: config.source.one_file_system,

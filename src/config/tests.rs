@@ -1252,3 +1252,12 @@ mod props {
         }
     }
 }
+
+#[test]
+fn huge_second_counts_do_not_panic() {
+    use std::time::Duration;
+    assert_eq!(super::seconds(1e20), Duration::MAX);
+    assert_eq!(super::seconds(1.5), Duration::from_millis(1500));
+    let t = super::Timeouts::Fixed(1e30);
+    assert_eq!(t.timeout(0), Some(Duration::MAX));
+}

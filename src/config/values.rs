@@ -114,8 +114,8 @@ impl Timeouts {
     pub fn timeout(&self, n: usize) -> Option<Duration> {
         match self {
             Timeouts::None => None,
-            Timeouts::Fixed(secs) => Some(Duration::from_secs_f64(*secs)),
-            Timeouts::PerAttempt(list) => list.get(n).map(|s| Duration::from_secs_f64(*s)),
+            Timeouts::Fixed(secs) => Some(seconds(*secs)),
+            Timeouts::PerAttempt(list) => list.get(n).map(|s| seconds(*s)),
         }
     }
 }
@@ -211,8 +211,15 @@ impl RetryDelay {
                 list.get(n).or_else(|| list.last()).copied().unwrap_or(0.0)
             }
         };
-        Duration::from_secs_f64(secs)
+        seconds(secs)
     }
+}
+
+/// A config number of seconds as a duration. The parser only admits finite,
+/// non-negative numbers, but a huge one (`1e20`) does not fit a `Duration`:
+/// it means "practically forever", not a crash.
+pub fn seconds(secs: f64) -> Duration {
+    Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(Duration::MAX)
 }
 
 impl Value for RetryDelay {

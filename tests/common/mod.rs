@@ -204,3 +204,70 @@ impl Drop for PrivateGrid {
             .output();
     }
 }
+
+/// Runs a fixture tool (`setfacl`, `mkfifo`, …) and insists that it worked.
+#[allow(dead_code)]
+pub fn run_tool(cmd: &str, args: &[&std::ffi::OsStr]) {
+    let status = Command::new(cmd)
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("{cmd} cannot run ({e}); .ci/run installs it"));
+    assert!(status.success(), "{cmd} {args:?} failed");
+}
+
+/// The hostile tree of the scan tests, built under `root`: names with a
+/// newline, a backslash, a tab, 0x01, invalid UTF-8, leading, trailing and
+/// inner spaces; `a`, `a-b` and `a/0` side by side; an empty directory; a
+/// symlink to a directory and a dangling one; a fifo; a file with an ACL, a
+/// directory with a default ACL, a file with a capability, a setuid file.
+/// Regular files hold `content {i}`.
+#[allow(dead_code)]
+pub fn hostile_tree(root: &Path) {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    let names: &[&[u8]] = &[
+        b"new\nline",
+        b"back\\slash",
+        b"tab\there",
+        b"ctrl\x01",
+        b"bad\xffutf8",
+        b" leading",
+        b"trailing ",
+        b"inner  space",
+        "caf\u{e9}".as_bytes(),
+        b"a-b",
+        b"#hash",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        std::fs::write(root.join(OsStr::from_bytes(name)), format!("content {i}")).unwrap();
+    }
+    std::fs::create_dir(root.join("a")).unwrap();
+    std::fs::write(root.join("a/0"), b"zero").unwrap();
+    std::fs::create_dir(root.join("empty")).unwrap();
+    symlink("a", root.join("dirlink")).unwrap();
+    symlink("nowhere", root.join("dangling")).unwrap();
+    run_tool("mkfifo", &[root.join("fifo").as_os_str()]);
+    std::fs::write(root.join("acl-file"), b"acl").unwrap();
+    let acl_file = root.join("acl-file");
+    run_tool(
+        "setfacl",
+        &["-m".as_ref(), "u:nobody:rwx".as_ref(), acl_file.as_os_str()],
+    );
+    let acl_dir = root.join("acl-dir");
+    std::fs::create_dir(&acl_dir).unwrap();
+    run_tool(
+        "setfacl",
+        &[
+            "-d".as_ref(),
+            "-m".as_ref(),
+            "u:nobody:r-x".as_ref(),
+            acl_dir.as_os_str(),
+        ],
+    );
+    let cap_file = root.join("cap-file");
+    std::fs::write(&cap_file, b"cap").unwrap();
+    run_tool("setcap", &["cap_net_raw+ep".as_ref(), cap_file.as_os_str()]);
+    std::fs::write(root.join("setuid"), b"su").unwrap();
+    std::fs::set_permissions(root.join("setuid"), std::fs::Permissions::from_mode(0o4755)).unwrap();
+}

@@ -1,0 +1,874 @@
+//! The dedup cache: a SQLite file remembering which objects are already on
+//! the grid, which backups were made, which directory contains which object,
+//! and when each object's lease was last renewed.
+//!
+//! `docs/cache.md` documents the schema, the keys, generations, references,
+//! locking, permissions, crash safety and the grid probe.
+//!
+//! Discipline for callers: a cap enters the cache only after the gateway
+//! returned it for exactly the content the key describes. The API only takes
+//! [`Cap`]s, never guesses; record a directory's children
+//! ([`Cache::record_children`]) in the same transaction as the directory
+//! itself, i.e. without a [`Cache::maybe_commit`] between the two.
+//!
+//! Errors name the cache file and say what to do; they never contain caps
+//! or key bytes.
+
+mod key;
+mod lock;
+mod schema;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use tracing::warn;
+
+use crate::config::CommitAfter;
+use crate::tahoe::Cap;
+
+pub use key::{DirChild, FileKey, KeyBuilder, ObjectKey, SymlinkKey, dir_key};
+pub use lock::lock_path;
+pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
+
+/// How often [`Cache::open_wait`] retries the lock.
+const LOCK_POLL: Duration = Duration::from_millis(200);
+
+/// Files SQLite may create beside the database; all must stay 0600.
+const SIDE_FILES: [&str; 3] = ["-wal", "-shm", "-journal"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error(
+        "another lafs-backup run ({}) is using the cache {}; try again when it finishes \
+         (it holds the lock file {})",
+        holder(*.pid), .path.display(), .lock_path.display()
+    )]
+    Locked {
+        path: PathBuf,
+        lock_path: PathBuf,
+        pid: Option<u32>,
+    },
+
+    #[error("cache {}: cannot {action}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        action: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(
+        "cache {}: {action} failed: {source}; check that the file system is writable and \
+         not full (if the file is damaged, restore it from a copy)",
+        .path.display()
+    )]
+    Sqlite {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    #[error(
+        "{} is not a lafs-backup cache ({why}); set source.entry_cache.path to another file",
+        .path.display()
+    )]
+    NotACache { path: PathBuf, why: String },
+
+    #[error(
+        "{} is an entry cache of the original Python lafs-backup-tool, which lafs-backup does \
+         not reuse (its directory keys leave out child names, so its cached directories can \
+         show renamed files under old names); set source.entry_cache.path to a new file",
+        .path.display()
+    )]
+    OriginalTool { path: PathBuf },
+
+    #[error(
+        "the cache {} has schema version {found}, but this lafs-backup knows versions up to \
+         {supported}: a newer lafs-backup wrote it. Use that newer version (the cache is never \
+         reset or downgraded), or set source.entry_cache.path to another file",
+        .path.display()
+    )]
+    SchemaTooNew {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+
+    #[error(
+        "the cache {} is damaged: {what}. Restore it from a copy, or move it away to start a \
+         new cache (everything is then uploaded again and the backups it listed are forgotten)",
+        .path.display()
+    )]
+    Corrupt { path: PathBuf, what: String },
+
+    #[error("internal error with the cache {}: {what}; please report this bug", .path.display())]
+    Internal { path: PathBuf, what: &'static str },
+}
+
+fn holder(pid: Option<u32>) -> String {
+    pid.map_or_else(|| "PID unknown".to_owned(), |p| format!("PID {p}"))
+}
+
+pub(crate) fn sql_err(path: &Path, action: &'static str, source: rusqlite::Error) -> CacheError {
+    CacheError::Sqlite {
+        path: path.to_owned(),
+        action,
+        source,
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Literal caps hold their data inside the cap: no shares, no leases
+/// (the same test as [`Cap::is_literal`], for caps read back as text).
+fn is_literal(cap: &str) -> bool {
+    cap.starts_with("URI:LIT:") || cap.starts_with("URI:DIR2-LIT:")
+}
+
+/// SQLite integers are signed; counts beyond `i64::MAX` saturate.
+fn to_sql(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// What an object is on the grid: symlinks are files whose content is the
+/// target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ObjectKind {
+    File,
+    Dir,
+}
+
+impl ObjectKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::File => "file",
+            ObjectKind::Dir => "dir",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "file" => Some(ObjectKind::File),
+            "dir" => Some(ObjectKind::Dir),
+            _ => None,
+        }
+    }
+}
+
+/// A cache hit. `Debug` shows caps only as [`Cap::short_id`].
+#[derive(Debug, Clone)]
+pub struct Cached {
+    pub cap: Cap,
+    pub kind: ObjectKind,
+    /// The generation of the last run that used the object.
+    pub generation: u64,
+    /// When this cache last renewed (or created) the object's lease, Unix
+    /// seconds; `None`: never recorded (always `None` for literal caps).
+    pub lease_renewed: Option<i64>,
+}
+
+/// One finished backup.
+#[derive(Debug, Clone)]
+pub struct BackupRow {
+    /// Never reused, even after rows are deleted.
+    pub id: i64,
+    /// The backup name, raw bytes (file names need not be UTF-8).
+    pub name: Vec<u8>,
+    pub root_cap: Cap,
+    pub generation: u64,
+    /// Unix seconds: when the run began and when it finished.
+    pub ts_start: i64,
+    pub ts_end: i64,
+    /// Entries in the backup, and bytes of their content (before
+    /// compression).
+    pub entries: u64,
+    pub bytes: u64,
+    /// When `check` last found the whole backup healthy.
+    pub ts_check: Option<i64>,
+}
+
+/// The grid probe recorded when the cache was created.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub cap: Cap,
+    /// The encoding (`k`-of-`n`) the gateway used for the probe.
+    pub k: u32,
+    pub n: u32,
+    /// Unix seconds.
+    pub recorded: i64,
+}
+
+/// An open, locked cache.
+pub struct Cache {
+    // Dropped before `_lock`, so the database is closed before another run
+    // can get in.
+    conn: Connection,
+    path: PathBuf,
+    created: bool,
+    /// `commit_after` limits, `None` meaning no limit.
+    max_writes: Option<u64>,
+    max_age: Option<Duration>,
+    /// Rows changed since the last COMMIT.
+    pending: u64,
+    last_commit: Instant,
+    /// 0 until [`Cache::begin_run`].
+    generation: u64,
+    run_start: Option<i64>,
+    encoding_warned: bool,
+    _lock: lock::LockFile,
+}
+
+impl fmt::Debug for Cache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cache")
+            .field("path", &self.path)
+            .field("generation", &self.generation)
+            .field("pending", &self.pending)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cache {
+    /// Opens the cache at `path`, creating it (mode 0600, and missing parent
+    /// directories with mode 0700) if absent; takes the run lock without
+    /// waiting; creates or migrates the schema.
+    pub fn open(path: &Path, commit_after: &CommitAfter) -> Result<Cache, CacheError> {
+        ensure_parent(path)?;
+        let lock = lock::LockFile::acquire(path)?;
+        create_file(path)?;
+        let mut conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| sql_err(path, "opening", e))?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(|e| sql_err(path, "opening", e))?;
+        // Recognise the file before changing anything in it.
+        let found = schema::recognise(&conn, path)?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(|e| sql_err(path, "setting the journal mode of", e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            warn!(
+                "the cache {}: SQLite cannot use write-ahead logging here (journal mode {mode}); \
+                 continuing with a rollback journal",
+                path.display()
+            );
+        }
+        conn.execute_batch("PRAGMA synchronous = FULL;")
+            .map_err(|e| sql_err(path, "setting up", e))?;
+        let created = schema::prepare(&mut conn, path, found)?;
+        let max_writes = commit_after.queries.filter(|&q| q > 0);
+        let max_age = commit_after
+            .seconds
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map(crate::config::seconds);
+        Ok(Cache {
+            conn,
+            path: path.to_owned(),
+            created,
+            max_writes,
+            max_age,
+            pending: 0,
+            last_commit: Instant::now(),
+            generation: 0,
+            run_start: None,
+            encoding_warned: false,
+            _lock: lock,
+        })
+    }
+
+    /// Like [`open`](Self::open), but while another run holds the lock,
+    /// polls for up to `timeout`, then gives up with [`CacheError::Locked`].
+    pub fn open_wait(
+        path: &Path,
+        commit_after: &CommitAfter,
+        timeout: Duration,
+    ) -> Result<Cache, CacheError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match Cache::open(path, commit_after) {
+                Err(CacheError::Locked { .. }) if Instant::now() < deadline => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    std::thread::sleep(left.min(LOCK_POLL));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether this open created the schema (a new or empty file).
+    pub fn created(&self) -> bool {
+        self.created
+    }
+
+    /// Starts a backup run and returns its generation: one more than any
+    /// generation in the cache (1 for an empty cache). With `try_resume`,
+    /// the highest generation G is continued unless a finished backup has
+    /// generation G.
+    pub fn begin_run(&mut self, try_resume: bool) -> Result<u64, CacheError> {
+        let max: i64 = self
+            .conn
+            .query_row(
+                "SELECT max(coalesce((SELECT max(generation) FROM objects), 0),
+                            coalesce((SELECT max(generation) FROM backups), 0))",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| sql_err(&self.path, "reading the generations of", e))?;
+        let max = u64::try_from(max).map_err(|_| self.corrupt("a negative generation"))?;
+        let generation = if max == 0 {
+            1
+        } else if !try_resume {
+            max + 1
+        } else {
+            let finished: bool = self
+                .conn
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM backups WHERE generation = ?1)",
+                    [to_sql(max)],
+                    |r| r.get(0),
+                )
+                .map_err(|e| sql_err(&self.path, "reading the backups of", e))?;
+            if finished { max + 1 } else { max }
+        };
+        self.generation = generation;
+        self.run_start = Some(unix_now());
+        Ok(generation)
+    }
+
+    /// The current run's generation; 0 before [`begin_run`](Self::begin_run).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The object recorded under `key`, if any.
+    pub fn lookup(&self, key: &ObjectKey) -> Result<Option<Cached>, CacheError> {
+        let row = self
+            .conn
+            .prepare_cached(
+                "SELECT o.cap, o.kind, o.generation, l.renewed
+                 FROM objects o LEFT JOIN leases l ON l.cap = o.cap
+                 WHERE o.key = ?1",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row([&key.as_bytes()[..]], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, Option<i64>>(3)?,
+                    ))
+                })
+                .optional()
+            })
+            .map_err(|e| sql_err(&self.path, "looking up an object in", e))?;
+        let Some((cap, kind, generation, lease_renewed)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(Cached {
+            cap: self.parse_cap(&cap)?,
+            kind: ObjectKind::parse(&kind).ok_or_else(|| self.corrupt("an unknown object kind"))?,
+            generation: u64::try_from(generation)
+                .map_err(|_| self.corrupt("a negative generation"))?,
+            lease_renewed,
+        }))
+    }
+
+    /// Marks a reused object as used by this run (gives it this run's
+    /// generation). No write if it already has it.
+    pub fn mark_used(&mut self, key: &ObjectKey) -> Result<(), CacheError> {
+        let generation = self.run_generation()?;
+        self.write(
+            "marking an object used in",
+            "UPDATE objects SET generation = ?1, ts = ?2 WHERE key = ?3 AND generation <> ?1",
+            params![generation, unix_now(), &key.as_bytes()[..]],
+        )?;
+        Ok(())
+    }
+
+    /// Records (or replaces) the object under `key` with this run's
+    /// generation. `uploaded_now`: the gateway just stored it, which renews
+    /// its lease. Only pass caps the gateway returned for this content.
+    pub fn record(
+        &mut self,
+        key: &ObjectKey,
+        cap: &Cap,
+        kind: ObjectKind,
+        uploaded_now: bool,
+    ) -> Result<(), CacheError> {
+        let generation = self.run_generation()?;
+        let now = unix_now();
+        self.write(
+            "recording an object in",
+            "INSERT INTO objects (key, cap, kind, generation, ts) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (key) DO UPDATE SET cap = excluded.cap, kind = excluded.kind,
+                 generation = excluded.generation, ts = excluded.ts",
+            params![
+                &key.as_bytes()[..],
+                cap.as_str(),
+                kind.as_str(),
+                generation,
+                now
+            ],
+        )?;
+        if uploaded_now {
+            self.set_lease_renewed(cap, now)?;
+        }
+        Ok(())
+    }
+
+    /// Forgets the object under `key` (e.g. found unhealthy): the next run
+    /// uploads it again. Other keys with the same cap stay.
+    pub fn forget(&mut self, key: &ObjectKey) -> Result<(), CacheError> {
+        self.write(
+            "forgetting an object in",
+            "DELETE FROM objects WHERE key = ?1",
+            [&key.as_bytes()[..]],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets every object with this cap and its lease record; returns how
+    /// many keys were removed. References (`dir_children`) stay: they are
+    /// facts about immutable directories.
+    pub fn forget_cap(&mut self, cap: &Cap) -> Result<u64, CacheError> {
+        let n = self.write(
+            "forgetting an object in",
+            "DELETE FROM objects WHERE cap = ?1",
+            [cap.as_str()],
+        )?;
+        self.write(
+            "forgetting a lease in",
+            "DELETE FROM leases WHERE cap = ?1",
+            [cap.as_str()],
+        )?;
+        Ok(n)
+    }
+
+    /// Records which objects the directory `dir` contains. Literal children
+    /// are skipped (nothing on the grid to keep alive), and so is a literal
+    /// `dir`: its children can only be literal (see `docs/cache.md`).
+    pub fn record_children(&mut self, dir: &Cap, children: &[&Cap]) -> Result<(), CacheError> {
+        if dir.is_literal() {
+            if children.iter().any(|c| !c.is_literal()) {
+                warn!(
+                    "the cache {}: a literal directory was given non-literal children; \
+                     not recorded",
+                    self.path.display()
+                );
+            }
+            return Ok(());
+        }
+        for child in children.iter().filter(|c| !c.is_literal()) {
+            self.write(
+                "recording a directory's children in",
+                "INSERT OR IGNORE INTO dir_children (dir_cap, child_cap) VALUES (?1, ?2)",
+                [dir.as_str(), child.as_str()],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Every non-literal cap reachable from `roots` (the roots included)
+    /// through the recorded directory children.
+    pub fn reachable_from<'a>(
+        &self,
+        roots: impl IntoIterator<Item = &'a str>,
+    ) -> Result<HashSet<String>, CacheError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT child_cap FROM dir_children WHERE dir_cap = ?1")
+            .map_err(|e| sql_err(&self.path, "reading references in", e))?;
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut todo: Vec<String> = Vec::new();
+        for root in roots {
+            if !is_literal(root) && seen.insert(root.to_owned()) {
+                todo.push(root.to_owned());
+            }
+        }
+        while let Some(dir) = todo.pop() {
+            let children = stmt
+                .query_map([&dir], |r| r.get::<_, String>(0))
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| sql_err(&self.path, "reading references in", e))?;
+            for child in children {
+                if !seen.contains(&child) {
+                    seen.insert(child.clone());
+                    todo.push(child);
+                }
+            }
+        }
+        Ok(seen)
+    }
+
+    /// Records a finished backup of this run and commits.
+    /// Returns the new row's id.
+    pub fn finish_backup(
+        &mut self,
+        name: &[u8],
+        root: &Cap,
+        entries: u64,
+        bytes: u64,
+    ) -> Result<i64, CacheError> {
+        let generation = self.run_generation()?;
+        let now = unix_now();
+        let start = self.run_start.unwrap_or(now);
+        self.write(
+            "recording a backup in",
+            "INSERT INTO backups (name, root_cap, generation, ts_start, ts_end, entries, bytes)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                name,
+                root.as_str(),
+                generation,
+                start,
+                now,
+                to_sql(entries),
+                to_sql(bytes)
+            ],
+        )?;
+        let id = self.conn.last_insert_rowid();
+        self.commit()?;
+        Ok(id)
+    }
+
+    /// Every finished backup, oldest first.
+    pub fn backups(&self) -> Result<Vec<BackupRow>, CacheError> {
+        let rows = self
+            .conn
+            .prepare_cached(
+                "SELECT id, name, root_cap, generation, ts_start, ts_end, entries, bytes, ts_check
+                 FROM backups ORDER BY id",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map([], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, Vec<u8>>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, i64>(5)?,
+                        r.get::<_, i64>(6)?,
+                        r.get::<_, i64>(7)?,
+                        r.get::<_, Option<i64>>(8)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(|e| sql_err(&self.path, "reading the backups of", e))?;
+        rows.into_iter()
+            .map(
+                |(id, name, cap, generation, ts_start, ts_end, entries, bytes, ts_check)| {
+                    let count =
+                        |v: i64| u64::try_from(v).map_err(|_| self.corrupt("a negative count"));
+                    Ok(BackupRow {
+                        id,
+                        name,
+                        root_cap: self.parse_cap(&cap)?,
+                        generation: count(generation)?,
+                        ts_start,
+                        ts_end,
+                        entries: count(entries)?,
+                        bytes: count(bytes)?,
+                        ts_check,
+                    })
+                },
+            )
+            .collect()
+    }
+
+    /// Records that `check` found backup `id` healthy at `ts`.
+    pub fn set_checked(&mut self, id: i64, ts: i64) -> Result<(), CacheError> {
+        self.write(
+            "recording a check in",
+            "UPDATE backups SET ts_check = ?1 WHERE id = ?2",
+            [ts, id],
+        )?;
+        Ok(())
+    }
+
+    /// Records that this cache renewed (or created) the lease of `cap` at
+    /// `ts`, Unix seconds. Keeps the later time if one is recorded already.
+    /// Literal caps are ignored: they have no shares and no leases.
+    pub fn set_lease_renewed(&mut self, cap: &Cap, ts: i64) -> Result<(), CacheError> {
+        if cap.is_literal() {
+            return Ok(());
+        }
+        self.write(
+            "recording a lease in",
+            "INSERT INTO leases (cap, renewed) VALUES (?1, ?2)
+             ON CONFLICT (cap) DO UPDATE SET renewed = max(renewed, excluded.renewed)",
+            params![cap.as_str(), ts],
+        )?;
+        Ok(())
+    }
+
+    /// When this cache last renewed the lease of `cap`, Unix seconds.
+    pub fn lease_renewed(&self, cap: &Cap) -> Result<Option<i64>, CacheError> {
+        self.conn
+            .prepare_cached("SELECT renewed FROM leases WHERE cap = ?1")
+            .and_then(|mut stmt| stmt.query_row([cap.as_str()], |r| r.get(0)).optional())
+            .map_err(|e| sql_err(&self.path, "reading a lease from", e))
+    }
+
+    /// The grid probe recorded when the cache was created, if any.
+    pub fn probe(&self) -> Result<Option<Probe>, CacheError> {
+        let get = |name: &str| -> Result<Option<String>, CacheError> {
+            self.conn
+                .query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(|e| sql_err(&self.path, "reading the grid probe of", e))
+        };
+        let Some(cap) = get("probe_cap")? else {
+            return Ok(None);
+        };
+        let number = |name: &str| -> Result<i64, CacheError> {
+            get(name)?
+                .and_then(|v| v.parse::<i64>().ok())
+                .ok_or_else(|| self.corrupt("the grid probe's encoding is missing"))
+        };
+        let small = |v: i64| {
+            u32::try_from(v).map_err(|_| self.corrupt("the grid probe's encoding is invalid"))
+        };
+        Ok(Some(Probe {
+            cap: self.parse_cap(&cap)?,
+            k: small(number("probe_k")?)?,
+            n: small(number("probe_n")?)?,
+            recorded: number("probe_recorded")?,
+        }))
+    }
+
+    /// Records the grid probe: the cap of a small random file (larger than
+    /// 55 bytes, so not literal) just uploaded, and the gateway's `k`-of-`n`.
+    /// Committed at once.
+    pub fn set_probe(&mut self, cap: &Cap, k: u32, n: u32) -> Result<(), CacheError> {
+        if cap.is_literal() {
+            return Err(CacheError::Internal {
+                path: self.path.clone(),
+                what: "the grid probe must not be a literal cap (it proves nothing)",
+            });
+        }
+        let rows = [
+            ("probe_cap", cap.as_str().to_owned()),
+            ("probe_k", k.to_string()),
+            ("probe_n", n.to_string()),
+            ("probe_recorded", unix_now().to_string()),
+        ];
+        for (name, value) in &rows {
+            self.write(
+                "recording the grid probe in",
+                "INSERT INTO meta (name, value) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                [*name, value.as_str()],
+            )?;
+        }
+        self.commit()
+    }
+
+    /// Compares the encoding (`k`-of-`N`) of `fresh`, a cap the gateway just
+    /// returned for a new upload, with the probe's. On a difference, warns
+    /// once per open and returns false: new uploads now get new caps, while
+    /// this cache keeps reusing the old ones. True if they match, if no
+    /// probe is recorded, or if `fresh` carries no encoding (a literal).
+    pub fn check_encoding(&mut self, fresh: &Cap) -> Result<bool, CacheError> {
+        let Some((k, n)) = fresh.k_n() else {
+            return Ok(true);
+        };
+        let Some(probe) = self.probe()? else {
+            return Ok(true);
+        };
+        if (probe.k, probe.n) == (k, n) {
+            return Ok(true);
+        }
+        if !self.encoding_warned {
+            self.encoding_warned = true;
+            warn!(
+                "the gateway now stores new objects {k}-of-{n}, but the cache {} was created \
+                 against {}-of-{}: unchanged files keep their old caps (readable while their \
+                 shares live), new uploads get new caps, and identical content no longer \
+                 converges on the grid; start a new cache to re-upload everything with the new \
+                 encoding",
+                self.path.display(),
+                probe.k,
+                probe.n
+            );
+        }
+        Ok(false)
+    }
+
+    /// Commits if `commit_after.queries` rows were written, or
+    /// `commit_after.seconds` passed, since the last COMMIT.
+    pub fn maybe_commit(&mut self) -> Result<(), CacheError> {
+        if self.pending == 0 {
+            return Ok(());
+        }
+        let by_count = self.max_writes.is_some_and(|q| self.pending >= q);
+        let by_time = self
+            .max_age
+            .is_some_and(|age| self.last_commit.elapsed() >= age);
+        if by_count || by_time {
+            self.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Commits everything written so far.
+    pub fn commit(&mut self) -> Result<(), CacheError> {
+        if !self.conn.is_autocommit() {
+            self.conn
+                .execute_batch("COMMIT")
+                .map_err(|e| sql_err(&self.path, "committing to", e))?;
+        }
+        self.pending = 0;
+        self.last_commit = Instant::now();
+        Ok(())
+    }
+
+    /// Commits and closes, reporting errors that a drop could only log.
+    pub fn close(mut self) -> Result<(), CacheError> {
+        self.commit()
+    }
+
+    /// Runs one write statement inside the open transaction (beginning one
+    /// if needed); returns the number of rows changed.
+    fn write(
+        &mut self,
+        action: &'static str,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<u64, CacheError> {
+        if self.conn.is_autocommit() {
+            self.conn
+                .execute_batch("BEGIN IMMEDIATE")
+                .map_err(|e| sql_err(&self.path, action, e))?;
+        }
+        let n = self
+            .conn
+            .prepare_cached(sql)
+            .and_then(|mut stmt| stmt.execute(params))
+            .map_err(|e| sql_err(&self.path, action, e))?;
+        self.pending += n as u64;
+        Ok(n as u64)
+    }
+
+    fn run_generation(&self) -> Result<i64, CacheError> {
+        if self.generation == 0 {
+            return Err(CacheError::Internal {
+                path: self.path.clone(),
+                what: "an object was recorded before the backup run began",
+            });
+        }
+        Ok(to_sql(self.generation))
+    }
+
+    fn parse_cap(&self, text: &str) -> Result<Cap, CacheError> {
+        // The parse error may quote the cap: never pass it on.
+        Cap::parse(text).map_err(|_| self.corrupt("a stored cap does not parse"))
+    }
+
+    fn corrupt(&self, what: &str) -> CacheError {
+        CacheError::Corrupt {
+            path: self.path.clone(),
+            what: format!("it holds {what}"),
+        }
+    }
+}
+
+impl Drop for Cache {
+    /// A normal drop commits; while panicking, the open transaction is rolled
+    /// back instead (what was committed stays).
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        if let Err(e) = self.commit() {
+            warn!("{e}");
+        }
+    }
+}
+
+/// Creates missing parent directories, 0700 (the cache is private).
+fn ensure_parent(path: &Path) -> Result<(), CacheError> {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() && !parent.exists() => DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(|source| CacheError::Io {
+                path: path.to_owned(),
+                action: format!("create its directory {}", parent.display()),
+                source,
+            }),
+        _ => Ok(()),
+    }
+}
+
+/// Creates the database file with mode 0600 if absent, before SQLite sees
+/// it (SQLite gives its -wal, -shm and -journal files the database's mode).
+/// Tightens an existing file, and its side files, that others could read.
+fn create_file(path: &Path) -> Result<(), CacheError> {
+    let io_err = |action: &str, source| CacheError::Io {
+        path: path.to_owned(),
+        action: action.to_owned(),
+        source,
+    };
+    let file = match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => OpenOptions::new()
+            .read(true)
+            .open(path)
+            .map_err(|e| io_err("open it", e))?,
+        Err(e) => return Err(io_err("create it", e)),
+    };
+    if !file
+        .metadata()
+        .map_err(|e| io_err("read its status", e))?
+        .is_file()
+    {
+        return Err(CacheError::NotACache {
+            path: path.to_owned(),
+            why: "it is not a regular file".into(),
+        });
+    }
+    if lock::tighten(&file).map_err(|e| io_err("set its permissions to 0600", e))? {
+        warn!(
+            "the cache {} was readable or writable by others; its mode is now 0600 \
+             (it holds caps, which grant access to the backed-up data)",
+            path.display()
+        );
+    }
+    for suffix in SIDE_FILES {
+        let mut side = path.as_os_str().to_owned();
+        side.push(suffix);
+        if let Ok(f) = File::open(&side) {
+            lock::tighten(&f).map_err(|e| io_err("set the permissions of its side files", e))?;
+        }
+    }
+    Ok(())
+}

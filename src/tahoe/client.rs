@@ -1,0 +1,958 @@
+//! [`Client`]: the requests `lafs-backup` makes to a Tahoe-LAFS gateway's
+//! web API, with retries and per-attempt timeouts.
+//!
+//! # How retries and timeouts combine
+//!
+//! Every operation runs as a sequence of *attempts* governed by
+//! `operation.timeouts.updates` ([`Timeouts`]); each attempt is a sequence
+//! of HTTP *tries* governed by `http.retry` ([`Retry`]):
+//!
+//! * Attempt `n` (0-based) has a deadline `timeouts.timeout(n)` from its
+//!   start, which bounds all of its tries, the delays between them
+//!   included (the config documents the limit as "HTTP retries
+//!   included"). Each try runs with ureq's `timeout_global` set to the time
+//!   left, so a try that hits the deadline is abandoned and its connection
+//!   dropped (never returned to the pool) before anything else starts.
+//! * Within an attempt, a transient error ([`TahoeError::is_transient`]:
+//!   connection failures, 5xx other than known permanent exceptions, 503,
+//!   incomplete replies) is retried after `retry.delay.before_retry(i)`,
+//!   up to `retry.attempts` tries in total. A permanent error, or a
+//!   transient one on the last try, ends the operation with that error.
+//!   If a delay would reach past the deadline, the attempt waits out its
+//!   deadline and counts as timed out.
+//! * When an attempt times out, the next attempt starts at once with a
+//!   fresh deadline and a fresh try budget (an upload re-opens its body),
+//!   up to `timeouts.attempts()` attempts: a list of N limits gives N
+//!   attempts, a single number retries timeouts forever, `null` means no
+//!   deadline (so no timeout can happen). After the last attempt the
+//!   operation fails with [`TahoeError::Timeout`].
+//!
+//! So with the defaults (`[1200, 2400, 3600]`, 4 tries, delays
+//! `[10, 60, 600]`) a gateway that hangs costs at most 1200 + 2400 + 3600
+//! seconds, and one that refuses connections fails after 4 tries and
+//! 10 + 60 + 600 seconds of waiting.
+//!
+//! All operations use this scheme (not only uploads). Two are not
+//! idempotent: a retried [`Client::mkdir_mutable`] can leave an orphan
+//! directory behind (harmless, never linked), and a retried
+//! [`Client::unlink`] whose first try did reach the gateway returns
+//! `Ok(None)`.
+//!
+//! Requests carry `Accept: text/plain` (so 500s are plain tracebacks) and
+//! `User-Agent: lafs-backup/VERSION`; proxies from the environment are
+//! ignored and redirects are never followed (a 3xx is a
+//! [`TahoeError::BadReply`]). ureq logs URLs (with caps) only at its
+//! `trace` level through the `log` crate, which this program does not
+//! forward.
+
+use std::io::{self, Read};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use unicode_normalization::UnicodeNormalization;
+use ureq::http::{Response, Uri};
+use ureq::{Body, SendBody};
+
+use super::{Cap, TahoeError, redact};
+use crate::config::{Retry, Timeouts};
+
+/// Most bytes read from an error reply or from a reply that should be a cap.
+const SMALL_REPLY_LIMIT: u64 = 64 * 1024;
+
+/// Idle keep-alive connections kept per gateway (uploads may run in
+/// parallel threads).
+const POOL_SIZE: usize = 32;
+
+/// Options of [`Client::check`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CheckOptions {
+    /// Renew this client's lease on every share (`add-lease=true`).
+    pub add_lease: bool,
+    /// Download and verify every share instead of only asking the servers
+    /// (`verify=true`; slow: reads all the data).
+    pub verify: bool,
+    /// Repair an unhealthy object (`repair=true`).
+    pub repair: bool,
+}
+
+/// The result of [`Client::check`]. After a repair, the state fields
+/// describe the object after the repair.
+#[derive(Debug, Clone)]
+pub struct CheckReport {
+    pub healthy: bool,
+    pub recoverable: bool,
+    /// The gateway's summary, e.g. `Healthy` or
+    /// `Not Healthy: 1 shares (enc 2-of-3)` (redacted).
+    pub summary: String,
+    pub shares_good: Option<u32>,
+    pub shares_needed: Option<u32>,
+    pub shares_expected: Option<u32>,
+    pub repair_attempted: bool,
+    pub repair_successful: bool,
+}
+
+/// A Tahoe gateway's web API. Cheap to share between threads (`Send +
+/// Sync`); requests reuse keep-alive connections from a pool.
+pub struct Client {
+    agent: ureq::Agent,
+    /// The node root, e.g. `http://127.0.0.1:3456`, no trailing slash.
+    node: String,
+    /// `{node}/uri`.
+    uri: String,
+    /// `host:port` for messages.
+    gateway: String,
+    retry: Retry,
+    timeouts: Timeouts,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("gateway", &self.gateway)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A request body.
+enum Payload<'a> {
+    Empty,
+    Bytes {
+        data: &'a [u8],
+        content_type: Option<&'static str>,
+    },
+    /// A streamed (chunked) body; read errors are recorded in `failed`.
+    Stream(TrackedReader),
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Method {
+    Get,
+    Put,
+    Post,
+    Delete,
+}
+
+impl Client {
+    /// A client for the gateway at `destination_url`, the config's
+    /// `destination.url`: `http://HOST:PORT/uri` by the original tool's
+    /// convention; `http://HOST:PORT` and trailing slashes are accepted
+    /// too (a path prefix before `/uri`, for a gateway behind a reverse
+    /// proxy, is kept). `https://` is refused: this build has no TLS.
+    pub fn new(
+        destination_url: &str,
+        retry: &Retry,
+        timeouts: &Timeouts,
+    ) -> Result<Client, TahoeError> {
+        let (node, gateway) = normalise_url(destination_url)?;
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .proxy(None)
+            .max_redirects(0)
+            .user_agent(format!("lafs-backup/{}", env!("CARGO_PKG_VERSION")))
+            .accept("text/plain")
+            .max_idle_connections(POOL_SIZE)
+            .max_idle_connections_per_host(POOL_SIZE)
+            .build();
+        Ok(Client {
+            agent: ureq::Agent::new_with_config(config),
+            uri: format!("{node}/uri"),
+            node,
+            gateway,
+            retry: retry.clone(),
+            timeouts: timeouts.clone(),
+        })
+    }
+
+    /// The node root URL (`http://HOST:PORT`, no trailing slash).
+    pub fn node_url(&self) -> &str {
+        &self.node
+    }
+
+    /// Uploads an immutable file: `PUT /uri` with a streamed (chunked)
+    /// body. `open` is called once per try, so each try sends the data from
+    /// the beginning (a file is re-opened, a compressor rebuilt). An error
+    /// from `open` or from reading the body is [`TahoeError::Body`], never
+    /// retried. See the module doc for retries and timeouts.
+    pub fn upload<F>(&self, mut open: F) -> Result<Cap, TahoeError>
+    where
+        F: FnMut() -> io::Result<Box<dyn Read + Send>>,
+    {
+        self.with_retries("upload", None, |deadline| {
+            let reader = open().map_err(TahoeError::Body)?;
+            let tracked = TrackedReader::new(reader);
+            let failed = Arc::clone(&tracked.failed);
+            let reply = self.exchange(Method::Put, &self.uri, Payload::Stream(tracked), deadline);
+            if let Some(err) = take_error(&failed) {
+                return Err(TahoeError::Body(err));
+            }
+            self.read_cap(reply?)
+        })
+    }
+
+    /// Uploads `data` as an immutable file (`PUT /uri` with a
+    /// Content-Length body).
+    pub fn upload_bytes(&self, data: &[u8]) -> Result<Cap, TahoeError> {
+        self.with_retries("upload", None, |deadline| {
+            let payload = Payload::Bytes {
+                data,
+                content_type: None,
+            };
+            let reply = self.exchange(Method::Put, &self.uri, payload, deadline)?;
+            self.read_cap(reply)
+        })
+    }
+
+    /// Creates an immutable directory: `POST /uri?t=mkdir-immutable` with
+    /// the children as a JSON body (`{name: [type, {"ro_uri": cap,
+    /// "metadata": {…}}]}`), sent as `application/json`.
+    pub fn mkdir_immutable(&self, children_json: &str) -> Result<Cap, TahoeError> {
+        let url = format!("{}?t=mkdir-immutable", self.uri);
+        self.with_retries("mkdir-immutable", None, |deadline| {
+            let payload = Payload::Bytes {
+                data: children_json.as_bytes(),
+                content_type: Some("application/json"),
+            };
+            let reply = self.exchange(Method::Post, &url, payload, deadline)?;
+            self.read_cap(reply)
+        })
+    }
+
+    /// `GET /uri/CAP?t=json`: a directory listing (`["dirnode", {…}]`) or
+    /// file info (`["filenode", {…}]`). For a file this only parses the cap
+    /// (no existence check: use [`Client::check`]). A cap the gateway does
+    /// not know (`["unknown", …]`) is a [`TahoeError::BadReply`].
+    pub fn info(&self, cap: &Cap) -> Result<Value, TahoeError> {
+        let url = format!("{}/{}?t=json", self.uri, cap_segment(cap));
+        let value = self.get_json("info", Some(cap), &url)?;
+        if value.get(0).and_then(Value::as_str) == Some("unknown") {
+            return Err(TahoeError::BadReply(
+                "the gateway does not recognise this capability".into(),
+            ));
+        }
+        Ok(value)
+    }
+
+    /// Downloads the whole content of a file cap (`GET /uri/CAP`). A body
+    /// shorter or longer than its Content-Length, or than the size in a
+    /// `URI:CHK:` cap, is [`TahoeError::Incomplete`], never a short
+    /// result.
+    pub fn download(&self, cap: &Cap) -> Result<Vec<u8>, TahoeError> {
+        let url = format!("{}/{}", self.uri, cap_segment(cap));
+        let expected = cap.size().filter(|_| !cap.is_dir());
+        self.with_retries("download", Some(cap), |deadline| {
+            let reply = self.exchange(Method::Get, &url, Payload::Empty, deadline)?;
+            let announced = reply.body().content_length();
+            // One byte more than announced, to notice a longer body.
+            let limit = expected.or(announced).map(|n| n.saturating_add(1));
+            let data = self.read_body(reply, limit)?;
+            let got = data.len() as u64;
+            for want in [announced, expected].into_iter().flatten() {
+                if got != want {
+                    return Err(TahoeError::Incomplete {
+                        expected: want,
+                        got,
+                    });
+                }
+            }
+            Ok(data)
+        })
+    }
+
+    /// Checks an object: `POST /uri/CAP?t=check&output=JSON` with
+    /// `add-lease`, `verify`, `repair` as asked. Literal caps are healthy
+    /// without a request. A missing object checked with `repair` is an
+    /// error for which [`TahoeError::is_not_found`] holds (the gateway
+    /// answers 410); without `repair` it is a report with
+    /// `recoverable: false`.
+    pub fn check(&self, cap: &Cap, opts: CheckOptions) -> Result<CheckReport, TahoeError> {
+        if cap.is_literal() {
+            return Ok(CheckReport {
+                healthy: true,
+                recoverable: true,
+                summary: "Healthy (literal: the data is in the cap)".into(),
+                shares_good: None,
+                shares_needed: None,
+                shares_expected: None,
+                repair_attempted: false,
+                repair_successful: false,
+            });
+        }
+        let mut url = format!("{}/{}?t=check&output=JSON", self.uri, cap_segment(cap));
+        for (on, flag) in [
+            (opts.add_lease, "&add-lease=true"),
+            (opts.verify, "&verify=true"),
+            (opts.repair, "&repair=true"),
+        ] {
+            if on {
+                url.push_str(flag);
+            }
+        }
+        let value = self.with_retries("check", Some(cap), |deadline| {
+            let reply = self.exchange(Method::Post, &url, Payload::Empty, deadline)?;
+            self.read_json(reply)
+        })?;
+        parse_check(&value)
+    }
+
+    /// Links `cap` as child `name` of the directory at `dir_path`
+    /// (`PUT /uri/DIR_PATH/NAME?t=uri`, replacing an existing child).
+    /// `dir_path` is `DIRCAP` or `DIRCAP/sub/path`; the path segments and
+    /// `name` are percent-encoded. The directory must be mutable.
+    pub fn link(&self, dir_path: &str, name: &str, cap: &Cap) -> Result<(), TahoeError> {
+        let url = format!("{}/{}?t=uri", self.dir_url(dir_path)?, encode_name(name)?);
+        self.with_retries("link", Some(cap), |deadline| {
+            let payload = Payload::Bytes {
+                data: cap.as_str().as_bytes(),
+                content_type: Some("text/plain"),
+            };
+            let reply = self.exchange(Method::Put, &url, payload, deadline)?;
+            // The gateway echoes the cap; read it so the connection can be
+            // reused.
+            self.read_body(reply, Some(SMALL_REPLY_LIMIT)).map(drop)
+        })
+    }
+
+    /// Removes child `name` of the directory at `dir_path` (`DELETE`):
+    /// `Ok(Some(cap))` with the removed child's cap, `Ok(None)` when there
+    /// was no such child (404, not retried). Data is never deleted: the
+    /// shares stay until their leases expire.
+    pub fn unlink(&self, dir_path: &str, name: &str) -> Result<Option<Cap>, TahoeError> {
+        let url = format!("{}/{}", self.dir_url(dir_path)?, encode_name(name)?);
+        let result = self.with_retries("unlink", None, |deadline| {
+            let reply = self.exchange(Method::Delete, &url, Payload::Empty, deadline)?;
+            self.read_cap(reply)
+        });
+        match result {
+            Ok(cap) => Ok(Some(cap)),
+            Err(err) if err.status() == Some(404) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The cap of child `name` (NFC-normalised, as the gateway stores
+    /// names) of the directory at `dir_path`, `None` if there is no such
+    /// child: its `rw_uri` when it has one (a mutable child through a
+    /// writable parent), else its `ro_uri`. Reads the whole listing
+    /// (`GET …?t=json`), which is as fast as asking for one child.
+    pub fn child_cap(&self, dir_path: &str, name: &str) -> Result<Option<Cap>, TahoeError> {
+        let wanted = check_name(name)?.nfc().collect::<String>();
+        let url = format!("{}?t=json", self.dir_url(dir_path)?);
+        let listing = self.get_json("list", None, &url)?;
+        if listing.get(0).and_then(Value::as_str) != Some("dirnode") {
+            return Err(TahoeError::BadReply(
+                "the path does not name a directory".into(),
+            ));
+        }
+        let Some(child) = listing
+            .get(1)
+            .and_then(|d| d.get("children"))
+            .and_then(|c| c.get(&wanted))
+        else {
+            return Ok(None);
+        };
+        let edge = child.get(1);
+        let text = ["rw_uri", "ro_uri"]
+            .iter()
+            .find_map(|key| edge.and_then(|e| e.get(*key)).and_then(Value::as_str))
+            .ok_or_else(|| TahoeError::BadReply("a child entry without a cap".into()))?;
+        Cap::parse(text)
+            .map(Some)
+            .map_err(|_| TahoeError::BadReply("a child entry with an invalid cap".into()))
+    }
+
+    /// Creates an empty mutable directory (`POST /uri?t=mkdir`) and
+    /// returns its write cap (`URI:DIR2:…`).
+    pub fn mkdir_mutable(&self) -> Result<Cap, TahoeError> {
+        let url = format!("{}?t=mkdir", self.uri);
+        self.with_retries("mkdir", None, |deadline| {
+            let reply = self.exchange(Method::Post, &url, Payload::Empty, deadline)?;
+            self.read_cap(reply)
+        })
+    }
+
+    /// The node's statistics (`GET /statistics?t=json`): `counters` (e.g.
+    /// `uploader.files_uploaded`, `uploader.bytes_uploaded`, present once
+    /// something was uploaded) and `stats`.
+    pub fn statistics(&self) -> Result<Value, TahoeError> {
+        let url = format!("{}/statistics?t=json", self.node);
+        self.get_json("statistics", None, &url)
+    }
+
+    /// `(connected, known)` storage servers from `GET /?t=json`. A server
+    /// counts as connected when its `connection_status`, lower-cased,
+    /// starts with `connected` (`connected` with the HTTPS storage
+    /// protocol, `Connected to tcp:… via tcp` with foolscap).
+    pub fn servers(&self) -> Result<(usize, usize), TahoeError> {
+        let url = format!("{}/?t=json", self.node);
+        let value = self.get_json("servers", None, &url)?;
+        let servers = value
+            .get("servers")
+            .and_then(Value::as_array)
+            .ok_or_else(|| TahoeError::BadReply("no server list in the node status".into()))?;
+        let connected = servers
+            .iter()
+            .filter(|s| {
+                s.get("connection_status")
+                    .and_then(Value::as_str)
+                    .is_some_and(|st| st.to_lowercase().starts_with("connected"))
+            })
+            .count();
+        Ok((connected, servers.len()))
+    }
+
+    // ------------------------------------------------------------ plumbing
+
+    /// A GET whose reply is JSON, with retries.
+    fn get_json(
+        &self,
+        op: &'static str,
+        cap: Option<&Cap>,
+        url: &str,
+    ) -> Result<Value, TahoeError> {
+        self.with_retries(op, cap, |deadline| {
+            let reply = self.exchange(Method::Get, url, Payload::Empty, deadline)?;
+            self.read_json(reply)
+        })
+    }
+
+    /// Runs `attempt` (one HTTP try, given the current attempt's deadline)
+    /// under the retry and timeout scheme of the module doc.
+    fn with_retries<T>(
+        &self,
+        op: &'static str,
+        cap: Option<&Cap>,
+        mut attempt: impl FnMut(Option<Instant>) -> Result<T, TahoeError>,
+    ) -> Result<T, TahoeError> {
+        let object = cap
+            .map(|c| format!(" of #{}", c.short_id()))
+            .unwrap_or_default();
+        let max_tries = self.retry.attempts.max(1);
+        let mut round: usize = 0;
+        loop {
+            let limit = self.timeouts.timeout(round);
+            let deadline = limit.and_then(|l| Instant::now().checked_add(l));
+            let mut tries: u32 = 0;
+            // Runs tries until one succeeds, fails for good, or the
+            // attempt's deadline passes (then falls through).
+            loop {
+                tries += 1;
+                let err = match attempt(deadline) {
+                    Ok(value) => return Ok(value),
+                    Err(err) => err,
+                };
+                if err.is_timeout() && deadline.is_some() {
+                    break;
+                }
+                if !err.is_transient() || tries >= max_tries {
+                    return Err(err.with_attempts(tries));
+                }
+                let delay = self.retry.delay.before_retry((tries - 1) as usize);
+                tracing::debug!(
+                    "{op}{object}: try {tries} of {max_tries} failed ({err}); retrying in {:.3} s",
+                    delay.as_secs_f64()
+                );
+                if let Some(deadline) = deadline {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if delay >= left {
+                        thread::sleep(left);
+                        break;
+                    }
+                }
+                thread::sleep(delay);
+            }
+            round += 1;
+            let after = limit.unwrap_or_default();
+            if self.timeouts.attempts().is_some_and(|max| round >= max) {
+                return Err(TahoeError::Timeout {
+                    after,
+                    attempts: u32::try_from(round).unwrap_or(u32::MAX),
+                });
+            }
+            tracing::debug!(
+                "{op}{object}: attempt {round} timed out after {} s; starting attempt {}",
+                after.as_secs_f64(),
+                round + 1
+            );
+        }
+    }
+
+    /// One HTTP exchange. 2xx replies are returned; error statuses become
+    /// [`TahoeError::Http`] (their body read and parsed), redirects
+    /// [`TahoeError::BadReply`].
+    fn exchange(
+        &self,
+        method: Method,
+        url: &str,
+        payload: Payload<'_>,
+        deadline: Option<Instant>,
+    ) -> Result<Response<Body>, TahoeError> {
+        let timeout = time_left(deadline)?;
+        let result = match method {
+            Method::Get => self
+                .agent
+                .get(url)
+                .config()
+                .timeout_global(timeout)
+                .build()
+                .call(),
+            Method::Delete => self
+                .agent
+                .delete(url)
+                .config()
+                .timeout_global(timeout)
+                .build()
+                .call(),
+            Method::Put | Method::Post => {
+                let builder = if matches!(method, Method::Put) {
+                    self.agent.put(url)
+                } else {
+                    self.agent.post(url)
+                };
+                let builder = builder.config().timeout_global(timeout).build();
+                match payload {
+                    Payload::Empty => builder.send_empty(),
+                    Payload::Bytes { data, content_type } => match content_type {
+                        Some(ct) => builder.content_type(ct).send(data),
+                        None => builder.send(data),
+                    },
+                    Payload::Stream(reader) => builder.send(SendBody::from_owned_reader(reader)),
+                }
+            }
+        };
+        let reply = result.map_err(|e| self.map_ureq(e))?;
+        let status = reply.status().as_u16();
+        if (200..300).contains(&status) {
+            return Ok(reply);
+        }
+        if (300..400).contains(&status) {
+            return Err(TahoeError::BadReply(format!(
+                "an unexpected redirect (HTTP {status})"
+            )));
+        }
+        let content_type = reply
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        // The error text is best effort: a failure to read it leaves the
+        // status alone.
+        let mut body = Vec::new();
+        let _ = reply
+            .into_body()
+            .into_reader()
+            .take(SMALL_REPLY_LIMIT)
+            .read_to_end(&mut body);
+        Err(TahoeError::from_reply(
+            status,
+            content_type.as_deref(),
+            &body,
+        ))
+    }
+
+    /// Reads a reply body, at most `limit` bytes.
+    fn read_body(&self, reply: Response<Body>, limit: Option<u64>) -> Result<Vec<u8>, TahoeError> {
+        let mut data = Vec::new();
+        let mut reader = reply.into_body().into_reader();
+        let result = match limit {
+            Some(limit) => reader.take(limit).read_to_end(&mut data),
+            None => reader.read_to_end(&mut data),
+        };
+        result.map_err(|e| self.map_ureq(ureq::Error::from(e)))?;
+        Ok(data)
+    }
+
+    /// A reply that must be a cap (uploads, mkdirs, unlink).
+    fn read_cap(&self, reply: Response<Body>) -> Result<Cap, TahoeError> {
+        let body = self.read_body(reply, Some(SMALL_REPLY_LIMIT))?;
+        let text = std::str::from_utf8(&body)
+            .map_err(|_| TahoeError::BadReply("the reply is not a capability".into()))?;
+        Cap::parse(text).map_err(|_| TahoeError::BadReply("the reply is not a capability".into()))
+    }
+
+    /// A reply that must be JSON.
+    fn read_json(&self, reply: Response<Body>) -> Result<Value, TahoeError> {
+        let body = self.read_body(reply, None)?;
+        serde_json::from_slice(&body).map_err(|e| {
+            TahoeError::BadReply(format!(
+                "the reply is not valid JSON ({})",
+                redact(&e.to_string())
+            ))
+        })
+    }
+
+    /// Maps a ureq error to ours (attempt counts are set by the retry
+    /// loop).
+    fn map_ureq(&self, err: ureq::Error) -> TahoeError {
+        use io::ErrorKind as K;
+        let connect = |message: String| TahoeError::Connect {
+            gateway: self.gateway.clone(),
+            message,
+            attempts: 1,
+        };
+        let network = |message: String| TahoeError::Network {
+            message: redact(&message),
+            attempts: 1,
+        };
+        match err {
+            ureq::Error::Timeout(_) => TahoeError::Timeout {
+                after: Duration::ZERO,
+                attempts: 1,
+            },
+            ureq::Error::Io(e) => match e.kind() {
+                K::ConnectionRefused
+                | K::HostUnreachable
+                | K::NetworkUnreachable
+                | K::AddrNotAvailable => connect(e.to_string()),
+                K::TimedOut => network(format!("{e} (from the operating system)")),
+                K::UnexpectedEof => network(format!("the connection closed early ({e})")),
+                _ => network(e.to_string()),
+            },
+            ureq::Error::HostNotFound => connect("host not found".into()),
+            ureq::Error::ConnectionFailed => connect("connection failed".into()),
+            ureq::Error::Protocol(e) => network(format!("bad HTTP: {e}")),
+            ureq::Error::BadUri(e) => {
+                TahoeError::Invalid(format!("invalid request URL: {}", redact(&e)))
+            }
+            ureq::Error::Http(e) => {
+                TahoeError::Invalid(format!("invalid request: {}", redact(&e.to_string())))
+            }
+            ureq::Error::LargeResponseHeader(..) | ureq::Error::BodyExceedsLimit(_) => {
+                TahoeError::BadReply(redact(&err.to_string()))
+            }
+            other => network(other.to_string()),
+        }
+    }
+
+    /// `{uri}/DIRCAP[/seg…]` for a `DIRCAP[/sub/path]` argument: the cap is
+    /// validated, the path segments percent-encoded.
+    fn dir_url(&self, dir_path: &str) -> Result<String, TahoeError> {
+        let (cap_text, rest) = dir_path
+            .trim()
+            .split_once('/')
+            .unwrap_or((dir_path.trim(), ""));
+        let cap = Cap::parse(cap_text)?;
+        let mut url = format!("{}/{}", self.uri, cap_segment(&cap));
+        for segment in rest.split('/').filter(|s| !s.is_empty()) {
+            url.push('/');
+            url.push_str(&encode_name(segment)?);
+        }
+        Ok(url)
+    }
+}
+
+/// Time left before `deadline`; an error when it has passed.
+fn time_left(deadline: Option<Instant>) -> Result<Option<Duration>, TahoeError> {
+    match deadline {
+        None => Ok(None),
+        Some(deadline) => {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                Err(TahoeError::Timeout {
+                    after: Duration::ZERO,
+                    attempts: 1,
+                })
+            } else {
+                Ok(Some(left))
+            }
+        }
+    }
+}
+
+/// Validates and normalises a gateway URL: `(node root, host:port)`.
+fn normalise_url(url: &str) -> Result<(String, String), TahoeError> {
+    let url = url.trim();
+    let invalid =
+        |why: &str| TahoeError::Invalid(format!("invalid gateway URL {:?}: {why}", redact(url)));
+    let lower = url.to_ascii_lowercase();
+    if lower.starts_with("https://") {
+        return Err(invalid(
+            "https:// is not supported: this build of lafs-backup has no TLS support \
+             (its HTTP client, ureq, is built without TLS features); use an http:// URL \
+             (e.g. a local gateway, or a tunnel to a remote one)",
+        ));
+    }
+    if !lower.starts_with("http://") {
+        return Err(invalid("it must start with http://"));
+    }
+    if url.contains(['?', '#']) {
+        return Err(invalid("it must not have a query or fragment"));
+    }
+    let parsed: Uri = url.parse().map_err(|_| invalid("it is not a valid URL"))?;
+    let authority = parsed
+        .authority()
+        .ok_or_else(|| invalid("it has no host"))?;
+    if authority.host().is_empty() {
+        return Err(invalid("it has no host"));
+    }
+    let gateway = match authority.port_u16() {
+        Some(port) => format!("{}:{port}", authority.host()),
+        None => authority.host().to_string(),
+    };
+    let mut path = parsed.path().trim_end_matches('/');
+    if let Some(prefix) = path.strip_suffix("/uri") {
+        path = prefix;
+    }
+    if path
+        .split('/')
+        .any(|seg| seg == "uri" || seg.starts_with("URI:") || seg.starts_with("URI%3A"))
+    {
+        return Err(invalid(
+            "it must end at the web API's /uri (no capability or path after it)",
+        ));
+    }
+    Ok((format!("http://{}{}", authority.as_str(), path), gateway))
+}
+
+/// A cap as a URL path segment. Parsed caps are printable ASCII; anything
+/// that is not safe in a path segment is percent-encoded (the gateway
+/// decodes it).
+fn cap_segment(cap: &Cap) -> String {
+    percent_encode(cap.as_str(), |b| {
+        b.is_ascii_alphanumeric() || b"-._~:".contains(&b)
+    })
+}
+
+/// A child name as a URL path segment: UTF-8, percent-encoded except for
+/// unreserved characters. Empty names, `.`, `..` and names with `/` are
+/// refused (the gateway would accept some of them, creating entries that
+/// no path can reach).
+fn encode_name(name: &str) -> Result<String, TahoeError> {
+    Ok(percent_encode(check_name(name)?, |b| {
+        b.is_ascii_alphanumeric() || b"-._~".contains(&b)
+    }))
+}
+
+fn check_name(name: &str) -> Result<&str, TahoeError> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+        return Err(TahoeError::Invalid(format!(
+            "invalid child name {:?}: empty, \".\", \"..\" or containing \"/\"",
+            redact(name)
+        )));
+    }
+    Ok(name)
+}
+
+fn percent_encode(text: &str, keep: impl Fn(u8) -> bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if keep(b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Reads the JSON of `t=check&output=JSON`: `{summary, results}` without
+/// repair, `{repair-attempted, repair-successful, pre-repair-results,
+/// post-repair-results}` with it.
+fn parse_check(value: &Value) -> Result<CheckReport, TahoeError> {
+    let bad = |what: &str| TahoeError::BadReply(format!("check reply: {what}"));
+    if !value.is_object() {
+        return Err(bad("not a JSON object"));
+    }
+    let flag = |key: &str| value.get(key).and_then(Value::as_bool).unwrap_or(false);
+    let section = ["post-repair-results", "pre-repair-results"]
+        .iter()
+        .find_map(|key| value.get(*key).filter(|s| s.is_object()))
+        .unwrap_or(value);
+    let results = section
+        .get("results")
+        .filter(|r| r.is_object())
+        .ok_or_else(|| bad("no results"))?;
+    let healthy = results
+        .get("healthy")
+        .and_then(Value::as_bool)
+        .ok_or_else(|| bad("no healthy flag"))?;
+    let recoverable = results
+        .get("recoverable")
+        .and_then(Value::as_bool)
+        .unwrap_or(healthy);
+    let count = |key: &str| {
+        results
+            .get(key)
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok())
+    };
+    let summary = section
+        .get("summary")
+        .and_then(Value::as_str)
+        .map(redact)
+        .unwrap_or_else(|| if healthy { "Healthy" } else { "Not Healthy" }.to_string());
+    Ok(CheckReport {
+        healthy,
+        recoverable,
+        summary,
+        shares_good: count("count-shares-good"),
+        shares_needed: count("count-shares-needed"),
+        shares_expected: count("count-shares-expected"),
+        repair_attempted: flag("repair-attempted"),
+        repair_successful: flag("repair-successful"),
+    })
+}
+
+/// An upload body that remembers its own read error, so the client can tell
+/// "the local file failed" ([`TahoeError::Body`]) from a network error,
+/// whatever ureq makes of the error it is handed.
+struct TrackedReader {
+    inner: Box<dyn Read + Send>,
+    failed: Arc<Mutex<Option<io::Error>>>,
+}
+
+impl TrackedReader {
+    fn new(inner: Box<dyn Read + Send>) -> TrackedReader {
+        TrackedReader {
+            inner,
+            failed: Arc::new(Mutex::new(None)),
+        }
+    }
+}
+
+impl Read for TrackedReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.inner.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let kind = e.kind();
+                    let mut slot = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+                    *slot = Some(e);
+                    return Err(io::Error::new(kind, "reading the upload body failed"));
+                }
+                Ok(n) => return Ok(n),
+            }
+        }
+    }
+}
+
+fn take_error(slot: &Mutex<Option<io::Error>>) -> Option<io::Error> {
+    slot.lock().unwrap_or_else(|p| p.into_inner()).take()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_normalised() {
+        for (input, node) in [
+            ("http://127.0.0.1:3456/uri", "http://127.0.0.1:3456"),
+            ("http://127.0.0.1:3456/uri/", "http://127.0.0.1:3456"),
+            (" http://127.0.0.1:3456 ", "http://127.0.0.1:3456"),
+            ("http://127.0.0.1:3456/", "http://127.0.0.1:3456"),
+            ("HTTP://localhost/tahoe/uri", "http://localhost/tahoe"),
+        ] {
+            let (got, _) = normalise_url(input).unwrap();
+            assert_eq!(got, node, "{input}");
+        }
+        let (_, gateway) = normalise_url("http://127.0.0.1:3456/uri").unwrap();
+        assert_eq!(gateway, "127.0.0.1:3456");
+    }
+
+    #[test]
+    fn bad_urls_are_refused_clearly() {
+        let err = normalise_url("https://gw.example/uri")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no TLS support"), "{err}");
+        for bad in [
+            "ftp://x/uri",
+            "127.0.0.1:3456/uri",
+            "http:///uri",
+            "http://h:1/uri?x=1",
+            "http://h:1/uri/URI:DIR2:abc:def",
+        ] {
+            let err = normalise_url(bad).unwrap_err();
+            assert!(matches!(err, TahoeError::Invalid(_)), "{bad}");
+            assert!(!err.to_string().contains("URI:"), "{err}");
+        }
+    }
+
+    #[test]
+    fn names_and_caps_in_paths() {
+        assert_eq!(
+            encode_name("caf\u{e9} x+y%").unwrap(),
+            "caf%C3%A9%20x%2By%25"
+        );
+        assert_eq!(encode_name("a.b-c_d~").unwrap(), "a.b-c_d~");
+        for bad in ["", ".", "..", "a/b"] {
+            assert!(encode_name(bad).is_err(), "{bad:?}");
+        }
+        let cap = Cap::parse("URI:X:a?b#c/d%").unwrap();
+        assert_eq!(cap_segment(&cap), "URI:X:a%3Fb%23c%2Fd%25");
+    }
+
+    #[test]
+    fn check_json_shapes() {
+        let plain: Value = serde_json::from_str(
+            r#"{"storage-index": "x", "summary": "Healthy", "results": {"healthy": true,
+               "recoverable": true, "count-shares-good": 3, "count-shares-needed": 2,
+               "count-shares-expected": 3}}"#,
+        )
+        .unwrap();
+        let r = parse_check(&plain).unwrap();
+        assert!(r.healthy && r.recoverable && !r.repair_attempted);
+        assert_eq!(
+            (r.shares_good, r.shares_needed, r.shares_expected),
+            (Some(3), Some(2), Some(3))
+        );
+        assert_eq!(r.summary, "Healthy");
+
+        let repaired: Value = serde_json::from_str(
+            r#"{"repair-attempted": true, "repair-successful": true,
+               "pre-repair-results": {"summary": "Not Healthy: 2 shares (enc 2-of-3)",
+                  "results": {"healthy": false, "recoverable": true, "count-shares-good": 2}},
+               "post-repair-results": {"summary": "healthy",
+                  "results": {"healthy": true, "recoverable": true, "count-shares-good": 3}}}"#,
+        )
+        .unwrap();
+        let r = parse_check(&repaired).unwrap();
+        assert!(r.healthy && r.repair_attempted && r.repair_successful);
+        assert_eq!(r.shares_good, Some(3));
+
+        let missing: Value = serde_json::from_str(
+            r#"{"summary": "Not Healthy: 0 shares (enc 2-of-3)",
+               "results": {"healthy": false, "recoverable": false, "count-shares-good": 0}}"#,
+        )
+        .unwrap();
+        let r = parse_check(&missing).unwrap();
+        assert!(!r.healthy && !r.recoverable);
+
+        for bad in [
+            "[]",
+            "{}",
+            r#"{"results": {}}"#,
+            r#"{"results": {"healthy": "yes"}}"#,
+        ] {
+            let v: Value = serde_json::from_str(bad).unwrap();
+            assert!(
+                matches!(parse_check(&v), Err(TahoeError::BadReply(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn tracked_reader_keeps_the_error() {
+        struct Failing;
+        impl Read for Failing {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(io::Error::new(io::ErrorKind::NotFound, "vanished"))
+            }
+        }
+        let mut r = TrackedReader::new(Box::new(Failing));
+        let failed = Arc::clone(&r.failed);
+        assert!(r.read(&mut [0; 4]).is_err());
+        let err = take_error(&failed).unwrap();
+        assert_eq!(err.to_string(), "vanished");
+    }
+
+    #[test]
+    fn client_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Client>();
+    }
+}
