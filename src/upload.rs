@@ -348,7 +348,7 @@ impl<'a> Uploader<'a> {
         };
         let stale = cached
             .lease_renewed
-            .is_none_or(|t| self.now - t > self.options.reuse_check_secs);
+            .is_none_or(|t| self.now - t >= self.options.reuse_check_secs);
         if stale && !cached.cap.is_literal() {
             let report = self
                 .client

@@ -309,9 +309,8 @@ fn hostile_tree_reaches_the_grid_with_every_byte_and_bit_of_metadata() {
         }
         assert_eq!(node.is_dir, ft.is_dir(), "{name}");
         if ft.is_file() {
-            assert_eq!(
-                content(&url, node),
-                fs::read(&abs).unwrap(),
+            assert!(
+                content(&url, node) == fs::read(&abs).unwrap(),
                 "{name}: bytes differ"
             );
             if md.nlink() > 1 {
@@ -488,10 +487,9 @@ fn sigkill_during_upload_then_rerun_gives_the_same_tree() {
     for d in 0..4 {
         for f in 0..25 {
             let p = format!("dir{d}/f{f:02}");
-            assert_eq!(
-                content(&url, &tree[p.as_bytes()]),
-                fs::read(killed.source.join(&p)).unwrap(),
-                "{p}"
+            assert!(
+                content(&url, &tree[p.as_bytes()]) == fs::read(killed.source.join(&p)).unwrap(),
+                "{p}: bytes differ"
             );
         }
     }
@@ -605,4 +603,162 @@ fn results_go_to_stdout_file_and_lafs_dir() {
     assert_eq!(listing[1]["children"]["src"][1]["ro_uri"], cap);
     // The queue of a completed backup is marked done: the next run scans.
     assert!(s.queue.with_file_name("queue.done").exists());
+}
+
+/// Finds the share directory of a storage index under a grid's node dirs.
+fn share_dirs(grid_dir: &Path, si: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![grid_dir.to_owned()];
+    while let Some(dir) = todo.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                if entry.file_name() == si && dir.ends_with(&si[..2]) {
+                    found.push(path);
+                } else {
+                    todo.push(path);
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn lost_shares_are_noticed_before_reuse_and_uploaded_again() {
+    let grid = common::PrivateGrid::start_fast();
+    let url = grid.url().to_owned();
+    let s = Setup::new(&url, "");
+    fs::write(s.source.join("keep"), common::pseudo_random_bytes(9000, 1)).unwrap();
+    fs::write(s.source.join("lose"), common::pseudo_random_bytes(9000, 2)).unwrap();
+    let first = s.backup_ok();
+    let tree = walk(&url, first["root_cap"].as_str().unwrap());
+    let lost = &tree[&b"lose"[..]].cap;
+    let mut resp = common::http_agent()
+        .post(format!("{url}/uri/{lost}?t=check&output=JSON"))
+        .send_empty()
+        .unwrap();
+    let check: Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+    let si = check["storage-index"].as_str().unwrap();
+    let dirs = share_dirs(grid.dir(), si);
+    assert_eq!(dirs.len(), 1, "the share directory of the object");
+    fs::remove_dir_all(&dirs[0]).unwrap();
+
+    // With the default reuse_check_days the cache trusts its recent lease.
+    // With 0, every reused object is checked first: the lost one goes up
+    // again, the others are reused.
+    s.write_config("lease:\n  reuse_check_days: 0\n");
+    let (code, second, stderr) = s.backup(&[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(second["files_uploaded"], 1, "{stderr}");
+    assert!(
+        stderr.contains("/lose"),
+        "the warning names the file: {stderr}"
+    );
+    assert_eq!(
+        second["root_cap"], first["root_cap"],
+        "same content, same caps"
+    );
+    let restored = content(&url, &tree[&b"lose"[..]]);
+    assert!(
+        restored == fs::read(s.source.join("lose")).unwrap(),
+        "the object is whole again"
+    );
+}
+
+#[test]
+fn disable_deduplication_and_try_resume_work_from_flags() {
+    let url = common::gateway_url();
+    let s = Setup::new(&url, "");
+    for i in 0..3 {
+        fs::write(
+            s.source.join(format!("f{i}")),
+            common::pseudo_random_bytes(3000, 30 + i),
+        )
+        .unwrap();
+    }
+    let first = s.backup_ok();
+    let (code, again, stderr) = s.backup(&["--disable-deduplication"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(again["files_uploaded"], 3);
+    assert_eq!(again["root_cap"], first["root_cap"]);
+    // A finished generation is never resumed: -r starts the next one.
+    let (code, resumed, stderr) = s.backup(&["-r"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        resumed["generation"],
+        again["generation"].as_u64().unwrap() + 1
+    );
+    assert_eq!(resumed["files_uploaded"], 0);
+}
+
+#[test]
+fn files_that_vanish_before_upload_are_named_and_the_rest_is_backed_up() {
+    let url = common::gateway_url();
+    let s = Setup::new(&url, "");
+    fs::create_dir(s.source.join("d")).unwrap();
+    fs::write(s.source.join("d/stays"), b"stays here").unwrap();
+    fs::write(s.source.join("d/goes"), b"goes away").unwrap();
+    common::bin()
+        .arg("-c")
+        .arg(&s.config)
+        .args(["backup", "--queue-only"])
+        .assert()
+        .code(0);
+    fs::remove_file(s.source.join("d/goes")).unwrap();
+    // The queue's upload never ran: plain `backup` resumes it.
+    let (code, summary, stderr) = s.backup(&[]);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("/d/goes"), "{stderr}");
+    let tree = walk(&url, summary["root_cap"].as_str().unwrap());
+    assert!(tree.contains_key(&b"d/stays"[..]));
+    assert!(!tree.contains_key(&b"d/goes"[..]));
+}
+
+#[test]
+fn a_hand_trimmed_queue_uploads_what_it_lists_and_a_broken_one_is_refused() {
+    let url = common::gateway_url();
+    let s = Setup::new(&url, "");
+    fs::create_dir(s.source.join("d")).unwrap();
+    fs::write(s.source.join("d/a"), b"a").unwrap();
+    fs::write(s.source.join("d/b"), b"b").unwrap();
+    fs::write(s.source.join("top"), b"t").unwrap();
+    common::bin()
+        .arg("-c")
+        .arg(&s.config)
+        .args(["backup", "--queue-only"])
+        .assert()
+        .code(0);
+    let queue = fs::read_to_string(&s.queue).unwrap();
+    let without = |needle: &str| -> String {
+        queue
+            .lines()
+            .filter(|l| !l.starts_with(needle))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    // Deleting a file's line leaves that file out.
+    fs::write(&s.queue, without("d/b ")).unwrap();
+    let (code, summary, stderr) = s.backup(&["--reuse-queue"]);
+    assert_eq!(code, 0, "{stderr}");
+    let tree = walk(&url, summary["root_cap"].as_str().unwrap());
+    assert!(tree.contains_key(&b"d/a"[..]) && !tree.contains_key(&b"d/b"[..]));
+    // Deleting a directory's line orphans its entries: an error naming it.
+    fs::write(&s.queue, without("d ")).unwrap();
+    let (code, _, stderr) = s.backup(&["--reuse-queue"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("/d") && stderr.contains("line 2"),
+        "{stderr}"
+    );
+    // Lines out of order are refused, naming the line.
+    let mut lines: Vec<&str> = queue.lines().collect();
+    lines.swap(1, 2);
+    fs::write(&s.queue, lines.join("\n") + "\n").unwrap();
+    let (code, _, stderr) = s.backup(&["--reuse-queue"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("line 3"), "{stderr}");
 }
