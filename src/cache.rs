@@ -173,6 +173,9 @@ impl ObjectKind {
 pub struct Cached {
     pub cap: Cap,
     pub kind: ObjectKind,
+    /// The content encoding the object was stored with (`xz`, `zstd`), for
+    /// a file; the edge's `enc` must say it on every reuse.
+    pub enc: Option<String>,
     /// The generation of the last run that used the object.
     pub generation: u64,
     /// When this cache last renewed (or created) the object's lease, Unix
@@ -364,7 +367,7 @@ impl Cache {
         let row = self
             .conn
             .prepare_cached(
-                "SELECT o.cap, o.kind, o.generation, l.renewed
+                "SELECT o.cap, o.kind, o.generation, l.renewed, o.enc
                  FROM objects o LEFT JOIN leases l ON l.cap = o.cap
                  WHERE o.key = ?1",
             )
@@ -375,17 +378,19 @@ impl Cache {
                         r.get::<_, String>(1)?,
                         r.get::<_, i64>(2)?,
                         r.get::<_, Option<i64>>(3)?,
+                        r.get::<_, Option<String>>(4)?,
                     ))
                 })
                 .optional()
             })
             .map_err(|e| sql_err(&self.path, "looking up an object in", e))?;
-        let Some((cap, kind, generation, lease_renewed)) = row else {
+        let Some((cap, kind, generation, lease_renewed, enc)) = row else {
             return Ok(None);
         };
         Ok(Some(Cached {
             cap: self.parse_cap(&cap)?,
             kind: ObjectKind::parse(&kind).ok_or_else(|| self.corrupt("an unknown object kind"))?,
+            enc,
             generation: u64::try_from(generation)
                 .map_err(|_| self.corrupt("a negative generation"))?,
             lease_renewed,
@@ -414,17 +419,31 @@ impl Cache {
         kind: ObjectKind,
         uploaded_now: bool,
     ) -> Result<(), CacheError> {
+        self.record_encoded(key, cap, kind, None, uploaded_now)
+    }
+
+    /// [`Cache::record`] for a file stored with a content encoding (`enc`
+    /// of its edge), which every later reuse must repeat.
+    pub fn record_encoded(
+        &mut self,
+        key: &ObjectKey,
+        cap: &Cap,
+        kind: ObjectKind,
+        enc: Option<&str>,
+        uploaded_now: bool,
+    ) -> Result<(), CacheError> {
         let generation = self.run_generation()?;
         let now = unix_now();
         self.write(
             "recording an object in",
-            "INSERT INTO objects (key, cap, kind, generation, ts) VALUES (?1, ?2, ?3, ?4, ?5)
+            "INSERT INTO objects (key, cap, kind, enc, generation, ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (key) DO UPDATE SET cap = excluded.cap, kind = excluded.kind,
-                 generation = excluded.generation, ts = excluded.ts",
+                 enc = excluded.enc, generation = excluded.generation, ts = excluded.ts",
             params![
                 &key.as_bytes()[..],
                 cap.as_str(),
                 kind.as_str(),
+                enc,
                 generation,
                 now
             ],
@@ -458,6 +477,11 @@ impl Cache {
         self.write(
             "forgetting a lease in",
             "DELETE FROM leases WHERE cap = ?1",
+            [cap.as_str()],
+        )?;
+        self.write(
+            "forgetting content in",
+            "DELETE FROM content WHERE cap = ?1",
             [cap.as_str()],
         )?;
         Ok(n)
@@ -623,6 +647,46 @@ impl Cache {
     }
 
     /// When this cache last renewed the lease of `cap`, Unix seconds.
+    /// The cap of content already on the grid: `hash` is the BLAKE3 of a
+    /// file's raw bytes as they were streamed to the gateway, `encoding` the
+    /// encoding tag of what was sent (`enc:none`, `enc:xz:6`, …). Lets a
+    /// moved, renamed or copied file reuse the object without uploading.
+    pub fn content_lookup(
+        &self,
+        hash: &[u8; 32],
+        encoding: &str,
+    ) -> Result<Option<Cap>, CacheError> {
+        let text: Option<String> = self
+            .conn
+            .prepare_cached("SELECT cap FROM content WHERE hash = ?1 AND encoding = ?2")
+            .and_then(|mut stmt| {
+                stmt.query_row(params![&hash[..], encoding], |r| r.get(0))
+                    .optional()
+            })
+            .map_err(|e| sql_err(&self.path, "reading the content index of", e))?;
+        Ok(text.and_then(|t| Cap::parse(&t).ok()))
+    }
+
+    /// Records that content with this hash and encoding tag is stored as
+    /// `cap`. Only for hashes computed from the bytes actually sent.
+    pub fn content_record(
+        &mut self,
+        hash: &[u8; 32],
+        encoding: &str,
+        cap: &Cap,
+    ) -> Result<(), CacheError> {
+        if cap.is_literal() {
+            return Ok(());
+        }
+        self.write(
+            "recording content in",
+            "INSERT INTO content (hash, encoding, cap) VALUES (?1, ?2, ?3)
+             ON CONFLICT (hash, encoding) DO UPDATE SET cap = excluded.cap",
+            params![&hash[..], encoding, cap.as_str()],
+        )?;
+        Ok(())
+    }
+
     pub fn lease_renewed(&self, cap: &Cap) -> Result<Option<i64>, CacheError> {
         self.conn
             .prepare_cached("SELECT renewed FROM leases WHERE cap = ?1")

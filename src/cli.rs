@@ -92,4 +92,22 @@ pub struct BackupArgs {
     /// refused (exit 2): its caps would point at shares this grid lacks.
     #[arg(long)]
     pub allow_foreign_cache: bool,
+
+    /// Upload this many objects at the same time (overrides
+    /// operation.concurrency; at least 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub concurrency: Option<u64>,
+
+    /// Limit the upload rate, in bytes per second with an optional K, M or
+    /// G suffix (powers of 1024), e.g. 300K or 1.5M. Counts the bytes
+    /// actually sent (after compression). Overrides
+    /// operation.rate_limit.bytes.
+    #[arg(long, value_name = "RATE")]
+    pub limit_upload: Option<String>,
+
+    /// With --json: also write progress lines ({"type":"progress",...}) to
+    /// stdout, about one a second. (On a terminal without --json, a
+    /// progress bar is drawn on stderr anyway.)
+    #[arg(long)]
+    pub json_progress: bool,
 }

@@ -29,7 +29,9 @@ use std::path::{Path, PathBuf};
 use schema::{Item, Layer, section};
 use values::{attempts, count_limit, filter_rules, secs_limit, url};
 
-pub use values::{LogLevel, RateSpec, RetryDelay, Timeouts, XzAction, XzOptions, XzRule, seconds};
+pub use values::{
+    Codec, LogLevel, RateSpec, RetryDelay, Timeouts, XzAction, XzOptions, XzRule, seconds,
+};
 
 /// The base config: every key with its default, commented for users.
 pub const BASE_YAML: &str = include_str!("../config/base.yaml");
@@ -293,7 +295,18 @@ section! {
 section! {
     /// `destination.encoding`.
     pub struct Encoding {
+        /// The codec for the files the `xz` rules select.
+        pub codec: Codec,
         pub xz: Xz,
+        pub zstd: Zstd,
+    }
+}
+
+section! {
+    /// `destination.encoding.zstd`: settings of the zstd codec.
+    pub struct Zstd {
+        /// Compression level, 1 (fast) to 19 (small).
+        pub level: u64,
     }
 }
 
@@ -317,6 +330,8 @@ section! {
         pub reuse_queue: bool,
         pub disable_deduplication: bool,
         pub try_resume: bool,
+        /// Objects uploaded at the same time (at least 1).
+        pub concurrency: u64,
         pub timeouts: OperationTimeouts,
         pub rate_limit: RateLimit,
     }

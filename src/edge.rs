@@ -234,8 +234,10 @@ impl EdgeMeta {
         meta.size = decimal("size")?;
         meta.enc = match get_str("enc")? {
             None => None,
-            Some("xz") => Some(Encoding::Xz),
-            Some(other) => return Err(bad("enc", format!("unknown encoding {other:?}"))),
+            Some(name) => match Encoding::from_name(name) {
+                Some(enc) => Some(enc),
+                None => return Err(bad("enc", format!("unknown encoding {name:?}"))),
+            },
         };
         meta.caps = get_str("caps")?.map(str::to_owned);
         meta.acls = get_str("acls")?.map(str::to_owned);

@@ -1,22 +1,48 @@
-//! How a file's bytes are encoded before upload: the compression rules of
-//! `destination.encoding.xz` and the compressing reader.
+//! How a file's bytes are encoded before upload.
 //!
-//! The decision is part of a file's dedup key: changing a rule so that a
-//! file's decision flips makes exactly that file upload again.
+//! Two steps decide whether a regular file is stored compressed:
+//!
+//! 1. **The rules** ([`Encoder::choose`]): the ordered
+//!    `destination.encoding.xz.path_filter` rules and `min_size` select the
+//!    files to compress, with the codec of `destination.encoding.codec` (xz or
+//!    zstd). This is cheap (no I/O) and it is part of a file's dedup key,
+//!    written as [`Encoder::decision_tag`]: `enc:none`, or the codec with its
+//!    settings (`enc:xz:6`, `enc:xz:9e`, `enc:zstd:3`). Flipping a rule, or
+//!    changing the codec or its level, therefore uploads exactly the affected
+//!    files again.
+//! 2. **The content** ([`Encoder::prepare`]): a selected file is still stored
+//!    as it is when compressing would not pay. A probe compresses the first
+//!    [`PROBE_SIZE`] bytes with zstd level 1; unless that saves at least 1/20
+//!    (5 %), the file is taken for incompressible (media, archives, encrypted
+//!    data) and not compressed at all. Otherwise the whole file is compressed
+//!    into an unlinked temporary spool file, and if the result is not smaller
+//!    than the file, it is discarded and the raw bytes are sent.
+//!
+//! `prepare` reads the file once, hashing its raw bytes (BLAKE3) as it goes;
+//! [`Prepared::open`] then yields the body to send, as many times as the
+//! upload is attempted. A raw body is read from the file again and checked
+//! against that hash while it streams, so a file that changed after
+//! `prepare` fails the upload instead of being recorded under the hash of
+//! other bytes. Memory use is bounded whatever the file size.
 
-use std::io::{self, Read};
+mod prepare;
+#[cfg(test)]
+mod tests;
 
-use liblzma::read::XzEncoder;
-use liblzma::stream::{Check, PRESET_EXTREME, Stream};
 use regex::bytes::Regex;
 
-use crate::config::{Xz, XzAction};
+use crate::config::{self, Codec, XzAction};
 use crate::filter;
+
+pub use prepare::{PROBE_SIZE, Prepared, is_file_changed};
 
 /// A content encoding recorded in the edge metadata as `enc`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Encoding {
+    /// An xz stream (CRC64 check).
     Xz,
+    /// A single zstd frame (with its content checksum).
+    Zstd,
 }
 
 impl Encoding {
@@ -24,58 +50,111 @@ impl Encoding {
     pub fn as_str(self) -> &'static str {
         match self {
             Encoding::Xz => "xz",
+            Encoding::Zstd => "zstd",
         }
     }
 
+    /// The encoding named by an `enc` value, if known.
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
             "xz" => Some(Encoding::Xz),
+            "zstd" => Some(Encoding::Zstd),
             _ => None,
         }
     }
 }
 
-/// The compiled `destination.encoding.xz` rules.
+impl From<Codec> for Encoding {
+    fn from(codec: Codec) -> Self {
+        match codec {
+            Codec::Xz => Encoding::Xz,
+            Codec::Zstd => Encoding::Zstd,
+        }
+    }
+}
+
+/// The compiled `destination.encoding` section: which files are compressed,
+/// and how. Shared by the upload workers (it is `Send + Sync`).
 #[derive(Debug, Clone)]
 pub struct Encoder {
     enabled: bool,
     min_size: Option<u64>,
-    preset: u32,
     rules: Vec<(XzAction, Regex)>,
+    codec: Encoding,
+    xz_level: u32,
+    xz_extreme: bool,
+    zstd_level: i32,
+    /// How many leading bytes the probe compresses; 0 turns the probe off
+    /// (only tests do, to reach the "not smaller" check directly).
+    probe_size: usize,
 }
 
+/// The zstd levels accepted for `destination.encoding.zstd.level`.
+pub const ZSTD_LEVELS: std::ops::RangeInclusive<u64> = 1..=19;
+
 impl Encoder {
-    /// Compiles the rules. The config loader has already checked that every
-    /// regex compiles, so a failure here is reported, not assumed away.
-    pub fn new(xz: &Xz) -> Result<Self, String> {
+    /// Compiles the `destination.encoding` section. The config loader has
+    /// already checked most of it; what is still wrong here is reported
+    /// naming the key.
+    pub fn new(config: &config::Encoding) -> Result<Self, String> {
+        let xz = &config.xz;
         let rules = xz
             .path_filter
             .iter()
-            .map(|rule| {
+            .enumerate()
+            .map(|(index, rule)| {
                 filter::compile(&rule.regex)
                     .map(|re| (rule.action, re))
                     .map_err(|e| {
-                        format!("destination.encoding.xz.path_filter {:?}: {e}", rule.regex)
+                        format!(
+                            "destination.encoding.xz.path_filter rule #{} {:?}: {e}",
+                            index + 1,
+                            rule.regex
+                        )
                     })
             })
             .collect::<Result<_, _>>()?;
         let options = xz.options.unwrap_or_default();
-        let mut preset = options.level;
-        if options.extreme {
-            preset |= PRESET_EXTREME;
+        if options.level > 9 {
+            return Err(format!(
+                "destination.encoding.xz.options.level: the xz preset level must be \
+                 an integer from 0 to 9, not {}",
+                options.level
+            ));
+        }
+        let zstd_level = config.zstd.level;
+        if !ZSTD_LEVELS.contains(&zstd_level) {
+            return Err(format!(
+                "destination.encoding.zstd.level: the zstd level must be an integer \
+                 from {} to {}, not {zstd_level}",
+                ZSTD_LEVELS.start(),
+                ZSTD_LEVELS.end()
+            ));
         }
         Ok(Self {
             enabled: xz.enabled,
             min_size: xz.min_size,
-            preset,
             rules,
+            codec: config.codec.into(),
+            xz_level: options.level,
+            xz_extreme: options.extreme,
+            // At most 19: the conversion cannot truncate.
+            zstd_level: zstd_level as i32,
+            probe_size: PROBE_SIZE,
         })
     }
 
-    /// Whether a regular file at `rel_path` (relative to the source root)
-    /// of `size` bytes is compressed. Rules are tried in order against
-    /// `'/' + rel_path`, as the original tool did; the first match decides,
-    /// and no match means "compress if at least `min_size` bytes".
+    /// The configured codec (`destination.encoding.codec`).
+    pub fn codec(&self) -> Encoding {
+        self.codec
+    }
+
+    /// The rule decision for a regular file at `rel_path` (relative to the
+    /// source root) of `size` bytes: the configured codec, or `None`. Rules
+    /// are tried in order against `'/' + rel_path`, as the original tool did;
+    /// the first match decides, and no match means "compress if at least
+    /// `min_size` bytes". No I/O: this goes into the dedup key (see
+    /// [`Encoder::decision_tag`]).
     pub fn choose(&self, rel_path: &[u8], size: u64) -> Option<Encoding> {
         if !self.enabled {
             return None;
@@ -93,101 +172,39 @@ impl Encoder {
             XzAction::UseMinSize => self.min_size.is_some_and(|min| size >= min),
             XzAction::AtLeast(min) => size >= min,
         };
-        compress.then_some(Encoding::Xz)
+        compress.then_some(self.codec)
     }
 
-    /// Wraps `input` so that reading yields its encoded form.
-    pub fn reader<R: Read + Send + 'static>(
-        &self,
-        encoding: Option<Encoding>,
-        input: R,
-    ) -> io::Result<Box<dyn Read + Send>> {
-        Ok(match encoding {
-            None => Box::new(input),
-            Some(Encoding::Xz) => {
-                let stream = Stream::new_easy_encoder(self.preset, Check::Crc64)
-                    .map_err(|e| io::Error::other(format!("xz encoder: {e}")))?;
-                Box::new(XzEncoder::new_stream(input, stream))
-            }
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::{XzOptions, XzRule};
-
-    fn xz(min_size: Option<u64>, rules: &[(XzAction, &str)]) -> Xz {
-        let mut xz = crate::config::Config::default().destination.encoding.xz;
-        xz.enabled = true;
-        xz.min_size = min_size;
-        xz.path_filter = rules
-            .iter()
-            .map(|(action, re)| XzRule {
-                action: *action,
-                regex: (*re).to_owned(),
-            })
-            .collect();
-        xz
+    /// The dedup-key tag of a rule decision: `enc:none`, or the codec with
+    /// the settings that shape its output: `enc:xz:LEVEL` (with an `e` for
+    /// the extreme variant, `enc:xz:9e`) or `enc:zstd:LEVEL`. Changing the
+    /// codec or its level changes the tag of every file compressed with it.
+    pub fn decision_tag(&self, decision: Option<Encoding>) -> String {
+        match decision {
+            None => "enc:none".to_owned(),
+            Some(Encoding::Xz) => format!(
+                "enc:xz:{}{}",
+                self.xz_level,
+                if self.xz_extreme { "e" } else { "" }
+            ),
+            Some(Encoding::Zstd) => format!("enc:zstd:{}", self.zstd_level),
+        }
     }
 
-    #[test]
-    fn min_size_decides_without_rules() {
-        let e = Encoder::new(&xz(Some(5120), &[])).unwrap();
-        assert_eq!(e.choose(b"a", 5119), None);
-        assert_eq!(e.choose(b"a", 5120), Some(Encoding::Xz));
-        let never = Encoder::new(&xz(None, &[])).unwrap();
-        assert_eq!(never.choose(b"a", 1 << 30), None);
-    }
-
-    #[test]
-    fn rules_in_order_first_match_wins() {
-        let e = Encoder::new(&xz(
-            Some(5120),
-            &[
-                (XzAction::Never, r"\.(gz|xz|jpg)$"),
-                (XzAction::AtLeast(0), r"\.txt$"),
-                (XzAction::UseMinSize, r"^/logs/"),
-            ],
-        ))
-        .unwrap();
-        assert_eq!(e.choose(b"big.jpg", 1 << 20), None);
-        assert_eq!(e.choose(b"tiny.txt", 3), Some(Encoding::Xz));
-        assert_eq!(e.choose(b"logs/a.txt", 3), Some(Encoding::Xz));
-        assert_eq!(e.choose(b"logs/a", 3), None);
-        assert_eq!(e.choose(b"logs/a", 6000), Some(Encoding::Xz));
-    }
-
-    #[test]
-    fn disabled_never_compresses() {
-        let mut config = xz(Some(0), &[(XzAction::AtLeast(0), ".")]);
-        config.enabled = false;
-        assert_eq!(Encoder::new(&config).unwrap().choose(b"x", 1 << 20), None);
-    }
-
-    #[test]
-    fn xz_reader_round_trips() {
-        let mut config = xz(Some(0), &[]);
-        config.options = Some(XzOptions {
-            level: 1,
-            extreme: false,
-        });
-        let e = Encoder::new(&config).unwrap();
-        let data: Vec<u8> = (0..100_000u32)
-            .flat_map(|i| (i % 251).to_le_bytes())
-            .collect();
-        let mut packed = Vec::new();
-        e.reader(Some(Encoding::Xz), io::Cursor::new(data.clone()))
-            .unwrap()
-            .read_to_end(&mut packed)
-            .unwrap();
-        assert!(packed.starts_with(b"\xfd7zXZ\0"));
-        assert!(packed.len() < data.len() / 4);
-        let mut unpacked = Vec::new();
-        liblzma::read::XzDecoder::new(&packed[..])
-            .read_to_end(&mut unpacked)
-            .unwrap();
-        assert_eq!(unpacked, data);
+    /// The liblzma preset: the level, with the extreme flag.
+    fn xz_preset(&self) -> u32 {
+        let mut preset = self.xz_level;
+        if self.xz_extreme {
+            preset |= liblzma::stream::PRESET_EXTREME;
+        }
+        preset
     }
 }
+
+// The upload workers share one Encoder and move Prepared bodies between
+// threads.
+const _: fn() = || {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Encoder>();
+    send_sync::<Prepared>();
+};

@@ -12,7 +12,7 @@ pub fn init(level: Level) {
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(level)
         .with_target(false)
-        .with_writer(std::io::stderr)
+        .with_writer(crate::progress::LogWriter)
         .with_ansi(false)
         .finish();
     // A second call (as in tests driving the library twice) keeps the first.

@@ -16,9 +16,11 @@ use sha2::{Digest, Sha256};
 
 mod client;
 mod error;
+mod lit;
 
 pub use client::{CheckOptions, CheckReport, Client};
 pub use error::TahoeError;
+pub use lit::{empty_dir_cap, lit_cap};
 
 /// Files of at most this many bytes become `URI:LIT:` caps: the data is
 /// kept inside the cap and nothing is stored on the grid

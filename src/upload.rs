@@ -1,14 +1,25 @@
 //! The upload phase: turn a queue into an immutable tree on the grid.
 //!
-//! The queue lists children before their parents, so each directory is built
-//! as soon as its own line is read, from the caps and edge metadata of the
-//! children already done. Pending children are kept per directory path; with
-//! a post-order queue only the directories on the current path have pending
-//! children, so memory follows depth × width, not the size of the tree.
+//! The queue lists children before their parents. The coordinator (the
+//! calling thread) reads it line by line, looks every entry up in the dedup
+//! cache, and hands what must really go to the grid (reading and hashing
+//! files, compressing, uploading, creating directories) to a pool of
+//! `operation.concurrency` worker threads, so the single-threaded gateway
+//! always has work queued. A directory is created once all its children are
+//! done, whatever order they finish in; its children are sorted by name, so
+//! the root cap does not depend on the concurrency.
 //!
-//! Every object goes through the dedup cache first. A cap enters the cache
-//! only after the gateway returned it, so a crash at any point leaves a
-//! cache that a re-run can trust.
+//! Only the coordinator touches the cache, and a cap enters it only after
+//! the gateway returned it, so a crash at any point leaves a cache that a
+//! re-run can trust. Memory follows the work in flight and the depth ×
+//! width of the directories still open, never the size of the tree.
+//!
+//! Identical content is uploaded once: a file that misses the metadata key
+//! is hashed (BLAKE3) and looked up in the content index, and identical
+//! content already in flight waits for that upload instead of colliding with
+//! it on the grid.
+
+mod worker;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -17,19 +28,26 @@ use std::io::{self, Read};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
 use tracing::{debug, trace, warn};
 
-use crate::cache::{self, Cache, CacheError, DirChild, FileKey, ObjectKind, SymlinkKey};
+use crate::cache::{self, Cache, CacheError, DirChild, FileKey, ObjectKey, ObjectKind, SymlinkKey};
 use crate::edge::{self, Child, EdgeMeta};
-use crate::encode::Encoder;
+use crate::encode::{Encoder, Encoding, Prepared};
 use crate::meta::{EntryMeta, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG};
 use crate::names::{self, ROOT_META_NAME};
+use crate::progress::Progress;
 use crate::queue::{self, Format, QueueError};
+use crate::ratelimit::Limits;
 use crate::scan::display_path;
-use crate::tahoe::{Cap, CheckOptions, Client, TahoeError};
+use crate::tahoe::{self, Cap, CheckReport, Client, TahoeError};
+
+pub use worker::random_probe;
+use worker::{Done, Failure, Job, JobId, Shared};
 
 /// What the upload needs besides the queue, decided by the command.
 #[derive(Debug, Clone, Copy)]
@@ -37,9 +55,11 @@ pub struct Options {
     /// Look objects up in the cache (false with --disable-deduplication;
     /// what is uploaded is recorded either way).
     pub dedup: bool,
-    /// Check objects whose lease this cache last renewed longer ago than
-    /// this before reusing them.
+    /// Check objects whose lease this cache last renewed this many seconds
+    /// ago or longer before reusing them.
     pub reuse_check_secs: i64,
+    /// Worker threads, at least 1.
+    pub concurrency: usize,
 }
 
 /// Counts of one upload, for the summary line and the `backups` row.
@@ -49,11 +69,14 @@ pub struct Stats {
     pub entries: u64,
     pub files_uploaded: u64,
     pub dirs_created: u64,
-    /// Entries whose object came from the cache.
+    /// Entries whose object came from the cache by their metadata.
     pub unchanged: u64,
+    /// Files whose content was already on the grid (moved, renamed, copied,
+    /// or touched without a change), found by their hash.
+    pub content_reused: u64,
     /// Entries left out or incomplete; each was named in a warning.
     pub skipped: u64,
-    /// Bytes of file content read for uploads (before compression).
+    /// Bytes of file content read to upload (before compression).
     pub bytes_read: u64,
     /// Total size of the regular files in the backup.
     pub bytes_total: u64,
@@ -90,26 +113,124 @@ pub struct Finished {
     pub seconds: f64,
 }
 
-/// One directory whose own queue line has not come yet.
-struct Pending {
+type FrameId = u64;
+
+/// Where a finished child goes: slot `index` of directory frame `frame`.
+#[derive(Debug, Clone, Copy)]
+struct SlotRef {
+    frame: FrameId,
+    index: usize,
+}
+
+// Slots and tasks are few at any time (bounded by directory width and the
+// work in flight), so their size does not matter; boxing would only add
+// allocations.
+#[allow(clippy::large_enum_variant)]
+enum Slot {
+    Pending,
+    Done(Child),
+    /// Left out (vanished, unreadable, refused); already warned about.
+    Skipped,
+}
+
+/// A directory being assembled.
+struct Frame {
+    slots: Vec<Slot>,
+    missing: usize,
     /// Line of its first child, to name an orphan.
     first_line: u64,
-    children: Vec<Child>,
-    /// Raw name of the last child added: v1 queues list siblings in byte
-    /// order, which catches duplicates and misordered lines early.
+    /// Raw name of the last child queued, to check v1 sibling order.
     last_name: Vec<u8>,
+    /// Set when the directory's own queue line has been read.
+    closed: Option<ClosedDir>,
+}
+
+struct ClosedDir {
+    path: Vec<u8>,
+    name: String,
+    meta: EdgeMeta,
+    /// `None` for the root.
+    parent: Option<SlotRef>,
+}
+
+/// The work in flight for one object, keyed by job id.
+#[allow(clippy::large_enum_variant)]
+enum Task {
+    File(FileTask),
+    Symlink(SymlinkTask),
+    Dir(DirTask),
+}
+
+struct FileTask {
+    slot: SlotRef,
+    path: Vec<u8>,
+    abs: PathBuf,
+    md: Metadata,
+    key: ObjectKey,
+    name: String,
+    meta: EdgeMeta,
+    decision: Option<Encoding>,
+    prepared: Option<Arc<Prepared>>,
+    /// Content hash and encoding tag, once prepared.
+    content: Option<([u8; 32], String)>,
+}
+
+impl FileTask {
+    /// The edge says how the stored object is encoded, and its original size.
+    fn set_encoding(&mut self, enc: Option<Encoding>) {
+        self.meta.enc = enc;
+        self.meta.size = enc.map(|_| self.md.size());
+    }
+}
+
+struct SymlinkTask {
+    slot: SlotRef,
+    path: Vec<u8>,
+    key: ObjectKey,
+    name: String,
+    meta: EdgeMeta,
+    target: Arc<Vec<u8>>,
+    content: ([u8; 32], String),
+}
+
+struct DirTask {
+    frame: FrameId,
+    key: ObjectKey,
+    body: Arc<String>,
+    content: ([u8; 32], String),
+    child_caps: Vec<Cap>,
+}
+
+/// Waiters for identical content being uploaded by another task.
+#[derive(Default)]
+struct InFlight {
+    owner: HashMap<([u8; 32], String), JobId>,
+    waiters: HashMap<JobId, Vec<JobId>>,
 }
 
 pub struct Uploader<'a> {
     client: &'a Client,
     cache: &'a mut Cache,
     encoder: &'a Encoder,
+    limits: Limits,
+    progress: Arc<Progress>,
     source: PathBuf,
     options: Options,
     stats: Stats,
     now: i64,
     /// Whether a fresh upload's k/N were compared with the cache's probe.
     encoding_checked: bool,
+
+    frames: HashMap<FrameId, Frame>,
+    /// Frames whose directory line has not been read yet, by path.
+    open: HashMap<Vec<u8>, FrameId>,
+    next_frame: FrameId,
+    tasks: HashMap<JobId, Task>,
+    next_job: JobId,
+    inflight: InFlight,
+    jobs: Option<Sender<Job>>,
+    root: Option<Cap>,
+    format: Format,
 }
 
 fn unix_now() -> i64 {
@@ -142,11 +263,16 @@ fn unchanged(before: &Metadata, after: &Metadata) -> bool {
         && ctime_ns(before) == ctime_ns(after)
 }
 
+const TAG_NONE: &str = "enc:none";
+const TAG_DIR: &str = "dir";
+
 impl<'a> Uploader<'a> {
     pub fn new(
         client: &'a Client,
         cache: &'a mut Cache,
         encoder: &'a Encoder,
+        limits: Limits,
+        progress: Arc<Progress>,
         source: &Path,
         options: Options,
     ) -> Self {
@@ -154,87 +280,100 @@ impl<'a> Uploader<'a> {
             client,
             cache,
             encoder,
+            limits,
+            progress,
             source: source.to_owned(),
             options,
             stats: Stats::default(),
             now: unix_now(),
             encoding_checked: false,
+            frames: HashMap::new(),
+            open: HashMap::new(),
+            next_frame: 0,
+            tasks: HashMap::new(),
+            next_job: 0,
+            inflight: InFlight::default(),
+            jobs: None,
+            root: None,
+            format: Format::V1,
+        }
+    }
+
+    /// An upper bound of the objects and bytes that may go up: every entry
+    /// whose metadata key misses the cache. Costs one pass over the queue
+    /// (lstat and cache lookups), so it is only done when progress is shown.
+    pub fn estimate(&mut self, queue_path: &Path) -> Result<(u64, u64), UploadError> {
+        let (mut objects, mut bytes) = (0u64, 0u64);
+        for entry in queue::Reader::open(queue_path)? {
+            let entry = entry?;
+            let queue_type = entry.meta.mode.map_or(S_IFLNK, |m| m & S_IFMT);
+            if queue_type == S_IFDIR {
+                objects += 1;
+                continue;
+            }
+            let abs = self.abs(&entry.path);
+            let Ok(md) = fs::symlink_metadata(&abs) else {
+                continue;
+            };
+            if queue_type == S_IFREG
+                && md.size() <= tahoe::LIT_THRESHOLD
+                && self.encoder.choose(&entry.path, md.size()).is_none()
+            {
+                continue;
+            }
+            if queue_type == S_IFREG {
+                let (parent, raw_name) = split_path(&entry.path);
+                let name = names::edge_name(raw_name, parent.is_empty());
+                let (mut meta, _) = EdgeMeta::read(&abs, &entry.meta, &md);
+                meta.name_raw = name.raw;
+                let key = self.file_key(&entry.path, &meta, &md);
+                if !self.options.dedup || self.cache.lookup(&key)?.is_none() {
+                    objects += 1;
+                    bytes += md.size();
+                }
+            } else if queue_type == S_IFLNK {
+                objects += 1;
+            }
+        }
+        Ok((objects, bytes))
+    }
+
+    fn abs(&self, path: &[u8]) -> PathBuf {
+        if path.is_empty() {
+            self.source.clone()
+        } else {
+            self.source.join(OsStr::from_bytes(path))
         }
     }
 
     /// Uploads every entry of the queue at `queue_path` and returns the root.
     pub fn run(mut self, queue_path: &Path) -> Result<Finished, UploadError> {
         let started = Instant::now();
-        let mut reader = queue::Reader::open(queue_path)?;
-        let format = reader.format();
-        let mut pending: HashMap<Vec<u8>, Pending> = HashMap::new();
-        let mut root: Option<Cap> = None;
-        while let Some(entry) = reader.next() {
-            let entry = entry?;
-            let line = reader.line_no();
-            if root.is_some() {
-                return Err(self.order_error(
-                    line,
-                    &entry.path,
-                    "comes after the root line, which must be last",
-                ));
-            }
-            if entry.path.is_empty() {
-                if !entry.meta.is_dir() {
-                    return Err(self.order_error(line, b"", "the root must be a directory"));
-                }
-                let children = pending
-                    .remove(&b""[..])
-                    .map(|p| p.children)
-                    .unwrap_or_default();
-                if let Some((orphan, p)) = pending.iter().min_by_key(|(_, p)| p.first_line) {
-                    return Err(self.order_error(
-                        p.first_line,
-                        orphan,
-                        "entries of this directory were listed, but its own line never came after them",
-                    ));
-                }
-                root = Some(self.root_dir(&entry.meta, children)?);
-                continue;
-            }
-            let (parent, name) = split_path(&entry.path);
-            let own_children = if entry.meta.is_dir() {
-                pending
-                    .remove(&entry.path)
-                    .map(|p| p.children)
-                    .unwrap_or_default()
-            } else {
-                Vec::new()
-            };
-            let Some(child) = self.entry(&entry.path, &entry.meta, own_children)? else {
-                continue;
-            };
-            let frame = pending.entry(parent.to_vec()).or_insert_with(|| Pending {
-                first_line: line,
-                children: Vec::new(),
-                last_name: Vec::new(),
-            });
-            if !frame.children.is_empty()
-                && format == Format::V1
-                && name <= frame.last_name.as_slice()
-            {
-                return Err(self.order_error(
-                    line,
-                    &entry.path,
-                    "siblings must be listed once each, in byte order of their names",
-                ));
-            }
-            frame.last_name = name.to_vec();
-            frame.children.push(child);
-            self.cache.maybe_commit()?;
-        }
-        let Some(root) = root else {
-            return Err(UploadError::Order {
-                line: reader.line_no(),
-                path: "/".into(),
-                reason: "the queue has no root line (an empty path); it is incomplete".into(),
-            });
+        let concurrency = self.options.concurrency.max(1);
+        let (job_tx, job_rx) = mpsc::channel::<Job>();
+        let (done_tx, done_rx) = mpsc::channel::<Done>();
+        let job_rx = Mutex::new(job_rx);
+        let shared = Shared {
+            client: self.client,
+            encoder: self.encoder,
+            limits: self.limits.clone(),
+            progress: Arc::clone(&self.progress),
         };
+        let result = std::thread::scope(|scope| {
+            for _ in 0..concurrency {
+                let done_tx = done_tx.clone();
+                let (shared, job_rx) = (&shared, &job_rx);
+                scope.spawn(move || worker::work(shared, job_rx, &done_tx));
+            }
+            drop(done_tx);
+            self.jobs = Some(job_tx);
+            let result = self.coordinate(queue_path, &done_rx, concurrency);
+            // Closing the job channel ends the workers once their current
+            // job is done; the scope waits for them.
+            self.jobs = None;
+            result
+        });
+        let root = result?;
         self.cache.commit()?;
         Ok(Finished {
             root,
@@ -243,224 +382,393 @@ impl<'a> Uploader<'a> {
         })
     }
 
-    fn order_error(&self, line: u64, path: &[u8], reason: &str) -> UploadError {
-        UploadError::Order {
-            line,
-            path: display_path(path),
-            reason: reason.into(),
+    fn coordinate(
+        &mut self,
+        queue_path: &Path,
+        done: &Receiver<Done>,
+        concurrency: usize,
+    ) -> Result<Cap, UploadError> {
+        // Enough queued work to keep every worker busy, and no more: memory
+        // follows this bound, not the size of the tree.
+        let max_tasks = concurrency * 4 + 16;
+        let mut reader = queue::Reader::open(queue_path)?;
+        self.format = reader.format();
+        let mut root_seen = false;
+        while let Some(entry) = reader.next() {
+            let entry = entry?;
+            let line = reader.line_no();
+            if root_seen {
+                return Err(order_error(
+                    line,
+                    &entry.path,
+                    "comes after the root line, which must be last",
+                ));
+            }
+            root_seen = entry.path.is_empty();
+            self.entry(line, &entry.path, &entry.meta)?;
+            while let Ok(result) = done.try_recv() {
+                self.handle(result)?;
+            }
+            while self.tasks.len() >= max_tasks {
+                self.wait(done)?;
+            }
+            self.cache.maybe_commit()?;
+        }
+        if !root_seen {
+            return Err(UploadError::Order {
+                line: reader.line_no(),
+                path: "/".into(),
+                reason: "the queue has no root line (an empty path); it is incomplete".into(),
+            });
+        }
+        while self.root.is_none() {
+            if self.tasks.is_empty() {
+                return Err(UploadError::Order {
+                    line: reader.line_no(),
+                    path: "/".into(),
+                    reason: "the root directory could not be completed".into(),
+                });
+            }
+            self.wait(done)?;
+        }
+        self.root
+            .clone()
+            .ok_or_else(|| UploadError::Source("no root".into()))
+    }
+
+    fn wait(&mut self, done: &Receiver<Done>) -> Result<(), UploadError> {
+        let result = done
+            .recv()
+            .map_err(|_| UploadError::Source("the upload threads stopped unexpectedly".into()))?;
+        self.handle(result)?;
+        self.cache.maybe_commit()?;
+        Ok(())
+    }
+
+    fn submit(&mut self, task: Task, job: impl FnOnce(JobId) -> Job) -> Result<(), UploadError> {
+        let id = self.next_job;
+        self.next_job += 1;
+        self.tasks.insert(id, task);
+        let sent = self
+            .jobs
+            .as_ref()
+            .is_some_and(|tx| tx.send(job(id)).is_ok());
+        if sent {
+            Ok(())
+        } else {
+            Err(UploadError::Source(
+                "the upload threads stopped unexpectedly".into(),
+            ))
         }
     }
 
-    /// Warns about an entry that is left out of the backup.
-    fn skip(&mut self, path: &[u8], why: &str) -> Option<Child> {
-        warn!("{}: {why}; not backed up", display_path(path));
-        self.stats.skipped += 1;
-        None
+    // ------------------------------------------------------------ frames
+
+    fn new_frame(&mut self, first_line: u64) -> FrameId {
+        let id = self.next_frame;
+        self.next_frame += 1;
+        self.frames.insert(
+            id,
+            Frame {
+                slots: Vec::new(),
+                missing: 0,
+                first_line,
+                last_name: Vec::new(),
+                closed: None,
+            },
+        );
+        id
     }
 
-    /// Builds the child for one non-root entry, or `None` when it is skipped.
-    fn entry(
-        &mut self,
-        path: &[u8],
-        queue_meta: &EntryMeta,
-        children: Vec<Child>,
-    ) -> Result<Option<Child>, UploadError> {
-        let abs = self.source.join(OsStr::from_bytes(path));
+    /// Reserves the next slot of the (open) directory at `parent`.
+    fn reserve(&mut self, line: u64, path: &[u8]) -> Result<SlotRef, UploadError> {
+        let (parent, name) = split_path(path);
+        let frame_id = match self.open.get(parent) {
+            Some(&id) => id,
+            None => {
+                let id = self.new_frame(line);
+                self.open.insert(parent.to_vec(), id);
+                id
+            }
+        };
+        let v1 = self.format == Format::V1;
+        let frame = self
+            .frames
+            .get_mut(&frame_id)
+            .ok_or_else(|| UploadError::Source("internal: a directory frame vanished".into()))?;
+        if v1 && !frame.slots.is_empty() && name <= frame.last_name.as_slice() {
+            return Err(order_error(
+                line,
+                path,
+                "siblings must be listed once each, in byte order of their names",
+            ));
+        }
+        frame.last_name = name.to_vec();
+        frame.slots.push(Slot::Pending);
+        frame.missing += 1;
+        Ok(SlotRef {
+            frame: frame_id,
+            index: frame.slots.len() - 1,
+        })
+    }
+
+    /// Puts a finished child (or a skip) into its slot; completes the
+    /// directory when it was the last one missing.
+    fn fill(&mut self, slot: SlotRef, value: Slot) -> Result<(), UploadError> {
+        if matches!(value, Slot::Done(_)) {
+            self.stats.entries += 1;
+        }
+        let ready = {
+            // The directory itself was skipped (it vanished): what was in
+            // flight for it has nowhere to go.
+            let Some(frame) = self.frames.get_mut(&slot.frame) else {
+                return Ok(());
+            };
+            frame.slots[slot.index] = value;
+            frame.missing -= 1;
+            frame.missing == 0 && frame.closed.is_some()
+        };
+        if ready {
+            self.complete_dir(slot.frame)?;
+        }
+        Ok(())
+    }
+
+    fn skip(&mut self, slot: SlotRef, path: &[u8], why: &str) -> Result<(), UploadError> {
+        warn!("{}: {why}; not backed up", display_path(path));
+        self.stats.skipped += 1;
+        self.fill(slot, Slot::Skipped)
+    }
+
+    // ------------------------------------------------------------ entries
+
+    fn entry(&mut self, line: u64, path: &[u8], queue_meta: &EntryMeta) -> Result<(), UploadError> {
+        let is_root = path.is_empty();
+        if is_root && !queue_meta.is_dir() {
+            return Err(order_error(line, path, "the root must be a directory"));
+        }
+        let slot = if is_root {
+            None
+        } else {
+            Some(self.reserve(line, path)?)
+        };
+        let abs = self.abs(path);
         let md = match fs::symlink_metadata(&abs) {
             Ok(md) => md,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Ok(self.skip(path, "vanished since the scan"));
+            Err(e) if is_root => {
+                return Err(UploadError::Source(format!(
+                    "the source root {} cannot be read: {e}",
+                    self.source.display()
+                )));
             }
-            Err(e) => return Ok(self.skip(path, &format!("cannot be read ({e})"))),
+            Err(e) => {
+                let why = if e.kind() == io::ErrorKind::NotFound {
+                    "vanished since the scan".to_owned()
+                } else {
+                    format!("cannot be read ({e})")
+                };
+                self.drop_open_frame(path);
+                return self.skip(slot.expect("non-root"), path, &why);
+            }
         };
         let queue_type = queue_meta.mode.map_or(S_IFLNK, |m| m & S_IFMT);
         if md.mode() & S_IFMT != queue_type {
-            return Ok(self.skip(path, "changed its type since the scan"));
+            self.drop_open_frame(path);
+            return self.skip(
+                slot.expect("non-root"),
+                path,
+                "changed its type since the scan",
+            );
         }
         let (parent, raw_name) = split_path(path);
-        let name = names::edge_name(raw_name, parent.is_empty());
+        let name = if is_root {
+            names::EdgeName {
+                name: String::new(),
+                raw: None,
+            }
+        } else {
+            names::edge_name(raw_name, parent.is_empty())
+        };
         let (mut meta, problems) = EdgeMeta::read(&abs, queue_meta, &md);
         for problem in problems {
             warn!("{}: {problem}", display_path(path));
             self.stats.skipped += 1;
         }
         meta.name_raw = name.raw.clone();
-        let cap = match queue_type {
-            S_IFDIR => self.directory(path, &meta, children)?,
-            S_IFREG => match self.regular_file(path, &abs, &md, &mut meta)? {
-                Some(cap) => cap,
-                None => return Ok(None),
-            },
-            S_IFLNK => match self.symlink(path, &abs, &md, &meta)? {
-                Some(cap) => cap,
-                None => return Ok(None),
-            },
+        match queue_type {
+            S_IFDIR => self.close_dir(line, path, name.name, meta, slot),
+            S_IFREG => {
+                self.stats.bytes_total += md.size();
+                self.regular_file(slot.expect("non-root"), path, abs, md, name.name, meta)
+            }
+            S_IFLNK => self.symlink(slot.expect("non-root"), path, &abs, &md, name.name, meta),
             // Fifos, sockets and device nodes have no content: an empty
             // literal file carries their mode (and rdev) for restore.
-            _ => Cap::empty_literal(),
-        };
-        self.stats.entries += 1;
-        Ok(Some(Child {
-            name: name.name,
-            cap,
-            is_dir: queue_type == S_IFDIR,
-            meta,
-        }))
+            _ => self.fill(
+                slot.expect("non-root"),
+                Slot::Done(Child {
+                    name: name.name,
+                    cap: Cap::empty_literal(),
+                    is_dir: false,
+                    meta,
+                }),
+            ),
+        }
     }
 
-    fn root_dir(
-        &mut self,
-        queue_meta: &EntryMeta,
-        mut children: Vec<Child>,
-    ) -> Result<Cap, UploadError> {
-        let md = fs::symlink_metadata(&self.source).map_err(|e| {
-            UploadError::GridDown(format!(
-                "the source root {} cannot be read: {e}",
-                self.source.display()
-            ))
-        })?;
-        let (meta, problems) = EdgeMeta::read(&self.source, queue_meta, &md);
-        for problem in problems {
-            warn!("/: {problem}");
-            self.stats.skipped += 1;
+    /// A directory that is skipped takes its already-queued children with it.
+    fn drop_open_frame(&mut self, path: &[u8]) {
+        if let Some(id) = self.open.remove(path) {
+            self.frames.remove(&id);
         }
-        // The root has no parent edge: its own metadata rides on a reserved
-        // empty entry inside it.
-        children.push(Child {
-            name: ROOT_META_NAME.to_owned(),
-            cap: Cap::empty_literal(),
-            is_dir: false,
-            meta: meta.clone(),
-        });
-        let cap = self.directory(b"", &meta, children)?;
-        self.stats.entries += 1;
-        Ok(cap)
     }
 
-    /// Reuses a cached object, after checking it on the grid when this cache
-    /// has not renewed its lease for a while. `None`: upload it again.
-    fn reuse(&mut self, key: &cache::ObjectKey, path: &[u8]) -> Result<Option<Cap>, UploadError> {
-        if !self.options.dedup {
-            return Ok(None);
-        }
-        let Some(cached) = self.cache.lookup(key)? else {
-            return Ok(None);
-        };
-        let stale = cached
-            .lease_renewed
-            .is_none_or(|t| self.now - t >= self.options.reuse_check_secs);
-        if stale && !cached.cap.is_literal() {
-            let report = self
-                .client
-                .check(
-                    &cached.cap,
-                    CheckOptions {
-                        add_lease: true,
-                        ..CheckOptions::default()
-                    },
-                )
-                .map_err(|source| UploadError::Tahoe {
-                    what: format!("checking {} before reusing it", display_path(path)),
-                    source,
-                })?;
-            if !report.healthy {
-                warn!(
-                    "{}: the cached object #{} is not healthy on the grid ({}); uploading it again",
-                    display_path(path),
-                    cached.cap.short_id(),
-                    report.summary
-                );
-                self.cache.forget_cap(&cached.cap)?;
-                return Ok(None);
-            }
-            self.cache.set_lease_renewed(&cached.cap, self.now)?;
-        }
-        self.cache.mark_used(key)?;
-        self.stats.unchanged += 1;
-        trace!(path = %display_path(path), "unchanged");
-        Ok(Some(cached.cap))
-    }
-
-    fn regular_file(
-        &mut self,
-        path: &[u8],
-        abs: &Path,
-        md: &Metadata,
-        meta: &mut EdgeMeta,
-    ) -> Result<Option<Cap>, UploadError> {
-        let size = md.size();
-        self.stats.bytes_total += size;
-        let encoding = self.encoder.choose(path, size);
-        if encoding.is_some() {
-            meta.enc = encoding;
-            meta.size = Some(size);
-        }
-        let encoding_tag =
-            encoding.map_or_else(|| "enc:none".to_owned(), |e| format!("enc:{}", e.as_str()));
-        let key = FileKey {
+    fn file_key(&self, path: &[u8], meta: &EdgeMeta, md: &Metadata) -> ObjectKey {
+        let decision = self.encoder.choose(path, md.size());
+        FileKey {
             path,
             meta_json: &meta.to_json(),
             mtime_ns: mtime_ns(md),
             ctime_ns: ctime_ns(md),
-            size,
+            size: md.size(),
             inode: md.ino(),
-            encoding: &encoding_tag,
+            encoding: &self.encoder.decision_tag(decision),
         }
-        .key();
-        if let Some(cap) = self.reuse(&key, path)? {
-            return Ok(Some(cap));
+        .key()
+    }
+
+    /// A metadata-cache hit, or `None`. A hit whose lease this cache has not
+    /// renewed for a while is reported as `Stale`, to be checked first.
+    fn lookup(&mut self, key: &ObjectKey) -> Result<Lookup, UploadError> {
+        if !self.options.dedup {
+            return Ok(Lookup::Miss);
         }
-        let encoder = self.encoder;
-        let abs_owned = abs.to_owned();
-        let result = self.client.upload(move || {
-            let file = File::open(&abs_owned)?;
-            encoder.reader(encoding, file)
-        });
-        let cap = match result {
-            Ok(cap) => cap,
-            Err(err) => return self.upload_failed(path, err).map(|()| None),
+        let Some(cached) = self.cache.lookup(key)? else {
+            return Ok(Lookup::Miss);
         };
-        self.stats.bytes_read += size;
-        self.stats.files_uploaded += 1;
-        if !self.encoding_checked && !cap.is_literal() {
-            // Warns (once) when the gateway's k/N differ from those the cache
-            // was made with: old caps stay valid, but new uploads of the same
-            // content get new caps.
-            self.encoding_checked = true;
-            self.cache.check_encoding(&cap)?;
-        }
-        match fs::symlink_metadata(abs) {
-            Ok(after) if unchanged(md, &after) => {
-                self.cache.record(&key, &cap, ObjectKind::File, true)?;
-                trace!(path = %display_path(path), "uploaded");
+        let stale = !cached.cap.is_literal()
+            && cached
+                .lease_renewed
+                .is_none_or(|t| self.now - t >= self.options.reuse_check_secs);
+        let enc = match cached.enc.as_deref() {
+            None => None,
+            Some(name) => match Encoding::from_name(name) {
+                Some(enc) => Some(enc),
+                // Written by a newer version: treat as unknown, upload again.
+                None => return Ok(Lookup::Miss),
+            },
+        };
+        Ok(if stale {
+            Lookup::Stale(cached.cap, enc)
+        } else {
+            Lookup::Hit(cached.cap, enc)
+        })
+    }
+
+    fn regular_file(
+        &mut self,
+        slot: SlotRef,
+        path: &[u8],
+        abs: PathBuf,
+        md: Metadata,
+        name: String,
+        meta: EdgeMeta,
+    ) -> Result<(), UploadError> {
+        // The key covers the rule decision, not the final encoding (the
+        // content probe may still decide against compressing): it must be
+        // known without opening the file.
+        let key = self.file_key(path, &meta, &md);
+        let decision = self.encoder.choose(path, md.size());
+        let mut task = FileTask {
+            slot,
+            path: path.to_vec(),
+            abs,
+            md,
+            key,
+            name,
+            meta,
+            decision,
+            prepared: None,
+            content: None,
+        };
+        match self.lookup(&key)? {
+            Lookup::Hit(cap, enc) => {
+                self.cache.mark_used(&key)?;
+                self.stats.unchanged += 1;
+                trace!(path = %display_path(path), "unchanged");
+                task.set_encoding(enc);
+                self.finish_file(task, cap)
             }
-            // What was sent may mix old and new bytes: keep it in this
-            // backup (it is the best there is) but never cache it, so the
-            // next run reads the file again.
-            _ => {
-                warn!(
-                    "{}: changed while it was uploaded; the backup holds what was read, and the next run uploads it again",
-                    display_path(path)
-                );
-                self.stats.skipped += 1;
+            Lookup::Stale(cap, enc) => {
+                task.set_encoding(enc);
+                self.submit(Task::File(task), |id| Job::Check { id, cap })
             }
+            Lookup::Miss => self.file_miss(task),
         }
-        Ok(Some(cap))
+    }
+
+    /// A file the metadata cache does not know: literal-sized ones are
+    /// encoded here, the others go to a worker to be read and hashed.
+    fn file_miss(&mut self, task: FileTask) -> Result<(), UploadError> {
+        if task.decision.is_none() && task.md.size() <= tahoe::LIT_THRESHOLD {
+            return self.literal_file(task);
+        }
+        let (abs, decision) = (task.abs.clone(), task.decision);
+        self.submit(Task::File(task), |id| Job::Prepare { id, abs, decision })
+    }
+
+    /// Files of at most 55 bytes live inside their cap: computed locally,
+    /// byte-identical to the gateway's, at no request.
+    fn literal_file(&mut self, task: FileTask) -> Result<(), UploadError> {
+        let mut data = Vec::with_capacity(64);
+        let read = File::open(&task.abs)
+            .and_then(|f| f.take(tahoe::LIT_THRESHOLD + 1).read_to_end(&mut data));
+        let still = fs::symlink_metadata(&task.abs);
+        match (read, still) {
+            (Ok(_), Ok(after))
+                if unchanged(&task.md, &after) && data.len() as u64 == task.md.size() =>
+            {
+                let Some(cap) = tahoe::lit_cap(&data) else {
+                    return self.skip(task.slot, &task.path, "grew while it was read");
+                };
+                self.cache
+                    .record(&task.key, &cap, ObjectKind::File, false)?;
+                trace!(path = %display_path(&task.path), "literal");
+                self.finish_file(task, cap)
+            }
+            (Err(e), _) => self.skip(
+                task.slot,
+                &task.path.clone(),
+                &format!("cannot be read ({e})"),
+            ),
+            _ => self.skip(task.slot, &task.path.clone(), "changed while it was read"),
+        }
+    }
+
+    fn finish_file(&mut self, task: FileTask, cap: Cap) -> Result<(), UploadError> {
+        self.fill(
+            task.slot,
+            Slot::Done(Child {
+                name: task.name,
+                cap,
+                is_dir: false,
+                meta: task.meta,
+            }),
+        )
     }
 
     fn symlink(
         &mut self,
+        slot: SlotRef,
         path: &[u8],
         abs: &Path,
         md: &Metadata,
-        meta: &EdgeMeta,
-    ) -> Result<Option<Cap>, UploadError> {
+        name: String,
+        meta: EdgeMeta,
+    ) -> Result<(), UploadError> {
         let target = match fs::read_link(abs) {
             Ok(t) => t.into_os_string().into_vec(),
-            Err(e) => {
-                self.skip(path, &format!("cannot be read ({e})"));
-                return Ok(None);
-            }
+            Err(e) => return self.skip(slot, path, &format!("cannot be read ({e})")),
         };
         let key = SymlinkKey {
             path,
@@ -470,31 +778,177 @@ impl<'a> Uploader<'a> {
             inode: md.ino(),
         }
         .key();
-        if let Some(cap) = self.reuse(&key, path)? {
-            return Ok(Some(cap));
-        }
-        match self.client.upload_bytes(&target) {
-            Ok(cap) => {
-                self.stats.files_uploaded += 1;
-                self.cache.record(&key, &cap, ObjectKind::File, true)?;
-                trace!(path = %display_path(path), "uploaded symlink");
-                Ok(Some(cap))
+        let hash = *blake3::hash(&target).as_bytes();
+        let task = SymlinkTask {
+            slot,
+            path: path.to_vec(),
+            key,
+            name,
+            meta,
+            target: Arc::new(target),
+            content: (hash, TAG_NONE.to_owned()),
+        };
+        match self.lookup(&key)? {
+            Lookup::Hit(cap, _) => {
+                self.cache.mark_used(&key)?;
+                self.stats.unchanged += 1;
+                self.progress.shrink_total(1, 0);
+                self.finish_symlink(task, cap)
             }
-            Err(err) => self.upload_failed(path, err).map(|()| None),
+            Lookup::Stale(cap, _) => self.submit(Task::Symlink(task), |id| Job::Check { id, cap }),
+            Lookup::Miss => self.symlink_miss(task),
         }
     }
 
-    fn directory(
+    fn symlink_miss(&mut self, task: SymlinkTask) -> Result<(), UploadError> {
+        if let Some(cap) = tahoe::lit_cap(&task.target) {
+            self.cache
+                .record(&task.key, &cap, ObjectKind::File, false)?;
+            self.progress.shrink_total(1, 0);
+            return self.finish_symlink(task, cap);
+        }
+        if self.options.dedup
+            && let Some(cap) = self
+                .cache
+                .content_lookup(&task.content.0, &task.content.1)?
+        {
+            self.cache
+                .record(&task.key, &cap, ObjectKind::File, false)?;
+            self.stats.content_reused += 1;
+            self.progress.shrink_total(1, 0);
+            return self.finish_symlink(task, cap);
+        }
+        let content = task.content.clone();
+        let data = Arc::clone(&task.target);
+        self.upload_once(Task::Symlink(task), content, |id| Job::UploadBytes {
+            id,
+            data,
+        })
+    }
+
+    fn finish_symlink(&mut self, task: SymlinkTask, cap: Cap) -> Result<(), UploadError> {
+        self.fill(
+            task.slot,
+            Slot::Done(Child {
+                name: task.name,
+                cap,
+                is_dir: false,
+                meta: task.meta,
+            }),
+        )
+    }
+
+    /// Submits an upload, unless identical content is already in flight:
+    /// then this task waits for that upload's cap instead of sending the
+    /// same bytes at the same time (which the grid refuses).
+    fn upload_once(
         &mut self,
+        task: Task,
+        content: ([u8; 32], String),
+        job: impl FnOnce(JobId) -> Job,
+    ) -> Result<(), UploadError> {
+        if let Some(&owner) = self.inflight.owner.get(&content) {
+            let id = self.next_job;
+            self.next_job += 1;
+            self.tasks.insert(id, task);
+            self.inflight.waiters.entry(owner).or_default().push(id);
+            return Ok(());
+        }
+        let id = self.next_job;
+        self.inflight.owner.insert(content, id);
+        self.next_job += 1;
+        self.tasks.insert(id, task);
+        let sent = self
+            .jobs
+            .as_ref()
+            .is_some_and(|tx| tx.send(job(id)).is_ok());
+        if sent {
+            Ok(())
+        } else {
+            Err(UploadError::Source(
+                "the upload threads stopped unexpectedly".into(),
+            ))
+        }
+    }
+
+    // ------------------------------------------------------------ directories
+
+    fn close_dir(
+        &mut self,
+        line: u64,
         path: &[u8],
-        meta: &EdgeMeta,
-        mut children: Vec<Child>,
-    ) -> Result<Cap, UploadError> {
+        name: String,
+        meta: EdgeMeta,
+        parent: Option<SlotRef>,
+    ) -> Result<(), UploadError> {
+        let frame_id = match self.open.remove(path) {
+            Some(id) => id,
+            None => self.new_frame(line),
+        };
+        if parent.is_none() {
+            // The root: nothing may still wait for a directory line.
+            if let Some((orphan, id)) = self
+                .open
+                .iter()
+                .min_by_key(|(_, id)| self.frames.get(id).map(|f| f.first_line))
+            {
+                let first_line = self.frames.get(id).map_or(0, |f| f.first_line);
+                return Err(order_error(
+                    first_line,
+                    orphan,
+                    "entries of this directory were listed, but its own line never came after them",
+                ));
+            }
+        }
+        let ready = {
+            let frame = self.frames.get_mut(&frame_id).ok_or_else(|| {
+                UploadError::Source("internal: a directory frame vanished".into())
+            })?;
+            frame.closed = Some(ClosedDir {
+                path: path.to_vec(),
+                name,
+                meta,
+                parent,
+            });
+            frame.missing == 0
+        };
+        if ready {
+            self.complete_dir(frame_id)?;
+        }
+        Ok(())
+    }
+
+    /// All children of a closed directory are done: reuse it or create it.
+    fn complete_dir(&mut self, frame_id: FrameId) -> Result<(), UploadError> {
+        let Some(frame) = self.frames.get_mut(&frame_id) else {
+            return Ok(());
+        };
+        let mut children: Vec<Child> = std::mem::take(&mut frame.slots)
+            .into_iter()
+            .filter_map(|s| match s {
+                Slot::Done(child) => Some(child),
+                _ => None,
+            })
+            .collect();
+        let Some(closed) = frame.closed.as_ref() else {
+            return Ok(());
+        };
+        let (path, meta) = (closed.path.clone(), closed.meta.clone());
+        if closed.parent.is_none() {
+            // The root has no parent edge: its own metadata rides on a
+            // reserved empty entry inside it.
+            children.push(Child {
+                name: ROOT_META_NAME.to_owned(),
+                cap: Cap::empty_literal(),
+                is_dir: false,
+                meta: meta.clone(),
+            });
+        }
         children.sort_by(|a, b| a.name.cmp(&b.name));
         if let Some(dup) = children.windows(2).find(|w| w[0].name == w[1].name) {
             return Err(UploadError::Order {
                 line: 0,
-                path: display_path(path),
+                path: display_path(&path),
                 reason: format!(
                     "two entries map to the same name {:?} in this directory",
                     dup[0].name
@@ -512,85 +966,388 @@ impl<'a> Uploader<'a> {
             })
             .collect();
         let key = cache::dir_key(&meta.to_json(), &key_children);
-        if let Some(cap) = self.reuse(&key, path)? {
-            return Ok(cap);
-        }
         let body = edge::children_json(&children);
-        let cap = self.client.mkdir_immutable(&body).map_err(|source| {
-            if source.is_unhappy() {
-                UploadError::GridDown(format!(
-                    "the grid cannot store directory {}: {source}",
-                    display_path(path)
-                ))
-            } else {
-                UploadError::Tahoe {
-                    what: format!("creating directory {}", display_path(path)),
-                    source,
-                }
-            }
-        })?;
-        self.stats.dirs_created += 1;
-        self.cache.record(&key, &cap, ObjectKind::Dir, true)?;
-        let refs: Vec<&Cap> = children
-            .iter()
-            .map(|c| &c.cap)
+        let child_caps: Vec<Cap> = children
+            .into_iter()
+            .map(|c| c.cap)
             .filter(|c| !c.is_literal())
             .collect();
-        self.cache.record_children(&cap, &refs)?;
-        debug!(path = %display_path(path), children = children.len(), "created directory");
-        Ok(cap)
+        let content = (
+            *blake3::hash(body.as_bytes()).as_bytes(),
+            TAG_DIR.to_owned(),
+        );
+        let task = DirTask {
+            frame: frame_id,
+            key,
+            body: Arc::new(body),
+            content,
+            child_caps,
+        };
+        match self.lookup(&key)? {
+            Lookup::Hit(cap, _) => {
+                self.cache.mark_used(&key)?;
+                self.stats.unchanged += 1;
+                self.progress.shrink_total(1, 0);
+                self.finish_dir(task.frame, cap)
+            }
+            Lookup::Stale(cap, _) => self.submit(Task::Dir(task), |id| Job::Check { id, cap }),
+            Lookup::Miss => self.dir_miss(task),
+        }
     }
 
-    /// Decides what a failed upload means: this one file is skipped, or the
-    /// whole run stops.
-    fn upload_failed(&mut self, path: &[u8], err: TahoeError) -> Result<(), UploadError> {
-        if let TahoeError::Body(e) = &err {
-            self.skip(path, &format!("could not be read while uploading ({e})"));
-            return Ok(());
+    fn dir_miss(&mut self, task: DirTask) -> Result<(), UploadError> {
+        if task.body.as_str() == "{}" {
+            let cap = tahoe::empty_dir_cap();
+            self.cache.record(&task.key, &cap, ObjectKind::Dir, false)?;
+            self.progress.shrink_total(1, 0);
+            return self.finish_dir(task.frame, cap);
         }
-        if err.is_unhappy() {
-            // Either the grid cannot place shares at all, or this content is
-            // blocked (partial shares left by an interrupted upload of the
-            // same bytes stay on the servers for up to 30 minutes). A fresh
-            // random probe tells the two apart.
-            return match self.client.upload_bytes(&random_probe()) {
-                Ok(_) => {
-                    self.skip(
-                        path,
-                        "the grid refused this file's shares although it accepts others \
-                         (likely left over from an interrupted upload of the same content; \
-                         servers drop those within 30 minutes)",
-                    );
-                    Ok(())
+        let content = task.content.clone();
+        let body = Arc::clone(&task.body);
+        self.upload_once(Task::Dir(task), content, |id| Job::Mkdir { id, body })
+    }
+
+    fn finish_dir(&mut self, frame_id: FrameId, cap: Cap) -> Result<(), UploadError> {
+        let Some(frame) = self.frames.remove(&frame_id) else {
+            return Ok(());
+        };
+        let Some(closed) = frame.closed else {
+            return Ok(());
+        };
+        match closed.parent {
+            None => {
+                self.stats.entries += 1;
+                self.root = Some(cap);
+                Ok(())
+            }
+            Some(slot) => self.fill(
+                slot,
+                Slot::Done(Child {
+                    name: closed.name,
+                    cap,
+                    is_dir: true,
+                    meta: closed.meta,
+                }),
+            ),
+        }
+    }
+
+    // ------------------------------------------------------------ results
+
+    fn handle(&mut self, done: Done) -> Result<(), UploadError> {
+        match done {
+            Done::Prepared { id, result } => self.prepared(id, result),
+            Done::Uploaded { id, result } => self.uploaded(id, result),
+            Done::Checked { id, result } => self.checked(id, result),
+        }
+    }
+
+    fn take(&mut self, id: JobId) -> Result<Task, UploadError> {
+        self.tasks
+            .remove(&id)
+            .ok_or_else(|| UploadError::Source("internal: a finished job has no task".into()))
+    }
+
+    fn prepared(&mut self, id: JobId, result: io::Result<Prepared>) -> Result<(), UploadError> {
+        let Task::File(mut task) = self.take(id)? else {
+            return Err(UploadError::Source(
+                "internal: a prepared job is not a file".into(),
+            ));
+        };
+        let prepared = match result {
+            Ok(p) => p,
+            Err(e) => {
+                let why = if e.kind() == io::ErrorKind::NotFound {
+                    "vanished before it was uploaded".to_owned()
+                } else {
+                    format!("cannot be read ({e})")
+                };
+                return self.skip(task.slot, &task.path.clone(), &why);
+            }
+        };
+        let tag = prepared.encoding.map_or_else(
+            || TAG_NONE.to_owned(),
+            |e| self.encoder.decision_tag(Some(e)),
+        );
+        task.meta.enc = prepared.encoding;
+        task.meta.size = prepared.encoding.map(|_| prepared.raw_size);
+        let content = (prepared.raw_hash, tag);
+        if self.options.dedup
+            && let Some(cap) = self.cache.content_lookup(&content.0, &content.1)?
+        {
+            // Moved, renamed, copied or touched: the bytes are on the grid.
+            let enc = task.meta.enc.map(Encoding::as_str);
+            self.cache
+                .record_encoded(&task.key, &cap, ObjectKind::File, enc, false)?;
+            self.stats.content_reused += 1;
+            self.progress.shrink_total(1, task.md.size());
+            trace!(path = %display_path(&task.path), "content already stored");
+            return self.finish_file(task, cap);
+        }
+        let prepared = Arc::new(prepared);
+        task.prepared = Some(Arc::clone(&prepared));
+        task.content = Some(content.clone());
+        self.upload_once(Task::File(task), content, |id| Job::Upload { id, prepared })
+    }
+
+    fn uploaded(&mut self, id: JobId, result: Result<Cap, Failure>) -> Result<(), UploadError> {
+        let task = self.take(id)?;
+        let waiters = self.inflight.waiters.remove(&id).unwrap_or_default();
+        let content = match &task {
+            Task::File(t) => t.content.clone(),
+            Task::Symlink(t) => Some(t.content.clone()),
+            Task::Dir(t) => Some(t.content.clone()),
+        };
+        if let Some(content) = &content {
+            self.inflight.owner.remove(content);
+        }
+        let cap = match result {
+            Ok(cap) => cap,
+            Err(Failure::Skip(why)) => {
+                let (slot, path) = match &task {
+                    Task::File(t) => (t.slot, t.path.clone()),
+                    Task::Symlink(t) => (t.slot, t.path.clone()),
+                    Task::Dir(t) => {
+                        // A blocked directory goes with its subtree; the
+                        // rest of the backup goes on.
+                        let closed = self.frames.remove(&t.frame).and_then(|f| f.closed);
+                        let Some(ClosedDir {
+                            parent: Some(slot),
+                            path,
+                            ..
+                        }) = closed
+                        else {
+                            return Err(UploadError::GridDown(format!(
+                                "the backup's root directory cannot be stored: {why}"
+                            )));
+                        };
+                        self.skip(slot, &path, &why)?;
+                        return self.promote(waiters, content);
+                    }
+                };
+                self.skip(slot, &path, &why)?;
+                // The waiters' own bytes may be fine: the first takes over.
+                return self.promote(waiters, content);
+            }
+            Err(Failure::GridDown(why)) => return Err(UploadError::GridDown(why)),
+            Err(Failure::Tahoe(source)) => {
+                return Err(UploadError::Tahoe {
+                    what: format!("uploading {}", self.task_path(&task)),
+                    source,
+                });
+            }
+        };
+        if !self.encoding_checked && !cap.is_literal() && !cap.is_dir() {
+            // Warns (once) when the gateway's k/N differ from those the cache
+            // was made with: old caps stay valid, but new uploads of the same
+            // content get new caps.
+            self.encoding_checked = true;
+            self.cache.check_encoding(&cap)?;
+        }
+        if let Some((hash, tag)) = &content
+            && tag != TAG_DIR
+        {
+            self.cache.content_record(hash, tag, &cap)?;
+        }
+        self.finish_uploaded(task, cap.clone(), true)?;
+        for waiter in waiters {
+            let task = self.take(waiter)?;
+            if matches!(task, Task::File(_) | Task::Symlink(_)) {
+                self.stats.content_reused += 1;
+            }
+            self.finish_uploaded(task, cap.clone(), false)?;
+        }
+        Ok(())
+    }
+
+    fn task_path(&self, task: &Task) -> String {
+        match task {
+            Task::File(t) => display_path(&t.path),
+            Task::Symlink(t) => display_path(&t.path),
+            Task::Dir(t) => self.frame_path(t.frame),
+        }
+    }
+
+    fn frame_path(&self, frame: FrameId) -> String {
+        self.frames
+            .get(&frame)
+            .and_then(|f| f.closed.as_ref())
+            .map_or_else(|| "a directory".into(), |c| display_path(&c.path))
+    }
+
+    /// The owner of an upload failed on its own account: the first waiter
+    /// uploads its own copy, and the others wait for it.
+    fn promote(
+        &mut self,
+        waiters: Vec<JobId>,
+        content: Option<([u8; 32], String)>,
+    ) -> Result<(), UploadError> {
+        let mut waiters = waiters.into_iter();
+        let (Some(first), Some(content)) = (waiters.next(), content) else {
+            return Ok(());
+        };
+        let task = self.take(first)?;
+        let job_for = |id: JobId, task: &Task| -> Option<Job> {
+            match task {
+                Task::File(t) => t
+                    .prepared
+                    .clone()
+                    .map(|prepared| Job::Upload { id, prepared }),
+                Task::Symlink(t) => Some(Job::UploadBytes {
+                    id,
+                    data: Arc::clone(&t.target),
+                }),
+                Task::Dir(t) => Some(Job::Mkdir {
+                    id,
+                    body: Arc::clone(&t.body),
+                }),
+            }
+        };
+        let id = self.next_job;
+        self.next_job += 1;
+        let Some(job) = job_for(id, &task) else {
+            return Err(UploadError::Source(
+                "internal: a waiting file was never prepared".into(),
+            ));
+        };
+        self.tasks.insert(id, task);
+        self.inflight.owner.insert(content, id);
+        let rest: Vec<JobId> = waiters.collect();
+        if !rest.is_empty() {
+            self.inflight.waiters.insert(id, rest);
+        }
+        let sent = self.jobs.as_ref().is_some_and(|tx| tx.send(job).is_ok());
+        if sent {
+            Ok(())
+        } else {
+            Err(UploadError::Source(
+                "the upload threads stopped unexpectedly".into(),
+            ))
+        }
+    }
+
+    /// Records and places an object that now has a cap: uploaded by this
+    /// task (`own`), or by another task with identical content.
+    fn finish_uploaded(&mut self, task: Task, cap: Cap, own: bool) -> Result<(), UploadError> {
+        match task {
+            Task::File(task) => {
+                if own {
+                    self.stats.files_uploaded += 1;
+                    self.stats.bytes_read += task.md.size();
+                    self.progress.object_done(task.md.size());
+                } else {
+                    self.progress.shrink_total(1, task.md.size());
                 }
-                Err(probe) => Err(UploadError::GridDown(format!(
-                    "the grid cannot store new objects ({probe}); uploading {} failed: {err}",
-                    display_path(path)
-                ))),
+                match fs::symlink_metadata(&task.abs) {
+                    Ok(after) if unchanged(&task.md, &after) => {
+                        let enc = task.meta.enc.map(Encoding::as_str);
+                        self.cache
+                            .record_encoded(&task.key, &cap, ObjectKind::File, enc, own)?;
+                        trace!(path = %display_path(&task.path), "uploaded");
+                    }
+                    // The bytes sent were verified against the hash taken
+                    // before the upload, so the object is right; only the
+                    // metadata moved on. Keep it out of the key cache so the
+                    // next run looks again.
+                    _ => {
+                        debug!(path = %display_path(&task.path), "metadata changed during the upload")
+                    }
+                }
+                self.finish_file(task, cap)
+            }
+            Task::Symlink(task) => {
+                if own {
+                    self.stats.files_uploaded += 1;
+                    self.progress.object_done(0);
+                }
+                self.cache.record(&task.key, &cap, ObjectKind::File, own)?;
+                self.finish_symlink(task, cap)
+            }
+            Task::Dir(task) => {
+                if own {
+                    self.stats.dirs_created += 1;
+                    self.progress.object_done(0);
+                }
+                self.cache.record(&task.key, &cap, ObjectKind::Dir, own)?;
+                let refs: Vec<&Cap> = task.child_caps.iter().collect();
+                self.cache.record_children(&cap, &refs)?;
+                debug!(children = task.child_caps.len(), "created a directory");
+                self.finish_dir(task.frame, cap)
+            }
+        }
+    }
+
+    fn checked(
+        &mut self,
+        id: JobId,
+        result: Result<CheckReport, TahoeError>,
+    ) -> Result<(), UploadError> {
+        let task = self.take(id)?;
+        let (key, what) = match &task {
+            Task::File(t) => (t.key, display_path(&t.path)),
+            Task::Symlink(t) => (t.key, display_path(&t.path)),
+            Task::Dir(t) => (t.key, self.frame_path(t.frame)),
+        };
+        let report = result.map_err(|source| UploadError::Tahoe {
+            what: format!("checking {what} before reusing it"),
+            source,
+        })?;
+        let cached = self.cache.lookup(&key)?.map(|c| c.cap);
+        let Some(cap) = cached else {
+            return Err(UploadError::Source(
+                "internal: a checked object left the cache".into(),
+            ));
+        };
+        if report.healthy {
+            self.cache.set_lease_renewed(&cap, self.now)?;
+            self.cache.mark_used(&key)?;
+            self.stats.unchanged += 1;
+            return match task {
+                Task::File(t) => {
+                    self.progress.shrink_total(1, t.md.size());
+                    self.finish_file(t, cap)
+                }
+                Task::Symlink(t) => {
+                    self.progress.shrink_total(1, 0);
+                    self.finish_symlink(t, cap)
+                }
+                Task::Dir(t) => {
+                    self.progress.shrink_total(1, 0);
+                    self.finish_dir(t.frame, cap)
+                }
             };
         }
-        Err(UploadError::Tahoe {
-            what: format!("uploading {}", display_path(path)),
-            source: err,
-        })
+        warn!(
+            "{what}: the cached object #{} is not healthy on the grid ({}); uploading it again",
+            cap.short_id(),
+            report.summary
+        );
+        self.cache.forget_cap(&cap)?;
+        match task {
+            Task::File(mut t) => {
+                t.set_encoding(None);
+                self.file_miss(t)
+            }
+            Task::Symlink(t) => self.symlink_miss(t),
+            Task::Dir(t) => self.dir_miss(t),
+        }
     }
 }
 
-/// 1 KiB of random bytes: above the literal-cap threshold, so uploading it
-/// really places shares, and unique, so it never collides with anything.
-pub fn random_probe() -> Vec<u8> {
-    let mut buf = vec![0u8; 1024];
-    if File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .is_err()
-    {
-        // Unique enough without /dev/urandom: time and pid.
-        let seed = format!("{:?} {}", SystemTime::now(), std::process::id());
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b = seed.as_bytes()[i % seed.len()] ^ (i as u8);
-        }
+enum Lookup {
+    /// Reuse this cap; for a file, with this content encoding.
+    Hit(Cap, Option<Encoding>),
+    /// The same, once a check confirms the object is still healthy.
+    Stale(Cap, Option<Encoding>),
+    Miss,
+}
+
+fn order_error(line: u64, path: &[u8], reason: &str) -> UploadError {
+    UploadError::Order {
+        line,
+        path: display_path(path),
+        reason: reason.into(),
     }
-    buf
 }
 
 #[cfg(test)]

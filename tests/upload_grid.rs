@@ -333,10 +333,10 @@ fn hostile_tree_reaches_the_grid_with_every_byte_and_bit_of_metadata() {
     assert_eq!(t("empty-file").cap, "URI:LIT:");
     assert_eq!(t("a/deep/big.txt").meta["enc"], "xz");
     assert_eq!(t("a/deep/big.txt").meta["size"], "18000");
-    // The original tool's rules: everything of at least min_size (5120) is
-    // compressed, random bytes too; small files are not.
-    assert_eq!(t("random").meta["size"], "200000");
-    assert_eq!(t("random").meta["enc"], "xz");
+    // min_size (5120) selects the random file too, but its content does not
+    // compress, so it is stored as it is; small files are never selected.
+    assert!(t("random").meta.get("enc").is_none());
+    assert!(t("random").meta.get("size").is_none());
     assert!(t("chk56").meta.get("enc").is_none());
     assert_eq!(t("a/hard2").meta["hlink"], t("hard1").meta["hlink"]);
     assert_eq!(
@@ -376,6 +376,12 @@ fn unchanged_rerun_uploads_nothing_and_changes_reupload_only_their_path() {
     let s = Setup::new(&url, "");
     let r = &s.source;
     fs::create_dir_all(r.join("d1/d2")).unwrap();
+    // A compressible file too: a re-run must repeat its `enc` on the edge.
+    fs::write(
+        r.join("d1/text.txt"),
+        "some text, over and over\n".repeat(800),
+    )
+    .unwrap();
     for (i, p) in ["top.bin", "d1/one.bin", "d1/d2/two.bin", "d1/d2/three.bin"]
         .iter()
         .enumerate()
@@ -399,7 +405,9 @@ fn unchanged_rerun_uploads_nothing_and_changes_reupload_only_their_path() {
         first["generation"].as_u64().unwrap() + 1
     );
 
-    // Touch one file: it and its ancestors (d2, d1, root) go up again.
+    // Touch one file: its new mtime changes its edge, so its ancestors
+    // (d2, d1, root) go up again; its bytes are found on the grid by their
+    // hash, so the file itself is not sent again.
     let f = fs::File::options()
         .write(true)
         .open(r.join("d1/d2/two.bin"))
@@ -407,10 +415,26 @@ fn unchanged_rerun_uploads_nothing_and_changes_reupload_only_their_path() {
     f.set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
         .unwrap();
     drop(f);
+    let before = upload_counters(&url);
     let third = s.backup_ok();
-    assert_eq!(third["files_uploaded"], 1);
+    assert_eq!(third["files_uploaded"], 0);
+    assert_eq!(third["content_reused"], 1);
     assert_eq!(third["dirs_created"], 3);
     assert_ne!(third["root_cap"], first["root_cap"]);
+    // Three directories went up, and nothing else.
+    assert_eq!(upload_counters(&url).0, before.0 + 3);
+
+    // Change one file's bytes: exactly that file and its ancestors go up.
+    fs::write(
+        r.join("d1/d2/two.bin"),
+        common::pseudo_random_bytes(4001, 99),
+    )
+    .unwrap();
+    let before = upload_counters(&url);
+    let changed = s.backup_ok();
+    assert_eq!(changed["files_uploaded"], 1);
+    assert_eq!(changed["dirs_created"], 3);
+    assert_eq!(upload_counters(&url).0, before.0 + 4);
 
     // Rename inside a directory, keeping mtime and size: the new backup
     // shows the new name (the original tool reused the old directory).

@@ -24,6 +24,7 @@ CREATE TABLE objects (
     key        BLOB PRIMARY KEY NOT NULL CHECK (length(key) = 32),
     cap        TEXT NOT NULL,
     kind       TEXT NOT NULL CHECK (kind IN ('file', 'dir')),
+    enc        TEXT,
     generation INTEGER NOT NULL CHECK (generation >= 1),
     ts         INTEGER NOT NULL
 ) WITHOUT ROWID;
@@ -54,6 +55,14 @@ CREATE TABLE leases (
     cap     TEXT PRIMARY KEY NOT NULL,
     renewed INTEGER NOT NULL
 ) WITHOUT ROWID;
+
+CREATE TABLE content (
+    hash     BLOB NOT NULL CHECK (length(hash) = 32),
+    encoding TEXT NOT NULL,
+    cap      TEXT NOT NULL,
+    PRIMARY KEY (hash, encoding)
+) WITHOUT ROWID;
+CREATE INDEX content_cap ON content (cap);
 ";
 
 /// `MIGRATIONS[i]` upgrades schema version `i + 1` to `i + 2`, run in one

@@ -109,7 +109,14 @@ fn creates_schema_with_private_modes() {
     tables.sort();
     assert_eq!(
         tables,
-        ["backups", "dir_children", "leases", "meta", "objects"]
+        [
+            "backups",
+            "content",
+            "dir_children",
+            "leases",
+            "meta",
+            "objects"
+        ]
     );
     let version: String = conn
         .query_row(

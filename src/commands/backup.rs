@@ -2,6 +2,7 @@
 //! upload it.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -14,7 +15,9 @@ use crate::encode::Encoder;
 use crate::exit::{Outcome, UsageError};
 use crate::filter::Filter;
 use crate::names;
+use crate::progress::{self, Progress};
 use crate::queue;
+use crate::ratelimit::{self, Limits};
 use crate::result;
 use crate::scan::{self, PickError};
 use crate::tahoe::{CheckOptions, Client};
@@ -71,6 +74,9 @@ fn apply_flags(args: &BackupArgs, config: &mut Config) {
     }
     if args.try_resume {
         config.operation.try_resume = true;
+    }
+    if let Some(n) = args.concurrency {
+        config.operation.concurrency = n;
     }
 }
 
@@ -196,7 +202,18 @@ fn upload_queue(
         )
     })?;
     let source = pick_source(config)?;
-    let encoder = Encoder::new(&config.destination.encoding.xz).map_err(UsageError)?;
+    let encoder = Encoder::new(&config.destination.encoding).map_err(UsageError)?;
+    if config.operation.concurrency == 0 {
+        return Err(UsageError("operation.concurrency must be at least 1".into()).into());
+    }
+    let bytes_limit = match &args.limit_upload {
+        Some(text) => Some(ratelimit::parse_rate(text).map_err(UsageError)?),
+        None => config.operation.rate_limit.bytes,
+    };
+    let limits = Limits::new(
+        bytes_limit.as_ref(),
+        config.operation.rate_limit.objects.as_ref(),
+    );
     let client = Client::new(
         &config.destination.url,
         &config.http.retry,
@@ -216,10 +233,31 @@ fn upload_queue(
         dedup: !config.operation.disable_deduplication,
         reuse_check_secs: i64::try_from(config.lease.reuse_check_days.saturating_mul(86_400))
             .unwrap_or(i64::MAX),
+        concurrency: usize::try_from(config.operation.concurrency).unwrap_or(usize::MAX),
     };
-    let finished = Uploader::new(&client, &mut cache, &encoder, &source, options)
-        .run(queue_path)
-        .with_context(|| format!("uploading the queue {}", queue_path.display()))?;
+    let progress = Arc::new(Progress::new(progress::Mode::choose(
+        cli.json,
+        args.json_progress,
+    )));
+    let mut uploader = Uploader::new(
+        &client,
+        &mut cache,
+        &encoder,
+        limits,
+        Arc::clone(&progress),
+        &source,
+        options,
+    );
+    if progress.mode() != progress::Mode::Off {
+        let (objects, bytes) = uploader
+            .estimate(queue_path)
+            .with_context(|| format!("reading the queue {}", queue_path.display()))?;
+        progress.set_total(objects, bytes);
+    }
+    let finished = uploader.run(queue_path);
+    progress.finish();
+    let finished =
+        finished.with_context(|| format!("uploading the queue {}", queue_path.display()))?;
     let stats = finished.stats;
     cache.finish_backup(
         name.as_encoded_bytes(),
@@ -258,6 +296,7 @@ fn upload_queue(
             "files_uploaded": stats.files_uploaded,
             "dirs_created": stats.dirs_created,
             "unchanged": stats.unchanged,
+            "content_reused": stats.content_reused,
             "skipped": stats.skipped,
             "bytes_read": stats.bytes_read,
             "bytes_total": stats.bytes_total,
@@ -267,14 +306,16 @@ fn upload_queue(
     } else {
         eprintln!(
             "lafs-backup: backup {name_text} (generation {generation}): {} entries, \
-             {} uploaded ({} files, {} dirs), {} unchanged, {} skipped; read {}; {:.1}s",
+             {} uploaded ({} files, {} dirs), {} unchanged, {} found by content, {} skipped; \
+             read {}; {:.1}s",
             stats.entries,
             stats.files_uploaded + stats.dirs_created,
             stats.files_uploaded,
             stats.dirs_created,
             stats.unchanged,
+            stats.content_reused,
             stats.skipped,
-            human_bytes(stats.bytes_read),
+            progress::human_bytes(stats.bytes_read),
             finished.seconds,
         );
     }
@@ -283,21 +324,6 @@ fn upload_queue(
     } else {
         Outcome::Success
     })
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 /// Reads the whole queue once, so that a damaged queue is refused before any

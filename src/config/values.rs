@@ -85,6 +85,45 @@ impl Value for LogLevel {
     }
 }
 
+// ---------------------------------------------------------------- codec
+
+/// `destination.encoding.codec`: how the files that the
+/// `destination.encoding.xz` rules select are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Codec {
+    #[default]
+    Xz,
+    Zstd,
+}
+
+impl Codec {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Codec::Xz => "xz",
+            Codec::Zstd => "zstd",
+        }
+    }
+}
+
+impl Value for Codec {
+    fn zero() -> Self {
+        Codec::Xz
+    }
+
+    fn parse(node: &Node, key: &str) -> Result<Self, Invalid> {
+        const EXPECTED: &str = "one of xz, zstd";
+        match &node.kind {
+            Kind::Str(s) if s.trim().eq_ignore_ascii_case("xz") => Ok(Codec::Xz),
+            Kind::Str(s) if s.trim().eq_ignore_ascii_case("zstd") => Ok(Codec::Zstd),
+            _ => Err(Invalid::ty(node, key, EXPECTED)),
+        }
+    }
+
+    fn to_out(&self) -> Out {
+        Out::Word(self.as_str())
+    }
+}
+
 // ---------------------------------------------------------------- timeouts
 
 /// `operation.timeouts.updates`: how long one upload of an object (a file

@@ -1,0 +1,194 @@
+//! What the upload threads do: the slow work (reading and hashing files,
+//! compressing them, talking to the gateway), never the bookkeeping. Each
+//! job comes back to the coordinator as a [`Done`], which alone touches the
+//! cache and the directories being assembled.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use crate::encode::{Encoder, Encoding, Prepared};
+use crate::progress::Progress;
+use crate::ratelimit::Limits;
+use crate::tahoe::{Cap, CheckOptions, CheckReport, Client, TahoeError};
+
+pub type JobId = u64;
+
+pub enum Job {
+    /// Read (and hash, and maybe compress) a file.
+    Prepare {
+        id: JobId,
+        abs: PathBuf,
+        decision: Option<Encoding>,
+    },
+    /// Upload a prepared file.
+    Upload { id: JobId, prepared: Arc<Prepared> },
+    /// Upload bytes held in memory (a symlink's target).
+    UploadBytes { id: JobId, data: Arc<Vec<u8>> },
+    /// Create an immutable directory.
+    Mkdir { id: JobId, body: Arc<String> },
+    /// Check an object (renewing its lease) before it is reused.
+    Check { id: JobId, cap: Cap },
+}
+
+/// Why an upload did not produce a cap.
+pub enum Failure {
+    /// This object alone cannot go up (its file changed or vanished while
+    /// it was read, or the grid refuses its content while it accepts a
+    /// fresh probe); the run goes on without it.
+    Skip(String),
+    /// The grid or the gateway cannot take anything: the run stops.
+    GridDown(String),
+    /// Another error from the gateway, after retries.
+    Tahoe(TahoeError),
+}
+
+pub enum Done {
+    Prepared {
+        id: JobId,
+        result: io::Result<Prepared>,
+    },
+    Uploaded {
+        id: JobId,
+        result: Result<Cap, Failure>,
+    },
+    Checked {
+        id: JobId,
+        result: Result<CheckReport, TahoeError>,
+    },
+}
+
+/// What every worker shares.
+pub struct Shared<'a> {
+    pub client: &'a Client,
+    pub encoder: &'a Encoder,
+    pub limits: Limits,
+    pub progress: Arc<Progress>,
+}
+
+/// Tells the progress display about bytes as they go to the gateway.
+struct Counted<R> {
+    inner: R,
+    progress: Arc<Progress>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.bytes_sent(n as u64);
+        Ok(n)
+    }
+}
+
+/// Runs jobs until the job channel closes.
+pub fn work(shared: &Shared<'_>, jobs: &Mutex<Receiver<Job>>, done: &Sender<Done>) {
+    loop {
+        // Hold the lock only to take a job, not while doing it.
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        let result = run(shared, job);
+        if done.send(result).is_err() {
+            return;
+        }
+    }
+}
+
+fn run(shared: &Shared<'_>, job: Job) -> Done {
+    match job {
+        Job::Prepare { id, abs, decision } => Done::Prepared {
+            id,
+            result: shared.encoder.prepare(&abs, decision),
+        },
+        Job::Upload { id, prepared } => {
+            shared.limits.before_object();
+            let limits = shared.limits.clone();
+            let result = shared.client.upload(|| {
+                Ok(Box::new(Counted {
+                    inner: limits.limit_reader(prepared.open()?),
+                    progress: Arc::clone(&shared.progress),
+                }))
+            });
+            Done::Uploaded {
+                id,
+                result: result.map_err(|e| classify(shared, e)),
+            }
+        }
+        Job::UploadBytes { id, data } => {
+            shared.limits.before_object();
+            let limits = shared.limits.clone();
+            let result = shared
+                .client
+                .upload(|| Ok(limits.limit_reader(io::Cursor::new(data.as_ref().clone()))));
+            Done::Uploaded {
+                id,
+                result: result.map_err(|e| classify(shared, e)),
+            }
+        }
+        Job::Mkdir { id, body } => {
+            shared.limits.before_object();
+            let result = shared.client.mkdir_immutable(&body);
+            Done::Uploaded {
+                id,
+                result: result.map_err(|e| classify(shared, e)),
+            }
+        }
+        Job::Check { id, cap } => Done::Checked {
+            id,
+            result: shared.client.check(
+                &cap,
+                CheckOptions {
+                    add_lease: true,
+                    ..CheckOptions::default()
+                },
+            ),
+        },
+    }
+}
+
+/// Decides what a failed upload means.
+fn classify(shared: &Shared<'_>, err: TahoeError) -> Failure {
+    if let TahoeError::Body(e) = &err {
+        return Failure::Skip(format!("could not be read while it was uploaded ({e})"));
+    }
+    if err.is_unhappy() {
+        // Either the grid cannot place shares at all, or this content is
+        // blocked (partial shares left by an interrupted upload of the same
+        // bytes stay on the servers for up to 30 minutes). A fresh random
+        // probe tells the two apart.
+        return match shared.client.upload_bytes(&random_probe()) {
+            Ok(_) => Failure::Skip(
+                "the grid refused this object's shares although it accepts others \
+                 (likely left over from an interrupted upload of the same content; \
+                 servers drop those within 30 minutes)"
+                    .into(),
+            ),
+            Err(probe) => Failure::GridDown(format!(
+                "the grid cannot store new objects ({probe}); the first refusal was: {err}"
+            )),
+        };
+    }
+    Failure::Tahoe(err)
+}
+
+/// 1 KiB of random bytes: above the literal-cap threshold, so uploading it
+/// really places shares, and unique, so it never collides with anything.
+pub fn random_probe() -> Vec<u8> {
+    let mut buf = vec![0u8; 1024];
+    if File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .is_err()
+    {
+        // Unique enough without /dev/urandom: the time and the pid, hashed.
+        let seed = format!("{:?} {}", SystemTime::now(), std::process::id());
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(seed.as_bytes());
+        hasher.finalize_xof().fill(&mut buf);
+    }
+    buf
+}
