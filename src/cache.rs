@@ -14,7 +14,9 @@
 //! Errors name the cache file and say what to do; they never contain caps
 //! or key bytes.
 
+mod backups;
 mod key;
+mod leases;
 mod lock;
 mod schema;
 #[cfg(test)]
@@ -34,6 +36,7 @@ use crate::config::CommitAfter;
 use crate::tahoe::Cap;
 
 pub use key::{DirChild, FileKey, KeyBuilder, ObjectKey, SymlinkKey, dir_key};
+pub use leases::{LeaseCursor, StaleBackup, StaleLeases};
 pub use lock::lock_path;
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 

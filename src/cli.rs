@@ -53,9 +53,115 @@ pub enum Command {
     /// other queue is rebuilt by a fresh scan.
     Backup(BackupArgs),
 
+    /// List the recorded backups, oldest first: name, generation, finish
+    /// time, root cap, entries and bytes.
+    List(ListArgs),
+
+    /// Check backups on the grid (deep check), renewing their leases.
+    ///
+    /// Exit status: 0 when everything checked is healthy, 4 when anything is
+    /// unhealthy (each problem is reported by its path in the backup), 1 when
+    /// the check itself could not run.
+    Check(CheckArgs),
+
+    /// Forget backups: remove them from the entry cache, the result file and
+    /// the result directory. Never deletes shares: servers with lease expiry
+    /// enabled free them when their leases lapse, which leaves a window in
+    /// which a forgotten backup can still be read.
+    Cleanup(CleanupArgs),
+
     /// Print the merged configuration as YAML that can be fed back with -c.
     #[command(name = "dump-config", alias = "dump_config")]
     DumpConfig,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Also list generations that have cache entries but no finished backup
+    /// (interrupted runs), with their entry counts: all of them, or only the
+    /// generations given.
+    #[arg(short = 'g', long, value_name = "N", num_args = 0..)]
+    pub generations: Option<Vec<u64>>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Backups to check: root caps, backup names (the latest backup of that
+    /// name), or `-` to read caps from stdin, one per line.
+    #[arg(value_name = "CAP|NAME")]
+    pub targets: Vec<String>,
+
+    /// Check every recorded backup.
+    #[arg(long, conflicts_with = "least_recently_checked")]
+    pub all: bool,
+
+    /// Check the one backup (of those given, or of all) checked longest ago.
+    #[arg(short = 'a', long)]
+    pub least_recently_checked: bool,
+
+    /// Repair what is unhealthy; only problems left after the repair are
+    /// reported.
+    #[arg(short = 'r', long)]
+    pub repair: bool,
+
+    /// Download and verify every share (slow: reads the whole backup).
+    #[arg(long)]
+    pub verify: bool,
+
+    /// Do not renew leases (they are renewed by default).
+    #[arg(short = 'n', long)]
+    pub no_lease: bool,
+
+    /// Renew the leases of every object reachable from the recorded backups,
+    /// each object once, from the cache's references (no tree walk);
+    /// resumable. Names objects whose leases are about to lapse.
+    #[arg(long, conflicts_with_all = ["repair", "verify", "no_lease", "all", "least_recently_checked"])]
+    pub leases: bool,
+
+    /// Template for each unhealthy object, with {backup}, {path}, {type},
+    /// {summary}, {good}, {needed}, {expected}.
+    #[arg(
+        short = 'f',
+        long,
+        value_name = "TEMPLATE",
+        default_value = "{backup} {path} ({type}): {summary}"
+    )]
+    pub format: String,
+
+    /// Template for each healthy object (default: healthy objects are not
+    /// printed).
+    #[arg(long, value_name = "TEMPLATE")]
+    pub healthy_format: Option<String>,
+
+    /// Print reports on stderr instead of stdout.
+    #[arg(short = 'e', long)]
+    pub error_output: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// Backups to forget: root caps, or backup names (a name that matches
+    /// several backups is an error listing them), or `-` to read caps from
+    /// stdin. Unknown caps are reported, and then nothing is done (exit 2).
+    #[arg(value_name = "CAP|NAME")]
+    pub targets: Vec<String>,
+
+    /// Also forget every older backup and generation than those given.
+    #[arg(long)]
+    pub up_to: bool,
+
+    /// Also forget these generations (finished or dangling).
+    #[arg(short = 'g', long = "generation", value_name = "N")]
+    pub generations: Vec<u64>,
+
+    /// Print the storage index of every object that becomes unreferenced,
+    /// one per line, to DST (a file; stdout when absent or `-`).
+    #[arg(short = 'e', long, value_name = "DST", num_args = 0..=1)]
+    pub enumerate_shares: Option<Option<std::path::PathBuf>>,
+
+    /// Change nothing; say what would be forgotten.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -2,7 +2,10 @@
 //! dispatches.
 
 pub mod backup;
+pub mod check;
+pub mod cleanup;
 pub mod dump_config;
+pub mod list;
 
 use tracing::{Level, warn};
 
@@ -20,6 +23,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
     let config = loaded.config;
     match cli.command {
         Command::Backup(ref args) => backup::run(&cli, args, config),
+        Command::List(ref args) => list::run(&cli, args, &config),
+        Command::Check(ref args) => check::run(&cli, args, &config),
+        Command::Cleanup(ref args) => cleanup::run(&cli, args, &config),
         Command::DumpConfig => dump_config::run(&config),
     }
 }

@@ -230,6 +230,12 @@ section! {
         /// days ago are checked (and their leases renewed) before a dedup
         /// hit reuses them.
         pub reuse_check_days: u64,
+        /// How long a lease lasts on the grid's servers (Tahoe's default is
+        /// 31 days); the web API does not say, so this is our assumption.
+        pub duration_days: u64,
+        /// Objects whose lease this cache has not renewed for longer than
+        /// `duration_days - warn_days` are named loudly by `check` and `list`.
+        pub warn_days: u64,
     }
 }
 

@@ -9,6 +9,9 @@ pub enum Outcome {
     /// The command finished, but some entries were skipped; each was named in
     /// a warning.
     Partial = 3,
+    /// The command finished and found problems (unhealthy objects,
+    /// differences); each was reported.
+    Problems = 4,
 }
 
 impl Outcome {

@@ -5,7 +5,7 @@
 
 use std::fs::OpenOptions;
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use crate::escape;
@@ -26,13 +26,26 @@ pub fn result_line(time: &jiff::Zoned, source: &[u8], cap: &Cap) -> String {
 
 /// Appends a result line to `path`, creating it 0600.
 pub fn append_to_file(path: &Path, source: &[u8], cap: &Cap) -> io::Result<()> {
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)?;
-    let mut locked = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, errno)| io::Error::from(errno))?;
+    let mut locked = loop {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?;
+        let locked = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, errno)| io::Error::from(errno))?;
+        // `cleanup` rewrites the file under this lock and renames the new one
+        // into place: a writer that waited on the old file must start over
+        // with the new one, or its line would go to a deleted file.
+        let still_there = std::fs::metadata(path).is_ok_and(|md| {
+            locked
+                .metadata()
+                .is_ok_and(|open| open.ino() == md.ino() && open.dev() == md.dev())
+        });
+        if still_there {
+            break locked;
+        }
+    };
     let line = result_line(&jiff::Zoned::now(), source, cap);
     // One write call: the line lands whole even for readers that do not lock.
     locked.write_all(line.as_bytes())?;

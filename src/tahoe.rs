@@ -5,7 +5,8 @@
 //! `Debug` shows only [`Cap::short_id`], and every text a gateway sends back
 //! goes through [`redact`] before it can end up in an error message or a log.
 //!
-//! The client itself ([`Client`]) lives in `tahoe/client.rs`, the error type
+//! The client itself ([`Client`]) lives in `tahoe/client.rs` (its streaming
+//! deep check, [`Client::deep_check`], in `tahoe/deep_check.rs`), the error type
 //! ([`TahoeError`]) and the reading of the gateway's error replies in
 //! `tahoe/error.rs`. The web-API facts they rely on (reply formats, status
 //! codes, the JSON of `t=check`) were checked against tahoe-lafs 1.20.0.
@@ -15,10 +16,12 @@ use std::fmt;
 use sha2::{Digest, Sha256};
 
 mod client;
+mod deep_check;
 mod error;
 mod lit;
 
 pub use client::{CheckOptions, CheckReport, Client};
+pub use deep_check::{DeepCheck, ObjectLine, StreamItem};
 pub use error::TahoeError;
 pub use lit::{empty_dir_cap, lit_cap};
 

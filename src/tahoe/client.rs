@@ -93,6 +93,22 @@ pub struct CheckReport {
     pub repair_successful: bool,
 }
 
+impl CheckReport {
+    /// The report of a literal object: healthy, nothing on the grid.
+    pub fn literal() -> CheckReport {
+        CheckReport {
+            healthy: true,
+            recoverable: true,
+            summary: "Healthy (literal: the data is in the cap)".into(),
+            shares_good: None,
+            shares_needed: None,
+            shares_expected: None,
+            repair_attempted: false,
+            repair_successful: false,
+        }
+    }
+}
+
 /// A Tahoe gateway's web API. Cheap to share between threads (`Send +
 /// Sync`); requests reuse keep-alive connections from a pool.
 pub struct Client {
@@ -268,16 +284,7 @@ impl Client {
     /// `recoverable: false`.
     pub fn check(&self, cap: &Cap, opts: CheckOptions) -> Result<CheckReport, TahoeError> {
         if cap.is_literal() {
-            return Ok(CheckReport {
-                healthy: true,
-                recoverable: true,
-                summary: "Healthy (literal: the data is in the cap)".into(),
-                shares_good: None,
-                shares_needed: None,
-                shares_expected: None,
-                repair_attempted: false,
-                repair_successful: false,
-            });
+            return Ok(CheckReport::literal());
         }
         let mut url = format!("{}/{}?t=check&output=JSON", self.uri, cap_segment(cap));
         for (on, flag) in [
@@ -521,6 +528,42 @@ impl Client {
                 }
             }
         };
+        self.accept(result)
+    }
+
+    /// `POST {uri}/CAP?QUERY` without a body, for a reply read as a stream
+    /// (`t=stream-deep-check`): the retries of the module doc apply until
+    /// the reply's headers arrive; instead of an overall deadline, every
+    /// read from the connection (the body's included) may take at most the
+    /// attempt's time limit, so a long stream is fine as long as the gateway
+    /// keeps sending.
+    pub(super) fn post_stream(
+        &self,
+        op: &'static str,
+        cap: &Cap,
+        query: &str,
+    ) -> Result<Response<Body>, TahoeError> {
+        let url = format!("{}/{}?{query}", self.uri, cap_segment(cap));
+        self.with_retries(op, Some(cap), |deadline| {
+            let per_read = time_left(deadline)?;
+            let result = self
+                .agent
+                .post(&url)
+                .config()
+                .timeout_per_read(per_read)
+                .timeout_connect(per_read)
+                .build()
+                .send_empty();
+            self.accept(result)
+        })
+    }
+
+    /// A reply as [`Client::exchange`] returns it: 2xx passed on, error
+    /// statuses read and turned into errors.
+    fn accept(
+        &self,
+        result: Result<Response<Body>, ureq::Error>,
+    ) -> Result<Response<Body>, TahoeError> {
         let reply = result.map_err(|e| self.map_ureq(e))?;
         let status = reply.status().as_u16();
         if (200..300).contains(&status) {
@@ -584,7 +627,7 @@ impl Client {
 
     /// Maps a ureq error to ours (attempt counts are set by the retry
     /// loop).
-    fn map_ureq(&self, err: ureq::Error) -> TahoeError {
+    pub(super) fn map_ureq(&self, err: ureq::Error) -> TahoeError {
         use io::ErrorKind as K;
         let connect = |message: String| TahoeError::Connect {
             gateway: self.gateway.clone(),
@@ -749,7 +792,7 @@ fn percent_encode(text: &str, keep: impl Fn(u8) -> bool) -> String {
 /// Reads the JSON of `t=check&output=JSON`: `{summary, results}` without
 /// repair, `{repair-attempted, repair-successful, pre-repair-results,
 /// post-repair-results}` with it.
-fn parse_check(value: &Value) -> Result<CheckReport, TahoeError> {
+pub(super) fn parse_check(value: &Value) -> Result<CheckReport, TahoeError> {
     let bad = |what: &str| TahoeError::BadReply(format!("check reply: {what}"));
     if !value.is_object() {
         return Err(bad("not a JSON object"));
