@@ -445,14 +445,16 @@ impl<'a> Uploader<'a> {
         Ok(())
     }
 
-    fn submit(&mut self, task: Task, job: impl FnOnce(JobId) -> Job) -> Result<(), UploadError> {
+    /// Registers `task` under a new job id.
+    fn track(&mut self, task: Task) -> JobId {
         let id = self.next_job;
         self.next_job += 1;
         self.tasks.insert(id, task);
-        let sent = self
-            .jobs
-            .as_ref()
-            .is_some_and(|tx| tx.send(job(id)).is_ok());
+        id
+    }
+
+    fn send(&self, job: Job) -> Result<(), UploadError> {
+        let sent = self.jobs.as_ref().is_some_and(|tx| tx.send(job).is_ok());
         if sent {
             Ok(())
         } else {
@@ -460,6 +462,11 @@ impl<'a> Uploader<'a> {
                 "the upload threads stopped unexpectedly".into(),
             ))
         }
+    }
+
+    fn submit(&mut self, task: Task, job: impl FnOnce(JobId) -> Job) -> Result<(), UploadError> {
+        let id = self.track(task);
+        self.send(job(id))
     }
 
     // ------------------------------------------------------------ frames
@@ -848,27 +855,13 @@ impl<'a> Uploader<'a> {
         job: impl FnOnce(JobId) -> Job,
     ) -> Result<(), UploadError> {
         if let Some(&owner) = self.inflight.owner.get(&content) {
-            let id = self.next_job;
-            self.next_job += 1;
-            self.tasks.insert(id, task);
+            let id = self.track(task);
             self.inflight.waiters.entry(owner).or_default().push(id);
             return Ok(());
         }
-        let id = self.next_job;
+        let id = self.track(task);
         self.inflight.owner.insert(content, id);
-        self.next_job += 1;
-        self.tasks.insert(id, task);
-        let sent = self
-            .jobs
-            .as_ref()
-            .is_some_and(|tx| tx.send(job(id)).is_ok());
-        if sent {
-            Ok(())
-        } else {
-            Err(UploadError::Source(
-                "the upload threads stopped unexpectedly".into(),
-            ))
-        }
+        self.send(job(id))
     }
 
     // ------------------------------------------------------------ directories
@@ -1203,27 +1196,20 @@ impl<'a> Uploader<'a> {
                 }),
             }
         };
+        // `track` hands out `next_job`: the id the job is built with.
         let id = self.next_job;
-        self.next_job += 1;
         let Some(job) = job_for(id, &task) else {
             return Err(UploadError::Source(
                 "internal: a waiting file was never prepared".into(),
             ));
         };
-        self.tasks.insert(id, task);
+        let id = self.track(task);
         self.inflight.owner.insert(content, id);
         let rest: Vec<JobId> = waiters.collect();
         if !rest.is_empty() {
             self.inflight.waiters.insert(id, rest);
         }
-        let sent = self.jobs.as_ref().is_some_and(|tx| tx.send(job).is_ok());
-        if sent {
-            Ok(())
-        } else {
-            Err(UploadError::Source(
-                "the upload threads stopped unexpectedly".into(),
-            ))
-        }
+        self.send(job)
     }
 
     /// Records and places an object that now has a cap: uploaded by this

@@ -211,30 +211,6 @@ fn storage_index(url: &str, cap: &str) -> String {
     v["storage-index"].as_str().unwrap().to_owned()
 }
 
-/// The share directories `.../shares/<si[:2]>/<si>` of a storage index under
-/// a grid's node dirs.
-fn share_dirs(grid_dir: &Path, si: &str) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut todo = vec![grid_dir.to_owned()];
-    while let Some(dir) = todo.pop() {
-        let Ok(entries) = fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                if entry.file_name() == si && dir.ends_with(&si[..2]) {
-                    found.push(path);
-                } else {
-                    todo.push(path);
-                }
-            }
-        }
-    }
-    found.sort();
-    found
-}
-
 /// The one share file of `si` on the fast grid's single storage node.
 fn share_file(si: &str) -> PathBuf {
     let dir = common::grid_dir()
@@ -536,7 +512,7 @@ fn lost_shares_are_reported_by_path_repaired_and_a_dead_grid_is_a_clear_failure(
     let root = s.backup();
     let tree = walk(&url, &root);
     let si = storage_index(&url, &cap_at(&tree, "d/lose"));
-    let dirs = share_dirs(grid.dir(), &si);
+    let dirs = common::share_dirs(grid.dir(), &si);
     assert_eq!(dirs.len(), 3, "one share on each storage node");
     fs::remove_dir_all(&dirs[0]).unwrap();
 
@@ -570,7 +546,7 @@ fn lost_shares_are_reported_by_path_repaired_and_a_dead_grid_is_a_clear_failure(
     let run = s.run(&["check", "--repair", "src"]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert!(run.stderr.contains("1 repaired"), "{}", run.stderr);
-    let shares: usize = share_dirs(grid.dir(), &si)
+    let shares: usize = common::share_dirs(grid.dir(), &si)
         .iter()
         .map(|d| fs::read_dir(d).unwrap().count())
         .sum();

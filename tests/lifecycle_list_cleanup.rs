@@ -225,28 +225,6 @@ fn gateway_si(url: &str, cap: &str) -> String {
     verify.split(':').nth(2).unwrap().to_owned()
 }
 
-/// The share directories of a storage index under a grid's node dirs.
-fn share_dirs(grid_dir: &Path, si: &str) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut todo = vec![grid_dir.to_owned()];
-    while let Some(dir) = todo.pop() {
-        let Ok(entries) = fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                if entry.file_name() == si && dir.ends_with(&si[..2]) {
-                    found.push(path);
-                } else {
-                    todo.push(path);
-                }
-            }
-        }
-    }
-    found
-}
-
 /// A tree of files (each above the literal limit), reproducible from
 /// `seed`.
 fn make_tree(root: &Path, seed: u64) {
@@ -527,7 +505,7 @@ fn cleanup_forgets_by_references_and_only_what_it_was_asked_to() {
     assert_eq!(printed, expected, "the storage indexes of B's own objects");
     for si in &printed {
         assert_eq!(
-            share_dirs(&common::grid_dir(), si).len(),
+            common::share_dirs(&common::grid_dir(), si).len(),
             1,
             "{si} is a share directory on the grid (cleanup deletes no share)"
         );

@@ -629,28 +629,6 @@ fn results_go_to_stdout_file_and_lafs_dir() {
     assert!(s.queue.with_file_name("queue.done").exists());
 }
 
-/// Finds the share directory of a storage index under a grid's node dirs.
-fn share_dirs(grid_dir: &Path, si: &str) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut todo = vec![grid_dir.to_owned()];
-    while let Some(dir) = todo.pop() {
-        let Ok(entries) = fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                if entry.file_name() == si && dir.ends_with(&si[..2]) {
-                    found.push(path);
-                } else {
-                    todo.push(path);
-                }
-            }
-        }
-    }
-    found
-}
-
 #[test]
 fn lost_shares_are_noticed_before_reuse_and_uploaded_again() {
     let grid = common::PrivateGrid::start_fast();
@@ -667,7 +645,7 @@ fn lost_shares_are_noticed_before_reuse_and_uploaded_again() {
         .unwrap();
     let check: Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
     let si = check["storage-index"].as_str().unwrap();
-    let dirs = share_dirs(grid.dir(), si);
+    let dirs = common::share_dirs(grid.dir(), si);
     assert_eq!(dirs.len(), 1, "the share directory of the object");
     fs::remove_dir_all(&dirs[0]).unwrap();
 

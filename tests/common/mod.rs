@@ -271,3 +271,27 @@ pub fn hostile_tree(root: &Path) {
     std::fs::write(root.join("setuid"), b"su").unwrap();
     std::fs::set_permissions(root.join("setuid"), std::fs::Permissions::from_mode(0o4755)).unwrap();
 }
+
+/// The share directories (`storage/shares/<si[:2]>/<si>`) of a storage
+/// index under a grid's node dirs: one per storage node holding shares.
+#[allow(dead_code)]
+pub fn share_dirs(grid_dir: &Path, si: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![grid_dir.to_owned()];
+    while let Some(dir) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                if entry.file_name() == si && dir.ends_with(&si[..2]) {
+                    found.push(path);
+                } else {
+                    todo.push(path);
+                }
+            }
+        }
+    }
+    found
+}
