@@ -227,8 +227,11 @@ pub struct Cache {
     /// `commit_after` limits, `None` meaning no limit.
     max_writes: Option<u64>,
     max_age: Option<Duration>,
-    /// Rows changed since the last COMMIT.
+    /// Rows changed since the last COMMIT that count toward
+    /// `commit_after.queries`.
     pending: u64,
+    /// Whether uncounted writes (generation marks) wait for a COMMIT.
+    uncounted: bool,
     last_commit: Instant,
     /// 0 until [`Cache::begin_run`].
     generation: u64,
@@ -289,6 +292,7 @@ impl Cache {
             max_writes,
             max_age,
             pending: 0,
+            uncounted: false,
             last_commit: Instant::now(),
             generation: 0,
             run_start: None,
@@ -404,11 +408,19 @@ impl Cache {
     /// generation). No write if it already has it.
     pub fn mark_used(&mut self, key: &ObjectKey) -> Result<(), CacheError> {
         let generation = self.run_generation()?;
-        self.write(
+        let n = self.write(
             "marking an object used in",
             "UPDATE objects SET generation = ?1, ts = ?2 WHERE key = ?3 AND generation <> ?1",
             params![generation, unix_now(), &key.as_bytes()[..]],
         )?;
+        // A re-run of an unchanged tree marks every object: counting those
+        // toward commit_after.queries would commit (and fsync) every few
+        // dozen entries for rows whose loss costs nothing (a lost mark only
+        // leaves an object on an older generation; nothing is re-uploaded
+        // and references keep it). They are committed with the next counted
+        // write, by commit_after.seconds, or at the end of the run.
+        self.pending -= n;
+        self.uncounted |= n > 0;
         Ok(())
     }
 
@@ -787,7 +799,7 @@ impl Cache {
     /// Commits if `commit_after.queries` rows were written, or
     /// `commit_after.seconds` passed, since the last COMMIT.
     pub fn maybe_commit(&mut self) -> Result<(), CacheError> {
-        if self.pending == 0 {
+        if self.pending == 0 && !self.uncounted {
             return Ok(());
         }
         let by_count = self.max_writes.is_some_and(|q| self.pending >= q);
@@ -808,6 +820,7 @@ impl Cache {
                 .map_err(|e| sql_err(&self.path, "committing to", e))?;
         }
         self.pending = 0;
+        self.uncounted = false;
         self.last_commit = Instant::now();
         Ok(())
     }

@@ -70,9 +70,89 @@ pub enum Command {
     /// which a forgotten backup can still be read.
     Cleanup(CleanupArgs),
 
+    /// Restore a backup (or part of it) into TARGET: bytes and metadata.
+    ///
+    /// With --gateway and a root cap, no config or cache is needed: the
+    /// machine that made the backup may be gone. Exit status: 0 restored,
+    /// 3 some entries could not be restored (each named), 1 fatal, 2 usage.
+    Restore(RestoreArgs),
+
+    /// Compare a backup with a live tree and print every difference.
+    ///
+    /// Exit status: 0 identical, 4 different, 1 could not run.
+    Verify(VerifyArgs),
+
     /// Print the merged configuration as YAML that can be fed back with -c.
     #[command(name = "dump-config", alias = "dump_config")]
     DumpConfig,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup: a root cap, or a backup name from the entry cache (its
+    /// latest generation unless --generation).
+    #[arg(value_name = "CAP|NAME")]
+    pub backup: String,
+
+    /// Where to restore: a directory (created if missing). It gets the
+    /// backup root's own metadata.
+    #[arg(value_name = "TARGET")]
+    pub target: std::path::PathBuf,
+
+    /// Restore only these paths of the backup (relative, e.g. etc/passwd or
+    /// home/alice), or select with ordered '+REGEX'/'-REGEX' rules as in the
+    /// config's filter.
+    #[arg(value_name = "PATH|RULE")]
+    pub paths: Vec<String>,
+
+    /// With a NAME: restore this generation instead of the latest.
+    #[arg(long, value_name = "N")]
+    pub generation: Option<u64>,
+
+    /// The gateway's web API URL (e.g. http://127.0.0.1:3456), instead of
+    /// destination.url from the config.
+    #[arg(long, value_name = "URL")]
+    pub gateway: Option<String>,
+
+    /// Replace entries that already exist in TARGET.
+    #[arg(long, conflicts_with = "skip_existing")]
+    pub overwrite: bool,
+
+    /// Keep entries that already exist in TARGET with the backup's size and
+    /// mtime (continues an interrupted restore).
+    #[arg(long)]
+    pub skip_existing: bool,
+
+    /// List what would be written; write nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+
+    /// Downloads at the same time (default: operation.concurrency).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub concurrency: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The backup: a root cap, or a backup name from the entry cache.
+    #[arg(value_name = "CAP|NAME")]
+    pub backup: String,
+
+    /// The live tree to compare it with.
+    #[arg(value_name = "PATH")]
+    pub path: std::path::PathBuf,
+
+    /// With a NAME: compare this generation instead of the latest.
+    #[arg(long, value_name = "N")]
+    pub generation: Option<u64>,
+
+    /// The gateway's web API URL, instead of destination.url.
+    #[arg(long, value_name = "URL")]
+    pub gateway: Option<String>,
+
+    /// Also compare file contents (downloads every file).
+    #[arg(long)]
+    pub content: bool,
 }
 
 #[derive(Debug, Args)]

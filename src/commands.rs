@@ -6,6 +6,8 @@ pub mod check;
 pub mod cleanup;
 pub mod dump_config;
 pub mod list;
+pub mod restore;
+pub mod verify;
 
 use tracing::{Level, warn};
 
@@ -26,6 +28,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::List(ref args) => list::run(&cli, args, &config),
         Command::Check(ref args) => check::run(&cli, args, &config),
         Command::Cleanup(ref args) => cleanup::run(&cli, args, &config),
+        Command::Restore(ref args) => restore::run(&cli, args, &config),
+        Command::Verify(ref args) => verify::run(&cli, args, &config),
         Command::DumpConfig => dump_config::run(&config),
     }
 }

@@ -254,6 +254,50 @@ impl Client {
     /// shorter or longer than its Content-Length, or than the size in a
     /// `URI:CHK:` cap, is [`TahoeError::Incomplete`], never a short
     /// result.
+    /// Streams the content of `cap` to `sink` without holding it in memory.
+    /// `sink` gets a reader of the whole body once per attempt, so after a
+    /// transient failure it must start its output over. A body shorter or
+    /// longer than its Content-Length or the cap's size is an error, never a
+    /// short result; an error of `sink`'s own (writing) is
+    /// [`TahoeError::Sink`] and not retried.
+    pub fn download_with<T>(
+        &self,
+        cap: &Cap,
+        mut sink: impl FnMut(&mut dyn Read) -> io::Result<T>,
+    ) -> Result<T, TahoeError> {
+        let url = format!("{}/{}", self.uri, cap_segment(cap));
+        let expected = cap.size().filter(|_| !cap.is_dir());
+        self.with_retries("download", Some(cap), |deadline| {
+            let reply = self.exchange(Method::Get, &url, Payload::Empty, deadline)?;
+            let announced = reply.body().content_length();
+            let mut reader = CheckedBody {
+                inner: reply.into_body().into_reader(),
+                got: 0,
+                net_error: None,
+            };
+            let result = sink(&mut reader);
+            if let Some(err) = reader.net_error.take() {
+                return Err(self.map_ureq(ureq::Error::from(err)));
+            }
+            let value = result.map_err(TahoeError::Sink)?;
+            // The sink may stop early: whatever is left must be nothing.
+            let mut rest = [0u8; 1];
+            let extra = reader
+                .read(&mut rest)
+                .map_err(|e| self.map_ureq(ureq::Error::from(e)))?;
+            let got = reader.got + extra as u64;
+            for want in [announced, expected].into_iter().flatten() {
+                if got != want {
+                    return Err(TahoeError::Incomplete {
+                        expected: want,
+                        got,
+                    });
+                }
+            }
+            Ok(value)
+        })
+    }
+
     pub fn download(&self, cap: &Cap) -> Result<Vec<u8>, TahoeError> {
         let url = format!("{}/{}", self.uri, cap_segment(cap));
         let expected = cap.size().filter(|_| !cap.is_dir());
@@ -873,6 +917,31 @@ impl Read for TrackedReader {
 
 fn take_error(slot: &Mutex<Option<io::Error>>) -> Option<io::Error> {
     slot.lock().unwrap_or_else(|p| p.into_inner()).take()
+}
+
+/// A download body that counts what it yields and keeps network errors
+/// apart from the sink's own.
+struct CheckedBody<R> {
+    inner: R,
+    got: u64,
+    net_error: Option<io::Error>,
+}
+
+impl<R: Read> Read for CheckedBody<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.got += n as u64;
+                Ok(n)
+            }
+            Err(e) => {
+                let kind = e.kind();
+                let message = e.to_string();
+                self.net_error = Some(e);
+                Err(io::Error::new(kind, message))
+            }
+        }
+    }
 }
 
 #[cfg(test)]

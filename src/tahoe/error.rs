@@ -59,6 +59,11 @@ pub enum TahoeError {
     #[error("reading the data to upload failed: {0}")]
     Body(#[source] io::Error),
 
+    /// Writing downloaded data where it goes (a file being restored)
+    /// failed. Never retried.
+    #[error("writing the downloaded data failed: {0}")]
+    Sink(#[source] io::Error),
+
     /// The gateway answered with an error status. `exception` is the Python
     /// exception's class name when the body names one; `message` is the
     /// rest of the text, redacted and shortened.
@@ -128,6 +133,7 @@ impl TahoeError {
             TahoeError::BadCap(_)
             | TahoeError::Invalid(_)
             | TahoeError::Body(_)
+            | TahoeError::Sink(_)
             | TahoeError::BadReply(_) => false,
         }
     }

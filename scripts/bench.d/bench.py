@@ -1,0 +1,951 @@
+#!/usr/bin/env python3
+"""The benchmark behind scripts/bench (Python 3 standard library only).
+
+scripts/bench builds the release binaries and finds the tahoe-lafs
+virtualenv, then runs this file with --root and --venv. Run
+`scripts/bench --help` for what it measures; docs/performance.md has the
+method and the results.
+"""
+
+import argparse
+import json
+import math
+import os
+import platform
+import random
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+MIB = 1024 * 1024
+# Bump when the tree generators change, so old trees are not reused.
+TREE_FORMAT = 1
+# The layout (names, sizes) of the mixed trees comes from this seed; only
+# the content differs between the trees of one run (see fresh content).
+LAYOUT_SEED = 2026
+
+DESCRIPTION = """\
+Benchmark of lafs-backup against `tahoe backup`, the gateway's raw upload
+ceiling and `find`, on a local grid the benchmark starts itself. Not a test:
+nothing is asserted; the numbers are printed (and saved under WORK/results/).
+
+Measured, in one run:
+  * first backup of a mixed tree (2,000 files of 100 B..16 KiB in 20 dirs of
+    100, plus 3 big random files): lafs-backup with compression off, against
+    `tahoe backup` and against the raw ceiling (files of the same layout sent
+    by parallel keep-alive PUT /uri requests, examples/raw_put.rs);
+    lafs-backup with compression on (the default config), for information.
+    --first-runs rounds (the second in reverse order), median used;
+  * unchanged re-runs of trees of empty and <=55-byte files (100,000 files by
+    default, at most 1,000 per directory, and one of a fifth of that size):
+    lafs-backup's `backup -f` against a bare `find` walk that stats every
+    entry, with a breakdown (scan, upload phase, rest; `backup -f
+    --queue-only` alone; one run with --noise); and against `tahoe backup`'s
+    re-run on a tree of --tahoe-rescan-entries files (20,000 by default:
+    tahoe's FIRST run, needed before its re-run, costs 2.6-18 ms per file
+    here, so 100,000 would add 5-30 minutes);
+  * the peak RSS of every run (lafs-backup's against 64 MiB and against the
+    smaller tree's, to see growth with the number of entries).
+
+Each measured first run backs up a tree with content of its own (same layout,
+another content seed), so the gateway's convergent encryption cannot reuse
+shares from an earlier run; the grid itself is new for every benchmark run
+(a new convergence secret), so trees are safely reused between runs. Before
+the first measurement the grid is warmed up with 300 files by raw_put.
+
+Trees are built deterministically under WORK/trees and reused when their
+marker file matches. The grid runs in WORK/grid and is stopped and removed at
+the end (unless --keep). Logs, configs and JSON output of each run are in
+WORK/run/. Times are wall-clock (monotonic clock); the page cache is warm.
+A full run takes about 6-8 minutes on 2 cores (15+ with
+--tahoe-rescan-entries 100000); --quick about 1 minute."""
+
+
+# ----------------------------------------------------------------- helpers
+
+T0 = time.monotonic()
+
+
+def say(msg):
+    print(f"[bench {time.monotonic() - T0:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+class BenchError(Exception):
+    pass
+
+
+CURRENT = {"proc": None}
+
+
+def vm_hwm_kib(pid):
+    """VmHWM (peak RSS of the current program image) of pid, in KiB."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def run_measured(cmd, stdout, stderr=None, cwd=None):
+    """Runs cmd, waits for it with wait4 and returns a dict with wall
+    seconds (monotonic), exit code, peak RSS (KiB) and CPU seconds of the
+    child.
+
+    Peak RSS: wait4's ru_maxrss alone is no good for small programs, because
+    Linux carries the high-water mark of the process image replaced by exec
+    over into it, and that image is a fork of this Python (~20 MiB). So a
+    thread polls the child's /proc/PID/status VmHWM (the peak of the new
+    image only) every 10 ms; when ru_maxrss exceeds this Python's own peak,
+    it is the child's true peak and is used instead (it then cannot come
+    from the fork)."""
+    out = open(stdout, "wb") if isinstance(stdout, (str, Path)) else stdout
+    err = open(stderr, "wb") if isinstance(stderr, (str, Path)) else stderr
+    floor = vm_hwm_kib("self") or 0
+    polled = [0]
+    done = threading.Event()
+    try:
+        t0 = time.monotonic()
+        proc = subprocess.Popen(
+            [str(c) for c in cmd], stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=cwd
+        )
+        CURRENT["proc"] = proc
+
+        def poll():
+            while not done.is_set():
+                v = vm_hwm_kib(proc.pid)
+                if v is not None:
+                    polled[0] = max(polled[0], v)
+                done.wait(0.01)
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        _, status, ru = os.wait4(proc.pid, 0)
+        wall = time.monotonic() - t0
+        done.set()
+        poller.join()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        CURRENT["proc"] = None
+    finally:
+        done.set()
+        for f, given in ((out, stdout), (err, stderr)):
+            if f is not given and f is not None:
+                f.close()
+    exact = ru.ru_maxrss > floor
+    return {
+        "wall": wall,
+        "rc": proc.returncode,
+        "maxrss_kib": ru.ru_maxrss if exact else polled[0],
+        "maxrss_method": "wait4" if exact else "VmHWM poll",
+        "cpu": ru.ru_utime + ru.ru_stime,
+    }
+
+
+def check_rc(res, what, log):
+    if res["rc"] != 0:
+        tail = ""
+        try:
+            tail = "\n".join(Path(log).read_text(errors="replace").splitlines()[-15:])
+        except OSError:
+            pass
+        raise BenchError(f"{what} failed with exit code {res['rc']} (log: {log})\n{tail}")
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def fmt_s(x):
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2f}"
+
+
+def fmt_mib(kib):
+    return "—" if kib is None else f"{kib / 1024:.1f}"
+
+
+def read_env(path):
+    env = {}
+    for line in Path(path).read_text().splitlines():
+        m = re.match(r"^([A-Z_0-9]+)='(.*)'$", line)
+        if m:
+            env[m.group(1)] = m.group(2).replace("'\\''", "'")
+    return env
+
+
+# ----------------------------------------------------------------- machine
+
+
+def machine_facts(args):
+    model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = "?"
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = f"{int(line.split()[1]) / MIB:.1f} GiB"
+    except OSError:
+        pass
+    git = subprocess.run(
+        ["git", "-C", str(args.root), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return {
+        "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_count": os.cpu_count(),
+        "model": model,
+        "mem_total": mem,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "loadavg_start": os.getloadavg(),
+        "git": git or "?",
+    }
+
+
+# ----------------------------------------------------------------- trees
+
+
+def tree_ready(marker, params):
+    try:
+        return json.loads(Path(marker).read_text()) == params
+    except (OSError, ValueError):
+        return False
+
+
+def build_tree(trees, name, params, fill):
+    """WORK/trees/NAME, built by fill(tmpdir) unless NAME.done holds params."""
+    path = trees / name
+    marker = trees / f"{name}.done"
+    if path.is_dir() and tree_ready(marker, params):
+        return path
+    say(f"building tree {name}")
+    tmp = trees / f"{name}.tmp"
+    for p in (tmp, path):
+        if p.exists():
+            shutil.rmtree(p)
+    marker.unlink(missing_ok=True)
+    tmp.mkdir(parents=True)
+    fill(tmp)
+    tmp.rename(path)
+    marker.write_text(json.dumps(params))
+    return path
+
+
+def mixed_layout(nfiles, big_mb):
+    """[(relative path, size)]: nfiles files of 100 B..16 KiB in leaf dirs
+    of 100 (4 leaves per top dir), plus 3 big files at the top."""
+    rng = random.Random(LAYOUT_SEED)
+    out = []
+    leaves = max(1, math.ceil(nfiles / 100))
+    for i in range(nfiles):
+        leaf = i // 100 if leaves > 1 else 0
+        d = f"d{leaf // 4:02d}/s{leaf % 4}"
+        out.append((f"{d}/f{i:05d}.dat", rng.randint(100, 16 * 1024)))
+    for b in range(3 if big_mb > 0 else 0):
+        out.append((f"big-{b}.bin", big_mb * MIB))
+    return out
+
+
+def mixed_tree(trees, nfiles, big_mb, content_seed):
+    layout = mixed_layout(nfiles, big_mb)
+    params = {"format": TREE_FORMAT, "kind": "mixed", "files": nfiles, "big_mb": big_mb,
+              "layout_seed": LAYOUT_SEED, "content_seed": content_seed}
+
+    def fill(root):
+        rng = random.Random(content_seed * 7919 + 17)
+        for rel, size in layout:
+            p = root / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            with open(p, "wb") as f:
+                left = size
+                while left:
+                    n = min(left, 4 * MIB)
+                    f.write(rng.randbytes(n))
+                    left -= n
+
+    path = build_tree(trees, f"mixed-{nfiles}f-{big_mb}m-c{content_seed}", params, fill)
+    nbytes = sum(s for _, s in layout)
+    dirs = {str(parent) for rel, _ in layout for parent in Path(rel).parents}
+    ndirs = len(dirs)  # includes "." (the root)
+    return {"path": path, "files": len(layout), "bytes": nbytes, "dirs": ndirs}
+
+
+def rescan_tree(trees, nfiles, seed):
+    """nfiles empty or 1..55-byte files, at most 1,000 per leaf dir, at most
+    10 leaf dirs per top dir."""
+    params = {"format": TREE_FORMAT, "kind": "rescan", "files": nfiles, "seed": seed}
+    leaves = max(1, math.ceil(nfiles / 1000))
+    tops = math.ceil(leaves / 10)
+
+    def fill(root):
+        rng = random.Random(seed * 104729 + 3)
+        for leaf in range(leaves):
+            d = root / f"t{leaf // 10:03d}" / f"l{leaf % 10}"
+            d.mkdir(parents=True)
+            for i in range(leaf * 1000, min(nfiles, (leaf + 1) * 1000)):
+                n = 0 if rng.random() < 0.25 else rng.randint(1, 55)
+                with open(d / f"e{i:06d}", "wb") as f:
+                    if n:
+                        f.write(rng.randbytes(n))
+
+    path = build_tree(trees, f"rescan-{nfiles}-s{seed}", params, fill)
+    return {"path": path, "files": nfiles, "dirs": 1 + tops + leaves,
+            "entries": nfiles + 1 + tops + leaves}
+
+
+# ----------------------------------------------------------------- grid
+
+
+class Grid:
+    def __init__(self, args):
+        self.args = args
+        self.dir = args.work / "grid"
+        self.dev_grid = args.root / "scripts" / "dev-grid"
+        self.fast = args.shape == "fast"
+        self.started = False
+
+    def _cmd(self, *words, check=True):
+        cmd = [str(self.dev_grid), *words]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if check and r.returncode != 0:
+            raise BenchError(f"{' '.join(cmd)} failed:\n{r.stdout}{r.stderr}")
+        return r
+
+    def start(self):
+        if self.dir.exists():
+            say(f"removing the grid left in {self.dir}")
+            self._cmd("stop", "--rm", str(self.dir), check=False)
+            if self.dir.exists():
+                raise BenchError(f"{self.dir} exists and is not a dev-grid dir; remove it")
+        say(f"starting a {'fast (1-of-1, foolscap)' if self.fast else '3-node (2-of-3, HTTPS)'} grid in {self.dir}")
+        self.started = True
+        words = ["start"] + (["--fast"] if self.fast else []) + [str(self.dir)]
+        self._cmd(*words)
+        env = read_env(self.dir / "grid.env")
+        self.env = env
+        self.url = env["LAFS_GRID_GATEWAY"].rstrip("/")
+        self.gateway_dir = env["LAFS_GRID_GATEWAY_DIR"]
+        say(f"grid up: {self.url}")
+
+    def describe(self):
+        e = self.env
+        proto = "foolscap (force_foolscap)" if e["LAFS_GRID_SHAPE"] == "fast" else "HTTPS (1.20 default)"
+        return {
+            "shape": e["LAFS_GRID_SHAPE"],
+            "nodes": e["LAFS_GRID_NODES"],
+            "storage_nodes": e["LAFS_GRID_STORAGE_NODES"],
+            "shares": f"{e['LAFS_GRID_SHARES_NEEDED']}-of-{e['LAFS_GRID_SHARES_TOTAL']}, "
+                      f"happy {e['LAFS_GRID_SHARES_HAPPY']}",
+            "protocol": proto,
+        }
+
+    def cpu_seconds(self):
+        """utime+stime of every node process (from DIR/pids)."""
+        tck = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        try:
+            lines = (self.dir / "pids").read_text().splitlines()
+        except OSError:
+            return None
+        for line in lines:
+            pid = line.split()[0]
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(stat[11]) + int(stat[12])) / tck
+            except (OSError, IndexError, ValueError):
+                pass
+        return total
+
+    def stop(self):
+        if not self.started:
+            return
+        if self.args.keep:
+            say(f"--keep: the grid keeps running; stop it with: scripts/dev-grid stop --rm {self.dir}")
+            return
+        say("stopping the grid")
+        self._cmd("stop", "--rm", str(self.dir), check=False)
+
+
+# ----------------------------------------------------------------- runners
+
+
+class Bench:
+    def __init__(self, args, grid):
+        self.args = args
+        self.grid = grid
+        self.run_dir = args.work / "run"
+        self.bin = args.root / "target" / "release" / "lafs-backup"
+        self.raw = args.root / "target" / "release" / "examples" / "raw_put"
+        self.tahoe = Path(args.venv) / "bin" / "tahoe"
+        self.n = 0
+        for exe in (self.bin, self.raw, self.tahoe):
+            if not os.access(exe, os.X_OK):
+                raise BenchError(f"{exe} is missing: run scripts/bench (it builds), not bench.py alone")
+        help_text = subprocess.run([str(self.bin), "backup", "--help"], capture_output=True,
+                                   text=True).stdout
+        self.has_concurrency_flag = "--concurrency" in help_text
+
+    def _paths(self, label):
+        self.n += 1
+        base = self.run_dir / f"{self.n:02d}-{label}"
+        return base.with_suffix(".out"), base.with_suffix(".err")
+
+    def _grid_cpu(self, fn):
+        before = self.grid.cpu_seconds()
+        res = fn()
+        after = self.grid.cpu_seconds()
+        res["grid_cpu"] = None if before is None or after is None else after - before
+        return res
+
+    # --- lafs-backup
+
+    def lafs_config(self, name, tree, compress):
+        cfg = self.run_dir / f"{name}.yaml"
+        lines = [
+            "source:",
+            f"  path: {json.dumps(str(tree))}",
+            "  queue:",
+            f"    path: {json.dumps(str(self.run_dir / (name + '.queue')))}",
+            "  entry_cache:",
+            f"    path: {json.dumps(str(self.run_dir / (name + '.cache')))}",
+            "destination:",
+            f"  url: {json.dumps(self.grid.url + '/uri')}",
+        ]
+        if not compress:
+            lines += ["  encoding:", "    xz:", "      enabled: false"]
+        if self.args.concurrency and not self.has_concurrency_flag:
+            lines += ["operation:", f"  concurrency: {self.args.concurrency}"]
+        cfg.write_text("\n".join(lines) + "\n")
+        for suffix in (".cache", ".cache-wal", ".cache-shm", ".cache.lock", ".queue"):
+            (self.run_dir / (name + suffix)).unlink(missing_ok=True)
+        return cfg
+
+    def effective_concurrency(self, cfg):
+        out = subprocess.run([str(self.bin), "dump-config", "-c", str(cfg)], capture_output=True,
+                             text=True).stdout
+        m = re.search(r"^\s+concurrency:\s*(\d+)", out, re.M)
+        return int(m.group(1)) if m else None
+
+    def lafs(self, cfg, label, extra=(), noise=False):
+        out, err = self._paths(label)
+        cmd = [self.bin, "--json"] + (["--noise"] if noise else []) + ["backup", "-c", cfg]
+        if self.args.concurrency and self.has_concurrency_flag:
+            cmd += ["--concurrency", str(self.args.concurrency)]
+        cmd += list(extra)
+        res = self._grid_cpu(lambda: run_measured(cmd, out, err))
+        check_rc(res, f"lafs-backup ({label})", err)
+        for line in Path(out).read_text().splitlines():
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if obj.get("type") in ("scan", "summary"):
+                obj.pop("root_cap", None)  # a cap is a secret, even on a throwaway grid
+                res[obj["type"]] = obj
+        res["log"] = str(err)
+        return res
+
+    # --- tahoe backup
+
+    def tahoe_backup(self, tree, name, label):
+        out, err = self._paths(label)
+        cmd = [self.tahoe, "-d", self.grid.gateway_dir, "backup", tree, f"bk:{name}"]
+        res = self._grid_cpu(lambda: run_measured(cmd, out, err))
+        check_rc(res, f"tahoe backup ({label})", err)
+        text = Path(out).read_text(errors="replace")
+        m = re.search(r"(\d+) files uploaded \((\d+) reused\), (\d+) files skipped, "
+                      r"(\d+) directories created \((\d+) reused\)", text)
+        if m:
+            res["tahoe"] = dict(zip(("files_uploaded", "files_reused", "files_skipped",
+                                     "dirs_created", "dirs_reused"), map(int, m.groups())))
+        return res
+
+    def tahoe_alias(self):
+        r = subprocess.run([str(self.tahoe), "-d", self.grid.gateway_dir, "create-alias", "bk"],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise BenchError(f"tahoe create-alias failed:\n{r.stdout}{r.stderr}")
+
+    # --- raw ceiling and find
+
+    def raw_put(self, tree, threads, label):
+        out, err = self._paths(label)
+        cmd = [self.raw, "--threads", str(threads), self.grid.url, tree]
+        res = self._grid_cpu(lambda: run_measured(cmd, out, err))
+        check_rc(res, "raw_put", err)
+        res["raw"] = json.loads(Path(out).read_text().strip().splitlines()[-1])
+        return res
+
+    def find_walk(self, tree, label):
+        _, err = self._paths(label)
+        cmd = ["find", tree, "-printf", "%m %n %U %G %s %T@ %C@ %p\\n"]
+        with open(os.devnull, "wb") as null:
+            res = run_measured(cmd, null, err)
+        check_rc(res, "find", err)
+        return res
+
+
+# ----------------------------------------------------------------- report
+
+
+def status(ok, quick, applicable=True, why=None):
+    if not applicable:
+        return f"not measured ({why})"
+    if ok is None:
+        return f"not measured ({why or 'missing'})"
+    s = "met" if ok else "NOT met"
+    return f"{s} (quick run: indicative only)" if quick else s
+
+
+def walls(runs):
+    return [r["wall"] for r in runs or []]
+
+
+def report(args, facts, grid_info, conc, R):
+    L = []
+    q = args.quick
+    sizes = R["sizes"]
+    main_n, growth_n, tahoe_n = sizes["main"], sizes["growth"], sizes["tahoe"]
+    rescan = R["rescan"]
+    L.append(f"# lafs-backup benchmark, {facts['date_utc']}" + ("  (--quick)" if q else ""))
+    L.append("")
+    L.append(f"* machine: {facts['nproc']} CPUs available ({facts['cpu_count']} online), "
+             f"{facts['model']}, {facts['mem_total']} RAM, Linux {facts['kernel']}, "
+             f"Python {facts['python']}")
+    la = facts["loadavg_start"]
+    lb = facts.get("loadavg_end", (float("nan"),) * 3)
+    L.append(f"* load average at start {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}, "
+             f"at end {lb[0]:.2f} {lb[1]:.2f} {lb[2]:.2f}; whole run {R['total_seconds']:.0f} s")
+    L.append(f"* grid: {grid_info['shape']} shape: nodes {grid_info['nodes']}; storage "
+             f"{grid_info['storage_nodes']}; shares {grid_info['shares']}; "
+             f"storage protocol {grid_info['protocol']}; tahoe-lafs 1.20.0")
+    L.append(f"* lafs-backup {facts['git']} (release build), concurrency {conc['value']} "
+             f"({conc['source']}); raw ceiling with {conc['raw_threads']} keep-alive connections")
+    if conc.get("note"):
+        L.append(f"* note: {conc['note']}")
+    mx = R["mixed_info"]
+    L.append(f"* mixed tree: {mx['files']} files ({mx['small']} of 100 B..16 KiB in dirs of 100, "
+             f"{mx['big']} × {args.big_mb} MiB), {mx['dirs']} dirs, {mx['bytes'] / MIB:.1f} MiB; "
+             f"{args.first_runs} round(s) of first runs, each run on content of its own (same "
+             f"layout, another seed), the second round in reverse order; the grid was warmed up "
+             f"first with {R['warmup_info']['files']} files by raw_put")
+    for n in sorted(rescan, key=int, reverse=True):
+        t = rescan[n]["info"]
+        roles = [role for role, v in (("main", main_n), ("RSS growth", growth_n),
+                                      ("tahoe comparison", tahoe_n)) if str(v) == n]
+        L.append(f"* rescan tree {int(n):,} ({', '.join(roles)}): {t['files']} files "
+                 f"(25 % empty, others 1..55 B, at most 1,000 per dir), {t['dirs']} dirs, "
+                 f"{t['entries']} entries")
+    L.append(f"* short measurements: median of {args.repeat} runs (min in brackets); first runs: "
+             f"median of {args.first_runs}; all runs --noise-free (log level warning) unless "
+             "marked; page cache warm")
+    L.append("")
+
+    # First backups
+    L.append("## First backup of the mixed tree")
+    L.append("")
+    L.append("| run | wall s (median) | files/s | MiB/s | client CPU s | grid CPU s | "
+             "client peak RSS MiB | notes |")
+    L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    first = R["first"]
+
+    def first_row(label, runs, note=""):
+        if not runs:
+            L.append(f"| {label} | — | | | | | | not run |")
+            return
+        w = median(walls(runs))
+        gc = [r["grid_cpu"] for r in runs if r.get("grid_cpu") is not None]
+        each = ", ".join(f"{x:.1f}" for x in walls(runs))
+        L.append(f"| {label} | {w:.2f} | {mx['files'] / w:.1f} | {mx['bytes'] / MIB / w:.2f} | "
+                 f"{median([r['cpu'] for r in runs]):.2f} | {fmt_s(median(gc)) if gc else '—'} | "
+                 f"{fmt_mib(max(r['maxrss_kib'] for r in runs))} | runs {each} s{note} |")
+
+    def lafs_note(runs):
+        r = runs[0] if runs else None
+        if not r or "summary" not in r or "scan" not in r:
+            return ""
+        sm = r["summary"]
+        return (f"; {sm['files_uploaded']} files + {sm['dirs_created']} dirs uploaded; scan "
+                f"{median([x['scan']['seconds'] for x in runs]):.3f} s, upload phase "
+                f"{median([x['summary']['seconds'] for x in runs]):.2f} s")
+
+    first_row("lafs-backup, compression off", first.get("lafs_off"), lafs_note(first.get("lafs_off")))
+    t = (first.get("tahoe") or [None])[0]
+    first_row("`tahoe backup`", first.get("tahoe"),
+              f"; {t['tahoe']['files_uploaded']} files uploaded, {t['tahoe']['dirs_created']} dirs "
+              "created" if t and "tahoe" in t else "")
+    first_row(f"raw ceiling (raw_put, {conc['raw_threads']} conns)", first.get("raw"),
+              "; files only, no directories, whole files in memory")
+    first_row("lafs-backup, compression on (default config, info)", first.get("lafs_on"),
+              lafs_note(first.get("lafs_on")))
+    L.append("")
+
+    # Re-runs
+    L.append("## Unchanged re-runs")
+    L.append("")
+    L.append("lafs-backup re-runs are `backup -f` (scan, then the upload phase, which finds "
+             "everything in the entry cache); \"rest\" is the wall time outside both phases "
+             "(start-up, config, opening the cache, the grid probe check).")
+    L.append("")
+    L.append("| run | entries | wall s | µs/entry | scan s | upload phase s | rest s | "
+             "peak RSS MiB |")
+    L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+
+    def rerun_row(label, runs, entries, rss=True):
+        if not runs:
+            L.append(f"| {label} | {entries} | — | | | | | |")
+            return
+        w = walls(runs)
+        scans = [r["scan"]["seconds"] for r in runs if "scan" in r]
+        ups = [r["summary"]["seconds"] for r in runs if "summary" in r]
+        rest = [r["wall"] - r.get("scan", {}).get("seconds", 0)
+                - r.get("summary", {}).get("seconds", 0) for r in runs]
+        sc = f"{median(scans):.3f}" if scans else "—"
+        up = f"{median(ups):.3f}" if ups else "—"
+        rs = fmt_mib(max(r["maxrss_kib"] for r in runs)) if rss else "—"
+        L.append(f"| {label} | {entries} | {median(w):.3f} ({min(w):.3f}) | "
+                 f"{median(w) / entries * 1e6:.1f} | {sc} | {up} | {median(rest):.3f} | {rs} |")
+
+    mx_entries = mx["files"] + mx["dirs"]
+    rerun_row("lafs-backup re-run, mixed tree", R["rerun_mixed"].get("lafs"), mx_entries)
+    rerun_row("`tahoe backup` re-run, mixed tree", R["rerun_mixed"].get("tahoe"), mx_entries)
+    for n in sorted(rescan, key=int, reverse=True):
+        d = rescan[n]
+        e = d["info"]["entries"]
+        tag = f"{int(n):,} tree"
+        rerun_row(f"lafs-backup re-run, {tag}", d.get("lafs_rerun"), e)
+        if d.get("queue_only"):
+            rerun_row(f"lafs-backup `backup -f --queue-only` (scan only), {tag}", d["queue_only"], e)
+        if d.get("noise"):
+            rerun_row(f"lafs-backup re-run with --noise (info), {tag}", [d["noise"]], e)
+        rerun_row(f"`find` stat walk, {tag}", d.get("find"), e, rss=False)
+        if d.get("tahoe_rerun"):
+            rerun_row(f"`tahoe backup` re-run, {tag}", d["tahoe_rerun"], e)
+    L.append("")
+    L.append("First runs of the rescan trees (information, not targets):")
+    L.append("")
+    for n in sorted(rescan, key=int, reverse=True):
+        d = rescan[n]
+        for key, who in (("lafs_first", "lafs-backup"), ("tahoe_first", "`tahoe backup`")):
+            r = d.get(key)
+            if r:
+                L.append(f"* {who}, {int(n):,} tree: {r['wall']:.1f} s, grid CPU "
+                         f"{fmt_s(r.get('grid_cpu'))} s, client peak RSS {fmt_mib(r['maxrss_kib'])} MiB")
+    L.append("")
+
+    # Ratios and targets
+    L.append("## Ratios and targets")
+    L.append("")
+    L.append("| measure | value | target | status |")
+    L.append("| --- | ---: | --- | --- |")
+    fast = args.shape == "fast"
+    why_shape = "the targets are for the fast grid"
+    ratios = {}
+    off, raw, tb, on = (first.get(k) for k in ("lafs_off", "raw", "tahoe", "lafs_on"))
+    if off and tb:
+        v = median(walls(tb)) / median(walls(off))
+        ratios["first_vs_tahoe"] = v
+        L.append(f"| first backup, compression off: `tahoe backup` time / lafs-backup time | {v:.2f}× | "
+                 f"≥ 1.2× (stretch 1.5×) | {status(v >= 1.2, q, fast, why_shape)}"
+                 f"{'; stretch met' if v >= 1.5 and fast else ''} |")
+    if off and raw:
+        v = median(walls(raw)) / median(walls(off))
+        ratios["first_vs_raw"] = v
+        L.append(f"| first backup, compression off: raw ceiling time / lafs-backup time | {v:.2f} | "
+                 f"≥ 0.9 | {status(v >= 0.9, q, fast, why_shape)} |")
+    if on and off:
+        v = median(walls(on)) / median(walls(off))
+        ratios["compress_on_vs_off"] = v
+        L.append(f"| first backup: compression on / off time (info) | {v:.2f}× | — | info |")
+        if tb:
+            L.append("| first backup, compression on: `tahoe backup` time / lafs-backup time (info) | "
+                     f"{median(walls(tb)) / median(walls(on)):.2f}× | — | info |")
+    dm = rescan[str(main_n)]
+    if dm.get("lafs_rerun") and dm.get("find"):
+        v = median(walls(dm["lafs_rerun"])) / median(walls(dm["find"]))
+        ratios["rerun_vs_find"] = v
+        L.append(f"| re-run of the {main_n:,}-file tree: lafs-backup time / `find` time | {v:.1f}× | "
+                 f"≤ 3× | {status(v <= 3, q, fast and (main_n >= 100_000 or q), why_shape if not fast else 'tree smaller than 100,000')} |")
+    dt = rescan[str(tahoe_n)]
+    if dt.get("lafs_rerun") and dt.get("tahoe_rerun"):
+        v = median(walls(dt["tahoe_rerun"])) / median(walls(dt["lafs_rerun"]))
+        ratios["rerun_vs_tahoe"] = v
+        note = "" if tahoe_n >= 100_000 else f" (at {tahoe_n:,} files, not 100,000)"
+        L.append(f"| re-run: `tahoe backup` time / lafs-backup time{note} | {v:.1f}× | ≥ 10× | "
+                 f"{status(v >= 10, q, fast, why_shape)} |")
+    elif args.no_tahoe_rescan:
+        L.append("| re-run: `tahoe backup` time / lafs-backup time | — | ≥ 10× | "
+                 "not measured (--no-tahoe-rescan) |")
+    lm, tm = R["rerun_mixed"].get("lafs"), R["rerun_mixed"].get("tahoe")
+    if lm and tm:
+        v = median(walls(tm)) / median(walls(lm))
+        L.append(f"| re-run of the mixed tree: `tahoe backup` / lafs-backup (info) | {v:.1f}× | — | info |")
+
+    def lafs_runs(d):
+        out = [r for k in ("lafs_first", "noise") if d.get(k) for r in [d[k]]]
+        return out + (d.get("lafs_rerun") or []) + (d.get("queue_only") or [])
+
+    big = lafs_runs(dm)
+    if big:
+        peak = max(r["maxrss_kib"] for r in big)
+        ratios["peak_rss_mib"] = peak / 1024
+        L.append(f"| peak RSS of lafs-backup on the {main_n:,}-file tree (all its runs) | "
+                 f"{peak / 1024:.1f} MiB | < 64 MiB | "
+                 f"{status(peak < 64 * 1024, q, main_n >= 100_000 or q, 'tree smaller than 100,000')} |")
+        small = lafs_runs(rescan[str(growth_n)]) if growth_n != main_n else []
+        if small:
+            sp = max(r["maxrss_kib"] for r in small)
+            ratios["rss_growth"] = peak / sp
+            L.append(f"| peak RSS from {growth_n:,} to {main_n:,} files | "
+                     f"{fmt_mib(sp)} → {fmt_mib(peak)} MiB ({peak / sp:.2f}×) | not growing with "
+                     f"entries (≤ 1.1× + 2 MiB) | {status(peak <= sp * 1.1 + 2048, q)} |")
+    L.append("")
+    return "\n".join(L), ratios
+
+
+# ----------------------------------------------------------------- main
+
+
+def parse_args():
+    p = argparse.ArgumentParser(
+        prog="scripts/bench", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shape", choices=("fast", "3n"), default="fast",
+                   help="grid shape: fast = introducer + one gateway/storage node, 1-of-1, foolscap "
+                        "(default; the targets are for it); 3n = 3 storage nodes + gateway, 2-of-3, HTTPS")
+    p.add_argument("--quick", action="store_true",
+                   help="small trees for a smoke run (200 files + 3 × 1 MiB; rescan trees of 5,000, "
+                        "1,000 and 2,000 files; one round of first runs, 2 repeats); the targets are "
+                        "then indicative only")
+    p.add_argument("--big-mb", type=int, default=None, metavar="N",
+                   help="size of each of the 3 big files of the mixed tree in MiB (default 32; quick 1; 0: none)")
+    p.add_argument("--files", type=int, default=None, metavar="N",
+                   help="small files in the mixed tree (default 2000; quick 200)")
+    p.add_argument("--rescan-entries", type=int, default=None, metavar="N",
+                   help="files in the rescan tree (default 100000; quick 5000). A tree of N/5 files "
+                        "is measured too, to see whether time per entry and RSS grow with N")
+    p.add_argument("--tahoe-rescan-entries", type=int, default=None, metavar="N",
+                   help="files in the rescan-kind tree used for the `tahoe backup` re-run comparison "
+                        "(default 20000; quick 2000; at most --rescan-entries). tahoe's first run of "
+                        "it, needed before its re-run, took 2.6-18 ms per file here depending on the "
+                        "load, so 100000 adds 5-30 minutes")
+    p.add_argument("--no-tahoe-rescan", action="store_true",
+                   help="skip `tahoe backup` on the rescan-kind tree; the ≥10× target is then not measured")
+    p.add_argument("--first-runs", type=int, default=None, metavar="N",
+                   help="rounds of first backups of the mixed tree, each on fresh content (default 2; "
+                        "quick 1); the median is used")
+    p.add_argument("--repeat", type=int, default=None, metavar="N",
+                   help="runs of each short measurement (re-runs, scan-only, find); the median is used "
+                        "(default 3; quick 2)")
+    p.add_argument("--concurrency", type=int, default=None, metavar="N",
+                   help="lafs-backup upload concurrency (default: the config default, "
+                        "operation.concurrency); passed as --concurrency when the binary has it, "
+                        "else written to the config")
+    p.add_argument("--raw-threads", type=int, default=None, metavar="N",
+                   help="connections of the raw ceiling client (default: lafs-backup's concurrency)")
+    p.add_argument("--work-dir", type=Path, default=None, metavar="DIR",
+                   help="trees, grid, logs and results (default target/bench)")
+    p.add_argument("--keep", action="store_true",
+                   help="leave the grid running and keep the caches and queues in WORK/run")
+    p.add_argument("--no-build", action="store_true",
+                   help="(scripts/bench) skip `cargo build --release`")
+    p.add_argument("--root", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--venv", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.root is None or args.venv is None:
+        p.error("run through scripts/bench (it passes --root and --venv)")
+    q = args.quick
+
+    def dflt(name, full, quick):
+        if getattr(args, name) is None:
+            setattr(args, name, quick if q else full)
+
+    dflt("big_mb", 32, 1)
+    dflt("files", 2000, 200)
+    dflt("rescan_entries", 100_000, 5_000)
+    dflt("tahoe_rescan_entries", 20_000, 2_000)
+    dflt("first_runs", 2, 1)
+    dflt("repeat", 3, 2)
+    args.work = (args.work_dir or args.root / "target" / "bench").resolve()
+    for name in ("big_mb", "files", "rescan_entries", "tahoe_rescan_entries", "first_runs",
+                 "repeat", "concurrency", "raw_threads"):
+        v = getattr(args, name)
+        if v is not None and v < (0 if name == "big_mb" else 1):
+            p.error(f"--{name.replace('_', '-')} must be positive")
+    args.tahoe_rescan_entries = min(args.tahoe_rescan_entries, args.rescan_entries)
+    return args
+
+
+FIRST_KINDS = ("lafs_off", "raw", "tahoe", "lafs_on")
+
+
+def main():
+    args = parse_args()
+
+    def on_term(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_term)
+    facts = machine_facts(args)
+    args.work.mkdir(parents=True, exist_ok=True)
+    trees = args.work / "trees"
+    trees.mkdir(exist_ok=True)
+    run_dir = args.work / "run"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir()
+
+    # Trees first, while no grid burns CPU: one mixed tree per first run
+    # (one layout, a content seed each), a warm-up tree, the rescan trees.
+    mixed = [{k: mixed_tree(trees, args.files, args.big_mb, 1 + 4 * rnd + i)
+              for i, k in enumerate(FIRST_KINDS)} for rnd in range(args.first_runs)]
+    warm = mixed_tree(trees, 300, 4, 0)
+    main_n = args.rescan_entries
+    sizes = {"main": main_n, "growth": max(1, main_n // 5), "tahoe": args.tahoe_rescan_entries}
+    rescan = {}
+    for n in sorted(set(sizes.values()), reverse=True):
+        info = rescan_tree(trees, n, n)
+        rescan[str(n)] = {"info": dict(info, path=str(info["path"]))}
+
+    mx0 = mixed[0]["lafs_off"]
+    R = {"mixed_info": dict(mx0, path=str(mx0["path"]), small=args.files,
+                            big=3 if args.big_mb else 0),
+         "warmup_info": dict(warm, path=str(warm["path"])),
+         "sizes": sizes, "rescan": rescan, "first": {k: [] for k in FIRST_KINDS},
+         "rerun_mixed": {}}
+
+    grid = Grid(args)
+    conc = None
+    interrupted = False
+    try:
+        grid.start()
+        bench = Bench(args, grid)
+        bench.tahoe_alias()
+        probe_cfg = bench.lafs_config("probe", mx0["path"], False)
+        conc_value = bench.effective_concurrency(probe_cfg)
+        conc = {
+            "value": conc_value if conc_value is not None else "?",
+            "source": "--concurrency" if args.concurrency else "config default",
+        }
+        if not bench.has_concurrency_flag:
+            conc["note"] = ("this lafs-backup has no `backup --concurrency` option, i.e. it predates the "
+                            "concurrent uploader: operation.concurrency may be ignored")
+        conc["raw_threads"] = args.raw_threads or (conc_value if isinstance(conc_value, int) else 4)
+
+        say(f"warming the grid up: raw_put of {warm['files']} files")
+        R["warmup"] = bench.raw_put(warm["path"], conc["raw_threads"], "warmup")
+
+        # ---- first backups of the mixed tree, each on fresh content
+        cfg_first = {}
+        for rnd, trees_of_round in enumerate(mixed):
+            order = FIRST_KINDS if rnd % 2 == 0 else tuple(reversed(FIRST_KINDS))
+            for kind in order:
+                tree = trees_of_round[kind]["path"]
+                say(f"round {rnd + 1}/{args.first_runs}: first run: {kind}")
+                if kind in ("lafs_off", "lafs_on"):
+                    cfg = bench.lafs_config(f"mixed-{kind}-{rnd}", tree, compress=kind == "lafs_on")
+                    cfg_first[(kind, rnd)] = cfg
+                    res = bench.lafs(cfg, f"first-{kind}-{rnd}")
+                elif kind == "raw":
+                    res = bench.raw_put(tree, conc["raw_threads"], f"first-raw-{rnd}")
+                else:
+                    res = bench.tahoe_backup(tree, f"mixed{rnd}", f"first-tahoe-{rnd}")
+                R["first"][kind].append(res)
+                say(f"  {res['wall']:.1f} s")
+
+        # ---- unchanged re-runs of the mixed tree (round 1's trees)
+        say(f"re-runs of the mixed tree (x{args.repeat})")
+        R["rerun_mixed"] = {"lafs": [], "tahoe": []}
+        for i in range(args.repeat):
+            R["rerun_mixed"]["lafs"].append(
+                bench.lafs(cfg_first[("lafs_off", 0)], f"rerun-mixed-lafs-{i}", ["-f"]))
+            R["rerun_mixed"]["tahoe"].append(
+                bench.tahoe_backup(mixed[0]["tahoe"]["path"], "mixed0", f"rerun-mixed-tahoe-{i}"))
+
+        # ---- rescan trees, largest first
+        for n in sorted(rescan, key=int, reverse=True):
+            d = rescan[n]
+            tree = d["info"]["path"]
+            is_main = int(n) == main_n
+            say(f"rescan tree {int(n):,}: lafs-backup first run")
+            cfg = bench.lafs_config(f"rescan-{n}", tree, compress=False)
+            d["lafs_first"] = bench.lafs(cfg, f"rescan-{n}-lafs-first")
+            say(f"  {d['lafs_first']['wall']:.1f} s; re-runs{', scan-only' if is_main else ''} "
+                f"and find (x{args.repeat})")
+            d["lafs_rerun"], d["find"] = [], []
+            if is_main:
+                d["queue_only"] = []
+            for i in range(args.repeat):
+                d["find"].append(bench.find_walk(tree, f"rescan-{n}-find-{i}"))
+                if is_main:
+                    d["queue_only"].append(bench.lafs(
+                        cfg, f"rescan-{n}-queue-only-{i}",
+                        ["-f", "--queue-only", run_dir / f"rescan-{n}-scan-only.queue"]))
+                d["lafs_rerun"].append(bench.lafs(cfg, f"rescan-{n}-lafs-rerun-{i}", ["-f"]))
+            if is_main:
+                d["noise"] = bench.lafs(cfg, f"rescan-{n}-lafs-rerun-noise", ["-f"], noise=True)
+            if int(n) == sizes["tahoe"] and not args.no_tahoe_rescan:
+                say(f"rescan tree {int(n):,}: tahoe backup first run (slow: 2.6-18 ms per file)")
+                d["tahoe_first"] = bench.tahoe_backup(tree, f"rescan{n}", f"rescan-{n}-tahoe-first")
+                say(f"  {d['tahoe_first']['wall']:.1f} s; re-runs (x{args.repeat})")
+                d["tahoe_rerun"] = [bench.tahoe_backup(tree, f"rescan{n}", f"rescan-{n}-tahoe-rerun-{i}")
+                                    for i in range(args.repeat)]
+    except KeyboardInterrupt:
+        proc = CURRENT["proc"]
+        if proc is not None and proc.returncode is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        say("interrupted: stopping; the report covers what was measured so far")
+        interrupted = True
+    except BenchError as e:
+        say(f"error: {e}")
+        grid.stop()
+        return 1
+    grid_info = grid.describe() if grid.started and hasattr(grid, "env") else None
+    grid.stop()
+    if conc is None or grid_info is None:
+        return 130
+    if not args.keep:
+        for p in run_dir.iterdir():
+            if ".cache" in p.name or p.suffix == ".queue":
+                p.unlink()
+
+    facts["loadavg_end"] = os.getloadavg()
+    R["total_seconds"] = time.monotonic() - T0
+    text, ratios = report(args, facts, grid_info, conc, R)
+    if interrupted:
+        text = text.replace("\n", "  (INTERRUPTED: partial results)\n", 1)
+    print(text)
+    results = args.work / "results"
+    results.mkdir(exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    (results / f"bench-{stamp}.md").write_text(text + "\n")
+    raw = {"args": {k: str(v) for k, v in vars(args).items()}, "facts": facts, "grid": grid_info,
+           "concurrency": conc, "ratios": ratios, "runs": R}
+    (results / f"bench-{stamp}.json").write_text(json.dumps(raw, indent=1, default=str) + "\n")
+    say(f"done in {time.monotonic() - T0:.0f} s; report and raw numbers: "
+        f"{results}/bench-{stamp}.{{md,json}}")
+    return 130 if interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+//! `restore`: a backup (or part of it) back into a directory. See
+//! `docs/restore.md`; the work is done by [`crate::restore`].
+
+use tracing::info;
+
+use crate::cli::{Cli, RestoreArgs};
+use crate::config::Config;
+use crate::exit::{Outcome, UsageError};
+use crate::restore::{self, Options, Selection};
+use crate::tahoe::{Cap, Client};
+
+pub fn run(_cli: &Cli, args: &RestoreArgs, config: &Config) -> anyhow::Result<Outcome> {
+    let selection = Selection::parse(&args.paths).map_err(UsageError)?;
+    let url = args
+        .gateway
+        .as_deref()
+        .unwrap_or(config.destination.url.as_str());
+    let which = if args.gateway.is_some() {
+        "--gateway"
+    } else {
+        "destination.url"
+    };
+    let client = Client::new(url, &config.http.retry, &config.operation.timeouts.updates)
+        .map_err(|e| UsageError(format!("{which}: {e}")))?;
+    let root = resolve(args, config)?;
+    let concurrency = args
+        .concurrency
+        .unwrap_or(config.operation.concurrency)
+        .max(1);
+    let opts = Options {
+        overwrite: args.overwrite,
+        skip_existing: args.skip_existing,
+        dry_run: args.dry_run,
+        concurrency: usize::try_from(concurrency).unwrap_or(1),
+        selection,
+    };
+    let report = restore::run(&client, &root, &args.target, &opts)?;
+    for line in &report.planned {
+        println!("{line}");
+    }
+    if !opts.dry_run {
+        info!(
+            "restored {} entries ({} bytes of content), {} left as they were",
+            report.written, report.bytes, report.skipped
+        );
+    }
+    if report.failures.is_empty() {
+        Ok(Outcome::Success)
+    } else {
+        info!(
+            "{} entries could not be restored completely (each named above)",
+            report.failures.len()
+        );
+        Ok(Outcome::Partial)
+    }
+}
+
+/// The root cap: the argument itself, or the latest (or `--generation`)
+/// backup of that name in the entry cache.
+fn resolve(args: &RestoreArgs, config: &Config) -> anyhow::Result<Cap> {
+    if args.backup.trim_start().starts_with("URI:") {
+        if args.generation.is_some() {
+            return Err(
+                UsageError("--generation goes with a backup NAME, not a cap".into()).into(),
+            );
+        }
+        let cap = Cap::parse(&args.backup).map_err(|e| UsageError(e.to_string()))?;
+        if !cap.is_dir() {
+            return Err(UsageError("the cap is not a directory cap".into()).into());
+        }
+        return Ok(cap);
+    }
+    let cache = super::list::open_existing(config)?;
+    let rows = cache.backups()?;
+    let name = args.backup.as_bytes();
+    let found = rows
+        .into_iter()
+        .filter(|r| r.name == name)
+        .filter(|r| args.generation.is_none_or(|g| r.generation == g))
+        .max_by_key(|r| r.generation);
+    match found {
+        Some(row) => {
+            info!(
+                "restoring {} generation {} (#{})",
+                args.backup,
+                row.generation,
+                row.root_cap.short_id()
+            );
+            Ok(row.root_cap)
+        }
+        None => Err(UsageError(match args.generation {
+            Some(g) => format!(
+                "no backup named {:?} with generation {g} in the entry cache",
+                args.backup
+            ),
+            None => format!("no backup named {:?} in the entry cache", args.backup),
+        })
+        .into()),
+    }
+}

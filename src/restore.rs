@@ -1,0 +1,817 @@
+//! Restoring a backup tree (or part of it) from the grid into a local
+//! directory: bytes, names and metadata. `docs/restore.md` is the user's
+//! view; the safety rules are:
+//!
+//! * Names come from [`crate::tree::list`], which refuses every name that
+//!   cannot be one directory entry, and every collision.
+//! * Nothing is ever resolved through a path: each directory is held open
+//!   and entries are made with `*at` calls relative to it, directories are
+//!   opened with `O_DIRECTORY|O_NOFOLLOW`, files created with
+//!   `O_CREAT|O_EXCL|O_NOFOLLOW`. A symlink made by the restore is never
+//!   followed, so a hostile tree cannot write outside TARGET.
+//! * Every non-directory is made under a temporary name
+//!   (`.lafs-restore.PID.N`) in its directory, given its content and
+//!   metadata, and renamed into place when complete (`renameat2` with
+//!   `RENAME_NOREPLACE` unless `--overwrite`): an interrupted restore leaves
+//!   no half-written file under a real name.
+//!
+//! Order: the tree is walked depth-first on the calling thread (each
+//! directory listed once, directories created as they are met, mode 0700);
+//! files, symlinks and special files are done by a pool of `concurrency`
+//! workers; then hard links (`linkat` to the first name restored); then the
+//! directories' metadata, children before parents; TARGET's last.
+
+pub mod apply;
+mod content;
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, RenameFlags, openat, renameat2};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstatat, makedev, mkdirat, mknodat};
+use nix::unistd::{UnlinkatFlags, linkat, symlinkat, unlinkat};
+use tracing::warn;
+
+use crate::edge::EdgeMeta;
+use crate::escape;
+use crate::filter::Filter;
+use crate::tahoe::{Cap, Client};
+use crate::tree::{self, Kind, Node};
+
+use apply::{At, Ctx, os};
+
+/// Prefix of the temporary names entries are created under.
+pub const TEMP_PREFIX: &str = ".lafs-restore.";
+
+/// Which part of the backup to restore.
+#[derive(Debug, Default)]
+pub enum Selection {
+    #[default]
+    All,
+    /// Relative paths (components, raw bytes): each selects itself and
+    /// everything beneath it; their ancestors are created to hold them.
+    Paths(Vec<Vec<Vec<u8>>>),
+    /// `+`/`-` rules, as in the config's filter (an excluded directory is
+    /// not descended into).
+    Rules(Filter),
+}
+
+impl Selection {
+    /// Reads the command line's PATH|RULE arguments: all rules (`+…`/`-…`)
+    /// or all paths. Err is a usage error.
+    pub fn parse(args: &[String]) -> Result<Selection, String> {
+        if args.is_empty() {
+            return Ok(Selection::All);
+        }
+        let rules = args
+            .iter()
+            .filter(|a| a.starts_with('+') || a.starts_with('-'))
+            .count();
+        if rules == args.len() {
+            return Filter::new(args)
+                .map(Selection::Rules)
+                .map_err(|e| e.to_string());
+        }
+        if rules > 0 {
+            return Err("give either paths or +/- rules, not both".into());
+        }
+        let mut paths = Vec::new();
+        for a in args {
+            let comps: Vec<Vec<u8>> = a
+                .as_bytes()
+                .split(|&b| b == b'/')
+                .filter(|c| !c.is_empty() && *c != b".")
+                .map(<[u8]>::to_vec)
+                .collect();
+            if comps.iter().any(|c| c == b"..") {
+                return Err(format!("path {a:?} contains `..`"));
+            }
+            if comps.is_empty() {
+                return Ok(Selection::All);
+            }
+            paths.push(comps);
+        }
+        Ok(Selection::Paths(paths))
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Options {
+    pub overwrite: bool,
+    pub skip_existing: bool,
+    pub dry_run: bool,
+    /// Workers downloading at the same time (at least 1).
+    pub concurrency: usize,
+    pub selection: Selection,
+}
+
+/// What a restore did.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Entries written (directories included).
+    pub written: u64,
+    /// Entries left alone by `--skip-existing`.
+    pub skipped: u64,
+    /// Bytes of file content written.
+    pub bytes: u64,
+    /// Entries (paths relative to TARGET, escaped) that could not be
+    /// restored, or restored without some metadata, and why. Each was also
+    /// logged as a warning.
+    pub failures: Vec<(String, String)>,
+    /// With `dry_run`: what would be written, one line each (`d PATH`,
+    /// `f PATH`, `l PATH`, `s PATH`, `h PATH` for a hard link).
+    pub planned: Vec<String>,
+}
+
+/// Fatal errors: the restore could not start or the root is unreadable.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("cannot read the backup's root directory: {0}")]
+    Root(#[from] tree::TreeError),
+    #[error("TARGET {path}: {source}")]
+    Target { path: String, source: io::Error },
+}
+
+/// Restores the backup whose root directory is `root` into `target`.
+pub fn run(
+    client: &Client,
+    root: &Cap,
+    target: &Path,
+    opts: &Options,
+) -> Result<Report, RestoreError> {
+    let listing = tree::list(client, root, true)?;
+    let shared = Shared {
+        client,
+        opts,
+        ctx: Ctx {
+            root: nix::unistd::geteuid().is_root(),
+        },
+        failures: Mutex::new(Vec::new()),
+        links: Mutex::new(HashMap::new()),
+        written: AtomicU64::new(0),
+        skipped: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+        temp_counter: AtomicU64::new(0),
+    };
+    let mut walk = Walk {
+        planned: Vec::new(),
+        dirs: Vec::new(),
+        followers: Vec::new(),
+        matched: HashSet::new(),
+    };
+
+    if opts.dry_run {
+        walk.children(&shared, None, &mut Vec::new(), listing, None);
+    } else {
+        let target_err = |source| RestoreError::Target {
+            path: target.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(target).map_err(target_err)?;
+        let target_dir = Arc::new(open_dir_path(target).map_err(target_err)?);
+        let root_meta = listing.root_meta.clone();
+        let workers = opts.concurrency.max(1);
+        let (tx, rx) = sync_channel::<Job>(workers * 2);
+        let rx = Mutex::new(rx);
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| worker(&shared, &rx));
+            }
+            walk.children(
+                &shared,
+                Some(&target_dir),
+                &mut Vec::new(),
+                listing,
+                Some(&tx),
+            );
+            drop(tx);
+        });
+        walk.link_followers(&shared, &target_dir);
+        walk.finish_dirs(&shared, &target_dir);
+        if let Some(meta) = root_meta {
+            let problems = apply::apply(&At::Open(&target_dir), &meta, true, false, shared.ctx);
+            shared.problems(".", problems);
+        }
+    }
+    if let Selection::Paths(paths) = &opts.selection {
+        for (i, p) in paths.iter().enumerate() {
+            if !walk.matched.contains(&i) {
+                shared.fail(&display(p), "not in the backup".into());
+            }
+        }
+    }
+    let mut failures = shared.failures.into_inner().unwrap_or_default();
+    failures.sort();
+    Ok(Report {
+        written: shared.written.into_inner(),
+        skipped: shared.skipped.into_inner(),
+        bytes: shared.bytes.into_inner(),
+        failures,
+        planned: walk.planned,
+    })
+}
+
+/// The first restored name of a hard-linked inode.
+#[derive(Debug, Clone)]
+enum Leader {
+    Pending,
+    Done(Vec<Vec<u8>>),
+    Failed,
+}
+
+struct Shared<'a> {
+    client: &'a Client,
+    opts: &'a Options,
+    ctx: Ctx,
+    failures: Mutex<Vec<(String, String)>>,
+    links: Mutex<HashMap<(u64, u64), Leader>>,
+    written: AtomicU64,
+    skipped: AtomicU64,
+    bytes: AtomicU64,
+    temp_counter: AtomicU64,
+}
+
+impl Shared<'_> {
+    fn fail(&self, path: &str, why: String) {
+        warn!("{path}: {why}");
+        if let Ok(mut f) = self.failures.lock() {
+            f.push((path.to_owned(), why));
+        }
+    }
+
+    fn problems(&self, path: &str, problems: Vec<String>) {
+        for p in problems {
+            self.fail(path, p);
+        }
+    }
+
+    fn temp_name(&self) -> String {
+        let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
+        format!("{TEMP_PREFIX}{}.{n}", std::process::id())
+    }
+
+    fn set_leader(&self, hlink: Option<(u64, u64)>, state: Leader) {
+        if let Some(h) = hlink
+            && let Ok(mut links) = self.links.lock()
+        {
+            links.insert(h, state);
+        }
+    }
+}
+
+/// A non-directory for the workers.
+struct Job {
+    dir: Arc<File>,
+    /// Path of the entry, components from TARGET.
+    rel: Vec<Vec<u8>>,
+    node: Node,
+}
+
+/// A later name of a hard-linked inode, linked after the workers finish.
+struct Follower {
+    rel: Vec<Vec<u8>>,
+    hlink: (u64, u64),
+}
+
+struct Walk {
+    planned: Vec<String>,
+    /// Directories to finish (metadata), children before parents.
+    dirs: Vec<(Vec<Vec<u8>>, EdgeMeta)>,
+    followers: Vec<Follower>,
+    /// Indexes of the selected paths that were found.
+    matched: HashSet<usize>,
+}
+
+/// The display form of a relative path.
+fn display(comps: &[Vec<u8>]) -> String {
+    let parts: Vec<String> = comps
+        .iter()
+        .map(|c| String::from_utf8_lossy(&escape::escape(c)).into_owned())
+        .collect();
+    parts.join("/")
+}
+
+/// How the selection treats an entry.
+enum Selected {
+    No,
+    /// Only as an ancestor of a selected path: a directory to create and
+    /// descend into.
+    Ancestor,
+    Yes,
+}
+
+impl Walk {
+    fn select(
+        &mut self,
+        opts: &Options,
+        rel: &[Vec<u8>],
+        is_dir: bool,
+        parent_selected: bool,
+    ) -> Selected {
+        if parent_selected {
+            return Selected::Yes;
+        }
+        match &opts.selection {
+            Selection::All => Selected::Yes,
+            Selection::Rules(filter) => {
+                if filter.includes(&rel.join(&b'/'), is_dir) {
+                    Selected::Yes
+                } else {
+                    Selected::No
+                }
+            }
+            Selection::Paths(paths) => {
+                let mut result = Selected::No;
+                for (i, p) in paths.iter().enumerate() {
+                    if rel.starts_with(p) {
+                        self.matched.insert(i);
+                        return Selected::Yes;
+                    }
+                    if is_dir && p.starts_with(rel) {
+                        result = Selected::Ancestor;
+                    }
+                }
+                result
+            }
+        }
+    }
+
+    /// Handles the children of one listed directory. `dir` is `None` in a
+    /// dry run; `tx` too.
+    fn children(
+        &mut self,
+        shared: &Shared<'_>,
+        dir: Option<&Arc<File>>,
+        rel: &mut Vec<Vec<u8>>,
+        listing: tree::Listing,
+        tx: Option<&SyncSender<Job>>,
+    ) {
+        self.children_sel(shared, dir, rel, listing, tx, false);
+    }
+
+    fn children_sel(
+        &mut self,
+        shared: &Shared<'_>,
+        dir: Option<&Arc<File>>,
+        rel: &mut Vec<Vec<u8>>,
+        listing: tree::Listing,
+        tx: Option<&SyncSender<Job>>,
+        parent_selected: bool,
+    ) {
+        for (edge, why) in listing.refused {
+            let mut shown = display(rel);
+            if !shown.is_empty() {
+                shown.push('/');
+            }
+            shown.push_str(&edge);
+            shared.fail(&shown, format!("refused: {why}"));
+        }
+        if let Some(d) = dir {
+            let names: HashSet<&[u8]> =
+                listing.children.iter().map(|n| n.name.as_slice()).collect();
+            remove_stale_temps(d, &names);
+        }
+        for node in listing.children {
+            rel.push(node.name.clone());
+            let is_dir = node.kind == Kind::Dir;
+            let sel = self.select(shared.opts, rel, is_dir, parent_selected);
+            match sel {
+                Selected::No => {}
+                _ if is_dir => {
+                    self.directory(shared, dir, rel, node, tx, matches!(sel, Selected::Yes))
+                }
+                Selected::Ancestor => {}
+                Selected::Yes => self.leaf(shared, dir, rel, node, tx),
+            }
+            rel.pop();
+        }
+    }
+
+    fn directory(
+        &mut self,
+        shared: &Shared<'_>,
+        parent: Option<&Arc<File>>,
+        rel: &mut Vec<Vec<u8>>,
+        node: Node,
+        tx: Option<&SyncSender<Job>>,
+        selected: bool,
+    ) {
+        let shown = display(rel);
+        if parent.is_none() {
+            self.planned.push(format!("d {shown}"));
+        }
+        let listing = match tree::list(shared.client, &node.cap, false) {
+            Ok(l) => l,
+            Err(e) => {
+                shared.fail(&shown, format!("cannot list the directory: {e}"));
+                return;
+            }
+        };
+        let handle = match parent {
+            None => None,
+            Some(p) => match make_dir(p, &node.name, shared.opts.overwrite) {
+                Ok(d) => Some(Arc::new(d)),
+                Err(e) => {
+                    shared.fail(&shown, e);
+                    return;
+                }
+            },
+        };
+        self.children_sel(shared, handle.as_ref(), rel, listing, tx, selected);
+        if handle.is_some() {
+            shared.written.fetch_add(1, Ordering::Relaxed);
+            self.dirs.push((rel.clone(), node.meta));
+        }
+    }
+
+    fn leaf(
+        &mut self,
+        shared: &Shared<'_>,
+        dir: Option<&Arc<File>>,
+        rel: &[Vec<u8>],
+        node: Node,
+        tx: Option<&SyncSender<Job>>,
+    ) {
+        let follower = node.meta.hlink.is_some_and(|h| {
+            let Ok(mut links) = shared.links.lock() else {
+                return false;
+            };
+            match links.entry(h) {
+                std::collections::hash_map::Entry::Occupied(_) => true,
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(Leader::Pending);
+                    false
+                }
+            }
+        });
+        let (Some(dir), Some(tx)) = (dir, tx) else {
+            let c = match (follower, node.kind) {
+                (true, _) => 'h',
+                (_, Kind::File) => 'f',
+                (_, Kind::Symlink) => 'l',
+                _ => 's',
+            };
+            self.planned.push(format!("{c} {}", display(rel)));
+            return;
+        };
+        if follower {
+            if let Some(hlink) = node.meta.hlink {
+                self.followers.push(Follower {
+                    rel: rel.to_vec(),
+                    hlink,
+                });
+            }
+            return;
+        }
+        let job = Job {
+            dir: Arc::clone(dir),
+            rel: rel.to_vec(),
+            node,
+        };
+        if tx.send(job).is_err() {
+            shared.fail(&display(rel), "internal error: the workers stopped".into());
+        }
+    }
+
+    fn link_followers(&mut self, shared: &Shared<'_>, target: &File) {
+        let links = shared.links.lock().map(|l| l.clone()).unwrap_or_default();
+        for f in std::mem::take(&mut self.followers) {
+            let shown = display(&f.rel);
+            let leader = match links.get(&f.hlink) {
+                Some(Leader::Done(path)) => path.clone(),
+                _ => {
+                    shared.fail(
+                        &shown,
+                        "not linked: the first name of this hard link was not restored".into(),
+                    );
+                    continue;
+                }
+            };
+            if let Err(e) = link_one(shared, target, &leader, &f) {
+                shared.fail(&shown, e);
+            }
+        }
+    }
+
+    fn finish_dirs(&mut self, shared: &Shared<'_>, target: &File) {
+        for (rel, meta) in std::mem::take(&mut self.dirs) {
+            let shown = display(&rel);
+            match open_rel(target, &rel) {
+                Ok(d) => {
+                    let problems = apply::apply(&At::Open(&d), &meta, true, false, shared.ctx);
+                    shared.problems(&shown, problems);
+                }
+                Err(e) => shared.fail(&shown, format!("cannot reopen the directory: {e}")),
+            }
+        }
+    }
+}
+
+fn link_one(
+    shared: &Shared<'_>,
+    target: &File,
+    leader: &[Vec<u8>],
+    f: &Follower,
+) -> Result<(), String> {
+    let (lname, ldir_rel) = leader.split_last().ok_or("empty leader path")?;
+    let (name, dir_rel) = f.rel.split_last().ok_or("empty path")?;
+    let ldir = open_rel(target, ldir_rel)
+        .map_err(|e| format!("cannot open the first name's directory: {e}"))?;
+    let dir = open_rel(target, dir_rel).map_err(|e| format!("cannot open the directory: {e}"))?;
+    let lstat = fstatat(ldir.as_fd(), os(lname), AtFlags::AT_SYMLINK_NOFOLLOW)
+        .map_err(|e| format!("cannot stat the first name: {e}"))?;
+    match fstatat(dir.as_fd(), os(name), AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) if st.st_ino == lstat.st_ino && st.st_dev == lstat.st_dev => {
+            shared.skipped.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        Ok(_) if !shared.opts.overwrite => return Err(exists_message(shared.opts)),
+        Ok(st) if is_dir_stat(&st) => return Err("exists as a directory".into()),
+        _ => {}
+    }
+    let tmp = shared.temp_name();
+    linkat(
+        ldir.as_fd(),
+        os(lname),
+        dir.as_fd(),
+        tmp.as_str(),
+        AtFlags::empty(),
+    )
+    .map_err(|e| format!("cannot link: {e}"))?;
+    rename_into_place(shared, dir.as_fd(), &tmp, name)?;
+    shared.written.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+fn exists_message(opts: &Options) -> String {
+    if opts.skip_existing {
+        "already exists and differs from the backup (size, mtime or type); not overwritten".into()
+    } else {
+        "already exists (use --overwrite to replace, or --skip-existing)".into()
+    }
+}
+
+fn is_dir_stat(st: &FileStat) -> bool {
+    st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits()
+}
+
+fn worker(shared: &Shared<'_>, rx: &Mutex<Receiver<Job>>) {
+    loop {
+        let job = {
+            let Ok(rx) = rx.lock() else { return };
+            match rx.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            }
+        };
+        let shown = display(&job.rel);
+        let hlink = job.node.meta.hlink;
+        match restore_leaf(shared, &job) {
+            Ok(problems) => {
+                shared.set_leader(hlink, Leader::Done(job.rel.clone()));
+                shared.problems(&shown, problems);
+            }
+            Err(e) => {
+                shared.set_leader(hlink, Leader::Failed);
+                shared.fail(&shown, e);
+            }
+        }
+    }
+}
+
+/// Whether an existing entry already is the backup's (for
+/// `--skip-existing`): same type, size (files, symlinks) and mtime.
+fn same_as_backup(st: &FileStat, node: &Node) -> bool {
+    let fmt = st.st_mode & SFlag::S_IFMT.bits();
+    let type_ok = match node.kind {
+        Kind::File => fmt == SFlag::S_IFREG.bits(),
+        Kind::Symlink => fmt == SFlag::S_IFLNK.bits(),
+        Kind::Special => node
+            .meta
+            .mode
+            .is_some_and(|m| m & SFlag::S_IFMT.bits() == fmt),
+        Kind::Dir => false,
+    };
+    let want_size = match node.kind {
+        Kind::File if node.meta.enc.is_some() => node.meta.size,
+        Kind::File | Kind::Symlink => node.stored_size.or(node.cap.size()),
+        _ => None,
+    };
+    let size_ok = want_size.is_none_or(|s| u64::try_from(st.st_size).ok() == Some(s));
+    let mtime_ok = apply::mtime_parts(&node.meta)
+        .is_none_or(|(s, ns)| st.st_mtime == s && st.st_mtime_nsec == ns);
+    type_ok && size_ok && mtime_ok
+}
+
+fn restore_leaf(shared: &Shared<'_>, job: &Job) -> Result<Vec<String>, String> {
+    let node = &job.node;
+    let dir = job.dir.as_fd();
+    let name = os(&node.name);
+    match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) if shared.opts.skip_existing && same_as_backup(&st, node) => {
+            shared.skipped.fetch_add(1, Ordering::Relaxed);
+            return Ok(Vec::new());
+        }
+        Ok(_) if !shared.opts.overwrite => return Err(exists_message(shared.opts)),
+        Ok(st) if is_dir_stat(&st) => return Err("exists as a directory; not replaced".into()),
+        Ok(_) | Err(Errno::ENOENT) => {}
+        Err(e) => return Err(format!("cannot stat: {e}")),
+    }
+    let tmp = shared.temp_name();
+    let problems = match create_temp(shared, dir, &tmp, node) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = unlinkat(dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+            return Err(e);
+        }
+    };
+    rename_into_place(shared, dir, &tmp, &node.name)?;
+    shared.written.fetch_add(1, Ordering::Relaxed);
+    Ok(problems)
+}
+
+/// Makes the entry under `tmp`, with its content and metadata.
+fn create_temp(
+    shared: &Shared<'_>,
+    dir: BorrowedFd<'_>,
+    tmp: &str,
+    node: &Node,
+) -> Result<Vec<String>, String> {
+    let ctx = shared.ctx;
+    let mut problems = Vec::new();
+    match node.kind {
+        Kind::File => {
+            let fd: OwnedFd = openat(
+                dir,
+                tmp,
+                OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_WRONLY
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o600),
+            )
+            .map_err(|e| format!("cannot create: {e}"))?;
+            let file = File::from(fd);
+            let expect = node.meta.enc.and(node.meta.size);
+            // Streamed: a file of any size costs a fixed buffer, not its size.
+            let len = shared
+                .client
+                .download_with(&node.cap, |body| {
+                    content::write(&file, body, node.meta.enc, expect)
+                })
+                .map_err(|e| format!("download failed: {e}"))?;
+            shared.bytes.fetch_add(len, Ordering::Relaxed);
+            problems.extend(apply::apply(
+                &At::Open(&file),
+                &node.meta,
+                false,
+                false,
+                ctx,
+            ));
+        }
+        Kind::Symlink => {
+            let target = shared
+                .client
+                .download(&node.cap)
+                .map_err(|e| format!("download failed: {e}"))?;
+            if target.is_empty() || target.contains(&0) {
+                return Err("the symlink target is empty or contains NUL".into());
+            }
+            symlinkat(os(&target), dir, tmp)
+                .map_err(|e| format!("cannot create the symlink: {e}"))?;
+            problems.extend(apply::apply(
+                &At::Name(dir, tmp.as_ref()),
+                &node.meta,
+                false,
+                true,
+                ctx,
+            ));
+        }
+        Kind::Special => {
+            let mode = node.meta.mode.unwrap_or(0);
+            let kind = SFlag::from_bits_truncate(mode & SFlag::S_IFMT.bits());
+            let dev = node.meta.rdev.map_or(0, |(ma, mi)| makedev(ma, mi));
+            mknodat(dir, tmp, kind, Mode::from_bits_truncate(0o600), dev).map_err(|e| {
+                if e == Errno::EPERM {
+                    "cannot create the device node: not permitted (run as root)".to_string()
+                } else {
+                    format!("cannot create the special file: {e}")
+                }
+            })?;
+            problems.extend(apply::apply(
+                &At::Name(dir, tmp.as_ref()),
+                &node.meta,
+                false,
+                false,
+                ctx,
+            ));
+        }
+        Kind::Dir => return Err("internal error: a directory as a leaf".into()),
+    }
+    // Metadata problems do not stop the entry from being restored; they
+    // are reported (exit 3).
+    Ok(problems)
+}
+
+fn rename_into_place(
+    shared: &Shared<'_>,
+    dir: BorrowedFd<'_>,
+    tmp: &str,
+    name: &[u8],
+) -> Result<(), String> {
+    let flags = if shared.opts.overwrite {
+        RenameFlags::empty()
+    } else {
+        RenameFlags::RENAME_NOREPLACE
+    };
+    renameat2(dir, tmp, dir, os(name), flags).map_err(|e| {
+        let _ = unlinkat(dir, tmp, UnlinkatFlags::NoRemoveDir);
+        if e == Errno::EEXIST {
+            exists_message(shared.opts)
+        } else {
+            format!("cannot rename into place: {e}")
+        }
+    })
+}
+
+/// Creates (or, when it exists as a directory, opens) the directory `name`
+/// in `parent`, never following a symlink. An existing non-directory is an
+/// error, or removed with `overwrite`.
+fn make_dir(parent: &File, name: &[u8], overwrite: bool) -> Result<File, String> {
+    let p = parent.as_fd();
+    match mkdirat(p, os(name), Mode::from_bits_truncate(0o700)) {
+        Ok(()) | Err(Errno::EEXIST) => {}
+        Err(e) => return Err(format!("cannot create the directory: {e}")),
+    }
+    match open_dir_at(p, name) {
+        Ok(d) => Ok(d),
+        Err(Errno::ENOTDIR | Errno::ELOOP) if overwrite => {
+            unlinkat(p, os(name), UnlinkatFlags::NoRemoveDir)
+                .map_err(|e| format!("cannot remove the existing non-directory: {e}"))?;
+            mkdirat(p, os(name), Mode::from_bits_truncate(0o700))
+                .map_err(|e| format!("cannot create the directory: {e}"))?;
+            open_dir_at(p, name).map_err(|e| format!("cannot open the directory: {e}"))
+        }
+        Err(Errno::ENOTDIR | Errno::ELOOP) => {
+            Err("exists and is not a directory (use --overwrite to replace it)".into())
+        }
+        Err(e) => Err(format!("cannot open the directory: {e}")),
+    }
+}
+
+fn open_dir_at(parent: BorrowedFd<'_>, name: &[u8]) -> Result<File, Errno> {
+    openat(
+        parent,
+        os(name),
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map(File::from)
+}
+
+/// Opens TARGET itself (a symlink given by the user is followed).
+fn open_dir_path(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(OFlag::O_DIRECTORY.bits())
+        .open(path)
+}
+
+/// Opens a directory beneath `target` component by component, never
+/// following a symlink.
+fn open_rel(target: &File, rel: &[Vec<u8>]) -> io::Result<File> {
+    let mut cur = target.try_clone()?;
+    for c in rel {
+        cur = open_dir_at(cur.as_fd(), c).map_err(io::Error::from)?;
+    }
+    Ok(cur)
+}
+
+/// Removes `.lafs-restore.*` leftovers of an interrupted run (names the
+/// backup does not itself use).
+fn remove_stale_temps(dir: &File, keep: &HashSet<&[u8]>) {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(dir);
+    let Ok(entries) = std::fs::read_dir(format!("/proc/self/fd/{fd}")) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let b = name.as_bytes();
+        if b.starts_with(TEMP_PREFIX.as_bytes())
+            && !keep.contains(b)
+            && e.file_type().is_ok_and(|t| !t.is_dir())
+        {
+            let _ = unlinkat(dir.as_fd(), name.as_os_str(), UnlinkatFlags::NoRemoveDir);
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! Reading a backup tree back from the grid: one immutable directory at a
+//! time, with each child's raw name, kind, cap and edge metadata.
+//!
+//! Used by `restore` and `verify`. The listing is defensive: a tree may be
+//! hostile or corrupted, so every child name is checked here, once, and a
+//! child that cannot be one safe directory entry is put in
+//! [`Listing::refused`] (with the reason), never in [`Listing::children`].
+//!
+//! Collisions: when two or more children map to the same raw name (possible
+//! only in a tree not made by this tool, e.g. an edge `s` beside an edge
+//! `\x73` whose `name_raw` is `s`), **all of them are refused**: there is no
+//! way to tell which one is genuine, and restoring either could let the
+//! other's content or type (say, a symlink) take the place of what a later
+//! entry expects.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::edge::EdgeMeta;
+use crate::escape;
+use crate::names::{ROOT_META_NAME, check_file_name, raw_name};
+use crate::tahoe::{Cap, Client, TahoeError};
+
+/// What a child of a backup directory is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+    Symlink,
+    /// Fifo, socket, character or block device (see `meta.mode`, `meta.rdev`).
+    Special,
+}
+
+/// One child of a backup directory.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// The raw file name (bytes), already checked to be a usable name.
+    pub name: Vec<u8>,
+    /// The edge name as stored in the directory (escaped form when the
+    /// edge has `name_raw`).
+    pub edge_name: String,
+    pub kind: Kind,
+    /// The child's read-only cap. Never log it: use `short_id()`.
+    pub cap: Cap,
+    pub meta: EdgeMeta,
+    /// Tahoe's size of the stored bytes (the compressed size with `enc`);
+    /// `None` for directories or when the gateway does not say.
+    pub stored_size: Option<u64>,
+}
+
+/// One directory of a backup.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Sorted by raw name.
+    pub children: Vec<Node>,
+    /// The backup root's own metadata, from `.lafs-backup-root` (only with
+    /// `top_level`).
+    pub root_meta: Option<EdgeMeta>,
+    /// Children that were not accepted: (edge name, escaped for display;
+    /// why).
+    pub refused: Vec<(String, String)>,
+}
+
+/// Why a directory could not be listed at all. Never contains a cap.
+#[derive(Debug, thiserror::Error)]
+pub enum TreeError {
+    #[error(transparent)]
+    Tahoe(#[from] TahoeError),
+    #[error("not a directory")]
+    NotADirectory,
+    #[error("malformed directory listing: {0}")]
+    BadListing(&'static str),
+}
+
+/// The octal type bits of `st_mode`.
+const S_IFMT: u32 = 0o170000;
+const S_IFREG: u32 = 0o100000;
+const S_IFDIR: u32 = 0o040000;
+
+/// Lists one directory of a backup through the gateway (one `t=json`
+/// request). With `top_level`, the reserved `.lafs-backup-root` entry is
+/// taken as [`Listing::root_meta`] and not returned as a child.
+pub fn list(client: &Client, dir: &Cap, top_level: bool) -> Result<Listing, TreeError> {
+    let value = client.info(dir)?;
+    parse_listing(&value, top_level)
+}
+
+/// The display form of an edge name: printable, one line.
+fn shown(edge_name: &str) -> String {
+    String::from_utf8_lossy(&escape::escape(edge_name.as_bytes())).into_owned()
+}
+
+/// Parses the JSON of `GET /uri/DIRCAP?t=json`.
+pub fn parse_listing(value: &Value, top_level: bool) -> Result<Listing, TreeError> {
+    if value.get(0).and_then(Value::as_str) != Some("dirnode") {
+        return Err(TreeError::NotADirectory);
+    }
+    let children = value
+        .get(1)
+        .and_then(|d| d.get("children"))
+        .and_then(Value::as_object)
+        .ok_or(TreeError::BadListing("no children object"))?;
+
+    let mut listing = Listing::default();
+    let mut by_name: BTreeMap<Vec<u8>, Vec<Node>> = BTreeMap::new();
+    for (edge_name, child) in children {
+        if top_level && edge_name == ROOT_META_NAME {
+            match child.get(1).and_then(|d| d.get("metadata")) {
+                Some(m) => match EdgeMeta::from_json(m) {
+                    Ok(meta) => listing.root_meta = Some(meta),
+                    Err(e) => listing.refused.push((edge_name.clone(), e.to_string())),
+                },
+                None => listing
+                    .refused
+                    .push((edge_name.clone(), "the root entry has no metadata".into())),
+            }
+            continue;
+        }
+        match parse_child(edge_name, child) {
+            Ok(node) => {
+                by_name.entry(node.name.clone()).or_default().push(node);
+            }
+            Err(why) => listing.refused.push((shown(edge_name), why)),
+        }
+    }
+    for (_, mut nodes) in by_name {
+        if nodes.len() == 1 {
+            listing.children.extend(nodes.pop());
+        } else {
+            let others: Vec<String> = nodes.iter().map(|n| shown(&n.edge_name)).collect();
+            for node in nodes {
+                listing.refused.push((
+                    shown(&node.edge_name),
+                    format!(
+                        "several entries have the same file name ({}); all are refused",
+                        others.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    listing.refused.sort();
+    Ok(listing)
+}
+
+fn parse_child(edge_name: &str, child: &Value) -> Result<Node, String> {
+    let node_type = child
+        .get(0)
+        .and_then(Value::as_str)
+        .ok_or("malformed entry (no node type)")?;
+    let data = child.get(1).ok_or("malformed entry (no node data)")?;
+    let raw_meta = data.get("metadata");
+    let meta = match raw_meta {
+        None | Some(Value::Null) => EdgeMeta::default(),
+        Some(m) => EdgeMeta::from_json(m).map_err(|e| e.to_string())?,
+    };
+    let name = raw_name(
+        edge_name,
+        raw_meta
+            .and_then(|m| m.get("name_raw"))
+            .and_then(Value::as_str),
+    )
+    .map_err(|e| e.to_string())?;
+    check_file_name(&name).map_err(|e| e.to_string())?;
+    let cap_text = data
+        .get("ro_uri")
+        .and_then(Value::as_str)
+        .ok_or("no read-only cap (ro_uri)")?;
+    let cap = Cap::parse(cap_text).map_err(|e| e.to_string())?;
+    let has_uid = raw_meta.is_some_and(|m| m.get("uid").is_some());
+    let kind = match node_type {
+        "dirnode" => {
+            if !cap.is_dir() {
+                return Err("a dirnode whose cap is not a directory cap".into());
+            }
+            Kind::Dir
+        }
+        "filenode" => {
+            if cap.is_dir() {
+                return Err("a filenode whose cap is a directory cap".into());
+            }
+            match meta.mode {
+                None if has_uid => Kind::Symlink,
+                None => Kind::File,
+                Some(mode) => match mode & S_IFMT {
+                    0 | S_IFREG => Kind::File,
+                    S_IFDIR => return Err("a filenode whose mode says directory".into()),
+                    _ => Kind::Special,
+                },
+            }
+        }
+        other => return Err(format!("unsupported node type {:?}", shown(other))),
+    };
+    let stored_size = data.get("size").and_then(Value::as_u64);
+    Ok(Node {
+        name,
+        edge_name: edge_name.to_owned(),
+        kind,
+        cap,
+        meta,
+        stored_size,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn lit() -> &'static str {
+        "URI:LIT:"
+    }
+
+    #[test]
+    fn kinds_names_and_refusals() {
+        let v = json!(["dirnode", {"children": {
+            ".lafs-backup-root": ["filenode", {"ro_uri": lit(), "metadata": {"uid": "0", "mode": "40755"}}],
+            "f": ["filenode", {"ro_uri": lit(), "size": 0, "metadata": {"uid": "1", "mode": "100644"}}],
+            "plain": ["filenode", {"ro_uri": lit()}],
+            "l": ["filenode", {"ro_uri": lit(), "metadata": {"uid": "1"}}],
+            "p": ["filenode", {"ro_uri": lit(), "metadata": {"uid": "1", "mode": "10644"}}],
+            "d": ["dirnode", {"ro_uri": "URI:DIR2-LIT:", "metadata": {"mode": "40755"}}],
+            "..": ["filenode", {"ro_uri": lit()}],
+            "a/b": ["filenode", {"ro_uri": lit()}],
+            "..\\x2fx": ["filenode", {"ro_uri": lit(), "metadata": {"name_raw": "Li4veA=="}}],
+            "s": ["filenode", {"ro_uri": lit(), "metadata": {"uid": "0"}}],
+            "\\x73": ["dirnode", {"ro_uri": "URI:DIR2-LIT:", "metadata": {"name_raw": "cw=="}}],
+            "bad": ["filenode", {"ro_uri": lit(), "metadata": {"mode": "9"}}],
+        }}]);
+        let l = parse_listing(&v, true).unwrap();
+        assert!(l.root_meta.is_some());
+        let got: Vec<(&[u8], Kind)> = l
+            .children
+            .iter()
+            .map(|n| (n.name.as_slice(), n.kind))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (&b"d"[..], Kind::Dir),
+                (b"f", Kind::File),
+                (b"l", Kind::Symlink),
+                (b"p", Kind::Special),
+                (b"plain", Kind::File),
+            ]
+        );
+        let refused: Vec<&str> = l.refused.iter().map(|r| r.0.as_str()).collect();
+        assert_eq!(refused.len(), 6, "{:?}", l.refused);
+        for name in ["..", "a/b", "s", "bad"] {
+            assert!(refused.contains(&name), "{name}: {refused:?}");
+        }
+    }
+
+    #[test]
+    fn root_entry_deeper_is_a_child() {
+        let v = json!(["dirnode", {"children": {
+            ".lafs-backup-root": ["filenode", {"ro_uri": lit(), "metadata": {"uid": "0", "mode": "100644"}}],
+        }}]);
+        let l = parse_listing(&v, false).unwrap();
+        assert!(l.root_meta.is_none());
+        assert_eq!(l.children.len(), 1);
+    }
+}

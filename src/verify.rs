@@ -1,0 +1,574 @@
+//! Comparing a backup with a live tree: the engine of `verify`
+//! (`docs/verify.md`).
+//!
+//! The backup tree (read with [`crate::tree::list`], each directory once)
+//! and the live tree are walked in step, by raw names in byte order. Every
+//! difference is handed to a sink as a [`Difference`]: its kind, the
+//! entry's escaped path (as [`crate::scan::display_path`] writes it) and a
+//! detail. Caps never appear in a difference or an error: objects are
+//! named by their path.
+//!
+//! The live side is read with the same code the backup used
+//! ([`crate::meta::Reader::capture`] for ownership, mode, ACLs and caps,
+//! [`EdgeMeta::read`] for mtime, xattrs and rdev), so the two sides are
+//! compared in the same text forms.
+
+use std::cmp::Ordering;
+use std::fs::{self, File, Metadata};
+use std::io::{self, Read};
+use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
+use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+use std::path::Path;
+
+use anyhow::Context as _;
+
+use crate::edge::EdgeMeta;
+use crate::encode::Encoding;
+use crate::meta;
+use crate::scan::display_path;
+use crate::tahoe::{Cap, Client};
+use crate::tree::{self, Kind, Node};
+
+const S_IFMT: u32 = 0o170000;
+
+/// What to compare besides the metadata.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Download every regular file and compare its bytes.
+    pub content: bool,
+}
+
+/// One difference between the backup and the live tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Difference {
+    /// `missing`, `extra`, `type`, `size`, `mode`, `owner`, `mtime`, `acl`,
+    /// `caps`, `xattr`, `rdev`, `target`, `content`, `refused` or
+    /// `unreadable`.
+    pub kind: &'static str,
+    /// The entry's path relative to the roots, escaped, starting with `/`.
+    pub path: String,
+    /// What differs; empty for `missing` and `extra`.
+    pub detail: String,
+}
+
+impl std::fmt::Display for Difference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.detail.is_empty() {
+            write!(f, "{} {}", self.kind, self.path)
+        } else {
+            write!(f, "{} {}: {}", self.kind, self.path, self.detail)
+        }
+    }
+}
+
+/// Totals of a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Differences reported.
+    pub differences: u64,
+    /// Backup entries compared (the root included).
+    pub entries: u64,
+}
+
+/// Compares the backup whose root directory is `root` with the live tree
+/// at `live`, handing each difference to `sink` as it is found. An error
+/// (from the grid, from the sink, or `live` not being a readable
+/// directory) means the comparison could not be completed.
+pub fn verify(
+    client: &Client,
+    root: &Cap,
+    live: &Path,
+    options: Options,
+    sink: &mut dyn FnMut(&Difference) -> io::Result<()>,
+) -> anyhow::Result<Summary> {
+    let live_root = fs::canonicalize(live)
+        .with_context(|| format!("cannot open the live tree {}", live.display()))?;
+    let md = fs::symlink_metadata(&live_root)
+        .with_context(|| format!("cannot read {}", live_root.display()))?;
+    if !md.is_dir() {
+        anyhow::bail!("{} is not a directory", live.display());
+    }
+    let mut walker = Walker {
+        client,
+        options,
+        reader: meta::Reader::default(),
+        summary: Summary::default(),
+        sink,
+    };
+    walker.summary.entries += 1;
+    let listing =
+        tree::list(client, root, true).context("cannot list the backup's root directory")?;
+    if let Some(root_meta) = &listing.root_meta {
+        walker.compare_meta(b"", &live_root, &md, root_meta, Kind::Dir)?;
+    }
+    walker.directory(Vec::new(), &live_root, listing)?;
+    Ok(walker.summary)
+}
+
+struct Walker<'a, 's> {
+    client: &'a Client,
+    options: Options,
+    reader: meta::Reader,
+    summary: Summary,
+    sink: &'s mut dyn FnMut(&Difference) -> io::Result<()>,
+}
+
+/// The path of `name` inside the directory `rel` ("" for the root).
+fn join_rel(rel: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rel.len() + 1 + name.len());
+    if !rel.is_empty() {
+        out.extend_from_slice(rel);
+        out.push(b'/');
+    }
+    out.extend_from_slice(name);
+    out
+}
+
+impl Walker<'_, '_> {
+    fn report(&mut self, kind: &'static str, rel: &[u8], detail: String) -> anyhow::Result<()> {
+        self.report_at(kind, display_path(rel), detail)
+    }
+
+    fn report_at(
+        &mut self,
+        kind: &'static str,
+        path: String,
+        detail: String,
+    ) -> anyhow::Result<()> {
+        self.summary.differences += 1;
+        let diff = Difference { kind, path, detail };
+        (self.sink)(&diff).context("writing a difference")?;
+        Ok(())
+    }
+
+    /// Compares the directory `rel` (live at `abs`), whose backup listing is
+    /// `listing`, and everything below it.
+    fn directory(
+        &mut self,
+        rel: Vec<u8>,
+        abs: &Path,
+        listing: tree::Listing,
+    ) -> anyhow::Result<()> {
+        let parent_shown = display_path(&rel);
+        for (edge, why) in &listing.refused {
+            let path = if rel.is_empty() {
+                format!("/{edge}")
+            } else {
+                format!("{parent_shown}/{edge}")
+            };
+            self.report_at("refused", path, why.clone())?;
+        }
+        let mut live_names: Vec<Vec<u8>> = match fs::read_dir(abs) {
+            Ok(entries) => {
+                let mut names = Vec::new();
+                for entry in entries {
+                    match entry {
+                        Ok(e) => names.push(e.file_name().into_vec()),
+                        Err(e) => {
+                            return self.report(
+                                "unreadable",
+                                &rel,
+                                format!("cannot list the live directory: {e}"),
+                            );
+                        }
+                    }
+                }
+                names
+            }
+            Err(e) => {
+                return self.report(
+                    "unreadable",
+                    &rel,
+                    format!("cannot list the live directory: {e}"),
+                );
+            }
+        };
+        live_names.sort();
+        let mut live_iter = live_names.into_iter().peekable();
+        let mut backup_iter = listing.children.into_iter().peekable();
+        loop {
+            let order = match (backup_iter.peek(), live_iter.peek()) {
+                (None, None) => break,
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (Some(node), Some(name)) => node.name.as_slice().cmp(name.as_slice()),
+            };
+            match order {
+                Ordering::Less => {
+                    let node = backup_iter.next().expect("peeked");
+                    self.summary.entries += 1;
+                    self.report("missing", &join_rel(&rel, &node.name), String::new())?;
+                }
+                Ordering::Greater => {
+                    let name = live_iter.next().expect("peeked");
+                    self.report("extra", &join_rel(&rel, &name), String::new())?;
+                }
+                Ordering::Equal => {
+                    let node = backup_iter.next().expect("peeked");
+                    let name = live_iter.next().expect("peeked");
+                    self.summary.entries += 1;
+                    let child_abs = abs.join(std::ffi::OsStr::from_bytes(&name));
+                    self.entry(join_rel(&rel, &name), &child_abs, node)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Compares one backup entry with the live entry of the same name.
+    fn entry(&mut self, rel: Vec<u8>, abs: &Path, node: Node) -> anyhow::Result<()> {
+        let md = match fs::symlink_metadata(abs) {
+            Ok(md) => md,
+            // Removed since the directory was listed.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return self.report("missing", &rel, String::new());
+            }
+            Err(e) => return self.report("unreadable", &rel, format!("cannot lstat: {e}")),
+        };
+        let backup_type = backup_type_name(&node);
+        let live_type = live_type_name(&md);
+        if backup_type != live_type {
+            return self.report(
+                "type",
+                &rel,
+                format!("backup {backup_type}, live {live_type}"),
+            );
+        }
+        self.compare_meta(&rel, abs, &md, &node.meta, node.kind)?;
+        match node.kind {
+            Kind::Dir => {
+                let listing = tree::list(self.client, &node.cap, false).with_context(|| {
+                    format!("cannot list the backup's directory {}", display_path(&rel))
+                })?;
+                self.directory(rel, abs, listing)?;
+            }
+            Kind::File => self.file(&rel, abs, &md, &node)?,
+            Kind::Symlink => self.symlink(&rel, abs, &node)?,
+            Kind::Special => {}
+        }
+        Ok(())
+    }
+
+    /// Ownership, mode, mtime, ACL, caps, xattrs and rdev of an entry whose
+    /// type matches.
+    fn compare_meta(
+        &mut self,
+        rel: &[u8],
+        abs: &Path,
+        md: &Metadata,
+        backup: &EdgeMeta,
+        kind: Kind,
+    ) -> anyhow::Result<()> {
+        let captured = self.reader.capture(abs, md);
+        let (live, more_problems) = EdgeMeta::read(abs, &captured.meta, md);
+        for problem in captured.problems.iter().chain(&more_problems) {
+            // `acl_ids` is not compared: a name that no longer resolves is
+            // no difference in the tree.
+            if problem.contains("acl_ids left out") {
+                continue;
+            }
+            self.report("unreadable", rel, problem.clone())?;
+        }
+        if (backup.uid, backup.gid) != (live.uid, live.gid) {
+            self.report(
+                "owner",
+                rel,
+                format!(
+                    "backup {}:{}, live {}:{}",
+                    backup.uid, backup.gid, live.uid, live.gid
+                ),
+            )?;
+        }
+        if let (Some(b), Some(l)) = (backup.mode, live.mode)
+            && b != l
+        {
+            self.report("mode", rel, format!("backup {b:o}, live {l:o}"))?;
+        }
+        if let (Some(b), Some(l)) = (backup.mtime_ns, live.mtime_ns)
+            && b != l
+        {
+            self.report(
+                "mtime",
+                rel,
+                format!("backup {}, live {}", show_ns(b), show_ns(l)),
+            )?;
+        }
+        if backup.acls != live.acls {
+            self.report(
+                "acl",
+                rel,
+                format!(
+                    "backup {}, live {}",
+                    show_opt(backup.acls.as_deref()),
+                    show_opt(live.acls.as_deref())
+                ),
+            )?;
+        }
+        if backup.caps != live.caps {
+            self.report(
+                "caps",
+                rel,
+                format!(
+                    "backup {}, live {}",
+                    show_opt(backup.caps.as_deref()),
+                    show_opt(live.caps.as_deref())
+                ),
+            )?;
+        }
+        self.compare_xattrs(rel, &backup.xattrs, &live.xattrs)?;
+        if kind == Kind::Special && backup.rdev != live.rdev {
+            let show = |r: Option<(u64, u64)>| match r {
+                Some((major, minor)) => format!("{major}:{minor}"),
+                None => "none".to_owned(),
+            };
+            self.report(
+                "rdev",
+                rel,
+                format!("backup {}, live {}", show(backup.rdev), show(live.rdev)),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn compare_xattrs(
+        &mut self,
+        rel: &[u8],
+        backup: &[(String, Vec<u8>)],
+        live: &[(String, Vec<u8>)],
+    ) -> anyhow::Result<()> {
+        let (mut b, mut l) = (backup.iter().peekable(), live.iter().peekable());
+        loop {
+            let order = match (b.peek(), l.peek()) {
+                (None, None) => break,
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (Some(x), Some(y)) => x.0.cmp(&y.0),
+            };
+            let (name, what) = match order {
+                Ordering::Less => (&b.next().expect("peeked").0, "missing"),
+                Ordering::Greater => (&l.next().expect("peeked").0, "extra"),
+                Ordering::Equal => {
+                    let (x, y) = (b.next().expect("peeked"), l.next().expect("peeked"));
+                    if x.1 == y.1 {
+                        continue;
+                    }
+                    (&x.0, "differs")
+                }
+            };
+            let shown =
+                String::from_utf8_lossy(&crate::escape::escape(name.as_bytes())).into_owned();
+            self.report("xattr", rel, format!("{shown} {what}"))?;
+        }
+        Ok(())
+    }
+
+    fn file(&mut self, rel: &[u8], abs: &Path, md: &Metadata, node: &Node) -> anyhow::Result<()> {
+        let backup_size = if node.meta.enc.is_some() {
+            node.meta.size
+        } else {
+            node.stored_size.or_else(|| node.cap.size())
+        };
+        if let Some(size) = backup_size
+            && size != md.len()
+        {
+            // Different sizes: the contents differ too; no download.
+            return self.report("size", rel, format!("backup {size}, live {}", md.len()));
+        }
+        if !self.options.content {
+            return Ok(());
+        }
+        let live = match File::open(abs) {
+            Ok(f) => f,
+            Err(e) => return self.report("unreadable", rel, format!("cannot open: {e}")),
+        };
+        // Streamed from the gateway: a file of any size costs a buffer.
+        let enc = node.meta.enc;
+        let outcome = self
+            .client
+            .download_with(&node.cap, |body| {
+                let result = {
+                    let backup: Box<dyn Read + '_> = match enc {
+                        None => Box::new(&mut *body),
+                        Some(Encoding::Xz) => Box::new(liblzma::read::XzDecoder::new(&mut *body)),
+                        Some(Encoding::Zstd) => {
+                            Box::new(zstd::stream::read::Decoder::new(&mut *body)?)
+                        }
+                    };
+                    let mut live = &live;
+                    same_bytes(backup, &mut live)
+                };
+                // A comparison that stops at the first difference leaves the
+                // rest of the body unread; read it, so the download's length
+                // check still judges the whole object.
+                io::copy(body, &mut io::sink())?;
+                Ok(result)
+            })
+            .with_context(|| format!("cannot download the backup's {}", display_path(rel)))?;
+        match outcome {
+            Ok(true) => Ok(()),
+            Ok(false) => self.report("content", rel, "differs".to_owned()),
+            Err(Side::Backup(e)) => self.report(
+                "content",
+                rel,
+                format!("the backup's content cannot be decoded: {e}"),
+            ),
+            Err(Side::Live(e)) => self.report("unreadable", rel, format!("cannot read: {e}")),
+        }
+    }
+
+    fn symlink(&mut self, rel: &[u8], abs: &Path, node: &Node) -> anyhow::Result<()> {
+        let stored = self.client.download(&node.cap).with_context(|| {
+            format!("cannot download the backup's symlink {}", display_path(rel))
+        })?;
+        let live = match fs::read_link(abs) {
+            Ok(t) => t.into_os_string().into_vec(),
+            Err(e) => return self.report("unreadable", rel, format!("cannot readlink: {e}")),
+        };
+        if stored != live {
+            let show = |t: &[u8]| String::from_utf8_lossy(&crate::escape::escape(t)).into_owned();
+            self.report(
+                "target",
+                rel,
+                format!("backup {:?}, live {:?}", show(&stored), show(&live)),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Which side of a content comparison failed.
+enum Side {
+    Backup(io::Error),
+    Live(io::Error),
+}
+
+/// Whether the two streams hold the same bytes.
+fn same_bytes(mut backup: impl Read, mut live: impl Read) -> Result<bool, Side> {
+    const CHUNK: usize = 1 << 16;
+    let mut a = vec![0u8; CHUNK];
+    let mut b = vec![0u8; CHUNK];
+    loop {
+        let n = read_full(&mut backup, &mut a).map_err(Side::Backup)?;
+        let m = read_full(&mut live, &mut b).map_err(Side::Live)?;
+        if n != m || a[..n] != b[..m] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+/// Reads until `buf` is full or the stream ends.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+fn type_name(mode: u32) -> &'static str {
+    match mode & S_IFMT {
+        0o100000 => "file",
+        0o040000 => "directory",
+        0o120000 => "symlink",
+        0o010000 => "fifo",
+        0o140000 => "socket",
+        0o020000 => "character-device",
+        0o060000 => "block-device",
+        _ => "unknown",
+    }
+}
+
+fn backup_type_name(node: &Node) -> &'static str {
+    match node.kind {
+        Kind::Dir => "directory",
+        Kind::File => "file",
+        Kind::Symlink => "symlink",
+        Kind::Special => node.meta.mode.map_or("unknown", type_name),
+    }
+}
+
+fn live_type_name(md: &Metadata) -> &'static str {
+    let ft = md.file_type();
+    if ft.is_dir() {
+        "directory"
+    } else if ft.is_file() {
+        "file"
+    } else if ft.is_symlink() {
+        "symlink"
+    } else if ft.is_fifo() {
+        "fifo"
+    } else if ft.is_socket() {
+        "socket"
+    } else if ft.is_char_device() {
+        "character-device"
+    } else if ft.is_block_device() {
+        "block-device"
+    } else {
+        type_name(md.mode())
+    }
+}
+
+/// Nanoseconds since the epoch as `SECONDS.NANOSECONDS`.
+fn show_ns(ns: i128) -> String {
+    let secs = ns.div_euclid(1_000_000_000);
+    let frac = ns.rem_euclid(1_000_000_000);
+    format!("{secs}.{frac:09}")
+}
+
+fn show_opt(text: Option<&str>) -> String {
+    match text {
+        Some(t) => format!("{t:?}"),
+        None => "none".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ns_text() {
+        assert_eq!(show_ns(1_700_000_000_123_456_789), "1700000000.123456789");
+        assert_eq!(show_ns(-1), "-1.999999999");
+        assert_eq!(show_ns(0), "0.000000000");
+    }
+
+    #[test]
+    fn byte_comparison() {
+        assert!(same_bytes(&b"abc"[..], &b"abc"[..]).ok().unwrap());
+        assert!(!same_bytes(&b"abc"[..], &b"abd"[..]).ok().unwrap());
+        assert!(!same_bytes(&b"abc"[..], &b"abcd"[..]).ok().unwrap());
+        let big = vec![7u8; 200_000];
+        assert!(same_bytes(big.as_slice(), big.as_slice()).ok().unwrap());
+    }
+
+    #[test]
+    fn difference_text() {
+        let d = Difference {
+            kind: "missing",
+            path: "/etc/x".into(),
+            detail: String::new(),
+        };
+        assert_eq!(d.to_string(), "missing /etc/x");
+        let d = Difference {
+            kind: "mode",
+            path: "/a".into(),
+            detail: "backup 100644, live 100600".into(),
+        };
+        assert_eq!(d.to_string(), "mode /a: backup 100644, live 100600");
+    }
+
+    #[test]
+    fn rel_paths() {
+        assert_eq!(join_rel(b"", b"a"), b"a");
+        assert_eq!(join_rel(b"a", b"b"), b"a/b");
+    }
+}

@@ -1,0 +1,220 @@
+//! `verify` against a real grid: a backed-up tree verifies as identical,
+//! and each later change to it is reported.
+
+mod common;
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// A source tree, a config and the state files of one backup setup.
+struct Setup {
+    _tmp: TempDir,
+    source: PathBuf,
+    config: PathBuf,
+}
+
+impl Setup {
+    fn new(url: &str) -> Setup {
+        let tmp = tempfile::tempdir().unwrap();
+        let source = tmp.path().join("src");
+        fs::create_dir(&source).unwrap();
+        let config = tmp.path().join("cfg.yaml");
+        fs::write(
+            &config,
+            format!(
+                "source:\n  path: '{}'\n  queue:\n    path: '{}'\n  entry_cache:\n    path: '{}'\n\
+                 destination:\n  url: '{url}/uri'\n\
+                 http:\n  retry:\n    attempts: 2\n    delay: 0.2\n",
+                source.display(),
+                tmp.path().join("queue").display(),
+                tmp.path().join("cache.sqlite").display(),
+            ),
+        )
+        .unwrap();
+        Setup {
+            _tmp: tmp,
+            source,
+            config,
+        }
+    }
+
+    /// Backs up the source; returns the root cap.
+    fn backup(&self) -> String {
+        let out = common::bin()
+            .arg("-c")
+            .arg(&self.config)
+            .args(["--json", "backup"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "backup failed:\n{stderr}");
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["type"] == "summary")
+            .and_then(|v| v["root_cap"].as_str().map(str::to_owned))
+            .expect("a summary with root_cap")
+    }
+
+    /// `lafs-backup -c CFG verify ARGS`: (exit code, stdout, stderr).
+    fn verify(&self, args: &[&str]) -> (i32, String, String) {
+        let out = common::bin()
+            .arg("-c")
+            .arg(&self.config)
+            .arg("verify")
+            .args(args)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!stdout.contains("URI:"), "a cap leaked:\n{stdout}");
+        assert!(!stderr.contains("URI:"), "a cap leaked:\n{stderr}");
+        (out.status.code().unwrap_or(-1), stdout, stderr)
+    }
+}
+
+fn set_mtime(path: &Path, t: SystemTime) {
+    File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_times(fs::FileTimes::new().set_modified(t))
+        .unwrap();
+}
+
+#[test]
+fn identical_then_each_change_reported() {
+    let url = common::gateway_url();
+    let s = Setup::new(&url);
+    let src = &s.source;
+    common::hostile_tree(src);
+    for name in ["content.txt", "mode.txt", "mtime.txt", "gone.txt"] {
+        fs::write(src.join(name), format!("{name} body")).unwrap();
+    }
+    fs::create_dir(src.join("sub")).unwrap();
+    fs::write(src.join("sub/xattr.txt"), b"x").unwrap();
+    xattr::set(src.join("sub/xattr.txt"), "user.comment", b"hello \x00\xff").unwrap();
+    xattr::set(src.join("sub/xattr.txt"), "user.other", b"kept").unwrap();
+    xattr::set(src.join("sub"), "user.dir", b"on a directory").unwrap();
+    // Large enough to be compressed, to exercise `enc`.
+    let text = "compressible line of text\n".repeat(20_000);
+    fs::write(src.join("big.txt"), &text).unwrap();
+    let root = s.backup();
+    let path = src.to_str().unwrap();
+
+    // Identical: no output, exit 0, with and without --content.
+    let (code, out, err) = s.verify(&[&root, path]);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert_eq!(out, "");
+    let (code, out, err) = s.verify(&["--content", &root, path]);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert_eq!(out, "");
+
+    // --gateway and a cap: no config, no cache.
+    let out = common::bin()
+        .args(["verify", "--gateway", &url, &root, path])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+
+    // A NAME resolves through the cache.
+    let name = src.file_name().unwrap().to_str().unwrap();
+    let (code, out, err) = s.verify(&[name, path]);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+
+    // The changes.
+    let content = src.join("content.txt");
+    let before = fs::metadata(&content).unwrap().modified().unwrap();
+    fs::write(&content, b"CONTENT.TXT BODY").unwrap();
+    set_mtime(&content, before);
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::set_permissions(src.join("mode.txt"), fs::Permissions::from_mode(0o600)).unwrap();
+    set_mtime(
+        &src.join("mtime.txt"),
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000),
+    );
+    xattr::set(src.join("sub/xattr.txt"), "user.comment", b"changed").unwrap();
+    fs::remove_file(src.join("gone.txt")).unwrap();
+    fs::write(src.join("added.txt"), b"new").unwrap();
+
+    let (code, out, err) = s.verify(&["--content", &root, path]);
+    assert_eq!(code, 4, "stdout:\n{out}\nstderr:\n{err}");
+    for want in [
+        "content /content.txt: differs",
+        "mode /mode.txt: backup 100644, live 100600",
+        "mtime /mtime.txt: backup ",
+        "xattr /sub/xattr.txt: user.comment differs",
+        "missing /gone.txt",
+        "extra /added.txt",
+        // Deleting and adding changed the root's mtime.
+        "mtime /: backup ",
+    ] {
+        assert!(
+            out.lines().any(|l| l.starts_with(want)),
+            "no line {want:?} in:\n{out}"
+        );
+    }
+    assert!(
+        !out.contains("xattr /sub/xattr.txt: user.other"),
+        "an unchanged xattr reported:\n{out}"
+    );
+    assert_eq!(out.lines().count(), 7, "unexpected lines:\n{out}");
+
+    // Without --content the same-size content change goes unseen.
+    let (code, out, _) = s.verify(&[&root, path]);
+    assert_eq!(code, 4);
+    assert!(!out.contains("content.txt"), "{out}");
+    assert_eq!(out.lines().count(), 6, "unexpected lines:\n{out}");
+
+    // --json: one object per difference and a summary.
+    let out = common::bin()
+        .args(["--json", "verify", "--gateway", &url, &root, path])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["type"], "verify");
+    assert_eq!(summary["differences"], 6);
+    assert!(summary["entries"].as_u64().unwrap() > 20);
+    assert!(
+        lines.iter().any(|v| v["type"] == "difference"
+            && v["kind"] == "missing"
+            && v["path"] == "/gone.txt")
+    );
+
+    // A change of size and of a symlink's target are seen without --content.
+    fs::write(src.join("big.txt"), b"short").unwrap();
+    fs::remove_file(src.join("dangling")).unwrap();
+    std::os::unix::fs::symlink("elsewhere", src.join("dangling")).unwrap();
+    let (code, out, _) = s.verify(&[&root, path]);
+    assert_eq!(code, 4);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("size /big.txt: backup 520000, live 5")),
+        "{out}"
+    );
+    assert!(
+        out.lines().any(|l| l.starts_with("target /dangling: ")),
+        "{out}"
+    );
+
+    // A live tree that does not exist: the verify could not run.
+    let (code, _, _) = s.verify(&[&root, "/nonexistent/verify/tree"]);
+    assert_eq!(code, 1);
+}
