@@ -43,6 +43,7 @@ use tracing::warn;
 use crate::edge::EdgeMeta;
 use crate::escape;
 use crate::filter::Filter;
+use crate::progress::Progress;
 use crate::tahoe::{Cap, Client};
 use crate::tree::{self, Kind, Node};
 
@@ -141,16 +142,20 @@ pub enum RestoreError {
 }
 
 /// Restores the backup whose root directory is `root` into `target`.
+/// `progress` is told about every entry as the walk finds it (the total
+/// grows while directories are still being listed) and as it is written.
 pub fn run(
     client: &Client,
     root: &Cap,
     target: &Path,
     opts: &Options,
+    progress: &Progress,
 ) -> Result<Report, RestoreError> {
     let listing = tree::list(client, root, true)?;
     let shared = Shared {
         client,
         opts,
+        progress,
         ctx: Ctx {
             root: nix::unistd::geteuid().is_root(),
         },
@@ -162,6 +167,8 @@ pub fn run(
         temp_counter: AtomicU64::new(0),
     };
     let mut walk = Walk {
+        total_objects: 0,
+        total_bytes: 0,
         planned: Vec::new(),
         dirs: Vec::new(),
         followers: Vec::new(),
@@ -230,6 +237,7 @@ enum Leader {
 struct Shared<'a> {
     client: &'a Client,
     opts: &'a Options,
+    progress: &'a Progress,
     ctx: Ctx,
     failures: Mutex<Vec<(String, String)>>,
     links: Mutex<HashMap<(u64, u64), Leader>>,
@@ -282,6 +290,9 @@ struct Follower {
 }
 
 struct Walk {
+    /// Entries and bytes found so far, for the progress display.
+    total_objects: u64,
+    total_bytes: u64,
     planned: Vec<String>,
     /// Directories to finish (metadata), children before parents.
     dirs: Vec<(Vec<Vec<u8>>, EdgeMeta)>,
@@ -471,6 +482,11 @@ impl Walk {
             }
             return;
         }
+        self.total_objects += 1;
+        self.total_bytes += node_bytes(&node);
+        shared
+            .progress
+            .set_total(self.total_objects, self.total_bytes);
         let job = Job {
             dir: Arc::clone(dir),
             rel: rel.to_vec(),
@@ -559,6 +575,14 @@ fn exists_message(opts: &Options) -> String {
     }
 }
 
+/// The size of a file's content once restored (what progress counts).
+fn node_bytes(node: &Node) -> u64 {
+    match node.kind {
+        Kind::File => node.meta.size.or(node.stored_size).unwrap_or(0),
+        _ => 0,
+    }
+}
+
 fn is_dir_stat(st: &FileStat) -> bool {
     st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits()
 }
@@ -574,7 +598,11 @@ fn worker(shared: &Shared<'_>, rx: &Mutex<Receiver<Job>>) {
         };
         let shown = display(&job.rel);
         let hlink = job.node.meta.hlink;
-        match restore_leaf(shared, &job) {
+        let result = restore_leaf(shared, &job);
+        let bytes = node_bytes(&job.node);
+        shared.progress.bytes_sent(bytes);
+        shared.progress.object_done(bytes);
+        match result {
             Ok(problems) => {
                 shared.set_leader(hlink, Leader::Done(job.rel.clone()));
                 shared.problems(&shown, problems);

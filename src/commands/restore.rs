@@ -6,10 +6,11 @@ use tracing::info;
 use crate::cli::{Cli, RestoreArgs};
 use crate::config::Config;
 use crate::exit::{Outcome, UsageError};
+use crate::progress::{self, Progress};
 use crate::restore::{self, Options, Selection};
 use crate::tahoe::{Cap, Client};
 
-pub fn run(_cli: &Cli, args: &RestoreArgs, config: &Config) -> anyhow::Result<Outcome> {
+pub fn run(cli: &Cli, args: &RestoreArgs, config: &Config) -> anyhow::Result<Outcome> {
     let selection = Selection::parse(&args.paths).map_err(UsageError)?;
     let url = args
         .gateway
@@ -34,7 +35,11 @@ pub fn run(_cli: &Cli, args: &RestoreArgs, config: &Config) -> anyhow::Result<Ou
         concurrency: usize::try_from(concurrency).unwrap_or(1),
         selection,
     };
-    let report = restore::run(&client, &root, &args.target, &opts)?;
+    // A bar on a terminal (nothing otherwise, and never with --json).
+    let progress = Progress::new(progress::Mode::choose(cli.json, false));
+    let report = restore::run(&client, &root, &args.target, &opts, &progress);
+    progress.finish();
+    let report = report?;
     for line in &report.planned {
         println!("{line}");
     }
