@@ -339,43 +339,12 @@ impl Cache {
 mod tests {
     use super::*;
     use crate::cache::{KeyBuilder, ObjectKey, ObjectKind};
-    use crate::config::CommitAfter;
     use crate::tahoe::Cap;
     use rusqlite::Connection;
     use std::path::Path;
 
-    const NO_LIMIT: CommitAfter = CommitAfter {
-        queries: None,
-        seconds: None,
-    };
-
-    fn cap_of(prefix: &str, i: u64) -> Cap {
-        const B32: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
-        let digits = |mut v: u64, len: usize| -> String {
-            (0..len)
-                .map(|_| {
-                    let c = B32[(v % 32) as usize] as char;
-                    v /= 32;
-                    c
-                })
-                .collect()
-        };
-        Cap::parse(&format!(
-            "URI:{prefix}:{}:{}:2:3:{}",
-            digits(i.wrapping_mul(7919).wrapping_add(12345), 26),
-            digits(i.wrapping_mul(104_729).wrapping_add(99), 52),
-            1000 + i
-        ))
-        .unwrap()
-    }
-
-    fn chk(i: u64) -> Cap {
-        cap_of("CHK", i)
-    }
-
-    fn dir2(i: u64) -> Cap {
-        cap_of("DIR2-CHK", i)
-    }
+    // The cache's own test helpers: well-formed, distinct caps.
+    use crate::cache::tests::{NO_LIMIT, chk, dir2};
 
     fn key(i: u64) -> ObjectKey {
         KeyBuilder::new("test").u64(i).finish()

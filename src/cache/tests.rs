@@ -7,13 +7,13 @@ use tempfile::TempDir;
 
 use super::*;
 
-const NO_LIMIT: CommitAfter = CommitAfter {
+pub(super) const NO_LIMIT: CommitAfter = CommitAfter {
     queries: None,
     seconds: None,
 };
 
 /// A well-formed cap of the given type, distinct for each `i`.
-fn cap_of(prefix: &str, i: u64) -> Cap {
+pub(super) fn cap_of(prefix: &str, i: u64) -> Cap {
     const B32: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
     let digits = |mut v: u64, len: usize| -> String {
         (0..len)
@@ -33,11 +33,11 @@ fn cap_of(prefix: &str, i: u64) -> Cap {
     Cap::parse(&text).expect("test cap parses")
 }
 
-fn chk(i: u64) -> Cap {
+pub(super) fn chk(i: u64) -> Cap {
     cap_of("CHK", i)
 }
 
-fn dir2(i: u64) -> Cap {
+pub(super) fn dir2(i: u64) -> Cap {
     cap_of("DIR2-CHK", i)
 }
 
