@@ -13,11 +13,14 @@ use clap::{Args, Parser, Subcommand};
     long_about = "Incremental, deduplicated, compressed backups of file trees into a Tahoe-LAFS grid.\n\n\
 A backup runs in two phases: a scan walks the source tree (source.path), applies the \
 ordered +/- filter rules and records each entry's owner, mode, ACLs and file capabilities \
-in a queue file (source.queue.path); the upload then stores the queue's entries on the grid.\n\n\
+in a queue file (source.queue.path); the upload then stores the queue's entries on the grid. `list`, `check` and \
+`cleanup` look after the recorded backups; `restore` and `verify` get them back.\n\n\
 Configuration is YAML: a built-in base config, then each -c FILE in order \
 (later scalars win, lists replace lists). `lafs-backup dump-config` prints the result.\n\n\
 Exit codes: 0 success, 1 fatal error, 2 usage or configuration error, \
-3 finished but some entries were skipped (each is named in a warning). See docs/exit-codes.md."
+3 finished but some entries were skipped (each is named in a warning), \
+4 finished and found problems (check: unhealthy objects; verify: differences). \
+See docs/exit-codes.md."
 )]
 pub struct Cli {
     /// Configuration file, layered over the built-in base config. Repeatable:
