@@ -15,11 +15,13 @@
 //!   `RENAME_NOREPLACE` unless `--overwrite`): an interrupted restore leaves
 //!   no half-written file under a real name.
 //!
-//! Order: the tree is walked depth-first on the calling thread (each
-//! directory listed once, directories created as they are met, mode 0700);
-//! files, symlinks and special files are done by a pool of `concurrency`
-//! workers; then hard links (`linkat` to the first name restored); then the
-//! directories' metadata, children before parents; TARGET's last.
+//! Order: first every selected directory is listed (once each, a level at
+//! a time, `concurrency` listings in flight), so the totals are known
+//! before anything is written; then the plan is walked depth-first on the
+//! calling thread (directories created as they are met, mode 0700) while a
+//! pool of `concurrency` workers downloads files and makes symlinks and
+//! special files; then hard links (`linkat` to the first name restored);
+//! then the directories' metadata, children before parents; TARGET's last.
 
 pub mod apply;
 mod content;
@@ -30,7 +32,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
@@ -38,7 +40,7 @@ use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, RenameFlags, openat, renameat2};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstatat, makedev, mkdirat, mknodat};
 use nix::unistd::{UnlinkatFlags, linkat, symlinkat, unlinkat};
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::edge::EdgeMeta;
 use crate::escape;
@@ -142,8 +144,9 @@ pub enum RestoreError {
 }
 
 /// Restores the backup whose root directory is `root` into `target`.
-/// `progress` is told about every entry as the walk finds it (the total
-/// grows while directories are still being listed) and as it is written.
+/// Every selected directory is listed first; `progress` gets the final
+/// totals (entries, content bytes) before the first download and is told
+/// about every entry as it is written.
 pub fn run(
     client: &Client,
     root: &Cap,
@@ -167,16 +170,22 @@ pub fn run(
         temp_counter: AtomicU64::new(0),
     };
     let mut walk = Walk {
-        total_objects: 0,
-        total_bytes: 0,
         planned: Vec::new(),
         dirs: Vec::new(),
         followers: Vec::new(),
         matched: HashSet::new(),
     };
+    let root_meta = listing.root_meta.clone();
+    let mut plan = walk.plan(&shared, listing);
+    info!(
+        "{} directories listed: {} entries, {} bytes of content to restore",
+        plan.dirs.iter().filter(|d| d.listed).count(),
+        plan.objects,
+        plan.bytes
+    );
 
     if opts.dry_run {
-        walk.children(&shared, None, &mut Vec::new(), listing, None);
+        walk.execute(&shared, &mut plan, 0, None, None);
     } else {
         let target_err = |source| RestoreError::Target {
             path: target.display().to_string(),
@@ -184,7 +193,7 @@ pub fn run(
         };
         std::fs::create_dir_all(target).map_err(target_err)?;
         let target_dir = Arc::new(open_dir_path(target).map_err(target_err)?);
-        let root_meta = listing.root_meta.clone();
+        progress.set_total(plan.objects, plan.bytes);
         let workers = opts.concurrency.max(1);
         let (tx, rx) = sync_channel::<Job>(workers * 2);
         let rx = Mutex::new(rx);
@@ -192,13 +201,7 @@ pub fn run(
             for _ in 0..workers {
                 s.spawn(|| worker(&shared, &rx));
             }
-            walk.children(
-                &shared,
-                Some(&target_dir),
-                &mut Vec::new(),
-                listing,
-                Some(&tx),
-            );
+            walk.execute(&shared, &mut plan, 0, Some(&target_dir), Some(&tx));
             drop(tx);
         });
         walk.link_followers(&shared, &target_dir);
@@ -289,10 +292,39 @@ struct Follower {
     hlink: (u64, u64),
 }
 
+/// The restore's plan: every directory to make, listed before anything
+/// is written, so the totals (entries, bytes) are known when downloads
+/// start and the progress display can show an honest ETA.
+#[derive(Default)]
+struct Plan {
+    /// `dirs[0]` is the backup root (TARGET).
+    dirs: Vec<PlannedDir>,
+    /// Non-directories that will be downloaded or made (hard-link followers
+    /// not counted), and their content bytes.
+    objects: u64,
+    bytes: u64,
+}
+
+struct PlannedDir {
+    rel: Vec<Vec<u8>>,
+    /// The directory's own metadata (the root's is applied separately).
+    meta: EdgeMeta,
+    /// Every child name the listing has, selected or not: temporary
+    /// leftovers never shadow one of them.
+    names: HashSet<Vec<u8>>,
+    entries: Vec<Entry>,
+    /// False when the listing failed (reported): the directory is not made
+    /// at all, since an empty one would look like a complete restore.
+    listed: bool,
+}
+
+enum Entry {
+    /// Index into [`Plan::dirs`].
+    Dir(usize),
+    Leaf(Box<Node>),
+}
+
 struct Walk {
-    /// Entries and bytes found so far, for the progress display.
-    total_objects: u64,
-    total_bytes: u64,
     planned: Vec<String>,
     /// Directories to finish (metadata), children before parents.
     dirs: Vec<(Vec<Vec<u8>>, EdgeMeta)>,
@@ -355,91 +387,137 @@ impl Walk {
         }
     }
 
-    /// Handles the children of one listed directory. `dir` is `None` in a
-    /// dry run; `tx` too.
-    fn children(
-        &mut self,
-        shared: &Shared<'_>,
-        dir: Option<&Arc<File>>,
-        rel: &mut Vec<Vec<u8>>,
-        listing: tree::Listing,
-        tx: Option<&SyncSender<Job>>,
-    ) {
-        self.children_sel(shared, dir, rel, listing, tx, false);
+    /// Lists every selected directory of the backup, one level at a time,
+    /// up to `concurrency` listings in flight, and returns what to restore.
+    /// Refusals and unlistable directories are reported here.
+    fn plan(&mut self, shared: &Shared<'_>, root: tree::Listing) -> Plan {
+        let mut plan = Plan::default();
+        let mut hlinks_seen = HashSet::new();
+        plan.dirs.push(PlannedDir {
+            rel: Vec::new(),
+            meta: EdgeMeta::default(),
+            names: HashSet::new(),
+            entries: Vec::new(),
+            listed: true,
+        });
+        // (index in plan.dirs, whether it is selected itself, its listing)
+        let mut level: Vec<(usize, bool, tree::Listing)> = vec![(0, false, root)];
+        while !level.is_empty() {
+            // (index in plan.dirs, selected itself, cap): the next level.
+            let mut to_list: Vec<(usize, bool, Cap)> = Vec::new();
+            for (idx, selected, listing) in level {
+                let rel = plan.dirs[idx].rel.clone();
+                for (edge, why) in listing.refused {
+                    let mut shown = display(&rel);
+                    if !shown.is_empty() {
+                        shown.push('/');
+                    }
+                    shown.push_str(&edge);
+                    shared.fail(&shown, format!("refused: {why}"));
+                }
+                plan.dirs[idx].names = listing.children.iter().map(|n| n.name.clone()).collect();
+                for node in listing.children {
+                    let mut child_rel = rel.clone();
+                    child_rel.push(node.name.clone());
+                    let is_dir = node.kind == Kind::Dir;
+                    let sel = self.select(shared.opts, &child_rel, is_dir, selected);
+                    match sel {
+                        Selected::No => {}
+                        _ if is_dir => {
+                            let child = plan.dirs.len();
+                            let cap = node.cap.clone();
+                            plan.dirs.push(PlannedDir {
+                                rel: child_rel,
+                                meta: node.meta,
+                                names: HashSet::new(),
+                                entries: Vec::new(),
+                                listed: true,
+                            });
+                            plan.dirs[idx].entries.push(Entry::Dir(child));
+                            to_list.push((child, matches!(sel, Selected::Yes), cap));
+                        }
+                        Selected::Ancestor => {}
+                        Selected::Yes => {
+                            if node.meta.hlink.is_none_or(|h| hlinks_seen.insert(h)) {
+                                plan.objects += 1;
+                                plan.bytes += node_bytes(&node);
+                            }
+                            plan.dirs[idx].entries.push(Entry::Leaf(Box::new(node)));
+                        }
+                    }
+                }
+            }
+            level = Vec::new();
+            let listed = list_all(shared, &to_list);
+            for ((idx, selected, _), result) in to_list.into_iter().zip(listed) {
+                match result {
+                    Ok(listing) => level.push((idx, selected, listing)),
+                    Err(e) => {
+                        shared.fail(
+                            &display(&plan.dirs[idx].rel),
+                            format!("cannot list the directory: {e}"),
+                        );
+                        plan.dirs[idx].listed = false;
+                    }
+                }
+            }
+        }
+        plan
     }
 
-    fn children_sel(
+    /// Makes the directory `plan.dirs[idx]`'s entries (its own directory
+    /// already exists as `dir`; `None` in a dry run).
+    fn execute(
         &mut self,
         shared: &Shared<'_>,
+        plan: &mut Plan,
+        idx: usize,
         dir: Option<&Arc<File>>,
-        rel: &mut Vec<Vec<u8>>,
-        listing: tree::Listing,
         tx: Option<&SyncSender<Job>>,
-        parent_selected: bool,
     ) {
-        for (edge, why) in listing.refused {
-            let mut shown = display(rel);
-            if !shown.is_empty() {
-                shown.push('/');
-            }
-            shown.push_str(&edge);
-            shared.fail(&shown, format!("refused: {why}"));
-        }
+        let entries = std::mem::take(&mut plan.dirs[idx].entries);
         if let Some(d) = dir {
-            let names: HashSet<&[u8]> =
-                listing.children.iter().map(|n| n.name.as_slice()).collect();
+            let names: HashSet<&[u8]> = plan.dirs[idx].names.iter().map(Vec::as_slice).collect();
             remove_stale_temps(d, &names);
         }
-        for node in listing.children {
-            rel.push(node.name.clone());
-            let is_dir = node.kind == Kind::Dir;
-            let sel = self.select(shared.opts, rel, is_dir, parent_selected);
-            match sel {
-                Selected::No => {}
-                _ if is_dir => {
-                    self.directory(shared, dir, rel, node, tx, matches!(sel, Selected::Yes))
+        let rel = plan.dirs[idx].rel.clone();
+        for entry in entries {
+            match entry {
+                Entry::Leaf(node) => {
+                    let mut child_rel = rel.clone();
+                    child_rel.push(node.name.clone());
+                    self.leaf(shared, dir, &child_rel, *node, tx);
                 }
-                Selected::Ancestor => {}
-                Selected::Yes => self.leaf(shared, dir, rel, node, tx),
-            }
-            rel.pop();
-        }
-    }
-
-    fn directory(
-        &mut self,
-        shared: &Shared<'_>,
-        parent: Option<&Arc<File>>,
-        rel: &mut Vec<Vec<u8>>,
-        node: Node,
-        tx: Option<&SyncSender<Job>>,
-        selected: bool,
-    ) {
-        let shown = display(rel);
-        if parent.is_none() {
-            self.planned.push(format!("d {shown}"));
-        }
-        let listing = match tree::list(shared.client, &node.cap, false) {
-            Ok(l) => l,
-            Err(e) => {
-                shared.fail(&shown, format!("cannot list the directory: {e}"));
-                return;
-            }
-        };
-        let handle = match parent {
-            None => None,
-            Some(p) => match make_dir(p, &node.name, shared.opts.overwrite) {
-                Ok(d) => Some(Arc::new(d)),
-                Err(e) => {
-                    shared.fail(&shown, e);
-                    return;
+                Entry::Dir(child) => {
+                    if !plan.dirs[child].listed {
+                        continue;
+                    }
+                    let child_rel = plan.dirs[child].rel.clone();
+                    let Some(name) = child_rel.last().cloned() else {
+                        continue;
+                    };
+                    let shown = display(&child_rel);
+                    let handle = match dir {
+                        None => {
+                            self.planned.push(format!("d {shown}"));
+                            None
+                        }
+                        Some(p) => match make_dir(p, &name, shared.opts.overwrite) {
+                            Ok(d) => Some(Arc::new(d)),
+                            Err(e) => {
+                                shared.fail(&shown, e);
+                                continue;
+                            }
+                        },
+                    };
+                    self.execute(shared, plan, child, handle.as_ref(), tx);
+                    if handle.is_some() {
+                        shared.written.fetch_add(1, Ordering::Relaxed);
+                        let meta = std::mem::take(&mut plan.dirs[child].meta);
+                        self.dirs.push((child_rel, meta));
+                    }
                 }
-            },
-        };
-        self.children_sel(shared, handle.as_ref(), rel, listing, tx, selected);
-        if handle.is_some() {
-            shared.written.fetch_add(1, Ordering::Relaxed);
-            self.dirs.push((rel.clone(), node.meta));
+            }
         }
     }
 
@@ -482,11 +560,6 @@ impl Walk {
             }
             return;
         }
-        self.total_objects += 1;
-        self.total_bytes += node_bytes(&node);
-        shared
-            .progress
-            .set_total(self.total_objects, self.total_bytes);
         let job = Job {
             dir: Arc::clone(dir),
             rel: rel.to_vec(),
@@ -529,6 +602,50 @@ impl Walk {
             }
         }
     }
+}
+
+/// Lists the directories `dirs` (index, selected, cap), up to
+/// `concurrency` at a time; results in the same order.
+fn list_all(
+    shared: &Shared<'_>,
+    dirs: &[(usize, bool, Cap)],
+) -> Vec<Result<tree::Listing, tree::TreeError>> {
+    let workers = shared.opts.concurrency.clamp(1, dirs.len().max(1));
+    if workers == 1 {
+        return dirs
+            .iter()
+            .map(|(_, _, cap)| tree::list(shared.client, cap, false))
+            .collect();
+    }
+    let next = AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<Result<tree::Listing, tree::TreeError>>>> =
+        dirs.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((_, _, cap)) = dirs.get(i) else {
+                        return;
+                    };
+                    let r = tree::list(shared.client, cap, false);
+                    if let Some(slot) = results.get(i)
+                        && let Ok(mut slot) = slot.lock()
+                    {
+                        *slot = Some(r);
+                    }
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|m| {
+            m.into_inner().ok().flatten().unwrap_or(Err(tree::TreeError::BadListing(
+                "internal error: the listing was lost",
+            )))
+        })
+        .collect()
 }
 
 fn link_one(

@@ -23,7 +23,7 @@ mod lit;
 pub use client::{CheckOptions, CheckReport, Client};
 pub use deep_check::{DeepCheck, ObjectLine, StreamItem};
 pub use error::TahoeError;
-pub use lit::{empty_dir_cap, lit_cap};
+pub use lit::{empty_dir_cap, lit_cap, lit_data};
 
 /// Files of at most this many bytes become `URI:LIT:` caps: the data is
 /// kept inside the cap and nothing is stored on the grid

@@ -2,14 +2,15 @@
 //! the caps a real tahoe-lafs 1.20.0 gateway returns: for every file size
 //! from 0 to 55 bytes (`PUT /uri` answers `URI:LIT:…`), for 56 bytes (no
 //! literal cap: the gateway stores shares), and for an immutable directory
-//! without children (`POST /uri?t=mkdir-immutable`).
+//! without children (`POST /uri?t=mkdir-immutable`); and `lit_data`
+//! decodes a literal cap to the bytes the gateway serves for it.
 //!
 //! Caps are secrets, so assertion messages never print one; they name the
 //! size, the seed and the cap kind only.
 
 mod common;
 
-use lafs_backup::tahoe::{Cap, LIT_THRESHOLD, empty_dir_cap, lit_cap};
+use lafs_backup::tahoe::{Cap, LIT_THRESHOLD, empty_dir_cap, lit_cap, lit_data};
 
 /// The gateway's answer to `method {gateway}{path}` with `body`: the status
 /// must be 200, the (trimmed) body is returned.
@@ -61,6 +62,18 @@ fn check_sizes(gateway: &str, seed_base: u64, sizes: impl Iterator<Item = usize>
             local.as_str().len()
         );
         assert_eq!(Cap::parse(&from_gateway).unwrap(), local);
+        // And back: the gateway's GET of that cap is what lit_data decodes.
+        let mut resp = agent
+            .get(&format!("{gateway}/uri/{from_gateway}"))
+            .call()
+            .unwrap_or_else(|e| panic!("GET of the {len}-byte literal cap: {e}"));
+        let served = resp.body_mut().read_to_vec().expect("read the content");
+        assert_eq!(served, data, "size {len}: the gateway served other bytes");
+        assert_eq!(
+            lit_data(&local).as_deref(),
+            Some(&data[..]),
+            "size {len} (seed {seed}): lit_data differs from the gateway's content"
+        );
     }
 }
 

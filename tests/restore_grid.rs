@@ -157,10 +157,10 @@ fn build_source(src: &Path) {
     }
     fs::create_dir_all(&deep).unwrap();
     fs::write(deep.join("bottom"), b"bottom").unwrap();
-    // 1,000+ tiny files.
+    // 5,000 tiny files (LIT caps: at most 55 bytes) in one directory.
     let many = src.join("many");
     fs::create_dir(&many).unwrap();
-    for i in 0..1100 {
+    for i in 0..5000 {
         fs::write(many.join(format!("f{i:04}")), format!("tiny {i}")).unwrap();
     }
     // Hard links, across directories too.

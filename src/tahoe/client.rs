@@ -55,7 +55,7 @@ use unicode_normalization::UnicodeNormalization;
 use ureq::http::{Response, Uri};
 use ureq::{Body, SendBody};
 
-use super::{Cap, TahoeError, redact};
+use super::{Cap, TahoeError, lit, redact};
 use crate::config::{Retry, Timeouts};
 
 /// Most bytes read from an error reply or from a reply that should be a cap.
@@ -250,21 +250,29 @@ impl Client {
         Ok(value)
     }
 
-    /// Downloads the whole content of a file cap (`GET /uri/CAP`). A body
-    /// shorter or longer than its Content-Length, or than the size in a
-    /// `URI:CHK:` cap, is [`TahoeError::Incomplete`], never a short
-    /// result.
     /// Streams the content of `cap` to `sink` without holding it in memory.
     /// `sink` gets a reader of the whole body once per attempt, so after a
     /// transient failure it must start its output over. A body shorter or
     /// longer than its Content-Length or the cap's size is an error, never a
     /// short result; an error of `sink`'s own (writing) is
-    /// [`TahoeError::Sink`] and not retried.
+    /// [`TahoeError::Sink`] and not retried. A `URI:LIT:` cap's content is
+    /// decoded locally, without a request.
     pub fn download_with<T>(
         &self,
         cap: &Cap,
         mut sink: impl FnMut(&mut dyn Read) -> io::Result<T>,
     ) -> Result<T, TahoeError> {
+        if let Some(data) = lit::lit_data(cap) {
+            let mut rest = data.as_slice();
+            let value = sink(&mut rest).map_err(TahoeError::Sink)?;
+            if !rest.is_empty() {
+                return Err(TahoeError::Incomplete {
+                    expected: data.len() as u64,
+                    got: (data.len() - rest.len()) as u64,
+                });
+            }
+            return Ok(value);
+        }
         let url = format!("{}/{}", self.uri, cap_segment(cap));
         let expected = cap.size().filter(|_| !cap.is_dir());
         self.with_retries("download", Some(cap), |deadline| {
@@ -298,7 +306,14 @@ impl Client {
         })
     }
 
+    /// Downloads the whole content of a file cap (`GET /uri/CAP`; a
+    /// `URI:LIT:` cap is decoded locally). A body shorter or longer than its
+    /// Content-Length, or than the size in a `URI:CHK:` cap, is
+    /// [`TahoeError::Incomplete`], never a short result.
     pub fn download(&self, cap: &Cap) -> Result<Vec<u8>, TahoeError> {
+        if let Some(data) = lit::lit_data(cap) {
+            return Ok(data);
+        }
         let url = format!("{}/{}", self.uri, cap_segment(cap));
         let expected = cap.size().filter(|_| !cap.is_dir());
         self.with_retries("download", Some(cap), |deadline| {

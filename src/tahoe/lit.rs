@@ -38,6 +38,34 @@ pub fn empty_dir_cap() -> Cap {
     Cap("URI:DIR2-LIT:".to_string())
 }
 
+/// The content of a `URI:LIT:` file cap, decoded here (the gateway would
+/// answer the same bytes, without touching the grid). `None` for any other
+/// cap, or a LIT cap that is not canonical base32 (a wrong character, a
+/// length no encoding produces, non-zero padding bits): the gateway then
+/// gets to say what is wrong with it.
+pub fn lit_data(cap: &Cap) -> Option<Vec<u8>> {
+    let text = cap.as_str().strip_prefix("URI:LIT:")?;
+    let mut out = Vec::with_capacity(text.len() * 5 / 8);
+    let mut acc: u16 = 0; // holds at most 4 + 5 bits
+    let mut bits = 0u32;
+    for c in text.bytes() {
+        let v = ALPHABET.iter().position(|&a| a == c)?;
+        acc = (acc << 5) | u16::try_from(v).ok()?;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push(u8::try_from((acc >> bits) & 0xff).ok()?);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    // What is left is padding: fewer than 5 bits, all zero, or the text
+    // is not what `base32_into` makes for any data.
+    if bits >= 5 || acc != 0 {
+        return None;
+    }
+    Some(out)
+}
+
 /// Appends Tahoe's base32 of `data` to `out`: 5 bits per character, most
 /// significant first, the last character padded with zero bits, no `=`.
 fn base32_into(data: &[u8], out: &mut String) {
@@ -120,6 +148,31 @@ mod tests {
             assert_eq!(body.len(), len / 5 * 8 + [0, 2, 4, 5, 7][len % 5], "{len}");
             assert!(body.bytes().all(|b| ALPHABET.contains(&b)));
         }
+    }
+
+    #[test]
+    fn lit_data_round_trips_every_length() {
+        for n in 0..=55usize {
+            let data: Vec<u8> = (0..n).map(|i| (i * 37 + n) as u8).collect();
+            let cap = lit_cap(&data).unwrap();
+            assert_eq!(lit_data(&cap).as_deref(), Some(&data[..]), "length {n}");
+        }
+    }
+
+    #[test]
+    fn lit_data_refuses_what_is_not_canonical() {
+        for bad in [
+            "URI:LIT:a",         // 5 bits: no encoding ends like this
+            "URI:LIT:mz",        // 'f' = 66 would be "my"; "mz" has padding bits set
+            "URI:LIT:MY",        // upper case
+            "URI:LIT:m1",        // not in the alphabet
+            "URI:CHK:abc:def:1:1:1",
+            "URI:DIR2-LIT:",
+        ] {
+            assert_eq!(lit_data(&Cap(bad.into())), None, "{bad}");
+        }
+        assert_eq!(lit_data(&Cap("URI:LIT:my".into())).as_deref(), Some(&b"f"[..]));
+        assert_eq!(lit_data(&Cap("URI:LIT:".into())).as_deref(), Some(&b""[..]));
     }
 
     #[test]
