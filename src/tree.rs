@@ -47,6 +47,10 @@ pub struct Node {
     /// Tahoe's size of the stored bytes (the compressed size with `enc`);
     /// `None` for directories or when the gateway does not say.
     pub stored_size: Option<u64>,
+    /// Whether `meta.mtime_ns` is exact (from `mtime_ns`) rather than
+    /// converted from float seconds (`tahoe backup`'s `mtime`, good to
+    /// about a microsecond).
+    pub mtime_exact: bool,
 }
 
 /// One directory of a backup.
@@ -193,6 +197,7 @@ fn parse_child(edge_name: &str, child: &Value) -> Result<Node, String> {
         other => return Err(format!("unsupported node type {:?}", shown(other))),
     };
     let stored_size = data.get("size").and_then(Value::as_u64);
+    let mtime_exact = raw_meta.is_some_and(|m| m.get("mtime_ns").is_some());
     Ok(Node {
         name,
         edge_name: edge_name.to_owned(),
@@ -200,6 +205,7 @@ fn parse_child(edge_name: &str, child: &Value) -> Result<Node, String> {
         cap,
         meta,
         stored_size,
+        mtime_exact,
     })
 }
 

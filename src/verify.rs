@@ -14,6 +14,7 @@
 //! compared in the same text forms.
 
 use std::cmp::Ordering;
+use std::collections::HashMap;
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read};
 use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
@@ -42,7 +43,7 @@ pub struct Options {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Difference {
     /// `missing`, `extra`, `type`, `size`, `mode`, `owner`, `mtime`, `acl`,
-    /// `caps`, `xattr`, `rdev`, `target`, `content`, `refused` or
+    /// `caps`, `xattr`, `rdev`, `target`, `hlink`, `content`, `refused` or
     /// `unreadable`.
     pub kind: &'static str,
     /// The entry's path relative to the roots, escaped, starting with `/`.
@@ -94,15 +95,36 @@ pub fn verify(
         reader: meta::Reader::default(),
         summary: Summary::default(),
         sink,
+        links: Links::default(),
     };
     walker.summary.entries += 1;
     let listing =
         tree::list(client, root, true).context("cannot list the backup's root directory")?;
     if let Some(root_meta) = &listing.root_meta {
-        walker.compare_meta(b"", &live_root, &md, root_meta, Kind::Dir)?;
+        walker.compare_meta(b"", &live_root, &md, root_meta, Kind::Dir, 0)?;
     }
     walker.directory(Vec::new(), &live_root, listing)?;
+    walker.hard_links()?;
     Ok(walker.summary)
+}
+
+/// A live inode: (device, inode number).
+type Inode = (u64, u64);
+/// A backup's `hlink`: the source's (device, inode number).
+type Hlink = (u64, u64);
+/// An entry's path from the roots (raw bytes).
+type RelPath = Vec<u8>;
+
+/// The hard-link structure seen on both sides, for non-directories whose
+/// type matched: compared after the walk.
+#[derive(Default)]
+struct Links {
+    /// Backup `hlink` → the entries sharing it (path, live inode), in walk
+    /// order.
+    backup: HashMap<Hlink, Vec<(RelPath, Inode)>>,
+    /// Live inode with more than one link → the entries that are it
+    /// (path, backup `hlink`), in walk order.
+    live: HashMap<Inode, Vec<(RelPath, Option<Hlink>)>>,
 }
 
 struct Walker<'a, 's> {
@@ -111,6 +133,7 @@ struct Walker<'a, 's> {
     reader: meta::Reader,
     summary: Summary,
     sink: &'s mut dyn FnMut(&Difference) -> io::Result<()>,
+    links: Links,
 }
 
 /// The path of `name` inside the directory `rel` ("" for the root).
@@ -234,7 +257,26 @@ impl Walker<'_, '_> {
                 format!("backup {backup_type}, live {live_type}"),
             );
         }
-        self.compare_meta(&rel, abs, &md, &node.meta, node.kind)?;
+        // `tahoe backup` stores float seconds: good to about a microsecond.
+        let mtime_slack = if node.mtime_exact { 0 } else { 1_000 };
+        self.compare_meta(&rel, abs, &md, &node.meta, node.kind, mtime_slack)?;
+        if node.kind != Kind::Dir {
+            let inode = (md.dev(), md.ino());
+            if let Some(h) = node.meta.hlink {
+                self.links
+                    .backup
+                    .entry(h)
+                    .or_default()
+                    .push((rel.clone(), inode));
+            }
+            if md.nlink() > 1 {
+                self.links
+                    .live
+                    .entry(inode)
+                    .or_default()
+                    .push((rel.clone(), node.meta.hlink));
+            }
+        }
         match node.kind {
             Kind::Dir => {
                 let listing = tree::list(self.client, &node.cap, false).with_context(|| {
@@ -250,7 +292,7 @@ impl Walker<'_, '_> {
     }
 
     /// Ownership, mode, mtime, ACL, caps, xattrs and rdev of an entry whose
-    /// type matches.
+    /// type matches. Mtimes within `mtime_slack_ns` are the same.
     fn compare_meta(
         &mut self,
         rel: &[u8],
@@ -258,6 +300,7 @@ impl Walker<'_, '_> {
         md: &Metadata,
         backup: &EdgeMeta,
         kind: Kind,
+        mtime_slack_ns: i128,
     ) -> anyhow::Result<()> {
         let captured = self.reader.capture(abs, md);
         let (live, more_problems) = EdgeMeta::read(abs, &captured.meta, md);
@@ -285,7 +328,7 @@ impl Walker<'_, '_> {
             self.report("mode", rel, format!("backup {b:o}, live {l:o}"))?;
         }
         if let (Some(b), Some(l)) = (backup.mtime_ns, live.mtime_ns)
-            && b != l
+            && (b - l).abs() > mtime_slack_ns
         {
             self.report(
                 "mtime",
@@ -293,7 +336,7 @@ impl Walker<'_, '_> {
                 format!("backup {}, live {}", show_ns(b), show_ns(l)),
             )?;
         }
-        if backup.acls != live.acls {
+        if !same_acls(backup, &live) {
             self.report(
                 "acl",
                 rel,
@@ -358,6 +401,49 @@ impl Walker<'_, '_> {
             let shown =
                 String::from_utf8_lossy(&crate::escape::escape(name.as_bytes())).into_owned();
             self.report("xattr", rel, format!("{shown} {what}"))?;
+        }
+        Ok(())
+    }
+
+    /// Reports every entry whose hard-link partners differ between the
+    /// sides: linked in the backup but not live, and the other way round.
+    fn hard_links(&mut self) -> anyhow::Result<()> {
+        let mut found: Vec<(Vec<u8>, String)> = Vec::new();
+        for members in self.links.backup.values() {
+            let Some((first, first_inode)) = members.first() else {
+                continue;
+            };
+            for (rel, inode) in &members[1..] {
+                if inode != first_inode {
+                    found.push((
+                        rel.clone(),
+                        format!(
+                            "backup: a hard link of {}, live: not linked to it",
+                            display_path(first)
+                        ),
+                    ));
+                }
+            }
+        }
+        for members in self.links.live.values() {
+            let Some((first, first_hlink)) = members.first() else {
+                continue;
+            };
+            for (rel, hlink) in &members[1..] {
+                if hlink.is_none() || hlink != first_hlink {
+                    found.push((
+                        rel.clone(),
+                        format!(
+                            "live: a hard link of {}, backup: not linked to it",
+                            display_path(first)
+                        ),
+                    ));
+                }
+            }
+        }
+        found.sort();
+        for (rel, detail) in found {
+            self.report("hlink", &rel, detail)?;
         }
         Ok(())
     }
@@ -523,6 +609,43 @@ fn show_ns(ns: i128) -> String {
     format!("{secs}.{frac:09}")
 }
 
+/// Whether the ACLs are the same. The texts name users and groups where
+/// the name resolves on the machine; an entry whose name does not exist
+/// here shows as a number live (that is how `restore` applies it, by
+/// `acl_ids`), which matches the backup when it is the backup's id for
+/// that entry.
+fn same_acls(backup: &EdgeMeta, live: &EdgeMeta) -> bool {
+    if backup.acls == live.acls {
+        return true;
+    }
+    let (Some(b), Some(l), Some(ids)) = (&backup.acls, &live.acls, &backup.acl_ids) else {
+        return false;
+    };
+    let (b, l, ids): (Vec<&str>, Vec<&str>, Vec<&str>) = (
+        b.split(',').collect(),
+        l.split(',').collect(),
+        ids.split(',').collect(),
+    );
+    if b.len() != l.len() || b.len() != ids.len() {
+        return false;
+    }
+    b.iter()
+        .zip(&l)
+        .zip(&ids)
+        .all(|((b, l), id)| b == l || (l == id && qualifier_is_numeric(l)))
+}
+
+/// Whether an ACL entry (`u:NAME:rwx`, `d:g:NAME:r-x`) has a numeric
+/// qualifier.
+fn qualifier_is_numeric(entry: &str) -> bool {
+    let entry = entry.strip_prefix("d:").unwrap_or(entry);
+    let mut parts = entry.split(':');
+    let _tag = parts.next();
+    parts
+        .next()
+        .is_some_and(|q| !q.is_empty() && q.bytes().all(|c| c.is_ascii_digit()))
+}
+
 fn show_opt(text: Option<&str>) -> String {
     match text {
         Some(t) => format!("{t:?}"),
@@ -564,6 +687,39 @@ mod tests {
             detail: "backup 100644, live 100600".into(),
         };
         assert_eq!(d.to_string(), "mode /a: backup 100644, live 100600");
+    }
+
+    #[test]
+    fn acls_by_name_or_by_backup_id() {
+        let meta = |acls: &str, ids: Option<&str>| EdgeMeta {
+            acls: Some(acls.into()),
+            acl_ids: ids.map(Into::into),
+            ..EdgeMeta::default()
+        };
+        let backup = meta(
+            "u::rw-,u:alice:r--,g::r--,m::r--,o::---,d:u:alice:rwx",
+            Some("u::rw-,u:1234:r--,g::r--,m::r--,o::---,d:u:1234:rwx"),
+        );
+        // Same names.
+        assert!(same_acls(&backup, &backup.clone()));
+        // alice does not exist here: the restored ACL shows her id.
+        let live = meta(
+            "u::rw-,u:1234:r--,g::r--,m::r--,o::---,d:u:1234:rwx",
+            None,
+        );
+        assert!(same_acls(&backup, &live));
+        // Another id, or another permission, is a difference.
+        let live = meta("u::rw-,u:999:r--,g::r--,m::r--,o::---,d:u:1234:rwx", None);
+        assert!(!same_acls(&backup, &live));
+        let live = meta(
+            "u::rw-,u:1234:rw-,g::r--,m::r--,o::---,d:u:1234:rwx",
+            None,
+        );
+        assert!(!same_acls(&backup, &live));
+        // Without acl_ids only the names count.
+        let backup = meta("u::rw-,u:alice:r--,g::r--,m::r--,o::---", None);
+        let live = meta("u::rw-,u:1234:r--,g::r--,m::r--,o::---", None);
+        assert!(!same_acls(&backup, &live));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! `verify` against a real grid: a backed-up tree verifies as identical,
-//! and each later change to it is reported.
+//! and each later change to it is reported, hard-link structure included.
 
 mod common;
 
@@ -217,4 +217,41 @@ fn identical_then_each_change_reported() {
     // A live tree that does not exist: the verify could not run.
     let (code, _, _) = s.verify(&[&root, "/nonexistent/verify/tree"]);
     assert_eq!(code, 1);
+}
+
+#[test]
+fn hard_link_structure_is_compared() {
+    let url = common::gateway_url();
+    let s = Setup::new(&url);
+    let src = &s.source;
+    let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+    fs::write(src.join("hl1"), b"linked content").unwrap();
+    fs::hard_link(src.join("hl1"), src.join("hl2")).unwrap();
+    for name in ["b", "c"] {
+        fs::write(src.join(name), b"same content").unwrap();
+        set_mtime(&src.join(name), t);
+    }
+    set_mtime(&src.join("hl1"), t);
+    let root = s.backup();
+    let path = src.to_str().unwrap();
+    let (code, out, err) = s.verify(&[&root, path]);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+
+    // hl2 becomes a copy (same bytes and metadata), c a link to b.
+    fs::remove_file(src.join("hl2")).unwrap();
+    fs::write(src.join("hl2"), b"linked content").unwrap();
+    set_mtime(&src.join("hl2"), t);
+    fs::remove_file(src.join("c")).unwrap();
+    fs::hard_link(src.join("b"), src.join("c")).unwrap();
+    let (code, out, err) = s.verify(&[&root, path]);
+    assert_eq!(code, 4, "stdout:\n{out}\nstderr:\n{err}");
+    let lines: Vec<&str> = out.lines().filter(|l| !l.starts_with("mtime /:")).collect();
+    assert_eq!(
+        lines,
+        [
+            "hlink /c: live: a hard link of /b, backup: not linked to it",
+            "hlink /hl2: backup: a hard link of /hl1, live: not linked to it",
+        ],
+        "{out}"
+    );
 }
