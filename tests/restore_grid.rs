@@ -399,3 +399,52 @@ fn original_tool_format() {
         b"target/of link"
     );
 }
+
+/// An ACL names a user this machine has (applied by name) and one it does
+/// not (applied by the id in `acl_ids`); `verify` finds the result the same.
+#[test]
+fn acl_by_name_or_by_recorded_id() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = put(b"acl restore test");
+    let acls = "u::rw-,u:root:rwx,u:lafs-no-such-user:r--,g::r--,m::rwx,o::---";
+    let acl_ids = "u::rw-,u:777:rwx,u:4242:r--,g::r--,m::rwx,o::---";
+    let root = mkdir_immutable(&json!({
+        "f": ["filenode", {"ro_uri": file, "metadata": {
+            "uid": "0", "gid": "0", "mode": "100670", "mtime_ns": "1600000000123456789",
+            "acls": acls, "acl_ids": acl_ids}}],
+    }));
+    let target = tmp.path().join("t");
+    let (code, stderr) = restore(&[root.as_ref(), target.as_os_str()]);
+    assert_eq!(code, 0, "{stderr}");
+    let out = Command::new("getfacl")
+        .args(["-n", "--omit-header", "--absolute-names"])
+        .arg(target.join("f"))
+        .output()
+        .expect("getfacl (package acl)");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let entries: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(
+        entries,
+        [
+            "user::rw-",
+            "user:0:rwx",
+            "user:4242:r--",
+            "group::r--",
+            "mask::rwx",
+            "other::---"
+        ],
+        "{text}"
+    );
+    let out = common::bin()
+        .args(["verify", "--gateway", &common::gateway_url(), &root])
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
