@@ -641,9 +641,12 @@ fn list_all(
     results
         .into_iter()
         .map(|m| {
-            m.into_inner().ok().flatten().unwrap_or(Err(tree::TreeError::BadListing(
-                "internal error: the listing was lost",
-            )))
+            m.into_inner()
+                .ok()
+                .flatten()
+                .unwrap_or(Err(tree::TreeError::BadListing(
+                    "internal error: the listing was lost",
+                )))
         })
         .collect()
 }

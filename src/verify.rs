@@ -703,18 +703,12 @@ mod tests {
         // Same names.
         assert!(same_acls(&backup, &backup.clone()));
         // alice does not exist here: the restored ACL shows her id.
-        let live = meta(
-            "u::rw-,u:1234:r--,g::r--,m::r--,o::---,d:u:1234:rwx",
-            None,
-        );
+        let live = meta("u::rw-,u:1234:r--,g::r--,m::r--,o::---,d:u:1234:rwx", None);
         assert!(same_acls(&backup, &live));
         // Another id, or another permission, is a difference.
         let live = meta("u::rw-,u:999:r--,g::r--,m::r--,o::---,d:u:1234:rwx", None);
         assert!(!same_acls(&backup, &live));
-        let live = meta(
-            "u::rw-,u:1234:rw-,g::r--,m::r--,o::---,d:u:1234:rwx",
-            None,
-        );
+        let live = meta("u::rw-,u:1234:rw-,g::r--,m::r--,o::---,d:u:1234:rwx", None);
         assert!(!same_acls(&backup, &live));
         // Without acl_ids only the names count.
         let backup = meta("u::rw-,u:alice:r--,g::r--,m::r--,o::---", None);

@@ -162,16 +162,19 @@ mod tests {
     #[test]
     fn lit_data_refuses_what_is_not_canonical() {
         for bad in [
-            "URI:LIT:a",         // 5 bits: no encoding ends like this
-            "URI:LIT:mz",        // 'f' = 66 would be "my"; "mz" has padding bits set
-            "URI:LIT:MY",        // upper case
-            "URI:LIT:m1",        // not in the alphabet
+            "URI:LIT:a",  // 5 bits: no encoding ends like this
+            "URI:LIT:mz", // 'f' = 66 would be "my"; "mz" has padding bits set
+            "URI:LIT:MY", // upper case
+            "URI:LIT:m1", // not in the alphabet
             "URI:CHK:abc:def:1:1:1",
             "URI:DIR2-LIT:",
         ] {
             assert_eq!(lit_data(&Cap(bad.into())), None, "{bad}");
         }
-        assert_eq!(lit_data(&Cap("URI:LIT:my".into())).as_deref(), Some(&b"f"[..]));
+        assert_eq!(
+            lit_data(&Cap("URI:LIT:my".into())).as_deref(),
+            Some(&b"f"[..])
+        );
         assert_eq!(lit_data(&Cap("URI:LIT:".into())).as_deref(), Some(&b""[..]));
     }
 
