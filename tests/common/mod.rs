@@ -295,3 +295,43 @@ pub fn share_dirs(grid_dir: &Path, si: &str) -> Vec<PathBuf> {
     }
     found
 }
+
+/// The `tahoe` command of the virtualenv that runs the shared grids
+/// (`LAFS_TAHOE_VENV` in the fast grid's `grid.env`), for tests that use
+/// Tahoe's own tools, e.g. `tahoe backup`. Run it with `-d NODEDIR`, where
+/// NODEDIR holds a `node.url` (see [`tahoe_client_dir`]).
+#[allow(dead_code)]
+pub fn tahoe_cli() -> PathBuf {
+    let env_file = grid_dir().join("grid.env");
+    let text = std::fs::read_to_string(&env_file)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", env_file.display()));
+    let quoted = text
+        .lines()
+        .find_map(|l| l.strip_prefix("LAFS_TAHOE_VENV="))
+        .unwrap_or_else(|| panic!("no LAFS_TAHOE_VENV in {}", env_file.display()));
+    // dev-grid single-quotes values for the shell: 'a'\''b' is a'b.
+    let venv = quoted
+        .strip_prefix('\'')
+        .and_then(|v| v.strip_suffix('\''))
+        .unwrap_or(quoted)
+        .replace("'\\''", "'");
+    let tahoe = PathBuf::from(venv).join("bin/tahoe");
+    assert!(tahoe.exists(), "{} does not exist", tahoe.display());
+    tahoe
+}
+
+/// A client node directory of the test's own for the `tahoe` CLI, under
+/// `parent`: only `node.url` (the gateway at `url`) and an empty `private/`
+/// (where `tahoe backup` keeps its backupdb), so CLI state never lands in a
+/// shared grid's node dir. Use it as `tahoe -d DIR ...`.
+#[allow(dead_code)]
+pub fn tahoe_client_dir(parent: &Path, url: &str) -> PathBuf {
+    let dir = parent.join("tahoe-client");
+    std::fs::create_dir_all(dir.join("private")).unwrap();
+    std::fs::write(
+        dir.join("node.url"),
+        format!("{}/\n", url.trim_end_matches('/')),
+    )
+    .unwrap();
+    dir
+}
