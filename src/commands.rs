@@ -49,3 +49,19 @@ fn log_level(cli: &Cli, configured: LogLevel) -> Level {
         LogLevel::Noise => Level::TRACE,
     }
 }
+
+/// The first contact of an interactive command with the gateway at `url`,
+/// in a single try: a wrong URL, a stopped node or a grid without storage
+/// servers is a clear error now, not after minutes of retry delays.
+fn reach_gateway(client: &crate::tahoe::Client, url: &str) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let (connected, known) = client
+        .servers_once()
+        .context("first contact with the Tahoe gateway")?;
+    if connected == 0 {
+        anyhow::bail!(
+            "the Tahoe gateway at {url} sees none of its {known} storage server(s): the grid is down"
+        );
+    }
+    Ok(())
+}

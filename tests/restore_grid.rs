@@ -448,3 +448,47 @@ fn acl_by_name_or_by_recorded_id() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A gateway that is not there fails `restore` and `verify` on the first
+/// contact (exit 1, a message naming it), not after the default retry
+/// delays (10, 60 and 600 s), and creates no TARGET.
+#[test]
+fn unreachable_gateway_fails_at_first_contact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let gateway = format!("http://127.0.0.1:{port}");
+    let cap = "URI:DIR2-CHK:aaaaaaaaaaaaaaaaaaaaaaaaaa:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb:1:1:100";
+    let target = tmp.path().join("t");
+    for args in [
+        vec![
+            "restore",
+            "--gateway",
+            &gateway,
+            cap,
+            target.to_str().unwrap(),
+        ],
+        vec![
+            "verify",
+            "--gateway",
+            &gateway,
+            cap,
+            tmp.path().to_str().unwrap(),
+        ],
+    ] {
+        let out = common::bin().args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{}: {stderr}", args[0]);
+        assert!(
+            stderr.contains("first contact with the Tahoe gateway")
+                && stderr.contains(&format!("127.0.0.1:{port}")),
+            "{}: {stderr}",
+            args[0]
+        );
+        assert!(!stderr.contains("URI:"), "a cap leaked: {stderr}");
+    }
+    assert!(!target.exists());
+}

@@ -24,6 +24,7 @@ pub fn run(cli: &Cli, args: &RestoreArgs, config: &Config) -> anyhow::Result<Out
     let client = Client::new(url, &config.http.retry, &config.operation.timeouts.updates)
         .map_err(|e| UsageError(format!("{which}: {e}")))?;
     let root = resolve(args, config)?;
+    super::reach_gateway(&client, url)?;
     let concurrency = args
         .concurrency
         .unwrap_or(config.operation.concurrency)

@@ -28,6 +28,7 @@ pub fn run(cli: &Cli, args: &VerifyArgs, config: &Config) -> anyhow::Result<Outc
     let client = Client::new(url, &config.http.retry, &config.operation.timeouts.updates)
         .map_err(|e| UsageError(format!("{what}: {e}")))?;
     info!("verifying {label} against {}", args.path.display());
+    super::reach_gateway(&client, url)?;
 
     let stdout = io::stdout();
     let mut out = stdout.lock();

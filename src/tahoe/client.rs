@@ -453,21 +453,44 @@ impl Client {
     pub fn servers(&self) -> Result<(usize, usize), TahoeError> {
         let url = format!("{}/?t=json", self.node);
         let value = self.get_json("servers", None, &url)?;
-        let servers = value
-            .get("servers")
-            .and_then(Value::as_array)
-            .ok_or_else(|| TahoeError::BadReply("no server list in the node status".into()))?;
-        let connected = servers
-            .iter()
-            .filter(|s| {
-                s.get("connection_status")
-                    .and_then(Value::as_str)
-                    .is_some_and(|st| st.to_lowercase().starts_with("connected"))
-            })
-            .count();
-        Ok((connected, servers.len()))
+        count_servers(&value)
     }
 
+    /// [`Client::servers`] in a single try, without the retry policy: the
+    /// first contact of an interactive command (`restore`, `verify`), so a
+    /// mistyped `--gateway` or a stopped node is an error at once rather
+    /// than after the retry delays (minutes by default). Later requests
+    /// retry as configured.
+    pub fn servers_once(&self) -> Result<(usize, usize), TahoeError> {
+        let url = format!("{}/?t=json", self.node);
+        let deadline = self
+            .timeouts
+            .timeout(0)
+            .and_then(|l| Instant::now().checked_add(l));
+        let reply = self.exchange(Method::Get, &url, Payload::Empty, deadline)?;
+        let value = self.read_json(reply)?;
+        count_servers(&value)
+    }
+}
+
+/// `(connected, known)` storage servers in the node status JSON.
+fn count_servers(value: &Value) -> Result<(usize, usize), TahoeError> {
+    let servers = value
+        .get("servers")
+        .and_then(Value::as_array)
+        .ok_or_else(|| TahoeError::BadReply("no server list in the node status".into()))?;
+    let connected = servers
+        .iter()
+        .filter(|s| {
+            s.get("connection_status")
+                .and_then(Value::as_str)
+                .is_some_and(|st| st.to_lowercase().starts_with("connected"))
+        })
+        .count();
+    Ok((connected, servers.len()))
+}
+
+impl Client {
     // ------------------------------------------------------------ plumbing
 
     /// A GET whose reply is JSON, with retries.
