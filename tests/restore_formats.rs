@@ -141,46 +141,6 @@ fn walk(root: &Path) -> BTreeMap<String, Entry> {
     out
 }
 
-fn write_config(dir: &Path, source: &Path) -> PathBuf {
-    let cfg = dir.join("cfg.yaml");
-    fs::write(
-        &cfg,
-        format!(
-            "source:\n  path: '{}'\n  queue:\n    path: '{}'\n  entry_cache:\n    path: '{}'\n\
-             destination:\n  url: '{}/uri'\n",
-            source.display(),
-            dir.join("queue").display(),
-            dir.join("cache.sqlite").display(),
-            common::gateway_url(),
-        ),
-    )
-    .unwrap();
-    cfg
-}
-
-/// `lafs-backup -c CFG --json backup`; returns the root cap.
-fn backup(cfg: &Path) -> String {
-    let out = common::bin()
-        .arg("-c")
-        .arg(cfg)
-        .args(["--json", "backup"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "backup failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v["type"] == "summary")
-        .and_then(|v| v["root_cap"].as_str().map(str::to_owned))
-        .expect("a summary with root_cap")
-}
-
 fn no_cap_leaked(out: &Output) {
     for (what, text) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
         let text = String::from_utf8_lossy(text);
@@ -495,8 +455,8 @@ fn devices_fifo_and_socket_round_trip_as_root() {
             123_456_789 + i as i64,
         );
     }
-    let cfg = write_config(tmp.path(), &src);
-    let cap = backup(&cfg);
+    let cfg = common::write_backup_config(tmp.path(), &src, &common::gateway_url(), "");
+    let cap = common::backup_root_cap(&cfg);
 
     let out = tmp.path().join("out");
     let (code, stderr) = restore(&cap, &out);
@@ -619,8 +579,8 @@ fn restore_without_root_reports_each_failure_and_exits_3() {
             987_654_321 - i as i64,
         );
     }
-    let cfg = write_config(tmp.path(), &src);
-    let cap = backup(&cfg);
+    let cfg = common::write_backup_config(tmp.path(), &src, &common::gateway_url(), "");
+    let cap = common::backup_root_cap(&cfg);
 
     // TARGET exists, owned by nobody.
     let target = tmp.path().join("target");

@@ -97,45 +97,6 @@ fn walk(root: &Path) -> (Entries, Inodes) {
 
 use std::os::unix::ffi::OsStringExt;
 
-fn write_config(dir: &Path, source: &Path, url: &str) -> PathBuf {
-    let cfg = dir.join("cfg.yaml");
-    fs::write(
-        &cfg,
-        format!(
-            "source:\n  path: '{}'\n  queue:\n    path: '{}'\n  entry_cache:\n    path: '{}'\n\
-             destination:\n  url: '{url}/uri'\n",
-            source.display(),
-            dir.join("queue").display(),
-            dir.join("cache.sqlite").display(),
-        ),
-    )
-    .unwrap();
-    cfg
-}
-
-fn backup(cfg: &Path) -> String {
-    let out = common::bin()
-        .arg("-c")
-        .arg(cfg)
-        .args(["--json", "backup"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    for line in stdout.lines() {
-        let v: Value = serde_json::from_str(line).unwrap();
-        if v["type"] == "summary" {
-            return v["root_cap"].as_str().unwrap().to_owned();
-        }
-    }
-    panic!("no summary")
-}
-
 /// `lafs-backup restore --gateway URL ARGS` without any config: (code, stderr).
 fn restore(args: &[&OsStr]) -> (i32, String) {
     let out = common::bin()
@@ -188,8 +149,8 @@ fn round_trip_with_metadata_and_resume() {
     let src = tmp.path().join("src");
     fs::create_dir(&src).unwrap();
     build_source(&src);
-    let cfg = write_config(tmp.path(), &src, &common::gateway_url());
-    let cap = backup(&cfg);
+    let cfg = common::write_backup_config(tmp.path(), &src, &common::gateway_url(), "");
+    let cap = common::backup_root_cap(&cfg);
 
     // --gateway URL CAP TARGET, no -c.
     let target = tmp.path().join("out");

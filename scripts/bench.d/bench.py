@@ -8,6 +8,7 @@ method and the results.
 """
 
 import argparse
+import filecmp
 import json
 import math
 import os
@@ -16,6 +17,7 @@ import random
 import re
 import shutil
 import signal
+import stat
 import statistics
 import subprocess
 import sys
@@ -23,6 +25,8 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import quote
+from urllib.request import urlopen
 
 MIB = 1024 * 1024
 # Bump when the tree generators change, so old trees are not reused.
@@ -32,9 +36,10 @@ TREE_FORMAT = 1
 LAYOUT_SEED = 2026
 
 DESCRIPTION = """\
-Benchmark of lafs-backup against `tahoe backup`, the gateway's raw upload
-ceiling and `find`, on a local grid the benchmark starts itself. Not a test:
-nothing is asserted; the numbers are printed (and saved under WORK/results/).
+Benchmark of lafs-backup against `tahoe backup`, `tahoe cp -r`, the
+gateway's raw upload and download ceilings and `find`, on a local grid the
+benchmark starts itself. Not a test: nothing is asserted; the numbers are
+printed (and saved under WORK/results/).
 
 Measured, in one run:
   * first backup of a mixed tree (2,000 files of 100 B..16 KiB in 20 dirs of
@@ -43,6 +48,14 @@ Measured, in one run:
     by parallel keep-alive PUT /uri requests, examples/raw_put.rs);
     lafs-backup with compression on (the default config), for information.
     --first-runs rounds (the second in reverse order), median used;
+  * restore of that mixed tree: each round's compression-off backup restored
+    by `lafs-backup restore --gateway URL CAP TARGET` (same concurrency as the
+    backups), against `tahoe cp -r DIRCAP TARGET` and against the raw download
+    ceiling (the same file caps fetched by parallel keep-alive GET requests
+    and written to files, examples/raw_get.rs), each into a new directory,
+    `sync` before each; every restored tree is compared with its source
+    (names, sizes, bytes; lafs-backup's also mode, owner, mtime), not timed.
+    Same rounds and order rule as the first backups;
   * unchanged re-runs of trees of empty and <=55-byte files (100,000 files by
     default, at most 1,000 per directory, and one of a fifth of that size):
     lafs-backup's `backup -f` against a bare `find` walk that stats every
@@ -58,13 +71,14 @@ Each measured first run backs up a tree with content of its own (same layout,
 another content seed), so the gateway's convergent encryption cannot reuse
 shares from an earlier run; the grid itself is new for every benchmark run
 (a new convergence secret), so trees are safely reused between runs. Before
-the first measurement the grid is warmed up with 300 files by raw_put.
+the first measurement the grid is warmed up with 300 files by raw_put, and
+before the first restore its downloads with 100 files by raw_get.
 
 Trees are built deterministically under WORK/trees and reused when their
 marker file matches. The grid runs in WORK/grid and is stopped and removed at
 the end (unless --keep). Logs, configs and JSON output of each run are in
 WORK/run/. Times are wall-clock (monotonic clock); the page cache is warm.
-A full run takes about 6-8 minutes on 2 cores (15+ with
+A full run takes about 6-9 minutes on 2 cores (15+ with
 --tahoe-rescan-entries 100000); --quick about 1 minute."""
 
 
@@ -150,6 +164,15 @@ def run_measured(cmd, stdout, stderr=None, cwd=None):
     }
 
 
+CAP_RE = re.compile(r"URI(?::|%3A)[A-Za-z0-9:%_-]+", re.I)
+
+
+def redact(text):
+    """text with every capability replaced by URI:…: caps are secrets, even
+    on a throwaway grid, and never printed."""
+    return CAP_RE.sub("URI:…", text)
+
+
 def check_rc(res, what, log):
     if res["rc"] != 0:
         tail = ""
@@ -157,7 +180,7 @@ def check_rc(res, what, log):
             tail = "\n".join(Path(log).read_text(errors="replace").splitlines()[-15:])
         except OSError:
             pass
-        raise BenchError(f"{what} failed with exit code {res['rc']} (log: {log})\n{tail}")
+        raise BenchError(f"{what} failed with exit code {res['rc']} (log: {log})\n{redact(tail)}")
 
 
 def median(xs):
@@ -309,6 +332,74 @@ def rescan_tree(trees, nfiles, seed):
             "entries": nfiles + 1 + tops + leaves}
 
 
+def tree_entries(root):
+    """{relative path: os.stat_result} of everything under root (not root
+    itself), symlinks not followed."""
+    out = {}
+    root = str(root)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            out[os.path.relpath(full, root)] = os.lstat(full)
+    return out
+
+
+def compare_trees(src, dst, content=True, meta=False, extra_ok=()):
+    """Compares a restored tree dst with its source src: the same names and
+    types, the same file sizes, the same bytes (content) and, with meta,
+    the same mode, owner and mtime (ns) for every entry and for the roots.
+    extra_ok: top-level names dst may have beyond src. Returns a dict with
+    files, bytes, what was checked, and up to 5 problems (paths only)."""
+    a, b = tree_entries(src), tree_entries(dst)
+    problems = []
+    for rel in sorted(set(a) - set(b)):
+        problems.append(f"missing: {rel}")
+    for rel in sorted(set(b) - set(a)):
+        if rel not in extra_ok:
+            problems.append(f"extra: {rel}")
+    files = nbytes = 0
+    pairs = [(rel, a[rel], b[rel]) for rel in sorted(set(a) & set(b))]
+    if meta:
+        pairs.append((".", os.lstat(src), os.lstat(dst)))
+    for rel, sa, sb in pairs:
+        if stat.S_IFMT(sa.st_mode) != stat.S_IFMT(sb.st_mode):
+            problems.append(f"type differs: {rel}")
+            continue
+        if stat.S_ISREG(sa.st_mode):
+            files += 1
+            nbytes += sb.st_size
+            if sa.st_size != sb.st_size:
+                problems.append(f"size differs: {rel} ({sa.st_size} against {sb.st_size})")
+            elif content and not filecmp.cmp(os.path.join(src, rel), os.path.join(dst, rel),
+                                             shallow=False):
+                problems.append(f"content differs: {rel}")
+        if meta:
+            for what, x, y in (("mode", sa.st_mode, sb.st_mode), ("uid", sa.st_uid, sb.st_uid),
+                               ("gid", sa.st_gid, sb.st_gid),
+                               ("mtime", sa.st_mtime_ns, sb.st_mtime_ns)):
+                if x != y:
+                    problems.append(f"{what} differs: {rel}")
+                    break
+    checked = ["names", "types", "sizes"] + (["bytes"] if content else []) + \
+        (["mode, owner, mtime"] if meta else [])
+    return {"ok": not problems, "files": files, "bytes": nbytes, "checked": ", ".join(checked),
+            "problems": problems[:5], "problem_count": len(problems)}
+
+
+def remove_tree(path):
+    """Removes path (a restored tree) whatever its modes say."""
+    path = Path(path)
+    if not path.exists():
+        return
+    for dirpath, dirnames, _ in os.walk(path):
+        for d in dirnames:
+            try:
+                os.chmod(os.path.join(dirpath, d), 0o700)
+            except OSError:
+                pass
+    shutil.rmtree(path)
+
+
 # ----------------------------------------------------------------- grid
 
 
@@ -392,9 +483,14 @@ class Bench:
         self.run_dir = args.work / "run"
         self.bin = args.root / "target" / "release" / "lafs-backup"
         self.raw = args.root / "target" / "release" / "examples" / "raw_put"
+        self.raw_get_bin = args.root / "target" / "release" / "examples" / "raw_get"
         self.tahoe = Path(args.venv) / "bin" / "tahoe"
         self.n = 0
-        for exe in (self.bin, self.raw, self.tahoe):
+        # Root caps of the backups made, by run label. Kept here only, never
+        # in the results (which are saved) and never printed.
+        self.caps = {}
+        self.conc_value = None  # lafs-backup's effective concurrency, set by main()
+        for exe in (self.bin, self.raw, self.raw_get_bin, self.tahoe):
             if not os.access(exe, os.X_OK):
                 raise BenchError(f"{exe} is missing: run scripts/bench (it builds), not bench.py alone")
         help_text = subprocess.run([str(self.bin), "backup", "--help"], capture_output=True,
@@ -456,7 +552,9 @@ class Bench:
             except ValueError:
                 continue
             if obj.get("type") in ("scan", "summary"):
-                obj.pop("root_cap", None)  # a cap is a secret, even on a throwaway grid
+                cap = obj.pop("root_cap", None)  # a cap is a secret, even on a throwaway grid
+                if cap:
+                    self.caps[label] = cap
                 res[obj["type"]] = obj
         res["log"] = str(err)
         return res
@@ -489,6 +587,68 @@ class Bench:
         cmd = [self.raw, "--threads", str(threads), self.grid.url, tree]
         res = self._grid_cpu(lambda: run_measured(cmd, out, err))
         check_rc(res, "raw_put", err)
+        res["raw"] = json.loads(Path(out).read_text().strip().splitlines()[-1])
+        return res
+
+    # --- restore: lafs-backup, `tahoe cp -r`, the raw GET ceiling
+
+    def restore_concurrency(self):
+        return self.args.concurrency or self.conc_value or 4
+
+    def lafs_restore(self, cap, target, label, dry_run=False):
+        out, err = self._paths(label)
+        cmd = [self.bin, "restore", "--gateway", self.grid.url, "--concurrency",
+               str(self.restore_concurrency())] + (["--dry-run"] if dry_run else []) + [cap, target]
+        res = self._grid_cpu(lambda: run_measured(cmd, out, err))
+        check_rc(res, f"lafs-backup restore ({label})", err)
+        res["log"] = str(err)
+        return res
+
+    def tahoe_cp(self, cap, target, label):
+        """`tahoe cp -r DIRCAP TARGET`: a dircap without a name stands for
+        its contents, so they land in TARGET itself (made beforehand)."""
+        out, err = self._paths(label)
+        Path(target).mkdir()
+        cmd = [self.tahoe, "-d", self.grid.gateway_dir, "cp", "-r", cap, target]
+        res = self._grid_cpu(lambda: run_measured(cmd, out, err))
+        check_rc(res, f"tahoe cp -r ({label})", err)
+        return res
+
+    def list_backup(self, cap, path):
+        """Walks a backup with GET /uri/DIRCAP?t=json (not timed) and writes
+        its file caps to path, one `CAP<TAB>RELPATH` line each, for raw_get.
+        The reserved top-level .lafs-backup-root entry is left out. Returns
+        the number of files and directories."""
+        lines, dirs = [], 0
+
+        def walk(dircap, prefix):
+            nonlocal dirs
+            dirs += 1
+            with urlopen(f"{self.grid.url}/uri/{quote(dircap, safe=':')}?t=json",
+                         timeout=300) as r:
+                node = json.load(r)
+            for name, (kind, info) in sorted(node[1]["children"].items()):
+                if not prefix and name == ".lafs-backup-root":
+                    continue
+                if "/" in name or name in (".", "..") or "\t" in name or "\n" in name:
+                    raise BenchError("unexpected edge name in the benchmark's own backup")
+                child = info.get("ro_uri") or info.get("rw_uri")
+                if kind == "dirnode":
+                    walk(child, prefix + name + "/")
+                elif kind == "filenode":
+                    lines.append(f"{child}\t{prefix}{name}")
+
+        walk(cap, "")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        return {"files": len(lines), "dirs": dirs}
+
+    def raw_get(self, listing, target, threads, label):
+        out, err = self._paths(label)
+        cmd = [self.raw_get_bin, "--threads", str(threads), "--out", target, self.grid.url, listing]
+        res = self._grid_cpu(lambda: run_measured(cmd, out, err))
+        check_rc(res, "raw_get", err)
         res["raw"] = json.loads(Path(out).read_text().strip().splitlines()[-1])
         return res
 
@@ -596,6 +756,49 @@ def report(args, facts, grid_info, conc, R):
               lafs_note(first.get("lafs_on")))
     L.append("")
 
+    # Restore
+    rs = R.get("restore") or {}
+    L.append("## Restore of the mixed tree")
+    L.append("")
+    L.append(f"Each round restores that round's compression-off lafs-backup backup ({mx['files']} "
+             f"files, {mx['dirs']} dirs) three ways, each into a new directory on the same file "
+             "system, in the order below (the second round in reverse order): `lafs-backup restore "
+             f"--gateway URL --concurrency {conc.get('restore', conc['value'])} CAP TARGET`; "
+             "`tahoe cp -r DIRCAP TARGET` (one file at a time; no metadata); the raw ceiling: "
+             f"raw_get fetching the same file caps with {conc['raw_threads']} keep-alive `GET`s "
+             "and writing them to files (no listing, no metadata, no temporary names). `sync` "
+             "before each run, not timed. Every restored tree is compared with its source "
+             "afterwards (not timed).")
+    L.append("")
+    L.append("| run | wall s (median) | files/s | MiB/s | client CPU s | grid CPU s | "
+             "client peak RSS MiB | notes |")
+    L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+
+    def check_note(runs):
+        bad = [r["check"] for r in runs if not r.get("check", {}).get("ok", True)]
+        checked = runs[0].get("check", {}).get("checked") if runs else None
+        if bad:
+            c = bad[0]
+            return (f"; restored tree DIFFERS from the source in {len(bad)} of {len(runs)} runs "
+                    f"({c['problem_count']} problems, e.g. {'; '.join(c['problems'][:2])})")
+        return f"; every run identical to the source ({checked})" if checked else ""
+
+    first_row("lafs-backup restore", rs.get("lafs"), check_note(rs.get("lafs") or []))
+    first_row("`tahoe cp -r`", rs.get("tahoe_cp"),
+              check_note(rs.get("tahoe_cp") or []) + " (plus an empty `.lafs-backup-root` file)")
+    first_row(f"raw ceiling (raw_get, {conc['raw_threads']} conns)", rs.get("raw"),
+              check_note(rs.get("raw") or []) + "; files only, written as they arrive")
+    dry = rs.get("lafs_dry")
+    if dry:
+        w = walls(dry)
+        gc = [r["grid_cpu"] for r in dry if r.get("grid_cpu") is not None]
+        L.append(f"| lafs-backup restore --dry-run (listing only, info) | {median(w):.2f} | | | "
+                 f"{median([r['cpu'] for r in dry]):.2f} | {fmt_s(median(gc)) if gc else '—'} | "
+                 f"{fmt_mib(max(r['maxrss_kib'] for r in dry))} | runs "
+                 f"{', '.join(f'{x:.2f}' for x in w)} s; lists the {mx['dirs']} directories "
+                 "and plans; writes nothing |")
+    L.append("")
+
     # Re-runs
     L.append("## Unchanged re-runs")
     L.append("")
@@ -676,6 +879,24 @@ def report(args, facts, grid_info, conc, R):
         if tb:
             L.append("| first backup, compression on: `tahoe backup` time / lafs-backup time (info) | "
                      f"{median(walls(tb)) / median(walls(on)):.2f}× | — | info |")
+    rl, rt, rr = (rs.get(k) for k in RESTORE_KINDS)
+    lafs_ok = bool(rl) and all(r.get("check", {}).get("ok", True) for r in rl)
+
+    def restore_status(ok):
+        if fast and not lafs_ok:
+            return "NOT met (lafs-backup's restored tree differs from the source)"
+        return status(ok, q, fast, why_shape)
+
+    if rl and rt:
+        v = median(walls(rt)) / median(walls(rl))
+        ratios["restore_vs_tahoe_cp"] = v
+        L.append(f"| restore: `tahoe cp -r` time / lafs-backup restore time | {v:.2f}× | ≥ 2× | "
+                 f"{restore_status(v >= 2)} |")
+    if rl and rr:
+        v = median(walls(rr)) / median(walls(rl))
+        ratios["restore_vs_raw"] = v
+        L.append(f"| restore: raw ceiling (GET) time / lafs-backup restore time | {v:.2f} | ≥ 0.8 | "
+                 f"{restore_status(v >= 0.8)} |")
     dm = rescan[str(main_n)]
     if dm.get("lafs_rerun") and dm.get("find"):
         v = median(walls(dm["lafs_rerun"])) / median(walls(dm["find"]))
@@ -749,16 +970,18 @@ def parse_args():
                    help="skip `tahoe backup` on the rescan-kind tree; the ≥10× target is then not measured")
     p.add_argument("--first-runs", type=int, default=None, metavar="N",
                    help="rounds of first backups of the mixed tree, each on fresh content (default 2; "
-                        "quick 1); the median is used")
+                        "quick 1), and of restores of those backups; the median is used")
     p.add_argument("--repeat", type=int, default=None, metavar="N",
                    help="runs of each short measurement (re-runs, scan-only, find); the median is used "
                         "(default 3; quick 2)")
     p.add_argument("--concurrency", type=int, default=None, metavar="N",
                    help="lafs-backup upload concurrency (default: the config default, "
                         "operation.concurrency); passed as --concurrency when the binary has it, "
-                        "else written to the config")
+                        "else written to the config; restore always gets --concurrency (this, or "
+                        "the config default)")
     p.add_argument("--raw-threads", type=int, default=None, metavar="N",
-                   help="connections of the raw ceiling client (default: lafs-backup's concurrency)")
+                   help="connections of the raw ceiling clients, raw_put and raw_get (default: "
+                        "lafs-backup's concurrency)")
     p.add_argument("--work-dir", type=Path, default=None, metavar="DIR",
                    help="trees, grid, logs and results (default target/bench)")
     p.add_argument("--keep", action="store_true",
@@ -793,6 +1016,7 @@ def parse_args():
 
 
 FIRST_KINDS = ("lafs_off", "raw", "tahoe", "lafs_on")
+RESTORE_KINDS = ("lafs", "tahoe_cp", "raw")
 
 
 def main():
@@ -828,7 +1052,9 @@ def main():
                             big=3 if args.big_mb else 0),
          "warmup_info": dict(warm, path=str(warm["path"])),
          "sizes": sizes, "rescan": rescan, "first": {k: [] for k in FIRST_KINDS},
-         "rerun_mixed": {}}
+         "restore": {k: [] for k in RESTORE_KINDS}, "rerun_mixed": {}}
+    restore_dir = args.work / "restore"
+    remove_tree(restore_dir)
 
     grid = Grid(args)
     conc = None
@@ -839,6 +1065,7 @@ def main():
         bench.tahoe_alias()
         probe_cfg = bench.lafs_config("probe", mx0["path"], False)
         conc_value = bench.effective_concurrency(probe_cfg)
+        bench.conc_value = conc_value
         conc = {
             "value": conc_value if conc_value is not None else "?",
             "source": "--concurrency" if args.concurrency else "config default",
@@ -847,6 +1074,7 @@ def main():
             conc["note"] = ("this lafs-backup has no `backup --concurrency` option, i.e. it predates the "
                             "concurrent uploader: operation.concurrency may be ignored")
         conc["raw_threads"] = args.raw_threads or (conc_value if isinstance(conc_value, int) else 4)
+        conc["restore"] = bench.restore_concurrency()
 
         say(f"warming the grid up: raw_put of {warm['files']} files")
         R["warmup"] = bench.raw_put(warm["path"], conc["raw_threads"], "warmup")
@@ -868,6 +1096,58 @@ def main():
                     res = bench.tahoe_backup(tree, f"mixed{rnd}", f"first-tahoe-{rnd}")
                 R["first"][kind].append(res)
                 say(f"  {res['wall']:.1f} s")
+
+        # ---- restore of the mixed tree: each round's compression-off
+        # backup, by lafs-backup, `tahoe cp -r` and the raw GET ceiling
+        restore_dir.mkdir()
+        warm_cap = bench.caps.get("first-lafs_on-0")
+        if warm_cap:
+            # The gateway's download path has not run yet: warm it up with
+            # 100 small files of another backup (not measured).
+            listing = run_dir / "restore-warmup.caps"
+            bench.list_backup(warm_cap, listing)
+            lines = listing.read_text().splitlines()
+            listing.write_text("\n".join(lines[-100:]) + "\n")
+            say("warming the gateway's downloads up: raw_get of 100 files")
+            bench.raw_get(listing, restore_dir / "warmup", conc["raw_threads"], "restore-warmup")
+            remove_tree(restore_dir / "warmup")
+        for rnd in range(args.first_runs):
+            cap = bench.caps.get(f"first-lafs_off-{rnd}")
+            if not cap:
+                raise BenchError(f"no root cap from the first-lafs_off-{rnd} backup (its --json "
+                                 "summary line)")
+            src = mixed[rnd]["lafs_off"]["path"]
+            listing = run_dir / f"restore-{rnd}.caps"
+            R["restore_listing"] = bench.list_backup(cap, listing)
+            order = RESTORE_KINDS if rnd % 2 == 0 else tuple(reversed(RESTORE_KINDS))
+            for kind in order:
+                target = restore_dir / f"{kind}-{rnd}"
+                remove_tree(target)
+                os.sync()  # the previous run's writes are not this run's work
+                say(f"round {rnd + 1}/{args.first_runs}: restore: {kind}")
+                if kind == "lafs":
+                    res = bench.lafs_restore(cap, target, f"restore-lafs-{rnd}")
+                elif kind == "tahoe_cp":
+                    res = bench.tahoe_cp(cap, target, f"restore-tahoe-cp-{rnd}")
+                else:
+                    res = bench.raw_get(listing, target, conc["raw_threads"], f"restore-raw-{rnd}")
+                res["check"] = compare_trees(
+                    src, target, content=True, meta=kind == "lafs",
+                    extra_ok=(".lafs-backup-root",) if kind == "tahoe_cp" else ())
+                R["restore"][kind].append(res)
+                c = res["check"]
+                say(f"  {res['wall']:.1f} s; restored tree "
+                    + ("matches the source" if c["ok"] else
+                       f"DIFFERS from the source ({c['problem_count']} problems, e.g. "
+                       f"{'; '.join(c['problems'][:3])})"))
+                remove_tree(target)
+            # For the breakdown: --dry-run lists every directory and plans,
+            # and writes nothing (information, not a target).
+            say(f"round {rnd + 1}/{args.first_runs}: restore --dry-run (listing only)")
+            res = bench.lafs_restore(cap, restore_dir / "dry-run", f"restore-lafs-dry-run-{rnd}",
+                                     dry_run=True)
+            R["restore"].setdefault("lafs_dry", []).append(res)
+            say(f"  {res['wall']:.2f} s")
 
         # ---- unchanged re-runs of the mixed tree (round 1's trees)
         say(f"re-runs of the mixed tree (x{args.repeat})")
@@ -922,11 +1202,12 @@ def main():
         return 1
     grid_info = grid.describe() if grid.started and hasattr(grid, "env") else None
     grid.stop()
+    remove_tree(restore_dir)
     if conc is None or grid_info is None:
         return 130
     if not args.keep:
         for p in run_dir.iterdir():
-            if ".cache" in p.name or p.suffix == ".queue":
+            if ".cache" in p.name or p.suffix in (".queue", ".caps"):
                 p.unlink()
 
     facts["loadavg_end"] = os.getloadavg()

@@ -335,3 +335,48 @@ pub fn tahoe_client_dir(parent: &Path, url: &str) -> PathBuf {
     .unwrap();
     dir
 }
+
+/// Writes `DIR/cfg.yaml` for backing up `source` to the gateway at `url`,
+/// with the queue and the entry cache in `dir`, followed by `extra` (more
+/// top-level YAML sections, or ""). Returns the config's path.
+#[allow(dead_code)]
+pub fn write_backup_config(dir: &Path, source: &Path, url: &str, extra: &str) -> PathBuf {
+    let cfg = dir.join("cfg.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "source:\n  path: '{}'\n  queue:\n    path: '{}'\n  entry_cache:\n    path: '{}'\n\
+             destination:\n  url: '{url}/uri'\n{extra}",
+            source.display(),
+            dir.join("queue").display(),
+            dir.join("cache.sqlite").display(),
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+/// `lafs-backup -c CFG --json backup`: must exit 0; returns the root cap
+/// from the summary line.
+#[allow(dead_code)]
+pub fn backup_root_cap(cfg: &Path) -> String {
+    let out = bin()
+        .arg("-c")
+        .arg(cfg)
+        .args(["--json", "backup"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "backup failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["type"] == "summary")
+        .and_then(|v| v["root_cap"].as_str().map(str::to_owned))
+        .expect("a summary line with root_cap")
+}
