@@ -309,9 +309,11 @@ struct PlannedDir {
     rel: Vec<Vec<u8>>,
     /// The directory's own metadata (the root's is applied separately).
     meta: EdgeMeta,
-    /// Every child name the listing has, selected or not: temporary
-    /// leftovers never shadow one of them.
-    names: HashSet<Vec<u8>>,
+    /// The child names (selected or not) that look like temporary names:
+    /// a leftover of an interrupted run is removed unless the backup itself
+    /// has that name. (Almost always empty: the plan holds every entry of
+    /// the backup, so it stays lean.)
+    temp_like_names: HashSet<Vec<u8>>,
     entries: Vec<Entry>,
     /// False when the listing failed (reported): the directory is not made
     /// at all, since an empty one would look like a complete restore.
@@ -396,7 +398,7 @@ impl Walk {
         plan.dirs.push(PlannedDir {
             rel: Vec::new(),
             meta: EdgeMeta::default(),
-            names: HashSet::new(),
+            temp_like_names: HashSet::new(),
             entries: Vec::new(),
             listed: true,
         });
@@ -415,8 +417,16 @@ impl Walk {
                     shown.push_str(&edge);
                     shared.fail(&shown, format!("refused: {why}"));
                 }
-                plan.dirs[idx].names = listing.children.iter().map(|n| n.name.clone()).collect();
-                for node in listing.children {
+                plan.dirs[idx].temp_like_names = listing
+                    .children
+                    .iter()
+                    .filter(|n| n.name.starts_with(TEMP_PREFIX.as_bytes()))
+                    .map(|n| n.name.clone())
+                    .collect();
+                for mut node in listing.children {
+                    // Only needed while listing; the plan holds every entry.
+                    node.edge_name = String::new();
+                    node.meta.name_raw = None;
                     let mut child_rel = rel.clone();
                     child_rel.push(node.name.clone());
                     let is_dir = node.kind == Kind::Dir;
@@ -429,7 +439,7 @@ impl Walk {
                             plan.dirs.push(PlannedDir {
                                 rel: child_rel,
                                 meta: node.meta,
-                                names: HashSet::new(),
+                                temp_like_names: HashSet::new(),
                                 entries: Vec::new(),
                                 listed: true,
                             });
@@ -477,7 +487,11 @@ impl Walk {
     ) {
         let entries = std::mem::take(&mut plan.dirs[idx].entries);
         if let Some(d) = dir {
-            let names: HashSet<&[u8]> = plan.dirs[idx].names.iter().map(Vec::as_slice).collect();
+            let names: HashSet<&[u8]> = plan.dirs[idx]
+                .temp_like_names
+                .iter()
+                .map(Vec::as_slice)
+                .collect();
             remove_stale_temps(d, &names);
         }
         let rel = plan.dirs[idx].rel.clone();
