@@ -329,6 +329,40 @@ fn hostile_tree_stays_inside_target() {
     assert_eq!(names, vec![std::ffi::OsString::from("ok")]);
     assert!(!tmp.path().join("x").exists());
     assert!(!Path::new("/tmp/inside").exists());
+
+    // --json: a dry run lists the plan, every refusal is a problem line,
+    // and a summary comes last; no cap anywhere.
+    let out = common::bin()
+        .args([
+            "--json",
+            "restore",
+            "-n",
+            "--gateway",
+            &common::gateway_url(),
+        ])
+        .arg(&root)
+        .arg(tmp.path().join("t2"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(!stdout.contains("URI:"), "a cap leaked:\n{stdout}");
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines[0],
+        json!({"type": "planned", "kind": "file", "path": "ok"}),
+        "{stdout}"
+    );
+    let problems = lines.iter().filter(|v| v["type"] == "problem").count();
+    assert_eq!(problems, 5, "{stdout}");
+    assert_eq!(
+        lines.last().unwrap(),
+        &json!({"type": "restore", "dry_run": true, "written": 0, "skipped": 0, "bytes": 0, "problems": 5})
+    );
+    assert!(!tmp.path().join("t2").exists());
 }
 
 #[test]

@@ -1,13 +1,14 @@
 //! `restore`: a backup (or part of it) back into a directory. See
 //! `docs/restore.md`; the work is done by [`crate::restore`].
 
+use serde_json::json;
 use tracing::info;
 
 use crate::cli::{Cli, RestoreArgs};
 use crate::config::Config;
 use crate::exit::{Outcome, UsageError};
 use crate::progress::{self, Progress};
-use crate::restore::{self, Options, Selection};
+use crate::restore::{self, Options, Report, Selection};
 use crate::tahoe::{Cap, Client};
 
 pub fn run(cli: &Cli, args: &RestoreArgs, config: &Config) -> anyhow::Result<Outcome> {
@@ -41,15 +42,26 @@ pub fn run(cli: &Cli, args: &RestoreArgs, config: &Config) -> anyhow::Result<Out
     let report = restore::run(&client, &root, &args.target, &opts, &progress);
     progress.finish();
     let report = report?;
-    for line in &report.planned {
-        println!("{line}");
+    if cli.json {
+        print_json(&report, opts.dry_run);
+    } else {
+        for line in &report.planned {
+            println!("{line}");
+        }
+        if !opts.dry_run {
+            eprintln!(
+                "lafs-backup: restored {} entries ({} of content), {} left as they were, {} problems",
+                report.written,
+                progress::human_bytes(report.bytes),
+                report.skipped,
+                report.failures.len()
+            );
+        }
     }
-    if !opts.dry_run {
-        info!(
-            "restored {} entries ({} bytes of content), {} left as they were",
-            report.written, report.bytes, report.skipped
-        );
-    }
+    info!(
+        "restored {} entries ({} bytes of content), {} left as they were",
+        report.written, report.bytes, report.skipped
+    );
     if report.failures.is_empty() {
         Ok(Outcome::Success)
     } else {
@@ -59,6 +71,40 @@ pub fn run(cli: &Cli, args: &RestoreArgs, config: &Config) -> anyhow::Result<Out
         );
         Ok(Outcome::Partial)
     }
+}
+
+/// `--json`: one line per planned entry (dry run) and per problem, then a
+/// summary line (`docs/restore.md`).
+fn print_json(report: &Report, dry_run: bool) {
+    for line in &report.planned {
+        let (code, path) = line.split_once(' ').unwrap_or(("?", line.as_str()));
+        let kind = match code {
+            "d" => "directory",
+            "f" => "file",
+            "l" => "symlink",
+            "s" => "special",
+            "h" => "hardlink",
+            _ => "unknown",
+        };
+        println!("{}", json!({"type": "planned", "kind": kind, "path": path}));
+    }
+    for (path, why) in &report.failures {
+        println!(
+            "{}",
+            json!({"type": "problem", "path": path, "detail": why})
+        );
+    }
+    println!(
+        "{}",
+        json!({
+            "type": "restore",
+            "dry_run": dry_run,
+            "written": report.written,
+            "skipped": report.skipped,
+            "bytes": report.bytes,
+            "problems": report.failures.len(),
+        })
+    );
 }
 
 /// The root cap: the argument itself, or the latest (or `--generation`)
