@@ -105,6 +105,9 @@ pub struct RestoreArgs {
     /// Restore only these paths of the backup (relative, e.g. etc/passwd or
     /// home/alice), or select with ordered '+REGEX'/'-REGEX' rules as in the
     /// config's filter.
+    ///
+    /// Options may come anywhere, so '-REGEX' rules go after '--':
+    /// restore NAME TARGET -- '-\.tmp$' '-^/cache/'.
     #[arg(value_name = "PATH|RULE")]
     pub paths: Vec<String>,
 
@@ -299,4 +302,36 @@ pub struct BackupArgs {
     /// progress bar is drawn on stderr anyway.)
     #[arg(long)]
     pub json_progress: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn restore_args(args: &[&str]) -> RestoreArgs {
+        let cli = Cli::try_parse_from([&["lafs-backup", "restore"], args].concat())
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        match cli.command {
+            Command::Restore(r) => r,
+            _ => panic!("not restore"),
+        }
+    }
+
+    #[test]
+    fn minus_rules_go_after_double_dash() {
+        let r = restore_args(&["NAME", "T", "--", "-^/skip/", "-n", "+x"]);
+        assert_eq!(r.paths, ["-^/skip/", "-n", "+x"]);
+        assert!(!r.dry_run);
+        // Options may follow the positionals, as usual.
+        let r = restore_args(&["NAME", "T", "etc", "--overwrite", "-n"]);
+        assert!(r.dry_run && r.overwrite);
+        assert_eq!(r.paths, ["etc"]);
+        // A '-' rule without '--' is an error (clap suggests '--'), never
+        // silently a path.
+        let Err(e) = Cli::try_parse_from(["lafs-backup", "restore", "NAME", "T", "-^/skip/"])
+        else {
+            panic!("a '-' rule without '--' parsed");
+        };
+        assert!(e.to_string().contains("--"), "{e}");
+    }
 }

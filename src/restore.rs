@@ -354,6 +354,10 @@ enum Selected {
 }
 
 impl Walk {
+    /// Whether the entry `rel` is restored. Rules are applied to every
+    /// entry, as the config's filter is (an excluded directory is not
+    /// descended into); a PATH selects itself and everything beneath it,
+    /// and every PATH met is marked found, also inside another PATH.
     fn select(
         &mut self,
         opts: &Options,
@@ -361,9 +365,6 @@ impl Walk {
         is_dir: bool,
         parent_selected: bool,
     ) -> Selected {
-        if parent_selected {
-            return Selected::Yes;
-        }
         match &opts.selection {
             Selection::All => Selected::Yes,
             Selection::Rules(filter) => {
@@ -374,13 +375,16 @@ impl Walk {
                 }
             }
             Selection::Paths(paths) => {
-                let mut result = Selected::No;
+                let mut result = if parent_selected {
+                    Selected::Yes
+                } else {
+                    Selected::No
+                };
                 for (i, p) in paths.iter().enumerate() {
                     if rel.starts_with(p) {
                         self.matched.insert(i);
-                        return Selected::Yes;
-                    }
-                    if is_dir && p.starts_with(rel) {
+                        result = Selected::Yes;
+                    } else if is_dir && p.starts_with(rel) && matches!(result, Selected::No) {
                         result = Selected::Ancestor;
                     }
                 }
