@@ -764,3 +764,48 @@ fn a_hand_trimmed_queue_uploads_what_it_lists_and_a_broken_one_is_refused() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("line 3"), "{stderr}");
 }
+
+/// Two backups of the same new content at the same time (two machines with
+/// the same files, one grid): the servers hold one upload's shares "in
+/// progress" while the other arrives, and the grid refuses the second for a
+/// moment. It waits and tries again: both complete, nothing skipped.
+#[test]
+fn two_backups_of_the_same_new_content_at_once_both_complete() {
+    let url = common::gateway_url();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut configs = Vec::new();
+    for side in ["one", "two"] {
+        let dir = tmp.path().join(side);
+        let src = dir.join("src");
+        fs::create_dir_all(&src).unwrap();
+        for i in 0..6u64 {
+            // Content of this test run alone, the same on both sides.
+            let seed = 0x5eed_0000 + i + u64::from(std::process::id()) * 16;
+            fs::write(
+                src.join(format!("f{i}")),
+                common::pseudo_random_bytes(300_000, seed),
+            )
+            .unwrap();
+        }
+        configs.push(common::write_backup_config(&dir, &src, &url, ""));
+    }
+    let children: Vec<_> = configs
+        .iter()
+        .map(|cfg| {
+            Command::new(env!("CARGO_BIN_EXE_lafs-backup"))
+                .arg("-c")
+                .arg(cfg)
+                .args(["--json", "backup"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        assert!(!stderr.contains("WARN"), "{stderr}");
+    }
+}

@@ -8,7 +8,7 @@ use std::io::{self, Read};
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::encode::{Encoder, Encoding, Prepared};
 use crate::progress::Progress;
@@ -108,35 +108,30 @@ fn run(shared: &Shared<'_>, job: Job) -> Done {
         Job::Upload { id, prepared } => {
             shared.limits.before_object();
             let limits = shared.limits.clone();
-            let result = shared.client.upload(|| {
-                Ok(Box::new(Counted {
-                    inner: limits.limit_reader(prepared.open()?),
-                    progress: Arc::clone(&shared.progress),
-                }))
+            let result = upload_or_wait(shared, || {
+                shared.client.upload(|| {
+                    Ok(Box::new(Counted {
+                        inner: limits.limit_reader(prepared.open()?),
+                        progress: Arc::clone(&shared.progress),
+                    }))
+                })
             });
-            Done::Uploaded {
-                id,
-                result: result.map_err(|e| classify(shared, e)),
-            }
+            Done::Uploaded { id, result }
         }
         Job::UploadBytes { id, data } => {
             shared.limits.before_object();
             let limits = shared.limits.clone();
-            let result = shared
-                .client
-                .upload(|| Ok(limits.limit_reader(io::Cursor::new(data.as_ref().clone()))));
-            Done::Uploaded {
-                id,
-                result: result.map_err(|e| classify(shared, e)),
-            }
+            let result = upload_or_wait(shared, || {
+                shared
+                    .client
+                    .upload(|| Ok(limits.limit_reader(io::Cursor::new(data.as_ref().clone()))))
+            });
+            Done::Uploaded { id, result }
         }
         Job::Mkdir { id, body } => {
             shared.limits.before_object();
-            let result = shared.client.mkdir_immutable(&body);
-            Done::Uploaded {
-                id,
-                result: result.map_err(|e| classify(shared, e)),
-            }
+            let result = upload_or_wait(shared, || shared.client.mkdir_immutable(&body));
+            Done::Uploaded { id, result }
         }
         Job::Check { id, cap } => Done::Checked {
             id,
@@ -151,29 +146,78 @@ fn run(shared: &Shared<'_>, job: Job) -> Done {
     }
 }
 
+/// How long to wait before trying again an upload whose content the grid
+/// refuses while it accepts other objects. Another upload of the same bytes
+/// may be under way (a backup of the same files running at the same time,
+/// through this or another gateway): its shares are "in progress" on the
+/// servers until it finishes, seconds later, and then this upload finds
+/// them in place.
+const BLOCKED_WAITS: [Duration; 3] = [
+    Duration::from_secs(2),
+    Duration::from_secs(10),
+    Duration::from_secs(30),
+];
+
+/// Runs `upload` (with the client's own retries), and when the grid refuses
+/// just this content, waits and tries again ([`BLOCKED_WAITS`]) before
+/// giving up on the object.
+fn upload_or_wait(
+    shared: &Shared<'_>,
+    mut upload: impl FnMut() -> Result<Cap, TahoeError>,
+) -> Result<Cap, Failure> {
+    let mut waits = BLOCKED_WAITS.iter();
+    loop {
+        let err = match upload() {
+            Ok(cap) => return Ok(cap),
+            Err(err) => err,
+        };
+        match classify(shared, err) {
+            Classified::Blocked(why) => match waits.next() {
+                Some(wait) => {
+                    tracing::debug!(
+                        "the grid refused an object while it accepts others; trying again in {} s",
+                        wait.as_secs()
+                    );
+                    std::thread::sleep(*wait);
+                }
+                None => return Err(Failure::Skip(why)),
+            },
+            Classified::Final(failure) => return Err(failure),
+        }
+    }
+}
+
+enum Classified {
+    /// The grid refuses this content but accepts a fresh probe.
+    Blocked(String),
+    Final(Failure),
+}
+
 /// Decides what a failed upload means.
-fn classify(shared: &Shared<'_>, err: TahoeError) -> Failure {
+fn classify(shared: &Shared<'_>, err: TahoeError) -> Classified {
     if let TahoeError::Body(e) = &err {
-        return Failure::Skip(format!("could not be read while it was uploaded ({e})"));
+        return Classified::Final(Failure::Skip(format!(
+            "could not be read while it was uploaded ({e})"
+        )));
     }
     if err.is_unhappy() {
         // Either the grid cannot place shares at all, or this content is
-        // blocked (partial shares left by an interrupted upload of the same
-        // bytes stay on the servers for up to 30 minutes). A fresh random
-        // probe tells the two apart.
+        // blocked: another upload of the same bytes is in progress, or an
+        // interrupted one left partial shares (servers drop those within
+        // 30 minutes). A fresh random probe tells the two apart.
         return match shared.client.upload_bytes(&random_probe()) {
-            Ok(_) => Failure::Skip(
+            Ok(_) => Classified::Blocked(
                 "the grid refused this object's shares although it accepts others \
-                 (likely left over from an interrupted upload of the same content; \
-                 servers drop those within 30 minutes)"
+                 (another upload of the same content was in progress, or an interrupted \
+                 one left partial shares, which servers drop within 30 minutes)"
                     .into(),
             ),
-            Err(probe) => Failure::GridDown(format!(
+            Err(probe) => Classified::Final(Failure::GridDown(format!(
                 "the grid cannot store new objects ({probe}); the first refusal was: {err}"
-            )),
+            ))),
         };
     }
-    Failure::Tahoe(err)
+    Classified::Final(Failure::Tahoe(err))
 }
 
 /// 1 KiB of random bytes: above the literal-cap threshold, so uploading it
