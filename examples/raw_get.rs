@@ -29,8 +29,9 @@ use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+mod common;
 
 const USAGE: &str = "usage: raw_get [--threads N] [--out DIR] GATEWAY LIST\n\
     GETs every cap listed in LIST (one a line: CAP or CAP<TAB>PATH) from GATEWAY/uri over N \
@@ -51,45 +52,22 @@ struct Item {
 }
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(msg) => {
-            eprintln!("raw_get: {msg}");
-            ExitCode::from(2)
-        }
-    }
+    common::main("raw_get", run)
 }
 
 fn run() -> Result<bool, String> {
-    let mut threads = 4usize;
     let mut out: Option<PathBuf> = None;
-    let mut positional = Vec::new();
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return Ok(true);
-            }
+    let parsed = common::parse_args(USAGE, |arg, args| {
+        match arg {
             "--out" => out = Some(args.next().ok_or("--out needs a directory")?.into()),
-            "--threads" => {
-                let n = args.next().ok_or("--threads needs a number")?;
-                threads = n
-                    .parse()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| format!("--threads: not a positive number: {n}"))?;
-            }
-            _ if arg.starts_with('-') => return Err(format!("unknown option {arg}\n{USAGE}")),
-            _ => positional.push(arg),
+            _ => return Ok(false),
         }
-    }
-    let [gateway, list] = positional.try_into().map_err(|_| USAGE.to_string())?;
-    let base = format!(
-        "{}/uri/",
-        gateway.trim_end_matches('/').trim_end_matches("/uri")
-    );
+        Ok(true)
+    })?;
+    let Some((threads, [gateway, list])) = parsed else {
+        return Ok(true);
+    };
+    let url = common::uri_url(&gateway);
 
     let text = fs::read_to_string(&list).map_err(|e| format!("reading {list}: {e}"))?;
     let mut items = parse_list(&text, out.as_deref())?;
@@ -105,35 +83,24 @@ fn run() -> Result<bool, String> {
     // Largest first, then in list order: a stable order for repeated runs.
     items.sort_by(|a, b| b.size.cmp(&a.size).then(a.line.cmp(&b.line)));
 
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
     let bytes = AtomicU64::new(0);
-    let start = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..threads.min(items.len().max(1)) {
-            s.spawn(|| worker(&base, &items, &next, &failed, &bytes));
-        }
-    });
-    let seconds = start.elapsed().as_secs_f64();
-    if failed.load(Ordering::Relaxed) {
-        return Ok(false);
+    let (seconds, ok) = common::for_each_parallel(
+        "raw_get",
+        threads,
+        &items,
+        None,
+        || vec![0u8; 256 * 1024],
+        |agent, buf, item| {
+            let n = get(agent, &url, item, buf).map_err(|msg| format!("{}: {msg}", item.shown))?;
+            bytes.fetch_add(n, Ordering::Relaxed);
+            Ok(())
+        },
+    );
+    if ok {
+        let extra = serde_json::json!({ "written": out.is_some() });
+        common::print_report(items.len(), bytes.into_inner(), threads, seconds, extra);
     }
-    let bytes = bytes.into_inner();
-    let report = serde_json::json!({
-        "files": items.len(),
-        "bytes": bytes,
-        "threads": threads,
-        "written": out.is_some(),
-        "seconds": round3(seconds),
-        "files_per_s": round3(items.len() as f64 / seconds),
-        "mib_per_s": round3(bytes as f64 / 1_048_576.0 / seconds),
-    });
-    println!("{report}");
-    Ok(true)
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
+    Ok(ok)
 }
 
 /// Reads LIST. A path must be relative and must not climb out of DIR.
@@ -176,51 +143,13 @@ fn parse_list(text: &str, out: Option<&Path>) -> Result<Vec<Item>, String> {
     Ok(items)
 }
 
-/// Fetches items from the shared list until it is exhausted or another
-/// thread failed. One agent per thread, so one keep-alive connection each.
-fn worker(base: &str, items: &[Item], next: &AtomicUsize, failed: &AtomicBool, total: &AtomicU64) {
-    let config = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .proxy(None)
-        .max_redirects(0)
-        .timeout_global(Some(Duration::from_secs(3600)))
-        .max_idle_connections(1)
-        .max_idle_connections_per_host(1)
-        .build();
-    let agent = ureq::Agent::new_with_config(config);
-    let mut buf = vec![0u8; 256 * 1024];
-    while !failed.load(Ordering::Relaxed) {
-        let i = next.fetch_add(1, Ordering::Relaxed);
-        let Some(item) = items.get(i) else {
-            return;
-        };
-        match get(&agent, base, item, &mut buf) {
-            Ok(n) => {
-                total.fetch_add(n, Ordering::Relaxed);
-            }
-            Err(msg) => {
-                eprintln!("raw_get: {}: {msg}", item.shown);
-                failed.store(true, Ordering::Relaxed);
-            }
-        }
-    }
-}
-
-fn get(agent: &ureq::Agent, base: &str, item: &Item, buf: &mut [u8]) -> Result<u64, String> {
-    let url = format!("{base}{}", item.cap);
+fn get(agent: &ureq::Agent, url: &str, item: &Item, buf: &mut [u8]) -> Result<u64, String> {
+    let url = format!("{url}/{}", item.cap);
     let mut resp = agent.get(&url).call().map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
     if status != 200 {
         let body = resp.body_mut().read_to_string().unwrap_or_default();
-        let last = body
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("");
-        return Err(format!(
-            "the gateway answered {status}: {}",
-            lafs_backup::tahoe::redact(last)
-        ));
+        return Err(common::gateway_error(status, &body));
     }
     let mut file = match &item.dest {
         Some(p) => Some(fs::File::create(p).map_err(|e| format!("creating: {e}"))?),

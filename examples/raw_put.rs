@@ -27,55 +27,33 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ureq::SendBody;
+
+mod common;
 
 const USAGE: &str = "usage: raw_put [--threads N] [--chunked] GATEWAY DIR\n\
     PUTs every regular file under DIR to GATEWAY/uri from N keep-alive connections \
     (default 4) and prints files/s and MiB/s as JSON.";
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(msg) => {
-            eprintln!("raw_put: {msg}");
-            ExitCode::from(2)
-        }
-    }
+    common::main("raw_put", run)
 }
 
 fn run() -> Result<bool, String> {
-    let mut threads = 4usize;
     let mut chunked = false;
-    let mut positional = Vec::new();
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return Ok(true);
-            }
+    let parsed = common::parse_args(USAGE, |arg, _| {
+        match arg {
             "--chunked" => chunked = true,
-            "--threads" => {
-                let n = args.next().ok_or("--threads needs a number")?;
-                threads = n
-                    .parse()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| format!("--threads: not a positive number: {n}"))?;
-            }
-            _ if arg.starts_with('-') => return Err(format!("unknown option {arg}\n{USAGE}")),
-            _ => positional.push(arg),
+            _ => return Ok(false),
         }
-    }
-    let [gateway, dir] = positional.try_into().map_err(|_| USAGE.to_string())?;
-    let url = format!(
-        "{}/uri",
-        gateway.trim_end_matches('/').trim_end_matches("/uri")
-    );
+        Ok(true)
+    })?;
+    let Some((threads, [gateway, dir])) = parsed else {
+        return Ok(true);
+    };
+    let url = common::uri_url(&gateway);
 
     let walk_start = Instant::now();
     let mut files = Vec::new();
@@ -85,34 +63,24 @@ fn run() -> Result<bool, String> {
     let walk_seconds = walk_start.elapsed().as_secs_f64();
     let bytes: u64 = files.iter().map(|f| f.1).sum();
 
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let start = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..threads.min(files.len().max(1)) {
-            s.spawn(|| worker(&url, &files, &next, &failed, chunked));
-        }
-    });
-    let seconds = start.elapsed().as_secs_f64();
-    if failed.load(Ordering::Relaxed) {
-        return Ok(false);
+    let (seconds, ok) = common::for_each_parallel(
+        "raw_put",
+        threads,
+        &files,
+        Some("text/plain"),
+        || (),
+        |agent, (), (path, _)| {
+            put(agent, &url, path, chunked).map_err(|msg| format!("{}: {msg}", path.display()))
+        },
+    );
+    if ok {
+        let extra = serde_json::json!({
+            "chunked": chunked,
+            "walk_seconds": common::round3(walk_seconds),
+        });
+        common::print_report(files.len(), bytes, threads, seconds, extra);
     }
-    let report = serde_json::json!({
-        "files": files.len(),
-        "bytes": bytes,
-        "threads": threads,
-        "chunked": chunked,
-        "seconds": round3(seconds),
-        "files_per_s": round3(files.len() as f64 / seconds),
-        "mib_per_s": round3(bytes as f64 / 1_048_576.0 / seconds),
-        "walk_seconds": round3(walk_seconds),
-    });
-    println!("{report}");
-    Ok(true)
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
+    Ok(ok)
 }
 
 /// Regular files under `dir` with their sizes; symlinks are not followed.
@@ -127,37 +95,6 @@ fn walk(dir: &Path, out: &mut Vec<(PathBuf, u64)>) -> std::io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Uploads files from the shared list until it is exhausted or another
-/// thread failed. One agent per thread, so one keep-alive connection each.
-fn worker(
-    url: &str,
-    files: &[(PathBuf, u64)],
-    next: &AtomicUsize,
-    failed: &AtomicBool,
-    chunked: bool,
-) {
-    let config = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .proxy(None)
-        .max_redirects(0)
-        .accept("text/plain")
-        .timeout_global(Some(Duration::from_secs(3600)))
-        .max_idle_connections(1)
-        .max_idle_connections_per_host(1)
-        .build();
-    let agent = ureq::Agent::new_with_config(config);
-    while !failed.load(Ordering::Relaxed) {
-        let i = next.fetch_add(1, Ordering::Relaxed);
-        let Some((path, _)) = files.get(i) else {
-            return;
-        };
-        if let Err(msg) = put(&agent, url, path, chunked) {
-            eprintln!("raw_put: {}: {msg}", path.display());
-            failed.store(true, Ordering::Relaxed);
-        }
-    }
 }
 
 fn put(agent: &ureq::Agent, url: &str, path: &Path, chunked: bool) -> Result<(), String> {
@@ -176,15 +113,7 @@ fn put(agent: &ureq::Agent, url: &str, path: &Path, chunked: bool) -> Result<(),
         .read_to_string()
         .map_err(|e| e.to_string())?;
     if status != 200 || !body.trim_start().starts_with("URI:") {
-        let last = body
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("");
-        return Err(format!(
-            "the gateway answered {status}: {}",
-            lafs_backup::tahoe::redact(last)
-        ));
+        return Err(common::gateway_error(status, &body));
     }
     Ok(())
 }
