@@ -183,6 +183,16 @@ def check_rc(res, what, log):
         raise BenchError(f"{what} failed with exit code {res['rc']} (log: {log})\n{redact(tail)}")
 
 
+def run_checked(cmd, what=None, check=True):
+    """subprocess.run(cmd) with its output captured; BenchError if it fails
+    (unless not check)."""
+    cmd = [str(c) for c in cmd]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise BenchError(f"{what or ' '.join(cmd)} failed:\n{r.stdout}{r.stderr}")
+    return r
+
+
 def median(xs):
     return statistics.median(xs) if xs else float("nan")
 
@@ -412,11 +422,7 @@ class Grid:
         self.started = False
 
     def _cmd(self, *words, check=True):
-        cmd = [str(self.dev_grid), *words]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if check and r.returncode != 0:
-            raise BenchError(f"{' '.join(cmd)} failed:\n{r.stdout}{r.stderr}")
-        return r
+        return run_checked([self.dev_grid, *words], check=check)
 
     def start(self):
         if self.dir.exists():
@@ -493,8 +499,7 @@ class Bench:
         for exe in (self.bin, self.raw, self.raw_get_bin, self.tahoe):
             if not os.access(exe, os.X_OK):
                 raise BenchError(f"{exe} is missing: run scripts/bench (it builds), not bench.py alone")
-        help_text = subprocess.run([str(self.bin), "backup", "--help"], capture_output=True,
-                                   text=True).stdout
+        help_text = run_checked([self.bin, "backup", "--help"], check=False).stdout
         self.has_concurrency_flag = "--concurrency" in help_text
 
     def _paths(self, label):
@@ -502,11 +507,25 @@ class Bench:
         base = self.run_dir / f"{self.n:02d}-{label}"
         return base.with_suffix(".out"), base.with_suffix(".err")
 
-    def _grid_cpu(self, fn):
+    def _run(self, cmd, label, what, log=False):
+        """Runs cmd measured (run_measured), with the grid's CPU time around
+        it, its stdout and stderr in WORK/run/NN-LABEL.out/.err; BenchError
+        naming `what` if it fails. Returns the result (with the stderr path
+        as "log" if log) and the stdout path."""
+        out, err = self._paths(label)
         before = self.grid.cpu_seconds()
-        res = fn()
+        res = run_measured(cmd, out, err)
         after = self.grid.cpu_seconds()
         res["grid_cpu"] = None if before is None or after is None else after - before
+        check_rc(res, what, err)
+        if log:
+            res["log"] = str(err)
+        return res, out
+
+    def _run_raw(self, cmd, label, what):
+        """_run for raw_put and raw_get: their JSON line is res["raw"]."""
+        res, out = self._run(cmd, label, what)
+        res["raw"] = json.loads(Path(out).read_text().strip().splitlines()[-1])
         return res
 
     # --- lafs-backup
@@ -533,19 +552,16 @@ class Bench:
         return cfg
 
     def effective_concurrency(self, cfg):
-        out = subprocess.run([str(self.bin), "dump-config", "-c", str(cfg)], capture_output=True,
-                             text=True).stdout
+        out = run_checked([self.bin, "dump-config", "-c", cfg], check=False).stdout
         m = re.search(r"^\s+concurrency:\s*(\d+)", out, re.M)
         return int(m.group(1)) if m else None
 
     def lafs(self, cfg, label, extra=(), noise=False):
-        out, err = self._paths(label)
         cmd = [self.bin, "--json"] + (["--noise"] if noise else []) + ["backup", "-c", cfg]
         if self.args.concurrency and self.has_concurrency_flag:
             cmd += ["--concurrency", str(self.args.concurrency)]
         cmd += list(extra)
-        res = self._grid_cpu(lambda: run_measured(cmd, out, err))
-        check_rc(res, f"lafs-backup ({label})", err)
+        res, out = self._run(cmd, label, f"lafs-backup ({label})", log=True)
         for line in Path(out).read_text().splitlines():
             try:
                 obj = json.loads(line)
@@ -556,16 +572,13 @@ class Bench:
                 if cap:
                     self.caps[label] = cap
                 res[obj["type"]] = obj
-        res["log"] = str(err)
         return res
 
     # --- tahoe backup
 
     def tahoe_backup(self, tree, name, label):
-        out, err = self._paths(label)
         cmd = [self.tahoe, "-d", self.grid.gateway_dir, "backup", tree, f"bk:{name}"]
-        res = self._grid_cpu(lambda: run_measured(cmd, out, err))
-        check_rc(res, f"tahoe backup ({label})", err)
+        res, out = self._run(cmd, label, f"tahoe backup ({label})")
         text = Path(out).read_text(errors="replace")
         m = re.search(r"(\d+) files uploaded \((\d+) reused\), (\d+) files skipped, "
                       r"(\d+) directories created \((\d+) reused\)", text)
@@ -575,20 +588,13 @@ class Bench:
         return res
 
     def tahoe_alias(self):
-        r = subprocess.run([str(self.tahoe), "-d", self.grid.gateway_dir, "create-alias", "bk"],
-                           capture_output=True, text=True)
-        if r.returncode != 0:
-            raise BenchError(f"tahoe create-alias failed:\n{r.stdout}{r.stderr}")
+        run_checked([self.tahoe, "-d", self.grid.gateway_dir, "create-alias", "bk"],
+                    "tahoe create-alias")
 
     # --- raw ceiling and find
 
     def raw_put(self, tree, threads, label):
-        out, err = self._paths(label)
-        cmd = [self.raw, "--threads", str(threads), self.grid.url, tree]
-        res = self._grid_cpu(lambda: run_measured(cmd, out, err))
-        check_rc(res, "raw_put", err)
-        res["raw"] = json.loads(Path(out).read_text().strip().splitlines()[-1])
-        return res
+        return self._run_raw([self.raw, "--threads", threads, self.grid.url, tree], label, "raw_put")
 
     # --- restore: lafs-backup, `tahoe cp -r`, the raw GET ceiling
 
@@ -596,23 +602,16 @@ class Bench:
         return self.args.concurrency or self.conc_value or 4
 
     def lafs_restore(self, cap, target, label, dry_run=False):
-        out, err = self._paths(label)
         cmd = [self.bin, "restore", "--gateway", self.grid.url, "--concurrency",
-               str(self.restore_concurrency())] + (["--dry-run"] if dry_run else []) + [cap, target]
-        res = self._grid_cpu(lambda: run_measured(cmd, out, err))
-        check_rc(res, f"lafs-backup restore ({label})", err)
-        res["log"] = str(err)
-        return res
+               self.restore_concurrency()] + (["--dry-run"] if dry_run else []) + [cap, target]
+        return self._run(cmd, label, f"lafs-backup restore ({label})", log=True)[0]
 
     def tahoe_cp(self, cap, target, label):
         """`tahoe cp -r DIRCAP TARGET`: a dircap without a name stands for
         its contents, so they land in TARGET itself (made beforehand)."""
-        out, err = self._paths(label)
         Path(target).mkdir()
         cmd = [self.tahoe, "-d", self.grid.gateway_dir, "cp", "-r", cap, target]
-        res = self._grid_cpu(lambda: run_measured(cmd, out, err))
-        check_rc(res, f"tahoe cp -r ({label})", err)
-        return res
+        return self._run(cmd, label, f"tahoe cp -r ({label})")[0]
 
     def list_backup(self, cap, path):
         """Walks a backup with GET /uri/DIRCAP?t=json (not timed) and writes
@@ -645,12 +644,8 @@ class Bench:
         return {"files": len(lines), "dirs": dirs}
 
     def raw_get(self, listing, target, threads, label):
-        out, err = self._paths(label)
-        cmd = [self.raw_get_bin, "--threads", str(threads), "--out", target, self.grid.url, listing]
-        res = self._grid_cpu(lambda: run_measured(cmd, out, err))
-        check_rc(res, "raw_get", err)
-        res["raw"] = json.loads(Path(out).read_text().strip().splitlines()[-1])
-        return res
+        cmd = [self.raw_get_bin, "--threads", threads, "--out", target, self.grid.url, listing]
+        return self._run_raw(cmd, label, "raw_get")
 
     def find_walk(self, tree, label):
         _, err = self._paths(label)
