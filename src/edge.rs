@@ -476,13 +476,25 @@ pub struct Child {
 pub fn children_json(children: &[Child]) -> String {
     let mut sorted: Vec<&Child> = children.iter().collect();
     sorted.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
-    debug_assert!(
-        sorted.windows(2).all(|w| w[0].name != w[1].name),
-        "duplicate child names"
-    );
+    let metas: Vec<String> = sorted.iter().map(|c| c.meta.to_json()).collect();
+    sorted_children_json(sorted.into_iter().zip(metas.iter().map(String::as_str)))
+}
+
+/// [`children_json`] of children already in byte order of name, each given
+/// with its metadata's [`EdgeMeta::to_json`] (which the uploader has made
+/// for the directory's cache key already).
+pub fn sorted_children_json<'a>(
+    children: impl ExactSizeIterator<Item = (&'a Child, &'a str)>,
+) -> String {
     let mut out = String::with_capacity(64 + children.len() * 256);
+    let mut last: Option<&str> = None;
     out.push('{');
-    for (i, child) in sorted.into_iter().enumerate() {
+    for (i, (child, meta_json)) in children.enumerate() {
+        debug_assert!(
+            last.is_none_or(|l| l.as_bytes() < child.name.as_bytes()),
+            "children out of order or duplicate"
+        );
+        last = Some(&child.name);
         if i > 0 {
             out.push(',');
         }
@@ -494,7 +506,7 @@ pub fn children_json(children: &[Child]) -> String {
         });
         push_json_str(&mut out, child.cap.as_str());
         out.push_str(",\"metadata\":");
-        child.meta.write_json(&mut out);
+        out.push_str(meta_json);
         out.push_str("}]");
     }
     out.push('}');

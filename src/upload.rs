@@ -315,18 +315,16 @@ impl<'a> Uploader<'a> {
             let Ok(md) = fs::symlink_metadata(&abs) else {
                 continue;
             };
-            if queue_type == S_IFREG
-                && md.size() <= tahoe::LIT_THRESHOLD
-                && self.encoder.choose(&entry.path, md.size()).is_none()
-            {
-                continue;
-            }
             if queue_type == S_IFREG {
+                let decision = self.encoder.choose(&entry.path, md.size());
+                if decision.is_none() && md.size() <= tahoe::LIT_THRESHOLD {
+                    continue;
+                }
                 let (parent, raw_name) = split_path(&entry.path);
                 let name = names::edge_name(raw_name, parent.is_empty());
                 let (mut meta, _) = EdgeMeta::read(&abs, &entry.meta, &md);
                 meta.name_raw = name.raw;
-                let key = self.file_key(&entry.path, &meta, &md);
+                let key = self.file_key(&entry.path, &meta, &md, decision);
                 if !self.options.dedup || self.cache.lookup(&key)?.is_none() {
                     objects += 1;
                     bytes += md.size();
@@ -588,7 +586,7 @@ impl<'a> Uploader<'a> {
             );
         }
         let (parent, raw_name) = split_path(path);
-        let name = if is_root {
+        let names::EdgeName { name, raw } = if is_root {
             names::EdgeName {
                 name: String::new(),
                 raw: None,
@@ -601,20 +599,20 @@ impl<'a> Uploader<'a> {
             warn!("{}: {problem}", display_path(path));
             self.stats.skipped += 1;
         }
-        meta.name_raw = name.raw.clone();
+        meta.name_raw = raw;
         match queue_type {
-            S_IFDIR => self.close_dir(line, path, name.name, meta, slot),
+            S_IFDIR => self.close_dir(line, path, name, meta, slot),
             S_IFREG => {
                 self.stats.bytes_total += md.size();
-                self.regular_file(slot.expect("non-root"), path, abs, md, name.name, meta)
+                self.regular_file(slot.expect("non-root"), path, abs, md, name, meta)
             }
-            S_IFLNK => self.symlink(slot.expect("non-root"), path, &abs, &md, name.name, meta),
+            S_IFLNK => self.symlink(slot.expect("non-root"), path, &abs, &md, name, meta),
             // Fifos, sockets and device nodes have no content: an empty
             // literal file carries their mode (and rdev) for restore.
             _ => self.fill(
                 slot.expect("non-root"),
                 Slot::Done(Child {
-                    name: name.name,
+                    name,
                     cap: Cap::empty_literal(),
                     is_dir: false,
                     meta,
@@ -630,8 +628,15 @@ impl<'a> Uploader<'a> {
         }
     }
 
-    fn file_key(&self, path: &[u8], meta: &EdgeMeta, md: &Metadata) -> ObjectKey {
-        let decision = self.encoder.choose(path, md.size());
+    /// The metadata key of a regular file; `decision` is
+    /// `self.encoder.choose(path, md.size())`.
+    fn file_key(
+        &self,
+        path: &[u8],
+        meta: &EdgeMeta,
+        md: &Metadata,
+        decision: Option<Encoding>,
+    ) -> ObjectKey {
         FileKey {
             path,
             meta_json: &meta.to_json(),
@@ -684,8 +689,8 @@ impl<'a> Uploader<'a> {
         // The key covers the rule decision, not the final encoding (the
         // content probe may still decide against compressing): it must be
         // known without opening the file.
-        let key = self.file_key(path, &meta, &md);
         let decision = self.encoder.choose(path, md.size());
+        let key = self.file_key(path, &meta, &md, decision);
         let mut task = FileTask {
             slot,
             path: path.to_vec(),
@@ -959,7 +964,19 @@ impl<'a> Uploader<'a> {
             })
             .collect();
         let key = cache::dir_key(&meta.to_json(), &key_children);
-        let body = edge::children_json(&children);
+        let stale = match self.lookup(&key)? {
+            // The common case of a re-run: no request body is needed.
+            Lookup::Hit(cap, _) => {
+                self.cache.mark_used(&key)?;
+                self.stats.unchanged += 1;
+                self.progress.shrink_total(1, 0);
+                return self.finish_dir(frame_id, cap);
+            }
+            Lookup::Stale(cap, _) => Some(cap),
+            Lookup::Miss => None,
+        };
+        let body =
+            edge::sorted_children_json(children.iter().zip(child_json.iter().map(String::as_str)));
         let child_caps: Vec<Cap> = children
             .into_iter()
             .map(|c| c.cap)
@@ -976,15 +993,9 @@ impl<'a> Uploader<'a> {
             content,
             child_caps,
         };
-        match self.lookup(&key)? {
-            Lookup::Hit(cap, _) => {
-                self.cache.mark_used(&key)?;
-                self.stats.unchanged += 1;
-                self.progress.shrink_total(1, 0);
-                self.finish_dir(task.frame, cap)
-            }
-            Lookup::Stale(cap, _) => self.submit(Task::Dir(task), |id| Job::Check { id, cap }),
-            Lookup::Miss => self.dir_miss(task),
+        match stale {
+            Some(cap) => self.submit(Task::Dir(task), |id| Job::Check { id, cap }),
+            None => self.dir_miss(task),
         }
     }
 
