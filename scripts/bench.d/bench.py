@@ -672,6 +672,17 @@ def walls(runs):
     return [r["wall"] for r in runs or []]
 
 
+def cost_cols(runs):
+    """The client CPU s | grid CPU s | client peak RSS MiB cells of runs."""
+    gc = [r["grid_cpu"] for r in runs if r.get("grid_cpu") is not None]
+    return (f"{median([r['cpu'] for r in runs]):.2f} | {fmt_s(median(gc)) if gc else '—'} | "
+            f"{fmt_mib(max(r['maxrss_kib'] for r in runs))}")
+
+
+RUN_TABLE_HEAD = ("| run | wall s (median) | files/s | MiB/s | client CPU s | grid CPU s | "
+                  "client peak RSS MiB | notes |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+
+
 def report(args, facts, grid_info, conc, R):
     L = []
     q = args.quick
@@ -715,9 +726,7 @@ def report(args, facts, grid_info, conc, R):
     # First backups
     L.append("## First backup of the mixed tree")
     L.append("")
-    L.append("| run | wall s (median) | files/s | MiB/s | client CPU s | grid CPU s | "
-             "client peak RSS MiB | notes |")
-    L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    L.append(RUN_TABLE_HEAD)
     first = R["first"]
 
     def first_row(label, runs, note=""):
@@ -725,11 +734,9 @@ def report(args, facts, grid_info, conc, R):
             L.append(f"| {label} | — | | | | | | not run |")
             return
         w = median(walls(runs))
-        gc = [r["grid_cpu"] for r in runs if r.get("grid_cpu") is not None]
         each = ", ".join(f"{x:.1f}" for x in walls(runs))
         L.append(f"| {label} | {w:.2f} | {mx['files'] / w:.1f} | {mx['bytes'] / MIB / w:.2f} | "
-                 f"{median([r['cpu'] for r in runs]):.2f} | {fmt_s(median(gc)) if gc else '—'} | "
-                 f"{fmt_mib(max(r['maxrss_kib'] for r in runs))} | runs {each} s{note} |")
+                 f"{cost_cols(runs)} | runs {each} s{note} |")
 
     def lafs_note(runs):
         r = runs[0] if runs else None
@@ -765,9 +772,7 @@ def report(args, facts, grid_info, conc, R):
              "before each run, not timed. Every restored tree is compared with its source "
              "afterwards (not timed).")
     L.append("")
-    L.append("| run | wall s (median) | files/s | MiB/s | client CPU s | grid CPU s | "
-             "client peak RSS MiB | notes |")
-    L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    L.append(RUN_TABLE_HEAD)
 
     def check_note(runs):
         bad = [r["check"] for r in runs if not r.get("check", {}).get("ok", True)]
@@ -786,12 +791,9 @@ def report(args, facts, grid_info, conc, R):
     dry = rs.get("lafs_dry")
     if dry:
         w = walls(dry)
-        gc = [r["grid_cpu"] for r in dry if r.get("grid_cpu") is not None]
         L.append(f"| lafs-backup restore --dry-run (listing only, info) | {median(w):.2f} | | | "
-                 f"{median([r['cpu'] for r in dry]):.2f} | {fmt_s(median(gc)) if gc else '—'} | "
-                 f"{fmt_mib(max(r['maxrss_kib'] for r in dry))} | runs "
-                 f"{', '.join(f'{x:.2f}' for x in w)} s; lists the {mx['dirs']} directories "
-                 "and plans; writes nothing |")
+                 f"{cost_cols(dry)} | runs {', '.join(f'{x:.2f}' for x in w)} s; lists the "
+                 f"{mx['dirs']} directories and plans; writes nothing |")
     L.append("")
 
     # Re-runs
@@ -855,25 +857,30 @@ def report(args, facts, grid_info, conc, R):
     fast = args.shape == "fast"
     why_shape = "the targets are for the fast grid"
     ratios = {}
+
+    def ratio(key, num, den):
+        """Median wall time of runs num / that of runs den, saved as
+        ratios[key] (if key); None if either is missing."""
+        if not (num and den):
+            return None
+        v = median(walls(num)) / median(walls(den))
+        if key:
+            ratios[key] = v
+        return v
+
     off, raw, tb, on = (first.get(k) for k in ("lafs_off", "raw", "tahoe", "lafs_on"))
-    if off and tb:
-        v = median(walls(tb)) / median(walls(off))
-        ratios["first_vs_tahoe"] = v
+    if (v := ratio("first_vs_tahoe", tb, off)) is not None:
         L.append(f"| first backup, compression off: `tahoe backup` time / lafs-backup time | {v:.2f}× | "
                  f"≥ 1.2× (stretch 1.5×) | {status(v >= 1.2, q, fast, why_shape)}"
                  f"{'; stretch met' if v >= 1.5 and fast else ''} |")
-    if off and raw:
-        v = median(walls(raw)) / median(walls(off))
-        ratios["first_vs_raw"] = v
+    if (v := ratio("first_vs_raw", raw, off)) is not None:
         L.append(f"| first backup, compression off: raw ceiling time / lafs-backup time | {v:.2f} | "
                  f"≥ 0.9 | {status(v >= 0.9, q, fast, why_shape)} |")
-    if on and off:
-        v = median(walls(on)) / median(walls(off))
-        ratios["compress_on_vs_off"] = v
+    if (v := ratio("compress_on_vs_off", on, off)) is not None:
         L.append(f"| first backup: compression on / off time (info) | {v:.2f}× | — | info |")
         if tb:
             L.append("| first backup, compression on: `tahoe backup` time / lafs-backup time (info) | "
-                     f"{median(walls(tb)) / median(walls(on)):.2f}× | — | info |")
+                     f"{ratio(None, tb, on):.2f}× | — | info |")
     rl, rt, rr = (rs.get(k) for k in RESTORE_KINDS)
     lafs_ok = bool(rl) and all(r.get("check", {}).get("ok", True) for r in rl)
 
@@ -882,35 +889,25 @@ def report(args, facts, grid_info, conc, R):
             return "NOT met (lafs-backup's restored tree differs from the source)"
         return status(ok, q, fast, why_shape)
 
-    if rl and rt:
-        v = median(walls(rt)) / median(walls(rl))
-        ratios["restore_vs_tahoe_cp"] = v
+    if (v := ratio("restore_vs_tahoe_cp", rt, rl)) is not None:
         L.append(f"| restore: `tahoe cp -r` time / lafs-backup restore time | {v:.2f}× | ≥ 2× | "
                  f"{restore_status(v >= 2)} |")
-    if rl and rr:
-        v = median(walls(rr)) / median(walls(rl))
-        ratios["restore_vs_raw"] = v
+    if (v := ratio("restore_vs_raw", rr, rl)) is not None:
         L.append(f"| restore: raw ceiling (GET) time / lafs-backup restore time | {v:.2f} | ≥ 0.8 | "
                  f"{restore_status(v >= 0.8)} |")
     dm = rescan[str(main_n)]
-    if dm.get("lafs_rerun") and dm.get("find"):
-        v = median(walls(dm["lafs_rerun"])) / median(walls(dm["find"]))
-        ratios["rerun_vs_find"] = v
+    if (v := ratio("rerun_vs_find", dm.get("lafs_rerun"), dm.get("find"))) is not None:
         L.append(f"| re-run of the {main_n:,}-file tree: lafs-backup time / `find` time | {v:.1f}× | "
                  f"≤ 3× | {status(v <= 3, q, fast and (main_n >= 100_000 or q), why_shape if not fast else 'tree smaller than 100,000')} |")
     dt = rescan[str(tahoe_n)]
-    if dt.get("lafs_rerun") and dt.get("tahoe_rerun"):
-        v = median(walls(dt["tahoe_rerun"])) / median(walls(dt["lafs_rerun"]))
-        ratios["rerun_vs_tahoe"] = v
+    if (v := ratio("rerun_vs_tahoe", dt.get("tahoe_rerun"), dt.get("lafs_rerun"))) is not None:
         note = "" if tahoe_n >= 100_000 else f" (at {tahoe_n:,} files, not 100,000)"
         L.append(f"| re-run: `tahoe backup` time / lafs-backup time{note} | {v:.1f}× | ≥ 10× | "
                  f"{status(v >= 10, q, fast, why_shape)} |")
     elif args.no_tahoe_rescan:
         L.append("| re-run: `tahoe backup` time / lafs-backup time | — | ≥ 10× | "
                  "not measured (--no-tahoe-rescan) |")
-    lm, tm = R["rerun_mixed"].get("lafs"), R["rerun_mixed"].get("tahoe")
-    if lm and tm:
-        v = median(walls(tm)) / median(walls(lm))
+    if (v := ratio(None, R["rerun_mixed"].get("tahoe"), R["rerun_mixed"].get("lafs"))) is not None:
         L.append(f"| re-run of the mixed tree: `tahoe backup` / lafs-backup (info) | {v:.1f}× | — | info |")
 
     def lafs_runs(d):
