@@ -9,6 +9,7 @@ method and the results.
 
 import argparse
 import filecmp
+import functools
 import json
 import math
 import os
@@ -280,6 +281,7 @@ def build_tree(trees, name, params, fill):
     return path
 
 
+@functools.cache  # the same layout for every mixed tree of a run
 def mixed_layout(nfiles, big_mb):
     """[(relative path, size)]: nfiles files of 100 B..16 KiB in leaf dirs
     of 100 (4 leaves per top dir), plus 3 big files at the top."""
@@ -354,13 +356,15 @@ def tree_entries(root):
     return out
 
 
-def compare_trees(src, dst, content=True, meta=False, extra_ok=()):
+def compare_trees(src, dst, content=True, meta=False, extra_ok=(), src_entries=None):
     """Compares a restored tree dst with its source src: the same names and
     types, the same file sizes, the same bytes (content) and, with meta,
     the same mode, owner and mtime (ns) for every entry and for the roots.
-    extra_ok: top-level names dst may have beyond src. Returns a dict with
-    files, bytes, what was checked, and up to 5 problems (paths only)."""
-    a, b = tree_entries(src), tree_entries(dst)
+    extra_ok: top-level names dst may have beyond src. src_entries: src's
+    tree_entries, if already read. Returns a dict with files, bytes, what
+    was checked, and up to 5 problems (paths only)."""
+    a = tree_entries(src) if src_entries is None else src_entries
+    b = tree_entries(dst)
     problems = []
     for rel in sorted(set(a) - set(b)):
         problems.append(f"missing: {rel}")
@@ -613,11 +617,12 @@ class Bench:
         cmd = [self.tahoe, "-d", self.grid.gateway_dir, "cp", "-r", cap, target]
         return self._run(cmd, label, f"tahoe cp -r ({label})")[0]
 
-    def list_backup(self, cap, path):
+    def list_backup(self, cap, path, last=None):
         """Walks a backup with GET /uri/DIRCAP?t=json (not timed) and writes
-        its file caps to path, one `CAP<TAB>RELPATH` line each, for raw_get.
-        The reserved top-level .lafs-backup-root entry is left out. Returns
-        the number of files and directories."""
+        its file caps to path, one `CAP<TAB>RELPATH` line each, for raw_get
+        (only the last `last` ones if given). The reserved top-level
+        .lafs-backup-root entry is left out. Returns the number of files and
+        directories of the backup."""
         lines, dirs = [], 0
 
         def walk(dircap, prefix):
@@ -640,7 +645,7 @@ class Bench:
         walk(cap, "")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            f.write("\n".join(lines) + "\n")
+            f.write("\n".join(lines[-last:] if last else lines) + "\n")
         return {"files": len(lines), "dirs": dirs}
 
     def raw_get(self, listing, target, threads, label):
@@ -1011,6 +1016,11 @@ FIRST_KINDS = ("lafs_off", "raw", "tahoe", "lafs_on")
 RESTORE_KINDS = ("lafs", "tahoe_cp", "raw")
 
 
+def round_order(kinds, rnd):
+    """The order of round rnd (from 0): every second round in reverse."""
+    return kinds if rnd % 2 == 0 else tuple(reversed(kinds))
+
+
 def main():
     args = parse_args()
 
@@ -1074,8 +1084,7 @@ def main():
         # ---- first backups of the mixed tree, each on fresh content
         cfg_first = {}
         for rnd, trees_of_round in enumerate(mixed):
-            order = FIRST_KINDS if rnd % 2 == 0 else tuple(reversed(FIRST_KINDS))
-            for kind in order:
+            for kind in round_order(FIRST_KINDS, rnd):
                 tree = trees_of_round[kind]["path"]
                 say(f"round {rnd + 1}/{args.first_runs}: first run: {kind}")
                 if kind in ("lafs_off", "lafs_on"):
@@ -1097,9 +1106,7 @@ def main():
             # The gateway's download path has not run yet: warm it up with
             # 100 small files of another backup (not measured).
             listing = run_dir / "restore-warmup.caps"
-            bench.list_backup(warm_cap, listing)
-            lines = listing.read_text().splitlines()
-            listing.write_text("\n".join(lines[-100:]) + "\n")
+            bench.list_backup(warm_cap, listing, last=100)
             say("warming the gateway's downloads up: raw_get of 100 files")
             bench.raw_get(listing, restore_dir / "warmup", conc["raw_threads"], "restore-warmup")
             remove_tree(restore_dir / "warmup")
@@ -1111,10 +1118,9 @@ def main():
             src = mixed[rnd]["lafs_off"]["path"]
             listing = run_dir / f"restore-{rnd}.caps"
             R["restore_listing"] = bench.list_backup(cap, listing)
-            order = RESTORE_KINDS if rnd % 2 == 0 else tuple(reversed(RESTORE_KINDS))
-            for kind in order:
+            src_entries = tree_entries(src)  # read once for the round's three checks
+            for kind in round_order(RESTORE_KINDS, rnd):
                 target = restore_dir / f"{kind}-{rnd}"
-                remove_tree(target)
                 os.sync()  # the previous run's writes are not this run's work
                 say(f"round {rnd + 1}/{args.first_runs}: restore: {kind}")
                 if kind == "lafs":
@@ -1125,7 +1131,8 @@ def main():
                     res = bench.raw_get(listing, target, conc["raw_threads"], f"restore-raw-{rnd}")
                 res["check"] = compare_trees(
                     src, target, content=True, meta=kind == "lafs",
-                    extra_ok=(".lafs-backup-root",) if kind == "tahoe_cp" else ())
+                    extra_ok=(".lafs-backup-root",) if kind == "tahoe_cp" else (),
+                    src_entries=src_entries)
                 R["restore"][kind].append(res)
                 c = res["check"]
                 say(f"  {res['wall']:.1f} s; restored tree "
