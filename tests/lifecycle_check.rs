@@ -13,41 +13,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::Run;
 use serde_json::Value;
 use tempfile::TempDir;
 
 /// A source tree, a config and the state files of one setup.
 struct Setup {
-    _tmp: TempDir,
+    tmp: TempDir,
     source: PathBuf,
     config: PathBuf,
     cache: PathBuf,
-    queue: PathBuf,
     url: String,
-}
-
-/// What a run printed.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    /// The stdout lines, parsed as JSON.
-    fn json(&self) -> Vec<Value> {
-        self.stdout
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-            .collect()
-    }
-
-    fn of_type(&self, kind: &str) -> Vec<Value> {
-        self.json()
-            .into_iter()
-            .filter(|v| v["type"] == kind)
-            .collect()
-    }
 }
 
 impl Setup {
@@ -59,28 +35,16 @@ impl Setup {
             source,
             config: tmp.path().join("cfg.yaml"),
             cache: tmp.path().join("cache.sqlite"),
-            queue: tmp.path().join("queue"),
             url: url.to_owned(),
-            _tmp: tmp,
+            tmp,
         };
         s.write_config("");
         s
     }
 
     fn write_config(&self, extra: &str) {
-        fs::write(
-            &self.config,
-            format!(
-                "source:\n  path: '{}'\n  queue:\n    path: '{}'\n  entry_cache:\n    path: '{}'\n\
-                 destination:\n  url: '{}/uri'\n\
-                 http:\n  retry:\n    attempts: 2\n    delay: 0.2\n{extra}",
-                self.source.display(),
-                self.queue.display(),
-                self.cache.display(),
-                self.url
-            ),
-        )
-        .unwrap();
+        let extra = format!("{}{extra}", common::QUICK_RETRY);
+        common::write_backup_config(self.tmp.path(), &self.source, &self.url, &extra);
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -93,11 +57,7 @@ impl Setup {
     /// on stdout (no template here asks for one).
     fn run(&self, args: &[&str]) -> Run {
         let out = self.command(args).stdin(Stdio::null()).output().unwrap();
-        let run = Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8(out.stdout).unwrap(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        };
+        let run = Run::from_output(out);
         assert!(
             !run.stderr.contains("URI:"),
             "a cap leaked into the log:\n{}",
@@ -151,15 +111,6 @@ fn now() -> i64 {
         .as_secs() as i64
 }
 
-fn get(url: &str) -> Vec<u8> {
-    let mut resp = common::http_agent()
-        .get(url)
-        .header("Accept", "text/plain")
-        .call()
-        .unwrap_or_else(|e| panic!("GET failed: {e}"));
-    resp.body_mut().read_to_vec().unwrap()
-}
-
 /// Every object of a backup tree: path (edge names joined by `/`, the
 /// root "") → cap. Literal caps included.
 fn walk(url: &str, root: &str) -> Vec<(String, String)> {
@@ -167,7 +118,7 @@ fn walk(url: &str, root: &str) -> Vec<(String, String)> {
     let mut todo = vec![(String::new(), root.to_owned())];
     while let Some((prefix, cap)) = todo.pop() {
         let listing: Value =
-            serde_json::from_slice(&get(&format!("{url}/uri/{cap}?t=json"))).unwrap();
+            serde_json::from_slice(&common::http_get(&format!("{url}/uri/{cap}?t=json"))).unwrap();
         for (name, child) in listing[1]["children"].as_object().unwrap() {
             let path = if prefix.is_empty() {
                 name.clone()

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::Run;
 use rusqlite::Connection;
 use serde_json::Value;
 use tempfile::TempDir;
@@ -25,29 +26,6 @@ struct Setup {
     results: PathBuf,
     dircap: Option<String>,
     url: String,
-}
-
-/// What one command printed.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Vec<Value> {
-        self.stdout
-            .lines()
-            .map(|l| {
-                serde_json::from_str(l)
-                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}"))
-            })
-            .collect()
-    }
-
-    fn of_type(&self, t: &str) -> Vec<Value> {
-        self.json().into_iter().filter(|v| v["type"] == t).collect()
-    }
 }
 
 impl Setup {
@@ -84,13 +62,13 @@ impl Setup {
             format!(
                 "source:\n  path: '{}'\n  queue:\n    path: '{}'\n  entry_cache:\n    path: '{}'\n\
                  destination:\n  url: '{}/uri'\n  result:\n    print_to_stdout: false\n    \
-                 append_to_file: '{}'\n{dir}\
-                 http:\n  retry:\n    attempts: 2\n    delay: 0.2\n{extra}",
+                 append_to_file: '{}'\n{dir}{}{extra}",
                 source.display(),
                 self.tmp.path().join(format!("queue-{name}")).display(),
                 self.cache.display(),
                 self.url,
                 self.results.display(),
+                common::QUICK_RETRY,
             ),
         )
         .unwrap();
@@ -105,17 +83,13 @@ impl Setup {
         if let Some(input) = stdin {
             cmd.write_stdin(input.as_bytes());
         }
-        let out = cmd.output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let run = Run::from_output(cmd.output().unwrap());
         assert!(
-            !stderr.contains("URI:"),
-            "a cap leaked into stderr of {args:?}:\n{stderr}"
+            !run.stderr.contains("URI:"),
+            "a cap leaked into stderr of {args:?}:\n{}",
+            run.stderr
         );
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8(out.stdout).unwrap(),
-            stderr,
-        }
+        run
     }
 
     /// A backup that must succeed; returns its root cap.
@@ -204,17 +178,9 @@ impl Setup {
 }
 
 fn get(url: &str) -> Vec<u8> {
-    let mut resp = common::http_agent()
-        .get(url)
-        .header("Accept", "text/plain")
-        .call()
-        .unwrap_or_else(|e| panic!("GET failed: {e}"));
-    assert_eq!(resp.status(), 200);
-    resp.body_mut()
-        .with_config()
-        .limit(1 << 30)
-        .read_to_vec()
-        .unwrap()
+    let (status, body) = common::http_get_status(url);
+    assert_eq!(status, 200);
+    body
 }
 
 /// The storage index the gateway gives for a cap (`t=json` verify cap).

@@ -22,28 +22,12 @@ fn setup(extra: &str) -> Setup {
     let tmp = tempfile::tempdir().unwrap();
     let source = tmp.path().join("src");
     fs::create_dir(&source).unwrap();
-    let config = tmp.path().join("cfg.yaml");
-    write_config(&config, tmp.path(), &source, extra);
+    let config = common::write_backup_config(tmp.path(), &source, &common::gateway_url(), extra);
     Setup {
         _tmp: tmp,
         source,
         config,
     }
-}
-
-fn write_config(config: &Path, dir: &Path, source: &Path, extra: &str) {
-    fs::write(
-        config,
-        format!(
-            "source:\n  path: '{}'\n  queue:\n    path: '{}/queue'\n  entry_cache:\n    path: '{}/cache.sqlite'\n\
-             destination:\n  url: '{}/uri'\n{extra}",
-            source.display(),
-            dir.display(),
-            dir.display(),
-            common::gateway_url()
-        ),
-    )
-    .unwrap();
 }
 
 /// Runs `--json backup ARGS` and returns the summary; the run must succeed.
@@ -61,27 +45,17 @@ fn backup(config: &Path, args: &[&str]) -> Value {
         !stderr.contains("URI:"),
         "a cap leaked into the log:\n{stderr}"
     );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    stdout
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+    common::json_lines(&out.stdout)
+        .into_iter()
         .find(|v| v["type"] == "summary")
         .expect("a summary line")
-}
-
-fn get(url: &str) -> Vec<u8> {
-    let mut resp = common::http_agent().get(url).call().unwrap();
-    resp.body_mut()
-        .with_config()
-        .limit(1 << 30)
-        .read_to_vec()
-        .unwrap()
 }
 
 /// name → (cap, metadata) of a directory's children.
 fn children(cap: &str) -> serde_json::Map<String, Value> {
     let url = common::gateway_url();
-    let listing: Value = serde_json::from_slice(&get(&format!("{url}/uri/{cap}?t=json"))).unwrap();
+    let listing: Value =
+        serde_json::from_slice(&common::http_get(&format!("{url}/uri/{cap}?t=json"))).unwrap();
     listing[1]["children"].as_object().unwrap().clone()
 }
 
@@ -115,8 +89,7 @@ fn copies_under_concurrency_give_the_same_root_cap_as_one_at_a_time() {
     assert_eq!(parallel["skipped"], 0);
     // Another cache, one object at a time: the same tree, the same caps.
     let other = tempfile::tempdir().unwrap();
-    let config = other.path().join("cfg.yaml");
-    write_config(&config, other.path(), &s.source, "");
+    let config = common::write_backup_config(other.path(), &s.source, &common::gateway_url(), "");
     let serial = backup(&config, &["--concurrency", "1"]);
     assert_eq!(serial["root_cap"], parallel["root_cap"]);
     // Identical content was sent once per run: 12 own files + 1 copy.
@@ -174,7 +147,7 @@ fn zstd_compresses_text_and_leaves_random_content_alone() {
     for name in ["small.txt", "big.txt"] {
         let (cap, meta) = child(&root, name);
         assert_eq!(meta["enc"], "zstd", "{name}");
-        let stored = get(&format!("{url}/uri/{cap}"));
+        let stored = common::http_get(&format!("{url}/uri/{cap}"));
         let mut decoded = Vec::new();
         zstd::stream::read::Decoder::new(&stored[..])
             .unwrap()
@@ -194,7 +167,7 @@ fn zstd_compresses_text_and_leaves_random_content_alone() {
         meta.get("enc").is_none(),
         "random content is stored as it is"
     );
-    assert!(get(&format!("{url}/uri/{cap}")) == random);
+    assert!(common::http_get(&format!("{url}/uri/{cap}")) == random);
 }
 
 #[test]
@@ -230,10 +203,8 @@ fn flipping_a_rule_reuploads_exactly_the_files_whose_decision_changed() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let second: Value = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+    let second = common::json_lines(&out.stdout)
+        .into_iter()
         .find(|v| v["type"] == "summary")
         .unwrap();
     assert_eq!(second["files_uploaded"], 2);
@@ -305,11 +276,7 @@ fn json_progress_lines_come_before_the_summary() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
-    let lines: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = common::json_lines(&out.stdout);
     let progress: Vec<&Value> = lines.iter().filter(|v| v["type"] == "progress").collect();
     assert!(!progress.is_empty(), "no progress line");
     let last = progress.last().unwrap();

@@ -61,12 +61,12 @@ impl Setup {
             &self.config,
             format!(
                 "source:\n  path: '{}'\n  queue:\n    path: '{}'\n  entry_cache:\n    path: '{}'\n\
-                 destination:\n  url: '{}/uri'\n\
-                 http:\n  retry:\n    attempts: 2\n    delay: 0.2\n{extra}",
+                 destination:\n  url: '{}/uri'\n{}{extra}",
                 self.source.display(),
                 self.queue.display(),
                 self.cache.display(),
-                self.url
+                self.url,
+                common::QUICK_RETRY,
             ),
         )
         .unwrap();
@@ -82,21 +82,24 @@ impl Setup {
             .args(args)
             .output()
             .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let run = common::Run::from_output(out);
         assert!(
-            !stderr.contains("URI:"),
-            "a cap leaked into the log:\n{stderr}"
+            !run.stderr.contains("URI:"),
+            "a cap leaked into the log:\n{}",
+            run.stderr
         );
-        let stdout = String::from_utf8(out.stdout).unwrap();
-        let mut summary = Value::Null;
-        for line in stdout.lines() {
-            let v: Value = serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
-            if v["type"] == "summary" {
-                summary = v;
-            }
-        }
-        (out.status.code().unwrap_or(-1), summary, stderr)
+        let summary = run.of_type("summary").pop().unwrap_or(Value::Null);
+        (run.code, summary, run.stderr)
+    }
+
+    /// `lafs-backup -c CFG backup --queue-only`, which must exit 0.
+    fn queue_only(&self) {
+        common::bin()
+            .arg("-c")
+            .arg(&self.config)
+            .args(["backup", "--queue-only"])
+            .assert()
+            .code(0);
     }
 
     /// A backup that must succeed; returns its summary.
@@ -112,22 +115,10 @@ impl Setup {
     }
 }
 
-fn get(url: &str) -> Vec<u8> {
-    let mut resp = common::http_agent()
-        .get(url)
-        .header("Accept", "text/plain")
-        .call()
-        .unwrap_or_else(|e| panic!("GET failed: {e}"));
-    resp.body_mut()
-        .with_config()
-        .limit(1 << 30)
-        .read_to_vec()
-        .unwrap()
-}
-
 /// The gateway's upload counters.
 fn upload_counters(url: &str) -> (u64, u64) {
-    let stats: Value = serde_json::from_slice(&get(&format!("{url}/statistics?t=json"))).unwrap();
+    let stats: Value =
+        serde_json::from_slice(&common::http_get(&format!("{url}/statistics?t=json"))).unwrap();
     let c = &stats["counters"];
     (
         c["uploader.files_uploaded"].as_u64().unwrap_or(0),
@@ -153,7 +144,7 @@ fn walk(url: &str, root: &str) -> BTreeMap<Vec<u8>, Node> {
     let mut todo = vec![(Vec::new(), root.to_owned())];
     while let Some((prefix, cap)) = todo.pop() {
         let listing: Value =
-            serde_json::from_slice(&get(&format!("{url}/uri/{cap}?t=json"))).unwrap();
+            serde_json::from_slice(&common::http_get(&format!("{url}/uri/{cap}?t=json"))).unwrap();
         assert_eq!(listing[0], "dirnode");
         for (name, child) in listing[1]["children"].as_object().unwrap() {
             let info = &child[1];
@@ -185,7 +176,7 @@ fn walk(url: &str, root: &str) -> BTreeMap<Vec<u8>, Node> {
 
 /// The stored bytes of a file node, decompressed when `enc` says so.
 fn content(url: &str, node: &Node) -> Vec<u8> {
-    let raw = get(&format!("{url}/uri/{}", node.cap));
+    let raw = common::http_get(&format!("{url}/uri/{}", node.cap));
     match node.meta["enc"].as_str() {
         None => raw,
         Some("xz") => {
@@ -268,7 +259,8 @@ fn hostile_tree_reaches_the_grid_with_every_byte_and_bit_of_metadata() {
 
     let expected = source_paths(&s.source);
     // A real top-level `.lafs-backup-root` is stored escaped, with name_raw.
-    let listing: Value = serde_json::from_slice(&get(&format!("{url}/uri/{root}?t=json"))).unwrap();
+    let listing: Value =
+        serde_json::from_slice(&common::http_get(&format!("{url}/uri/{root}?t=json"))).unwrap();
     let escaped = &listing[1]["children"]["\\x2elafs-backup-root"];
     assert_eq!(
         escaped[0], "filenode",
@@ -579,18 +571,15 @@ fn results_go_to_stdout_file_and_lafs_dir() {
         .unwrap();
     let dircap = resp.body_mut().read_to_string().unwrap().trim().to_owned();
     let results = s.tmp.path().join("results.txt");
-    fs::write(
-        &s.config,
-        format!(
-            "source:\n  path: '{}'\n  queue:\n    path: '{}'\n  entry_cache:\n    path: '{}'\n\
-             destination:\n  url: '{url}/uri'\n  result:\n    append_to_file: '{}'\n    append_to_lafs_dir: '{dircap}'\n",
-            s.source.display(),
-            s.queue.display(),
-            s.cache.display(),
+    common::write_backup_config(
+        s.tmp.path(),
+        &s.source,
+        &url,
+        &format!(
+            "  result:\n    append_to_file: '{}'\n    append_to_lafs_dir: '{dircap}'\n",
             results.display()
         ),
-    )
-    .unwrap();
+    );
     let out = common::bin()
         .arg("-c")
         .arg(&s.config)
@@ -623,7 +612,7 @@ fn results_go_to_stdout_file_and_lafs_dir() {
         0o600
     );
     let listing: Value =
-        serde_json::from_slice(&get(&format!("{url}/uri/{dircap}?t=json"))).unwrap();
+        serde_json::from_slice(&common::http_get(&format!("{url}/uri/{dircap}?t=json"))).unwrap();
     assert_eq!(listing[1]["children"]["src"][1]["ro_uri"], cap);
     // The queue of a completed backup is marked done: the next run scans.
     assert!(s.queue.with_file_name("queue.done").exists());
@@ -704,12 +693,7 @@ fn files_that_vanish_before_upload_are_named_and_the_rest_is_backed_up() {
     fs::create_dir(s.source.join("d")).unwrap();
     fs::write(s.source.join("d/stays"), b"stays here").unwrap();
     fs::write(s.source.join("d/goes"), b"goes away").unwrap();
-    common::bin()
-        .arg("-c")
-        .arg(&s.config)
-        .args(["backup", "--queue-only"])
-        .assert()
-        .code(0);
+    s.queue_only();
     fs::remove_file(s.source.join("d/goes")).unwrap();
     // The queue's upload never ran: plain `backup` resumes it.
     let (code, summary, stderr) = s.backup(&[]);
@@ -728,12 +712,7 @@ fn a_hand_trimmed_queue_uploads_what_it_lists_and_a_broken_one_is_refused() {
     fs::write(s.source.join("d/a"), b"a").unwrap();
     fs::write(s.source.join("d/b"), b"b").unwrap();
     fs::write(s.source.join("top"), b"t").unwrap();
-    common::bin()
-        .arg("-c")
-        .arg(&s.config)
-        .args(["backup", "--queue-only"])
-        .assert()
-        .code(0);
+    s.queue_only();
     let queue = fs::read_to_string(&s.queue).unwrap();
     let without = |needle: &str| -> String {
         queue

@@ -7,7 +7,6 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use serde_json::Value;
 use tempfile::TempDir;
 
 /// A source tree, a config and the state files of one backup setup.
@@ -22,43 +21,12 @@ impl Setup {
         let tmp = tempfile::tempdir().unwrap();
         let source = tmp.path().join("src");
         fs::create_dir(&source).unwrap();
-        let config = tmp.path().join("cfg.yaml");
-        fs::write(
-            &config,
-            format!(
-                "source:\n  path: '{}'\n  queue:\n    path: '{}'\n  entry_cache:\n    path: '{}'\n\
-                 destination:\n  url: '{url}/uri'\n\
-                 http:\n  retry:\n    attempts: 2\n    delay: 0.2\n",
-                source.display(),
-                tmp.path().join("queue").display(),
-                tmp.path().join("cache.sqlite").display(),
-            ),
-        )
-        .unwrap();
+        let config = common::write_backup_config(tmp.path(), &source, url, common::QUICK_RETRY);
         Setup {
             _tmp: tmp,
             source,
             config,
         }
-    }
-
-    /// Backs up the source; returns the root cap.
-    fn backup(&self) -> String {
-        let out = common::bin()
-            .arg("-c")
-            .arg(&self.config)
-            .args(["--json", "backup"])
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(0), "backup failed:\n{stderr}");
-        let stdout = String::from_utf8(out.stdout).unwrap();
-        stdout
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find(|v| v["type"] == "summary")
-            .and_then(|v| v["root_cap"].as_str().map(str::to_owned))
-            .expect("a summary with root_cap")
     }
 
     /// `lafs-backup -c CFG verify ARGS`: (exit code, stdout, stderr).
@@ -104,7 +72,7 @@ fn identical_then_each_change_reported() {
     // Large enough to be compressed, to exercise `enc`.
     let text = "compressible line of text\n".repeat(20_000);
     fs::write(src.join("big.txt"), &text).unwrap();
-    let root = s.backup();
+    let root = common::backup_root_cap(&s.config);
     let path = src.to_str().unwrap();
 
     // Identical: no output, exit 0, with and without --content.
@@ -183,11 +151,7 @@ fn identical_then_each_change_reported() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(4));
-    let lines: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = common::json_lines(&out.stdout);
     let summary = lines.last().unwrap();
     assert_eq!(summary["type"], "verify");
     assert_eq!(summary["differences"], 6);
@@ -232,7 +196,7 @@ fn hard_link_structure_is_compared() {
         set_mtime(&src.join(name), t);
     }
     set_mtime(&src.join("hl1"), t);
-    let root = s.backup();
+    let root = common::backup_root_cap(&s.config);
     let path = src.to_str().unwrap();
     let (code, out, err) = s.verify(&[&root, path]);
     assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");

@@ -8,8 +8,10 @@
 //! `#[allow(dead_code)]`s.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::time::Duration;
+
+use serde_json::Value;
 
 const NO_GRID: &str =
     "is not set: run the tests through scripts/test, which starts a local Tahoe grid; see README";
@@ -70,6 +72,31 @@ pub fn http_agent() -> ureq::Agent {
         .http_status_as_error(false)
         .build();
     ureq::Agent::new_with_config(config)
+}
+
+/// `GET url` with `Accept: text/plain` (a 500 then carries a plain-text
+/// traceback); returns the body, up to 1 GiB. Panics if the request
+/// cannot be made; the status is not checked (see [`http_get_status`]).
+#[allow(dead_code)]
+pub fn http_get(url: &str) -> Vec<u8> {
+    http_get_status(url).1
+}
+
+/// [`http_get`], with the response's status.
+#[allow(dead_code)]
+pub fn http_get_status(url: &str) -> (u16, Vec<u8>) {
+    let mut resp = http_agent()
+        .get(url)
+        .header("Accept", "text/plain")
+        .call()
+        .unwrap_or_else(|e| panic!("GET failed: {e}"));
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(1 << 30)
+        .read_to_vec()
+        .unwrap();
+    (resp.status().as_u16(), body)
 }
 
 /// Deterministic pseudo-random bytes (xorshift64*), so test data is not
@@ -338,7 +365,9 @@ pub fn tahoe_client_dir(parent: &Path, url: &str) -> PathBuf {
 
 /// Writes `DIR/cfg.yaml` for backing up `source` to the gateway at `url`,
 /// with the queue and the entry cache in `dir`, followed by `extra` (more
-/// top-level YAML sections, or ""). Returns the config's path.
+/// YAML, or "": indented `  key:` lines continue the `destination:`
+/// section, unindented ones add top-level sections). Returns the config's
+/// path.
 #[allow(dead_code)]
 pub fn write_backup_config(dir: &Path, source: &Path, url: &str, extra: &str) -> PathBuf {
     let cfg = dir.join("cfg.yaml");
@@ -379,4 +408,58 @@ pub fn backup_root_cap(cfg: &Path) -> String {
         .find(|v| v["type"] == "summary")
         .and_then(|v| v["root_cap"].as_str().map(str::to_owned))
         .expect("a summary line with root_cap")
+}
+
+/// Config lines that make grid errors fail fast: two attempts 0.2 s apart
+/// (instead of the default retry delays of 10, 60 and 600 s). Append them
+/// to a config, e.g. as `extra` of [`write_backup_config`].
+#[allow(dead_code)]
+pub const QUICK_RETRY: &str = "http:\n  retry:\n    attempts: 2\n    delay: 0.2\n";
+
+/// The lines of a `--json` run's stdout, each parsed as JSON (every line
+/// must be JSON, and stdout UTF-8).
+#[allow(dead_code)]
+pub fn json_lines(stdout: &[u8]) -> Vec<Value> {
+    std::str::from_utf8(stdout)
+        .expect("stdout is UTF-8")
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}"))
+        })
+        .collect()
+}
+
+/// What one run of the binary printed.
+#[allow(dead_code)]
+pub struct Run {
+    /// The exit code, -1 if a signal ended the run.
+    pub code: i32,
+    /// stdout, which must be UTF-8.
+    pub stdout: String,
+    /// stderr, lossily decoded.
+    pub stderr: String,
+}
+
+#[allow(dead_code)]
+impl Run {
+    pub fn from_output(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8(out.stdout).unwrap(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// The stdout lines, parsed as JSON: see [`json_lines`].
+    pub fn json(&self) -> Vec<Value> {
+        json_lines(self.stdout.as_bytes())
+    }
+
+    /// The stdout lines whose `type` is `kind`, in order.
+    pub fn of_type(&self, kind: &str) -> Vec<Value> {
+        self.json()
+            .into_iter()
+            .filter(|v| v["type"] == kind)
+            .collect()
+    }
 }
