@@ -9,11 +9,13 @@ pub mod list;
 pub mod restore;
 pub mod verify;
 
+use anyhow::Context as _;
 use tracing::{Level, warn};
 
 use crate::cli::{Cli, Command};
-use crate::config::{self, LogLevel};
-use crate::exit::Outcome;
+use crate::config::{self, Config, LogLevel};
+use crate::exit::{Outcome, UsageError};
+use crate::tahoe::Client;
 
 /// Runs the parsed command line to completion.
 pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
@@ -50,18 +52,48 @@ fn log_level(cli: &Cli, configured: LogLevel) -> Level {
     }
 }
 
-/// The first contact of an interactive command with the gateway at `url`,
-/// in a single try: a wrong URL, a stopped node or a grid without storage
-/// servers is a clear error now, not after minutes of retry delays.
-fn reach_gateway(client: &crate::tahoe::Client, url: &str) -> anyhow::Result<()> {
-    use anyhow::Context as _;
-    let (connected, known) = client
-        .servers_once()
-        .context("first contact with the Tahoe gateway")?;
+/// The client of the gateway at `gateway` (`--gateway`) when given, else at
+/// the config's `destination.url`, and the URL it uses; an invalid URL is a
+/// usage error naming where it came from.
+fn gateway_client<'a>(
+    config: &'a Config,
+    gateway: Option<&'a str>,
+) -> anyhow::Result<(Client, &'a str)> {
+    let (url, key) = match gateway {
+        Some(url) => (url, "--gateway"),
+        None => (config.destination.url.as_str(), "destination.url"),
+    };
+    let client = Client::new(url, &config.http.retry, &config.operation.timeouts.updates)
+        .map_err(|e| UsageError(format!("{key}: {e}")))?;
+    Ok((client, url))
+}
+
+/// How [`storage_servers`] asks the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Contact {
+    /// The first contact of an interactive command (`restore`, `verify`), in
+    /// a single try: a wrong URL or a stopped node is a clear error now, not
+    /// after minutes of retry delays.
+    Once,
+    /// With the configured retries (`backup`, `check`).
+    Retried,
+}
+
+/// `(connected, known)`: the storage servers the gateway at `url` sees; an
+/// error when it cannot be reached or sees none (the grid is down).
+fn storage_servers(client: &Client, url: &str, contact: Contact) -> anyhow::Result<(usize, usize)> {
+    let (connected, known) = match contact {
+        Contact::Once => client
+            .servers_once()
+            .context("first contact with the Tahoe gateway")?,
+        Contact::Retried => client
+            .servers()
+            .context("the Tahoe gateway cannot be reached")?,
+    };
     if connected == 0 {
         anyhow::bail!(
             "the Tahoe gateway at {url} sees none of its {known} storage server(s): the grid is down"
         );
     }
-    Ok(())
+    Ok((connected, known))
 }

@@ -142,16 +142,13 @@ fn pick_source(config: &Config) -> anyhow::Result<PathBuf> {
 
 /// Makes sure the cache's caps are worth something on this grid: a new cache
 /// gets a probe object; an existing one must find its probe recoverable.
-/// Returns whether deduplication may use the cache.
-fn check_grid(client: &Client, cache: &mut Cache, allow_foreign: bool) -> anyhow::Result<()> {
-    let (connected, known) = client
-        .servers()
-        .context("the Tahoe gateway cannot be reached")?;
-    if connected == 0 {
-        anyhow::bail!(
-            "the Tahoe gateway sees none of its {known} storage server(s): the grid is down"
-        );
-    }
+fn check_grid(
+    client: &Client,
+    url: &str,
+    cache: &mut Cache,
+    allow_foreign: bool,
+) -> anyhow::Result<()> {
+    let (connected, known) = super::storage_servers(client, url, super::Contact::Retried)?;
     match cache.probe()? {
         None => {
             let cap = client
@@ -214,14 +211,9 @@ fn upload_queue(
         bytes_limit.as_ref(),
         config.operation.rate_limit.objects.as_ref(),
     );
-    let client = Client::new(
-        &config.destination.url,
-        &config.http.retry,
-        &config.operation.timeouts.updates,
-    )
-    .map_err(|e| UsageError(format!("destination.url: {e}")))?;
+    let (client, url) = super::gateway_client(config, None)?;
     let mut cache = Cache::open(cache_path, &config.source.entry_cache.commit_after)?;
-    check_grid(&client, &mut cache, args.allow_foreign_cache)?;
+    check_grid(&client, url, &mut cache, args.allow_foreign_cache)?;
     let generation = cache.begin_run(config.operation.try_resume)?;
     let name = scan::backup_name(&source);
     info!(

@@ -73,12 +73,7 @@ pub fn run(cli: &Cli, args: &CheckArgs, config: &Config) -> anyhow::Result<Outco
     if args.leases && config.operation.concurrency == 0 {
         return Err(UsageError("operation.concurrency must be at least 1".into()).into());
     }
-    let client = Client::new(
-        &config.destination.url,
-        &config.http.retry,
-        &config.operation.timeouts.updates,
-    )
-    .map_err(|e| UsageError(format!("destination.url: {e}")))?;
+    let (client, url) = super::gateway_client(config, None)?;
     let stdin_caps = if args.targets.iter().any(|t| t == "-") {
         read_stdin_caps()?
     } else {
@@ -94,7 +89,7 @@ pub fn run(cli: &Cli, args: &CheckArgs, config: &Config) -> anyhow::Result<Outco
     };
     let older_than = stale_threshold(config);
     if args.leases {
-        check_grid(&client)?;
+        check_grid(&client, url)?;
         return renew_leases(&client, &mut cache, config, &report, older_than);
     }
 
@@ -109,7 +104,7 @@ pub fn run(cli: &Cli, args: &CheckArgs, config: &Config) -> anyhow::Result<Outco
     if args.least_recently_checked {
         targets = vec![least_recently_checked(targets)];
     }
-    check_grid(&client)?;
+    check_grid(&client, url)?;
     let opts = CheckOptions {
         add_lease: !args.no_lease,
         verify: args.verify,
@@ -266,16 +261,8 @@ fn least_recently_checked(targets: Vec<Target>) -> Target {
 
 /// The gateway must answer and see storage servers; seeing only some of
 /// them is worth a warning, since every object then looks unhealthy.
-fn check_grid(client: &Client) -> anyhow::Result<()> {
-    let (connected, known) = client
-        .servers()
-        .context("the Tahoe gateway cannot be reached")?;
-    if connected == 0 {
-        anyhow::bail!(
-            "the Tahoe gateway sees none of its {known} storage server(s): the grid is down, \
-             nothing can be checked"
-        );
-    }
+fn check_grid(client: &Client, url: &str) -> anyhow::Result<()> {
+    let (connected, known) = super::storage_servers(client, url, super::Contact::Retried)?;
     if connected < known {
         warn!(
             "the Tahoe gateway sees only {connected} of {known} storage servers: objects with \

@@ -324,14 +324,7 @@ fn select(
 
 fn client<'a>(config: &Config, slot: &'a mut Option<Client>) -> anyhow::Result<&'a Client> {
     if slot.is_none() {
-        *slot = Some(
-            Client::new(
-                &config.destination.url,
-                &config.http.retry,
-                &config.operation.timeouts.updates,
-            )
-            .map_err(|e| UsageError(format!("destination.url: {e}")))?,
-        );
+        *slot = Some(super::gateway_client(config, None)?.0);
     }
     Ok(slot.as_ref().expect("just set"))
 }

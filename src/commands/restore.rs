@@ -9,23 +9,13 @@ use crate::config::Config;
 use crate::exit::{Outcome, UsageError};
 use crate::progress::{self, Progress};
 use crate::restore::{self, Options, Report, Selection};
-use crate::tahoe::{Cap, Client};
+use crate::tahoe::Cap;
 
 pub fn run(cli: &Cli, args: &RestoreArgs, config: &Config) -> anyhow::Result<Outcome> {
     let selection = Selection::parse(&args.paths).map_err(UsageError)?;
-    let url = args
-        .gateway
-        .as_deref()
-        .unwrap_or(config.destination.url.as_str());
-    let which = if args.gateway.is_some() {
-        "--gateway"
-    } else {
-        "destination.url"
-    };
-    let client = Client::new(url, &config.http.retry, &config.operation.timeouts.updates)
-        .map_err(|e| UsageError(format!("{which}: {e}")))?;
+    let (client, url) = super::gateway_client(config, args.gateway.as_deref())?;
     let root = resolve(args, config)?;
-    super::reach_gateway(&client, url)?;
+    super::storage_servers(&client, url, super::Contact::Once)?;
     let concurrency = args
         .concurrency
         .unwrap_or(config.operation.concurrency)

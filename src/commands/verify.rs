@@ -14,21 +14,14 @@ use crate::cli::{Cli, VerifyArgs};
 use crate::config::Config;
 use crate::escape;
 use crate::exit::{Outcome, UsageError};
-use crate::tahoe::{Cap, Client};
+use crate::tahoe::Cap;
 use crate::verify::{self, Difference, Options};
 
 pub fn run(cli: &Cli, args: &VerifyArgs, config: &Config) -> anyhow::Result<Outcome> {
     let (root, label) = resolve(args, config)?;
-    let url = args.gateway.as_deref().unwrap_or(&config.destination.url);
-    let what = if args.gateway.is_some() {
-        "--gateway"
-    } else {
-        "destination.url"
-    };
-    let client = Client::new(url, &config.http.retry, &config.operation.timeouts.updates)
-        .map_err(|e| UsageError(format!("{what}: {e}")))?;
+    let (client, url) = super::gateway_client(config, args.gateway.as_deref())?;
     info!("verifying {label} against {}", args.path.display());
-    super::reach_gateway(&client, url)?;
+    super::storage_servers(&client, url, super::Contact::Once)?;
 
     let stdout = io::stdout();
     let mut out = stdout.lock();
