@@ -811,31 +811,36 @@ fn reachable_from_survives_cycles() {
 
 // ---------------------------------------------------------------- commits
 
+/// A cache at a fresh path with commit `limits`, in a run.
+fn cache_in_run(limits: &CommitAfter) -> (TempDir, PathBuf, Cache) {
+    let (dir, path) = scratch();
+    let mut cache = Cache::open(&path, limits).unwrap();
+    cache.begin_run(false).unwrap();
+    (dir, path, cache)
+}
+
+/// Records object `i` (a directory, cap `chk(i)`), then commits if a limit
+/// says so.
+fn record_and_maybe_commit(cache: &mut Cache, i: u64) {
+    cache
+        .record(&key(i), &chk(i), ObjectKind::Dir, false)
+        .unwrap();
+    cache.maybe_commit().unwrap();
+}
+
 #[test]
 fn commit_after_queries() {
-    let (_dir, path) = scratch();
-    let limits = CommitAfter {
+    let (_dir, path, mut cache) = cache_in_run(&CommitAfter {
         queries: Some(3),
         seconds: None,
-    };
-    let mut cache = Cache::open(&path, &limits).unwrap();
-    cache.begin_run(false).unwrap();
+    });
     for i in 1..=2 {
-        cache
-            .record(&key(i), &chk(i), ObjectKind::Dir, false)
-            .unwrap();
-        cache.maybe_commit().unwrap();
+        record_and_maybe_commit(&mut cache, i);
     }
     assert_eq!(committed_objects(&path), 0);
-    cache
-        .record(&key(3), &chk(3), ObjectKind::Dir, false)
-        .unwrap();
-    cache.maybe_commit().unwrap();
+    record_and_maybe_commit(&mut cache, 3);
     assert_eq!(committed_objects(&path), 3);
-    cache
-        .record(&key(4), &chk(4), ObjectKind::Dir, false)
-        .unwrap();
-    cache.maybe_commit().unwrap();
+    record_and_maybe_commit(&mut cache, 4);
     assert_eq!(committed_objects(&path), 3);
     cache.commit().unwrap();
     assert_eq!(committed_objects(&path), 4);
@@ -843,32 +848,20 @@ fn commit_after_queries() {
 
 #[test]
 fn commit_after_seconds_counts_from_the_last_commit() {
-    let (_dir, path) = scratch();
-    let limits = CommitAfter {
+    let (_dir, path, mut cache) = cache_in_run(&CommitAfter {
         queries: None,
         seconds: Some(60.0),
-    };
-    let mut cache = Cache::open(&path, &limits).unwrap();
-    cache.begin_run(false).unwrap();
-    cache
-        .record(&key(1), &chk(1), ObjectKind::Dir, false)
-        .unwrap();
-    cache.maybe_commit().unwrap();
+    });
+    record_and_maybe_commit(&mut cache, 1);
     assert_eq!(committed_objects(&path), 0);
     // 61 s pass with a query every moment: queries do not restart the clock
     // (the original measured from the last query and never committed).
     cache.last_commit = Instant::now()
         .checked_sub(Duration::from_secs(61))
         .expect("clock");
-    cache
-        .record(&key(2), &chk(2), ObjectKind::Dir, false)
-        .unwrap();
-    cache.maybe_commit().unwrap();
+    record_and_maybe_commit(&mut cache, 2);
     assert_eq!(committed_objects(&path), 2);
-    cache
-        .record(&key(3), &chk(3), ObjectKind::Dir, false)
-        .unwrap();
-    cache.maybe_commit().unwrap();
+    record_and_maybe_commit(&mut cache, 3);
     assert_eq!(
         committed_objects(&path),
         2,
@@ -880,22 +873,16 @@ fn commit_after_seconds_counts_from_the_last_commit() {
 
 #[test]
 fn commit_after_seconds_with_a_real_clock() {
-    let (_dir, path) = scratch();
-    let limits = CommitAfter {
+    let (_dir, path, mut cache) = cache_in_run(&CommitAfter {
         queries: None,
         seconds: Some(0.2),
-    };
-    let mut cache = Cache::open(&path, &limits).unwrap();
-    cache.begin_run(false).unwrap();
+    });
     let start = Instant::now();
     let mut i = 0;
     while committed_objects(&path) == 0 {
         assert!(start.elapsed() < Duration::from_secs(20), "never committed");
         i += 1;
-        cache
-            .record(&key(i), &chk(i), ObjectKind::Dir, false)
-            .unwrap();
-        cache.maybe_commit().unwrap();
+        record_and_maybe_commit(&mut cache, i);
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(start.elapsed() >= Duration::from_millis(200));
@@ -903,17 +890,11 @@ fn commit_after_seconds_with_a_real_clock() {
 
 #[test]
 fn zero_limits_mean_no_limit() {
-    let (_dir, path) = scratch();
-    let limits = CommitAfter {
+    let (_dir, path, mut cache) = cache_in_run(&CommitAfter {
         queries: Some(0),
         seconds: Some(0.0),
-    };
-    let mut cache = Cache::open(&path, &limits).unwrap();
-    cache.begin_run(false).unwrap();
-    cache
-        .record(&key(1), &chk(1), ObjectKind::Dir, false)
-        .unwrap();
-    cache.maybe_commit().unwrap();
+    });
+    record_and_maybe_commit(&mut cache, 1);
     assert_eq!(committed_objects(&path), 0);
 }
 
