@@ -19,6 +19,7 @@ use anyhow::Context as _;
 use serde_json::{Value, json};
 use tracing::{debug, error, info, trace, warn};
 
+use super::list::show_name;
 use crate::cache::{BackupRow, Cache, unix_now};
 use crate::cli::{CheckArgs, Cli};
 use crate::config::Config;
@@ -155,11 +156,6 @@ struct Target {
     ids: Vec<i64>,
     /// The oldest check time of those rows (`None`: one was never checked).
     ts_check: Option<i64>,
-}
-
-/// A backup name as reports show it: escaped, one line.
-fn show_name(name: &[u8]) -> String {
-    String::from_utf8_lossy(&escape::escape(name)).into_owned()
 }
 
 fn read_stdin_caps() -> anyhow::Result<Vec<Cap>> {

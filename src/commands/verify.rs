@@ -9,10 +9,10 @@ use std::io::{self, Write};
 use serde_json::json;
 use tracing::info;
 
+use super::list::show_name;
 use crate::cache::Cache;
 use crate::cli::{Cli, VerifyArgs};
 use crate::config::Config;
-use crate::escape;
 use crate::exit::{Outcome, UsageError};
 use crate::tahoe::Cap;
 use crate::verify::{self, Difference, Options};
@@ -88,7 +88,7 @@ fn resolve(args: &VerifyArgs, config: &Config) -> anyhow::Result<(Cap, String)> 
     })?;
     let cache = Cache::open(cache_path, &config.source.entry_cache.commit_after)?;
     let name = args.backup.as_bytes();
-    let shown = String::from_utf8_lossy(&escape::escape(name)).into_owned();
+    let shown = show_name(name);
     let rows = cache.backups()?;
     let row = rows
         .iter()
