@@ -22,11 +22,31 @@ use lafs_backup::tahoe::{Cap, CheckOptions, Client, LIT_THRESHOLD, TahoeError};
 use serde_json::json;
 
 fn retry() -> Retry {
+    fixed_retry(3, 0.2)
+}
+
+/// `attempts` tries in all, `delay` seconds apart.
+fn fixed_retry(attempts: u32, delay: f64) -> Retry {
     Retry {
-        attempts: 3,
-        delay: RetryDelay::Fixed(0.2),
+        attempts,
+        delay: RetryDelay::Fixed(delay),
     }
 }
+
+/// A `check` that adds a lease and nothing more.
+fn with_lease() -> CheckOptions {
+    CheckOptions {
+        add_lease: true,
+        ..CheckOptions::default()
+    }
+}
+
+/// A `check` that adds a lease, verifies and repairs.
+const CHECK_ALL: CheckOptions = CheckOptions {
+    add_lease: true,
+    verify: true,
+    repair: true,
+};
 
 fn timeouts() -> Timeouts {
     Timeouts::PerAttempt(vec![120.0, 120.0])
@@ -330,15 +350,7 @@ fn check_with_lease_on_the_3n_grid() {
     let cap = client
         .upload_bytes(&common::pseudo_random_bytes(70_000, 0x7a_0009))
         .expect("upload");
-    let report = client
-        .check(
-            &cap,
-            CheckOptions {
-                add_lease: true,
-                ..CheckOptions::default()
-            },
-        )
-        .expect("check");
+    let report = client.check(&cap, with_lease()).expect("check");
     assert!(report.healthy && report.recoverable, "{}", report.summary);
     assert_eq!(report.shares_good, Some(3));
     assert_eq!(report.shares_needed, Some(2));
@@ -346,19 +358,14 @@ fn check_with_lease_on_the_3n_grid() {
     assert!(!report.repair_attempted);
     assert!(report.summary.starts_with("Healthy"), "{}", report.summary);
 
-    let all = CheckOptions {
-        add_lease: true,
-        verify: true,
-        repair: true,
-    };
-    let report = client.check(&cap, all).expect("check+verify+repair");
+    let report = client.check(&cap, CHECK_ALL).expect("check+verify+repair");
     assert!(report.healthy, "{}", report.summary);
     assert_eq!(report.shares_good, Some(3));
     assert!(!report.repair_attempted);
 
     // A literal cap: healthy without asking the gateway.
     let lit = client.upload_bytes(b"tiny").expect("upload lit");
-    let report = client.check(&lit, all).expect("check lit");
+    let report = client.check(&lit, CHECK_ALL).expect("check lit");
     assert!(report.healthy && report.recoverable);
     assert_eq!(report.shares_good, None);
 }
@@ -369,15 +376,7 @@ fn check_on_the_fast_grid() {
     let cap = client
         .upload_bytes(&common::pseudo_random_bytes(1000, 0x7a_000a))
         .expect("upload");
-    let report = client
-        .check(
-            &cap,
-            CheckOptions {
-                add_lease: true,
-                ..CheckOptions::default()
-            },
-        )
-        .expect("check");
+    let report = client.check(&cap, with_lease()).expect("check");
     assert!(report.healthy);
     assert_eq!(
         (
@@ -486,10 +485,7 @@ fn too_few_servers_is_unhappy_and_not_retried() {
     // Stopping a node needs a grid of this test's own (10-20 s to start).
     let grid = common::PrivateGrid::start_3n();
     grid.stop_node("storage3");
-    let retry = Retry {
-        attempts: 4,
-        delay: RetryDelay::Fixed(30.0),
-    };
+    let retry = fixed_retry(4, 30.0);
     // Were it retried, the test would sit through 30 s delays (the try
     // count itself is checked with the fake gateway below).
     let client = Client::new(grid.url(), &retry, &timeouts()).expect("client");
@@ -568,10 +564,7 @@ fn connection_refused_is_a_transient_connect_error() {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.local_addr().expect("addr").port()
     };
-    let retry = Retry {
-        attempts: 3,
-        delay: RetryDelay::Fixed(0.01),
-    };
+    let retry = fixed_retry(3, 0.01);
     let client =
         Client::new(&format!("http://127.0.0.1:{port}/uri"), &retry, &timeouts()).expect("client");
     let err = client.upload_bytes(&[7u8; 100]).unwrap_err();
@@ -724,6 +717,9 @@ fn read_request(reader: &mut impl BufRead) -> io::Result<(String, Vec<u8>)> {
 
 const FAKE_CAP: &str = "URI:CHK:aaaaaaaaaaaaaaaaaaaaaaaaaa:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb:1:1:4096";
 
+const FAKE_DIR: &str =
+    "URI:DIR2:aaaaaaaaaaaaaaaaaaaaaaaaaa:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
 fn traceback(exception: &str) -> Vec<u8> {
     format!(
         "Traceback (most recent call last):\n  File \"x.py\", line 1, in f\n    g()\n{exception}: it broke while handling {FAKE_CAP}\n"
@@ -731,19 +727,25 @@ fn traceback(exception: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A 500 whose plain-text traceback ends in `exception`.
+fn reply_500(exception: &str) -> Action {
+    Action::Reply(500, "Content-Type: text/plain\r\n", traceback(exception))
+}
+
+/// A successful upload's reply: [`FAKE_CAP`], as the gateway sends it.
+fn reply_cap() -> Action {
+    Action::Reply(
+        200,
+        "Content-Type: text/html\r\n",
+        FAKE_CAP.as_bytes().to_vec(),
+    )
+}
+
 #[test]
 fn fault_500_twice_then_success_is_retried_with_delays() {
     let fake = fake_gateway(|n| match n {
-        0 | 1 => Action::Reply(
-            500,
-            "Content-Type: text/plain\r\n",
-            traceback("builtins.RuntimeError"),
-        ),
-        _ => Action::Reply(
-            200,
-            "Content-Type: text/html\r\n",
-            FAKE_CAP.as_bytes().to_vec(),
-        ),
+        0 | 1 => reply_500("builtins.RuntimeError"),
+        _ => reply_cap(),
     });
     let retry = Retry {
         attempts: 3,
@@ -772,17 +774,8 @@ fn fault_500_twice_then_success_is_retried_with_delays() {
 
 #[test]
 fn fault_500_until_tries_run_out() {
-    let fake = fake_gateway(|_| {
-        Action::Reply(
-            500,
-            "Content-Type: text/plain\r\n",
-            traceback("builtins.RuntimeError"),
-        )
-    });
-    let retry = Retry {
-        attempts: 2,
-        delay: RetryDelay::Fixed(0.01),
-    };
+    let fake = fake_gateway(|_| reply_500("builtins.RuntimeError"));
+    let retry = fixed_retry(2, 0.01);
     let client = Client::new(&fake.url, &retry, &timeouts()).expect("client");
     let err = client.upload_bytes(&[1u8; 100]).unwrap_err();
     assert_eq!(fake.requests.load(Ordering::SeqCst), 2);
@@ -798,11 +791,7 @@ fn fault_500_until_tries_run_out() {
 fn fault_permanent_errors_are_not_retried() {
     let fake = fake_gateway(|n| {
         match n {
-        0 => Action::Reply(
-            500,
-            "Content-Type: text/plain\r\n",
-            traceback("allmydata.interfaces.UploadUnhappinessError"),
-        ),
+        0 => reply_500("allmydata.interfaces.UploadUnhappinessError"),
         1 => Action::Reply(
             404,
             "Content-Type: text/html; charset=utf-8\r\n",
@@ -812,10 +801,7 @@ fn fault_permanent_errors_are_not_retried() {
         _ => Action::Reply(302, "Location: http://127.0.0.1:1/elsewhere\r\n", Vec::new()),
     }
     });
-    let retry = Retry {
-        attempts: 5,
-        delay: RetryDelay::Fixed(0.01),
-    };
+    let retry = fixed_retry(5, 0.01);
     let client = Client::new(&fake.url, &retry, &timeouts()).expect("client");
 
     let err = client.upload_bytes(&[2u8; 100]).unwrap_err();
@@ -823,8 +809,7 @@ fn fault_permanent_errors_are_not_retried() {
     assert!(!err.is_transient());
     assert_eq!(fake.requests.load(Ordering::SeqCst), 1);
 
-    let dir =
-        "URI:DIR2:aaaaaaaaaaaaaaaaaaaaaaaaaa:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    let dir = FAKE_DIR;
     assert!(
         client
             .unlink(dir, "nope")
@@ -850,11 +835,7 @@ fn fault_permanent_errors_are_not_retried() {
 fn fault_hang_times_out_and_the_next_attempt_reopens_the_body() {
     let fake = fake_gateway(|n| match n {
         0 => Action::Hang,
-        _ => Action::Reply(
-            200,
-            "Content-Type: text/html\r\n",
-            FAKE_CAP.as_bytes().to_vec(),
-        ),
+        _ => reply_cap(),
     });
     let timeouts = Timeouts::PerAttempt(vec![0.5, 30.0]);
     let client = Client::new(&fake.url, &retry(), &timeouts).expect("client");
@@ -910,10 +891,7 @@ fn fault_short_download_is_an_error() {
         1 => Action::Reply(200, "", vec![b'y'; 100]),
         _ => Action::Reply(200, "", vec![b'z'; 4096]),
     });
-    let retry = Retry {
-        attempts: 1,
-        delay: RetryDelay::Fixed(0.0),
-    };
+    let retry = fixed_retry(1, 0.0);
     let client = Client::new(&fake.url, &retry, &timeouts()).expect("client");
     let err = client.download(&cap).unwrap_err();
     assert!(err.is_transient(), "{err}");
@@ -948,17 +926,11 @@ fn fault_requests_have_the_documented_shape() {
     client.upload_bytes(&data).expect("upload_bytes");
     client.mkdir_immutable("{}").expect("mkdir-immutable");
     let cap = Cap::parse(FAKE_CAP).expect("cap");
-    let dir =
-        "URI:DIR2:aaaaaaaaaaaaaaaaaaaaaaaaaa:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    let dir = FAKE_DIR;
     client
         .link(&format!("{dir}/sub dir/\u{e9}"), "a b%?#\u{e9}", &cap)
         .expect("link");
-    let all = CheckOptions {
-        add_lease: true,
-        verify: true,
-        repair: true,
-    };
-    assert!(client.check(&cap, all).expect("check").healthy);
+    assert!(client.check(&cap, CHECK_ALL).expect("check").healthy);
 
     let version = env!("CARGO_PKG_VERSION");
     for n in 0..5 {
