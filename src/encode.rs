@@ -29,6 +29,8 @@ mod prepare;
 #[cfg(test)]
 mod tests;
 
+use std::io::{self, Read};
+
 use regex::bytes::Regex;
 
 use crate::config::{self, Codec, XzAction};
@@ -62,6 +64,20 @@ impl Encoding {
             _ => None,
         }
     }
+}
+
+/// The original bytes of `stored`, an object stored with the encoding
+/// `enc` (as it is when `None`), streamed: what restore writes and verify
+/// compares.
+pub fn decoder<'a>(
+    enc: Option<Encoding>,
+    stored: impl Read + 'a,
+) -> io::Result<Box<dyn Read + 'a>> {
+    Ok(match enc {
+        None => Box::new(stored),
+        Some(Encoding::Xz) => Box::new(liblzma::read::XzDecoder::new(stored)),
+        Some(Encoding::Zstd) => Box::new(zstd::stream::read::Decoder::new(stored)?),
+    })
 }
 
 impl From<Codec> for Encoding {

@@ -24,7 +24,7 @@ use std::path::Path;
 use anyhow::Context as _;
 
 use crate::edge::EdgeMeta;
-use crate::encode::Encoding;
+use crate::encode;
 use crate::meta;
 use crate::scan::display_path;
 use crate::tahoe::{Cap, Client};
@@ -473,13 +473,7 @@ impl Walker<'_, '_> {
             .client
             .download_with(&node.cap, |body| {
                 let result = {
-                    let backup: Box<dyn Read + '_> = match enc {
-                        None => Box::new(&mut *body),
-                        Some(Encoding::Xz) => Box::new(liblzma::read::XzDecoder::new(&mut *body)),
-                        Some(Encoding::Zstd) => {
-                            Box::new(zstd::stream::read::Decoder::new(&mut *body)?)
-                        }
-                    };
+                    let backup = encode::decoder(enc, &mut *body)?;
                     let mut live = &live;
                     same_bytes(backup, &mut live)
                 };

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt as _;
 
-use crate::encode::Encoding;
+use crate::encode::{self, Encoding};
 
 /// Zero blocks of this size (aligned in the file) are skipped, not written.
 const BLOCK: usize = 4096;
@@ -24,11 +24,7 @@ pub fn write(
     // survive in the holes this one leaves.
     file.set_len(0)?;
     let mut sink = Sparse { file, offset: 0 };
-    match enc {
-        None => copy(stored, &mut sink)?,
-        Some(Encoding::Xz) => copy(liblzma::read::XzDecoder::new(stored), &mut sink)?,
-        Some(Encoding::Zstd) => copy(zstd::stream::read::Decoder::new(stored)?, &mut sink)?,
-    }
+    copy(encode::decoder(enc, stored)?, &mut sink)?;
     let len = sink.offset;
     if let Some(want) = expect
         && want != len
