@@ -77,6 +77,24 @@ pub struct CheckOptions {
     pub repair: bool,
 }
 
+impl CheckOptions {
+    /// The query parameters of the options that are on
+    /// (`&add-lease=true&verify=true&repair=true`), to follow a `t=`.
+    pub(super) fn query(self) -> String {
+        let mut query = String::new();
+        for (on, flag) in [
+            (self.add_lease, "&add-lease=true"),
+            (self.verify, "&verify=true"),
+            (self.repair, "&repair=true"),
+        ] {
+            if on {
+                query.push_str(flag);
+            }
+        }
+        query
+    }
+}
+
 /// The result of [`Client::check`]. After a repair, the state fields
 /// describe the object after the repair.
 #[derive(Debug, Clone)]
@@ -273,8 +291,7 @@ impl Client {
             }
             return Ok(value);
         }
-        let url = format!("{}/{}", self.uri, cap_segment(cap));
-        let expected = cap.size().filter(|_| !cap.is_dir());
+        let (url, expected) = self.content_url(cap);
         self.with_retries("download", Some(cap), |deadline| {
             let reply = self.exchange(Method::Get, &url, Payload::Empty, deadline)?;
             let announced = reply.body().content_length();
@@ -293,15 +310,7 @@ impl Client {
             let extra = reader
                 .read(&mut rest)
                 .map_err(|e| self.map_ureq(ureq::Error::from(e)))?;
-            let got = reader.got + extra as u64;
-            for want in [announced, expected].into_iter().flatten() {
-                if got != want {
-                    return Err(TahoeError::Incomplete {
-                        expected: want,
-                        got,
-                    });
-                }
-            }
+            whole_body(reader.got + extra as u64, announced, expected)?;
             Ok(value)
         })
     }
@@ -314,23 +323,14 @@ impl Client {
         if let Some(data) = lit::lit_data(cap) {
             return Ok(data);
         }
-        let url = format!("{}/{}", self.uri, cap_segment(cap));
-        let expected = cap.size().filter(|_| !cap.is_dir());
+        let (url, expected) = self.content_url(cap);
         self.with_retries("download", Some(cap), |deadline| {
             let reply = self.exchange(Method::Get, &url, Payload::Empty, deadline)?;
             let announced = reply.body().content_length();
             // One byte more than announced, to notice a longer body.
             let limit = expected.or(announced).map(|n| n.saturating_add(1));
             let data = self.read_body(reply, limit)?;
-            let got = data.len() as u64;
-            for want in [announced, expected].into_iter().flatten() {
-                if got != want {
-                    return Err(TahoeError::Incomplete {
-                        expected: want,
-                        got,
-                    });
-                }
-            }
+            whole_body(data.len() as u64, announced, expected)?;
             Ok(data)
         })
     }
@@ -345,16 +345,12 @@ impl Client {
         if cap.is_literal() {
             return Ok(CheckReport::literal());
         }
-        let mut url = format!("{}/{}?t=check&output=JSON", self.uri, cap_segment(cap));
-        for (on, flag) in [
-            (opts.add_lease, "&add-lease=true"),
-            (opts.verify, "&verify=true"),
-            (opts.repair, "&repair=true"),
-        ] {
-            if on {
-                url.push_str(flag);
-            }
-        }
+        let url = format!(
+            "{}/{}?t=check&output=JSON{}",
+            self.uri,
+            cap_segment(cap),
+            opts.query()
+        );
         let value = self.with_retries("check", Some(cap), |deadline| {
             let reply = self.exchange(Method::Post, &url, Payload::Empty, deadline)?;
             self.read_json(reply)
@@ -750,6 +746,13 @@ impl Client {
         }
     }
 
+    /// `{uri}/CAP`, the URL of a file's content, and the size the cap
+    /// says the content has (`None` for a directory cap).
+    fn content_url(&self, cap: &Cap) -> (String, Option<u64>) {
+        let url = format!("{}/{}", self.uri, cap_segment(cap));
+        (url, cap.size().filter(|_| !cap.is_dir()))
+    }
+
     /// `{uri}/DIRCAP[/seg…]` for a `DIRCAP[/sub/path]` argument: the cap is
     /// validated, the path segments percent-encoded.
     fn dir_url(&self, dir_path: &str) -> Result<String, TahoeError> {
@@ -765,6 +768,20 @@ impl Client {
         }
         Ok(url)
     }
+}
+
+/// A downloaded body of `got` bytes must be as long as its Content-Length
+/// (`announced`) and the cap's size (`expected`) say.
+fn whole_body(got: u64, announced: Option<u64>, expected: Option<u64>) -> Result<(), TahoeError> {
+    for want in [announced, expected].into_iter().flatten() {
+        if got != want {
+            return Err(TahoeError::Incomplete {
+                expected: want,
+                got,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Time left before `deadline`; an error when it has passed.

@@ -94,16 +94,7 @@ impl Client {
     /// (`operation.timeouts.updates`), not the whole stream. A file cap is
     /// refused by the gateway (400).
     pub fn deep_check(&self, dir: &Cap, opts: CheckOptions) -> Result<DeepCheck<'_>, TahoeError> {
-        let mut query = String::from("t=stream-deep-check");
-        for (on, flag) in [
-            (opts.add_lease, "&add-lease=true"),
-            (opts.verify, "&verify=true"),
-            (opts.repair, "&repair=true"),
-        ] {
-            if on {
-                query.push_str(flag);
-            }
-        }
+        let query = format!("t=stream-deep-check{}", opts.query());
         let reply = self.post_stream("deep-check", dir, &query)?;
         let body: Box<dyn Read + Send> = Box::new(reply.into_body().into_reader());
         Ok(DeepCheck::new(body, opts.repair, Some(self)))
