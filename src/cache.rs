@@ -661,7 +661,6 @@ impl Cache {
         Ok(())
     }
 
-    /// When this cache last renewed the lease of `cap`, Unix seconds.
     /// The cap of content already on the grid: `hash` is the BLAKE3 of a
     /// file's raw bytes as they were streamed to the gateway, `encoding` the
     /// encoding tag of what was sent (`enc:none`, `enc:xz:6`, …). Lets a
@@ -702,6 +701,7 @@ impl Cache {
         Ok(())
     }
 
+    /// When this cache last renewed the lease of `cap`, Unix seconds.
     pub fn lease_renewed(&self, cap: &Cap) -> Result<Option<i64>, CacheError> {
         self.conn
             .prepare_cached("SELECT renewed FROM leases WHERE cap = ?1")
@@ -711,14 +711,7 @@ impl Cache {
 
     /// The grid probe recorded when the cache was created, if any.
     pub fn probe(&self) -> Result<Option<Probe>, CacheError> {
-        let get = |name: &str| -> Result<Option<String>, CacheError> {
-            self.conn
-                .query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
-                    r.get(0)
-                })
-                .optional()
-                .map_err(|e| sql_err(&self.path, "reading the grid probe of", e))
-        };
+        let get = |name: &str| self.meta_value(name, "reading the grid probe of");
         let Some(cap) = get("probe_cap")? else {
             return Ok(None);
         };
@@ -850,6 +843,15 @@ impl Cache {
             .map_err(|e| sql_err(&self.path, action, e))?;
         self.pending += n as u64;
         Ok(n as u64)
+    }
+
+    /// The `meta` row `name`, if there is one; `action` names the read in
+    /// an error.
+    fn meta_value(&self, name: &str, action: &'static str) -> Result<Option<String>, CacheError> {
+        self.conn
+            .prepare_cached("SELECT value FROM meta WHERE name = ?1")
+            .and_then(|mut stmt| stmt.query_row([name], |r| r.get(0)).optional())
+            .map_err(|e| sql_err(&self.path, action, e))
     }
 
     fn run_generation(&self) -> Result<i64, CacheError> {

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 
-use rusqlite::{TransactionBehavior, params};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::{BackupRow, Cache, CacheError, is_literal, sql_err, to_sql};
 
@@ -168,11 +168,7 @@ impl Cache {
             }
             let renewed: Option<i64> = stmt
                 .query_row([cap], |r| r.get(0))
-                .map(Some)
-                .or_else(|e| match e {
-                    rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                    e => Err(e),
-                })
+                .optional()
                 .map_err(|e| sql_err(&self.path, "reading the leases of", e))?;
             if renewed.is_none_or(|t| t < cutoff) {
                 stale.push(cap.to_owned());

@@ -6,7 +6,7 @@
 //! backups' root caps, like [`Cache::reachable_from`]: literal caps are
 //! never part of it (they have no shares and no leases).
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::params;
 
 use super::{Cache, CacheError, sql_err};
 use crate::tahoe::Cap;
@@ -162,14 +162,7 @@ impl Cache {
 
     /// The cursor of an unfinished `check --leases` run, if any.
     pub fn lease_cursor(&self) -> Result<Option<LeaseCursor>, CacheError> {
-        let get = |name: &str| -> Result<Option<String>, CacheError> {
-            self.conn
-                .query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
-                    r.get(0)
-                })
-                .optional()
-                .map_err(|e| sql_err(&self.path, "reading the lease renewal cursor of", e))
-        };
+        let get = |name: &str| self.meta_value(name, "reading the lease renewal cursor of");
         let (Some(started), Some(total), Some(last)) =
             (get(CURSOR_STARTED)?, get(CURSOR_TOTAL)?, get(CURSOR_LAST)?)
         else {
