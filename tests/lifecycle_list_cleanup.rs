@@ -31,13 +31,7 @@ struct Setup {
 impl Setup {
     fn new(url: &str, with_dir: bool) -> Setup {
         let tmp = tempfile::tempdir().unwrap();
-        let dircap = with_dir.then(|| {
-            let mut resp = common::http_agent()
-                .post(format!("{url}/uri?t=mkdir"))
-                .send_empty()
-                .unwrap();
-            resp.body_mut().read_to_string().unwrap().trim().to_owned()
-        });
+        let dircap = with_dir.then(|| common::mkdir_mutable(url));
         Setup {
             cache: tmp.path().join("cache.sqlite"),
             results: tmp.path().join("results.txt"),

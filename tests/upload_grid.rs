@@ -565,11 +565,7 @@ fn results_go_to_stdout_file_and_lafs_dir() {
     let s = Setup::new(&url, "");
     fs::write(s.source.join("f"), b"x").unwrap();
     // A mutable directory to link results into.
-    let mut resp = common::http_agent()
-        .post(format!("{url}/uri?t=mkdir"))
-        .send_empty()
-        .unwrap();
-    let dircap = resp.body_mut().read_to_string().unwrap().trim().to_owned();
+    let dircap = common::mkdir_mutable(&url);
     let results = s.tmp.path().join("results.txt");
     common::write_backup_config(
         s.tmp.path(),

@@ -99,6 +99,17 @@ pub fn http_get_status(url: &str) -> (u16, Vec<u8>) {
     (resp.status().as_u16(), body)
 }
 
+/// A new mutable directory on the gateway at `url` (`POST /uri?t=mkdir`):
+/// the response body, trimmed (its write cap; the status is not checked).
+#[allow(dead_code)]
+pub fn mkdir_mutable(url: &str) -> String {
+    let mut resp = http_agent()
+        .post(format!("{url}/uri?t=mkdir"))
+        .send_empty()
+        .unwrap();
+    resp.body_mut().read_to_string().unwrap().trim().to_owned()
+}
+
 /// Deterministic pseudo-random bytes (xorshift64*), so test data is not
 /// compressible and reproducible from `seed`.
 #[allow(dead_code)]
