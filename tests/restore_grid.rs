@@ -11,7 +11,7 @@ use std::io::Write as _;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -109,6 +109,17 @@ fn restore(args: &[&OsStr]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), stderr)
 }
 
+/// `lafs-backup verify --gateway URL OPTS CAP TARGET` without any config.
+fn verify(opts: &[&str], cap: &str, target: &Path) -> Output {
+    common::bin()
+        .arg("verify")
+        .args(opts)
+        .args(["--gateway", &common::gateway_url(), cap])
+        .arg(target)
+        .output()
+        .unwrap()
+}
+
 fn build_source(src: &Path) {
     common::hostile_tree(src);
     // 100 levels deep.
@@ -159,12 +170,7 @@ fn round_trip_with_metadata_and_resume() {
     compare(&src, &target);
     // The tool's own verify agrees: the restore is identical to the backup,
     // contents included.
-    let out = common::bin()
-        .args(["verify", "--content", "--gateway", &common::gateway_url()])
-        .arg(&cap)
-        .arg(&target)
-        .output()
-        .unwrap();
+    let out = verify(&["--content"], &cap, &target);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -430,11 +436,7 @@ fn acl_by_name_or_by_recorded_id() {
         ],
         "{text}"
     );
-    let out = common::bin()
-        .args(["verify", "--gateway", &common::gateway_url(), &root])
-        .arg(&target)
-        .output()
-        .unwrap();
+    let out = verify(&[], &root, &target);
     assert_eq!(
         out.status.code(),
         Some(0),
