@@ -120,11 +120,6 @@ fn raw(name: &[u8]) -> &OsStr {
     OsStr::from_bytes(name)
 }
 
-fn run(cmd: &str, args: &[&OsStr]) {
-    let status = Command::new(cmd).args(args).status().unwrap();
-    assert!(status.success(), "{cmd} {args:?} failed");
-}
-
 struct Setup {
     _tmp: TempDir,
     source: PathBuf,
@@ -267,7 +262,7 @@ fn one_file_system_and_cache_directories() {
     let s = setup("");
     let r = &s.source;
     fs::create_dir(r.join("mnt")).unwrap();
-    run(
+    common::run_tool(
         "mount",
         &[
             OsStr::new("-t"),
