@@ -1,7 +1,7 @@
 //! `list`: the recorded backups, oldest first, from the entry cache alone
 //! (no grid). See `docs/lifecycle.md`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::json;
 
@@ -214,15 +214,25 @@ fn lease_warning(
         return Ok(());
     }
     let stale_set: HashSet<&str> = stale.iter().map(String::as_str).collect();
-    // Per backup when the walks stay cheap.
+    // Per backup when the walks stay cheap; one walk per distinct root
+    // (the backups of an unchanged tree share their root cap).
     let mut per_backup = Vec::new();
     if backups.len().saturating_mul(referenced.len()) <= PER_BACKUP_BUDGET {
+        let mut per_root: HashMap<&str, usize> = HashMap::new();
         for b in backups {
-            let reach = cache.reachable_from([b.root_cap.as_str()])?;
-            let n = reach
-                .iter()
-                .filter(|c| stale_set.contains(c.as_str()))
-                .count();
+            let root = b.root_cap.as_str();
+            let n = match per_root.get(root) {
+                Some(&n) => n,
+                None => {
+                    let reach = cache.reachable_from([root])?;
+                    let n = reach
+                        .iter()
+                        .filter(|c| stale_set.contains(c.as_str()))
+                        .count();
+                    per_root.insert(root, n);
+                    n
+                }
+            };
             if n > 0 {
                 per_backup.push((b, n));
             }
