@@ -16,12 +16,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::Value;
 
 use crate::encode::Encoding;
-use crate::meta::EntryMeta;
 use crate::meta::acl::{ACCESS_XATTR, DEFAULT_XATTR};
+use crate::meta::{self, CAPS_XATTR, EntryMeta};
 use crate::tahoe::Cap;
-
-/// Holds file capabilities; carried as `caps`, never in `xattrs`.
-const CAPS_XATTR: &str = "security.capability";
 
 /// The metadata of one directory edge.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -287,7 +284,7 @@ impl EdgeMeta {
     pub fn read(abs: &Path, queue: &EntryMeta, md: &Metadata) -> (EdgeMeta, Vec<String>) {
         let mut problems = Vec::new();
         let file_type = md.file_type();
-        let mtime_ns = i128::from(md.mtime()) * 1_000_000_000 + i128::from(md.mtime_nsec());
+        let mtime_ns = meta::mtime_ns(md);
         let rdev = (file_type.is_char_device() || file_type.is_block_device()).then(|| {
             let dev = md.rdev();
             (nix::sys::stat::major(dev), nix::sys::stat::minor(dev))

@@ -16,7 +16,9 @@ use std::path::Path;
 
 use acl::{Acl, NameCache};
 
-const CAPS_XATTR: &str = "security.capability";
+/// The xattr that holds file capabilities (carried as `caps`, never as an
+/// xattr of its own).
+pub const CAPS_XATTR: &str = "security.capability";
 
 /// The metadata of one queue entry.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -44,6 +46,16 @@ pub const S_IFMT: u32 = 0o170000;
 pub const S_IFDIR: u32 = 0o040000;
 pub const S_IFREG: u32 = 0o100000;
 pub const S_IFLNK: u32 = 0o120000;
+
+/// `st_mtime` in nanoseconds since the epoch.
+pub fn mtime_ns(md: &Metadata) -> i128 {
+    i128::from(md.mtime()) * 1_000_000_000 + i128::from(md.mtime_nsec())
+}
+
+/// `st_ctime` in nanoseconds since the epoch.
+pub fn ctime_ns(md: &Metadata) -> i128 {
+    i128::from(md.ctime()) * 1_000_000_000 + i128::from(md.ctime_nsec())
+}
 
 impl EntryMeta {
     pub fn is_dir(&self) -> bool {

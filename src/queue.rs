@@ -274,7 +274,7 @@ fn identity(queue: &Path) -> io::Result<String> {
         "ino={} size={} mtime_ns={}",
         md.ino(),
         md.size(),
-        i128::from(md.mtime()) * 1_000_000_000 + i128::from(md.mtime_nsec())
+        crate::meta::mtime_ns(&md)
     ))
 }
 

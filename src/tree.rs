@@ -19,6 +19,7 @@ use serde_json::Value;
 
 use crate::edge::EdgeMeta;
 use crate::escape;
+use crate::meta::{S_IFDIR, S_IFMT, S_IFREG};
 use crate::names::{ROOT_META_NAME, check_file_name, raw_name};
 use crate::tahoe::{Cap, Client, TahoeError};
 
@@ -76,11 +77,6 @@ pub enum TreeError {
     #[error("malformed directory listing: {0}")]
     BadListing(&'static str),
 }
-
-/// The octal type bits of `st_mode`.
-const S_IFMT: u32 = 0o170000;
-const S_IFREG: u32 = 0o100000;
-const S_IFDIR: u32 = 0o040000;
 
 /// Lists one directory of a backup through the gateway (one `t=json`
 /// request). With `top_level`, the reserved `.lafs-backup-root` entry is

@@ -38,7 +38,7 @@ use tracing::{debug, trace, warn};
 use crate::cache::{self, Cache, CacheError, DirChild, FileKey, ObjectKey, ObjectKind, SymlinkKey};
 use crate::edge::{self, Child, EdgeMeta};
 use crate::encode::{Encoder, Encoding, Prepared};
-use crate::meta::{EntryMeta, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG};
+use crate::meta::{EntryMeta, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, ctime_ns, mtime_ns};
 use crate::names::{self, ROOT_META_NAME};
 use crate::progress::Progress;
 use crate::queue::{self, Format, QueueError};
@@ -244,14 +244,6 @@ fn split_path(path: &[u8]) -> (&[u8], &[u8]) {
         Some(i) => (&path[..i], &path[i + 1..]),
         None => (b"", path),
     }
-}
-
-fn mtime_ns(md: &Metadata) -> i128 {
-    i128::from(md.mtime()) * 1_000_000_000 + i128::from(md.mtime_nsec())
-}
-
-fn ctime_ns(md: &Metadata) -> i128 {
-    i128::from(md.ctime()) * 1_000_000_000 + i128::from(md.ctime_nsec())
 }
 
 /// Whether lstat of the same path still describes the same, unchanged file.

@@ -18,19 +18,17 @@ use std::collections::HashMap;
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read};
 use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
-use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 
 use anyhow::Context as _;
 
 use crate::edge::EdgeMeta;
 use crate::encode;
-use crate::meta;
+use crate::meta::{self, S_IFMT};
 use crate::scan::display_path;
 use crate::tahoe::{Cap, Client};
 use crate::tree::{self, Kind, Node};
-
-const S_IFMT: u32 = 0o170000;
 
 /// What to compare besides the metadata.
 #[derive(Debug, Clone, Copy, Default)]
@@ -249,7 +247,7 @@ impl Walker<'_, '_> {
             Err(e) => return self.report("unreadable", &rel, format!("cannot lstat: {e}")),
         };
         let backup_type = backup_type_name(&node);
-        let live_type = live_type_name(&md);
+        let live_type = type_name(md.mode());
         if backup_type != live_type {
             return self.report(
                 "type",
@@ -572,27 +570,6 @@ fn backup_type_name(node: &Node) -> &'static str {
         Kind::File => "file",
         Kind::Symlink => "symlink",
         Kind::Special => node.meta.mode.map_or("unknown", type_name),
-    }
-}
-
-fn live_type_name(md: &Metadata) -> &'static str {
-    let ft = md.file_type();
-    if ft.is_dir() {
-        "directory"
-    } else if ft.is_file() {
-        "file"
-    } else if ft.is_symlink() {
-        "symlink"
-    } else if ft.is_fifo() {
-        "fifo"
-    } else if ft.is_socket() {
-        "socket"
-    } else if ft.is_char_device() {
-        "character-device"
-    } else if ft.is_block_device() {
-        "block-device"
-    } else {
-        type_name(md.mode())
     }
 }
 

@@ -18,9 +18,8 @@ use nix::unistd::{Gid, Group, Uid, User, fchown, fchownat};
 use xattr::FileExt as _;
 
 use crate::edge::EdgeMeta;
+use crate::meta::CAPS_XATTR;
 use crate::meta::acl::{ACCESS_XATTR, DEFAULT_XATTR};
-
-const CAPS_XATTR: &str = "security.capability";
 
 /// What to apply metadata to.
 pub enum At<'a> {
