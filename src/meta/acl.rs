@@ -12,12 +12,14 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 const VERSION: u32 = 2;
-const TAG_USER_OBJ: u16 = 0x01;
-const TAG_USER: u16 = 0x02;
-const TAG_GROUP_OBJ: u16 = 0x04;
-const TAG_GROUP: u16 = 0x08;
-const TAG_MASK: u16 = 0x10;
-const TAG_OTHER: u16 = 0x20;
+pub const TAG_USER_OBJ: u16 = 0x01;
+pub const TAG_USER: u16 = 0x02;
+pub const TAG_GROUP_OBJ: u16 = 0x04;
+pub const TAG_GROUP: u16 = 0x08;
+pub const TAG_MASK: u16 = 0x10;
+pub const TAG_OTHER: u16 = 0x20;
+/// The id of an entry without a qualifier.
+pub const UNDEFINED_ID: u32 = u32::MAX;
 
 pub const ACCESS_XATTR: &str = "system.posix_acl_access";
 pub const DEFAULT_XATTR: &str = "system.posix_acl_default";
@@ -59,6 +61,20 @@ impl Acl {
         Ok(Self { entries })
     }
 
+    /// The kernel's xattr value: the inverse of [`Acl::decode`]. Entries
+    /// are written in the order held (the kernel wants them sorted by tag,
+    /// then id).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut raw = Vec::with_capacity(4 + 8 * self.entries.len());
+        raw.extend_from_slice(&VERSION.to_le_bytes());
+        for e in &self.entries {
+            raw.extend_from_slice(&e.tag.to_le_bytes());
+            raw.extend_from_slice(&e.perm.to_le_bytes());
+            raw.extend_from_slice(&e.id.to_le_bytes());
+        }
+        raw
+    }
+
     /// The access ACL that the permission bits alone stand for: what libacl
     /// reports for a file without an access ACL xattr.
     pub fn from_mode(mode: u32) -> Self {
@@ -68,17 +84,17 @@ impl Acl {
                 AclEntry {
                     tag: TAG_USER_OBJ,
                     perm: perm(6),
-                    id: u32::MAX,
+                    id: UNDEFINED_ID,
                 },
                 AclEntry {
                     tag: TAG_GROUP_OBJ,
                     perm: perm(3),
-                    id: u32::MAX,
+                    id: UNDEFINED_ID,
                 },
                 AclEntry {
                     tag: TAG_OTHER,
                     perm: perm(0),
-                    id: u32::MAX,
+                    id: UNDEFINED_ID,
                 },
             ],
         }
@@ -196,13 +212,11 @@ mod tests {
     use super::*;
 
     fn encode(entries: &[(u16, u16, u32)]) -> Vec<u8> {
-        let mut raw = VERSION.to_le_bytes().to_vec();
-        for &(tag, perm, id) in entries {
-            raw.extend_from_slice(&tag.to_le_bytes());
-            raw.extend_from_slice(&perm.to_le_bytes());
-            raw.extend_from_slice(&id.to_le_bytes());
-        }
-        raw
+        let entries = entries
+            .iter()
+            .map(|&(tag, perm, id)| AclEntry { tag, perm, id })
+            .collect();
+        Acl { entries }.encode()
     }
 
     #[test]

@@ -19,7 +19,10 @@ use xattr::FileExt as _;
 
 use crate::edge::EdgeMeta;
 use crate::meta::CAPS_XATTR;
-use crate::meta::acl::{ACCESS_XATTR, DEFAULT_XATTR};
+use crate::meta::acl::{
+    ACCESS_XATTR, Acl, AclEntry, DEFAULT_XATTR, TAG_GROUP, TAG_GROUP_OBJ, TAG_MASK, TAG_OTHER,
+    TAG_USER, TAG_USER_OBJ, UNDEFINED_ID,
+};
 
 /// What to apply metadata to.
 pub enum At<'a> {
@@ -185,14 +188,6 @@ pub fn mtime_parts(meta: &EdgeMeta) -> Option<(i64, i64)> {
     ))
 }
 
-const TAG_USER_OBJ: u16 = 0x01;
-const TAG_USER: u16 = 0x02;
-const TAG_GROUP_OBJ: u16 = 0x04;
-const TAG_GROUP: u16 = 0x08;
-const TAG_MASK: u16 = 0x10;
-const TAG_OTHER: u16 = 0x20;
-const UNDEFINED_ID: u32 = u32::MAX;
-
 /// The kernel encodings of an access and a default ACL.
 pub type AclXattrs = (Option<Vec<u8>>, Option<Vec<u8>>);
 
@@ -210,8 +205,8 @@ pub fn encode_acls(text: &str, ids: Option<&str>) -> Result<AclXattrs, String> {
     {
         return Err("acl_ids does not match acls".into());
     }
-    let mut access: Vec<(u16, u16, u32)> = Vec::new();
-    let mut default: Vec<(u16, u16, u32)> = Vec::new();
+    let mut access: Vec<AclEntry> = Vec::new();
+    let mut default: Vec<AclEntry> = Vec::new();
     for (i, entry) in entries.iter().enumerate() {
         let (is_default, body) = match entry
             .strip_prefix("d:")
@@ -241,11 +236,12 @@ pub fn encode_acls(text: &str, ids: Option<&str>) -> Result<AclXattrs, String> {
             }
             _ => return Err(format!("entry {entry:?}: unknown tag")),
         };
-        if is_default {
-            default.push((tag, perm, id));
+        let list = if is_default {
+            &mut default
         } else {
-            access.push((tag, perm, id));
-        }
+            &mut access
+        };
+        list.push(AclEntry { tag, perm, id });
     }
     Ok((pack(access), pack(default)))
 }
@@ -284,19 +280,14 @@ fn resolve(qual: &str, user: bool, id_entry: Option<&str>) -> Option<u32> {
     })
 }
 
-fn pack(mut entries: Vec<(u16, u16, u32)>) -> Option<Vec<u8>> {
+/// The kernel's xattr value of `entries`, sorted as it wants them; `None`
+/// for no entries.
+fn pack(mut entries: Vec<AclEntry>) -> Option<Vec<u8>> {
     if entries.is_empty() {
         return None;
     }
-    entries.sort_by_key(|&(tag, _, id)| (tag, id));
-    let mut out = Vec::with_capacity(4 + 8 * entries.len());
-    out.extend_from_slice(&2u32.to_le_bytes());
-    for (tag, perm, id) in entries {
-        out.extend_from_slice(&tag.to_le_bytes());
-        out.extend_from_slice(&perm.to_le_bytes());
-        out.extend_from_slice(&id.to_le_bytes());
-    }
-    Some(out)
+    entries.sort_by_key(|e| (e.tag, e.id));
+    Some(Acl { entries }.encode())
 }
 
 /// `name` as an `OsStr`.
@@ -307,7 +298,6 @@ pub fn os(name: &[u8]) -> &OsStr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meta::acl::Acl;
 
     #[test]
     fn acl_round_trip_through_the_decoder() {
