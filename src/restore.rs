@@ -269,11 +269,9 @@ impl Shared<'_> {
         format!("{TEMP_PREFIX}{}.{n}", std::process::id())
     }
 
-    fn set_leader(&self, hlink: Option<(u64, u64)>, state: Leader) {
-        if let Some(h) = hlink
-            && let Ok(mut links) = self.links.lock()
-        {
-            links.insert(h, state);
+    fn set_leader(&self, hlink: (u64, u64), state: Leader) {
+        if let Ok(mut links) = self.links.lock() {
+            links.insert(hlink, state);
         }
     }
 }
@@ -504,7 +502,7 @@ impl Walk {
                 Entry::Leaf(node) => {
                     let mut child_rel = rel.clone();
                     child_rel.push(node.name.clone());
-                    self.leaf(shared, dir, &child_rel, *node, tx);
+                    self.leaf(shared, dir, child_rel, *node, tx);
                 }
                 Entry::Dir(child) => {
                     if !plan.dirs[child].listed {
@@ -543,7 +541,7 @@ impl Walk {
         &mut self,
         shared: &Shared<'_>,
         dir: Option<&Arc<File>>,
-        rel: &[Vec<u8>],
+        rel: Vec<Vec<u8>>,
         node: Node,
         tx: Option<&SyncSender<Job>>,
     ) {
@@ -566,25 +564,25 @@ impl Walk {
                 (_, Kind::Symlink) => 'l',
                 _ => 's',
             };
-            self.planned.push(format!("{c} {}", display(rel)));
+            self.planned.push(format!("{c} {}", display(&rel)));
             return;
         };
         if follower {
             if let Some(hlink) = node.meta.hlink {
-                self.followers.push(Follower {
-                    rel: rel.to_vec(),
-                    hlink,
-                });
+                self.followers.push(Follower { rel, hlink });
             }
             return;
         }
         let job = Job {
             dir: Arc::clone(dir),
-            rel: rel.to_vec(),
+            rel,
             node,
         };
-        if tx.send(job).is_err() {
-            shared.fail(&display(rel), "internal error: the workers stopped".into());
+        if let Err(unsent) = tx.send(job) {
+            shared.fail(
+                &display(&unsent.0.rel),
+                "internal error: the workers stopped".into(),
+            );
         }
     }
 
@@ -734,20 +732,27 @@ fn worker(shared: &Shared<'_>, rx: &Mutex<Receiver<Job>>) {
                 Err(_) => return,
             }
         };
-        let shown = display(&job.rel);
-        let hlink = job.node.meta.hlink;
         let result = restore_leaf(shared, &job);
         let bytes = node_bytes(&job.node);
         shared.progress.bytes_sent(bytes);
         shared.progress.object_done(bytes);
+        // The path is shown only when something is reported, and kept only
+        // as the first name of a hard link: most entries need neither.
+        let hlink = job.node.meta.hlink;
         match result {
             Ok(problems) => {
-                shared.set_leader(hlink, Leader::Done(job.rel.clone()));
-                shared.problems(&shown, problems);
+                if !problems.is_empty() {
+                    shared.problems(&display(&job.rel), problems);
+                }
+                if let Some(h) = hlink {
+                    shared.set_leader(h, Leader::Done(job.rel));
+                }
             }
             Err(e) => {
-                shared.set_leader(hlink, Leader::Failed);
-                shared.fail(&shown, e);
+                if let Some(h) = hlink {
+                    shared.set_leader(h, Leader::Failed);
+                }
+                shared.fail(&display(&job.rel), e);
             }
         }
     }
