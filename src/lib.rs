@@ -27,6 +27,7 @@ pub mod ratelimit;
 pub mod restore;
 pub mod result;
 pub mod scan;
+pub mod selector;
 pub mod tahoe;
 pub mod tree;
 pub mod upload;

@@ -19,6 +19,7 @@ mod client;
 mod deep_check;
 mod error;
 mod lit;
+pub mod user_cap;
 
 pub use client::{CheckOptions, CheckReport, Client};
 pub use deep_check::{DeepCheck, ObjectLine, StreamItem};
@@ -127,7 +128,7 @@ fn short_hash(s: &str) -> String {
     digest[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Replaces every capability-looking token in `text` — `URI:` followed by
+/// Replaces every capability-looking token in `text` — `URI:` (any case) followed by
 /// `[A-Za-z0-9:_-]*` — with `<cap #SHORTID>` (the [`Cap::short_id`] of the
 /// token). The percent-encoded form found in HTML links (`URI%3A…`, any
 /// case) is replaced too, with the id of the decoded cap.
@@ -139,24 +140,25 @@ pub fn redact(text: &str) -> String {
     let mut copied = 0;
     let mut i = 0;
     while i < bytes.len() {
-        let (token_end, encoded) = if bytes[i..].starts_with(b"URI:") {
-            (
-                scan(bytes, i + 4, |b| {
-                    b.is_ascii_alphanumeric() || b"_:-".contains(&b)
-                }),
-                false,
-            )
-        } else if bytes.len() - i >= 6 && bytes[i..i + 6].eq_ignore_ascii_case(b"URI%3A") {
-            (
-                scan(bytes, i + 6, |b| {
-                    b.is_ascii_alphanumeric() || b"_%-".contains(&b)
-                }),
-                true,
-            )
-        } else {
-            i += 1;
-            continue;
-        };
+        let (token_end, encoded) =
+            if bytes.len() - i >= 4 && bytes[i..i + 4].eq_ignore_ascii_case(b"URI:") {
+                (
+                    scan(bytes, i + 4, |b| {
+                        b.is_ascii_alphanumeric() || b"_:-".contains(&b)
+                    }),
+                    false,
+                )
+            } else if bytes.len() - i >= 6 && bytes[i..i + 6].eq_ignore_ascii_case(b"URI%3A") {
+                (
+                    scan(bytes, i + 6, |b| {
+                        b.is_ascii_alphanumeric() || b"_%-".contains(&b)
+                    }),
+                    true,
+                )
+            } else {
+                i += 1;
+                continue;
+            };
         out.push_str(&text[copied..i]);
         let token = &text[i..token_end];
         let id = if encoded {
@@ -301,6 +303,22 @@ mod tests {
         );
         assert!(!redact("\u{e9}URI:").contains("URI:"));
         assert!(!redact("uri%3aCHK%3Aabc").contains("CHK"));
+    }
+
+    #[test]
+    fn redact_catches_a_cap_at_the_start_of_an_error_line_and_any_case() {
+        for body in [
+            format!("{CHK}: no such file"),
+            format!("{}\nmore", CHK.to_lowercase()),
+            format!("allmydata.x.Boom: {CHK} is gone"),
+        ] {
+            for html in [false, true] {
+                let e = parse_error_body(&body, html);
+                let all = format!("{:?} {}", e.exception, e.message).to_lowercase();
+                assert!(!all.contains("mcdi47z6"), "{all}");
+                assert!(!all.contains("7q26tmtw"), "{all}");
+            }
+        }
     }
 
     // ------------------------------------------------------------ error bodies

@@ -27,6 +27,7 @@ use crate::escape;
 use crate::exit::{Outcome, UsageError};
 use crate::names::ROOT_META_NAME;
 use crate::ratelimit::Limits;
+use crate::selector::{BackupArg, quoted};
 use crate::tahoe::{Cap, CheckOptions, CheckReport, Client, StreamItem, TahoeError};
 
 /// Objects handed to the worker threads of `check --leases` at a time; the
@@ -186,15 +187,19 @@ fn resolve(cache: &Cache, args: &CheckArgs, stdin_caps: &[Cap]) -> anyhow::Resul
     for (i, arg) in args.targets.iter().enumerate() {
         if arg == "-" {
             wanted.extend(stdin_caps.iter().map(|c| (c.clone(), None)));
-        } else if arg.trim_start().starts_with("URI:") {
-            let cap =
-                Cap::parse(arg).map_err(|e| UsageError(format!("argument {}: {e}", i + 1)))?;
-            wanted.push((cap, None));
         } else {
+            let arg = match BackupArg::parse(arg, &format!("argument {}", i + 1))? {
+                BackupArg::Cap(cap) => {
+                    wanted.push((cap, None));
+                    continue;
+                }
+                BackupArg::Name(name) => name,
+            };
             let row = find_by_name(&rows, arg).ok_or_else(|| {
                 UsageError(format!(
-                    "no backup named {arg:?} in the cache {} (`lafs-backup list` shows \
+                    "no backup named {} in the cache {} (`lafs-backup list` shows \
                      the recorded backups; a cap starts with the \"URI\" prefix and a colon)",
+                    quoted(arg),
                     cache.path().display()
                 ))
             })?;

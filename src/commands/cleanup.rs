@@ -24,6 +24,7 @@ use crate::cli::{CleanupArgs, Cli};
 use crate::config::Config;
 use crate::exit::{Outcome, UsageError};
 use crate::names;
+use crate::selector::{BackupArg, quoted};
 use crate::tahoe::{Cap, Client};
 
 pub fn run(cli: &Cli, args: &CleanupArgs, config: &Config) -> anyhow::Result<Outcome> {
@@ -224,15 +225,14 @@ fn select(
     let mut ids: BTreeSet<i64> = BTreeSet::new();
     let mut problems: Vec<String> = Vec::new();
     for t in targets {
-        if t.starts_with("URI:") {
-            let Ok(cap) = Cap::parse(t) else {
-                problems.push(
-                    "a target that starts with \"URI:\" is not a valid cap (it has spaces, \
-                     control or non-ASCII characters)"
-                        .into(),
-                );
+        let parsed = match BackupArg::parse(t, "a target") {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                problems.push(e.0);
                 continue;
-            };
+            }
+        };
+        if let BackupArg::Cap(cap) = parsed {
             let found: Vec<&BackupRow> = backups.iter().filter(|b| b.root_cap == cap).collect();
             if found.is_empty() {
                 problems.push(format!(
@@ -249,15 +249,17 @@ fn select(
                 .collect();
             match found.as_slice() {
                 [] => problems.push(format!(
-                    "no recorded backup is named {t:?} (`lafs-backup list` shows the names)"
+                    "no recorded backup is named {} (`lafs-backup list` shows the names)",
+                    quoted(t)
                 )),
                 [one] => {
                     ids.insert(one.id);
                 }
                 several => {
                     let mut text = format!(
-                        "the name {t:?} matches {} backups; give the root cap (or -g \
+                        "the name {} matches {} backups; give the root cap (or -g \
                          GENERATION) of the one to forget:",
+                        quoted(t),
                         several.len()
                     );
                     for b in several {

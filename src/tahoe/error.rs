@@ -229,6 +229,10 @@ pub(crate) fn parse_error_body(body: &str, html: bool) -> ErrorText {
     } else {
         body.to_string()
     };
+    // Redacted before it is split: a line that starts with a cap would
+    // otherwise read as `URI: rest`, an "exception" whose rest escapes the
+    // redaction below.
+    let text = redact(&text);
     let lines: Vec<&str> = text
         .lines()
         .map(str::trim)
