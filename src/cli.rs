@@ -129,6 +129,31 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub skip_existing: bool,
 
+    /// Do not restore ownership: entries belong to the user running the
+    /// restore (as root, by default they get the backup's owners).
+    #[arg(long)]
+    pub no_owner: bool,
+
+    /// Make no character or block device nodes; each is reported as
+    /// withheld (not a problem: exit 0).
+    #[arg(long)]
+    pub no_devices: bool,
+
+    /// Clear the setuid and setgid bits of files (each file reported as
+    /// withheld); directories keep setgid.
+    #[arg(long)]
+    pub no_setuid: bool,
+
+    /// Set no file capabilities (security.capability); each file reported
+    /// as withheld.
+    #[arg(long)]
+    pub no_caps: bool,
+
+    /// Set no extended attributes (POSIX ACLs, part of the permissions, and
+    /// file capabilities, see --no-caps, are still restored).
+    #[arg(long)]
+    pub no_xattrs: bool,
+
     /// List what would be written; write nothing.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
@@ -159,6 +184,13 @@ pub struct VerifyArgs {
     /// Also compare file contents (downloads every file).
     #[arg(long)]
     pub content: bool,
+
+    /// Report every live entry the backup lacks as `extra`, also those the
+    /// config's filter, source.exclude_caches (contents of CACHEDIR.TAG
+    /// directories) and source.one_file_system (contents of mount points)
+    /// leave out of a backup; by default those are not differences.
+    #[arg(long)]
+    pub unfiltered: bool,
 }
 
 #[derive(Debug, Args)]

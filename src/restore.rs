@@ -114,6 +114,18 @@ pub struct Options {
     /// Workers downloading at the same time (at least 1).
     pub concurrency: usize,
     pub selection: Selection,
+    /// `--no-owner`: leave ownership to the restoring user.
+    pub no_owner: bool,
+    /// `--no-devices`: make no character or block device nodes (each is
+    /// reported as withheld).
+    pub no_devices: bool,
+    /// `--no-setuid`: clear setuid/setgid on files (each reported).
+    pub no_setuid: bool,
+    /// `--no-caps`: set no file capabilities (each reported).
+    pub no_caps: bool,
+    /// `--no-xattrs`: set no extended attributes (ACLs and capabilities
+    /// aside).
+    pub no_xattrs: bool,
 }
 
 /// What a restore did.
@@ -129,6 +141,15 @@ pub struct Report {
     /// restored, or restored without some metadata, and why. Each was also
     /// logged as a warning.
     pub failures: Vec<(String, String)>,
+    /// Entries, or parts of them, that the safety options held back
+    /// (`--no-devices`, `--no-setuid`, `--no-caps`): path and what. Not
+    /// problems: the user asked for it.
+    pub withheld: Vec<(String, String)>,
+    /// Device nodes, setuid/setgid files and file capability sets this
+    /// restore created (what a root restore should be looked at for).
+    pub devices: u64,
+    pub setid: u64,
+    pub caps: u64,
     /// With `dry_run`: what would be written, one line each (`d PATH`,
     /// `f PATH`, `l PATH`, `s PATH`, `h PATH` for a hard link).
     pub planned: Vec<String>,
@@ -141,6 +162,12 @@ pub enum RestoreError {
     Root(#[from] tree::TreeError),
     #[error("TARGET {path}: {source}")]
     Target { path: String, source: io::Error },
+    #[error(
+        "TARGET {path} is not empty ({count} entries): restore into a new or empty directory, \
+         or give --skip-existing (keep what is there and restore the rest; how an interrupted \
+         restore is continued) or --overwrite (replace what is there)"
+    )]
+    NotEmpty { path: String, count: u64 },
 }
 
 /// Restores the backup whose root directory is `root` into `target`.
@@ -154,6 +181,9 @@ pub fn run(
     opts: &Options,
     progress: &Progress,
 ) -> Result<Report, RestoreError> {
+    if !opts.overwrite && !opts.skip_existing {
+        refuse_non_empty(target)?;
+    }
     let listing = tree::list(client, root, true)?;
     let shared = Shared {
         client,
@@ -161,7 +191,15 @@ pub fn run(
         progress,
         ctx: Ctx {
             root: nix::unistd::geteuid().is_root(),
+            no_owner: opts.no_owner,
+            no_setuid: opts.no_setuid,
+            no_caps: opts.no_caps,
+            no_xattrs: opts.no_xattrs,
         },
+        withheld: Mutex::new(Vec::new()),
+        devices: AtomicU64::new(0),
+        setid: AtomicU64::new(0),
+        caps: AtomicU64::new(0),
         failures: Mutex::new(Vec::new()),
         links: Mutex::new(HashMap::new()),
         written: AtomicU64::new(0),
@@ -220,7 +258,13 @@ pub fn run(
     }
     let mut failures = shared.failures.into_inner().unwrap_or_default();
     failures.sort();
+    let mut withheld = shared.withheld.into_inner().unwrap_or_default();
+    withheld.sort();
     Ok(Report {
+        withheld,
+        devices: shared.devices.into_inner(),
+        setid: shared.setid.into_inner(),
+        caps: shared.caps.into_inner(),
         written: shared.written.into_inner(),
         skipped: shared.skipped.into_inner(),
         bytes: shared.bytes.into_inner(),
@@ -243,6 +287,10 @@ struct Shared<'a> {
     progress: &'a Progress,
     ctx: Ctx,
     failures: Mutex<Vec<(String, String)>>,
+    withheld: Mutex<Vec<(String, String)>>,
+    devices: AtomicU64,
+    setid: AtomicU64,
+    caps: AtomicU64,
     links: Mutex<HashMap<(u64, u64), Leader>>,
     written: AtomicU64,
     skipped: AtomicU64,
@@ -255,6 +303,36 @@ impl Shared<'_> {
         warn!("{path}: {why}");
         if let Ok(mut f) = self.failures.lock() {
             f.push((path.to_owned(), why));
+        }
+    }
+
+    /// Records that the safety options held back `what` of `path`.
+    fn withhold(&self, path: &str, what: &str) {
+        info!("{path}: not restored: {what}");
+        if let Ok(mut w) = self.withheld.lock() {
+            w.push((path.to_owned(), what.to_owned()));
+        }
+    }
+
+    /// Counts what a newly made non-directory `node` holds that a root
+    /// restore creates with care, and reports what the options held back.
+    fn count_created(&self, rel: &[Vec<u8>], node: &Node) {
+        if is_device(node) {
+            self.devices.fetch_add(1, Ordering::Relaxed);
+        }
+        if node.meta.mode.is_some_and(|m| m & 0o6000 != 0) {
+            if self.opts.no_setuid {
+                self.withhold(&display(rel), "setuid/setgid bits (--no-setuid)");
+            } else {
+                self.setid.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if node.meta.caps.is_some() {
+            if self.opts.no_caps {
+                self.withhold(&display(rel), "file capabilities (--no-caps)");
+            } else {
+                self.caps.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -409,7 +487,14 @@ impl Walk {
         while !level.is_empty() {
             // (index in plan.dirs, selected itself, cap): the next level.
             let mut to_list: Vec<(usize, bool, Cap)> = Vec::new();
-            for (idx, selected, listing) in level {
+            for (idx, selected, mut listing) in level {
+                // A backup root linked inside this tree (an
+                // `append_to_lafs_dir` directory) carries its own metadata.
+                if idx != 0
+                    && let Some(meta) = listing.root_meta.take()
+                {
+                    plan.dirs[idx].meta = meta;
+                }
                 let rel = plan.dirs[idx].rel.clone();
                 for (edge, why) in listing.refused {
                     let mut shown = display(&rel);
@@ -545,6 +630,10 @@ impl Walk {
         node: Node,
         tx: Option<&SyncSender<Job>>,
     ) {
+        if shared.opts.no_devices && is_device(&node) {
+            shared.withhold(&display(&rel), "device node (--no-devices)");
+            return;
+        }
         let follower = node.meta.hlink.is_some_and(|h| {
             let Ok(mut links) = shared.links.lock() else {
                 return false;
@@ -806,6 +895,7 @@ fn restore_leaf(shared: &Shared<'_>, job: &Job) -> Result<Vec<String>, String> {
     };
     rename_into_place(shared, dir, &tmp, &node.name)?;
     shared.written.fetch_add(1, Ordering::Relaxed);
+    shared.count_created(&job.rel, node);
     Ok(problems)
 }
 
@@ -968,8 +1058,11 @@ fn open_rel(target: &File, rel: &[Vec<u8>]) -> io::Result<File> {
     Ok(cur)
 }
 
-/// Removes `.lafs-restore.*` leftovers of an interrupted run (names the
-/// backup does not itself use).
+/// Removes `.lafs-restore.PID.N` leftovers of an interrupted run (names
+/// the backup does not itself use). Only names of exactly that form are
+/// ours, and only those of a process that is gone (or of this one, a
+/// recycled PID) are leftovers: a concurrent restore's temporaries, and
+/// files that merely share the prefix, are left alone.
 fn remove_stale_temps(dir: &File, keep: &HashSet<&[u8]>) {
     let fd = std::os::fd::AsRawFd::as_raw_fd(dir);
     let Ok(entries) = std::fs::read_dir(format!("/proc/self/fd/{fd}")) else {
@@ -978,11 +1071,63 @@ fn remove_stale_temps(dir: &File, keep: &HashSet<&[u8]>) {
     for e in entries.flatten() {
         let name = e.file_name();
         let b = name.as_bytes();
-        if b.starts_with(TEMP_PREFIX.as_bytes())
-            && !keep.contains(b)
-            && e.file_type().is_ok_and(|t| !t.is_dir())
-        {
+        if is_leftover(b) && !keep.contains(b) && e.file_type().is_ok_and(|t| !t.is_dir()) {
             let _ = unlinkat(dir.as_fd(), name.as_os_str(), UnlinkatFlags::NoRemoveDir);
         }
     }
+}
+
+/// Whether `name` is `.lafs-restore.PID.N` of a process that no longer
+/// runs (or of this process).
+fn is_leftover(name: &[u8]) -> bool {
+    let Some(rest) = name.strip_prefix(TEMP_PREFIX.as_bytes()) else {
+        return false;
+    };
+    let mut parts = rest.split(|&b| b == b'.');
+    let (Some(pid), Some(n), None) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let digits = |s: &[u8]| !s.is_empty() && s.len() <= 20 && s.iter().all(u8::is_ascii_digit);
+    if !digits(pid) || !digits(n) {
+        return false;
+    }
+    let Some(pid) = std::str::from_utf8(pid)
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+    else {
+        return false;
+    };
+    pid == std::process::id() || !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// A character or block device node.
+fn is_device(node: &Node) -> bool {
+    node.kind == Kind::Special
+        && node.meta.mode.is_some_and(|m| {
+            let fmt = m & SFlag::S_IFMT.bits();
+            fmt == SFlag::S_IFCHR.bits() || fmt == SFlag::S_IFBLK.bits()
+        })
+}
+
+/// Without `--overwrite` or `--skip-existing`, TARGET must be new or empty
+/// (leftovers of an interrupted restore aside): one refusal up front, not
+/// one per entry.
+fn refuse_non_empty(target: &Path) -> Result<(), RestoreError> {
+    let entries = match std::fs::read_dir(target) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        // Not a directory, unreadable: the restore's own open reports it.
+        Err(_) => return Ok(()),
+    };
+    let count = entries
+        .flatten()
+        .filter(|e| !is_leftover(e.file_name().as_bytes()))
+        .count() as u64;
+    if count == 0 {
+        return Ok(());
+    }
+    Err(RestoreError::NotEmpty {
+        path: target.display().to_string(),
+        count,
+    })
 }

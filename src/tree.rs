@@ -59,8 +59,10 @@ pub struct Node {
 pub struct Listing {
     /// Sorted by raw name.
     pub children: Vec<Node>,
-    /// The backup root's own metadata, from `.lafs-backup-root` (only with
-    /// `top_level`).
+    /// The backup root's own metadata, from `.lafs-backup-root`: at the top
+    /// level, and in a directory that is itself the root of another backup
+    /// (as `destination.result.append_to_lafs_dir` links them), where the
+    /// entry is told from a real file of that name by its directory mode.
     pub root_meta: Option<EdgeMeta>,
     /// Children that were not accepted: (edge name, escaped for display;
     /// why).
@@ -86,6 +88,25 @@ pub fn list(client: &Client, dir: &Cap, top_level: bool) -> Result<Listing, Tree
     parse_listing(&value, top_level)
 }
 
+/// Whether a `.lafs-backup-root` entry below the top level carries a
+/// backup root's metadata: its mode is a directory's. (Below the top level
+/// a real entry may have that name, unescaped, but then it is a file,
+/// symlink or directory node whose mode matches its kind, never a file node
+/// with a directory mode.)
+fn is_nested_root_meta(child: &Value) -> bool {
+    let file_node = child.get(0).and_then(Value::as_str) == Some("filenode");
+    let mode = child
+        .get(1)
+        .and_then(|d| d.get("metadata"))
+        .and_then(|m| m.get("mode"))
+        .and_then(|m| match m {
+            Value::String(s) => u32::from_str_radix(s, 8).ok(),
+            Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+            _ => None,
+        });
+    file_node && mode.is_some_and(|m| m & crate::meta::S_IFMT == crate::meta::S_IFDIR)
+}
+
 /// The display form of an edge name: printable, one line.
 fn shown(edge_name: &str) -> String {
     String::from_utf8_lossy(&escape::escape(edge_name.as_bytes())).into_owned()
@@ -105,7 +126,7 @@ pub fn parse_listing(value: &Value, top_level: bool) -> Result<Listing, TreeErro
     let mut listing = Listing::default();
     let mut by_name: BTreeMap<Vec<u8>, Vec<Node>> = BTreeMap::new();
     for (edge_name, child) in children {
-        if top_level && edge_name == ROOT_META_NAME {
+        if edge_name == ROOT_META_NAME && (top_level || is_nested_root_meta(child)) {
             match child.get(1).and_then(|d| d.get("metadata")) {
                 Some(m) => match EdgeMeta::from_json(m) {
                     Ok(meta) => listing.root_meta = Some(meta),
@@ -262,5 +283,20 @@ mod tests {
         let l = parse_listing(&v, false).unwrap();
         assert!(l.root_meta.is_none());
         assert_eq!(l.children.len(), 1);
+    }
+
+    /// A backup root linked below the top level (`append_to_lafs_dir`):
+    /// its `.lafs-backup-root` entry, a file node with a directory mode, is
+    /// the directory's own metadata, not a child and not a refusal.
+    #[test]
+    fn nested_backup_root_carries_its_metadata() {
+        let v = json!(["dirnode", {"children": {
+            ".lafs-backup-root": ["filenode", {"ro_uri": lit(), "metadata": {"uid": "7", "mode": "40750"}}],
+            "f": ["filenode", {"ro_uri": lit(), "size": 0, "metadata": {"uid": "1", "mode": "100644"}}],
+        }}]);
+        let l = parse_listing(&v, false).unwrap();
+        assert_eq!(l.root_meta.as_ref().and_then(|m| m.mode), Some(0o40750));
+        assert_eq!(l.children.len(), 1);
+        assert!(l.refused.is_empty(), "{:?}", l.refused);
     }
 }

@@ -57,10 +57,36 @@ impl At<'_> {
     }
 }
 
-/// How to apply: as root (ownership, capabilities) or not.
-#[derive(Debug, Clone, Copy)]
+/// How to apply: as root (ownership, capabilities) or not, and what the
+/// restore's safety options (`--no-owner`, `--no-setuid`, `--no-caps`,
+/// `--no-xattrs`) hold back.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Ctx {
     pub root: bool,
+    /// Leave ownership to the restoring user (no `chown`).
+    pub no_owner: bool,
+    /// Clear the setuid and setgid bits of non-directories.
+    pub no_setuid: bool,
+    /// Set no file capabilities.
+    pub no_caps: bool,
+    /// Set no extended attributes other than the POSIX ACLs and the file
+    /// capabilities (which have options of their own: ACLs are part of the
+    /// permissions, and are always restored).
+    pub no_xattrs: bool,
+}
+
+impl Ctx {
+    /// The permission bits `mode` gets on an entry (`is_dir`): all twelve,
+    /// less setuid/setgid on a non-directory under `--no-setuid` (setgid on
+    /// a directory only makes new files inherit its group).
+    pub fn mode_bits(&self, mode: u32, is_dir: bool) -> u32 {
+        let bits = mode & 0o7777;
+        if self.no_setuid && !is_dir {
+            bits & !0o6000
+        } else {
+            bits
+        }
+    }
 }
 
 /// Applies `meta` to `at`. `is_dir` enables the default ACL; `is_symlink`
@@ -75,7 +101,7 @@ pub fn apply(
 ) -> Vec<String> {
     let mut problems = Vec::new();
     // 1. Ownership (root only: an unprivileged chown would fail anyway).
-    if ctx.root {
+    if ctx.root && !ctx.no_owner {
         let (uid, gid) = (Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid)));
         let r = match at {
             At::Open(f) => fchown(f.as_fd(), uid, gid),
@@ -96,13 +122,14 @@ pub fn apply(
         }
         // 3. The full mode, setuid/setgid/sticky included.
         if let Some(mode) = meta.mode {
-            let m = Mode::from_bits_truncate(mode & 0o7777);
+            let bits = ctx.mode_bits(mode, is_dir);
+            let m = Mode::from_bits_truncate(bits);
             let r = match at {
                 At::Open(f) => fchmod(f.as_fd(), m),
                 At::Name(dir, n) => fchmodat(*dir, *n, m, FchmodatFlags::FollowSymlink),
             };
             if let Err(e) = r {
-                problems.push(format!("cannot set mode {:o}: {e}", mode & 0o7777));
+                problems.push(format!("cannot set mode {bits:o}: {e}"));
             }
         }
         // 4. ACLs.
@@ -126,7 +153,7 @@ pub fn apply(
             }
         }
         // 5. File capabilities (after chown, which clears them).
-        if let Some(caps) = &meta.caps {
+        if let Some(caps) = meta.caps.as_ref().filter(|_| !ctx.no_caps) {
             match capctl::FileCaps::from_str(&caps.replace(';', " ")) {
                 Ok(fc) => {
                     if let Err(e) = at.set_xattr(CAPS_XATTR, &fc.pack_attrs()) {
@@ -138,7 +165,7 @@ pub fn apply(
         }
     }
     // 6. Other xattrs.
-    for (name, value) in &meta.xattrs {
+    for (name, value) in meta.xattrs.iter().filter(|_| !ctx.no_xattrs) {
         if name == ACCESS_XATTR || name == DEFAULT_XATTR || name == CAPS_XATTR {
             continue;
         }
