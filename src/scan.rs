@@ -256,7 +256,7 @@ fn list_dir(dir: &Path) -> io::Result<Vec<OsString>> {
     Ok(names)
 }
 
-fn has_cachedir_tag(dir: &Path) -> bool {
+pub(crate) fn has_cachedir_tag(dir: &Path) -> bool {
     let tag = dir.join(OsString::from_vec(CACHEDIR_TAG.to_vec()));
     // A symlinked tag could point anywhere; the convention wants a file.
     let Ok(md) = fs::symlink_metadata(&tag) else {

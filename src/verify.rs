@@ -25,16 +25,56 @@ use anyhow::Context as _;
 
 use crate::edge::EdgeMeta;
 use crate::encode;
+use crate::filter::Filter;
 use crate::meta::{self, S_IFMT};
 use crate::scan::display_path;
 use crate::tahoe::{Cap, Client};
 use crate::tree::{self, Kind, Node};
 
 /// What to compare besides the metadata.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Default)]
 pub struct Options {
     /// Download every regular file and compare its bytes.
     pub content: bool,
+    /// The source rules the backup was made with: live entries they would
+    /// have left out of a backup are not reported as `extra`. `None`
+    /// reports every live entry the backup lacks.
+    pub rules: Option<SourceRules>,
+}
+
+/// What a scan leaves out of a backup (`filter`, `source.exclude_caches`,
+/// `source.one_file_system`), so that `verify` of a backup against its own
+/// source reports no difference for entries the backup never took.
+#[derive(Debug)]
+pub struct SourceRules {
+    pub filter: Filter,
+    /// The contents of a directory holding a valid `CACHEDIR.TAG`, other
+    /// than the tag, were left out.
+    pub exclude_caches: bool,
+    /// The contents of a directory on another file system than the live
+    /// root (a mount point) were left out.
+    pub one_file_system: bool,
+}
+
+impl SourceRules {
+    /// Whether a live `extra` entry `rel` (at `abs`) is one a backup of the
+    /// source never took: the filter excludes it, or its directory's
+    /// entries were all left out (`whole_dir_left_out`).
+    fn left_out(&self, rel: &[u8], abs: &Path, whole_dir_left_out: bool) -> bool {
+        if whole_dir_left_out {
+            return true;
+        }
+        let is_dir = fs::symlink_metadata(abs).is_ok_and(|m| m.is_dir());
+        !self.filter.includes(rel, is_dir)
+    }
+
+    /// Whether a backup of the source left out every entry of the live
+    /// directory `abs` (a cache directory's, its tag aside; a mount point's).
+    fn dir_left_out(&self, abs: &Path, root_dev: u64) -> bool {
+        (self.exclude_caches && crate::scan::has_cachedir_tag(abs))
+            || (self.one_file_system
+                && fs::symlink_metadata(abs).is_ok_and(|m| m.dev() != root_dev))
+    }
 }
 
 /// One difference between the backup and the live tree.
@@ -89,6 +129,7 @@ pub fn verify(
     }
     let mut walker = Walker {
         client,
+        root_dev: md.dev(),
         options,
         reader: meta::Reader::default(),
         summary: Summary::default(),
@@ -127,6 +168,8 @@ struct Links {
 
 struct Walker<'a, 's> {
     client: &'a Client,
+    /// The live root's device, for `one_file_system`.
+    root_dev: u64,
     options: Options,
     reader: meta::Reader,
     summary: Summary,
@@ -205,6 +248,11 @@ impl Walker<'_, '_> {
             }
         };
         live_names.sort();
+        let dir_left_out = self
+            .options
+            .rules
+            .as_ref()
+            .is_some_and(|r| r.dir_left_out(abs, self.root_dev));
         let mut live_iter = live_names.into_iter().peekable();
         let mut backup_iter = listing.children.into_iter().peekable();
         loop {
@@ -222,7 +270,15 @@ impl Walker<'_, '_> {
                 }
                 Ordering::Greater => {
                     let name = live_iter.next().expect("peeked");
-                    self.report("extra", &join_rel(&rel, &name), String::new())?;
+                    let child = join_rel(&rel, &name);
+                    let child_abs = abs.join(std::ffi::OsStr::from_bytes(&name));
+                    let left_out = self.options.rules.as_ref().is_some_and(|r| {
+                        let is_tag = name == b"CACHEDIR.TAG";
+                        r.left_out(&child, &child_abs, dir_left_out && !is_tag)
+                    });
+                    if !left_out {
+                        self.report("extra", &child, String::new())?;
+                    }
                 }
                 Ordering::Equal => {
                     let node = backup_iter.next().expect("peeked");

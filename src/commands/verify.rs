@@ -14,8 +14,10 @@ use crate::cache::Cache;
 use crate::cli::{Cli, VerifyArgs};
 use crate::config::Config;
 use crate::exit::{Outcome, UsageError};
+use crate::filter::Filter;
+use crate::selector::BackupArg;
 use crate::tahoe::Cap;
-use crate::verify::{self, Difference, Options};
+use crate::verify::{self, Difference, Options, SourceRules};
 
 pub fn run(cli: &Cli, args: &VerifyArgs, config: &Config) -> anyhow::Result<Outcome> {
     let (root, label) = resolve(args, config)?;
@@ -39,8 +41,20 @@ pub fn run(cli: &Cli, args: &VerifyArgs, config: &Config) -> anyhow::Result<Outc
             writeln!(out, "{d}")
         }
     };
+    // The config's source rules, unless --unfiltered: entries a backup of
+    // the source never takes are not differences.
+    let rules = if args.unfiltered {
+        None
+    } else {
+        Some(SourceRules {
+            filter: Filter::new(&config.filter)?,
+            exclude_caches: config.source.exclude_caches,
+            one_file_system: config.source.one_file_system,
+        })
+    };
     let options = Options {
         content: args.content,
+        rules,
     };
     let summary = verify::verify(&client, &root, &args.path, options, &mut sink)?;
     if json {
@@ -66,19 +80,21 @@ pub fn run(cli: &Cli, args: &VerifyArgs, config: &Config) -> anyhow::Result<Outc
 /// The root cap to verify, and how messages name it (the backup name, or
 /// `#` and the cap's short id).
 fn resolve(args: &VerifyArgs, config: &Config) -> anyhow::Result<(Cap, String)> {
-    if args.backup.trim_start().starts_with("URI:") {
-        if args.generation.is_some() {
-            return Err(UsageError(
-                "--generation selects a generation of a backup NAME; it cannot be used \
-                 with a cap"
-                    .into(),
-            )
-            .into());
+    let name = match BackupArg::parse(&args.backup, "BACKUP")? {
+        BackupArg::Cap(cap) => {
+            if args.generation.is_some() {
+                return Err(UsageError(
+                    "--generation selects a generation of a backup NAME; it cannot be used \
+                     with a cap"
+                        .into(),
+                )
+                .into());
+            }
+            let label = format!("#{}", cap.short_id());
+            return Ok((cap, label));
         }
-        let cap = Cap::parse(&args.backup).map_err(|e| UsageError(format!("CAP: {e}")))?;
-        let label = format!("#{}", cap.short_id());
-        return Ok((cap, label));
-    }
+        BackupArg::Name(name) => name,
+    };
     let cache_path = config.source.entry_cache.path.as_deref().ok_or_else(|| {
         UsageError(
             "config key source.entry_cache.path is required to verify a backup by NAME \
@@ -87,7 +103,7 @@ fn resolve(args: &VerifyArgs, config: &Config) -> anyhow::Result<(Cap, String)> 
         )
     })?;
     let cache = Cache::open(cache_path, &config.source.entry_cache.commit_after)?;
-    let name = args.backup.as_bytes();
+    let name = name.as_bytes();
     let shown = show_name(name);
     let rows = cache.backups()?;
     let row = rows
