@@ -41,6 +41,24 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
     if usage { USAGE } else { FATAL }
 }
 
+/// The error's message: its context chain joined by `: `, each link once.
+/// Many errors quote their source in their own text (`"{what}: {source}"`)
+/// and also return it as `source()`, which `{:#}` would print twice.
+pub fn message(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 /// Whether the error is only a closed stdout (`lafs-backup ... | head`),
 /// which is not a failure of the tool.
 pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
@@ -48,4 +66,24 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
         e.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("queue file q: {source}")]
+    struct Quoting {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn message_prints_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let err = anyhow::Error::new(Quoting { source: io }).context("backup");
+        assert_eq!(message(&err), "backup: queue file q: No such file");
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(message(&plain), "outer: inner");
+    }
 }
