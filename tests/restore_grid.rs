@@ -198,9 +198,10 @@ fn round_trip_with_metadata_and_resume() {
     assert_eq!(fs::read(part.join("a/0")).unwrap(), b"zero");
     assert!(!part.join("many").exists());
 
-    // Again into the same TARGET: every entry exists → exit 3, nothing changed.
+    // Again into the same TARGET: it is not empty → refused up front
+    // (exit 2), nothing changed.
     let (code, _) = restore(&[cap.as_ref(), target.as_os_str()]);
-    assert_eq!(code, 3);
+    assert_eq!(code, 2);
     compare(&src, &target);
 
     // Killed midway, then continued with --skip-existing.
@@ -366,7 +367,8 @@ fn hostile_tree_stays_inside_target() {
     assert_eq!(problems, 5, "{stdout}");
     assert_eq!(
         lines.last().unwrap(),
-        &json!({"type": "restore", "dry_run": true, "written": 0, "skipped": 0, "bytes": 0, "problems": 5})
+        &json!({"type": "restore", "dry_run": true, "written": 0, "skipped": 0, "bytes": 0,
+            "problems": 5, "withheld": 0, "devices": 0, "setid": 0, "caps": 0})
     );
     assert!(!tmp.path().join("t2").exists());
 }

@@ -532,9 +532,21 @@ fn existing_file_is_reported_or_overwritten() {
     let before = seen(&out.join("top.txt"));
     let before_ino = ino(&out.join("top.txt"));
 
-    // Without an option: that entry is reported and left alone, the rest
-    // is restored.
+    // Without an option: TARGET is not empty, so the restore is refused
+    // once, up front (exit 2), and nothing is written.
     let r = fx.restore(&[], &out, &[]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("is not empty (1 entries)"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(tree(&out), set_set(&["top.txt"]));
+    assert_eq!(seen(&out.join("top.txt")), before);
+
+    // --skip-existing: that entry differs, so it is reported and left
+    // alone; the rest is restored.
+    let r = fx.restore(&["--skip-existing"], &out, &[]);
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert_eq!(warned(&r.stderr), set_set(&["top.txt"]), "{}", r.stderr);
     assert_eq!(seen(&out.join("top.txt")), before);
@@ -640,7 +652,7 @@ fn skip_existing_keeps_complete_files_and_reports_different_ones() {
 #[test]
 fn existing_directory_is_not_replaced_by_a_file() {
     let fx = Fixture::new();
-    for (i, opts) in [&[][..], &["--overwrite"], &["--skip-existing"]]
+    for (i, opts) in [&["--overwrite"][..], &["--skip-existing"]]
         .into_iter()
         .enumerate()
     {
@@ -679,12 +691,13 @@ fn existing_symlink_to_a_directory_is_not_followed() {
         assert_eq!(seen(&elsewhere), elsewhere_before, "{what}: changed");
     };
 
-    // Without --overwrite: the entry is reported, the symlink stays.
+    // Without --overwrite (here --skip-existing: a non-empty TARGET needs
+    // one of the two): the entry is reported, the symlink stays.
     for (i, sel) in [&[][..], &["a/b/file"], &["a"]].into_iter().enumerate() {
         let out = fx.path(&format!("keep{i}"));
         fs::create_dir(&out).unwrap();
         symlink(&elsewhere, out.join("a")).unwrap();
-        let r = fx.restore(&[], &out, sel);
+        let r = fx.restore(&["--skip-existing"], &out, sel);
         assert_eq!(r.code, 3, "{sel:?}: {}", r.stderr);
         assert!(warned(&r.stderr).contains("a"), "{sel:?}: {}", r.stderr);
         assert!(
@@ -725,7 +738,7 @@ fn existing_symlink_to_a_directory_is_not_followed() {
     let out = fx.path("deeper");
     fs::create_dir_all(out.join("a")).unwrap();
     symlink(&elsewhere, out.join("a/b")).unwrap();
-    let r = fx.restore(&[], &out, &["a/b/file"]);
+    let r = fx.restore(&["--skip-existing"], &out, &["a/b/file"]);
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert!(warned(&r.stderr).contains("a/b"), "{}", r.stderr);
     check_elsewhere("a/b");
@@ -866,7 +879,8 @@ fn json_output() {
     };
     let summary = |dry_run: bool, written: u64, skipped: u64, bytes: u64, problems: u64| {
         serde_json::json!({"type": "restore", "dry_run": dry_run, "written": written,
-            "skipped": skipped, "bytes": bytes, "problems": problems})
+            "skipped": skipped, "bytes": bytes, "problems": problems, "withheld": 0,
+            "devices": 0, "setid": 0, "caps": 0})
     };
     let out = fx.path("out");
 
@@ -950,7 +964,7 @@ fn json_output() {
     let out2 = fx.path("out2");
     fs::create_dir(&out2).unwrap();
     fs::write(out2.join("top.txt"), b"mine").unwrap();
-    let (r, lines) = with_json(&[], &out2, &["nope", "top.txt", "a/a.txt"]);
+    let (r, lines) = with_json(&["--skip-existing"], &out2, &["nope", "top.txt", "a/a.txt"]);
     assert_eq!(r.code, 3, "{}", r.stderr);
     let problems: BTreeSet<String> = lines
         .iter()
