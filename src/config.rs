@@ -18,7 +18,7 @@
 //! value. [`Config::to_yaml`] writes the result back (`emit`).
 
 mod emit;
-mod node;
+pub(crate) mod node;
 mod schema;
 #[cfg(test)]
 mod tests;

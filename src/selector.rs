@@ -51,6 +51,64 @@ pub fn malformed(what: &str, why: &str) -> UsageError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// A cap in a random spelling, possibly cut short: (text, key, hash).
+    fn spelled_cap() -> impl Strategy<Value = (String, String, String)> {
+        (
+            "[a-z2-7]{26}",
+            "[a-z2-7]{52}",
+            prop::sample::select(vec!["DIR2-CHK", "DIR2", "CHK", "DIR2-RO"]),
+            0usize..150,
+            0u8..4,
+            prop::sample::select(vec![
+                "",
+                "ro.",
+                "imm.",
+                "RO.",
+                " ",
+                "http://127.0.0.1:9/uri/",
+            ]),
+        )
+            .prop_map(|(key, hash, kind, cut, case, prefix)| {
+                let tail = if kind.contains("CHK") {
+                    ":2:3:4096"
+                } else {
+                    ""
+                };
+                let mut c = format!("URI:{kind}:{key}:{hash}{tail}");
+                c.truncate(c.len().min(cut.max(4)));
+                let c = match case {
+                    0 => c,
+                    1 => c.to_uppercase(),
+                    2 => c.replace(':', "%3A"),
+                    _ => c.to_lowercase().replace(':', "%3a"),
+                };
+                (format!("{prefix}{c}"), key, hash)
+            })
+    }
+
+    proptest! {
+        /// Every error text that formats a BACKUP argument (or a config
+        /// value) is free of key material, whatever the spelling.
+        #[test]
+        fn no_error_path_echoes_a_cap((text, key, hash) in spelled_cap()) {
+            let mut shown = Vec::new();
+            match BackupArg::parse(&text, "BACKUP") {
+                Ok(BackupArg::Name(n)) => prop_assert!(false, "{n} read as a name"),
+                Ok(BackupArg::Cap(_)) => {}
+                Err(e) => shown.push(e.0),
+            }
+            shown.push(quoted(&text));
+            shown.push(crate::config::node::quote_for_message(&text));
+            shown.push(crate::tahoe::redact(&text));
+            for s in shown {
+                let s = s.to_lowercase();
+                prop_assert!(!s.contains(&key[..10]), "{s}");
+                prop_assert!(!s.contains(&hash[..10]), "{s}");
+            }
+        }
+    }
 
     #[test]
     fn caps_names_and_malformed_caps() {

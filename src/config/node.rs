@@ -82,10 +82,12 @@ pub(crate) fn parse(text: &str) -> Result<Node, SyntaxError> {
 /// The library's messages may quote document text; keep them on one line
 /// and free of terminal control characters.
 fn sanitize(message: &str) -> String {
-    message
+    // The parser may quote the text around the error, which may hold a cap.
+    let line: String = message
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+        .collect();
+    crate::tahoe::redact(&line)
 }
 
 /// What serde-saphyr hands us; converted to [`Node`] right away.
@@ -240,9 +242,15 @@ impl Node {
     }
 }
 
-/// A string quoted for an error message: single line, bounded length.
+/// A string quoted for an error message: single line, bounded length, no
+/// capability.
 pub(crate) fn quote_for_message(s: &str) -> String {
     const MAX: usize = 60;
+    // A cap is a secret wherever it was put, in any spelling.
+    if crate::tahoe::user_cap::looks_like_cap(s) {
+        return "a capability (not shown)".to_owned();
+    }
+    let s = &crate::tahoe::redact(s);
     let head: String = s.chars().take(MAX).collect();
     let more = if s.chars().nth(MAX).is_some() {
         "…"

@@ -1261,3 +1261,21 @@ fn huge_second_counts_do_not_panic() {
     let t = super::Timeouts::Fixed(1e30);
     assert_eq!(t.timeout(0), Some(Duration::MAX));
 }
+
+/// A cap put where a config value is quoted in an error (by mistake, or a
+/// YAML error next to one) is never shown, in any spelling.
+#[test]
+fn caps_in_config_errors_are_not_shown() {
+    let key = "forau3r7zp4pfptesmflovhrpm";
+    let cap = format!("URI:DIR2:{key}:kyjd2wg3k3cariu7snnqc26hxjg757vvkd62q5czeev6eapniieq");
+    for spelling in [cap.clone(), cap.replace(':', "%3A"), cap.to_lowercase()] {
+        for yaml in [
+            format!("destination:\n  url: '{spelling}'\n"),
+            format!("logging:\n  level: '{spelling}'\n"),
+            format!("destination:\n  url: [\"{spelling}\"\n"),
+        ] {
+            let e = error(&yaml);
+            assert!(!e.to_lowercase().contains(key), "{yaml}: {e}");
+        }
+    }
+}

@@ -59,7 +59,8 @@ impl FromStr for LogLevel {
             .find(|level| level.as_str().eq_ignore_ascii_case(s.trim()))
             .ok_or_else(|| {
                 format!(
-                    "unknown log level {s:?}; expected one of error, warning, info, debug, noise"
+                    "unknown log level {}; expected one of error, warning, info, debug, noise",
+                    crate::config::node::quote_for_message(s)
                 )
             })
     }
@@ -357,7 +358,7 @@ fn number(s: &str) -> Result<f64, String> {
         .parse::<f64>()
         .ok()
         .filter(|_| separators_ok)
-        .ok_or_else(|| format!("{t:?} is not a number"))
+        .ok_or_else(|| format!("{} is not a number", super::node::quote_for_message(t)))
 }
 
 impl FromStr for RateSpec {
