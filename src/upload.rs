@@ -357,11 +357,15 @@ impl<'a> Uploader<'a> {
             }
             drop(done_tx);
             self.jobs = Some(job_tx);
-            let result = self.coordinate(queue_path, &done_rx, concurrency);
+            // Should the coordinator panic, the job channel must still close,
+            // or the scope would wait forever for workers blocked on it.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.coordinate(queue_path, &done_rx, concurrency)
+            }));
             // Closing the job channel ends the workers once their current
             // job is done; the scope waits for them.
             self.jobs = None;
-            result
+            result.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         });
         let root = result?;
         self.cache.commit()?;
@@ -387,6 +391,7 @@ impl<'a> Uploader<'a> {
         while let Some(entry) = reader.next() {
             let entry = entry?;
             let line = reader.line_no();
+            test_panic("upload-coordinator");
             if root_seen {
                 return Err(order_error(
                     line,
@@ -488,7 +493,7 @@ impl<'a> Uploader<'a> {
                 id
             }
         };
-        let v1 = self.format == Format::V1;
+        let v1 = self.format != Format::Legacy;
         let frame = self
             .frames
             .get_mut(&frame_id)
@@ -565,17 +570,19 @@ impl<'a> Uploader<'a> {
                     format!("cannot be read ({e})")
                 };
                 self.drop_open_frame(path);
-                return self.skip(slot.expect("non-root"), path, &why);
+                return self.skip(non_root(slot)?, path, &why);
             }
         };
         let queue_type = queue_meta.mode.map_or(S_IFLNK, |m| m & S_IFMT);
         if md.mode() & S_IFMT != queue_type {
+            if is_root {
+                return Err(UploadError::Source(format!(
+                    "the source root {} is no longer a directory",
+                    self.source.display()
+                )));
+            }
             self.drop_open_frame(path);
-            return self.skip(
-                slot.expect("non-root"),
-                path,
-                "changed its type since the scan",
-            );
+            return self.skip(non_root(slot)?, path, "changed its type since the scan");
         }
         let (parent, raw_name) = split_path(path);
         let names::EdgeName { name, raw } = if is_root {
@@ -596,13 +603,13 @@ impl<'a> Uploader<'a> {
             S_IFDIR => self.close_dir(line, path, name, meta, slot),
             S_IFREG => {
                 self.stats.bytes_total += md.size();
-                self.regular_file(slot.expect("non-root"), path, abs, md, name, meta)
+                self.regular_file(non_root(slot)?, path, abs, md, name, meta)
             }
-            S_IFLNK => self.symlink(slot.expect("non-root"), path, &abs, &md, name, meta),
+            S_IFLNK => self.symlink(non_root(slot)?, path, &abs, &md, name, meta),
             // Fifos, sockets and device nodes have no content: an empty
             // literal file carries their mode (and rdev) for restore.
             _ => self.fill(
-                slot.expect("non-root"),
+                non_root(slot)?,
                 Slot::Done(Child {
                     name,
                     cap: Cap::empty_literal(),
@@ -653,7 +660,10 @@ impl<'a> Uploader<'a> {
         let stale = !cached.cap.is_literal()
             && cached
                 .lease_renewed
-                .is_none_or(|t| self.now - t >= self.options.reuse_check_secs);
+                // Saturating: the timestamp comes from the cache file, and a
+                // nonsense value (e.g. -2^63) must mean "check it", not a
+                // panic.
+                .is_none_or(|t| self.now.saturating_sub(t) >= self.options.reuse_check_secs);
         let enc = match cached.enc.as_deref() {
             None => None,
             Some(name) => match Encoding::from_name(name) {
@@ -1035,6 +1045,9 @@ impl<'a> Uploader<'a> {
             Done::Prepared { id, result } => self.prepared(id, result),
             Done::Uploaded { id, result } => self.uploaded(id, result),
             Done::Checked { id, result } => self.checked(id, result),
+            Done::Panicked => Err(UploadError::Source(
+                "internal error: an upload thread panicked (a bug; please report)".into(),
+            )),
         }
     }
 
@@ -1329,6 +1342,23 @@ enum Lookup {
     /// The same, once a check confirms the object is still healthy.
     Stale(Cap, Option<Encoding>),
     Miss,
+}
+
+/// The slot of an entry that is not the root (only the root has none).
+fn non_root(slot: Option<SlotRef>) -> Result<SlotRef, UploadError> {
+    slot.ok_or_else(|| UploadError::Source("internal error: the root has no parent slot".into()))
+}
+
+/// A test hook, honoured in debug builds only: with
+/// `LAFS_BACKUP_TEST_PANIC=PLACE` (`upload-worker`, `upload-coordinator`),
+/// the code at PLACE panics, so tests can check that a panic ends the
+/// process promptly and releases the cache lock. Release builds ignore it.
+pub(crate) fn test_panic(place: &str) {
+    if cfg!(debug_assertions)
+        && std::env::var_os("LAFS_BACKUP_TEST_PANIC").is_some_and(|v| v == place)
+    {
+        panic!("injected panic at {place} (LAFS_BACKUP_TEST_PANIC, a test hook)");
+    }
 }
 
 fn order_error(line: u64, path: &[u8], reason: &str) -> UploadError {

@@ -81,7 +81,11 @@ pub fn run(cli: &Cli, args: &CheckArgs, config: &Config) -> anyhow::Result<Outco
         Vec::new()
     };
 
-    let mut cache = Cache::open(cache_path, &config.source.entry_cache.commit_after)?;
+    let mut cache = Cache::open_wait(
+        cache_path,
+        &config.source.entry_cache.commit_after,
+        args.lock_wait,
+    )?;
     let report = Reporter {
         json: cli.json,
         to_stderr: args.error_output,

@@ -112,7 +112,7 @@ fn resolve(args: &RestoreArgs, config: &Config) -> anyhow::Result<Cap> {
         }
         return Ok(cap);
     }
-    let cache = super::list::open_existing(config)?;
+    let cache = super::list::open_reader(config)?;
     let rows = cache.backups()?;
     let name = args.backup.as_bytes();
     let found = rows

@@ -59,6 +59,9 @@ pub enum Done {
         id: JobId,
         result: Result<CheckReport, TahoeError>,
     },
+    /// The job panicked (a bug): the coordinator stops the run, rather than
+    /// wait forever for an answer that will not come.
+    Panicked,
 }
 
 /// What every worker shares.
@@ -92,7 +95,11 @@ pub fn work(shared: &Shared<'_>, jobs: &Mutex<Receiver<Job>>, done: &Sender<Done
             Err(_) => return,
         };
         let Ok(job) = job else { return };
-        let result = run(shared, job);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            super::test_panic("upload-worker");
+            run(shared, job)
+        }))
+        .unwrap_or(Done::Panicked);
         if done.send(result).is_err() {
             return;
         }
