@@ -19,13 +19,12 @@
 //! content already in flight waits for that upload instead of colliding with
 //! it on the grid.
 
+mod source;
 mod worker;
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
-use std::fs::{self, File, Metadata};
+use std::fs::{self, Metadata};
 use std::io::{self, Read};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -164,7 +163,6 @@ enum Task {
 struct FileTask {
     slot: SlotRef,
     path: Vec<u8>,
-    abs: PathBuf,
     md: Metadata,
     key: ObjectKey,
     name: String,
@@ -215,6 +213,9 @@ pub struct Uploader<'a> {
     limits: Limits,
     progress: Arc<Progress>,
     source: PathBuf,
+    /// The source opened for reading below its root (see `source.rs`);
+    /// opened on first use.
+    tree: Option<source::SourceTree>,
     options: Options,
     stats: Stats,
     now: i64,
@@ -275,6 +276,7 @@ impl<'a> Uploader<'a> {
             limits,
             progress,
             source: source.to_owned(),
+            tree: None,
             options,
             stats: Stats::default(),
             now: unix_now(),
@@ -303,8 +305,13 @@ impl<'a> Uploader<'a> {
                 objects += 1;
                 continue;
             }
-            let abs = self.abs(&entry.path);
-            let Ok(md) = fs::symlink_metadata(&abs) else {
+            if entry.path.is_empty() {
+                continue;
+            }
+            let Ok(md) = self.tree()?.lstat(&entry.path) else {
+                continue;
+            };
+            let Ok(xattr_path) = self.tree()?.fd_path(&entry.path) else {
                 continue;
             };
             if queue_type == S_IFREG {
@@ -314,7 +321,7 @@ impl<'a> Uploader<'a> {
                 }
                 let (parent, raw_name) = split_path(&entry.path);
                 let name = names::edge_name(raw_name, parent.is_empty());
-                let (mut meta, _) = EdgeMeta::read(&abs, &entry.meta, &md);
+                let (mut meta, _) = EdgeMeta::read(&xattr_path, &entry.meta, &md);
                 meta.name_raw = name.raw;
                 let key = self.file_key(&entry.path, &meta, &md, decision);
                 if !self.options.dedup || self.cache.lookup(&key)?.is_none() {
@@ -328,12 +335,20 @@ impl<'a> Uploader<'a> {
         Ok((objects, bytes))
     }
 
-    fn abs(&self, path: &[u8]) -> PathBuf {
-        if path.is_empty() {
-            self.source.clone()
-        } else {
-            self.source.join(OsStr::from_bytes(path))
+    /// The source tree, opened for reads relative to its root.
+    fn tree(&mut self) -> Result<&mut source::SourceTree, UploadError> {
+        if self.tree.is_none() {
+            let tree = source::SourceTree::open(&self.source).map_err(|e| {
+                UploadError::Source(format!(
+                    "the source root {} cannot be read: {e}",
+                    self.source.display()
+                ))
+            })?;
+            self.tree = Some(tree);
         }
+        self.tree
+            .as_mut()
+            .ok_or_else(|| UploadError::Source("internal error: no source tree".into()))
     }
 
     /// Uploads every entry of the queue at `queue_path` and returns the root.
@@ -554,8 +569,14 @@ impl<'a> Uploader<'a> {
         } else {
             Some(self.reserve(line, path)?)
         };
-        let abs = self.abs(path);
-        let md = match fs::symlink_metadata(&abs) {
+        // Below the root, everything is reached through held directory
+        // descriptors without following links (see `source.rs`).
+        let md = if is_root {
+            fs::symlink_metadata(&self.source)
+        } else {
+            self.tree()?.lstat(path)
+        };
+        let md = match md {
             Ok(md) => md,
             Err(e) if is_root => {
                 return Err(UploadError::Source(format!(
@@ -593,7 +614,14 @@ impl<'a> Uploader<'a> {
         } else {
             names::edge_name(raw_name, parent.is_empty())
         };
-        let (mut meta, problems) = EdgeMeta::read(&abs, queue_meta, &md);
+        let xattr_path = match self.tree()?.fd_path(path) {
+            Ok(p) => p,
+            Err(e) => {
+                self.drop_open_frame(path);
+                return self.skip(non_root(slot)?, path, &format!("cannot be read ({e})"));
+            }
+        };
+        let (mut meta, problems) = EdgeMeta::read(&xattr_path, queue_meta, &md);
         for problem in problems {
             warn!("{}: {problem}", display_path(path));
             self.stats.skipped += 1;
@@ -603,9 +631,9 @@ impl<'a> Uploader<'a> {
             S_IFDIR => self.close_dir(line, path, name, meta, slot),
             S_IFREG => {
                 self.stats.bytes_total += md.size();
-                self.regular_file(non_root(slot)?, path, abs, md, name, meta)
+                self.regular_file(non_root(slot)?, path, md, name, meta)
             }
-            S_IFLNK => self.symlink(non_root(slot)?, path, &abs, &md, name, meta),
+            S_IFLNK => self.symlink(non_root(slot)?, path, &md, name, meta),
             // Fifos, sockets and device nodes have no content: an empty
             // literal file carries their mode (and rdev) for restore.
             _ => self.fill(
@@ -683,7 +711,6 @@ impl<'a> Uploader<'a> {
         &mut self,
         slot: SlotRef,
         path: &[u8],
-        abs: PathBuf,
         md: Metadata,
         name: String,
         meta: EdgeMeta,
@@ -696,7 +723,6 @@ impl<'a> Uploader<'a> {
         let mut task = FileTask {
             slot,
             path: path.to_vec(),
-            abs,
             md,
             key,
             name,
@@ -727,17 +753,37 @@ impl<'a> Uploader<'a> {
         if task.decision.is_none() && task.md.size() <= tahoe::LIT_THRESHOLD {
             return self.literal_file(task);
         }
-        let (abs, decision) = (task.abs.clone(), task.decision);
-        self.submit(Task::File(task), |id| Job::Prepare { id, abs, decision })
+        // Opened here, through the held directories and without following
+        // a link; the worker reads only this descriptor.
+        let file = match self.tree()?.open_file(&task.path, &task.md) {
+            Ok(file) => file,
+            Err(e) => return self.skip_unread(task, &e),
+        };
+        let decision = task.decision;
+        self.submit(Task::File(task), |id| Job::Prepare { id, file, decision })
+    }
+
+    fn skip_unread(&mut self, task: FileTask, e: &io::Error) -> Result<(), UploadError> {
+        let why = if e.kind() == io::ErrorKind::NotFound {
+            "vanished before it was uploaded".to_owned()
+        } else {
+            format!("cannot be read ({e})")
+        };
+        self.skip(task.slot, &task.path, &why)
     }
 
     /// Files of at most 55 bytes live inside their cap: computed locally,
     /// byte-identical to the gateway's, at no request.
     fn literal_file(&mut self, task: FileTask) -> Result<(), UploadError> {
         let mut data = Vec::with_capacity(64);
-        let read = File::open(&task.abs)
-            .and_then(|f| f.take(tahoe::LIT_THRESHOLD + 1).read_to_end(&mut data));
-        let still = fs::symlink_metadata(&task.abs);
+        let file = match self.tree()?.open_file(&task.path, &task.md) {
+            Ok(file) => file,
+            Err(e) => return self.skip_unread(task, &e),
+        };
+        let read = file
+            .take(tahoe::LIT_THRESHOLD + 1)
+            .read_to_end(&mut data);
+        let still = self.tree()?.lstat(&task.path);
         match (read, still) {
             (Ok(_), Ok(after))
                 if unchanged(&task.md, &after) && data.len() as u64 == task.md.size() =>
@@ -775,13 +821,12 @@ impl<'a> Uploader<'a> {
         &mut self,
         slot: SlotRef,
         path: &[u8],
-        abs: &Path,
         md: &Metadata,
         name: String,
         meta: EdgeMeta,
     ) -> Result<(), UploadError> {
-        let target = match fs::read_link(abs) {
-            Ok(t) => t.into_os_string().into_vec(),
+        let target = match self.tree()?.read_link(path) {
+            Ok(t) => t,
             Err(e) => return self.skip(slot, path, &format!("cannot be read ({e})")),
         };
         let key = SymlinkKey {
@@ -1240,7 +1285,7 @@ impl<'a> Uploader<'a> {
                 } else {
                     self.progress.shrink_total(1, task.md.size());
                 }
-                match fs::symlink_metadata(&task.abs) {
+                match self.tree()?.lstat(&task.path) {
                     Ok(after) if unchanged(&task.md, &after) => {
                         let enc = task.meta.enc.map(Encoding::as_str);
                         self.cache

@@ -5,7 +5,6 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -21,7 +20,9 @@ pub enum Job {
     /// Read (and hash, and maybe compress) a file.
     Prepare {
         id: JobId,
-        abs: PathBuf,
+        /// Opened by the coordinator relative to the source root, without
+        /// following links.
+        file: File,
         decision: Option<Encoding>,
     },
     /// Upload a prepared file.
@@ -108,9 +109,9 @@ pub fn work(shared: &Shared<'_>, jobs: &Mutex<Receiver<Job>>, done: &Sender<Done
 
 fn run(shared: &Shared<'_>, job: Job) -> Done {
     match job {
-        Job::Prepare { id, abs, decision } => Done::Prepared {
+        Job::Prepare { id, file, decision } => Done::Prepared {
             id,
-            result: shared.encoder.prepare(&abs, decision),
+            result: shared.encoder.prepare_file(file, decision),
         },
         Job::Upload { id, prepared } => {
             shared.limits.before_object();
