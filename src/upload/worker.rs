@@ -6,6 +6,7 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::sync::mpsc::{Receiver, Sender};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -77,12 +78,17 @@ pub struct Shared<'a> {
 struct Counted<R> {
     inner: R,
     progress: Arc<Progress>,
+    /// This upload's bytes counted by `Progress::sending`, so they can be
+    /// taken back when the attempt starts over or the upload ends.
+    in_flight: Arc<AtomicU64>,
 }
 
 impl<R: Read> Read for Counted<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.progress.bytes_sent(n as u64);
+        self.progress.sending(n as u64);
+        self.in_flight.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
 }
@@ -116,14 +122,20 @@ fn run(shared: &Shared<'_>, job: Job) -> Done {
         Job::Upload { id, prepared } => {
             shared.limits.before_object();
             let limits = shared.limits.clone();
+            let in_flight = Arc::new(AtomicU64::new(0));
             let result = upload_or_wait(shared, || {
                 shared.client.upload(|| {
+                    // A new attempt sends from the first byte again.
+                    shared.progress.unsend(in_flight.swap(0, Ordering::Relaxed));
                     Ok(Box::new(Counted {
                         inner: limits.limit_reader(prepared.open()?),
                         progress: Arc::clone(&shared.progress),
+                        in_flight: Arc::clone(&in_flight),
                     }))
                 })
             });
+            // The coordinator counts the finished object.
+            shared.progress.unsend(in_flight.swap(0, Ordering::Relaxed));
             Done::Uploaded { id, result }
         }
         Job::UploadBytes { id, data } => {
