@@ -491,7 +491,7 @@ impl Cache {
         // leaves an object on an older generation; nothing is re-uploaded
         // and references keep it). They are committed with the next counted
         // write, by commit_after.seconds, or at the end of the run.
-        self.pending -= n;
+        self.pending = self.pending.saturating_sub(n);
         self.uncounted |= n > 0;
         Ok(())
     }

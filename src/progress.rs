@@ -149,16 +149,19 @@ impl Progress {
     /// [`Progress::object_done`] counts the object, or an attempt starts
     /// over).
     pub fn sending(&self, n: u64) {
-        self.counters.bytes_in_flight.fetch_add(n, Ordering::Relaxed);
+        self.counters
+            .bytes_in_flight
+            .fetch_add(n, Ordering::Relaxed);
     }
 
     /// Takes back `n` bytes counted by [`Progress::sending`].
     pub fn unsend(&self, n: u64) {
-        let _ = self.counters.bytes_in_flight.fetch_update(
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-            |t| Some(t.saturating_sub(n)),
-        );
+        let _ =
+            self.counters
+                .bytes_in_flight
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                    Some(t.saturating_sub(n))
+                });
     }
 
     /// `n` more bytes went over the network (after compression, bodies of

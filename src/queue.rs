@@ -381,13 +381,13 @@ impl<R: BufRead> Reader<R> {
         let (format, pending, line_no) = if stripped == HEADER.as_bytes() {
             (Format::V1, None, 1)
         } else if let Some(fields) = stripped.strip_prefix(format!("{HEADER_V2} ").as_bytes()) {
-            binding = Some(Binding::parse_fields(fields).map_err(|reason| {
-                QueueError::Parse {
+            binding = Some(
+                Binding::parse_fields(fields).map_err(|reason| QueueError::Parse {
                     path: path.to_owned(),
                     line: 1,
                     reason,
-                }
-            })?);
+                })?,
+            );
             (Format::V2, None, 1)
         } else if stripped.starts_with(b"#lafs-backup-queue ") {
             return Err(QueueError::Parse {

@@ -126,7 +126,10 @@ mod tests {
 
         let nested = dir.path().join("new/dir/results");
         append_to_file(&nested, b"/srv", &cap).unwrap();
-        let dmode = std::fs::metadata(dir.path().join("new/dir")).unwrap().permissions().mode();
+        let dmode = std::fs::metadata(dir.path().join("new/dir"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(dmode & 0o777, 0o700);
     }
 }

@@ -326,7 +326,7 @@ impl<'a> Uploader<'a> {
                 let key = self.file_key(&entry.path, &meta, &md, decision);
                 if !self.options.dedup || self.cache.lookup(&key)?.is_none() {
                     objects += 1;
-                    bytes += md.size();
+                    bytes = bytes.saturating_add(md.size());
                 }
             } else if queue_type == S_IFLNK {
                 objects += 1;
@@ -630,7 +630,9 @@ impl<'a> Uploader<'a> {
         match queue_type {
             S_IFDIR => self.close_dir(line, path, name, meta, slot),
             S_IFREG => {
-                self.stats.bytes_total += md.size();
+                // Sizes come from the file system: sparse files may claim
+                // exabytes, so the sums saturate rather than panic.
+                self.stats.bytes_total = self.stats.bytes_total.saturating_add(md.size());
                 self.regular_file(non_root(slot)?, path, md, name, meta)
             }
             S_IFLNK => self.symlink(non_root(slot)?, path, &md, name, meta),
@@ -780,9 +782,7 @@ impl<'a> Uploader<'a> {
             Ok(file) => file,
             Err(e) => return self.skip_unread(task, &e),
         };
-        let read = file
-            .take(tahoe::LIT_THRESHOLD + 1)
-            .read_to_end(&mut data);
+        let read = file.take(tahoe::LIT_THRESHOLD + 1).read_to_end(&mut data);
         let still = self.tree()?.lstat(&task.path);
         match (read, still) {
             (Ok(_), Ok(after))
@@ -1280,7 +1280,7 @@ impl<'a> Uploader<'a> {
             Task::File(task) => {
                 if own {
                     self.stats.files_uploaded += 1;
-                    self.stats.bytes_read += task.md.size();
+                    self.stats.bytes_read = self.stats.bytes_read.saturating_add(task.md.size());
                     self.progress.object_done(task.md.size());
                 } else {
                     self.progress.shrink_total(1, task.md.size());

@@ -43,7 +43,11 @@ pub enum QueuePlan {
 /// only one bound to this source (`current`, the binding a scan would write
 /// now) that is younger than `source.queue.max_resume_age`. Returns the plan
 /// and, when an unfinished queue is not resumed, why.
-pub fn plan(config: &Config, queue_path: &Path, current: &queue::Binding) -> (QueuePlan, Option<String>) {
+pub fn plan(
+    config: &Config,
+    queue_path: &Path,
+    current: &queue::Binding,
+) -> (QueuePlan, Option<String>) {
     if config.operation.reuse_queue {
         return (QueuePlan::Reuse, None);
     }

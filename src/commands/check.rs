@@ -582,7 +582,7 @@ fn warn_stale(
     json_line: bool,
 ) -> anyhow::Result<u64> {
     let stale = cache.stale_leases(older_than)?;
-    let days = (unix_now() - older_than) / 86_400;
+    let days = unix_now().saturating_sub(older_than) / 86_400;
     if report.json && json_line {
         let names: Vec<String> = stale.backups.iter().map(|b| show_name(&b.name)).collect();
         report.summary_line(&json!({

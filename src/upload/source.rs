@@ -96,7 +96,8 @@ impl SourceTree {
                     Mode::empty(),
                 )
                 .map_err(|e| swapped(component, e))?;
-                let prefix_len = self.chain.last().map_or(0, |(p, _)| p.len() + 1) + component.len();
+                let prefix_len =
+                    self.chain.last().map_or(0, |(p, _)| p.len() + 1) + component.len();
                 self.chain.push((dir[..prefix_len].to_vec(), fd));
             }
         }
@@ -131,7 +132,10 @@ impl SourceTree {
             dir,
             OsStr::from_bytes(name),
             // O_NONBLOCK: a fifo swapped in must not block the open.
-            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NOCTTY
+            OFlag::O_RDONLY
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_CLOEXEC
+                | OFlag::O_NOCTTY
                 | OFlag::O_NONBLOCK,
             Mode::empty(),
         )
@@ -154,11 +158,7 @@ impl SourceTree {
             ));
         }
         // Reads block as usual from here on.
-        nix::fcntl::fcntl(
-            &file,
-            nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()),
-        )
-        .map_err(errno)?;
+        nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(OFlag::empty())).map_err(errno)?;
         Ok(file)
     }
 
@@ -225,7 +225,10 @@ mod tests {
         let err = tree.open_file(b"a/b/f", &md).unwrap_err();
         assert!(err.to_string().contains("no longer a directory"), "{err}");
         assert!(tree.lstat(b"a/b").unwrap().file_type().is_symlink());
-        assert_eq!(tree.read_link(b"a/b").unwrap(), outside.as_os_str().as_bytes());
+        assert_eq!(
+            tree.read_link(b"a/b").unwrap(),
+            outside.as_os_str().as_bytes()
+        );
 
         // A file swapped for a symlink is refused too.
         fs::write(root.join("g"), b"g").unwrap();
