@@ -186,7 +186,11 @@ fn symlinks_at_state_paths_touch_no_victim() {
                 "{name} {args:?}: the victim was written\n{}",
                 run.stderr
             );
-            assert_eq!(mode(&victim), 0o644, "{name} {args:?}: the victim was chmodded");
+            assert_eq!(
+                mode(&victim),
+                0o644,
+                "{name} {args:?}: the victim was chmodded"
+            );
             let still_link = fs::symlink_metadata(&planted)
                 .map(|m| m.file_type().is_symlink())
                 .unwrap_or(false);
@@ -241,7 +245,13 @@ fn state_files_are_private_under_umask_000() {
         assert_eq!(mode(&path), 0o600, "{}", path.display());
         seen += 1;
     }
-    for name in ["cache.sqlite", "cache.sqlite.lock", "queue", "queue.done", "results"] {
+    for name in [
+        "cache.sqlite",
+        "cache.sqlite.lock",
+        "queue",
+        "queue.done",
+        "results",
+    ] {
         assert!(s.state_path(name).exists(), "{name} missing");
     }
     assert!(seen >= 5);
@@ -315,7 +325,12 @@ fn a_panic_ends_the_run_and_frees_the_lock() {
             "{place}: {}",
             run.stderr
         );
-        assert_eq!(run.stderr.matches("internal error").count(), 1, "{}", run.stderr);
+        assert_eq!(
+            run.stderr.matches("internal error").count(),
+            1,
+            "{}",
+            run.stderr
+        );
         s.backup_ok();
     }
 }
@@ -413,7 +428,12 @@ fn a_wrong_gateway_port_fails_before_the_scan() {
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(started.elapsed() < Duration::from_secs(15));
     assert!(!s.queue().exists(), "the scan ran before the gateway check");
-    assert_eq!(run.stderr.matches("lafs-backup: error").count(), 1, "{}", run.stderr);
+    assert_eq!(
+        run.stderr.matches("lafs-backup: error").count(),
+        1,
+        "{}",
+        run.stderr
+    );
 }
 
 // ------------------------------------------------------------ item 11
@@ -466,7 +486,11 @@ fn readers_do_not_wait_for_a_backup() {
     assert_eq!(fs::read(target.join("small")).unwrap(), b"small file");
     let writer = s.run_within(&["check", "--all"], &[], Duration::from_secs(30));
     assert_eq!(writer.code, 1, "{}", writer.stderr);
-    assert!(writer.stderr.contains("another lafs-backup run"), "{}", writer.stderr);
+    assert!(
+        writer.stderr.contains("another lafs-backup run"),
+        "{}",
+        writer.stderr
+    );
     let started = Instant::now();
     let waited = s.run_within(
         &["check", "--all", "--lock-wait", "1.5s"],
