@@ -500,8 +500,50 @@ fn readers_do_not_wait_for_a_backup() {
     assert_eq!(waited.code, 1, "{}", waited.stderr);
     assert!(started.elapsed() >= Duration::from_millis(1400));
 
+    let verify = s.run_within(
+        &["verify", "src", s.source.to_str().unwrap()],
+        &[],
+        Duration::from_secs(60),
+    );
+    assert!(
+        !verify.stderr.contains("another lafs-backup run") && verify.code != 1,
+        "verify: {}",
+        verify.stderr
+    );
+
+    // SIGKILLed mid-upload: the lock is free again, and the next run resumes
+    // the queue (it is fresh and of this source) and says so.
     let _ = slow.kill();
     let _ = slow.wait();
-    // Killed mid-upload: the lock is free again and the cache consistent.
-    s.backup_ok();
+    let run = s.backup(&[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("resuming the queue"), "{}", run.stderr);
+}
+
+// ------------------------------------------------------------ item 13
+
+/// The progress counts bytes while they are sent: a large file moves it
+/// during its upload, not only when it finishes.
+#[test]
+fn progress_moves_while_a_large_file_uploads() {
+    let s = Setup::new("");
+    let size: u64 = 1 << 20;
+    fs::write(
+        s.source.join("large"),
+        common::pseudo_random_bytes(size as usize, 11),
+    )
+    .unwrap();
+    let run = s.backup(&["--json-progress", "--limit-upload", "128K"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let partial: Vec<u64> = run
+        .of_type("progress")
+        .iter()
+        .filter_map(|v| v["bytes_done"].as_u64())
+        .filter(|&b| b > 64 << 10 && b < size)
+        .collect();
+    assert!(
+        !partial.is_empty(),
+        "no progress line while the large file was under way:\n{}",
+        run.stdout
+    );
 }

@@ -26,6 +26,8 @@ pub struct SourceTree {
     /// The open directories from the root down: each with its path relative
     /// to the root (`a`, `a/b`, ...).
     chain: Vec<(Vec<u8>, OwnedFd)>,
+    /// Whether `/proc/self/fd` is there (looked up once).
+    proc_fd: bool,
 }
 
 fn errno(e: nix::errno::Errno) -> io::Error {
@@ -63,6 +65,7 @@ impl SourceTree {
             root: root.to_owned(),
             root_fd: root_fd.into(),
             chain: Vec::new(),
+            proc_fd: Path::new("/proc/self/fd").is_dir(),
         })
     }
 
@@ -180,10 +183,10 @@ impl SourceTree {
             return Ok(self.root.clone());
         }
         let (parent, name) = super::split_path(path);
+        let proc_fd = self.proc_fd;
         let fd = self.dir(parent)?.as_raw_fd();
-        let proc_dir = PathBuf::from(format!("/proc/self/fd/{fd}"));
-        if proc_dir.is_dir() {
-            Ok(proc_dir.join(OsStr::from_bytes(name)))
+        if proc_fd {
+            Ok(PathBuf::from(format!("/proc/self/fd/{fd}")).join(OsStr::from_bytes(name)))
         } else {
             Ok(self.root.join(OsStr::from_bytes(path)))
         }
