@@ -1424,6 +1424,106 @@ mod tests {
         assert_eq!(split_path(b"top"), (&b""[..], &b"top"[..]));
     }
 
+    /// Runs an upload of `queue` (its bytes) from `source`, with a gateway
+    /// that refuses connections: whatever the queue says, the upload must
+    /// end with a result or an error, never a panic.
+    fn upload_never_panics(source: &Path, queue: &[u8]) {
+        let dir = tempfile::tempdir().unwrap();
+        let queue_path = dir.path().join("queue");
+        std::fs::write(&queue_path, queue).unwrap();
+        let mut config = crate::config::Config::default();
+        config.http.retry.attempts = 1;
+        let client = Client::new(
+            "http://127.0.0.1:9/uri",
+            &config.http.retry,
+            &config.operation.timeouts.updates,
+        )
+        .unwrap();
+        let mut cache = Cache::open(
+            &dir.path().join("cache.sqlite"),
+            &config.source.entry_cache.commit_after,
+        )
+        .unwrap();
+        cache.begin_run(false).unwrap();
+        let encoder = Encoder::new(&config.destination.encoding).unwrap();
+        let progress = Arc::new(Progress::new(crate::progress::Mode::Off));
+        let options = Options {
+            dedup: true,
+            reuse_check_secs: 0,
+            concurrency: 2,
+        };
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut uploader = Uploader::new(
+                &client,
+                &mut cache,
+                &encoder,
+                Limits::new(None, None),
+                Arc::clone(&progress),
+                source,
+                options,
+            );
+            let _ = uploader.estimate(&queue_path);
+            let _ = uploader.run(&queue_path);
+        }));
+        assert!(
+            outcome.is_ok(),
+            "the upload panicked on the queue {:?}",
+            String::from_utf8_lossy(queue)
+        );
+    }
+
+    mod damaged_queues {
+        use super::*;
+        use proptest::prelude::*;
+
+        const PATHS: [&str; 12] = [
+            "", "a", "a/b", "a/f", "a/b/g", "l", "h", "x", "a/x", "l/f", "h/y", "a/b/g/z",
+        ];
+        const METAS: [&str; 5] = ["0:0:40755", "0:0:100644", "0:0:", "0:0:10644", "0:0:20620"];
+
+        fn tree() -> tempfile::TempDir {
+            let t = tempfile::tempdir().unwrap();
+            let root = t.path();
+            std::fs::create_dir_all(root.join("a/b")).unwrap();
+            std::fs::write(root.join("a/f"), b"ten bytes!").unwrap();
+            std::fs::write(root.join("a/b/g"), b"ten bytes?").unwrap();
+            std::fs::write(root.join("h"), b"h").unwrap();
+            std::os::unix::fs::symlink("a", root.join("l")).unwrap();
+            t
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(48))]
+            #[test]
+            fn any_queue_ends_without_a_panic(
+                v1 in any::<bool>(),
+                lines in proptest::collection::vec((0..PATHS.len(), 0..METAS.len()), 0..10),
+            ) {
+                let t = tree();
+                let mut queue = Vec::new();
+                if v1 {
+                    queue.extend_from_slice(b"#lafs-backup-queue v1\n");
+                }
+                for (p, m) in lines {
+                    queue.extend_from_slice(format!("{} {}\n", PATHS[p], METAS[m]).as_bytes());
+                }
+                upload_never_panics(t.path(), &queue);
+            }
+        }
+
+        #[test]
+        fn a_queue_of_another_tree_or_a_file_root_ends_without_a_panic() {
+            let t = tree();
+            // The source root is now a file, while the queue says directory.
+            upload_never_panics(&t.path().join("h"), b"#lafs-backup-queue v1\n 0:0:40755\n");
+            // Entries of another tree, as after source.path changed.
+            upload_never_panics(
+                t.path(),
+                b"#lafs-backup-queue v1\nh/q/r 0:0:100644\nh/q 0:0:40755\nh 0:0:40755\n 0:0:40755\n",
+            );
+        }
+    }
+
     #[test]
     fn probes_differ() {
         assert_ne!(random_probe(), random_probe());
