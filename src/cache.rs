@@ -320,7 +320,7 @@ impl Cache {
             .read(true)
             .custom_flags(nofollow())
             .open(path)
-            .map_err(|e| io_err("open it", crate::queue::refuse_symlink(path, e)))?;
+            .map_err(|e| io_err("open it", crate::queue::refuse_symlink(e)))?;
         if !file
             .metadata()
             .map_err(|e| io_err("read its status", e))?
@@ -1034,7 +1034,7 @@ fn create_file(path: &Path) -> Result<(), CacheError> {
             .read(true)
             .custom_flags(nofollow())
             .open(path)
-            .map_err(|e| io_err("open it", crate::queue::refuse_symlink(path, e)))?,
+            .map_err(|e| io_err("open it", crate::queue::refuse_symlink(e)))?,
         Err(e) => return Err(io_err("create it", e)),
     };
     if !file

@@ -126,19 +126,17 @@ pub fn open_nofollow(path: &Path) -> io::Result<File> {
         .read(true)
         .custom_flags(libc_flags::O_NOFOLLOW | libc_flags::O_CLOEXEC)
         .open(path)
-        .map_err(|e| refuse_symlink(path, e))
+        .map_err(refuse_symlink)
 }
 
-/// Turns the `ELOOP` of an `O_NOFOLLOW` open into an error that says why.
-pub fn refuse_symlink(path: &Path, e: io::Error) -> io::Error {
+/// Turns the `ELOOP` of an `O_NOFOLLOW` open into an error that
+/// says why (the callers' errors name the path).
+pub fn refuse_symlink(e: io::Error) -> io::Error {
     if e.raw_os_error() == Some(nix::errno::Errno::ELOOP as i32) {
         io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!(
-                "{} is a symbolic link; state files are never followed through links \
-                 (remove the link or point the config at a real file)",
-                path.display()
-            ),
+            "it is a symbolic link; state files are never followed through links \
+             (remove the link or point the config at a real file)",
         )
     } else {
         e

@@ -36,7 +36,7 @@ pub fn append_to_file(path: &Path, source: &[u8], cap: &Cap) -> io::Result<()> {
             .mode(0o600)
             .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_CLOEXEC).bits())
             .open(path)
-            .map_err(|e| crate::queue::refuse_symlink(path, e))?;
+            .map_err(crate::queue::refuse_symlink)?;
         let md = file.metadata()?;
         if !md.is_file() {
             return Err(io::Error::new(

@@ -47,7 +47,7 @@ impl LockFile {
             // would truncate its target to our PID.
             .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_CLOEXEC).bits())
             .open(&path)
-            .map_err(|e| io_err("open", crate::queue::refuse_symlink(&path, e)))?;
+            .map_err(|e| io_err("open", crate::queue::refuse_symlink(e)))?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(flock) => {
                 let mut file: &File = &flock;
