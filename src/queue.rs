@@ -40,8 +40,8 @@ pub const HEADER_V2: &str = "#lafs-backup-queue v2";
 pub struct Binding {
     /// Unix seconds when the scan began writing the queue.
     pub written: i64,
-    /// `st_dev` and `st_ino` of the source root (symlinks followed, as the
-    /// scan follows a symlinked `source.path`).
+    /// `st_dev` and `st_ino` of the source root (the scan refuses a root
+    /// that is a symlink, so following one here changes nothing).
     pub dev: u64,
     pub ino: u64,
     /// The source root's resolved path (`realpath`), raw bytes.

@@ -51,8 +51,8 @@ fn swapped(component: &[u8], e: nix::errno::Errno) -> io::Error {
 }
 
 impl SourceTree {
-    /// Opens the source root (following a symlinked `source.path`, as the
-    /// scan does: the root is what the user named).
+    /// Opens the source root, the trust anchor: the path the user named
+    /// (the scan has refused a root that is a symlink).
     pub fn open(root: &Path) -> io::Result<SourceTree> {
         let root_fd = File::open(root)?;
         if !root_fd.metadata()?.is_dir() {
