@@ -23,12 +23,18 @@ use nix::sys::stat::Mode;
 pub struct SourceTree {
     root: PathBuf,
     root_fd: OwnedFd,
-    /// The open directories from the root down: each with its path relative
-    /// to the root (`a`, `a/b`, ...).
-    chain: Vec<(Vec<u8>, OwnedFd)>,
+    /// The directories from the root down, each with its path relative to
+    /// the root (`a`, `a/b`, ...). Only the deepest [`MAX_HELD`] keep their
+    /// descriptor open (`None` above them), so a deep tree cannot run out of
+    /// descriptors.
+    chain: Vec<(Vec<u8>, Option<OwnedFd>)>,
     /// Whether `/proc/self/fd` is there (looked up once).
     proc_fd: bool,
 }
+
+/// Directory descriptors held at most: a tree deeper than this reopens the
+/// chain from the root when it climbs more than this many levels at once.
+const MAX_HELD: usize = 128;
 
 fn errno(e: nix::errno::Errno) -> io::Error {
     io::Error::from(e)
@@ -85,12 +91,17 @@ impl SourceTree {
             })
             .count();
         self.chain.truncate(keep);
+        // Released descriptors are all above the held ones: without one at
+        // the end, the walk starts again from the root.
+        if self.chain.last().is_some_and(|(_, fd)| fd.is_none()) {
+            self.chain.clear();
+        }
         let done = self.chain.last().map_or(0, |(p, _)| p.len() + 1);
         if done <= dir.len() {
             for component in dir[done..].split(|&b| b == b'/') {
                 let parent = match self.chain.last() {
-                    Some((_, fd)) => fd.as_fd(),
-                    None => self.root_fd.as_fd(),
+                    Some((_, Some(fd))) => fd.as_fd(),
+                    _ => self.root_fd.as_fd(),
                 };
                 let fd = openat(
                     parent,
@@ -101,12 +112,15 @@ impl SourceTree {
                 .map_err(|e| swapped(component, e))?;
                 let prefix_len =
                     self.chain.last().map_or(0, |(p, _)| p.len() + 1) + component.len();
-                self.chain.push((dir[..prefix_len].to_vec(), fd));
+                self.chain.push((dir[..prefix_len].to_vec(), Some(fd)));
+                if let Some(old) = self.chain.len().checked_sub(MAX_HELD + 1) {
+                    self.chain[old].1 = None;
+                }
             }
         }
         Ok(match self.chain.last() {
-            Some((_, fd)) => fd.as_fd(),
-            None => self.root_fd.as_fd(),
+            Some((_, Some(fd))) => fd.as_fd(),
+            _ => self.root_fd.as_fd(),
         })
     }
 
@@ -239,6 +253,31 @@ mod tests {
         fs::remove_file(root.join("g")).unwrap();
         symlink(outside.join("f"), root.join("g")).unwrap();
         assert!(tree.open_file(b"g", &gmd).is_err());
+    }
+
+    #[test]
+    fn deep_trees_hold_a_bounded_number_of_descriptors() {
+        let t = tempfile::tempdir().unwrap();
+        let depth = MAX_HELD * 2 + 10;
+        let rel: Vec<u8> = vec!["d"; depth].join("/").into_bytes();
+        fs::create_dir_all(t.path().join(OsStr::from_bytes(&rel))).unwrap();
+        let file = [&rel[..], b"/f"].concat();
+        fs::write(t.path().join(OsStr::from_bytes(&file)), b"deep").unwrap();
+        let mut tree = SourceTree::open(t.path()).unwrap();
+        // Post-order: the deepest first, then each ancestor, then deep again.
+        let md = tree.lstat(&file).unwrap();
+        assert!(tree.chain.iter().filter(|(_, fd)| fd.is_some()).count() <= MAX_HELD);
+        for level in (1..depth).rev() {
+            let dir = &rel[..level * 2 - 1];
+            assert!(tree.lstat(dir).unwrap().is_dir(), "{level}");
+        }
+        let mut text = String::new();
+        tree.open_file(&file, &md)
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "deep");
+        assert!(tree.chain.iter().filter(|(_, fd)| fd.is_some()).count() <= MAX_HELD);
     }
 
     #[test]
