@@ -24,8 +24,8 @@ mod tests;
 
 use std::collections::HashSet;
 use std::fmt;
-use std::fs::{DirBuilder, File, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs::{DirBuilder, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -37,7 +37,7 @@ use crate::tahoe::Cap;
 
 pub use key::{DirChild, FileKey, KeyBuilder, ObjectKey, SymlinkKey, dir_key};
 pub use leases::{LeaseCursor, StaleBackup, StaleLeases};
-pub use lock::lock_path;
+pub use lock::{lock_path, parse_wait};
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 
 /// How often [`Cache::open_wait`] retries the lock.
@@ -237,7 +237,9 @@ pub struct Cache {
     generation: u64,
     run_start: Option<i64>,
     encoding_warned: bool,
-    _lock: lock::LockFile,
+    /// `None` for a read-only open ([`Cache::open_read_only`]), which takes
+    /// no lock: SQLite's WAL lets readers work beside the one writer.
+    _lock: Option<lock::LockFile>,
 }
 
 impl fmt::Debug for Cache {
@@ -258,6 +260,7 @@ impl Cache {
         ensure_parent(path)?;
         let lock = lock::LockFile::acquire(path)?;
         create_file(path)?;
+        refuse_linked_side_files(path)?;
         let mut conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -297,7 +300,76 @@ impl Cache {
             generation: 0,
             run_start: None,
             encoding_warned: false,
-            _lock: lock,
+            _lock: Some(lock),
+        })
+    }
+
+    /// Opens an existing cache for reading only (`list`, `restore NAME`,
+    /// `verify NAME`): no lock is taken, nothing is created or migrated, so
+    /// it works while a backup writes to the same cache. A missing cache,
+    /// or a symlink at its path or at its `-wal`/`-shm`, is an error.
+    pub fn open_read_only(path: &Path) -> Result<Cache, CacheError> {
+        let io_err = |action: &str, source| CacheError::Io {
+            path: path.to_owned(),
+            action: action.to_owned(),
+            source,
+        };
+        // Opened (and closed) first without following a link, so that a
+        // symlink or a missing file is named before SQLite opens by name.
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(nofollow())
+            .open(path)
+            .map_err(|e| io_err("open it", crate::queue::refuse_symlink(e)))?;
+        if !file
+            .metadata()
+            .map_err(|e| io_err("read its status", e))?
+            .is_file()
+        {
+            return Err(CacheError::NotACache {
+                path: path.to_owned(),
+                why: "it is not a regular file".into(),
+            });
+        }
+        drop(file);
+        refuse_linked_side_files(path)?;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| sql_err(path, "opening", e))?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(|e| sql_err(path, "opening", e))?;
+        match schema::recognise(&conn, path)? {
+            schema::Found::Version(v) if v == SCHEMA_VERSION => {}
+            schema::Found::Empty => {
+                return Err(CacheError::NotACache {
+                    path: path.to_owned(),
+                    why: "it is empty: no backup was recorded in it".into(),
+                });
+            }
+            schema::Found::Version(_) => {
+                return Err(CacheError::Corrupt {
+                    path: path.to_owned(),
+                    what: "it has an older schema, which only a writer upgrades; run \
+                           `lafs-backup backup` or `check` with this cache once"
+                        .into(),
+                });
+            }
+        }
+        Ok(Cache {
+            conn,
+            path: path.to_owned(),
+            created: false,
+            max_writes: None,
+            max_age: None,
+            pending: 0,
+            uncounted: false,
+            last_commit: Instant::now(),
+            generation: 0,
+            run_start: None,
+            encoding_warned: false,
+            _lock: None,
         })
     }
 
@@ -419,7 +491,7 @@ impl Cache {
         // leaves an object on an older generation; nothing is re-uploaded
         // and references keep it). They are committed with the next counted
         // write, by commit_after.seconds, or at the end of the run.
-        self.pending -= n;
+        self.pending = self.pending.saturating_sub(n);
         self.uncounted |= n > 0;
         Ok(())
     }
@@ -890,6 +962,34 @@ impl Drop for Cache {
     }
 }
 
+/// `O_NOFOLLOW | O_CLOEXEC` for opening state files.
+fn nofollow() -> i32 {
+    (nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_CLOEXEC).bits()
+}
+
+/// SQLite opens `-wal`, `-shm` and `-journal` by name, following links: a
+/// symlink planted there would make it write (and chmod) another file. They
+/// are refused before SQLite opens the database.
+fn refuse_linked_side_files(path: &Path) -> Result<(), CacheError> {
+    for suffix in SIDE_FILES {
+        let mut side = path.as_os_str().to_owned();
+        side.push(suffix);
+        let side = PathBuf::from(side);
+        if std::fs::symlink_metadata(&side).is_ok_and(|md| md.file_type().is_symlink()) {
+            return Err(CacheError::Io {
+                path: path.to_owned(),
+                action: format!("use its side file {}", side.display()),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "it is a symbolic link; state files are never followed through links \
+                     (remove the link)",
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Creates missing parent directories, 0700 (the cache is private).
 fn ensure_parent(path: &Path) -> Result<(), CacheError> {
     match path.parent() {
@@ -915,17 +1015,26 @@ fn create_file(path: &Path) -> Result<(), CacheError> {
         action: action.to_owned(),
         source,
     };
+    // O_NOFOLLOW: a symlink planted at the cache's path is refused, never
+    // chmodded or turned into a cache (create_new already refuses one).
     let file = match OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
+        .custom_flags(nofollow())
         .open(path)
     {
-        Ok(file) => file,
+        Ok(file) => {
+            // 0600 whatever the umask left of it.
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| io_err("set its permissions to 0600", e))?;
+            file
+        }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => OpenOptions::new()
             .read(true)
+            .custom_flags(nofollow())
             .open(path)
-            .map_err(|e| io_err("open it", e))?,
+            .map_err(|e| io_err("open it", crate::queue::refuse_symlink(e)))?,
         Err(e) => return Err(io_err("create it", e)),
     };
     if !file
@@ -948,7 +1057,11 @@ fn create_file(path: &Path) -> Result<(), CacheError> {
     for suffix in SIDE_FILES {
         let mut side = path.as_os_str().to_owned();
         side.push(suffix);
-        if let Ok(f) = File::open(&side) {
+        if let Ok(f) = OpenOptions::new()
+            .read(true)
+            .custom_flags(nofollow())
+            .open(&side)
+        {
             lock::tighten(&f).map_err(|e| io_err("set the permissions of its side files", e))?;
         }
     }

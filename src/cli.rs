@@ -254,6 +254,12 @@ pub struct CheckArgs {
     /// Print reports on stderr instead of stdout.
     #[arg(short = 'e', long)]
     pub error_output: bool,
+
+    /// Wait up to DURATION for another run to release the entry cache's
+    /// lock instead of failing at once: seconds (90, 2.5) or a number with
+    /// s, m or h (30s, 10m, 1h). Default 0: fail at once (exit 1).
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = crate::cache::parse_wait)]
+    pub lock_wait: std::time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -280,6 +286,12 @@ pub struct CleanupArgs {
     /// Change nothing; say what would be forgotten.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
+
+    /// Wait up to DURATION for another run to release the entry cache's
+    /// lock instead of failing at once: seconds (90, 2.5) or a number with
+    /// s, m or h (30s, 10m, 1h). Default 0: fail at once (exit 1).
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = crate::cache::parse_wait)]
+    pub lock_wait: std::time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -328,6 +340,12 @@ pub struct BackupArgs {
     /// operation.rate_limit.bytes.
     #[arg(long, value_name = "RATE")]
     pub limit_upload: Option<String>,
+
+    /// Wait up to DURATION for another run to release the entry cache's
+    /// lock instead of failing at once: seconds (90, 2.5) or a number with
+    /// s, m or h (30s, 10m, 1h). Default 0: fail at once (exit 1).
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = crate::cache::parse_wait)]
+    pub lock_wait: std::time::Duration,
 
     /// With --json: also write progress lines ({"type":"progress",...}) to
     /// stdout, about one a second. (On a terminal without --json, a

@@ -259,6 +259,9 @@ section! {
     pub struct Queue {
         pub path: Option<PathBuf>,
         pub check_mtime: bool,
+        /// Seconds: an unfinished queue older than this is scanned again,
+        /// not resumed; 0 never resumes.
+        pub max_resume_age: u64,
     }
 }
 

@@ -144,6 +144,26 @@ impl Progress {
         self.counters.bytes_done.fetch_add(bytes, Ordering::Relaxed);
     }
 
+    /// `n` more body bytes of an upload under way were sent: counted as done
+    /// until [`Progress::unsend`] takes them back (when the upload ends, and
+    /// [`Progress::object_done`] counts the object, or an attempt starts
+    /// over).
+    pub fn sending(&self, n: u64) {
+        self.counters
+            .bytes_in_flight
+            .fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Takes back `n` bytes counted by [`Progress::sending`].
+    pub fn unsend(&self, n: u64) {
+        let _ =
+            self.counters
+                .bytes_in_flight
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                    Some(t.saturating_sub(n))
+                });
+    }
+
     /// `n` more bytes went over the network (after compression, bodies of
     /// any kind): this is the rate shown.
     pub fn bytes_sent(&self, n: u64) {
@@ -202,6 +222,10 @@ struct Counters {
     objects_done: AtomicU64,
     bytes_done: AtomicU64,
     bytes_sent: AtomicU64,
+    /// Body bytes of uploads still under way: shown as done while they go,
+    /// so a large file moves the bar while it uploads (see
+    /// [`Progress::sending`]).
+    bytes_in_flight: AtomicU64,
     /// `set_total` was called.
     started: AtomicBool,
 }
@@ -209,7 +233,10 @@ struct Counters {
 impl Counters {
     fn snapshot(&self) -> Snapshot {
         let objects_done = self.objects_done.load(Ordering::Relaxed);
-        let bytes_done = self.bytes_done.load(Ordering::Relaxed);
+        let bytes_done = self
+            .bytes_done
+            .load(Ordering::Relaxed)
+            .saturating_add(self.bytes_in_flight.load(Ordering::Relaxed));
         Snapshot {
             objects_done,
             // A bound that turned out too low is at least what was done.
@@ -792,6 +819,23 @@ mod tests {
         assert_eq!(human_duration(65), "1m05s");
         assert_eq!(human_duration(3 * 3600 + 120), "3h02m");
         assert_eq!(human_duration(2 * 86400 + 5 * 3600 + 7), "2d05h");
+    }
+
+    #[test]
+    fn bytes_count_while_they_are_sent() {
+        let p = Progress::new(Mode::Off);
+        p.set_total(1, 1000);
+        p.sending(300);
+        assert_eq!(p.counters.snapshot().bytes_done, 300);
+        p.sending(300);
+        assert_eq!(p.counters.snapshot().bytes_done, 600);
+        // The upload ends: the object counts instead.
+        p.unsend(600);
+        p.object_done(1000);
+        assert_eq!(p.counters.snapshot().bytes_done, 1000);
+        p.unsend(5);
+        assert_eq!(p.counters.snapshot().bytes_done, 1000);
+        p.finish();
     }
 
     #[test]

@@ -6,12 +6,22 @@
 //! itself) and META is `UID:GID:MODE[/CAPS[/ACLS]]`. Entries come in
 //! post-order, siblings in byte order of their names, the root last.
 //!
+//! Format v2 is v1 with a header that binds the queue to the source it was
+//! made from: `#lafs-backup-queue v2 written=T dev=D ino=I source=PATH`, so
+//! that a queue is never resumed for another tree (or a stale one for the
+//! same tree). The reader accepts v1 and v2.
+//!
 //! Files written by the original lafs-backup-tool have no header and no
 //! escaping; the reader accepts them too.
+//!
+//! Every state file here is opened without following a final symlink and
+//! written through a temporary file renamed into place, so a planted
+//! symlink is replaced, never written through.
 
-use std::fs::{self, File};
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
-use std::os::unix::fs::MetadataExt;
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
@@ -20,6 +30,166 @@ use crate::escape;
 use crate::meta::EntryMeta;
 
 pub const HEADER: &str = "#lafs-backup-queue v1";
+
+/// The start of a v2 header line; the binding's fields follow.
+pub const HEADER_V2: &str = "#lafs-backup-queue v2";
+
+/// What a v2 queue is bound to: the source tree it lists, and when the scan
+/// wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    /// Unix seconds when the scan began writing the queue.
+    pub written: i64,
+    /// `st_dev` and `st_ino` of the source root (the scan refuses a root
+    /// that is a symlink, so following one here changes nothing).
+    pub dev: u64,
+    pub ino: u64,
+    /// The source root's resolved path (`realpath`), raw bytes.
+    pub source: Vec<u8>,
+}
+
+impl Binding {
+    /// The binding of a queue scanned now from `source`.
+    pub fn of(source: &Path) -> io::Result<Binding> {
+        let resolved = fs::canonicalize(source)?;
+        let md = fs::metadata(&resolved)?;
+        Ok(Binding {
+            written: crate::cache::unix_now(),
+            dev: md.dev(),
+            ino: md.ino(),
+            source: resolved.as_os_str().as_bytes().to_vec(),
+        })
+    }
+
+    /// Whether `current` (a binding made now) names the same source tree:
+    /// the same resolved path and the same root directory.
+    pub fn same_source(&self, current: &Binding) -> bool {
+        self.source == current.source && self.dev == current.dev && self.ino == current.ino
+    }
+
+    /// The v2 header line, without its newline. The source path comes last
+    /// and is escaped like queue paths, so it may hold spaces.
+    pub fn header(&self) -> String {
+        format!(
+            "{HEADER_V2} written={} dev={} ino={} source={}",
+            self.written,
+            self.dev,
+            self.ino,
+            String::from_utf8_lossy(&escape::escape(&self.source))
+        )
+    }
+
+    /// Parses the fields after `HEADER_V2 ` (strict: a damaged header is an
+    /// error, never a guess).
+    fn parse_fields(text: &[u8]) -> Result<Binding, String> {
+        let bad = || "the v2 header is damaged (expected written=T dev=D ino=I source=PATH)";
+        let mut rest = text;
+        let mut field = |name: &str| -> Result<&[u8], String> {
+            let prefix = format!("{name}=");
+            let body = rest.strip_prefix(prefix.as_bytes()).ok_or_else(bad)?;
+            if name == "source" {
+                rest = b"";
+                return Ok(body);
+            }
+            let end = body.iter().position(|&b| b == b' ').ok_or_else(bad)?;
+            rest = &body[end + 1..];
+            Ok(&body[..end])
+        };
+        let number = |b: &[u8]| std::str::from_utf8(b).ok().map(str::to_owned);
+        let written = number(field("written")?)
+            .and_then(|t| t.parse::<i64>().ok())
+            .ok_or_else(bad)?;
+        let dev = number(field("dev")?)
+            .and_then(|t| t.parse::<u64>().ok())
+            .ok_or_else(bad)?;
+        let ino = number(field("ino")?)
+            .and_then(|t| t.parse::<u64>().ok())
+            .ok_or_else(bad)?;
+        let source = escape::unescape(field("source")?)
+            .map_err(|e| format!("the v2 header's source path: {e}"))?;
+        if source.first() != Some(&b'/') {
+            return Err(bad().into());
+        }
+        Ok(Binding {
+            written,
+            dev,
+            ino,
+            source,
+        })
+    }
+}
+
+/// Opens a state file for reading without following a final symlink: a
+/// symlink planted at `path` is an error naming it, never followed.
+pub fn open_nofollow(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc_flags::O_NOFOLLOW | libc_flags::O_CLOEXEC)
+        .open(path)
+        .map_err(refuse_symlink)
+}
+
+/// Turns the `ELOOP` of an `O_NOFOLLOW` open into an error that
+/// says why (the callers' errors name the path).
+pub fn refuse_symlink(e: io::Error) -> io::Error {
+    if e.raw_os_error() == Some(nix::errno::Errno::ELOOP as i32) {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "it is a symbolic link; state files are never followed through links \
+             (remove the link or point the config at a real file)",
+        )
+    } else {
+        e
+    }
+}
+
+/// Open flags from nix, which re-exports libc's values.
+mod libc_flags {
+    pub const O_NOFOLLOW: i32 = nix::fcntl::OFlag::O_NOFOLLOW.bits();
+    pub const O_CLOEXEC: i32 = nix::fcntl::OFlag::O_CLOEXEC.bits();
+}
+
+/// Creates the missing directories of a state file's parent, mode 0700
+/// (state files hold caps or say what is backed up).
+pub fn ensure_state_dir(file: &Path) -> io::Result<()> {
+    match file.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() && !parent.exists() => DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot create the directory {}: {e}", parent.display()),
+                )
+            }),
+        _ => Ok(()),
+    }
+}
+
+/// Writes `contents` to `dest` through a 0600 temporary file in the same
+/// directory, renamed into place: a symlink at `dest` is replaced, its
+/// target never touched.
+pub fn write_replacing(dest: &Path, contents: &[u8]) -> io::Result<()> {
+    let dir = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let prefix = format!(
+        ".{}.",
+        dest.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    );
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    tmp.write_all(contents)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(dest).map_err(|e| e.error)?;
+    Ok(())
+}
 
 /// One line of the queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +203,8 @@ pub struct Entry {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     V1,
+    /// V1 lines under a header that binds the queue to its source.
+    V2,
     /// The original tool's headerless, unescaped lines.
     Legacy,
 }
@@ -78,7 +250,7 @@ pub fn parse_line(line: &[u8], format: Format) -> Result<Entry, String> {
     let (path, meta) = (&line[..split], &line[split + 1..]);
     let meta = EntryMeta::parse_queue_field(meta).map_err(|e| e.to_string())?;
     let path = match format {
-        Format::V1 => escape::unescape(path).map_err(|e| format!("path: {e}"))?,
+        Format::V1 | Format::V2 => escape::unescape(path).map_err(|e| format!("path: {e}"))?,
         Format::Legacy => path.to_vec(),
     };
     if path.first() == Some(&b'/') || path.last() == Some(&b'/') && path.len() > 1 {
@@ -105,7 +277,18 @@ pub struct Writer {
 }
 
 impl Writer {
+    /// A v1 queue (no binding): for tests and tools.
     pub fn create(dest: &Path) -> Result<Self, QueueError> {
+        Self::create_with_header(dest, HEADER)
+    }
+
+    /// A v2 queue bound to `binding`: what `backup` writes.
+    pub fn create_bound(dest: &Path, binding: &Binding) -> Result<Self, QueueError> {
+        Self::create_with_header(dest, &binding.header())
+    }
+
+    fn create_with_header(dest: &Path, header: &str) -> Result<Self, QueueError> {
+        ensure_state_dir(dest).map_err(|e| QueueError::io(dest, e))?;
         let dir = match dest.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
@@ -122,7 +305,7 @@ impl Writer {
             .tempfile_in(dir)
             .map_err(|e| QueueError::io(dest, e))?;
         let mut out = BufWriter::with_capacity(256 * 1024, tmp);
-        writeln!(out, "{HEADER}").map_err(|e| QueueError::io(dest, e))?;
+        writeln!(out, "{header}").map_err(|e| QueueError::io(dest, e))?;
         Ok(Self {
             dest: dest.to_owned(),
             out,
@@ -175,11 +358,12 @@ pub struct Reader<R> {
     format: Format,
     line_no: u64,
     pending: Option<Vec<u8>>,
+    binding: Option<Binding>,
 }
 
 impl Reader<BufReader<File>> {
     pub fn open(path: &Path) -> Result<Self, QueueError> {
-        let file = File::open(path).map_err(|e| QueueError::io(path, e))?;
+        let file = open_nofollow(path).map_err(|e| QueueError::io(path, e))?;
         Self::new(path, BufReader::with_capacity(256 * 1024, file))
     }
 }
@@ -191,14 +375,24 @@ impl<R: BufRead> Reader<R> {
             .read_until(b'\n', &mut first)
             .map_err(|e| QueueError::io(path, e))?;
         let stripped = first.strip_suffix(b"\n").unwrap_or(&first);
+        let mut binding = None;
         let (format, pending, line_no) = if stripped == HEADER.as_bytes() {
             (Format::V1, None, 1)
+        } else if let Some(fields) = stripped.strip_prefix(format!("{HEADER_V2} ").as_bytes()) {
+            binding = Some(
+                Binding::parse_fields(fields).map_err(|reason| QueueError::Parse {
+                    path: path.to_owned(),
+                    line: 1,
+                    reason,
+                })?,
+            );
+            (Format::V2, None, 1)
         } else if stripped.starts_with(b"#lafs-backup-queue ") {
             return Err(QueueError::Parse {
                 path: path.to_owned(),
                 line: 1,
                 reason: format!(
-                    "unsupported queue format {:?} (this version reads {HEADER:?} and the original tool's files)",
+                    "unsupported queue format {:?} (this version reads v1, v2 and the original tool's files)",
                     String::from_utf8_lossy(stripped)
                 ),
             });
@@ -213,11 +407,17 @@ impl<R: BufRead> Reader<R> {
             format,
             line_no,
             pending,
+            binding,
         })
     }
 
     pub fn format(&self) -> Format {
         self.format
+    }
+
+    /// The source binding of a v2 queue.
+    pub fn binding(&self) -> Option<&Binding> {
+        self.binding.as_ref()
     }
 
     /// The 1-based number of the line most recently returned.
@@ -269,7 +469,7 @@ pub fn done_marker_path(queue: &Path) -> PathBuf {
 /// The identity of a queue file: a new queue is always a new inode (it is
 /// renamed into place), so a marker written for an older queue never matches.
 fn identity(queue: &Path) -> io::Result<String> {
-    let md = fs::metadata(queue)?;
+    let md = fs::symlink_metadata(queue)?;
     Ok(format!(
         "ino={} size={} mtime_ns={}",
         md.ino(),
@@ -286,13 +486,21 @@ pub fn mark_done(queue: &Path) -> Result<(), QueueError> {
         "# lafs-backup: the upload of this queue completed; the next backup scans again.\n{}\n",
         identity(queue).map_err(|e| QueueError::io(queue, e))?
     );
-    fs::write(&marker, contents).map_err(|e| QueueError::io(&marker, e))
+    // Through a renamed temporary file (0600): a symlink planted at the
+    // marker's path is replaced, never written through.
+    write_replacing(&marker, contents.as_bytes()).map_err(|e| QueueError::io(&marker, e))
 }
 
 /// Whether `queue` exists and its upload is recorded as complete.
 pub fn is_done(queue: &Path) -> bool {
-    let (Ok(marker), Ok(id)) = (fs::read_to_string(done_marker_path(queue)), identity(queue))
-    else {
+    let read_marker = || -> io::Result<String> {
+        let mut text = String::new();
+        open_nofollow(&done_marker_path(queue))?
+            .take(64 << 10)
+            .read_to_string(&mut text)?;
+        Ok(text)
+    };
+    let (Ok(marker), Ok(id)) = (read_marker(), identity(queue)) else {
         return false;
     };
     marker.lines().any(|l| l == id)
@@ -414,5 +622,96 @@ mod tests {
         assert!(!is_done(&q));
         fs::write(done_marker_path(&q), stale).unwrap();
         assert!(!is_done(&q));
+    }
+
+    #[test]
+    fn golden_v2_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = dir.path().join("queue");
+        let binding = Binding {
+            written: 1_765_000_000,
+            dev: 2049,
+            ino: 131_074,
+            source: b"/srv/my data\n\\".to_vec(),
+        };
+        let mut w = Writer::create_bound(&q, &binding).unwrap();
+        w.push(b"a", &meta("0:0:100644")).unwrap();
+        w.push(b"", &meta("0:0:40700")).unwrap();
+        w.finish().unwrap();
+        let text = fs::read(&q).unwrap();
+        assert_eq!(
+            String::from_utf8(text.clone()).unwrap(),
+            "#lafs-backup-queue v2 written=1765000000 dev=2049 ino=131074 source=/srv/my data\\x0a\\\\\n\
+             a 0:0:100644\n \
+             0:0:40700\n"
+        );
+        let mut reader = Reader::new(&q, &text[..]).unwrap();
+        assert_eq!(reader.format(), Format::V2);
+        assert_eq!(reader.binding(), Some(&binding));
+        let entries: Vec<_> = reader.by_ref().collect::<Result<_, _>>().unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(reader.line_no(), 3);
+    }
+
+    #[test]
+    fn damaged_v2_headers_are_errors() {
+        for header in [
+            "#lafs-backup-queue v2",
+            "#lafs-backup-queue v2 ",
+            "#lafs-backup-queue v2 written=1 dev=2 ino=3",
+            "#lafs-backup-queue v2 written=x dev=2 ino=3 source=/a",
+            "#lafs-backup-queue v2 written=1 dev=-2 ino=3 source=/a",
+            "#lafs-backup-queue v2 written=1 dev=2 ino=3 source=relative",
+            "#lafs-backup-queue v2 written=1 dev=2 ino=3 source=/bad\\q",
+            "#lafs-backup-queue v2 ino=3 dev=2 written=1 source=/a",
+        ] {
+            let text = format!("{header}\n 0:0:40755\n");
+            assert!(read_all(text.as_bytes()).is_err(), "{header}");
+        }
+    }
+
+    #[test]
+    fn state_files_are_never_written_through_symlinks() {
+        use std::os::unix::fs::{PermissionsExt, symlink};
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"keep").unwrap();
+        fs::set_permissions(&victim, fs::Permissions::from_mode(0o644)).unwrap();
+        let q = dir.path().join("queue");
+        let mut w = Writer::create(&q).unwrap();
+        w.push(b"", &meta("0:0:40755")).unwrap();
+        w.finish().unwrap();
+        // The done marker replaces a planted symlink; its target stays.
+        symlink(&victim, done_marker_path(&q)).unwrap();
+        assert!(!is_done(&q));
+        mark_done(&q).unwrap();
+        assert!(is_done(&q));
+        let md = fs::symlink_metadata(done_marker_path(&q)).unwrap();
+        assert!(md.is_file());
+        assert_eq!(md.permissions().mode() & 0o777, 0o600);
+        assert_eq!(fs::read(&victim).unwrap(), b"keep");
+        // A symlinked queue is refused by the reader, with its name.
+        let linked = dir.path().join("linked-queue");
+        symlink(&q, &linked).unwrap();
+        let err = Reader::open(&linked).err().unwrap().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+        // The writer replaces a symlink at the queue's path.
+        let mut w = Writer::create(&linked).unwrap();
+        w.push(b"", &meta("0:0:40755")).unwrap();
+        w.finish().unwrap();
+        assert!(fs::symlink_metadata(&linked).unwrap().is_file());
+        assert_eq!(fs::read(&victim).unwrap(), b"keep");
+        assert_eq!(
+            fs::metadata(&victim).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+        // Missing state directories are created 0700.
+        let deep = dir.path().join("state/sub/queue");
+        Writer::create(&deep).unwrap().finish().unwrap();
+        let mode = fs::metadata(dir.path().join("state/sub"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
     }
 }

@@ -5,7 +5,7 @@
 
 use std::fs::OpenOptions;
 use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use crate::escape;
@@ -24,14 +24,39 @@ pub fn result_line(time: &jiff::Zoned, source: &[u8], cap: &Cap) -> String {
     line
 }
 
-/// Appends a result line to `path`, creating it 0600.
+/// Appends a result line to `path`, creating it 0600 (and its missing
+/// directories 0700). A symlink at `path` is refused, never followed; an
+/// existing file that others may read is tightened to 0600 with a warning.
 pub fn append_to_file(path: &Path, source: &[u8], cap: &Cap) -> io::Result<()> {
+    crate::queue::ensure_state_dir(path)?;
     let mut locked = loop {
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o600)
-            .open(path)?;
+            .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_CLOEXEC).bits())
+            .open(path)
+            .map_err(crate::queue::refuse_symlink)?;
+        let md = file.metadata()?;
+        if !md.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a regular file", path.display()),
+            ));
+        }
+        if md.mode() & 0o777 != 0o600 {
+            // fchmod of the open file: the caps about to be appended are
+            // secrets, whatever the umask or an earlier chmod allowed.
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            if md.mode() & 0o077 != 0 {
+                tracing::warn!(
+                    "the result file {} was readable or writable by others (mode {:o}); its \
+                     mode is now 0600 (it holds caps, which grant access to the backups)",
+                    path.display(),
+                    md.mode() & 0o777
+                );
+            }
+        }
         let locked = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
             .map_err(|(_, errno)| io::Error::from(errno))?;
         // `cleanup` rewrites the file under this lock and renames the new one
@@ -55,7 +80,6 @@ pub fn append_to_file(path: &Path, source: &[u8], cap: &Cap) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn lines_are_appended_and_private() {
@@ -79,5 +103,33 @@ mod tests {
         assert!(lines[1].contains(" /srv/odd name\\x0a "));
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn loose_modes_are_tightened_and_symlinks_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cap = Cap::parse("URI:DIR2-CHK:aaaa:bbbb:1:1:100").unwrap();
+        let path = dir.path().join("results");
+        std::fs::write(&path, b"").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        append_to_file(&path, b"/srv", &cap).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        let link = dir.path().join("linked");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let err = append_to_file(&link, b"/srv", &cap).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+
+        let nested = dir.path().join("new/dir/results");
+        append_to_file(&nested, b"/srv", &cap).unwrap();
+        let dmode = std::fs::metadata(dir.path().join("new/dir"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(dmode & 0o777, 0o700);
     }
 }

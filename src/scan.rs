@@ -266,7 +266,8 @@ pub(crate) fn has_cachedir_tag(dir: &Path) -> bool {
         return false;
     }
     let mut head = [0u8; CACHEDIR_TAG_SIGNATURE.len()];
-    fs::File::open(&tag)
+    // O_NOFOLLOW: a tag swapped for a symlink since the lstat is not read.
+    crate::queue::open_nofollow(&tag)
         .and_then(|mut f| f.read_exact(&mut head))
         .is_ok_and(|()| head == CACHEDIR_TAG_SIGNATURE)
 }

@@ -19,13 +19,12 @@
 //! content already in flight waits for that upload instead of colliding with
 //! it on the grid.
 
+mod source;
 mod worker;
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
-use std::fs::{self, File, Metadata};
+use std::fs::{self, Metadata};
 use std::io::{self, Read};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -164,7 +163,6 @@ enum Task {
 struct FileTask {
     slot: SlotRef,
     path: Vec<u8>,
-    abs: PathBuf,
     md: Metadata,
     key: ObjectKey,
     name: String,
@@ -215,6 +213,9 @@ pub struct Uploader<'a> {
     limits: Limits,
     progress: Arc<Progress>,
     source: PathBuf,
+    /// The source opened for reading below its root (see `source.rs`);
+    /// opened on first use.
+    tree: Option<source::SourceTree>,
     options: Options,
     stats: Stats,
     now: i64,
@@ -275,6 +276,7 @@ impl<'a> Uploader<'a> {
             limits,
             progress,
             source: source.to_owned(),
+            tree: None,
             options,
             stats: Stats::default(),
             now: unix_now(),
@@ -303,8 +305,13 @@ impl<'a> Uploader<'a> {
                 objects += 1;
                 continue;
             }
-            let abs = self.abs(&entry.path);
-            let Ok(md) = fs::symlink_metadata(&abs) else {
+            if entry.path.is_empty() {
+                continue;
+            }
+            let Ok(md) = self.tree()?.lstat(&entry.path) else {
+                continue;
+            };
+            let Ok(xattr_path) = self.tree()?.fd_path(&entry.path) else {
                 continue;
             };
             if queue_type == S_IFREG {
@@ -314,12 +321,12 @@ impl<'a> Uploader<'a> {
                 }
                 let (parent, raw_name) = split_path(&entry.path);
                 let name = names::edge_name(raw_name, parent.is_empty());
-                let (mut meta, _) = EdgeMeta::read(&abs, &entry.meta, &md);
+                let (mut meta, _) = EdgeMeta::read(&xattr_path, &entry.meta, &md);
                 meta.name_raw = name.raw;
                 let key = self.file_key(&entry.path, &meta, &md, decision);
                 if !self.options.dedup || self.cache.lookup(&key)?.is_none() {
                     objects += 1;
-                    bytes += md.size();
+                    bytes = bytes.saturating_add(md.size());
                 }
             } else if queue_type == S_IFLNK {
                 objects += 1;
@@ -328,12 +335,20 @@ impl<'a> Uploader<'a> {
         Ok((objects, bytes))
     }
 
-    fn abs(&self, path: &[u8]) -> PathBuf {
-        if path.is_empty() {
-            self.source.clone()
-        } else {
-            self.source.join(OsStr::from_bytes(path))
+    /// The source tree, opened for reads relative to its root.
+    fn tree(&mut self) -> Result<&mut source::SourceTree, UploadError> {
+        if self.tree.is_none() {
+            let tree = source::SourceTree::open(&self.source).map_err(|e| {
+                UploadError::Source(format!(
+                    "the source root {} cannot be read: {e}",
+                    self.source.display()
+                ))
+            })?;
+            self.tree = Some(tree);
         }
+        self.tree
+            .as_mut()
+            .ok_or_else(|| UploadError::Source("internal error: no source tree".into()))
     }
 
     /// Uploads every entry of the queue at `queue_path` and returns the root.
@@ -357,11 +372,15 @@ impl<'a> Uploader<'a> {
             }
             drop(done_tx);
             self.jobs = Some(job_tx);
-            let result = self.coordinate(queue_path, &done_rx, concurrency);
+            // Should the coordinator panic, the job channel must still close,
+            // or the scope would wait forever for workers blocked on it.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.coordinate(queue_path, &done_rx, concurrency)
+            }));
             // Closing the job channel ends the workers once their current
             // job is done; the scope waits for them.
             self.jobs = None;
-            result
+            result.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         });
         let root = result?;
         self.cache.commit()?;
@@ -387,6 +406,7 @@ impl<'a> Uploader<'a> {
         while let Some(entry) = reader.next() {
             let entry = entry?;
             let line = reader.line_no();
+            test_panic("upload-coordinator");
             if root_seen {
                 return Err(order_error(
                     line,
@@ -488,7 +508,7 @@ impl<'a> Uploader<'a> {
                 id
             }
         };
-        let v1 = self.format == Format::V1;
+        let v1 = self.format != Format::Legacy;
         let frame = self
             .frames
             .get_mut(&frame_id)
@@ -549,8 +569,14 @@ impl<'a> Uploader<'a> {
         } else {
             Some(self.reserve(line, path)?)
         };
-        let abs = self.abs(path);
-        let md = match fs::symlink_metadata(&abs) {
+        // Below the root, everything is reached through held directory
+        // descriptors without following links (see `source.rs`).
+        let md = if is_root {
+            fs::symlink_metadata(&self.source)
+        } else {
+            self.tree()?.lstat(path)
+        };
+        let md = match md {
             Ok(md) => md,
             Err(e) if is_root => {
                 return Err(UploadError::Source(format!(
@@ -565,17 +591,19 @@ impl<'a> Uploader<'a> {
                     format!("cannot be read ({e})")
                 };
                 self.drop_open_frame(path);
-                return self.skip(slot.expect("non-root"), path, &why);
+                return self.skip(non_root(slot)?, path, &why);
             }
         };
         let queue_type = queue_meta.mode.map_or(S_IFLNK, |m| m & S_IFMT);
         if md.mode() & S_IFMT != queue_type {
+            if is_root {
+                return Err(UploadError::Source(format!(
+                    "the source root {} is no longer a directory",
+                    self.source.display()
+                )));
+            }
             self.drop_open_frame(path);
-            return self.skip(
-                slot.expect("non-root"),
-                path,
-                "changed its type since the scan",
-            );
+            return self.skip(non_root(slot)?, path, "changed its type since the scan");
         }
         let (parent, raw_name) = split_path(path);
         let names::EdgeName { name, raw } = if is_root {
@@ -586,7 +614,14 @@ impl<'a> Uploader<'a> {
         } else {
             names::edge_name(raw_name, parent.is_empty())
         };
-        let (mut meta, problems) = EdgeMeta::read(&abs, queue_meta, &md);
+        let xattr_path = match self.tree()?.fd_path(path) {
+            Ok(p) => p,
+            Err(e) => {
+                self.drop_open_frame(path);
+                return self.skip(non_root(slot)?, path, &format!("cannot be read ({e})"));
+            }
+        };
+        let (mut meta, problems) = EdgeMeta::read(&xattr_path, queue_meta, &md);
         for problem in problems {
             warn!("{}: {problem}", display_path(path));
             self.stats.skipped += 1;
@@ -595,14 +630,16 @@ impl<'a> Uploader<'a> {
         match queue_type {
             S_IFDIR => self.close_dir(line, path, name, meta, slot),
             S_IFREG => {
-                self.stats.bytes_total += md.size();
-                self.regular_file(slot.expect("non-root"), path, abs, md, name, meta)
+                // Sizes come from the file system: sparse files may claim
+                // exabytes, so the sums saturate rather than panic.
+                self.stats.bytes_total = self.stats.bytes_total.saturating_add(md.size());
+                self.regular_file(non_root(slot)?, path, md, name, meta)
             }
-            S_IFLNK => self.symlink(slot.expect("non-root"), path, &abs, &md, name, meta),
+            S_IFLNK => self.symlink(non_root(slot)?, path, &md, name, meta),
             // Fifos, sockets and device nodes have no content: an empty
             // literal file carries their mode (and rdev) for restore.
             _ => self.fill(
-                slot.expect("non-root"),
+                non_root(slot)?,
                 Slot::Done(Child {
                     name,
                     cap: Cap::empty_literal(),
@@ -653,7 +690,10 @@ impl<'a> Uploader<'a> {
         let stale = !cached.cap.is_literal()
             && cached
                 .lease_renewed
-                .is_none_or(|t| self.now - t >= self.options.reuse_check_secs);
+                // Saturating: the timestamp comes from the cache file, and a
+                // nonsense value (e.g. -2^63) must mean "check it", not a
+                // panic.
+                .is_none_or(|t| self.now.saturating_sub(t) >= self.options.reuse_check_secs);
         let enc = match cached.enc.as_deref() {
             None => None,
             Some(name) => match Encoding::from_name(name) {
@@ -673,7 +713,6 @@ impl<'a> Uploader<'a> {
         &mut self,
         slot: SlotRef,
         path: &[u8],
-        abs: PathBuf,
         md: Metadata,
         name: String,
         meta: EdgeMeta,
@@ -686,7 +725,6 @@ impl<'a> Uploader<'a> {
         let mut task = FileTask {
             slot,
             path: path.to_vec(),
-            abs,
             md,
             key,
             name,
@@ -717,17 +755,35 @@ impl<'a> Uploader<'a> {
         if task.decision.is_none() && task.md.size() <= tahoe::LIT_THRESHOLD {
             return self.literal_file(task);
         }
-        let (abs, decision) = (task.abs.clone(), task.decision);
-        self.submit(Task::File(task), |id| Job::Prepare { id, abs, decision })
+        // Opened here, through the held directories and without following
+        // a link; the worker reads only this descriptor.
+        let file = match self.tree()?.open_file(&task.path, &task.md) {
+            Ok(file) => file,
+            Err(e) => return self.skip_unread(task, &e),
+        };
+        let decision = task.decision;
+        self.submit(Task::File(task), |id| Job::Prepare { id, file, decision })
+    }
+
+    fn skip_unread(&mut self, task: FileTask, e: &io::Error) -> Result<(), UploadError> {
+        let why = if e.kind() == io::ErrorKind::NotFound {
+            "vanished before it was uploaded".to_owned()
+        } else {
+            format!("cannot be read ({e})")
+        };
+        self.skip(task.slot, &task.path, &why)
     }
 
     /// Files of at most 55 bytes live inside their cap: computed locally,
     /// byte-identical to the gateway's, at no request.
     fn literal_file(&mut self, task: FileTask) -> Result<(), UploadError> {
         let mut data = Vec::with_capacity(64);
-        let read = File::open(&task.abs)
-            .and_then(|f| f.take(tahoe::LIT_THRESHOLD + 1).read_to_end(&mut data));
-        let still = fs::symlink_metadata(&task.abs);
+        let file = match self.tree()?.open_file(&task.path, &task.md) {
+            Ok(file) => file,
+            Err(e) => return self.skip_unread(task, &e),
+        };
+        let read = file.take(tahoe::LIT_THRESHOLD + 1).read_to_end(&mut data);
+        let still = self.tree()?.lstat(&task.path);
         match (read, still) {
             (Ok(_), Ok(after))
                 if unchanged(&task.md, &after) && data.len() as u64 == task.md.size() =>
@@ -765,13 +821,12 @@ impl<'a> Uploader<'a> {
         &mut self,
         slot: SlotRef,
         path: &[u8],
-        abs: &Path,
         md: &Metadata,
         name: String,
         meta: EdgeMeta,
     ) -> Result<(), UploadError> {
-        let target = match fs::read_link(abs) {
-            Ok(t) => t.into_os_string().into_vec(),
+        let target = match self.tree()?.read_link(path) {
+            Ok(t) => t,
             Err(e) => return self.skip(slot, path, &format!("cannot be read ({e})")),
         };
         let key = SymlinkKey {
@@ -1035,6 +1090,9 @@ impl<'a> Uploader<'a> {
             Done::Prepared { id, result } => self.prepared(id, result),
             Done::Uploaded { id, result } => self.uploaded(id, result),
             Done::Checked { id, result } => self.checked(id, result),
+            Done::Panicked => Err(UploadError::Source(
+                "internal error: an upload thread panicked (a bug; please report)".into(),
+            )),
         }
     }
 
@@ -1222,12 +1280,12 @@ impl<'a> Uploader<'a> {
             Task::File(task) => {
                 if own {
                     self.stats.files_uploaded += 1;
-                    self.stats.bytes_read += task.md.size();
+                    self.stats.bytes_read = self.stats.bytes_read.saturating_add(task.md.size());
                     self.progress.object_done(task.md.size());
                 } else {
                     self.progress.shrink_total(1, task.md.size());
                 }
-                match fs::symlink_metadata(&task.abs) {
+                match self.tree()?.lstat(&task.path) {
                     Ok(after) if unchanged(&task.md, &after) => {
                         let enc = task.meta.enc.map(Encoding::as_str);
                         self.cache
@@ -1331,6 +1389,23 @@ enum Lookup {
     Miss,
 }
 
+/// The slot of an entry that is not the root (only the root has none).
+fn non_root(slot: Option<SlotRef>) -> Result<SlotRef, UploadError> {
+    slot.ok_or_else(|| UploadError::Source("internal error: the root has no parent slot".into()))
+}
+
+/// A test hook, honoured in debug builds only: with
+/// `LAFS_BACKUP_TEST_PANIC=PLACE` (`upload-worker`, `upload-coordinator`),
+/// the code at PLACE panics, so tests can check that a panic ends the
+/// process promptly and releases the cache lock. Release builds ignore it.
+pub(crate) fn test_panic(place: &str) {
+    if cfg!(debug_assertions)
+        && std::env::var_os("LAFS_BACKUP_TEST_PANIC").is_some_and(|v| v == place)
+    {
+        panic!("injected panic at {place} (LAFS_BACKUP_TEST_PANIC, a test hook)");
+    }
+}
+
 fn order_error(line: u64, path: &[u8], reason: &str) -> UploadError {
     UploadError::Order {
         line,
@@ -1347,6 +1422,106 @@ mod tests {
     fn split_path_finds_parent_and_name() {
         assert_eq!(split_path(b"a/b/c"), (&b"a/b"[..], &b"c"[..]));
         assert_eq!(split_path(b"top"), (&b""[..], &b"top"[..]));
+    }
+
+    /// Runs an upload of `queue` (its bytes) from `source`, with a gateway
+    /// that refuses connections: whatever the queue says, the upload must
+    /// end with a result or an error, never a panic.
+    fn upload_never_panics(source: &Path, queue: &[u8]) {
+        let dir = tempfile::tempdir().unwrap();
+        let queue_path = dir.path().join("queue");
+        std::fs::write(&queue_path, queue).unwrap();
+        let mut config = crate::config::Config::default();
+        config.http.retry.attempts = 1;
+        let client = Client::new(
+            "http://127.0.0.1:9/uri",
+            &config.http.retry,
+            &config.operation.timeouts.updates,
+        )
+        .unwrap();
+        let mut cache = Cache::open(
+            &dir.path().join("cache.sqlite"),
+            &config.source.entry_cache.commit_after,
+        )
+        .unwrap();
+        cache.begin_run(false).unwrap();
+        let encoder = Encoder::new(&config.destination.encoding).unwrap();
+        let progress = Arc::new(Progress::new(crate::progress::Mode::Off));
+        let options = Options {
+            dedup: true,
+            reuse_check_secs: 0,
+            concurrency: 2,
+        };
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut uploader = Uploader::new(
+                &client,
+                &mut cache,
+                &encoder,
+                Limits::new(None, None),
+                Arc::clone(&progress),
+                source,
+                options,
+            );
+            let _ = uploader.estimate(&queue_path);
+            let _ = uploader.run(&queue_path);
+        }));
+        assert!(
+            outcome.is_ok(),
+            "the upload panicked on the queue {:?}",
+            String::from_utf8_lossy(queue)
+        );
+    }
+
+    mod damaged_queues {
+        use super::*;
+        use proptest::prelude::*;
+
+        const PATHS: [&str; 12] = [
+            "", "a", "a/b", "a/f", "a/b/g", "l", "h", "x", "a/x", "l/f", "h/y", "a/b/g/z",
+        ];
+        const METAS: [&str; 5] = ["0:0:40755", "0:0:100644", "0:0:", "0:0:10644", "0:0:20620"];
+
+        fn tree() -> tempfile::TempDir {
+            let t = tempfile::tempdir().unwrap();
+            let root = t.path();
+            std::fs::create_dir_all(root.join("a/b")).unwrap();
+            std::fs::write(root.join("a/f"), b"ten bytes!").unwrap();
+            std::fs::write(root.join("a/b/g"), b"ten bytes?").unwrap();
+            std::fs::write(root.join("h"), b"h").unwrap();
+            std::os::unix::fs::symlink("a", root.join("l")).unwrap();
+            t
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(48))]
+            #[test]
+            fn any_queue_ends_without_a_panic(
+                v1 in any::<bool>(),
+                lines in proptest::collection::vec((0..PATHS.len(), 0..METAS.len()), 0..10),
+            ) {
+                let t = tree();
+                let mut queue = Vec::new();
+                if v1 {
+                    queue.extend_from_slice(b"#lafs-backup-queue v1\n");
+                }
+                for (p, m) in lines {
+                    queue.extend_from_slice(format!("{} {}\n", PATHS[p], METAS[m]).as_bytes());
+                }
+                upload_never_panics(t.path(), &queue);
+            }
+        }
+
+        #[test]
+        fn a_queue_of_another_tree_or_a_file_root_ends_without_a_panic() {
+            let t = tree();
+            // The source root is now a file, while the queue says directory.
+            upload_never_panics(&t.path().join("h"), b"#lafs-backup-queue v1\n 0:0:40755\n");
+            // Entries of another tree, as after source.path changed.
+            upload_never_panics(
+                t.path(),
+                b"#lafs-backup-queue v1\nh/q/r 0:0:100644\nh/q 0:0:40755\nh 0:0:40755\n 0:0:40755\n",
+            );
+        }
     }
 
     #[test]

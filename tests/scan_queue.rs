@@ -15,7 +15,37 @@ use std::process::Command;
 
 use tempfile::TempDir;
 
-const HEADER: &[u8] = b"#lafs-backup-queue v1\n";
+/// `backup` writes format v2: its header line binds the queue to the
+/// source (`written=T dev=D ino=I source=PATH`, see docs/queue-format.md).
+const HEADER: &[u8] = b"#lafs-backup-queue v2 written=";
+
+/// The queue's body: everything after its header line.
+fn body_of(bytes: &[u8]) -> &[u8] {
+    assert!(bytes.starts_with(HEADER), "queue lacks the v2 header");
+    let end = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .expect("a header line");
+    let header = std::str::from_utf8(&bytes[..end]).expect("the header is UTF-8");
+    assert!(valid_v2_header(header), "malformed v2 header: {header:?}");
+    &bytes[end + 1..]
+}
+
+/// `#lafs-backup-queue v2 written=N dev=N ino=N source=/...`.
+fn valid_v2_header(header: &str) -> bool {
+    let Some(rest) = header.strip_prefix("#lafs-backup-queue v2 ") else {
+        return false;
+    };
+    let mut parts = rest.splitn(4, ' ');
+    let number = |p: Option<&str>, key: &str| {
+        p.and_then(|p| p.strip_prefix(key))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    number(parts.next(), "written=")
+        && number(parts.next(), "dev=")
+        && number(parts.next(), "ino=")
+        && parts.next().is_some_and(|p| p.starts_with("source=/"))
+}
 
 /// Decodes `\\` and `\xNN`, independently of the crate's escape module.
 fn unescape(s: &[u8]) -> Vec<u8> {
@@ -47,8 +77,7 @@ fn unescape(s: &[u8]) -> Vec<u8> {
 
 /// (raw path, metadata field) per line, in file order.
 fn decode_queue(bytes: &[u8]) -> Vec<(Vec<u8>, String)> {
-    assert!(bytes.starts_with(HEADER), "queue lacks the v1 header");
-    let body = &bytes[HEADER.len()..];
+    let body = body_of(bytes);
     assert!(body.ends_with(b"\n"), "queue does not end with a newline");
     body[..body.len() - 1]
         .split(|&b| b == b'\n')
@@ -378,7 +407,7 @@ fn usage_and_source_errors_have_their_exit_codes() {
     // ...unless --queue-only names one.
     let q = tmp.path().join("q");
     queue_only(&[&cfg], &[q.as_os_str()], 0);
-    assert!(fs::read(&q).unwrap().starts_with(HEADER));
+    body_of(&fs::read(&q).unwrap());
 }
 
 #[test]

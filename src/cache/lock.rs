@@ -43,8 +43,11 @@ impl LockFile {
             .create(true)
             .truncate(false)
             .mode(0o600)
+            // A symlink planted at the lock's path is refused: following it
+            // would truncate its target to our PID.
+            .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_CLOEXEC).bits())
             .open(&path)
-            .map_err(|e| io_err("open", e))?;
+            .map_err(|e| io_err("open", crate::queue::refuse_symlink(e)))?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(flock) => {
                 let mut file: &File = &flock;
@@ -80,4 +83,44 @@ pub fn tighten(file: &File) -> std::io::Result<bool> {
     }
     file.set_permissions(Permissions::from_mode(0o600))?;
     Ok(true)
+}
+
+/// Parses a `--lock-wait` DURATION: seconds as a number (`90`, `2.5`), or a
+/// number with a unit `s`, `m` or `h` (`30s`, `10m`, `1h`).
+pub fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    let (number, unit) = match t.char_indices().last() {
+        Some((i, 's')) => (&t[..i], 1.0),
+        Some((i, 'm')) => (&t[..i], 60.0),
+        Some((i, 'h')) => (&t[..i], 3600.0),
+        _ => (t, 1.0),
+    };
+    let secs = number
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .map(|n| n * unit)
+        .filter(|s| s.is_finite() && *s >= 0.0 && *s <= 1e9)
+        .ok_or_else(|| {
+            format!("{text:?} is not a duration: give seconds (90, 2.5) or a number with s, m or h (30s, 10m, 1h)")
+        })?;
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn wait_durations() {
+        assert_eq!(parse_wait("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_wait("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_wait("2.5s").unwrap(), Duration::from_millis(2500));
+        assert_eq!(parse_wait("10m").unwrap(), Duration::from_secs(600));
+        assert_eq!(parse_wait("1h").unwrap(), Duration::from_secs(3600));
+        for bad in ["", "-1", "x", "5d", "nan", "1e300"] {
+            assert!(parse_wait(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -325,6 +325,66 @@ fn open_wait_gets_the_lock_once_released() {
     assert!(!cache.created());
 }
 
+// ---------------------------------------------------------------- readers
+
+#[test]
+fn readers_need_no_lock_and_create_nothing() {
+    let (dir, path) = scratch();
+    // Missing: an error, and no file is made.
+    let err = Cache::open_read_only(&path).unwrap_err();
+    assert!(err.to_string().contains("No such file"), "{err}");
+    assert!(!path.exists() && !lock_path(&path).exists());
+    // Beside a writer that holds the lock, a reader sees what it committed.
+    let mut writer = Cache::open(&path, &NO_LIMIT).unwrap();
+    writer.begin_run(false).unwrap();
+    writer.finish_backup(b"name", &dir2(1), 1, 0).unwrap();
+    let reader = Cache::open_read_only(&path).expect("a reader beside the writer");
+    assert_eq!(reader.backups().unwrap().len(), 1);
+    drop(reader);
+    drop(writer);
+    // An empty file is not a cache for a reader (only a writer makes one).
+    let empty = dir.path().join("empty.sqlite");
+    std::fs::write(&empty, b"").unwrap();
+    assert!(matches!(
+        Cache::open_read_only(&empty),
+        Err(CacheError::NotACache { .. })
+    ));
+    assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0);
+}
+
+#[test]
+fn symlinks_at_the_cache_or_its_side_files_are_refused() {
+    let (dir, path) = scratch();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, b"keep").unwrap();
+    std::fs::set_permissions(&victim, Permissions::from_mode(0o644)).unwrap();
+    for link in [
+        path.clone(),
+        lock_path(&path),
+        side(&path, "-wal"),
+        side(&path, "-shm"),
+        side(&path, "-journal"),
+    ] {
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let err = Cache::open(&path, &NO_LIMIT).unwrap_err().to_string();
+        assert!(err.contains("symbolic link"), "{}: {err}", link.display());
+        assert!(
+            err.contains(&link.display().to_string()),
+            "{}: {err}",
+            link.display()
+        );
+        if link != lock_path(&path) {
+            let err = Cache::open_read_only(&path).unwrap_err().to_string();
+            assert!(err.contains("symbolic link"), "{}: {err}", link.display());
+        }
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        assert_eq!(mode_of(&victim), 0o644);
+        std::fs::remove_file(&link).unwrap();
+    }
+}
+
 // ---------------------------------------------------------------- generations
 
 #[test]

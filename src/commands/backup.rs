@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::cache::Cache;
 use crate::cli::{BackupArgs, Cli};
 use crate::config::Config;
 use crate::encode::Encoder;
+use crate::escape;
 use crate::exit::{Outcome, UsageError};
 use crate::filter::Filter;
 use crate::names;
@@ -38,16 +39,71 @@ pub enum QueuePlan {
 ///
 /// The original tool reused any queue newer than the source's top directory,
 /// so new files deep in a live tree were missed for as long as the top
-/// directory did not change. Here only an unfinished queue is resumed.
-pub fn plan(config: &Config, queue_path: &Path) -> QueuePlan {
+/// directory did not change. Here only an unfinished queue is resumed, and
+/// only one bound to this source (`current`, the binding a scan would write
+/// now) that is younger than `source.queue.max_resume_age`. Returns the plan
+/// and, when an unfinished queue is not resumed, why.
+pub fn plan(
+    config: &Config,
+    queue_path: &Path,
+    current: &queue::Binding,
+) -> (QueuePlan, Option<String>) {
     if config.operation.reuse_queue {
-        QueuePlan::Reuse
-    } else if config.operation.queue_only || !config.source.queue.check_mtime {
-        QueuePlan::Scan
-    } else if queue_path.exists() && !queue::is_done(queue_path) {
-        QueuePlan::Resume
+        return (QueuePlan::Reuse, None);
+    }
+    if config.operation.queue_only
+        || !config.source.queue.check_mtime
+        || fs_absent(queue_path)
+        || queue::is_done(queue_path)
+    {
+        return (QueuePlan::Scan, None);
+    }
+    match resumable(queue_path, current, config.source.queue.max_resume_age) {
+        Ok(()) => (QueuePlan::Resume, None),
+        Err(why) => (QueuePlan::Scan, Some(why)),
+    }
+}
+
+fn fs_absent(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_err()
+}
+
+/// Whether the unfinished queue at `queue_path` may be resumed; if not, why.
+/// Never fails otherwise: a damaged queue is simply scanned again.
+fn resumable(queue_path: &Path, current: &queue::Binding, max_age: u64) -> Result<(), String> {
+    if max_age == 0 {
+        return Err("source.queue.max_resume_age is 0".into());
+    }
+    let reader = queue::Reader::open(queue_path).map_err(|e| format!("it cannot be read ({e})"))?;
+    let Some(bound) = reader.binding() else {
+        return Err("it does not record which source it was made from (an older format)".into());
+    };
+    if !bound.same_source(current) {
+        return Err(format!(
+            "it was made from another source ({})",
+            String::from_utf8_lossy(&escape::escape(&bound.source))
+        ));
+    }
+    let age = current.written.saturating_sub(bound.written);
+    if age < 0 {
+        return Err("it claims to be written in the future (was the clock moved?)".into());
+    }
+    if age.unsigned_abs() > max_age {
+        return Err(format!(
+            "it is {} old, more than source.queue.max_resume_age ({max_age} s)",
+            human_age(age.unsigned_abs())
+        ));
+    }
+    Ok(())
+}
+
+fn human_age(secs: u64) -> String {
+    if secs >= 3600 {
+        format!("{:.1} h", secs as f64 / 3600.0)
+    } else if secs >= 60 {
+        format!("{} min", secs / 60)
     } else {
-        QueuePlan::Scan
+        format!("{secs} s")
     }
 }
 
@@ -80,6 +136,57 @@ fn apply_flags(args: &BackupArgs, config: &mut Config) {
     }
 }
 
+/// What the upload needs, made ready (and the gateway, the grid probe and
+/// the cache lock checked) before the scan, so that an unreachable gateway
+/// or a busy cache fails within seconds instead of after a long scan.
+struct Ready {
+    client: Client,
+    cache: Cache,
+    encoder: Encoder,
+    limits: Limits,
+    source: PathBuf,
+}
+
+fn get_ready(args: &BackupArgs, config: &Config) -> anyhow::Result<Ready> {
+    let cache_path = config.source.entry_cache.path.as_deref().ok_or_else(|| {
+        UsageError(
+            "config key source.entry_cache.path is required for backup \
+             (the deduplication database)"
+                .into(),
+        )
+    })?;
+    let source = pick_source(config)?;
+    let encoder = Encoder::new(&config.destination.encoding).map_err(UsageError)?;
+    if config.operation.concurrency == 0 {
+        return Err(UsageError("operation.concurrency must be at least 1".into()).into());
+    }
+    let bytes_limit = match &args.limit_upload {
+        Some(text) => Some(ratelimit::parse_rate(text).map_err(UsageError)?),
+        None => config.operation.rate_limit.bytes,
+    };
+    let limits = Limits::new(
+        bytes_limit.as_ref(),
+        config.operation.rate_limit.objects.as_ref(),
+    );
+    let (client, url) = super::gateway_client(config, None)?;
+    // The gateway first: it needs no lock, and a wrong URL is the most
+    // common mistake.
+    super::storage_servers(&client, url, super::Contact::Retried)?;
+    let mut cache = Cache::open_wait(
+        cache_path,
+        &config.source.entry_cache.commit_after,
+        args.lock_wait,
+    )?;
+    check_grid(&client, url, &mut cache, args.allow_foreign_cache)?;
+    Ok(Ready {
+        client,
+        cache,
+        encoder,
+        limits,
+        source,
+    })
+}
+
 pub fn run(cli: &Cli, args: &BackupArgs, mut config: Config) -> anyhow::Result<Outcome> {
     apply_flags(args, &mut config);
     if config.operation.queue_only && config.operation.reuse_queue {
@@ -98,11 +205,25 @@ pub fn run(cli: &Cli, args: &BackupArgs, mut config: Config) -> anyhow::Result<O
         )
     })?;
 
-    let plan = plan(&config, &queue_path);
+    let ready = if config.operation.queue_only {
+        None
+    } else {
+        Some(get_ready(args, &config)?)
+    };
+    let source = pick_source(&config)?;
+    let current = queue::Binding::of(&source)
+        .with_context(|| format!("reading the source root {}", source.display()))?;
+    let (plan, not_resumed) = plan(&config, &queue_path, &current);
+    if let Some(why) = not_resumed {
+        info!(
+            "not resuming the unfinished queue {}: {why}; scanning again",
+            queue_path.display()
+        );
+    }
     let mut outcome = Outcome::Success;
     let entries = match plan {
         QueuePlan::Scan => {
-            let report = scan_source(&config, &queue_path)?;
+            let report = scan_source(&config, &queue_path, &current)?;
             if report.stats.problems > 0 {
                 outcome = Outcome::Partial;
             }
@@ -110,13 +231,33 @@ pub fn run(cli: &Cli, args: &BackupArgs, mut config: Config) -> anyhow::Result<O
             report.stats.entries
         }
         QueuePlan::Reuse | QueuePlan::Resume => {
+            let (entries, bound) = count_entries(&queue_path)?;
+            if let Some(bound) = &bound
+                && !bound.same_source(&current)
+            {
+                // Uploading another tree's list under this source would
+                // warn about every path and back up a mix of both.
+                return Err(UsageError(format!(
+                    "the queue {} was made from another source ({}), not from {}; \
+                     scan again (without --reuse-queue)",
+                    queue_path.display(),
+                    String::from_utf8_lossy(&escape::escape(&bound.source)),
+                    source.display()
+                ))
+                .into());
+            }
             if plan == QueuePlan::Resume {
-                info!(
-                    "resuming the unfinished queue {} (use -f to scan again)",
+                let written = bound
+                    .as_ref()
+                    .and_then(|b| jiff::Timestamp::from_second(b.written).ok())
+                    .map_or_else(|| "an unknown time".to_owned(), |t| t.to_string());
+                warn!(
+                    "resuming the queue {} written at {written}, {entries} entries left \
+                     (its upload did not complete; use -f to scan again)",
                     queue_path.display()
                 );
             }
-            count_entries(&queue_path)?
+            entries
         }
     };
     info!("queue {} holds {entries} entries", queue_path.display());
@@ -124,7 +265,10 @@ pub fn run(cli: &Cli, args: &BackupArgs, mut config: Config) -> anyhow::Result<O
     if config.operation.queue_only {
         return Ok(outcome);
     }
-    let uploaded = upload_queue(cli, args, &config, &queue_path)?;
+    let Some(ready) = ready else {
+        return Ok(outcome);
+    };
+    let uploaded = upload_queue(cli, args, &config, &queue_path, ready)?;
     Ok(outcome.max(uploaded))
 }
 
@@ -190,30 +334,15 @@ fn upload_queue(
     args: &BackupArgs,
     config: &Config,
     queue_path: &Path,
+    ready: Ready,
 ) -> anyhow::Result<Outcome> {
-    let cache_path = config.source.entry_cache.path.as_deref().ok_or_else(|| {
-        UsageError(
-            "config key source.entry_cache.path is required for backup \
-             (the deduplication database)"
-                .into(),
-        )
-    })?;
-    let source = pick_source(config)?;
-    let encoder = Encoder::new(&config.destination.encoding).map_err(UsageError)?;
-    if config.operation.concurrency == 0 {
-        return Err(UsageError("operation.concurrency must be at least 1".into()).into());
-    }
-    let bytes_limit = match &args.limit_upload {
-        Some(text) => Some(ratelimit::parse_rate(text).map_err(UsageError)?),
-        None => config.operation.rate_limit.bytes,
-    };
-    let limits = Limits::new(
-        bytes_limit.as_ref(),
-        config.operation.rate_limit.objects.as_ref(),
-    );
-    let (client, url) = super::gateway_client(config, None)?;
-    let mut cache = Cache::open(cache_path, &config.source.entry_cache.commit_after)?;
-    check_grid(&client, url, &mut cache, args.allow_foreign_cache)?;
+    let Ready {
+        client,
+        mut cache,
+        encoder,
+        limits,
+        source,
+    } = ready;
     let generation = cache.begin_run(config.operation.try_resume)?;
     let name = scan::backup_name(&source);
     info!(
@@ -319,14 +448,16 @@ fn upload_queue(
 }
 
 /// Reads the whole queue once, so that a damaged queue is refused before any
-/// work starts.
-fn count_entries(queue_path: &Path) -> anyhow::Result<u64> {
-    let mut count = 0;
-    for entry in queue::Reader::open(queue_path)? {
+/// work starts; returns its entry count and its binding (v2).
+fn count_entries(queue_path: &Path) -> anyhow::Result<(u64, Option<queue::Binding>)> {
+    let mut count = 0u64;
+    let mut reader = queue::Reader::open(queue_path)?;
+    let binding = reader.binding().cloned();
+    for entry in reader.by_ref() {
         entry?;
-        count += 1;
+        count = count.saturating_add(1);
     }
-    Ok(count)
+    Ok((count, binding))
 }
 
 struct ScanReport {
@@ -336,7 +467,11 @@ struct ScanReport {
     seconds: f64,
 }
 
-fn scan_source(config: &Config, queue_path: &Path) -> anyhow::Result<ScanReport> {
+fn scan_source(
+    config: &Config,
+    queue_path: &Path,
+    binding: &queue::Binding,
+) -> anyhow::Result<ScanReport> {
     let source = pick_source(config)?;
     let filter = Filter::new(&config.filter)?;
     let options = scan::Options {
@@ -349,7 +484,7 @@ fn scan_source(config: &Config, queue_path: &Path) -> anyhow::Result<ScanReport>
         source.display(),
         queue_path.display()
     );
-    let mut writer = queue::Writer::create(queue_path)?;
+    let mut writer = queue::Writer::create_bound(queue_path, binding)?;
     let stats = scan::scan(&source, &filter, options, &mut writer)
         .with_context(|| format!("scanning {}", source.display()))?;
     writer.finish()?;
@@ -397,37 +532,70 @@ mod tests {
     use super::*;
     use crate::meta::EntryMeta;
 
-    fn write_queue(path: &Path) {
-        let mut w = queue::Writer::create(path).unwrap();
+    fn write_queue(path: &Path, binding: &queue::Binding) {
+        let mut w = queue::Writer::create_bound(path, binding).unwrap();
         w.push(b"", &EntryMeta::parse_queue_field(b"0:0:40755").unwrap())
             .unwrap();
         w.finish().unwrap();
     }
 
     #[test]
-    fn only_unfinished_queues_are_resumed() {
+    fn only_unfinished_queues_of_this_source_are_resumed() {
         let dir = tempfile::tempdir().unwrap();
         let q = dir.path().join("queue");
+        let now = queue::Binding::of(dir.path()).unwrap();
         let mut config = Config::default();
         assert!(config.source.queue.check_mtime);
+        assert_eq!(config.source.queue.max_resume_age, 72_000);
+        let decide = |config: &Config, current: &queue::Binding| plan(config, &q, current).0;
         // No queue yet: scan.
-        assert_eq!(plan(&config, &q), QueuePlan::Scan);
+        assert_eq!(decide(&config, &now), QueuePlan::Scan);
         // A queue whose upload never completed: resume it.
-        write_queue(&q);
-        assert_eq!(plan(&config, &q), QueuePlan::Resume);
+        write_queue(&q, &now);
+        assert_eq!(decide(&config, &now), QueuePlan::Resume);
+        // ... but not once it is older than max_resume_age,
+        let later = queue::Binding {
+            written: now.written + 72_001,
+            ..now.clone()
+        };
+        let (p, why) = plan(&config, &q, &later);
+        assert_eq!(p, QueuePlan::Scan);
+        assert!(why.unwrap().contains("max_resume_age"));
+        // nor with max_resume_age 0,
+        config.source.queue.max_resume_age = 0;
+        assert_eq!(decide(&config, &now), QueuePlan::Scan);
+        config.source.queue.max_resume_age = 72_000;
+        // nor for another source (another root directory or path),
+        let other = tempfile::tempdir().unwrap();
+        let elsewhere = queue::Binding::of(other.path()).unwrap();
+        let (p, why) = plan(&config, &q, &elsewhere);
+        assert_eq!(p, QueuePlan::Scan);
+        assert!(why.unwrap().contains("another source"));
+        // nor a v1 queue, which does not say where it came from,
+        let mut w = queue::Writer::create(&q).unwrap();
+        w.push(b"", &EntryMeta::parse_queue_field(b"0:0:40755").unwrap())
+            .unwrap();
+        w.finish().unwrap();
+        assert_eq!(decide(&config, &now), QueuePlan::Scan);
+        // nor a damaged one (never a panic).
+        std::fs::write(&q, b"#lafs-backup-queue v2 written=x\n").unwrap();
+        assert_eq!(decide(&config, &now), QueuePlan::Scan);
+        std::fs::write(&q, b"\xff\x00garbage").unwrap();
+        assert_eq!(decide(&config, &now), QueuePlan::Scan);
         // Completed: scan again, however fresh the queue is.
+        write_queue(&q, &now);
         queue::mark_done(&q).unwrap();
-        assert_eq!(plan(&config, &q), QueuePlan::Scan);
+        assert_eq!(decide(&config, &now), QueuePlan::Scan);
         // --reuse-queue always reuses, even a completed queue.
         config.operation.reuse_queue = true;
-        assert_eq!(plan(&config, &q), QueuePlan::Reuse);
+        assert_eq!(decide(&config, &now), QueuePlan::Reuse);
         config.operation.reuse_queue = false;
         // -f (check_mtime false) and --queue-only always scan.
-        write_queue(&q);
+        write_queue(&q, &now);
         config.source.queue.check_mtime = false;
-        assert_eq!(plan(&config, &q), QueuePlan::Scan);
+        assert_eq!(decide(&config, &now), QueuePlan::Scan);
         config.source.queue.check_mtime = true;
         config.operation.queue_only = true;
-        assert_eq!(plan(&config, &q), QueuePlan::Scan);
+        assert_eq!(decide(&config, &now), QueuePlan::Scan);
     }
 }

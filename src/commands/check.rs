@@ -82,7 +82,11 @@ pub fn run(cli: &Cli, args: &CheckArgs, config: &Config) -> anyhow::Result<Outco
         Vec::new()
     };
 
-    let mut cache = Cache::open(cache_path, &config.source.entry_cache.commit_after)?;
+    let mut cache = Cache::open_wait(
+        cache_path,
+        &config.source.entry_cache.commit_after,
+        args.lock_wait,
+    )?;
     let report = Reporter {
         json: cli.json,
         to_stderr: args.error_output,
@@ -583,7 +587,7 @@ fn warn_stale(
     json_line: bool,
 ) -> anyhow::Result<u64> {
     let stale = cache.stale_leases(older_than)?;
-    let days = (unix_now() - older_than) / 86_400;
+    let days = unix_now().saturating_sub(older_than) / 86_400;
     if report.json && json_line {
         let names: Vec<String> = stale.backups.iter().map(|b| show_name(&b.name)).collect();
         report.summary_line(&json!({

@@ -37,7 +37,7 @@ pub fn run(cli: &Cli, args: &CleanupArgs, config: &Config) -> anyhow::Result<Out
         )
         .into());
     }
-    let mut cache = open_existing(config)?;
+    let mut cache = open_existing(config, args.lock_wait)?;
     let selection = select(&cache, &targets, &args.generations, args.up_to)?;
     let plan = cache.plan_forget(&selection.ids, &selection.generations, selection.up_to)?;
     let dry = args.dry_run;

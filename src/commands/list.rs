@@ -20,7 +20,7 @@ const PER_BACKUP_BUDGET: usize = 2_000_000;
 const NAMED_OBJECTS: usize = 5;
 
 pub fn run(cli: &Cli, args: &ListArgs, config: &Config) -> anyhow::Result<Outcome> {
-    let cache = open_existing(config)?;
+    let cache = open_reader(config)?;
     let backups = cache.backups()?;
     let referenced = cache.reachable_from(backups.iter().map(|b| b.root_cap.as_str()))?;
 
@@ -40,9 +40,29 @@ pub fn run(cli: &Cli, args: &ListArgs, config: &Config) -> anyhow::Result<Outcom
     Ok(Outcome::Success)
 }
 
+/// Opens the cache of `source.entry_cache.path` read-only, without the run
+/// lock (`list`, `restore NAME`): it works while a backup runs.
+pub(crate) fn open_reader(config: &Config) -> anyhow::Result<Cache> {
+    let path = existing_path(config)?;
+    Ok(Cache::open_read_only(path)?)
+}
+
 /// Opens the cache of `source.entry_cache.path`, which must exist already:
-/// `list` and `cleanup` never create one.
-pub(crate) fn open_existing(config: &Config) -> anyhow::Result<Cache> {
+/// `list` and `cleanup` never create one. Takes the run lock, waiting up to
+/// `lock_wait` for it.
+pub(crate) fn open_existing(
+    config: &Config,
+    lock_wait: std::time::Duration,
+) -> anyhow::Result<Cache> {
+    let path = existing_path(config)?;
+    Ok(Cache::open_wait(
+        path,
+        &config.source.entry_cache.commit_after,
+        lock_wait,
+    )?)
+}
+
+fn existing_path(config: &Config) -> anyhow::Result<&std::path::Path> {
     let path = config.source.entry_cache.path.as_deref().ok_or_else(|| {
         UsageError(
             "config key source.entry_cache.path is required (the entry cache that records \
@@ -57,7 +77,7 @@ pub(crate) fn open_existing(config: &Config) -> anyhow::Result<Cache> {
             path.display()
         );
     }
-    Ok(Cache::open(path, &config.source.entry_cache.commit_after)?)
+    Ok(path)
 }
 
 /// A backup name as text: raw bytes escaped like queue paths (`\\`,

@@ -172,7 +172,7 @@ fn resolve(args: &RestoreArgs, config: &Config) -> anyhow::Result<Cap> {
         }
         BackupArg::Name(name) => name,
     };
-    let cache = super::list::open_existing(config)?;
+    let cache = super::list::open_reader(config)?;
     let rows = cache.backups()?;
     let shown = show_name(name.as_bytes());
     let name = name.as_bytes();

@@ -102,7 +102,7 @@ fn resolve(args: &VerifyArgs, config: &Config) -> anyhow::Result<(Cap, String)> 
                 .into(),
         )
     })?;
-    let cache = Cache::open(cache_path, &config.source.entry_cache.commit_after)?;
+    let cache = Cache::open_read_only(cache_path)?;
     let name = name.as_bytes();
     let shown = show_name(name);
     let rows = cache.backups()?;

@@ -5,7 +5,7 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use liblzma::stream::{Check, Stream};
@@ -42,8 +42,11 @@ pub struct Prepared {
 
 #[derive(Debug)]
 enum Body {
-    /// The file itself, read again (and verified) for every attempt.
-    Raw(PathBuf),
+    /// The file itself, read again (and verified) for every attempt through
+    /// the descriptor `prepare` read, with positioned reads: never opened
+    /// again by name, so a path swapped for a symlink meanwhile is not
+    /// followed.
+    Raw(Arc<File>),
     /// The compressed bytes in an unlinked temporary file, read with
     /// positioned reads so that bodies opened from it share no cursor.
     Spool(Arc<File>),
@@ -63,8 +66,9 @@ impl Prepared {
     /// run).
     pub fn open(&self) -> io::Result<Box<dyn Read + Send>> {
         Ok(match &self.body {
-            Body::Raw(path) => Box::new(Verifying {
-                file: File::open(path)?,
+            Body::Raw(file) => Box::new(Verifying {
+                file: Arc::clone(file),
+                pos: 0,
                 hasher: blake3::Hasher::new(),
                 seen: 0,
                 verified: false,
@@ -80,13 +84,13 @@ impl Prepared {
     }
 
     /// A body of the raw bytes.
-    fn raw(path: &Path, hasher: &blake3::Hasher, raw_size: u64) -> Self {
+    fn raw(file: File, hasher: &blake3::Hasher, raw_size: u64) -> Self {
         Prepared {
             encoding: None,
             raw_hash: *hasher.finalize().as_bytes(),
             raw_size,
             body_size: raw_size,
-            body: Body::Raw(path.to_owned()),
+            body: Body::Raw(Arc::new(file)),
         }
     }
 }
@@ -104,12 +108,18 @@ impl Encoder {
     /// (`tempfile::tempfile`, so under `$TMPDIR`), which is discarded if it is
     /// not smaller than the file.
     pub fn prepare(&self, path: &Path, decision: Option<Encoding>) -> io::Result<Prepared> {
-        let mut file = File::open(path)?;
+        self.prepare_file(File::open(path)?, decision)
+    }
+
+    /// [`Encoder::prepare`] of a file already opened (the upload opens it
+    /// relative to held directory descriptors, without following links).
+    /// Reads from the file's current position, which must be its start.
+    pub fn prepare_file(&self, mut file: File, decision: Option<Encoding>) -> io::Result<Prepared> {
         let mut hasher = blake3::Hasher::new();
         let mut buf = vec![0; CHUNK];
         let Some(codec) = decision else {
             let raw_size = hash_rest(&mut file, &mut hasher, &mut buf, 0)?;
-            return Ok(Prepared::raw(path, &hasher, raw_size));
+            return Ok(Prepared::raw(file, &hasher, raw_size));
         };
 
         let head = read_head(&mut file, self.probe_size)?;
@@ -117,7 +127,7 @@ impl Encoder {
         let mut raw_size = head.len() as u64;
         if self.probe_size > 0 && !compressible(&head) {
             let raw_size = hash_rest(&mut file, &mut hasher, &mut buf, raw_size)?;
-            return Ok(Prepared::raw(path, &hasher, raw_size));
+            return Ok(Prepared::raw(file, &hasher, raw_size));
         }
 
         let mut sink = self.compressor(codec, tempfile::tempfile().map_err(spool_error)?)?;
@@ -134,7 +144,7 @@ impl Encoder {
         }
         let spool = sink.finish().map_err(spool_error)?;
         if spool.count >= raw_size {
-            return Ok(Prepared::raw(path, &hasher, raw_size));
+            return Ok(Prepared::raw(file, &hasher, raw_size));
         }
         Ok(Prepared {
             encoding: Some(codec),
@@ -293,7 +303,9 @@ impl Read for Spool {
 
 /// A reader of the raw file that checks it still has the prepared bytes.
 struct Verifying {
-    file: File,
+    file: Arc<File>,
+    /// Where the next positioned read starts.
+    pos: u64,
     hasher: blake3::Hasher,
     /// Bytes read (and hashed) so far; never more than `expected_len`.
     seen: u64,
@@ -312,6 +324,16 @@ impl Verifying {
                 expected_len: self.expected_len,
             },
         )
+    }
+
+    /// One positioned read at `pos`, retried when interrupted.
+    fn read_at(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.file.read_at(buf, self.pos) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                result => return result,
+            }
+        }
     }
 
     fn verify(&mut self) -> io::Result<()> {
@@ -335,17 +357,18 @@ impl Read for Verifying {
             }
             // The expected bytes are all out: the file must end here.
             let mut probe = [0u8; 1];
-            if read_some(&mut self.file, &mut probe)? != 0 {
+            if self.read_at(&mut probe)? != 0 {
                 return Err(self.changed(Change::Grew));
             }
             return Ok(0);
         }
         let left = self.expected_len - self.seen;
         let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        let n = self.file.read(&mut buf[..want])?;
+        let n = self.read_at(&mut buf[..want])?;
         if n == 0 {
             return Err(self.changed(Change::Shrank));
         }
+        self.pos += n as u64;
         self.hasher.update(&buf[..n]);
         self.seen += n as u64;
         if self.seen == self.expected_len {

@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -21,7 +21,9 @@ pub enum Job {
     /// Read (and hash, and maybe compress) a file.
     Prepare {
         id: JobId,
-        abs: PathBuf,
+        /// Opened by the coordinator relative to the source root, without
+        /// following links.
+        file: File,
         decision: Option<Encoding>,
     },
     /// Upload a prepared file.
@@ -59,6 +61,9 @@ pub enum Done {
         id: JobId,
         result: Result<CheckReport, TahoeError>,
     },
+    /// The job panicked (a bug): the coordinator stops the run, rather than
+    /// wait forever for an answer that will not come.
+    Panicked,
 }
 
 /// What every worker shares.
@@ -73,12 +78,17 @@ pub struct Shared<'a> {
 struct Counted<R> {
     inner: R,
     progress: Arc<Progress>,
+    /// This upload's bytes counted by `Progress::sending`, so they can be
+    /// taken back when the attempt starts over or the upload ends.
+    in_flight: Arc<AtomicU64>,
 }
 
 impl<R: Read> Read for Counted<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.progress.bytes_sent(n as u64);
+        self.progress.sending(n as u64);
+        self.in_flight.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
 }
@@ -92,7 +102,11 @@ pub fn work(shared: &Shared<'_>, jobs: &Mutex<Receiver<Job>>, done: &Sender<Done
             Err(_) => return,
         };
         let Ok(job) = job else { return };
-        let result = run(shared, job);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            super::test_panic("upload-worker");
+            run(shared, job)
+        }))
+        .unwrap_or(Done::Panicked);
         if done.send(result).is_err() {
             return;
         }
@@ -101,21 +115,27 @@ pub fn work(shared: &Shared<'_>, jobs: &Mutex<Receiver<Job>>, done: &Sender<Done
 
 fn run(shared: &Shared<'_>, job: Job) -> Done {
     match job {
-        Job::Prepare { id, abs, decision } => Done::Prepared {
+        Job::Prepare { id, file, decision } => Done::Prepared {
             id,
-            result: shared.encoder.prepare(&abs, decision),
+            result: shared.encoder.prepare_file(file, decision),
         },
         Job::Upload { id, prepared } => {
             shared.limits.before_object();
             let limits = shared.limits.clone();
+            let in_flight = Arc::new(AtomicU64::new(0));
             let result = upload_or_wait(shared, || {
                 shared.client.upload(|| {
+                    // A new attempt sends from the first byte again.
+                    shared.progress.unsend(in_flight.swap(0, Ordering::Relaxed));
                     Ok(Box::new(Counted {
                         inner: limits.limit_reader(prepared.open()?),
                         progress: Arc::clone(&shared.progress),
+                        in_flight: Arc::clone(&in_flight),
                     }))
                 })
             });
+            // The coordinator counts the finished object.
+            shared.progress.unsend(in_flight.swap(0, Ordering::Relaxed));
             Done::Uploaded { id, result }
         }
         Job::UploadBytes { id, data } => {
