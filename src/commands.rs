@@ -64,7 +64,8 @@ fn gateway_client<'a>(
         None => (config.destination.url.as_str(), "destination.url"),
     };
     let client = Client::new(url, &config.http.retry, &config.operation.timeouts.updates)
-        .map_err(|e| UsageError(format!("{key}: {e}")))?;
+        .map_err(|e| UsageError(format!("{key}: {e}")))?
+        .with_max_listing_bytes(config.http.max_listing_bytes);
     Ok((client, url))
 }
 

@@ -46,7 +46,7 @@ use crate::edge::EdgeMeta;
 use crate::escape;
 use crate::filter::Filter;
 use crate::progress::Progress;
-use crate::tahoe::{Cap, Client};
+use crate::tahoe::{Cap, Client, SYMLINK_TARGET_LIMIT};
 use crate::tree::{self, Kind, Node};
 
 use apply::{At, Ctx, os};
@@ -176,7 +176,7 @@ pub fn run(
         matched: HashSet::new(),
     };
     let root_meta = listing.root_meta.clone();
-    let mut plan = walk.plan(&shared, listing);
+    let mut plan = walk.plan(&shared, root, listing);
     info!(
         "{} directories listed: {} entries, {} bytes of content to restore",
         plan.dirs.iter().filter(|d| d.listed).count(),
@@ -303,6 +303,20 @@ struct Plan {
     bytes: u64,
 }
 
+impl Plan {
+    /// `(object key, display path)` of the directory `idx` and each of its
+    /// ancestors, up to the root.
+    fn ancestors(&self, idx: usize) -> impl Iterator<Item = (&str, String)> {
+        std::iter::successors(Some(idx), |&i| self.dirs.get(i).and_then(|d| d.parent)).filter_map(
+            |i| {
+                self.dirs
+                    .get(i)
+                    .map(|d| (d.key.as_str(), format!("/{}", display(&d.rel))))
+            },
+        )
+    }
+}
+
 struct PlannedDir {
     rel: Vec<Vec<u8>>,
     /// The directory's own metadata (the root's is applied separately).
@@ -316,6 +330,10 @@ struct PlannedDir {
     /// False when the listing failed (reported): the directory is not made
     /// at all, since an empty one would look like a complete restore.
     listed: bool,
+    /// The parent's index in [`Plan::dirs`] (`None` for the root).
+    parent: Option<usize>,
+    /// The directory's [`Cap::object_key`], to refuse cycles.
+    key: String,
 }
 
 enum Entry {
@@ -394,7 +412,10 @@ impl Walk {
     /// Lists every selected directory of the backup, one level at a time,
     /// up to `concurrency` listings in flight, and returns what to restore.
     /// Refusals and unlistable directories are reported here.
-    fn plan(&mut self, shared: &Shared<'_>, root: tree::Listing) -> Plan {
+    ///
+    /// A directory that is its own ancestor (a cycle) or deeper than
+    /// [`tree::MAX_DEPTH`] is refused (reported) and not listed.
+    fn plan(&mut self, shared: &Shared<'_>, root_cap: &Cap, root: tree::Listing) -> Plan {
         let mut plan = Plan::default();
         let mut hlinks_seen = HashSet::new();
         plan.dirs.push(PlannedDir {
@@ -403,6 +424,8 @@ impl Walk {
             temp_like_names: HashSet::new(),
             entries: Vec::new(),
             listed: true,
+            parent: None,
+            key: root_cap.object_key(),
         });
         // (index in plan.dirs, whether it is selected itself, its listing)
         let mut level: Vec<(usize, bool, tree::Listing)> = vec![(0, false, root)];
@@ -436,6 +459,14 @@ impl Walk {
                     match sel {
                         Selected::No => {}
                         _ if is_dir => {
+                            if let Some(why) = tree::refuse_descent(
+                                &node.cap,
+                                child_rel.len(),
+                                plan.ancestors(idx),
+                            ) {
+                                shared.fail(&display(&child_rel), why);
+                                continue;
+                            }
                             let child = plan.dirs.len();
                             let cap = node.cap.clone();
                             plan.dirs.push(PlannedDir {
@@ -444,6 +475,8 @@ impl Walk {
                                 temp_like_names: HashSet::new(),
                                 entries: Vec::new(),
                                 listed: true,
+                                parent: Some(idx),
+                                key: cap.object_key(),
                             });
                             plan.dirs[idx].entries.push(Entry::Dir(child));
                             to_list.push((child, matches!(sel, Selected::Yes), cap));
@@ -836,7 +869,9 @@ fn create_temp(
             // Streamed: a file of any size costs a fixed buffer, not its size.
             let len = shared
                 .client
-                .download_with(&node.cap, |body| {
+                // A cap that states no size (not one this tool makes) may
+                // not send more than the listing says it stores.
+                .download_with_max(&node.cap, node.stored_size, |body| {
                     content::write(&file, body, node.meta.enc, expect)
                 })
                 .map_err(|e| format!("download failed: {e}"))?;
@@ -850,9 +885,11 @@ fn create_temp(
             ));
         }
         Kind::Symlink => {
+            // A symlink target is small whatever its cap says: a hostile
+            // one cannot fill memory.
             let target = shared
                 .client
-                .download(&node.cap)
+                .download_at_most(&node.cap, SYMLINK_TARGET_LIMIT, "the symlink target")
                 .map_err(|e| format!("download failed: {e}"))?;
             if target.is_empty() || target.contains(&0) {
                 return Err("the symlink target is empty or contains NUL".into());

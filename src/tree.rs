@@ -23,6 +23,48 @@ use crate::meta::{S_IFDIR, S_IFMT, S_IFREG};
 use crate::names::{ROOT_META_NAME, check_file_name, raw_name};
 use crate::tahoe::{Cap, Client, TahoeError};
 
+/// The deepest a backup tree is walked: a directory more than this many
+/// levels below the root is refused (reported, not listed), so a hostile
+/// or corrupted tree cannot make a walk endless. Each level costs a walk
+/// its path and (in `restore`) an open directory, so the limit is well
+/// below where those would run out; a real tree this deep cannot be used
+/// by path anyway (`PATH_MAX` is 4096 bytes).
+pub const MAX_DEPTH: usize = 1024;
+
+/// Why a walk must not descend into the directory `cap` at `depth` levels
+/// below the root, whose ancestors (root first) are `ancestors` as
+/// `(object key, display path)`: it is one of its own ancestors (the same
+/// object, compared by [`Cap::object_key`], so a mutable directory's
+/// write and read caps match), or it is deeper than [`MAX_DEPTH`]. The
+/// reason names the ancestor by its path, never by its cap.
+pub fn refuse_descent<'a>(
+    cap: &Cap,
+    depth: usize,
+    ancestors: impl IntoIterator<Item = (&'a str, String)>,
+) -> Option<String> {
+    if depth > MAX_DEPTH {
+        return Some(format!(
+            "refused: more than {MAX_DEPTH} directory levels deep (the most a backup tree is \
+             walked); not listed"
+        ));
+    }
+    let key = cap.object_key();
+    for (ancestor, shown) in ancestors {
+        if ancestor == key {
+            let shown = if shown.is_empty() || shown == "/" {
+                "the backup's root".to_string()
+            } else {
+                shown
+            };
+            return Some(format!(
+                "refused: a directory cycle: this directory is its own ancestor ({shown}); \
+                 not walked again"
+            ));
+        }
+    }
+    None
+}
+
 /// What a child of a backup directory is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

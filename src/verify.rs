@@ -27,7 +27,7 @@ use crate::edge::EdgeMeta;
 use crate::encode;
 use crate::meta::{self, S_IFMT};
 use crate::scan::display_path;
-use crate::tahoe::{Cap, Client};
+use crate::tahoe::{Cap, Client, SYMLINK_TARGET_LIMIT, TahoeError};
 use crate::tree::{self, Kind, Node};
 
 /// What to compare besides the metadata.
@@ -94,6 +94,7 @@ pub fn verify(
         summary: Summary::default(),
         sink,
         links: Links::default(),
+        ancestors: vec![(root.object_key(), "/".to_string())],
     };
     walker.summary.entries += 1;
     let listing =
@@ -132,6 +133,9 @@ struct Walker<'a, 's> {
     summary: Summary,
     sink: &'s mut dyn FnMut(&Difference) -> io::Result<()>,
     links: Links,
+    /// `(object key, display path)` of the backup directories being walked,
+    /// root first: a directory among them met again is a cycle.
+    ancestors: Vec<(String, String)>,
 }
 
 /// The path of `name` inside the directory `rel` ("" for the root).
@@ -277,10 +281,30 @@ impl Walker<'_, '_> {
         }
         match node.kind {
             Kind::Dir => {
-                let listing = tree::list(self.client, &node.cap, false).with_context(|| {
-                    format!("cannot list the backup's directory {}", display_path(&rel))
-                })?;
-                self.directory(rel, abs, listing)?;
+                let depth = rel.split(|&b| b == b'/').count();
+                let ancestors = self.ancestors.iter().map(|(k, p)| (k.as_str(), p.clone()));
+                if let Some(why) = tree::refuse_descent(&node.cap, depth, ancestors) {
+                    return self.report("refused", &rel, why);
+                }
+                let listing = match tree::list(self.client, &node.cap, false) {
+                    Ok(listing) => listing,
+                    // Too large for the limit: this directory is refused,
+                    // the rest of the tree is still compared.
+                    Err(tree::TreeError::Tahoe(e @ TahoeError::TooLarge { .. })) => {
+                        return self.report("refused", &rel, format!("refused: {e}"));
+                    }
+                    Err(e) => {
+                        return Err(anyhow::Error::from(e).context(format!(
+                            "cannot list the backup's directory {}",
+                            display_path(&rel)
+                        )));
+                    }
+                };
+                self.ancestors
+                    .push((node.cap.object_key(), display_path(&rel)));
+                let result = self.directory(rel, abs, listing);
+                self.ancestors.pop();
+                result?;
             }
             Kind::File => self.file(&rel, abs, &md, &node)?,
             Kind::Symlink => self.symlink(&rel, abs, &node)?,
@@ -495,9 +519,22 @@ impl Walker<'_, '_> {
     }
 
     fn symlink(&mut self, rel: &[u8], abs: &Path, node: &Node) -> anyhow::Result<()> {
-        let stored = self.client.download(&node.cap).with_context(|| {
-            format!("cannot download the backup's symlink {}", display_path(rel))
-        })?;
+        let stored = match self.client.download_at_most(
+            &node.cap,
+            SYMLINK_TARGET_LIMIT,
+            "the symlink target",
+        ) {
+            Ok(stored) => stored,
+            Err(e @ TahoeError::TooLarge { .. }) => {
+                return self.report("refused", rel, format!("refused: {e}"));
+            }
+            Err(e) => {
+                return Err(anyhow::Error::from(e).context(format!(
+                    "cannot download the backup's symlink {}",
+                    display_path(rel)
+                )));
+            }
+        };
         let live = match fs::read_link(abs) {
             Ok(t) => t.into_os_string().into_vec(),
             Err(e) => return self.report("unreadable", rel, format!("cannot readlink: {e}")),
