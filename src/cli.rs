@@ -136,6 +136,13 @@ pub struct RestoreArgs {
     /// Downloads at the same time (default: operation.concurrency).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=64))]
     pub concurrency: Option<u64>,
+    /// The most time each request to the gateway may take, retries
+    /// included: seconds, or a number with s, m or h (e.g. 30, 90s, 5m).
+    /// A gateway that stalls then ends the run (exit 1) after about this
+    /// long. Without it the first request waits at most 15 s and later ones
+    /// follow operation.timeouts.updates.
+    #[arg(long, value_name = "DURATION|SECONDS", value_parser = parse_duration_arg)]
+    pub timeout: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -159,6 +166,13 @@ pub struct VerifyArgs {
     /// Also compare file contents (downloads every file).
     #[arg(long)]
     pub content: bool,
+    /// The most time each request to the gateway may take, retries
+    /// included: seconds, or a number with s, m or h (e.g. 30, 90s, 5m).
+    /// A gateway that stalls then ends the run (exit 1) after about this
+    /// long. Without it the first request waits at most 15 s and later ones
+    /// follow operation.timeouts.updates.
+    #[arg(long, value_name = "DURATION|SECONDS", value_parser = parse_duration_arg)]
+    pub timeout: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -222,6 +236,13 @@ pub struct CheckArgs {
     /// Print reports on stderr instead of stdout.
     #[arg(short = 'e', long)]
     pub error_output: bool,
+    /// Stop after about this long (seconds, or a number with s, m or h,
+    /// e.g. 600, 30m, 2h): what was checked so far is kept (leases, check
+    /// times, the --leases cursor), a "not finished" note is printed and
+    /// the exit status is 4. A later run continues: --leases where it
+    /// stopped; otherwise the backups checked longest ago come first.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub max_duration: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -304,6 +325,40 @@ pub struct BackupArgs {
     pub json_progress: bool,
 }
 
+/// A duration argument (`--timeout`, `--max-duration`): seconds (`30`,
+/// `2.5`), or a number with `s`, `m`, `h` or `d` (`90s`, `5m`, `1.5h`);
+/// more than zero.
+pub fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let scale = match unit.trim() {
+        "s" | "sec" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        _ => {
+            return Err(format!(
+                "{text:?} is not a duration: use seconds, or a number with s, m, h or d \
+                 (e.g. 30, 90s, 5m)"
+            ));
+        }
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 30, 90s, 5m)"))?;
+    let secs = value * scale;
+    if !secs.is_finite() || secs <= 0.0 || secs > 1e9 {
+        return Err(format!(
+            "{text:?}: a duration must be more than zero (and under 30 years)"
+        ));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,6 +370,30 @@ mod tests {
             Command::Restore(r) => r,
             _ => panic!("not restore"),
         }
+    }
+
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        for (text, secs) in [
+            ("5", 5.0),
+            ("2.5", 2.5),
+            ("90s", 90.0),
+            ("5m", 300.0),
+            ("1.5h", 5400.0),
+            (" 1d ", 86_400.0),
+        ] {
+            assert_eq!(
+                parse_duration_arg(text),
+                Ok(Duration::from_secs_f64(secs)),
+                "{text}"
+            );
+        }
+        for bad in ["", "0", "-1", "5x", "m", "nan", "inf", "1e20"] {
+            assert!(parse_duration_arg(bad).is_err(), "{bad:?}");
+        }
+        let r = restore_args(&["CAP", "T", "--timeout", "5"]);
+        assert_eq!(r.timeout, Some(Duration::from_secs(5)));
     }
 
     #[test]

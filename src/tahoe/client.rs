@@ -231,12 +231,31 @@ impl Client {
         self
     }
 
+    /// Replaces the timeouts (`operation.timeouts.updates`) of every
+    /// request: `--timeout` of the interactive commands, `check
+    /// --max-duration`.
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> Client {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// The timeouts every request follows.
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
+    }
+
     /// Sets the time limit of [`Client::servers_once`] (the first contact of
     /// an interactive command), instead of the first attempt's limit of the
     /// timeouts.
     pub fn with_first_contact_timeout(mut self, limit: Duration) -> Client {
         self.first_contact = Some(limit);
         self
+    }
+
+    /// The time limit of the first attempt of a request
+    /// (`operation.timeouts.updates`); `None`: no limit.
+    pub(super) fn first_attempt_limit(&self) -> Option<Duration> {
+        self.timeouts.timeout(0)
     }
 
     /// Most bytes read of one directory listing.
