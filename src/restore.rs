@@ -306,12 +306,12 @@ struct Plan {
 impl Plan {
     /// `(object key, display path)` of the directory `idx` and each of its
     /// ancestors, up to the root.
-    fn ancestors(&self, idx: usize) -> impl Iterator<Item = (&str, String)> {
+    fn ancestors(&self, idx: usize) -> impl Iterator<Item = (&str, impl FnOnce() -> String)> {
         std::iter::successors(Some(idx), |&i| self.dirs.get(i).and_then(|d| d.parent)).filter_map(
             |i| {
                 self.dirs
                     .get(i)
-                    .map(|d| (d.key.as_str(), format!("/{}", display(&d.rel))))
+                    .map(|d| (d.key.as_str(), move || format!("/{}", display(&d.rel))))
             },
         )
     }
@@ -464,7 +464,7 @@ impl Walk {
                                 child_rel.len(),
                                 plan.ancestors(idx),
                             ) {
-                                shared.fail(&display(&child_rel), why);
+                                shared.fail(&display(&child_rel), format!("refused: {why}"));
                                 continue;
                             }
                             let child = plan.dirs.len();
@@ -529,11 +529,12 @@ impl Walk {
                 .collect();
             remove_stale_temps(d, &names);
         }
-        let rel = plan.dirs[idx].rel.clone();
+        // No copy of a path is held across the recursion below: in a deep
+        // tree, one per level would cost the square of the depth.
         for entry in entries {
             match entry {
                 Entry::Leaf(node) => {
-                    let mut child_rel = rel.clone();
+                    let mut child_rel = plan.dirs[idx].rel.clone();
                     child_rel.push(node.name.clone());
                     self.leaf(shared, dir, child_rel, *node, tx);
                 }
@@ -541,11 +542,10 @@ impl Walk {
                     if !plan.dirs[child].listed {
                         continue;
                     }
-                    let child_rel = plan.dirs[child].rel.clone();
-                    let Some(name) = child_rel.last().cloned() else {
+                    let Some(name) = plan.dirs[child].rel.last().cloned() else {
                         continue;
                     };
-                    let shown = display(&child_rel);
+                    let shown = display(&plan.dirs[child].rel);
                     let handle = match dir {
                         None => {
                             self.planned.push(format!("d {shown}"));
@@ -559,9 +559,12 @@ impl Walk {
                             }
                         },
                     };
+                    drop(shown);
                     self.execute(shared, plan, child, handle.as_ref(), tx);
                     if handle.is_some() {
                         shared.written.fetch_add(1, Ordering::Relaxed);
+                        // The plan needs neither any more.
+                        let child_rel = std::mem::take(&mut plan.dirs[child].rel);
                         let meta = std::mem::take(&mut plan.dirs[child].meta);
                         self.dirs.push((child_rel, meta));
                     }

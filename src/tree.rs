@@ -32,33 +32,37 @@ use crate::tahoe::{Cap, Client, TahoeError};
 pub const MAX_DEPTH: usize = 1024;
 
 /// Why a walk must not descend into the directory `cap` at `depth` levels
-/// below the root, whose ancestors (root first) are `ancestors` as
-/// `(object key, display path)`: it is one of its own ancestors (the same
+/// below the root, whose ancestors are `ancestors` as `(object key, a
+/// function making its display path)`: it is one of its own ancestors (the same
 /// object, compared by [`Cap::object_key`], so a mutable directory's
 /// write and read caps match), or it is deeper than [`MAX_DEPTH`]. The
-/// reason names the ancestor by its path, never by its cap.
-pub fn refuse_descent<'a>(
+/// reason (to follow "refused: ") names the ancestor by its path, never by
+/// its cap.
+pub fn refuse_descent<'a, P: FnOnce() -> String>(
     cap: &Cap,
     depth: usize,
-    ancestors: impl IntoIterator<Item = (&'a str, String)>,
+    ancestors: impl IntoIterator<Item = (&'a str, P)>,
 ) -> Option<String> {
     if depth > MAX_DEPTH {
         return Some(format!(
-            "refused: more than {MAX_DEPTH} directory levels deep (the most a backup tree is \
-             walked); not listed"
+            "more than {MAX_DEPTH} directory levels below the root (the most a backup tree \
+             is walked); not listed"
         ));
     }
     let key = cap.object_key();
     for (ancestor, shown) in ancestors {
         if ancestor == key {
+            // Only now: formatting every ancestor's path for every
+            // directory would cost the square of the depth.
+            let shown = shown();
             let shown = if shown.is_empty() || shown == "/" {
                 "the backup's root".to_string()
             } else {
                 shown
             };
             return Some(format!(
-                "refused: a directory cycle: this directory is its own ancestor ({shown}); \
-                 not walked again"
+                "a directory cycle: this directory is its own ancestor ({shown}); not walked \
+                 again"
             ));
         }
     }

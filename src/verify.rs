@@ -282,7 +282,10 @@ impl Walker<'_, '_> {
         match node.kind {
             Kind::Dir => {
                 let depth = rel.split(|&b| b == b'/').count();
-                let ancestors = self.ancestors.iter().map(|(k, p)| (k.as_str(), p.clone()));
+                let ancestors = self
+                    .ancestors
+                    .iter()
+                    .map(|(k, p)| (k.as_str(), move || p.clone()));
                 if let Some(why) = tree::refuse_descent(&node.cap, depth, ancestors) {
                     return self.report("refused", &rel, why);
                 }
@@ -291,7 +294,7 @@ impl Walker<'_, '_> {
                     // Too large for the limit: this directory is refused,
                     // the rest of the tree is still compared.
                     Err(tree::TreeError::Tahoe(e @ TahoeError::TooLarge { .. })) => {
-                        return self.report("refused", &rel, format!("refused: {e}"));
+                        return self.report("refused", &rel, e.to_string());
                     }
                     Err(e) => {
                         return Err(anyhow::Error::from(e).context(format!(
@@ -526,7 +529,7 @@ impl Walker<'_, '_> {
         ) {
             Ok(stored) => stored,
             Err(e @ TahoeError::TooLarge { .. }) => {
-                return self.report("refused", rel, format!("refused: {e}"));
+                return self.report("refused", rel, e.to_string());
             }
             Err(e) => {
                 return Err(anyhow::Error::from(e).context(format!(

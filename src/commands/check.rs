@@ -136,7 +136,8 @@ pub fn run(cli: &Cli, args: &CheckArgs, config: &Config) -> anyhow::Result<Outco
     // Targets checked to their end (`None`: all were).
     let mut stopped_after: Option<usize> = None;
     for (done, target) in targets.iter().enumerate() {
-        if deadline.as_ref().is_some_and(Deadline::passed) {
+        // The first target always starts, so every run makes progress.
+        if done > 0 && deadline.as_ref().is_some_and(Deadline::passed) {
             stopped_after = Some(done);
             break;
         }
@@ -743,7 +744,8 @@ fn renew_leases(
     let mut fatal: Option<TahoeError> = None;
     let mut stopped = false;
     while next < set.len() && fatal.is_none() {
-        if deadline.is_some_and(Deadline::passed) {
+        // The first batch always runs, so every run makes progress.
+        if next > first && deadline.is_some_and(Deadline::passed) {
             // The cursor was saved after the last batch: the next run
             // continues from there.
             stopped = true;
@@ -883,9 +885,10 @@ impl Deadline {
 }
 
 /// The timeouts of `check --max-duration LIMIT`: no attempt of a request may
-/// take longer than the whole run may.
+/// take longer than the whole run may (but at least a second, so that a
+/// tiny limit still lets the gateway answer).
 fn clamp_timeouts(timeouts: &Timeouts, limit: Duration) -> Timeouts {
-    let max = limit.as_secs_f64();
+    let max = limit.as_secs_f64().max(1.0);
     match timeouts {
         Timeouts::None => Timeouts::Fixed(max),
         Timeouts::Fixed(secs) => Timeouts::Fixed(secs.min(max)),
@@ -1253,9 +1256,9 @@ impl Template {
     }
 }
 
-/// A duration for messages: `1.5 s`, `90 s`.
+/// A duration for messages: `0.001 s`, `1.5 s`, `90 s`.
 fn show_duration(d: Duration) -> String {
-    let text = format!("{:.1}", d.as_secs_f64());
+    let text = format!("{:.3}", d.as_secs_f64());
     format!("{} s", text.trim_end_matches('0').trim_end_matches('.'))
 }
 
