@@ -167,6 +167,17 @@ fn check_max_duration_stops_cleanly_and_a_later_run_finishes() {
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert!(!r.stderr.contains("not finished"), "{}", r.stderr);
     assert!(!ts_check_is_null(tmp.path()));
+
+    // The deep check of a self-linked directory ends too: the gateway walks
+    // each object once (check has no walk of its own to protect).
+    let dir = cyclic_dir(&url);
+    let started = Instant::now();
+    let r = check(&["--json", "check", &dir, "--max-duration", "60"]);
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    // The directory, file.txt and sub: `loop` and `sub/up` are the
+    // directory again.
+    assert_eq!(r.of_type("backup")[0]["objects"], 3, "{}", r.stdout);
 }
 
 /// Whether the recorded backup has no check time yet.

@@ -354,9 +354,9 @@ impl Client {
         self.download_with_max(cap, None, sink)
     }
 
-    /// [`Client::download_with`] with a limit for a body whose size neither
-    /// the cap nor the reply states (a mutable file sent chunked): at most
-    /// `max` bytes when given.
+    /// [`Client::download_with`] with a limit for a body whose cap states no
+    /// size (a mutable file): at most `max` bytes when given (else its
+    /// Content-Length, when the reply has one).
     pub fn download_with_max<T>(
         &self,
         cap: &Cap,
@@ -378,7 +378,9 @@ impl Client {
         self.with_retries("download", Some(cap), |deadline| {
             let reply = self.exchange(Method::Get, &url, Payload::Empty, deadline)?;
             let announced = reply.body().content_length();
-            let limit = expected.or(announced).or(max);
+            // The cap's word first, then the caller's (the listing's size),
+            // then the gateway's.
+            let limit = expected.or(max).or(announced);
             let mut reader = CheckedBody {
                 inner: reply.into_body().into_reader(),
                 got: 0,
