@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 mod client;
 mod deep_check;
 mod error;
+mod listing;
 mod lit;
 
 pub use client::{
@@ -25,6 +26,7 @@ pub use client::{
 };
 pub use deep_check::{DeepCheck, ObjectLine, StreamItem};
 pub use error::TahoeError;
+pub use listing::ENTRY_LIMIT;
 pub use lit::{empty_dir_cap, lit_cap, lit_data};
 
 /// Files of at most this many bytes become `URI:LIT:` caps: the data is

@@ -13,8 +13,6 @@
 //! other's content or type (say, a symlink) take the place of what a later
 //! entry expects.
 
-use std::collections::BTreeMap;
-
 use serde_json::Value;
 
 use crate::edge::EdgeMeta;
@@ -125,11 +123,17 @@ pub enum TreeError {
 }
 
 /// Lists one directory of a backup through the gateway (one `t=json`
-/// request). With `top_level`, the reserved `.lafs-backup-root` entry is
-/// taken as [`Listing::root_meta`] and not returned as a child.
+/// request, parsed as it streams in: one child at a time is a JSON value,
+/// see `tahoe/listing.rs`). With `top_level`, the reserved
+/// `.lafs-backup-root` entry is taken as [`Listing::root_meta`] and not
+/// returned as a child.
 pub fn list(client: &Client, dir: &Cap, top_level: bool) -> Result<Listing, TreeError> {
-    let value = client.info(dir)?;
-    parse_listing(&value, top_level)
+    let builder = client.list_dir(
+        dir,
+        || ListingBuilder::new(top_level),
+        |b, name, child| b.add(name, &child),
+    )?;
+    Ok(builder.finish())
 }
 
 /// The display form of an edge name: printable, one line.
@@ -147,35 +151,71 @@ pub fn parse_listing(value: &Value, top_level: bool) -> Result<Listing, TreeErro
         .and_then(|d| d.get("children"))
         .and_then(Value::as_object)
         .ok_or(TreeError::BadListing("no children object"))?;
-
-    let mut listing = Listing::default();
-    let mut by_name: BTreeMap<Vec<u8>, Vec<Node>> = BTreeMap::new();
+    let mut builder = ListingBuilder::new(top_level);
     for (edge_name, child) in children {
-        if top_level && edge_name == ROOT_META_NAME {
-            match child.get(1).and_then(|d| d.get("metadata")) {
-                Some(m) => match EdgeMeta::from_json(m) {
-                    Ok(meta) => listing.root_meta = Some(meta),
-                    Err(e) => listing.refused.push((edge_name.clone(), e.to_string())),
-                },
-                None => listing
-                    .refused
-                    .push((edge_name.clone(), "the root entry has no metadata".into())),
-            }
-            continue;
-        }
-        match parse_child(edge_name, child) {
-            Ok(node) => {
-                by_name.entry(node.name.clone()).or_default().push(node);
-            }
-            Err(why) => listing.refused.push((shown(edge_name), why)),
+        builder.add(edge_name.clone(), child);
+    }
+    Ok(builder.finish())
+}
+
+/// A [`Listing`] made one child at a time. The nodes are kept in one
+/// vector and grouped by name at the end (a map of small vectors would
+/// cost several times the nodes' size).
+struct ListingBuilder {
+    top_level: bool,
+    listing: Listing,
+    nodes: Vec<Node>,
+}
+
+impl ListingBuilder {
+    fn new(top_level: bool) -> Self {
+        ListingBuilder {
+            top_level,
+            listing: Listing::default(),
+            nodes: Vec::new(),
         }
     }
-    for (_, mut nodes) in by_name {
-        if nodes.len() == 1 {
-            listing.children.extend(nodes.pop());
-        } else {
-            let others: Vec<String> = nodes.iter().map(|n| shown(&n.edge_name)).collect();
-            for node in nodes {
+
+    /// One child of the listing: its edge name and its `[TYPE, {…}]`.
+    fn add(&mut self, edge_name: String, child: &Value) {
+        if self.top_level && edge_name == ROOT_META_NAME {
+            match child.get(1).and_then(|d| d.get("metadata")) {
+                Some(m) => match EdgeMeta::from_json(m) {
+                    Ok(meta) => self.listing.root_meta = Some(meta),
+                    Err(e) => self.listing.refused.push((edge_name, e.to_string())),
+                },
+                None => self
+                    .listing
+                    .refused
+                    .push((edge_name, "the root entry has no metadata".into())),
+            }
+            return;
+        }
+        match parse_child(&edge_name, child) {
+            Ok(node) => self.nodes.push(node),
+            Err(why) => self.listing.refused.push((shown(&edge_name), why)),
+        }
+    }
+
+    /// The listing, with the colliding names refused.
+    fn finish(self) -> Listing {
+        let mut listing = self.listing;
+        let mut nodes = self.nodes;
+        // Stable: colliding entries stay in the order they came.
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        listing.children.reserve_exact(nodes.len());
+        let mut nodes = nodes.into_iter().peekable();
+        while let Some(node) = nodes.next() {
+            if nodes.peek().is_none_or(|next| next.name != node.name) {
+                listing.children.push(node);
+                continue;
+            }
+            let mut group = vec![node];
+            while let Some(next) = nodes.next_if(|n| n.name == group[0].name) {
+                group.push(next);
+            }
+            let others: Vec<String> = group.iter().map(|n| shown(&n.edge_name)).collect();
+            for node in group {
                 listing.refused.push((
                     shown(&node.edge_name),
                     format!(
@@ -185,9 +225,9 @@ pub fn parse_listing(value: &Value, top_level: bool) -> Result<Listing, TreeErro
                 ));
             }
         }
+        listing.refused.sort();
+        listing
     }
-    listing.refused.sort();
-    Ok(listing)
 }
 
 fn parse_child(edge_name: &str, child: &Value) -> Result<Node, String> {

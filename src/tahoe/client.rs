@@ -173,7 +173,7 @@ impl std::fmt::Debug for Client {
 }
 
 /// A request body.
-enum Payload<'a> {
+pub(super) enum Payload<'a> {
     Empty,
     Bytes {
         data: &'a [u8],
@@ -184,7 +184,7 @@ enum Payload<'a> {
 }
 
 #[derive(Clone, Copy, Debug)]
-enum Method {
+pub(super) enum Method {
     Get,
     Put,
     Post,
@@ -256,6 +256,11 @@ impl Client {
     /// (`operation.timeouts.updates`); `None`: no limit.
     pub(super) fn first_attempt_limit(&self) -> Option<Duration> {
         self.timeouts.timeout(0)
+    }
+
+    /// `{node}/uri`.
+    pub(super) fn uri(&self) -> &str {
+        &self.uri
     }
 
     /// Most bytes read of one directory listing.
@@ -686,7 +691,7 @@ impl Client {
 
     /// Runs `attempt` (one HTTP try, given the current attempt's deadline)
     /// under the retry and timeout scheme of the module doc.
-    fn with_retries<T>(
+    pub(super) fn with_retries<T>(
         &self,
         op: &'static str,
         cap: Option<&Cap>,
@@ -752,7 +757,7 @@ impl Client {
     /// One HTTP exchange. 2xx replies are returned; error statuses become
     /// [`TahoeError::Http`] (their body read and parsed), redirects
     /// [`TahoeError::BadReply`].
-    fn exchange(
+    pub(super) fn exchange(
         &self,
         method: Method,
         url: &str,
@@ -1001,14 +1006,14 @@ struct Limit {
 
 /// A reader that yields at most `limit` bytes and fails (setting
 /// `exceeded`) as soon as one more arrives.
-struct Bounded<R> {
+pub(super) struct Bounded<R> {
     inner: R,
     left: u64,
-    exceeded: bool,
+    pub(super) exceeded: bool,
 }
 
 impl<R: Read> Bounded<R> {
-    fn new(inner: R, limit: u64) -> Self {
+    pub(super) fn new(inner: R, limit: u64) -> Self {
         Bounded {
             inner,
             left: limit,
@@ -1128,7 +1133,7 @@ fn normalise_url(url: &str) -> Result<(String, String), TahoeError> {
 /// A cap as a URL path segment. Parsed caps are printable ASCII; anything
 /// that is not safe in a path segment is percent-encoded (the gateway
 /// decodes it).
-fn cap_segment(cap: &Cap) -> String {
+pub(super) fn cap_segment(cap: &Cap) -> String {
     percent_encode(cap.as_str(), |b| {
         b.is_ascii_alphanumeric() || b"-._~:".contains(&b)
     })
@@ -1217,7 +1222,7 @@ pub(super) fn parse_check(value: &Value) -> Result<CheckReport, TahoeError> {
 /// An upload body that remembers its own read error, so the client can tell
 /// "the local file failed" ([`TahoeError::Body`]) from a network error,
 /// whatever ureq makes of the error it is handed.
-struct TrackedReader {
+pub(super) struct TrackedReader {
     inner: Box<dyn Read + Send>,
     failed: Arc<Mutex<Option<io::Error>>>,
 }
