@@ -344,6 +344,37 @@ fn a_stalled_gateway_ends_restore_within_its_timeout() {
     );
     assert!(!target.exists());
 
+    // A gateway that answers the first contact and then stalls: the
+    // listing of the root runs into --timeout.
+    let half = FakeGateway::start(|target| {
+        if target == "/?t=json" {
+            node_status()
+        } else {
+            Reply::Stall
+        }
+    });
+    let m = run(
+        tmp.path(),
+        &[
+            os("restore"),
+            os("--gateway"),
+            os(&half.url),
+            os(ROOT),
+            target.as_os_str(),
+            os("--timeout"),
+            os("3"),
+        ],
+    );
+    assert_eq!(m.code, 1, "{}", m.stderr);
+    assert!(m.elapsed < Duration::from_secs(30), "{:?}", m.elapsed);
+    assert!(
+        m.stderr.contains("cannot read the backup's root directory")
+            && m.stderr
+                .contains("did not finish in time (waited 3 s per attempt)"),
+        "{}",
+        m.stderr
+    );
+
     // Without --timeout, verify's first contact waits 15 s, and says so.
     let m = run(
         tmp.path(),

@@ -746,10 +746,15 @@ impl Client {
                     attempts: u32::try_from(round).unwrap_or(u32::MAX),
                 });
             }
-            tracing::debug!(
-                "{op}{object}: attempt {round} timed out after {} s; starting attempt {}",
-                after.as_secs_f64(),
-                round + 1
+            // A new attempt is a retry too: say so at the same level.
+            tracing::warn!(
+                "gateway request did not finish in time (waited {}); trying again now \
+                 (attempt {} of {}; {op}{object})",
+                show_secs(after),
+                round + 1,
+                self.timeouts
+                    .attempts()
+                    .map_or_else(|| "unlimited".to_string(), |n| n.to_string())
             );
         }
     }
