@@ -186,3 +186,56 @@ fn ts_check_is_null(dir: &Path) -> bool {
     db.query_row("SELECT ts_check IS NULL FROM backups", [], |row| row.get(0))
         .unwrap()
 }
+
+/// `check --leases --max-duration`: stops after its first batch (16
+/// objects with one worker), keeps the cursor, exits 4 saying so; the next
+/// run continues where it stopped and finishes.
+#[test]
+fn check_leases_max_duration_resumes_where_it_stopped() {
+    let url = common::gateway_url();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    for i in 0..24u64 {
+        std::fs::write(
+            src.join(format!("f{i}")),
+            common::pseudo_random_bytes(100, 100 + i),
+        )
+        .unwrap();
+    }
+    let extra = format!("{}operation:\n  concurrency: 1\n", common::QUICK_RETRY);
+    let cfg = common::write_backup_config(tmp.path(), &src, &url, &extra);
+    common::backup_root_cap(&cfg);
+    let leases = |args: &[&str]| {
+        let mut all: Vec<&std::ffi::OsStr> = vec!["-c".as_ref(), cfg.as_os_str()];
+        all.extend(args.iter().map(|a| std::ffi::OsStr::new(*a)));
+        run(&all)
+    };
+
+    let r = leases(&["--json", "check", "--leases", "--max-duration", "0.001"]);
+    assert_eq!(r.code, 4, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("check not finished")
+            && r.stderr.contains("16 of ")
+            && r.stderr
+                .contains("the next `check --leases` continues from there"),
+        "{}",
+        r.stderr
+    );
+    let summary = &r.of_type("leases")[0];
+    assert_eq!(summary["complete"], false, "{}", r.stdout);
+    let total = summary["objects"].as_u64().unwrap();
+    assert!(total > 16, "{}", r.stdout);
+
+    let r = leases(&["--json", "check", "--leases"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let summary = &r.of_type("leases")[0];
+    assert_eq!(summary["resumed_at"], 16, "{}", r.stdout);
+    assert_eq!(summary["complete"], true, "{}", r.stdout);
+    assert_eq!(
+        summary["requests"].as_u64().unwrap(),
+        total - 16,
+        "{}",
+        r.stdout
+    );
+}

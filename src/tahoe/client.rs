@@ -1413,6 +1413,29 @@ mod tests {
     }
 
     #[test]
+    fn bounded_reads_up_to_the_limit_and_fails_past_it() {
+        let mut exact = Bounded::new(&b"12345"[..], 5);
+        let mut out = Vec::new();
+        exact.read_to_end(&mut out).unwrap();
+        assert_eq!(out, b"12345");
+        assert!(!exact.exceeded);
+
+        let mut long = Bounded::new(io::repeat(b'x'), 1000);
+        let mut out = Vec::new();
+        assert!(long.read_to_end(&mut out).is_err());
+        assert!(long.exceeded);
+        assert_eq!(out.len(), 1000);
+    }
+
+    #[test]
+    fn durations_in_messages() {
+        assert_eq!(show_secs(Duration::from_secs(15)), "15 s");
+        assert_eq!(show_secs(Duration::from_millis(1500)), "1.5 s");
+        assert_eq!(show_secs(Duration::from_millis(10)), "0.01 s");
+        assert_eq!(show_secs(Duration::ZERO), "0 s");
+    }
+
+    #[test]
     fn client_is_send_and_sync() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<Client>();
