@@ -494,9 +494,9 @@ impl Walker<'_, '_> {
         };
         // Streamed from the gateway: a file of any size costs a buffer.
         let enc = node.meta.enc;
-        let outcome = self
+        let downloaded = self
             .client
-            .download_with(&node.cap, |body| {
+            .download_with_max(&node.cap, node.stored_size, |body| {
                 let result = {
                     let backup = encode::decoder(enc, &mut *body)?;
                     let mut live = &live;
@@ -507,8 +507,21 @@ impl Walker<'_, '_> {
                 // check still judges the whole object.
                 io::copy(body, &mut io::sink())?;
                 Ok(result)
-            })
-            .with_context(|| format!("cannot download the backup's {}", display_path(rel)))?;
+            });
+        let outcome = match downloaded {
+            Ok(outcome) => outcome,
+            // Longer than its cap (or the listing) says: this entry is
+            // refused, the rest of the tree is still compared.
+            Err(e @ TahoeError::TooLarge { .. }) => {
+                return self.report("refused", rel, e.to_string());
+            }
+            Err(e) => {
+                return Err(anyhow::Error::from(e).context(format!(
+                    "cannot download the backup's {}",
+                    display_path(rel)
+                )));
+            }
+        };
         match outcome {
             Ok(true) => Ok(()),
             Ok(false) => self.report("content", rel, "differs".to_owned()),

@@ -38,6 +38,15 @@
 //! [`Client::unlink`] whose first try did reach the gateway returns
 //! `Ok(None)`.
 //!
+//! Every reply body is read with a limit that fits what it is, enforced as
+//! it streams in (never after buffering it): a directory listing
+//! `http.max_listing_bytes` (parsed a child at a time, see
+//! `tahoe/listing.rs`), a check report and the node status or statistics
+//! 4 MiB, an error reply or a cap 64 KiB, a body held in memory (a symlink
+//! target) what the caller allows, streamed file content the size its cap
+//! (else the caller, else the Content-Length) states, a deep-check line 4
+//! MiB. One byte more is [`TahoeError::TooLarge`], never retried.
+//!
 //! Requests carry `Accept: text/plain` (so 500s are plain tracebacks) and
 //! `User-Agent: lafs-backup/VERSION`; proxies from the environment are
 //! ignored and redirects are never followed (a 3xx is a
