@@ -166,14 +166,15 @@ fn a_500_mb_listing_is_refused_while_it_streams() {
 }
 
 /// A listing with one symlink whose cap states no size (a mutable file),
-/// and a target body that never ends.
+/// a file whose cap states 1000 bytes, and bodies that never end.
 #[test]
-fn endless_symlink_target_is_a_per_entry_problem() {
+fn endless_symlink_target_and_file_body_are_per_entry_problems() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = write_config(tmp.path());
     let listing = br#"["dirnode", {"children": {
         "plain": ["filenode", {"ro_uri": "URI:LIT:nbswy3dp", "size": 5, "metadata": {"mode": "100644", "mtime_ns": "1700000000000000000"}}],
-        "link": ["filenode", {"ro_uri": "URI:SSK-RO:aaaaaaaaaaaaaaaaaaaaaaaaaa:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", "metadata": {"uid": "0", "gid": "0", "mtime_ns": "1700000000000000000"}}]
+        "link": ["filenode", {"ro_uri": "URI:SSK-RO:aaaaaaaaaaaaaaaaaaaaaaaaaa:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", "metadata": {"uid": "0", "gid": "0", "mtime_ns": "1700000000000000000"}}],
+        "big": ["filenode", {"ro_uri": "URI:CHK:aaaaaaaaaaaaaaaaaaaaaaaaaa:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb:1:1:1000", "size": 1000, "metadata": {"mode": "100644", "mtime_ns": "1700000000000000000"}}]
     }}]"#;
     let fake = gateway(Reply::Body(listing.to_vec()), endless_bytes());
     let target = tmp.path().join("target");
@@ -198,20 +199,30 @@ fn endless_symlink_target_is_a_per_entry_problem() {
         "{}",
         m.stderr
     );
+    assert!(
+        m.stderr.contains(
+            "big: download failed: the file's content is larger than the limit of 1000 bytes"
+        ),
+        "{}",
+        m.stderr
+    );
     assert_eq!(std::fs::read(target.join("plain")).unwrap(), b"hello");
     assert!(std::fs::symlink_metadata(target.join("link")).is_err());
+    assert!(std::fs::symlink_metadata(target.join("big")).is_err());
 
-    // verify: the same entry is a `refused` difference (exit 4).
+    // verify --content: the same entries are `refused` differences (exit 4).
     let live = tmp.path().join("live");
     std::fs::create_dir(&live).unwrap();
     std::fs::write(live.join("plain"), b"hello").unwrap();
     std::os::unix::fs::symlink("somewhere", live.join("link")).unwrap();
+    std::fs::write(live.join("big"), [b'x'; 1000]).unwrap();
     let m = run(
         tmp.path(),
         &[
             os("-c"),
             cfg.as_os_str(),
             os("verify"),
+            os("--content"),
             os("--gateway"),
             os(&fake.url),
             os(ROOT),
@@ -221,7 +232,9 @@ fn endless_symlink_target_is_a_per_entry_problem() {
     assert_eq!(m.code, 4, "{}", m.stderr);
     assert!(
         m.stdout
-            .contains("refused /link: the symlink target is larger"),
+            .contains("refused /link: the symlink target is larger")
+            && m.stdout
+                .contains("refused /big: the file's content is larger than the limit of 1000"),
         "{}",
         m.stdout
     );
