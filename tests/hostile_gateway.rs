@@ -1,7 +1,8 @@
 //! Replies a real grid cannot produce, from small fake gateways on
 //! 127.0.0.1 (tests/common/fake_gateway.rs): endless and huge listings, an
-//! endless symlink target, endless check replies and deep-check lines, a
-//! tree deeper than the walk limit, a gateway that never answers. Each run
+//! endless symlink target and file body, endless check replies and
+//! deep-check lines, a tree deeper than the walk limit, a gateway that never
+//! answers (or only to the first contact), a closed port with retries. Each run
 //! of the real binary must end with a clear error, never a cap on stderr,
 //! and a peak resident memory (VmHWM) under 64 MiB.
 //!
