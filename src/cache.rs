@@ -37,7 +37,7 @@ use crate::tahoe::Cap;
 
 pub use key::{DirChild, FileKey, KeyBuilder, ObjectKey, SymlinkKey, dir_key};
 pub use leases::{LeaseCursor, StaleBackup, StaleLeases};
-pub use lock::{lock_path, parse_wait};
+pub use lock::lock_path;
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 
 /// How often [`Cache::open_wait`] retries the lock.

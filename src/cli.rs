@@ -161,6 +161,13 @@ pub struct RestoreArgs {
     /// Downloads at the same time (default: operation.concurrency).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=64))]
     pub concurrency: Option<u64>,
+    /// The most time each request to the gateway may take, retries
+    /// included: seconds, or a number with s, m or h (e.g. 30, 90s, 5m).
+    /// A gateway that stalls then ends the run (exit 1) after about this
+    /// long. Without it the first request waits at most 15 s and later ones
+    /// follow operation.timeouts.updates.
+    #[arg(long, value_name = "DURATION|SECONDS", value_parser = parse_duration_arg)]
+    pub timeout: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -191,6 +198,14 @@ pub struct VerifyArgs {
     /// leave out of a backup; by default those are not differences.
     #[arg(long)]
     pub unfiltered: bool,
+
+    /// The most time each request to the gateway may take, retries
+    /// included: seconds, or a number with s, m or h (e.g. 30, 90s, 5m).
+    /// A gateway that stalls then ends the run (exit 1) after about this
+    /// long. Without it the first request waits at most 15 s and later ones
+    /// follow operation.timeouts.updates.
+    #[arg(long, value_name = "DURATION|SECONDS", value_parser = parse_duration_arg)]
+    pub timeout: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -258,8 +273,16 @@ pub struct CheckArgs {
     /// Wait up to DURATION for another run to release the entry cache's
     /// lock instead of failing at once: seconds (90, 2.5) or a number with
     /// s, m or h (30s, 10m, 1h). Default 0: fail at once (exit 1).
-    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = crate::cache::parse_wait)]
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_wait_arg)]
     pub lock_wait: std::time::Duration,
+
+    /// Stop after about this long (seconds, or a number with s, m or h,
+    /// e.g. 600, 30m, 2h): what was checked so far is kept (leases, check
+    /// times, the --leases cursor), a "not finished" note is printed and
+    /// the exit status is 4. A later run continues: --leases where it
+    /// stopped; otherwise the backups checked longest ago come first.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub max_duration: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -290,7 +313,7 @@ pub struct CleanupArgs {
     /// Wait up to DURATION for another run to release the entry cache's
     /// lock instead of failing at once: seconds (90, 2.5) or a number with
     /// s, m or h (30s, 10m, 1h). Default 0: fail at once (exit 1).
-    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = crate::cache::parse_wait)]
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_wait_arg)]
     pub lock_wait: std::time::Duration,
 }
 
@@ -344,7 +367,7 @@ pub struct BackupArgs {
     /// Wait up to DURATION for another run to release the entry cache's
     /// lock instead of failing at once: seconds (90, 2.5) or a number with
     /// s, m or h (30s, 10m, 1h). Default 0: fail at once (exit 1).
-    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = crate::cache::parse_wait)]
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_wait_arg)]
     pub lock_wait: std::time::Duration,
 
     /// With --json: also write progress lines ({"type":"progress",...}) to
@@ -352,6 +375,52 @@ pub struct BackupArgs {
     /// progress bar is drawn on stderr anyway.)
     #[arg(long)]
     pub json_progress: bool,
+}
+
+/// A duration argument (`--timeout`, `--max-duration`): seconds (`30`,
+/// `2.5`), or a number with `s`, `m`, `h` or `d` (`90s`, `5m`, `1.5h`);
+/// more than zero.
+pub fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    parse_duration(text, false)
+}
+
+/// A waiting time (`--lock-wait`): as [`parse_duration_arg`], but zero
+/// ("do not wait") is allowed.
+pub fn parse_wait_arg(text: &str) -> Result<std::time::Duration, String> {
+    parse_duration(text, true)
+}
+
+/// One reading of every duration option: seconds, or a number with s, m,
+/// h or d; zero only where `allow_zero`.
+fn parse_duration(text: &str, allow_zero: bool) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let scale = match unit.trim() {
+        "s" | "sec" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        _ => {
+            return Err(format!(
+                "{text:?} is not a duration: use seconds, or a number with s, m, h or d \
+                 (e.g. 30, 90s, 5m)"
+            ));
+        }
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 30, 90s, 5m)"))?;
+    let secs = value * scale;
+    if !secs.is_finite() || secs < 0.0 || (secs == 0.0 && !allow_zero) || secs > 1e9 {
+        return Err(format!(
+            "{text:?}: a duration must be more than zero (and under 30 years)"
+        ));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 #[cfg(test)]
@@ -364,6 +433,37 @@ mod tests {
         match cli.command {
             Command::Restore(r) => r,
             _ => panic!("not restore"),
+        }
+    }
+
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        for (text, secs) in [
+            ("5", 5.0),
+            ("2.5", 2.5),
+            ("90s", 90.0),
+            ("5m", 300.0),
+            ("1.5h", 5400.0),
+            (" 1d ", 86_400.0),
+        ] {
+            assert_eq!(
+                parse_duration_arg(text),
+                Ok(Duration::from_secs_f64(secs)),
+                "{text}"
+            );
+        }
+        for bad in ["", "0", "-1", "5x", "m", "nan", "inf", "1e20"] {
+            assert!(parse_duration_arg(bad).is_err(), "{bad:?}");
+        }
+        let r = restore_args(&["CAP", "T", "--timeout", "5"]);
+        assert_eq!(r.timeout, Some(Duration::from_secs(5)));
+        // --lock-wait: zero ("do not wait") is allowed.
+        assert_eq!(parse_wait_arg("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_wait_arg("2.5s"), Ok(Duration::from_millis(2500)));
+        assert_eq!(parse_wait_arg("10m"), Ok(Duration::from_secs(600)));
+        for bad in ["", "-1", "x", "nan", "1e300"] {
+            assert!(parse_wait_arg(bad).is_err(), "{bad:?}");
         }
     }
 

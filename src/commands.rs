@@ -9,11 +9,13 @@ pub mod list;
 pub mod restore;
 pub mod verify;
 
+use std::time::Duration;
+
 use anyhow::Context as _;
 use tracing::{Level, warn};
 
 use crate::cli::{Cli, Command};
-use crate::config::{self, Config, LogLevel};
+use crate::config::{self, Config, LogLevel, Timeouts};
 use crate::exit::{Outcome, UsageError};
 use crate::tahoe::Client;
 
@@ -64,8 +66,27 @@ fn gateway_client<'a>(
         None => (config.destination.url.as_str(), "destination.url"),
     };
     let client = Client::new(url, &config.http.retry, &config.operation.timeouts.updates)
-        .map_err(|e| UsageError(format!("{key}: {e}")))?;
+        .map_err(|e| UsageError(format!("{key}: {e}")))?
+        .with_max_listing_bytes(config.http.max_listing_bytes);
     Ok((client, url))
+}
+
+/// The most the first request of `restore` and `verify` waits without
+/// `--timeout`: a person is waiting, and a gateway that does not answer
+/// its node status this fast is not going to serve a restore.
+const FIRST_CONTACT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The client of an interactive command (`restore`, `verify`): its first
+/// contact waits at most `--timeout` (else [`FIRST_CONTACT_TIMEOUT`]); with
+/// `--timeout`, every request (its retries included) gets one attempt of
+/// that long.
+fn interactive_client(client: Client, timeout: Option<Duration>) -> Client {
+    match timeout {
+        Some(limit) => client
+            .with_timeouts(Timeouts::PerAttempt(vec![limit.as_secs_f64()]))
+            .with_first_contact_timeout(limit),
+        None => client.with_first_contact_timeout(FIRST_CONTACT_TIMEOUT),
+    }
 }
 
 /// How [`storage_servers`] asks the gateway.

@@ -365,6 +365,8 @@ section! {
     /// `http`.
     pub struct Http {
         pub retry: Retry,
+        /// Most bytes read of one directory listing (`t=json`) reply.
+        pub max_listing_bytes: u64,
     }
 }
 

@@ -46,7 +46,7 @@ use crate::edge::EdgeMeta;
 use crate::escape;
 use crate::filter::Filter;
 use crate::progress::Progress;
-use crate::tahoe::{Cap, Client};
+use crate::tahoe::{Cap, Client, SYMLINK_TARGET_LIMIT};
 use crate::tree::{self, Kind, Node};
 
 use apply::{At, Ctx, os};
@@ -214,7 +214,7 @@ pub fn run(
         matched: HashSet::new(),
     };
     let root_meta = listing.root_meta.clone();
-    let mut plan = walk.plan(&shared, listing);
+    let mut plan = walk.plan(&shared, root, listing);
     info!(
         "{} directories listed: {} entries, {} bytes of content to restore",
         plan.dirs.iter().filter(|d| d.listed).count(),
@@ -381,6 +381,20 @@ struct Plan {
     bytes: u64,
 }
 
+impl Plan {
+    /// `(object key, display path)` of the directory `idx` and each of its
+    /// ancestors, up to the root.
+    fn ancestors(&self, idx: usize) -> impl Iterator<Item = (&str, impl FnOnce() -> String)> {
+        std::iter::successors(Some(idx), |&i| self.dirs.get(i).and_then(|d| d.parent)).filter_map(
+            |i| {
+                self.dirs
+                    .get(i)
+                    .map(|d| (d.key.as_str(), move || format!("/{}", display(&d.rel))))
+            },
+        )
+    }
+}
+
 struct PlannedDir {
     rel: Vec<Vec<u8>>,
     /// The directory's own metadata (the root's is applied separately).
@@ -394,6 +408,10 @@ struct PlannedDir {
     /// False when the listing failed (reported): the directory is not made
     /// at all, since an empty one would look like a complete restore.
     listed: bool,
+    /// The parent's index in [`Plan::dirs`] (`None` for the root).
+    parent: Option<usize>,
+    /// The directory's [`Cap::object_key`], to refuse cycles.
+    key: String,
 }
 
 enum Entry {
@@ -472,7 +490,10 @@ impl Walk {
     /// Lists every selected directory of the backup, one level at a time,
     /// up to `concurrency` listings in flight, and returns what to restore.
     /// Refusals and unlistable directories are reported here.
-    fn plan(&mut self, shared: &Shared<'_>, root: tree::Listing) -> Plan {
+    ///
+    /// A directory that is its own ancestor (a cycle) or deeper than
+    /// [`tree::MAX_DEPTH`] is refused (reported) and not listed.
+    fn plan(&mut self, shared: &Shared<'_>, root_cap: &Cap, root: tree::Listing) -> Plan {
         let mut plan = Plan::default();
         let mut hlinks_seen = HashSet::new();
         plan.dirs.push(PlannedDir {
@@ -481,6 +502,8 @@ impl Walk {
             temp_like_names: HashSet::new(),
             entries: Vec::new(),
             listed: true,
+            parent: None,
+            key: root_cap.object_key(),
         });
         // (index in plan.dirs, whether it is selected itself, its listing)
         let mut level: Vec<(usize, bool, tree::Listing)> = vec![(0, false, root)];
@@ -521,6 +544,14 @@ impl Walk {
                     match sel {
                         Selected::No => {}
                         _ if is_dir => {
+                            if let Some(why) = tree::refuse_descent(
+                                &node.cap,
+                                child_rel.len(),
+                                plan.ancestors(idx),
+                            ) {
+                                shared.fail(&display(&child_rel), format!("refused: {why}"));
+                                continue;
+                            }
                             let child = plan.dirs.len();
                             let cap = node.cap.clone();
                             plan.dirs.push(PlannedDir {
@@ -529,6 +560,8 @@ impl Walk {
                                 temp_like_names: HashSet::new(),
                                 entries: Vec::new(),
                                 listed: true,
+                                parent: Some(idx),
+                                key: cap.object_key(),
                             });
                             plan.dirs[idx].entries.push(Entry::Dir(child));
                             to_list.push((child, matches!(sel, Selected::Yes), cap));
@@ -581,11 +614,12 @@ impl Walk {
                 .collect();
             remove_stale_temps(d, &names);
         }
-        let rel = plan.dirs[idx].rel.clone();
+        // No copy of a path is held across the recursion below: in a deep
+        // tree, one per level would cost the square of the depth.
         for entry in entries {
             match entry {
                 Entry::Leaf(node) => {
-                    let mut child_rel = rel.clone();
+                    let mut child_rel = plan.dirs[idx].rel.clone();
                     child_rel.push(node.name.clone());
                     self.leaf(shared, dir, child_rel, *node, tx);
                 }
@@ -593,11 +627,10 @@ impl Walk {
                     if !plan.dirs[child].listed {
                         continue;
                     }
-                    let child_rel = plan.dirs[child].rel.clone();
-                    let Some(name) = child_rel.last().cloned() else {
+                    let Some(name) = plan.dirs[child].rel.last().cloned() else {
                         continue;
                     };
-                    let shown = display(&child_rel);
+                    let shown = display(&plan.dirs[child].rel);
                     let handle = match dir {
                         None => {
                             self.planned.push(format!("d {shown}"));
@@ -611,9 +644,12 @@ impl Walk {
                             }
                         },
                     };
+                    drop(shown);
                     self.execute(shared, plan, child, handle.as_ref(), tx);
                     if handle.is_some() {
                         shared.written.fetch_add(1, Ordering::Relaxed);
+                        // The plan needs neither any more.
+                        let child_rel = std::mem::take(&mut plan.dirs[child].rel);
                         let meta = std::mem::take(&mut plan.dirs[child].meta);
                         self.dirs.push((child_rel, meta));
                     }
@@ -926,7 +962,9 @@ fn create_temp(
             // Streamed: a file of any size costs a fixed buffer, not its size.
             let len = shared
                 .client
-                .download_with(&node.cap, |body| {
+                // A cap that states no size (not one this tool makes) may
+                // not send more than the listing says it stores.
+                .download_with_max(&node.cap, node.stored_size, |body| {
                     content::write(&file, body, node.meta.enc, expect)
                 })
                 .map_err(|e| format!("download failed: {e}"))?;
@@ -940,9 +978,11 @@ fn create_temp(
             ));
         }
         Kind::Symlink => {
+            // A symlink target is small whatever its cap says: a hostile
+            // one cannot fill memory.
             let target = shared
                 .client
-                .download(&node.cap)
+                .download_at_most(&node.cap, SYMLINK_TARGET_LIMIT, "the symlink target")
                 .map_err(|e| format!("download failed: {e}"))?;
             if target.is_empty() || target.contains(&0) {
                 return Err("the symlink target is empty or contains NUL".into());

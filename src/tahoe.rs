@@ -18,12 +18,16 @@ use sha2::{Digest, Sha256};
 mod client;
 mod deep_check;
 mod error;
+mod listing;
 mod lit;
 pub mod user_cap;
 
-pub use client::{CheckOptions, CheckReport, Client};
+pub use client::{
+    CheckOptions, CheckReport, Client, DEFAULT_MAX_LISTING_BYTES, SYMLINK_TARGET_LIMIT,
+};
 pub use deep_check::{DeepCheck, ObjectLine, StreamItem};
 pub use error::TahoeError;
+pub use listing::ENTRY_LIMIT;
 pub use lit::{empty_dir_cap, lit_cap, lit_data};
 
 /// Files of at most this many bytes become `URI:LIT:` caps: the data is
@@ -107,6 +111,28 @@ impl Cap {
     /// or `URI:DIR2-CHK:` (packed directory) cap; `None` for other kinds.
     pub fn size(&self) -> Option<u64> {
         self.chk_fields()?[6].parse().ok()
+    }
+
+    /// What identifies the stored object whatever cap names it, for
+    /// telling that two caps reach the same directory (a cycle): the
+    /// public-key fingerprint of a mutable object (`URI:DIR2:`,
+    /// `URI:DIR2-RO:`, the MDMF and SSK kinds share it between their write,
+    /// read and verify caps), the key of a CHK object; the whole cap for
+    /// other kinds. It is a secret too (part of a cap): never log it.
+    pub fn object_key(&self) -> String {
+        let fields: Vec<&str> = self.0.split(':').collect();
+        let kind = fields.get(1).copied().unwrap_or_default();
+        let base = kind
+            .strip_suffix("-RO")
+            .or_else(|| kind.strip_suffix("-Verifier"))
+            .unwrap_or(kind);
+        match (base, fields.get(2), fields.get(3)) {
+            ("DIR2" | "DIR2-MDMF" | "SSK" | "MDMF", Some(_), Some(fingerprint)) => {
+                format!("mutable:{fingerprint}")
+            }
+            ("DIR2-CHK" | "CHK", Some(key), Some(_)) => format!("chk:{key}"),
+            _ => self.0.clone(),
+        }
     }
 
     /// The 7 `:`-separated fields of a CHK or DIR2-CHK cap.
@@ -275,6 +301,26 @@ mod tests {
         assert!(!dbg.contains("URI:"), "{dbg}");
         assert!(!dbg.contains("mcdi47"), "{dbg}");
         assert!(dbg.contains(&id), "{dbg}");
+    }
+
+    #[test]
+    fn object_keys_match_across_write_and_read_caps() {
+        let rw = Cap::parse("URI:DIR2:wwwwkey:fprint").unwrap();
+        let ro = Cap::parse("URI:DIR2-RO:rrrrkey:fprint").unwrap();
+        let other = Cap::parse("URI:DIR2-RO:rrrrkey:otherfp").unwrap();
+        assert_eq!(rw.object_key(), ro.object_key());
+        assert_ne!(ro.object_key(), other.object_key());
+        let mdmf = Cap::parse("URI:DIR2-MDMF:wk:fp").unwrap();
+        let mdmf_ro = Cap::parse("URI:DIR2-MDMF-RO:rk:fp").unwrap();
+        assert_eq!(mdmf.object_key(), mdmf_ro.object_key());
+        let chk = Cap::parse(DIR_CHK).unwrap();
+        assert!(chk.object_key().starts_with("chk:6k5yof"));
+        let lit = Cap::parse("URI:DIR2-LIT:abc").unwrap();
+        assert_eq!(lit.object_key(), "URI:DIR2-LIT:abc");
+        // Odd shapes never panic.
+        for odd in ["URI:", "URI:DIR2", "URI:DIR2:", "URI:CHK:a"] {
+            let _ = Cap::parse(odd).unwrap().object_key();
+        }
     }
 
     // ------------------------------------------------------------ redact
@@ -503,7 +549,7 @@ mod tests {
         };
         assert_eq!(
             e.to_string(),
-            "the Tahoe gateway did not finish in time (1.5 s per attempt, 2 attempts)"
+            "the Tahoe gateway did not finish in time (waited 1.5 s per attempt, 2 attempts)"
         );
     }
 }

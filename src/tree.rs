@@ -13,8 +13,6 @@
 //! other's content or type (say, a symlink) take the place of what a later
 //! entry expects.
 
-use std::collections::BTreeMap;
-
 use serde_json::Value;
 
 use crate::edge::EdgeMeta;
@@ -22,6 +20,52 @@ use crate::escape;
 use crate::meta::{S_IFDIR, S_IFMT, S_IFREG};
 use crate::names::{ROOT_META_NAME, check_file_name, raw_name};
 use crate::tahoe::{Cap, Client, TahoeError};
+
+/// The deepest a backup tree is walked: a directory more than this many
+/// levels below the root is refused (reported, not listed), so a hostile
+/// or corrupted tree cannot make a walk endless. Each level costs a walk
+/// its path and (in `restore`) an open directory, so the limit is well
+/// below where those would run out; a real tree this deep cannot be used
+/// by path anyway (`PATH_MAX` is 4096 bytes).
+pub const MAX_DEPTH: usize = 1024;
+
+/// Why a walk must not descend into the directory `cap` at `depth` levels
+/// below the root, whose ancestors are `ancestors` as `(object key, a
+/// function making its display path)`: it is one of its own ancestors (the same
+/// object, compared by [`Cap::object_key`], so a mutable directory's
+/// write and read caps match), or it is deeper than [`MAX_DEPTH`]. The
+/// reason (to follow "refused: ") names the ancestor by its path, never by
+/// its cap.
+pub fn refuse_descent<'a, P: FnOnce() -> String>(
+    cap: &Cap,
+    depth: usize,
+    ancestors: impl IntoIterator<Item = (&'a str, P)>,
+) -> Option<String> {
+    if depth > MAX_DEPTH {
+        return Some(format!(
+            "more than {MAX_DEPTH} directory levels below the root (the most a backup tree \
+             is walked); not listed"
+        ));
+    }
+    let key = cap.object_key();
+    for (ancestor, shown) in ancestors {
+        if ancestor == key {
+            // Only now: formatting every ancestor's path for every
+            // directory would cost the square of the depth.
+            let shown = shown();
+            let shown = if shown.is_empty() || shown == "/" {
+                "the backup's root".to_string()
+            } else {
+                shown
+            };
+            return Some(format!(
+                "a directory cycle: this directory is its own ancestor ({shown}); not walked \
+                 again"
+            ));
+        }
+    }
+    None
+}
 
 /// What a child of a backup directory is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,11 +125,17 @@ pub enum TreeError {
 }
 
 /// Lists one directory of a backup through the gateway (one `t=json`
-/// request). With `top_level`, the reserved `.lafs-backup-root` entry is
-/// taken as [`Listing::root_meta`] and not returned as a child.
+/// request, parsed as it streams in: one child at a time is a JSON value,
+/// see `tahoe/listing.rs`). With `top_level`, the reserved
+/// `.lafs-backup-root` entry is taken as [`Listing::root_meta`] and not
+/// returned as a child.
 pub fn list(client: &Client, dir: &Cap, top_level: bool) -> Result<Listing, TreeError> {
-    let value = client.info(dir)?;
-    parse_listing(&value, top_level)
+    let builder = client.list_dir(
+        dir,
+        || ListingBuilder::new(top_level),
+        |b, name, child| b.add(name, &child),
+    )?;
+    Ok(builder.finish())
 }
 
 /// Whether a `.lafs-backup-root` entry below the top level carries a
@@ -122,35 +172,71 @@ pub fn parse_listing(value: &Value, top_level: bool) -> Result<Listing, TreeErro
         .and_then(|d| d.get("children"))
         .and_then(Value::as_object)
         .ok_or(TreeError::BadListing("no children object"))?;
-
-    let mut listing = Listing::default();
-    let mut by_name: BTreeMap<Vec<u8>, Vec<Node>> = BTreeMap::new();
+    let mut builder = ListingBuilder::new(top_level);
     for (edge_name, child) in children {
-        if edge_name == ROOT_META_NAME && (top_level || is_nested_root_meta(child)) {
-            match child.get(1).and_then(|d| d.get("metadata")) {
-                Some(m) => match EdgeMeta::from_json(m) {
-                    Ok(meta) => listing.root_meta = Some(meta),
-                    Err(e) => listing.refused.push((edge_name.clone(), e.to_string())),
-                },
-                None => listing
-                    .refused
-                    .push((edge_name.clone(), "the root entry has no metadata".into())),
-            }
-            continue;
-        }
-        match parse_child(edge_name, child) {
-            Ok(node) => {
-                by_name.entry(node.name.clone()).or_default().push(node);
-            }
-            Err(why) => listing.refused.push((shown(edge_name), why)),
+        builder.add(edge_name.clone(), child);
+    }
+    Ok(builder.finish())
+}
+
+/// A [`Listing`] made one child at a time. The nodes are kept in one
+/// vector and grouped by name at the end (a map of small vectors would
+/// cost several times the nodes' size).
+struct ListingBuilder {
+    top_level: bool,
+    listing: Listing,
+    nodes: Vec<Node>,
+}
+
+impl ListingBuilder {
+    fn new(top_level: bool) -> Self {
+        ListingBuilder {
+            top_level,
+            listing: Listing::default(),
+            nodes: Vec::new(),
         }
     }
-    for (_, mut nodes) in by_name {
-        if nodes.len() == 1 {
-            listing.children.extend(nodes.pop());
-        } else {
-            let others: Vec<String> = nodes.iter().map(|n| shown(&n.edge_name)).collect();
-            for node in nodes {
+
+    /// One child of the listing: its edge name and its `[TYPE, {…}]`.
+    fn add(&mut self, edge_name: String, child: &Value) {
+        if edge_name == ROOT_META_NAME && (self.top_level || is_nested_root_meta(child)) {
+            match child.get(1).and_then(|d| d.get("metadata")) {
+                Some(m) => match EdgeMeta::from_json(m) {
+                    Ok(meta) => self.listing.root_meta = Some(meta),
+                    Err(e) => self.listing.refused.push((edge_name, e.to_string())),
+                },
+                None => self
+                    .listing
+                    .refused
+                    .push((edge_name, "the root entry has no metadata".into())),
+            }
+            return;
+        }
+        match parse_child(&edge_name, child) {
+            Ok(node) => self.nodes.push(node),
+            Err(why) => self.listing.refused.push((shown(&edge_name), why)),
+        }
+    }
+
+    /// The listing, with the colliding names refused.
+    fn finish(self) -> Listing {
+        let mut listing = self.listing;
+        let mut nodes = self.nodes;
+        // Stable: colliding entries stay in the order they came.
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        listing.children.reserve_exact(nodes.len());
+        let mut nodes = nodes.into_iter().peekable();
+        while let Some(node) = nodes.next() {
+            if nodes.peek().is_none_or(|next| next.name != node.name) {
+                listing.children.push(node);
+                continue;
+            }
+            let mut group = vec![node];
+            while let Some(next) = nodes.next_if(|n| n.name == group[0].name) {
+                group.push(next);
+            }
+            let others: Vec<String> = group.iter().map(|n| shown(&n.edge_name)).collect();
+            for node in group {
                 listing.refused.push((
                     shown(&node.edge_name),
                     format!(
@@ -160,9 +246,9 @@ pub fn parse_listing(value: &Value, top_level: bool) -> Result<Listing, TreeErro
                 ));
             }
         }
+        listing.refused.sort();
+        listing
     }
-    listing.refused.sort();
-    Ok(listing)
 }
 
 fn parse_child(edge_name: &str, child: &Value) -> Result<Node, String> {

@@ -28,7 +28,7 @@ use crate::encode;
 use crate::filter::Filter;
 use crate::meta::{self, S_IFMT};
 use crate::scan::display_path;
-use crate::tahoe::{Cap, Client};
+use crate::tahoe::{Cap, Client, SYMLINK_TARGET_LIMIT, TahoeError};
 use crate::tree::{self, Kind, Node};
 
 /// What to compare besides the metadata.
@@ -135,6 +135,7 @@ pub fn verify(
         summary: Summary::default(),
         sink,
         links: Links::default(),
+        ancestors: vec![(root.object_key(), "/".to_string())],
     };
     walker.summary.entries += 1;
     let listing =
@@ -175,6 +176,9 @@ struct Walker<'a, 's> {
     summary: Summary,
     sink: &'s mut dyn FnMut(&Difference) -> io::Result<()>,
     links: Links,
+    /// `(object key, display path)` of the backup directories being walked,
+    /// root first: a directory among them met again is a cycle.
+    ancestors: Vec<(String, String)>,
 }
 
 /// The path of `name` inside the directory `rel` ("" for the root).
@@ -333,10 +337,33 @@ impl Walker<'_, '_> {
         }
         match node.kind {
             Kind::Dir => {
-                let listing = tree::list(self.client, &node.cap, false).with_context(|| {
-                    format!("cannot list the backup's directory {}", display_path(&rel))
-                })?;
-                self.directory(rel, abs, listing)?;
+                let depth = rel.split(|&b| b == b'/').count();
+                let ancestors = self
+                    .ancestors
+                    .iter()
+                    .map(|(k, p)| (k.as_str(), move || p.clone()));
+                if let Some(why) = tree::refuse_descent(&node.cap, depth, ancestors) {
+                    return self.report("refused", &rel, why);
+                }
+                let listing = match tree::list(self.client, &node.cap, false) {
+                    Ok(listing) => listing,
+                    // Too large for the limit: this directory is refused,
+                    // the rest of the tree is still compared.
+                    Err(tree::TreeError::Tahoe(e @ TahoeError::TooLarge { .. })) => {
+                        return self.report("refused", &rel, e.to_string());
+                    }
+                    Err(e) => {
+                        return Err(anyhow::Error::from(e).context(format!(
+                            "cannot list the backup's directory {}",
+                            display_path(&rel)
+                        )));
+                    }
+                };
+                self.ancestors
+                    .push((node.cap.object_key(), display_path(&rel)));
+                let result = self.directory(rel, abs, listing);
+                self.ancestors.pop();
+                result?;
             }
             Kind::File => self.file(&rel, abs, &md, &node)?,
             Kind::Symlink => self.symlink(&rel, abs, &node)?,
@@ -523,9 +550,9 @@ impl Walker<'_, '_> {
         };
         // Streamed from the gateway: a file of any size costs a buffer.
         let enc = node.meta.enc;
-        let outcome = self
+        let downloaded = self
             .client
-            .download_with(&node.cap, |body| {
+            .download_with_max(&node.cap, node.stored_size, |body| {
                 let result = {
                     let backup = encode::decoder(enc, &mut *body)?;
                     let mut live = &live;
@@ -536,8 +563,21 @@ impl Walker<'_, '_> {
                 // check still judges the whole object.
                 io::copy(body, &mut io::sink())?;
                 Ok(result)
-            })
-            .with_context(|| format!("cannot download the backup's {}", display_path(rel)))?;
+            });
+        let outcome = match downloaded {
+            Ok(outcome) => outcome,
+            // Longer than its cap (or the listing) says: this entry is
+            // refused, the rest of the tree is still compared.
+            Err(e @ TahoeError::TooLarge { .. }) => {
+                return self.report("refused", rel, e.to_string());
+            }
+            Err(e) => {
+                return Err(anyhow::Error::from(e).context(format!(
+                    "cannot download the backup's {}",
+                    display_path(rel)
+                )));
+            }
+        };
         match outcome {
             Ok(true) => Ok(()),
             Ok(false) => self.report("content", rel, "differs".to_owned()),
@@ -551,9 +591,22 @@ impl Walker<'_, '_> {
     }
 
     fn symlink(&mut self, rel: &[u8], abs: &Path, node: &Node) -> anyhow::Result<()> {
-        let stored = self.client.download(&node.cap).with_context(|| {
-            format!("cannot download the backup's symlink {}", display_path(rel))
-        })?;
+        let stored = match self.client.download_at_most(
+            &node.cap,
+            SYMLINK_TARGET_LIMIT,
+            "the symlink target",
+        ) {
+            Ok(stored) => stored,
+            Err(e @ TahoeError::TooLarge { .. }) => {
+                return self.report("refused", rel, e.to_string());
+            }
+            Err(e) => {
+                return Err(anyhow::Error::from(e).context(format!(
+                    "cannot download the backup's symlink {}",
+                    display_path(rel)
+                )));
+            }
+        };
         let live = match fs::read_link(abs) {
             Ok(t) => t.into_os_string().into_vec(),
             Err(e) => return self.report("unreadable", rel, format!("cannot readlink: {e}")),

@@ -13,7 +13,7 @@
 use std::io::{self, BufRead, Write};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use serde_json::{Value, json};
@@ -22,7 +22,7 @@ use tracing::{debug, error, info, trace, warn};
 use super::list::show_name;
 use crate::cache::{BackupRow, Cache, unix_now};
 use crate::cli::{CheckArgs, Cli};
-use crate::config::Config;
+use crate::config::{Config, Timeouts};
 use crate::escape;
 use crate::exit::{Outcome, UsageError};
 use crate::names::ROOT_META_NAME;
@@ -76,6 +76,15 @@ pub fn run(cli: &Cli, args: &CheckArgs, config: &Config) -> anyhow::Result<Outco
         return Err(UsageError("operation.concurrency must be at least 1".into()).into());
     }
     let (client, url) = super::gateway_client(config, None)?;
+    // --max-duration: no single request may wait longer than the whole run.
+    let deadline = args.max_duration.map(Deadline::new);
+    let client = match args.max_duration {
+        Some(limit) => {
+            let clamped = clamp_timeouts(client.timeouts(), limit);
+            client.with_timeouts(clamped)
+        }
+        None => client,
+    };
     let stdin_caps = if args.targets.iter().any(|t| t == "-") {
         read_stdin_caps()?
     } else {
@@ -96,7 +105,14 @@ pub fn run(cli: &Cli, args: &CheckArgs, config: &Config) -> anyhow::Result<Outco
     let older_than = stale_threshold(config);
     if args.leases {
         check_grid(&client, url)?;
-        return renew_leases(&client, &mut cache, config, &report, older_than);
+        return renew_leases(
+            &client,
+            &mut cache,
+            config,
+            &report,
+            older_than,
+            deadline.as_ref(),
+        );
     }
 
     let mut targets = resolve(&cache, args, &stdin_caps)?;
@@ -109,6 +125,10 @@ pub fn run(cli: &Cli, args: &CheckArgs, config: &Config) -> anyhow::Result<Outco
     }
     if args.least_recently_checked {
         targets = vec![least_recently_checked(targets)];
+    } else if deadline.is_some() {
+        // A run that may stop early starts with what was checked longest
+        // ago, so the next run continues with what this one did not reach.
+        targets.sort_by_key(|t| t.ts_check.map_or((0, 0), |ts| (1, ts)));
     }
     check_grid(&client, url)?;
     let opts = CheckOptions {
@@ -118,12 +138,34 @@ pub fn run(cli: &Cli, args: &CheckArgs, config: &Config) -> anyhow::Result<Outco
     };
     let mut outcome = Outcome::Success;
     let mut failed: Vec<String> = Vec::new();
-    for target in &targets {
-        match check_target(&client, &mut cache, target, opts, &report)? {
+    // Targets checked to their end (`None`: all were).
+    let mut stopped_after: Option<usize> = None;
+    for (done, target) in targets.iter().enumerate() {
+        // The first target always starts, so every run makes progress.
+        if done > 0 && deadline.as_ref().is_some_and(Deadline::passed) {
+            stopped_after = Some(done);
+            break;
+        }
+        match check_target(
+            &client,
+            &mut cache,
+            target,
+            opts,
+            &report,
+            deadline.as_ref(),
+        )? {
             Checked::Done(result) => {
                 if result.unhealthy > 0 || result.errors > 0 {
                     outcome = Outcome::Problems;
                 }
+            }
+            Checked::Stopped(result) => {
+                info!(
+                    "{}: stopped after {} objects (--max-duration)",
+                    target.label, result.objects
+                );
+                stopped_after = Some(done);
+                break;
             }
             Checked::Failed(err) => {
                 error!("the check of {} could not run: {err}", target.label);
@@ -137,6 +179,14 @@ pub fn run(cli: &Cli, args: &CheckArgs, config: &Config) -> anyhow::Result<Outco
     cache.commit()?;
     warn_stale(&cache, &report, older_than, true)?;
     drop(cache);
+    if let (Some(done), Some(deadline)) = (stopped_after, &deadline) {
+        report.not_finished(
+            deadline,
+            &format!("{done} of {} backup(s) checked to their end", targets.len()),
+            "the next run starts with the backups checked longest ago",
+        )?;
+        outcome = Outcome::Problems;
+    }
     if !failed.is_empty() {
         anyhow::bail!(
             "the check of {} of {} backup(s) could not run ({}); see the errors above",
@@ -292,10 +342,15 @@ struct TreeResult {
     leases: u64,
     /// The stream ended with its statistics line.
     complete: bool,
+    /// `--max-duration` ran out before the stream ended.
+    stopped: bool,
 }
 
 enum Checked {
     Done(TreeResult),
+    /// `--max-duration` ran out during the check: what it found is
+    /// recorded (leases), the check time is not.
+    Stopped(TreeResult),
     /// The check could not run (or not to its end) for a reason other than
     /// the grid's state: the gateway, the connection.
     Failed(TahoeError),
@@ -309,6 +364,7 @@ fn check_target(
     target: &Target,
     opts: CheckOptions,
     report: &Reporter,
+    deadline: Option<&Deadline>,
 ) -> anyhow::Result<Checked> {
     if target.ids.is_empty() {
         warn!(
@@ -344,13 +400,17 @@ fn check_target(
     } else if !target.cap.is_dir() {
         check_single(client, cache, target, opts, report, &mut result)?
     } else {
-        check_tree(client, cache, target, opts, report, &mut result)?
+        check_tree(client, cache, target, opts, report, &mut result, deadline)?
     };
     if let Some(err) = failure {
         cache.commit()?;
         return Ok(Checked::Failed(err));
     }
     let seconds = started.elapsed().as_secs_f64();
+    if result.stopped {
+        cache.commit()?;
+        return Ok(Checked::Stopped(result));
+    }
     if !result.complete {
         cache.commit()?;
         return Ok(Checked::Failed(TahoeError::Network {
@@ -426,6 +486,7 @@ fn check_tree(
     opts: CheckOptions,
     report: &Reporter,
     result: &mut TreeResult,
+    deadline: Option<&Deadline>,
 ) -> anyhow::Result<Option<TahoeError>> {
     let stream = match client.deep_check(&target.cap, opts) {
         Ok(stream) => stream,
@@ -449,6 +510,12 @@ fn check_tree(
     for item in stream {
         let item = match item {
             Ok(item) => item,
+            // A read that ran into --max-duration's limit is a stop, not
+            // a failure of the gateway.
+            Err(err) if err.is_timeout() && deadline.is_some_and(Deadline::passed) => {
+                result.stopped = true;
+                return Ok(None);
+            }
             Err(err) => return Ok(Some(err)),
         };
         match item {
@@ -485,6 +552,11 @@ fn check_tree(
                     target.label
                 );
             }
+        }
+        if !result.complete && deadline.is_some_and(Deadline::passed) {
+            // Dropping the stream closes the connection: the gateway stops.
+            result.stopped = true;
+            break;
         }
     }
     Ok(None)
@@ -640,6 +712,7 @@ fn renew_leases(
     config: &Config,
     report: &Reporter,
     older_than: i64,
+    deadline: Option<&Deadline>,
 ) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     let stale_before = cache.stale_leases(older_than)?.objects;
@@ -678,7 +751,15 @@ fn renew_leases(
     let mut last_progress = Instant::now();
     let mut next = first;
     let mut fatal: Option<TahoeError> = None;
+    let mut stopped = false;
     while next < set.len() && fatal.is_none() {
+        // The first batch always runs, so every run makes progress.
+        if next > first && deadline.is_some_and(Deadline::passed) {
+            // The cursor was saved after the last batch: the next run
+            // continues from there.
+            stopped = true;
+            break;
+        }
         let chunk = &set[next..(next + batch).min(set.len())];
         let outcomes = check_batch(client, &limits, &requests, chunk, workers);
         // Results in cap order. The cursor only covers the objects before
@@ -728,7 +809,7 @@ fn renew_leases(
             info!("lease renewal: {next} of {} objects done", set.len());
         }
     }
-    if fatal.is_none() {
+    if fatal.is_none() && !stopped {
         cache.clear_lease_cursor()?;
     }
     cache.commit()?;
@@ -746,7 +827,7 @@ fn renew_leases(
             "requests": requests,
             "stale_before": stale_before,
             "stale_after": stale_after,
-            "complete": fatal.is_none(),
+            "complete": fatal.is_none() && !stopped,
             "seconds": (seconds * 1000.0).round() / 1000.0,
         }))?;
     } else {
@@ -771,11 +852,59 @@ fn renew_leases(
             set.len()
         )));
     }
+    if let (true, Some(deadline)) = (stopped, deadline) {
+        report.not_finished(
+            deadline,
+            &format!("{next} of {} objects done", set.len()),
+            "the next `check --leases` continues from there",
+        )?;
+        return Ok(Outcome::Problems);
+    }
     Ok(if unhealthy > 0 || errors > 0 {
         Outcome::Problems
     } else {
         Outcome::Success
     })
+}
+
+/// The end of a `check --max-duration` run.
+#[derive(Debug)]
+struct Deadline {
+    at: Instant,
+    started: Instant,
+    limit: Duration,
+}
+
+impl Deadline {
+    fn new(limit: Duration) -> Deadline {
+        let started = Instant::now();
+        Deadline {
+            // A limit too far away to add is no limit in practice.
+            at: started
+                .checked_add(limit)
+                .unwrap_or(started + Duration::from_secs(1 << 32)),
+            started,
+            limit,
+        }
+    }
+
+    fn passed(&self) -> bool {
+        Instant::now() >= self.at
+    }
+}
+
+/// The timeouts of `check --max-duration LIMIT`: no attempt of a request may
+/// take longer than the whole run may (but at least a second, so that a
+/// tiny limit still lets the gateway answer).
+fn clamp_timeouts(timeouts: &Timeouts, limit: Duration) -> Timeouts {
+    let max = limit.as_secs_f64().max(1.0);
+    match timeouts {
+        Timeouts::None => Timeouts::Fixed(max),
+        Timeouts::Fixed(secs) => Timeouts::Fixed(secs.min(max)),
+        Timeouts::PerAttempt(list) => {
+            Timeouts::PerAttempt(list.iter().map(|secs| secs.min(max)).collect())
+        }
+    }
 }
 
 /// Checks `chunk` with `add-lease` on `workers` threads; the outcomes come
@@ -948,6 +1077,26 @@ impl Reporter {
         Ok(())
     }
 
+    /// The note of a run that `--max-duration` stopped: on stderr, and as a
+    /// `not_finished` line with `--json`.
+    fn not_finished(&self, deadline: &Deadline, done: &str, next: &str) -> anyhow::Result<()> {
+        let limit = show_duration(deadline.limit);
+        let ran = show_duration(deadline.started.elapsed());
+        if self.json {
+            self.summary_line(&json!({
+                "type": "not_finished",
+                "max_duration_seconds": deadline.limit.as_secs_f64(),
+                "seconds": (deadline.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+                "done": done,
+            }))?;
+        }
+        eprintln!(
+            "lafs-backup: check not finished: --max-duration {limit} reached after {ran} \
+             ({done}); what was checked is recorded, {next}"
+        );
+        Ok(())
+    }
+
     fn backup_summary(
         &self,
         target: &Target,
@@ -1114,6 +1263,12 @@ impl Template {
         }
         out
     }
+}
+
+/// A duration for messages: `0.001 s`, `1.5 s`, `90 s`.
+fn show_duration(d: Duration) -> String {
+    let text = format!("{:.3}", d.as_secs_f64());
+    format!("{} s", text.trim_end_matches('0').trim_end_matches('.'))
 }
 
 #[cfg(test)]

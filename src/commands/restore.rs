@@ -19,6 +19,7 @@ use super::list::show_name;
 pub fn run(cli: &Cli, args: &RestoreArgs, config: &Config) -> anyhow::Result<Outcome> {
     let selection = Selection::parse(&args.paths).map_err(UsageError)?;
     let (client, url) = super::gateway_client(config, args.gateway.as_deref())?;
+    let client = super::interactive_client(client, args.timeout);
     let root = resolve(args, config)?;
     super::storage_servers(&client, url, super::Contact::Once)?;
     let concurrency = args

@@ -22,6 +22,7 @@ use crate::verify::{self, Difference, Options, SourceRules};
 pub fn run(cli: &Cli, args: &VerifyArgs, config: &Config) -> anyhow::Result<Outcome> {
     let (root, label) = resolve(args, config)?;
     let (client, url) = super::gateway_client(config, args.gateway.as_deref())?;
+    let client = super::interactive_client(client, args.timeout);
     info!("verifying {label} against {}", args.path.display());
     super::storage_servers(&client, url, super::Contact::Once)?;
 

@@ -38,6 +38,15 @@
 //! [`Client::unlink`] whose first try did reach the gateway returns
 //! `Ok(None)`.
 //!
+//! Every reply body is read with a limit that fits what it is, enforced as
+//! it streams in (never after buffering it): a directory listing
+//! `http.max_listing_bytes` (parsed a child at a time, see
+//! `tahoe/listing.rs`), a check report and the node status or statistics
+//! 4 MiB, an error reply or a cap 64 KiB, a body held in memory (a symlink
+//! target) what the caller allows, streamed file content the size its cap
+//! (else the caller, else the Content-Length) states, a deep-check line 4
+//! MiB. One byte more is [`TahoeError::TooLarge`], never retried.
+//!
 //! Requests carry `Accept: text/plain` (so 500s are plain tracebacks) and
 //! `User-Agent: lafs-backup/VERSION`; proxies from the environment are
 //! ignored and redirects are never followed (a 3xx is a
@@ -60,6 +69,25 @@ use crate::config::{Retry, Timeouts};
 
 /// Most bytes read from an error reply or from a reply that should be a cap.
 const SMALL_REPLY_LIMIT: u64 = 64 * 1024;
+
+/// Most bytes read of a `t=check&output=JSON` reply. A report is a few
+/// KiB (its share map names every server holding a share); 4 MiB leaves
+/// room for grids of thousands of servers.
+const CHECK_REPLY_LIMIT: u64 = 4 << 20;
+
+/// Most bytes read of the node status (`/?t=json`) and statistics
+/// (`/statistics?t=json`) JSON: a few KiB per storage server.
+const STATUS_REPLY_LIMIT: u64 = 4 << 20;
+
+/// The default of `http.max_listing_bytes`: most bytes read of one
+/// directory listing (`t=json`). A listing of this tool's backups takes
+/// about 500 bytes per entry, so 64 MiB holds a directory of well over
+/// 100,000 entries.
+pub const DEFAULT_MAX_LISTING_BYTES: u64 = 64 << 20;
+
+/// Most bytes of a symlink target (`SYMLINK_TARGET_LIMIT`), whatever its
+/// cap says: Linux's `PATH_MAX` is 4 KiB, so 64 KiB is generous.
+pub const SYMLINK_TARGET_LIMIT: u64 = 64 * 1024;
 
 /// Idle keep-alive connections kept per gateway (uploads may run in
 /// parallel threads).
@@ -139,6 +167,10 @@ pub struct Client {
     gateway: String,
     retry: Retry,
     timeouts: Timeouts,
+    /// Most bytes of a directory listing (`http.max_listing_bytes`).
+    max_listing_bytes: u64,
+    /// The time limit of the first contact ([`Client::servers_once`]).
+    first_contact: Option<Duration>,
 }
 
 impl std::fmt::Debug for Client {
@@ -150,7 +182,7 @@ impl std::fmt::Debug for Client {
 }
 
 /// A request body.
-enum Payload<'a> {
+pub(super) enum Payload<'a> {
     Empty,
     Bytes {
         data: &'a [u8],
@@ -161,7 +193,7 @@ enum Payload<'a> {
 }
 
 #[derive(Clone, Copy, Debug)]
-enum Method {
+pub(super) enum Method {
     Get,
     Put,
     Post,
@@ -196,7 +228,53 @@ impl Client {
             gateway,
             retry: retry.clone(),
             timeouts: timeouts.clone(),
+            max_listing_bytes: DEFAULT_MAX_LISTING_BYTES,
+            first_contact: None,
         })
+    }
+
+    /// Sets the most bytes read of one directory listing
+    /// (`http.max_listing_bytes`; at least 1 KiB).
+    pub fn with_max_listing_bytes(mut self, limit: u64) -> Client {
+        self.max_listing_bytes = limit.max(1024);
+        self
+    }
+
+    /// Replaces the timeouts (`operation.timeouts.updates`) of every
+    /// request: `--timeout` of the interactive commands, `check
+    /// --max-duration`.
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> Client {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// The timeouts every request follows.
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
+    }
+
+    /// Sets the time limit of [`Client::servers_once`] (the first contact of
+    /// an interactive command), instead of the first attempt's limit of the
+    /// timeouts.
+    pub fn with_first_contact_timeout(mut self, limit: Duration) -> Client {
+        self.first_contact = Some(limit);
+        self
+    }
+
+    /// The time limit of the first attempt of a request
+    /// (`operation.timeouts.updates`); `None`: no limit.
+    pub(super) fn first_attempt_limit(&self) -> Option<Duration> {
+        self.timeouts.timeout(0)
+    }
+
+    /// `{node}/uri`.
+    pub(super) fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// Most bytes read of one directory listing.
+    pub fn max_listing_bytes(&self) -> u64 {
+        self.max_listing_bytes
     }
 
     /// The node root URL (`http://HOST:PORT`, no trailing slash).
@@ -257,9 +335,12 @@ impl Client {
     /// file info (`["filenode", {…}]`). For a file this only parses the cap
     /// (no existence check: use [`Client::check`]). A cap the gateway does
     /// not know (`["unknown", …]`) is a [`TahoeError::BadReply`].
+    ///
+    /// The reply is parsed as it streams in and may have at most
+    /// [`Client::max_listing_bytes`] bytes ([`TahoeError::TooLarge`]).
     pub fn info(&self, cap: &Cap) -> Result<Value, TahoeError> {
         let url = format!("{}/{}?t=json", self.uri, cap_segment(cap));
-        let value = self.get_json("info", Some(cap), &url)?;
+        let value = self.get_json("info", Some(cap), &url, self.listing_limit())?;
         if value.get(0).and_then(Value::as_str) == Some("unknown") {
             return Err(TahoeError::BadReply(
                 "the gateway does not recognise this capability".into(),
@@ -275,9 +356,25 @@ impl Client {
     /// short result; an error of `sink`'s own (writing) is
     /// [`TahoeError::Sink`] and not retried. A `URI:LIT:` cap's content is
     /// decoded locally, without a request.
+    ///
+    /// The body may not go past the cap's size (or, for a cap that states
+    /// none, its Content-Length): the first byte more ends the download
+    /// with [`TahoeError::TooLarge`] while it streams.
     pub fn download_with<T>(
         &self,
         cap: &Cap,
+        sink: impl FnMut(&mut dyn Read) -> io::Result<T>,
+    ) -> Result<T, TahoeError> {
+        self.download_with_max(cap, None, sink)
+    }
+
+    /// [`Client::download_with`] with a limit for a body whose cap states no
+    /// size (a mutable file): at most `max` bytes when given (else its
+    /// Content-Length, when the reply has one).
+    pub fn download_with_max<T>(
+        &self,
+        cap: &Cap,
+        max: Option<u64>,
         mut sink: impl FnMut(&mut dyn Read) -> io::Result<T>,
     ) -> Result<T, TahoeError> {
         if let Some(data) = lit::lit_data(cap) {
@@ -295,44 +392,98 @@ impl Client {
         self.with_retries("download", Some(cap), |deadline| {
             let reply = self.exchange(Method::Get, &url, Payload::Empty, deadline)?;
             let announced = reply.body().content_length();
+            // The cap's word first, then the caller's (the listing's size),
+            // then the gateway's.
+            let limit = expected.or(max).or(announced);
             let mut reader = CheckedBody {
                 inner: reply.into_body().into_reader(),
                 got: 0,
+                limit,
+                too_long: false,
                 net_error: None,
             };
             let result = sink(&mut reader);
+            if reader.too_long {
+                return Err(TahoeError::TooLarge {
+                    what: "the file's content",
+                    limit: limit.unwrap_or_default(),
+                    hint: None,
+                });
+            }
             if let Some(err) = reader.net_error.take() {
                 return Err(self.map_ureq(ureq::Error::from(err)));
             }
             let value = result.map_err(TahoeError::Sink)?;
             // The sink may stop early: whatever is left must be nothing.
             let mut rest = [0u8; 1];
-            let extra = reader
-                .read(&mut rest)
-                .map_err(|e| self.map_ureq(ureq::Error::from(e)))?;
+            let extra = match reader.read(&mut rest) {
+                Err(_) if reader.too_long => {
+                    return Err(TahoeError::TooLarge {
+                        what: "the file's content",
+                        limit: limit.unwrap_or_default(),
+                        hint: None,
+                    });
+                }
+                other => other.map_err(|e| self.map_ureq(ureq::Error::from(e)))?,
+            };
             whole_body(reader.got + extra as u64, announced, expected)?;
             Ok(value)
         })
     }
 
     /// Downloads the whole content of a file cap (`GET /uri/CAP`; a
-    /// `URI:LIT:` cap is decoded locally). A body shorter or longer than its
-    /// Content-Length, or than the size in a `URI:CHK:` cap, is
+    /// `URI:LIT:` cap is decoded locally) into memory, so at most `max`
+    /// bytes: a cap that states a larger size, or a body that goes past
+    /// `max`, is [`TahoeError::TooLarge`] (`what` names the object's kind
+    /// in it), noticed while the body streams in. A body shorter or longer
+    /// than its Content-Length, or than the size in a `URI:CHK:` cap, is
     /// [`TahoeError::Incomplete`], never a short result.
-    pub fn download(&self, cap: &Cap) -> Result<Vec<u8>, TahoeError> {
+    pub fn download_at_most(
+        &self,
+        cap: &Cap,
+        max: u64,
+        what: &'static str,
+    ) -> Result<Vec<u8>, TahoeError> {
+        let too_large = || TahoeError::TooLarge {
+            what,
+            limit: max,
+            hint: None,
+        };
         if let Some(data) = lit::lit_data(cap) {
+            if data.len() as u64 > max {
+                return Err(too_large());
+            }
             return Ok(data);
         }
         let (url, expected) = self.content_url(cap);
+        if expected.is_some_and(|size| size > max) {
+            return Err(too_large());
+        }
         self.with_retries("download", Some(cap), |deadline| {
             let reply = self.exchange(Method::Get, &url, Payload::Empty, deadline)?;
             let announced = reply.body().content_length();
-            // One byte more than announced, to notice a longer body.
-            let limit = expected.or(announced).map(|n| n.saturating_add(1));
-            let data = self.read_body(reply, limit)?;
+            if expected.is_none() && announced.is_some_and(|n| n > max) {
+                return Err(too_large());
+            }
+            // One byte more than expected, to notice a longer body; never
+            // more than `max` (a Content-Length is the gateway's word only).
+            let limit = expected.map_or(max, |n| n.saturating_add(1).min(max));
+            let data = self.read_body_bounded(reply, limit, what, None)?;
             whole_body(data.len() as u64, announced, expected)?;
             Ok(data)
         })
+    }
+
+    /// [`Client::download_at_most`] with the size the cap states as the
+    /// limit; a cap that states no size (a mutable file) may have at most
+    /// [`SYMLINK_TARGET_LIMIT`] bytes. For large files use
+    /// [`Client::download_with`], which streams.
+    pub fn download(&self, cap: &Cap) -> Result<Vec<u8>, TahoeError> {
+        let max = cap
+            .size()
+            .filter(|_| !cap.is_dir())
+            .unwrap_or(SYMLINK_TARGET_LIMIT);
+        self.download_at_most(cap, max, "the file")
     }
 
     /// Checks an object: `POST /uri/CAP?t=check&output=JSON` with
@@ -353,7 +504,10 @@ impl Client {
         );
         let value = self.with_retries("check", Some(cap), |deadline| {
             let reply = self.exchange(Method::Post, &url, Payload::Empty, deadline)?;
-            self.read_json(reply)
+            self.read_json(
+                reply,
+                Self::fixed_limit(CHECK_REPLY_LIMIT, "the check report"),
+            )
         })?;
         parse_check(&value)
     }
@@ -401,7 +555,7 @@ impl Client {
     pub fn child_cap(&self, dir_path: &str, name: &str) -> Result<Option<Cap>, TahoeError> {
         let wanted = check_name(name)?.nfc().collect::<String>();
         let url = format!("{}?t=json", self.dir_url(dir_path)?);
-        let listing = self.get_json("list", None, &url)?;
+        let listing = self.get_json("list", None, &url, self.listing_limit())?;
         if listing.get(0).and_then(Value::as_str) != Some("dirnode") {
             return Err(TahoeError::BadReply(
                 "the path does not name a directory".into(),
@@ -439,7 +593,12 @@ impl Client {
     /// something was uploaded) and `stats`.
     pub fn statistics(&self) -> Result<Value, TahoeError> {
         let url = format!("{}/statistics?t=json", self.node);
-        self.get_json("statistics", None, &url)
+        self.get_json(
+            "statistics",
+            None,
+            &url,
+            Self::fixed_limit(STATUS_REPLY_LIMIT, "the node statistics"),
+        )
     }
 
     /// `(connected, known)` storage servers from `GET /?t=json`. A server
@@ -448,7 +607,12 @@ impl Client {
     /// protocol, `Connected to tcp:… via tcp` with foolscap).
     pub fn servers(&self) -> Result<(usize, usize), TahoeError> {
         let url = format!("{}/?t=json", self.node);
-        let value = self.get_json("servers", None, &url)?;
+        let value = self.get_json(
+            "servers",
+            None,
+            &url,
+            Self::fixed_limit(STATUS_REPLY_LIMIT, "the node status"),
+        )?;
         count_servers(&value)
     }
 
@@ -459,12 +623,26 @@ impl Client {
     /// retry as configured.
     pub fn servers_once(&self) -> Result<(usize, usize), TahoeError> {
         let url = format!("{}/?t=json", self.node);
-        let deadline = self
-            .timeouts
-            .timeout(0)
-            .and_then(|l| Instant::now().checked_add(l));
-        let reply = self.exchange(Method::Get, &url, Payload::Empty, deadline)?;
-        let value = self.read_json(reply)?;
+        let limit = self.first_contact.or_else(|| self.timeouts.timeout(0));
+        let deadline = limit.and_then(|l| Instant::now().checked_add(l));
+        let started = Instant::now();
+        let value = self
+            .exchange(Method::Get, &url, Payload::Empty, deadline)
+            .and_then(|reply| {
+                self.read_json(
+                    reply,
+                    Self::fixed_limit(STATUS_REPLY_LIMIT, "the node status"),
+                )
+            })
+            .map_err(|err| match err {
+                // Say how long it really waited (the error of one try does
+                // not know its limit).
+                TahoeError::Timeout { attempts, .. } => TahoeError::Timeout {
+                    after: limit.unwrap_or_else(|| started.elapsed()),
+                    attempts,
+                },
+                other => other,
+            })?;
         count_servers(&value)
     }
 }
@@ -489,22 +667,40 @@ fn count_servers(value: &Value) -> Result<(usize, usize), TahoeError> {
 impl Client {
     // ------------------------------------------------------------ plumbing
 
-    /// A GET whose reply is JSON, with retries.
+    /// A GET whose reply is JSON of at most `limit` bytes, with retries.
     fn get_json(
         &self,
         op: &'static str,
         cap: Option<&Cap>,
         url: &str,
+        limit: Limit,
     ) -> Result<Value, TahoeError> {
         self.with_retries(op, cap, |deadline| {
             let reply = self.exchange(Method::Get, url, Payload::Empty, deadline)?;
-            self.read_json(reply)
+            self.read_json(reply, limit)
         })
+    }
+
+    /// The limit of a directory listing.
+    fn listing_limit(&self) -> Limit {
+        Limit {
+            bytes: self.max_listing_bytes,
+            what: "the directory listing",
+            hint: Some("http.max_listing_bytes"),
+        }
+    }
+
+    fn fixed_limit(bytes: u64, what: &'static str) -> Limit {
+        Limit {
+            bytes,
+            what,
+            hint: None,
+        }
     }
 
     /// Runs `attempt` (one HTTP try, given the current attempt's deadline)
     /// under the retry and timeout scheme of the module doc.
-    fn with_retries<T>(
+    pub(super) fn with_retries<T>(
         &self,
         op: &'static str,
         cap: Option<&Cap>,
@@ -534,9 +730,13 @@ impl Client {
                     return Err(err.with_attempts(tries));
                 }
                 let delay = self.retry.delay.before_retry((tries - 1) as usize);
-                tracing::debug!(
-                    "{op}{object}: try {tries} of {max_tries} failed ({err}); retrying in {:.3} s",
-                    delay.as_secs_f64()
+                // A warning, not debug: a run that waits minutes between
+                // tries must say why it is silent. `err` is already redacted.
+                tracing::warn!(
+                    "gateway request failed ({err}); trying again in {} (try {} of {max_tries}; \
+                     {op}{object})",
+                    show_secs(delay),
+                    tries + 1
                 );
                 if let Some(deadline) = deadline {
                     let left = deadline.saturating_duration_since(Instant::now());
@@ -555,10 +755,15 @@ impl Client {
                     attempts: u32::try_from(round).unwrap_or(u32::MAX),
                 });
             }
-            tracing::debug!(
-                "{op}{object}: attempt {round} timed out after {} s; starting attempt {}",
-                after.as_secs_f64(),
-                round + 1
+            // A new attempt is a retry too: say so at the same level.
+            tracing::warn!(
+                "gateway request did not finish in time (waited {}); trying again now \
+                 (attempt {} of {}; {op}{object})",
+                show_secs(after),
+                round + 1,
+                self.timeouts
+                    .attempts()
+                    .map_or_else(|| "unlimited".to_string(), |n| n.to_string())
             );
         }
     }
@@ -566,7 +771,7 @@ impl Client {
     /// One HTTP exchange. 2xx replies are returned; error statuses become
     /// [`TahoeError::Http`] (their body read and parsed), redirects
     /// [`TahoeError::BadReply`].
-    fn exchange(
+    pub(super) fn exchange(
         &self,
         method: Method,
         url: &str,
@@ -672,7 +877,8 @@ impl Client {
         ))
     }
 
-    /// Reads a reply body, at most `limit` bytes.
+    /// Reads a reply body, at most `limit` bytes (the rest is left
+    /// unread; for replies whose length does not matter).
     fn read_body(&self, reply: Response<Body>, limit: Option<u64>) -> Result<Vec<u8>, TahoeError> {
         let mut data = Vec::new();
         let mut reader = reply.into_body().into_reader();
@@ -684,6 +890,27 @@ impl Client {
         Ok(data)
     }
 
+    /// Reads a whole reply body of at most `limit` bytes: one byte more is
+    /// [`TahoeError::TooLarge`], noticed as it arrives (never after
+    /// buffering the rest).
+    fn read_body_bounded(
+        &self,
+        reply: Response<Body>,
+        limit: u64,
+        what: &'static str,
+        hint: Option<&'static str>,
+    ) -> Result<Vec<u8>, TahoeError> {
+        let mut bounded = Bounded::new(reply.into_body().into_reader(), limit);
+        let mut data = Vec::new();
+        if let Err(e) = bounded.read_to_end(&mut data) {
+            if bounded.exceeded {
+                return Err(TahoeError::TooLarge { what, limit, hint });
+            }
+            return Err(self.map_ureq(ureq::Error::from(e)));
+        }
+        Ok(data)
+    }
+
     /// A reply that must be a cap (uploads, mkdirs, unlink).
     fn read_cap(&self, reply: Response<Body>) -> Result<Cap, TahoeError> {
         let body = self.read_body(reply, Some(SMALL_REPLY_LIMIT))?;
@@ -692,15 +919,28 @@ impl Client {
         Cap::parse(text).map_err(|_| TahoeError::BadReply("the reply is not a capability".into()))
     }
 
-    /// A reply that must be JSON.
-    fn read_json(&self, reply: Response<Body>) -> Result<Value, TahoeError> {
-        let body = self.read_body(reply, None)?;
-        serde_json::from_slice(&body).map_err(|e| {
-            TahoeError::BadReply(format!(
+    /// A reply that must be JSON of at most `limit.bytes` bytes. It is
+    /// parsed as it streams in (the text is never held whole), and a byte
+    /// past the limit ends the read with [`TahoeError::TooLarge`].
+    fn read_json(&self, reply: Response<Body>, limit: Limit) -> Result<Value, TahoeError> {
+        let mut bounded = Bounded::new(reply.into_body().into_reader(), limit.bytes);
+        let parsed = serde_json::from_reader::<_, Value>(io::BufReader::with_capacity(
+            64 * 1024,
+            &mut bounded,
+        ));
+        match parsed {
+            Ok(value) => Ok(value),
+            Err(_) if bounded.exceeded => Err(TahoeError::TooLarge {
+                what: limit.what,
+                limit: limit.bytes,
+                hint: limit.hint,
+            }),
+            Err(e) if e.is_io() => Err(self.map_ureq(ureq::Error::from(io::Error::from(e)))),
+            Err(e) => Err(TahoeError::BadReply(format!(
                 "the reply is not valid JSON ({})",
                 redact(&e.to_string())
-            ))
-        })
+            ))),
+        }
     }
 
     /// Maps a ureq error to ours (attempt counts are set by the retry
@@ -768,6 +1008,63 @@ impl Client {
         }
         Ok(url)
     }
+}
+
+/// How much of a reply may be read, and how an error names it.
+#[derive(Debug, Clone, Copy)]
+struct Limit {
+    bytes: u64,
+    what: &'static str,
+    hint: Option<&'static str>,
+}
+
+/// A reader that yields at most `limit` bytes and fails (setting
+/// `exceeded`) as soon as one more arrives.
+pub(super) struct Bounded<R> {
+    inner: R,
+    left: u64,
+    pub(super) exceeded: bool,
+}
+
+impl<R: Read> Bounded<R> {
+    pub(super) fn new(inner: R, limit: u64) -> Self {
+        Bounded {
+            inner,
+            left: limit,
+            exceeded: false,
+        }
+    }
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.left == 0 {
+            // At the limit: the body must end here.
+            let mut probe = [0u8; 1];
+            if self.inner.read(&mut probe)? == 0 {
+                return Ok(0);
+            }
+            self.exceeded = true;
+            return Err(io::Error::other("the reply is larger than its limit"));
+        }
+        let max = usize::try_from(self.left)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let n = self.inner.read(&mut buf[..max])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// A duration for messages: whole seconds when it is whole, else to the
+/// millisecond (`60 s`, `0.5 s`).
+pub(crate) fn show_secs(d: Duration) -> String {
+    let text = format!("{:.3}", d.as_secs_f64());
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    format!("{text} s")
 }
 
 /// A downloaded body of `got` bytes must be as long as its Content-Length
@@ -850,7 +1147,7 @@ fn normalise_url(url: &str) -> Result<(String, String), TahoeError> {
 /// A cap as a URL path segment. Parsed caps are printable ASCII; anything
 /// that is not safe in a path segment is percent-encoded (the gateway
 /// decodes it).
-fn cap_segment(cap: &Cap) -> String {
+pub(super) fn cap_segment(cap: &Cap) -> String {
     percent_encode(cap.as_str(), |b| {
         b.is_ascii_alphanumeric() || b"-._~:".contains(&b)
     })
@@ -939,7 +1236,7 @@ pub(super) fn parse_check(value: &Value) -> Result<CheckReport, TahoeError> {
 /// An upload body that remembers its own read error, so the client can tell
 /// "the local file failed" ([`TahoeError::Body`]) from a network error,
 /// whatever ureq makes of the error it is handed.
-struct TrackedReader {
+pub(super) struct TrackedReader {
     inner: Box<dyn Read + Send>,
     failed: Arc<Mutex<Option<io::Error>>>,
 }
@@ -979,6 +1276,9 @@ fn take_error(slot: &Mutex<Option<io::Error>>) -> Option<io::Error> {
 struct CheckedBody<R> {
     inner: R,
     got: u64,
+    /// Most bytes the body may have; one more sets `too_long` and fails.
+    limit: Option<u64>,
+    too_long: bool,
     net_error: Option<io::Error>,
 }
 
@@ -987,6 +1287,10 @@ impl<R: Read> Read for CheckedBody<R> {
         match self.inner.read(buf) {
             Ok(n) => {
                 self.got += n as u64;
+                if self.limit.is_some_and(|limit| self.got > limit) {
+                    self.too_long = true;
+                    return Err(io::Error::other("the body is longer than its stated size"));
+                }
                 Ok(n)
             }
             Err(e) => {
@@ -1115,6 +1419,29 @@ mod tests {
         assert!(r.read(&mut [0; 4]).is_err());
         let err = take_error(&failed).unwrap();
         assert_eq!(err.to_string(), "vanished");
+    }
+
+    #[test]
+    fn bounded_reads_up_to_the_limit_and_fails_past_it() {
+        let mut exact = Bounded::new(&b"12345"[..], 5);
+        let mut out = Vec::new();
+        exact.read_to_end(&mut out).unwrap();
+        assert_eq!(out, b"12345");
+        assert!(!exact.exceeded);
+
+        let mut long = Bounded::new(io::repeat(b'x'), 1000);
+        let mut out = Vec::new();
+        assert!(long.read_to_end(&mut out).is_err());
+        assert!(long.exceeded);
+        assert_eq!(out.len(), 1000);
+    }
+
+    #[test]
+    fn durations_in_messages() {
+        assert_eq!(show_secs(Duration::from_secs(15)), "15 s");
+        assert_eq!(show_secs(Duration::from_millis(1500)), "1.5 s");
+        assert_eq!(show_secs(Duration::from_millis(10)), "0.01 s");
+        assert_eq!(show_secs(Duration::ZERO), "0 s");
     }
 
     #[test]

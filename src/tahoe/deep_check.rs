@@ -29,6 +29,10 @@ use super::{Cap, CheckOptions, CheckReport, Client, TahoeError, redact};
 /// KiB at most (its caps, the share map of its servers).
 const MAX_LINE: usize = 4 << 20;
 
+/// Lines of the traceback after an `ERROR:` line read before the stream is
+/// dropped (a traceback has a few dozen).
+const MAX_DRAIN_LINES: usize = 10_000;
+
 /// Characters kept of an error or garbage line.
 const MAX_SHOWN: usize = 300;
 
@@ -120,7 +124,14 @@ impl<'a> DeepCheck<'a> {
     /// Maps an error while reading the stream's body.
     fn read_error(&self, e: std::io::Error) -> TahoeError {
         if let Some(client) = self.client {
-            return client.map_ureq(ureq::Error::from(e));
+            return match client.map_ureq(ureq::Error::from(e)) {
+                // Each read may take the first attempt's limit: say so.
+                TahoeError::Timeout { attempts, .. } => TahoeError::Timeout {
+                    after: client.first_attempt_limit().unwrap_or_default(),
+                    attempts,
+                },
+                other => other,
+            };
         }
         TahoeError::Network {
             message: redact(&e.to_string()),
@@ -148,10 +159,17 @@ impl<'a> DeepCheck<'a> {
                 Some(i) => (i + 1, true),
                 None => (buf.len(), false),
             };
-            if line.len() < MAX_LINE {
-                let keep = take.min(MAX_LINE - line.len());
-                line.extend_from_slice(&buf[..keep]);
+            if line.len() + take > MAX_LINE + 2 {
+                // No object's line is this long: the stream is hostile or
+                // broken. Stop here rather than read on without end.
+                self.done = true;
+                return Some(Err(TahoeError::TooLarge {
+                    what: "a line of the deep-check stream",
+                    limit: MAX_LINE as u64,
+                    hint: None,
+                }));
             }
+            line.extend_from_slice(&buf[..take]);
             self.reader.consume(take);
             if end {
                 if line.last() == Some(&b'\n') {
@@ -165,9 +183,14 @@ impl<'a> DeepCheck<'a> {
         }
     }
 
-    /// Reads and drops the rest of the stream (a traceback after `ERROR:`).
+    /// Reads and drops the rest of the stream (a traceback after `ERROR:`),
+    /// at most [`MAX_DRAIN_LINES`] lines.
     fn drain(&mut self) {
-        while let Some(Ok(_)) = self.read_line() {}
+        for _ in 0..MAX_DRAIN_LINES {
+            if !matches!(self.read_line(), Some(Ok(_))) {
+                break;
+            }
+        }
     }
 }
 
@@ -404,5 +427,19 @@ mod tests {
         assert_eq!(got.len(), 2);
         assert!(matches!(got[0], Ok(StreamItem::Stats(_))));
         assert!(matches!(got[1], Err(TahoeError::Network { .. })));
+    }
+
+    #[test]
+    fn an_endless_line_ends_the_stream_with_an_error() {
+        // An endless line without a newline: refused at the limit, without
+        // reading on (the reader would never end).
+        let endless = std::io::repeat(b'x');
+        let got: Vec<_> = DeepCheck::from_reader(Box::new(endless), false).collect();
+        assert_eq!(got.len(), 1);
+        let Err(err @ TahoeError::TooLarge { .. }) = &got[0] else {
+            panic!("{:?}", got[0]);
+        };
+        assert!(err.to_string().contains("deep-check stream"), "{err}");
+        assert!(!err.is_transient());
     }
 }

@@ -48,8 +48,8 @@ pub enum TahoeError {
     /// Every attempt ran out of time (`operation.timeouts.updates`);
     /// `after` is the limit of the last attempt.
     #[error(
-        "the Tahoe gateway did not finish in time ({} s per attempt{})",
-        after.as_secs_f64(),
+        "the Tahoe gateway did not finish in time (waited {} per attempt{})",
+        super::client::show_secs(*after),
         if *attempts > 1 { format!(", {attempts} attempts") } else { String::new() }
     )]
     Timeout { after: Duration, attempts: u32 },
@@ -77,6 +77,19 @@ pub enum TahoeError {
     /// A reply body ended before (or went past) its announced size.
     #[error("incomplete reply from the Tahoe gateway: {got} of {expected} bytes")]
     Incomplete { expected: u64, got: u64 },
+
+    /// A reply body longer than the limit for what it is (a directory
+    /// listing, a check report, a symlink target, a file longer than its
+    /// cap says), noticed while it was streaming in: at most `limit` bytes
+    /// were read. `what` names the kind of reply (never a cap); callers add
+    /// the object's path. Never retried: the gateway would send it again.
+    #[error("{what} is larger than the limit of {limit} bytes{}", hint.map(|h| format!(" ({h})")).unwrap_or_default())]
+    TooLarge {
+        what: &'static str,
+        limit: u64,
+        /// The config key that sets the limit, when it is configurable.
+        hint: Option<&'static str>,
+    },
 
     /// A successful status with a reply that makes no sense (not a cap,
     /// invalid JSON, an unexpected redirect).
@@ -134,6 +147,7 @@ impl TahoeError {
             | TahoeError::Invalid(_)
             | TahoeError::Body(_)
             | TahoeError::Sink(_)
+            | TahoeError::TooLarge { .. }
             | TahoeError::BadReply(_) => false,
         }
     }

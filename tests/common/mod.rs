@@ -7,6 +7,9 @@
 //! Each test binary uses a subset of these helpers, hence the
 //! `#[allow(dead_code)]`s.
 
+#[allow(dead_code)]
+pub mod fake_gateway;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
