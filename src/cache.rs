@@ -24,7 +24,7 @@ mod tests;
 
 use std::collections::HashSet;
 use std::fmt;
-use std::fs::{DirBuilder, OpenOptions};
+use std::fs::{DirBuilder, File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -321,16 +321,7 @@ impl Cache {
             .custom_flags(nofollow())
             .open(path)
             .map_err(|e| io_err("open it", crate::queue::refuse_symlink(e)))?;
-        if !file
-            .metadata()
-            .map_err(|e| io_err("read its status", e))?
-            .is_file()
-        {
-            return Err(CacheError::NotACache {
-                path: path.to_owned(),
-                why: "it is not a regular file".into(),
-            });
-        }
+        require_regular_file(&file, path)?;
         drop(file);
         refuse_linked_side_files(path)?;
         let conn = Connection::open_with_flags(
@@ -990,6 +981,23 @@ fn refuse_linked_side_files(path: &Path) -> Result<(), CacheError> {
     Ok(())
 }
 
+/// A cache path must hold a regular file (not a directory, fifo, device).
+fn require_regular_file(file: &File, path: &Path) -> Result<(), CacheError> {
+    let md = file.metadata().map_err(|source| CacheError::Io {
+        path: path.to_owned(),
+        action: "read its status".to_owned(),
+        source,
+    })?;
+    if md.is_file() {
+        Ok(())
+    } else {
+        Err(CacheError::NotACache {
+            path: path.to_owned(),
+            why: "it is not a regular file".into(),
+        })
+    }
+}
+
 /// Creates missing parent directories, 0700 (the cache is private).
 fn ensure_parent(path: &Path) -> Result<(), CacheError> {
     match path.parent() {
@@ -1037,16 +1045,7 @@ fn create_file(path: &Path) -> Result<(), CacheError> {
             .map_err(|e| io_err("open it", crate::queue::refuse_symlink(e)))?,
         Err(e) => return Err(io_err("create it", e)),
     };
-    if !file
-        .metadata()
-        .map_err(|e| io_err("read its status", e))?
-        .is_file()
-    {
-        return Err(CacheError::NotACache {
-            path: path.to_owned(),
-            why: "it is not a regular file".into(),
-        });
-    }
+    require_regular_file(&file, path)?;
     if lock::tighten(&file).map_err(|e| io_err("set its permissions to 0600", e))? {
         warn!(
             "the cache {} was readable or writable by others; its mode is now 0600 \

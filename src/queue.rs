@@ -167,10 +167,9 @@ pub fn ensure_state_dir(file: &Path) -> io::Result<()> {
     }
 }
 
-/// Writes `contents` to `dest` through a 0600 temporary file in the same
-/// directory, renamed into place: a symlink at `dest` is replaced, its
-/// target never touched.
-pub fn write_replacing(dest: &Path, contents: &[u8]) -> io::Result<()> {
+/// Where a temporary file for `dest` is made (its directory) and the prefix
+/// of its name (`.NAME.`), so that it is renamed into place atomically.
+fn temp_place(dest: &Path) -> (&Path, String) {
     let dir = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -181,6 +180,14 @@ pub fn write_replacing(dest: &Path, contents: &[u8]) -> io::Result<()> {
             .map(|n| n.to_string_lossy())
             .unwrap_or_default()
     );
+    (dir, prefix)
+}
+
+/// Writes `contents` to `dest` through a 0600 temporary file in the same
+/// directory, renamed into place: a symlink at `dest` is replaced, its
+/// target never touched.
+pub fn write_replacing(dest: &Path, contents: &[u8]) -> io::Result<()> {
+    let (dir, prefix) = temp_place(dest);
     let mut tmp = tempfile::Builder::new()
         .prefix(&prefix)
         .suffix(".tmp")
@@ -289,16 +296,7 @@ impl Writer {
 
     fn create_with_header(dest: &Path, header: &str) -> Result<Self, QueueError> {
         ensure_state_dir(dest).map_err(|e| QueueError::io(dest, e))?;
-        let dir = match dest.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let prefix = format!(
-            ".{}.",
-            dest.file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default()
-        );
+        let (dir, prefix) = temp_place(dest);
         let tmp = tempfile::Builder::new()
             .prefix(&prefix)
             .suffix(".tmp")
