@@ -212,3 +212,181 @@ fn migrate(conn: &mut Connection, path: &Path, from: u32) -> Result<(), CacheErr
     .and_then(|_| tx.commit())
     .map_err(|e| sql_err(path, "upgrading the schema of", e))
 }
+
+/// `docs/cache.md` against the code: its `sql` block, its column tables and
+/// its `meta` rows must describe exactly the cache the code creates.
+#[cfg(test)]
+mod tests {
+    use rusqlite::OpenFlags;
+
+    use super::super::Cache;
+    use super::super::tests::{NO_LIMIT, chk};
+    use super::*;
+
+    const DOC: &str = include_str!("../../docs/cache.md");
+
+    /// A cache created by the code, as a plain read-only connection: after
+    /// `Cache::open`, so whatever opening adds to the schema is seen too.
+    fn created() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("cache.sqlite");
+        let mut cache = Cache::open(&path, &NO_LIMIT).expect("open a new cache");
+        // Every writer of `meta` rows, so the doc's `meta` table is checked
+        // against what the code really writes.
+        cache.set_probe(&chk(1), 2, 3).expect("set the probe");
+        cache
+            .set_lease_cursor(1, 1, &chk(2))
+            .expect("set the cursor");
+        cache.close().expect("close");
+        let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("reopen read-only");
+        (dir, conn)
+    }
+
+    /// `sqlite_master` as comparable lines: SQLite keeps each statement's
+    /// text as written, so runs of whitespace (the doc's column alignment)
+    /// are folded to one space.
+    fn schema_of(conn: &Connection) -> Vec<String> {
+        let mut stmt = conn
+            .prepare(
+                "SELECT type, name, tbl_name, sql FROM sqlite_master \
+                 WHERE sql IS NOT NULL ORDER BY type, name",
+            )
+            .expect("prepare");
+        stmt.query_map([], |r| {
+            let (kind, name, table, sql): (String, String, String, String) =
+                (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+            let sql = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+            Ok(format!("{kind} {name} (on {table}): {sql}"))
+        })
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        .expect("read sqlite_master")
+    }
+
+    /// The `### \`name\`` section of the doc, up to the next heading.
+    fn section(name: &str) -> Option<Vec<&'static str>> {
+        let heading = format!("### `{name}`");
+        let mut lines = DOC.lines().skip_while(|l| !l.starts_with(&heading));
+        lines.next()?;
+        Some(lines.take_while(|l| !l.starts_with('#')).collect())
+    }
+
+    /// The backticked names in the first column of the section's table whose
+    /// header starts with `first` (`| \`ts_start\`, \`ts_end\` | …` gives
+    /// both), in order; None if the section has no such table.
+    fn first_column(section: &[&str], first: &str) -> Option<Vec<String>> {
+        let header = format!("| {first} |");
+        let start = section.iter().position(|l| l.starts_with(&header))?;
+        let names = section
+            .get(start + 2..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|l| l.starts_with('|'))
+            .flat_map(|l| {
+                let cell = l.trim_start_matches('|').split('|').next().unwrap_or("");
+                cell.split('`')
+                    .skip(1)
+                    .step_by(2)
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        Some(names)
+    }
+
+    /// The first column of a query's rows.
+    fn strings(conn: &Connection, sql: &str, params: &[&str]) -> Vec<String> {
+        conn.prepare(sql)
+            .and_then(|mut stmt| {
+                stmt.query_map(rusqlite::params_from_iter(params), |r| r.get(0))?
+                    .collect::<Result<Vec<String>, _>>()
+            })
+            .expect("query")
+    }
+
+    #[test]
+    fn doc_sql_is_the_created_schema() {
+        let mut blocks = String::new();
+        let mut inside = false;
+        for line in DOC.lines() {
+            match line.trim() {
+                "```sql" => inside = true,
+                "```" => inside = false,
+                _ if inside => {
+                    blocks.push_str(line);
+                    blocks.push('\n');
+                }
+                _ => {}
+            }
+        }
+        assert!(!blocks.is_empty(), "docs/cache.md has no ```sql block");
+        let documented = Connection::open_in_memory().expect("in-memory database");
+        documented
+            .execute_batch(&blocks)
+            .unwrap_or_else(|e| panic!("the sql block of docs/cache.md does not run: {e}"));
+        let (_dir, code) = created();
+        let (documented, code) = (schema_of(&documented), schema_of(&code));
+        let only = |a: &[String], b: &[String]| -> Vec<String> {
+            a.iter().filter(|x| !b.contains(x)).cloned().collect()
+        };
+        assert!(
+            documented == code,
+            "the sql block of docs/cache.md is not the schema the code creates\n\
+             only in the doc: {:#?}\nonly in the code: {:#?}",
+            only(&documented, &code),
+            only(&code, &documented),
+        );
+    }
+
+    #[test]
+    fn doc_schema_version_is_the_code_s() {
+        let heading = format!("## Schema (version {SCHEMA_VERSION})");
+        assert!(
+            DOC.lines().any(|l| l == heading),
+            "docs/cache.md has no heading {heading:?}"
+        );
+    }
+
+    #[test]
+    fn doc_tables_list_the_created_columns() {
+        let (_dir, conn) = created();
+        let tables = strings(
+            &conn,
+            "SELECT name FROM sqlite_master \
+             WHERE type = 'table' AND substr(name, 1, 7) != 'sqlite_' ORDER BY name",
+            &[],
+        );
+        assert!(tables.len() >= 6, "{tables:?}");
+        for table in &tables {
+            let section = section(table)
+                .unwrap_or_else(|| panic!("docs/cache.md has no section \"### `{table}`\""));
+            // `meta` and `dir_children` are described in prose or by rows.
+            let Some(documented) = first_column(&section, "column") else {
+                continue;
+            };
+            let columns = strings(
+                &conn,
+                "SELECT name FROM pragma_table_info(?1) ORDER BY cid",
+                &[table.as_str()],
+            );
+            assert_eq!(
+                documented, columns,
+                "the column table of `{table}` in docs/cache.md (left) and the schema (right)"
+            );
+        }
+    }
+
+    #[test]
+    fn doc_meta_rows_are_the_written_ones() {
+        let (_dir, conn) = created();
+        let section = section("meta").expect("docs/cache.md has a `meta` section");
+        let mut documented =
+            first_column(&section, "name").expect("the `meta` section has a `| name |` table");
+        documented.sort();
+        let written = strings(&conn, "SELECT name FROM meta ORDER BY name", &[]);
+        assert_eq!(
+            documented, written,
+            "the `meta` rows in docs/cache.md (left) and those the code writes (right)"
+        );
+    }
+}
