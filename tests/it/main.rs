@@ -14,6 +14,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod builder;
 mod config_cli;
 mod edge_golden;
 mod encode_grid;
