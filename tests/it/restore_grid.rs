@@ -178,19 +178,13 @@ fn round_trip_with_metadata_and_resume() {
 
     // By NAME through the config's cache, and a selection.
     let part = tmp.path().join("part");
-    let out = common::lafs()
+    common::lafs()
         .arg("-c")
         .arg(&cfg)
         .args(["restore", "src"])
         .arg(&part)
         .arg("a")
-        .output();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .ok();
     assert_eq!(fs::read(part.join("a/0")).unwrap(), b"zero");
     assert!(!part.join("many").exists());
 

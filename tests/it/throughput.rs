@@ -192,14 +192,8 @@ fn flipping_a_rule_reuploads_exactly_the_files_whose_decision_changed() {
         .arg(&flipped)
         .args(["--json", "backup"])
         .caps_on_stdout()
-        .output();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let second = common::json_lines(&out.stdout)
+        .ok();
+    let second = common::json_lines(out.stdout.as_bytes())
         .into_iter()
         .find(|v| v["type"] == "summary")
         .unwrap();

@@ -91,8 +91,7 @@ impl Setup {
             .arg("-c")
             .arg(&self.config)
             .args(["backup", "--queue-only"])
-            .assert()
-            .code(0);
+            .ok();
     }
 
     /// A backup that must succeed; returns its summary.
@@ -571,15 +570,8 @@ fn results_go_to_stdout_file_and_lafs_dir() {
         .arg(&s.config)
         .arg("backup")
         .caps_on_stdout()
-        .output();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let cap = String::from_utf8(out.stdout).unwrap();
-    let cap = cap.trim();
+        .ok();
+    let cap = out.stdout.trim();
     assert!(
         cap.starts_with("URI:DIR2"),
         "stdout holds the root cap alone"

@@ -83,13 +83,7 @@ fn identical_then_each_change_reported() {
     // --gateway and a cap: no config, no cache.
     let out = common::lafs()
         .args(["verify", "--gateway", &url, &root, path])
-        .output();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .ok();
     assert!(out.stdout.is_empty());
 
     // A NAME resolves through the cache.
