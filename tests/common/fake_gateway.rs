@@ -7,8 +7,8 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Command, Stdio};
+
+use super::Lafs;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
@@ -289,47 +289,38 @@ pub struct Measured {
     pub elapsed: Duration,
 }
 
-/// Runs the `lafs-backup` binary with `args` (stdout and stderr to files in
-/// `tmp`), sampling its peak resident memory (`VmHWM` in
-/// `/proc/PID/status`) every 20 ms while it runs. A run longer than
-/// `max` is killed, and the test fails saying so.
-pub fn run_measured(tmp: &Path, args: &[&std::ffi::OsStr], max: Duration) -> Measured {
-    let out_path = tmp.join("measured.stdout");
-    let err_path = tmp.join("measured.stderr");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lafs-backup"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_path).unwrap())
-        .stderr(std::fs::File::create(&err_path).unwrap())
-        .spawn()
-        .unwrap();
-    let status_file = format!("/proc/{}/status", child.id());
+/// Runs `cmd` (a [`Lafs`] run, checked like every run), sampling its peak
+/// resident memory (`VmHWM` in `/proc/PID/status`) every 20 ms while it
+/// runs. A run longer than `max` is killed, and the test fails saying so.
+pub fn run_measured(cmd: Lafs, max: Duration) -> Measured {
+    let mut running = cmd.spawn();
+    let status_file = format!("/proc/{}/status", running.id());
     let started = Instant::now();
     let mut peak_kib = 0;
-    let status = loop {
+    loop {
         if let Some(kib) = std::fs::read_to_string(&status_file)
             .ok()
             .and_then(|text| vm_hwm_kib(&text))
         {
             peak_kib = peak_kib.max(kib);
         }
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
+        if running.try_wait().is_some() {
+            break;
         }
         if started.elapsed() > max {
-            let _ = child.kill();
-            let _ = child.wait();
+            let run = running.kill();
             panic!(
                 "the run did not end within {max:?} (peak {peak_kib} KiB); stderr:\n{}",
-                std::fs::read_to_string(&err_path).unwrap_or_default()
+                super::redact(&run.stderr)
             );
         }
         thread::sleep(Duration::from_millis(20));
-    };
+    }
+    let run = running.wait();
     Measured {
-        code: status.code().unwrap_or(-1),
-        stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
-        stderr: String::from_utf8_lossy(&std::fs::read(&err_path).unwrap_or_default()).into_owned(),
+        code: run.code,
+        stdout: run.stdout,
+        stderr: run.stderr,
         peak_kib,
         elapsed: started.elapsed(),
     }

@@ -1,17 +1,20 @@
-//! Helpers shared by the integration tests (`mod common;` in each test file).
+//! Helpers shared by the integration tests (`crate::common` in the one test
+//! binary `tests/it/`, whose modules are the topics).
 //!
 //! The tests run against real local Tahoe-LAFS grids that `scripts/test`
 //! starts (see docs/test-grid.md). Without them the helpers panic with a
 //! message that says so: a test never skips silently.
 //!
-//! Each test binary uses a subset of these helpers, hence the
-//! `#[allow(dead_code)]`s.
+//! Every run of the `lafs-backup` binary goes through [`lafs`], the one
+//! place that asserts the invariants of every run (no capability leaked,
+//! no panic), so a test states only what is particular to it.
 
-#[allow(dead_code)]
 pub mod fake_gateway;
 
+use std::ffi::{OsStr, OsString};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, ExitStatus, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -29,7 +32,6 @@ fn required_env(name: &str) -> String {
 /// Gateway URL of the shared fast grid (introducer + one gateway/storage
 /// node, shares 1-of-1, foolscap), from `LAFS_TEST_GATEWAY`.
 /// Form: `http://127.0.0.1:PORT`, without a trailing slash.
-#[allow(dead_code)]
 pub fn gateway_url() -> String {
     required_env("LAFS_TEST_GATEWAY")
         .trim_end_matches('/')
@@ -39,7 +41,6 @@ pub fn gateway_url() -> String {
 /// Gateway URL of the shared 3-node grid (3 storage nodes + gateway, shares
 /// 2-of-3, happy 3, HTTPS storage protocol), from `LAFS_TEST_GATEWAY_3N`.
 /// Do not stop its nodes: tests that lose nodes use a [`PrivateGrid`].
-#[allow(dead_code)]
 pub fn gateway_url_3n() -> String {
     required_env("LAFS_TEST_GATEWAY_3N")
         .trim_end_matches('/')
@@ -48,27 +49,16 @@ pub fn gateway_url_3n() -> String {
 
 /// Directory of the shared fast grid (`LAFS_TEST_GRID_DIR`); its gateway
 /// node dir is `grid_dir().join("gateway")`.
-#[allow(dead_code)]
 pub fn grid_dir() -> PathBuf {
     PathBuf::from(required_env("LAFS_TEST_GRID_DIR"))
 }
 
-/// Directory of the shared 3-node grid (`LAFS_TEST_GRID_3N_DIR`).
-#[allow(dead_code)]
-pub fn grid_dir_3n() -> PathBuf {
-    PathBuf::from(required_env("LAFS_TEST_GRID_3N_DIR"))
-}
-
 /// The `lafs-backup` binary built by cargo for this test run.
-#[allow(dead_code)]
-pub fn bin() -> assert_cmd::Command {
-    assert_cmd::Command::new(env!("CARGO_BIN_EXE_lafs-backup"))
-}
+pub const BIN: &str = env!("CARGO_BIN_EXE_lafs-backup");
 
 /// An HTTP agent for talking to a gateway directly in tests: 120 s overall
 /// timeout per request, and 4xx/5xx returned as responses (not errors) so
 /// tests can look at the status.
-#[allow(dead_code)]
 pub fn http_agent() -> ureq::Agent {
     let config = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(120)))
@@ -80,13 +70,11 @@ pub fn http_agent() -> ureq::Agent {
 /// `GET url` with `Accept: text/plain` (a 500 then carries a plain-text
 /// traceback); returns the body, up to 1 GiB. Panics if the request
 /// cannot be made; the status is not checked (see [`http_get_status`]).
-#[allow(dead_code)]
 pub fn http_get(url: &str) -> Vec<u8> {
     http_get_status(url).1
 }
 
 /// [`http_get`], with the response's status.
-#[allow(dead_code)]
 pub fn http_get_status(url: &str) -> (u16, Vec<u8>) {
     let mut resp = http_agent()
         .get(url)
@@ -104,7 +92,6 @@ pub fn http_get_status(url: &str) -> (u16, Vec<u8>) {
 
 /// A new mutable directory on the gateway at `url` (`POST /uri?t=mkdir`):
 /// the response body, trimmed (its write cap; the status is not checked).
-#[allow(dead_code)]
 pub fn mkdir_mutable(url: &str) -> String {
     let mut resp = http_agent()
         .post(format!("{url}/uri?t=mkdir"))
@@ -115,7 +102,6 @@ pub fn mkdir_mutable(url: &str) -> String {
 
 /// Deterministic pseudo-random bytes (xorshift64*), so test data is not
 /// compressible and reproducible from `seed`.
-#[allow(dead_code)]
 pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed ^ 0x9E37_79B9_7F4A_7C15;
     if x == 0 {
@@ -137,7 +123,6 @@ pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
 /// in a temp dir (inside the `scripts/test` run dir, so a crashed test run's
 /// grid is cleaned up by the next `scripts/test`), stopped and removed on
 /// drop. Costs about 5 s (fast) or 10-20 s (3 nodes) to start.
-#[allow(dead_code)]
 pub struct PrivateGrid {
     dev_grid: PathBuf,
     grid: PathBuf,
@@ -146,7 +131,6 @@ pub struct PrivateGrid {
     _tmp: tempfile::TempDir,
 }
 
-#[allow(dead_code)]
 impl PrivateGrid {
     /// Fast shape: introducer + one gateway/storage node, 1-of-1.
     pub fn start_fast() -> PrivateGrid {
@@ -247,7 +231,6 @@ impl Drop for PrivateGrid {
 }
 
 /// Runs a fixture tool (`setfacl`, `mkfifo`, …) and insists that it worked.
-#[allow(dead_code)]
 pub fn run_tool(cmd: &str, args: &[&std::ffi::OsStr]) {
     let status = Command::new(cmd)
         .args(args)
@@ -262,7 +245,6 @@ pub fn run_tool(cmd: &str, args: &[&std::ffi::OsStr]) {
 /// symlink to a directory and a dangling one; a fifo; a file with an ACL, a
 /// directory with a default ACL, a file with a capability, a setuid file.
 /// Regular files hold `content {i}`.
-#[allow(dead_code)]
 pub fn hostile_tree(root: &Path) {
     use std::ffi::OsStr;
     use std::os::unix::ffi::OsStrExt;
@@ -315,7 +297,6 @@ pub fn hostile_tree(root: &Path) {
 
 /// The share directories (`storage/shares/<si[:2]>/<si>`) of a storage
 /// index under a grid's node dirs: one per storage node holding shares.
-#[allow(dead_code)]
 pub fn share_dirs(grid_dir: &Path, si: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let mut todo = vec![grid_dir.to_owned()];
@@ -341,7 +322,6 @@ pub fn share_dirs(grid_dir: &Path, si: &str) -> Vec<PathBuf> {
 /// (`LAFS_TAHOE_VENV` in the fast grid's `grid.env`), for tests that use
 /// Tahoe's own tools, e.g. `tahoe backup`. Run it with `-d NODEDIR`, where
 /// NODEDIR holds a `node.url` (see [`tahoe_client_dir`]).
-#[allow(dead_code)]
 pub fn tahoe_cli() -> PathBuf {
     let env_file = grid_dir().join("grid.env");
     let text = std::fs::read_to_string(&env_file)
@@ -365,7 +345,6 @@ pub fn tahoe_cli() -> PathBuf {
 /// `parent`: only `node.url` (the gateway at `url`) and an empty `private/`
 /// (where `tahoe backup` keeps its backupdb), so CLI state never lands in a
 /// shared grid's node dir. Use it as `tahoe -d DIR ...`.
-#[allow(dead_code)]
 pub fn tahoe_client_dir(parent: &Path, url: &str) -> PathBuf {
     let dir = parent.join("tahoe-client");
     std::fs::create_dir_all(dir.join("private")).unwrap();
@@ -382,7 +361,6 @@ pub fn tahoe_client_dir(parent: &Path, url: &str) -> PathBuf {
 /// YAML, or "": indented `  key:` lines continue the `destination:`
 /// section, unindented ones add top-level sections). Returns the config's
 /// path.
-#[allow(dead_code)]
 pub fn write_backup_config(dir: &Path, source: &Path, url: &str, extra: &str) -> PathBuf {
     let cfg = dir.join("cfg.yaml");
     std::fs::write(
@@ -401,22 +379,14 @@ pub fn write_backup_config(dir: &Path, source: &Path, url: &str, extra: &str) ->
 
 /// `lafs-backup -c CFG --json backup`: must exit 0; returns the root cap
 /// from the summary line.
-#[allow(dead_code)]
 pub fn backup_root_cap(cfg: &Path) -> String {
-    let out = bin()
+    lafs()
         .arg("-c")
         .arg(cfg)
         .args(["--json", "backup"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "backup failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
+        .caps_on_stdout()
+        .ok()
+        .stdout
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|v| v["type"] == "summary")
@@ -427,12 +397,10 @@ pub fn backup_root_cap(cfg: &Path) -> String {
 /// Config lines that make grid errors fail fast: two attempts 0.2 s apart
 /// (instead of the default retry delays of 10, 60 and 600 s). Append them
 /// to a config, e.g. as `extra` of [`write_backup_config`].
-#[allow(dead_code)]
 pub const QUICK_RETRY: &str = "http:\n  retry:\n    attempts: 2\n    delay: 0.2\n";
 
 /// The lines of a `--json` run's stdout, each parsed as JSON (every line
 /// must be JSON, and stdout UTF-8).
-#[allow(dead_code)]
 pub fn json_lines(stdout: &[u8]) -> Vec<Value> {
     std::str::from_utf8(stdout)
         .expect("stdout is UTF-8")
@@ -444,7 +412,6 @@ pub fn json_lines(stdout: &[u8]) -> Vec<Value> {
 }
 
 /// What one run of the binary printed.
-#[allow(dead_code)]
 pub struct Run {
     /// The exit code, -1 if a signal ended the run.
     pub code: i32,
@@ -454,7 +421,6 @@ pub struct Run {
     pub stderr: String,
 }
 
-#[allow(dead_code)]
 impl Run {
     pub fn from_output(out: Output) -> Run {
         Run {
@@ -476,4 +442,426 @@ impl Run {
             .filter(|v| v["type"] == kind)
             .collect()
     }
+}
+
+// ------------------------------------------------------------ the command builder
+
+/// How long a run may take unless the test says otherwise: a hung run
+/// fails the test (and is killed) instead of hanging the suite.
+const DEFAULT_LIMIT: Duration = Duration::from_secs(600);
+
+/// A run of the `lafs-backup` binary, built like a `Command`: `lafs()`,
+/// then `.arg(..)`/`.args(..)`/`.env(..)`/`.write_stdin(..)`, then one of
+/// `.ok()` (must exit 0), `.code(N)`, `.run()` (any code), `.output()`
+/// (raw bytes), `.assert()` (assert_cmd's predicates) or `.spawn()` (a run
+/// the test watches or kills).
+///
+/// Every way of running checks, when the run has ended, what must hold for
+/// every run of the binary: no capability on stderr, nor on stdout unless
+/// [`Lafs::caps_on_stdout`] says caps are the answer there (`backup --json`
+/// summaries, `list`), in any spelling ([`assert_no_cap`]); no key material
+/// of the caps named with [`Lafs::known_cap`], in any case or percent
+/// encoding; and no panic (Rust's "panicked at", or the panic hook's
+/// "internal error:"), unless [`Lafs::panic_expected`]. stdin is empty
+/// (`/dev/null`) unless written.
+#[must_use]
+pub struct Lafs {
+    /// `Some(script)`: run `bash -c SCRIPT BIN ARGS...` (the script sees
+    /// the binary as `$0` and the arguments as `$@`).
+    shell: Option<String>,
+    args: Vec<OsString>,
+    envs: Vec<(OsString, OsString)>,
+    stdin: Option<Vec<u8>>,
+    limit: Duration,
+    guard: Guard,
+}
+
+/// `lafs-backup` with no arguments yet: see [`Lafs`].
+pub fn lafs() -> Lafs {
+    Lafs {
+        shell: None,
+        args: Vec::new(),
+        envs: Vec::new(),
+        stdin: None,
+        limit: DEFAULT_LIMIT,
+        guard: Guard::default(),
+    }
+}
+
+impl Lafs {
+    /// The binary run by a `bash` script: `bash -c SCRIPT BIN ARGS...`, so
+    /// the script runs it as `"$0" "$@"` (e.g. under `umask 000`, or into
+    /// a pipe). The checks apply to the script's stdout and stderr.
+    pub fn in_shell(script: &str) -> Lafs {
+        Lafs {
+            shell: Some(script.to_owned()),
+            ..lafs()
+        }
+    }
+
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Lafs {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Lafs
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Lafs {
+        self.envs
+            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
+    }
+
+    /// The bytes the run reads on stdin.
+    pub fn write_stdin(mut self, input: impl Into<Vec<u8>>) -> Lafs {
+        self.stdin = Some(input.into());
+        self
+    }
+
+    /// The longest the run may take (default 600 s): past it, the run is
+    /// killed and the test fails saying so.
+    pub fn timeout(mut self, limit: Duration) -> Lafs {
+        self.limit = limit;
+        self
+    }
+
+    /// Caps are expected on stdout (`backup --json` summaries, `list`,
+    /// templates that print them); stderr is still checked.
+    pub fn caps_on_stdout(mut self) -> Lafs {
+        self.guard.caps_on_stdout = true;
+        self
+    }
+
+    /// A cap the test knows (e.g. given in an odd spelling): none of its
+    /// key material may appear on stderr (nor on stdout, unless
+    /// [`Lafs::caps_on_stdout`]), in any case, percent-encoded or not.
+    pub fn known_cap(mut self, cap: &str) -> Lafs {
+        self.guard.secrets.extend(key_material(cap));
+        self
+    }
+
+    /// The test injects a panic: its report is what the test checks.
+    pub fn panic_expected(mut self) -> Lafs {
+        self.guard.panic_expected = true;
+        self
+    }
+
+    /// Runs to the end (within the time limit) and checks the invariants;
+    /// the raw output.
+    pub fn output(mut self) -> Output {
+        let mut cmd = self.command();
+        cmd.stdin(if self.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.guard.what));
+        if let Some(input) = self.stdin.clone() {
+            let mut pipe = child.stdin.take().expect("piped stdin");
+            // A writer thread: a run that does not read all of its stdin
+            // must not block the test.
+            std::thread::spawn(move || {
+                let _ = pipe.write_all(&input);
+            });
+        }
+        let pid = child.id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        let out = match rx.recv_timeout(self.limit) {
+            Ok(out) => out.unwrap_or_else(|e| panic!("{}: {e}", self.guard.what)),
+            Err(_) => {
+                kill(pid);
+                panic!("{} did not end within {:?}", self.guard.what, self.limit);
+            }
+        };
+        self.guard.check(&out.stdout, &out.stderr);
+        out
+    }
+
+    /// Runs to the end and checks the invariants: see [`Run`].
+    pub fn run(self) -> Run {
+        Run::from_output(self.output())
+    }
+
+    /// [`Lafs::run`], which must exit 0.
+    pub fn ok(self) -> Run {
+        self.code(0)
+    }
+
+    /// [`Lafs::run`], which must exit `code`.
+    pub fn code(self, code: i32) -> Run {
+        let what = describe(self.shell.as_deref(), &self.args);
+        let run = self.run();
+        assert_eq!(
+            run.code,
+            code,
+            "{what} exited {}, not {code}; stderr:\n{}",
+            run.code,
+            redact(&run.stderr)
+        );
+        run
+    }
+
+    /// [`Lafs::output`] for assert_cmd's predicates (`.success()`,
+    /// `.stdout(..)`, ...).
+    pub fn assert(self) -> assert_cmd::assert::Assert {
+        use assert_cmd::assert::OutputAssertExt;
+        self.output().assert()
+    }
+
+    /// Starts the run in the background, stdout and stderr to files; see
+    /// [`Running`]. stdin is empty.
+    pub fn spawn(mut self) -> Running {
+        let dir = tempfile::tempdir().expect("a temp dir for a run's output");
+        let out_path = dir.path().join("stdout");
+        let err_path = dir.path().join("stderr");
+        let child = self
+            .command()
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out_path).unwrap())
+            .stderr(std::fs::File::create(&err_path).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.guard.what));
+        Running {
+            child,
+            out_path,
+            err_path,
+            guard: self.guard,
+            _dir: dir,
+        }
+    }
+
+    fn command(&mut self) -> Command {
+        self.guard.what = describe(self.shell.as_deref(), &self.args);
+        let mut cmd = match &self.shell {
+            Some(script) => {
+                let mut c = Command::new("bash");
+                c.arg("-c").arg(script).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        cmd.args(&self.args);
+        cmd.envs(self.envs.iter().map(|(k, v)| (k, v)));
+        cmd
+    }
+}
+
+/// A run started with [`Lafs::spawn`]. [`Running::wait`] checks it like
+/// any run; a run the test kills is checked by [`Running::kill`] too.
+pub struct Running {
+    child: std::process::Child,
+    out_path: PathBuf,
+    err_path: PathBuf,
+    guard: Guard,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The exit status, if the run has ended.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
+    /// Waits for the end of the run, checks it, and returns what it printed.
+    pub fn wait(mut self) -> Run {
+        let status = self.child.wait().unwrap();
+        self.finish(status)
+    }
+
+    /// Kills the run (SIGKILL), waits for it and checks what it printed
+    /// until then.
+    pub fn kill(mut self) -> Run {
+        let _ = self.child.kill();
+        let status = self.child.wait().unwrap();
+        self.finish(status)
+    }
+
+    fn finish(self, status: ExitStatus) -> Run {
+        let stdout = std::fs::read(&self.out_path).unwrap_or_default();
+        let stderr = std::fs::read(&self.err_path).unwrap_or_default();
+        self.guard.check(&stdout, &stderr);
+        Run::from_output(Output {
+            status,
+            stdout,
+            stderr,
+        })
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // A test that fails while its run goes on must not leave it behind.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// What every run must satisfy (see [`Lafs`]).
+#[derive(Default)]
+struct Guard {
+    /// The command line, caps left out, for messages.
+    what: String,
+    caps_on_stdout: bool,
+    panic_expected: bool,
+    /// Key material of the caps the test knows, lower-case.
+    secrets: Vec<String>,
+}
+
+impl Guard {
+    fn check(&self, stdout: &[u8], stderr: &[u8]) {
+        let what = &self.what;
+        let stderr = String::from_utf8_lossy(stderr);
+        let stdout = String::from_utf8_lossy(stdout);
+        assert_no_cap(&format!("stderr of {what}"), &stderr);
+        assert_no_key_material(&format!("stderr of {what}"), &stderr, &self.secrets);
+        if !self.caps_on_stdout {
+            assert_no_cap(&format!("stdout of {what}"), &stdout);
+            assert_no_key_material(&format!("stdout of {what}"), &stdout, &self.secrets);
+        }
+        if !self.panic_expected {
+            for mark in ["panicked at", "internal error:"] {
+                assert!(
+                    !stderr.contains(mark),
+                    "{what} panicked ({mark:?} on stderr):\n{}",
+                    redact(&stderr)
+                );
+            }
+        }
+    }
+}
+
+/// The spellings of a cap's `URI:` prefix looked for, lower-case: plain
+/// and percent-encoded (as in a URL).
+const CAP_MARKS: [&str; 2] = ["uri:", "uri%3a"];
+
+/// Fails the test if `text` (the output named `what`) holds a capability
+/// in any spelling: `URI:` in any case, or percent-encoded (`URI%3A`). The
+/// message shows the text with the caps cut short.
+pub fn assert_no_cap(what: &str, text: &str) {
+    let lower = text.to_ascii_lowercase();
+    if let Some(mark) = CAP_MARKS.iter().find(|m| lower.contains(*m)) {
+        panic!(
+            "a capability ({mark}...) leaked on {what}:\n{}",
+            redact(text)
+        );
+    }
+}
+
+/// `text` with every cap (`URI:`/`URI%3A` in any case, up to white space
+/// or a quote) cut short, for messages that show a run's output.
+pub fn redact(text: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    while let Some((start, mark)) = CAP_MARKS
+        .iter()
+        .filter_map(|m| lower[at..].find(m).map(|i| (at + i, *m)))
+        .min()
+    {
+        out.push_str(&text[at..start]);
+        out.push_str(&text[start..start + mark.len()]);
+        out.push_str("(redacted)");
+        let rest = &text[start..];
+        at = start
+            + rest
+                .find(|c: char| c.is_whitespace() || c == '"' || c == '\'')
+                .unwrap_or(rest.len());
+    }
+    out.push_str(&text[at..]);
+    out
+}
+
+/// The key material of a cap: the first 16 characters, lower-case, of each
+/// field after the kind that is long enough to be secret (16 or more).
+fn key_material(cap: &str) -> Vec<String> {
+    let cap = percent_decode(cap).to_lowercase();
+    cap.split(':')
+        .skip(2)
+        .filter(|f| f.chars().count() >= 16)
+        .map(|f| f.chars().take(16).collect())
+        .collect()
+}
+
+/// Fails the test if `text` holds any of `secrets` (see [`key_material`]),
+/// in any case, percent-encoded or not.
+fn assert_no_key_material(what: &str, text: &str, secrets: &[String]) {
+    if secrets.is_empty() {
+        return;
+    }
+    let hay = percent_decode(text).to_lowercase();
+    for s in secrets {
+        assert!(
+            !hay.contains(s.as_str()),
+            "key material of a known cap leaked on {what}:\n{}",
+            redact(text).replace(s.as_str(), "(key)")
+        );
+    }
+}
+
+/// `text` with `%XX` escapes decoded (bytes taken as Latin-1 characters:
+/// enough to compare the ASCII of caps).
+fn percent_decode(s: &str) -> String {
+    let mut out = String::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(char::from(v));
+            i += 3;
+            continue;
+        }
+        out.push(char::from(b[i]));
+        i += 1;
+    }
+    out
+}
+
+/// The command line for messages, with every argument that holds a cap
+/// replaced by `<cap>`.
+fn describe(shell: Option<&str>, args: &[OsString]) -> String {
+    let mut words = vec![match shell {
+        Some(script) => format!("bash -c {script:?} lafs-backup"),
+        None => "lafs-backup".to_owned(),
+    }];
+    for a in args {
+        let a = a.to_string_lossy();
+        let lower = a.to_ascii_lowercase();
+        words.push(if CAP_MARKS.iter().any(|m| lower.contains(m)) {
+            "<cap>".to_owned()
+        } else {
+            a.into_owned()
+        });
+    }
+    words.join(" ")
+}
+
+/// SIGKILL to a run that overstayed its time limit.
+fn kill(pid: u32) {
+    let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
 }

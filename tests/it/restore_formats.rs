@@ -11,14 +11,14 @@
 //! Restored trees are checked with the test's own `lstat`/`readlink`/xattr
 //! calls, never through the crate's code.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _, lchown};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use nix::sys::stat::{Mode, SFlag, UtimensatFlags, major, makedev, minor, mknod, utimensat};
 use nix::sys::time::TimeSpec;
@@ -141,34 +141,23 @@ fn walk(root: &Path) -> BTreeMap<String, Entry> {
     out
 }
 
-fn no_cap_leaked(out: &Output) {
-    for (what, text) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
-        let text = String::from_utf8_lossy(text);
-        assert!(!text.contains("URI:"), "a cap leaked on {what}:\n{text}");
-    }
-}
-
 /// `lafs-backup restore --gateway URL CAP TARGET`, no config: (code, stderr).
 fn restore(cap: &str, target: &Path) -> (i32, String) {
-    let out = common::bin()
+    let out = common::lafs()
         .args(["restore", "--gateway", &common::gateway_url(), cap])
         .arg(target)
-        .output()
-        .unwrap();
-    no_cap_leaked(&out);
+        .output();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     (out.status.code().unwrap_or(-1), stderr)
 }
 
 /// `lafs-backup verify --gateway URL [--content] CAP PATH`: (code, stdout).
 fn verify(cap: &str, path: &Path, content: bool) -> (i32, String) {
-    let mut cmd = common::bin();
-    cmd.args(["verify", "--gateway", &common::gateway_url()]);
+    let mut cmd = common::lafs().args(["verify", "--gateway", &common::gateway_url()]);
     if content {
-        cmd.arg("--content");
+        cmd = cmd.arg("--content");
     }
-    let out = cmd.arg(cap).arg(path).output().unwrap();
-    no_cap_leaked(&out);
+    let out = cmd.arg(cap).arg(path).output();
     let stdout = String::from_utf8(out.stdout).unwrap();
     let code = out.status.code().unwrap_or(-1);
     assert!(
@@ -189,20 +178,7 @@ fn parse_ns(text: &str) -> i128 {
 /// `text` with every cap (`URI:…` up to white space or a quote) cut short,
 /// for assertion messages that show a tool's output.
 fn redact(text: &[u8]) -> String {
-    let text = String::from_utf8_lossy(text);
-    let mut out = String::with_capacity(text.len());
-    let mut rest = &*text;
-    while let Some(at) = rest.find("URI:") {
-        out.push_str(&rest[..at]);
-        out.push_str("URI:(redacted)");
-        rest = &rest[at..];
-        let end = rest
-            .find(|c: char| c.is_whitespace() || c == '"' || c == '\'')
-            .unwrap_or(rest.len());
-        rest = &rest[end..];
-    }
-    out.push_str(rest);
-    out
+    common::redact(&String::from_utf8_lossy(text))
 }
 
 /// The entries named by warnings on stderr (`… WARN PATH: WHY`), with why.
@@ -495,23 +471,21 @@ fn nobody() -> (u32, u32) {
     (user.uid.as_raw(), group.gid.as_raw())
 }
 
-/// Runs `cmd` as nobody:nogroup with no supplementary groups.
-fn as_nobody(cmd: &Path) -> Command {
-    let mut c = Command::new("setpriv");
-    c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
-        .arg(cmd);
-    c
+/// Runs the binary at `bin` as nobody:nogroup with no supplementary
+/// groups, with the checks of every run (`common::lafs`); ARGS follow.
+fn as_nobody(bin: &Path) -> common::Lafs {
+    common::Lafs::in_shell(
+        r#"b=$1; shift; exec setpriv --reuid=nobody --regid=nogroup --clear-groups "$b" "$@""#,
+    )
+    .arg(bin)
 }
 
 /// The lafs-backup binary, where nobody can run it: cargo's own when
 /// nobody can reach it, else a copy in `dir` (which nobody must be able to
 /// enter).
 fn binary_for_nobody(dir: &Path) -> PathBuf {
-    let built = PathBuf::from(env!("CARGO_BIN_EXE_lafs-backup"));
-    let runs = as_nobody(&built)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let built = PathBuf::from(common::BIN);
+    let runs = as_nobody(&built).arg("--version").run().code == 0;
     if runs {
         return built;
     }
@@ -589,9 +563,7 @@ fn restore_without_root_reports_each_failure_and_exits_3() {
     let out = as_nobody(&binary_for_nobody(tmp.path()))
         .args(["restore", "--gateway", &common::gateway_url(), &cap])
         .arg(&target)
-        .output()
-        .unwrap();
-    no_cap_leaked(&out);
+        .output();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(3), "{stderr}");
 

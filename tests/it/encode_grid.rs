@@ -6,7 +6,7 @@
 //! Every test uploads content of its own (identical content uploaded
 //! concurrently to one grid can fail with UploadUnhappinessError).
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::Read;

@@ -1,7 +1,7 @@
 //! `verify` against a real grid: a backed-up tree verifies as identical,
 //! and each later change to it is reported, hard-link structure included.
 
-mod common;
+use crate::common;
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -31,17 +31,14 @@ impl Setup {
 
     /// `lafs-backup -c CFG verify ARGS`: (exit code, stdout, stderr).
     fn verify(&self, args: &[&str]) -> (i32, String, String) {
-        let out = common::bin()
+        let out = common::lafs()
             .arg("-c")
             .arg(&self.config)
             .arg("verify")
             .args(args)
-            .output()
-            .unwrap();
+            .output();
         let stdout = String::from_utf8(out.stdout).unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(!stdout.contains("URI:"), "a cap leaked:\n{stdout}");
-        assert!(!stderr.contains("URI:"), "a cap leaked:\n{stderr}");
         (out.status.code().unwrap_or(-1), stdout, stderr)
     }
 }
@@ -84,16 +81,9 @@ fn identical_then_each_change_reported() {
     assert_eq!(out, "");
 
     // --gateway and a cap: no config, no cache.
-    let out = common::bin()
+    let out = common::lafs()
         .args(["verify", "--gateway", &url, &root, path])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .ok();
     assert!(out.stdout.is_empty());
 
     // A NAME resolves through the cache.
@@ -146,10 +136,9 @@ fn identical_then_each_change_reported() {
     assert_eq!(out.lines().count(), 6, "unexpected lines:\n{out}");
 
     // --json: one object per difference and a summary.
-    let out = common::bin()
+    let out = common::lafs()
         .args(["--json", "verify", "--gateway", &url, &root, path])
-        .output()
-        .unwrap();
+        .output();
     assert_eq!(out.status.code(), Some(4));
     let lines = common::json_lines(&out.stdout);
     let summary = lines.last().unwrap();

@@ -8,7 +8,7 @@
 //! Caps are secrets, so assertion messages never print one; they name the
 //! size, the seed and the cap kind only.
 
-mod common;
+use crate::common;
 
 use lafs_backup::tahoe::{Cap, LIT_THRESHOLD, empty_dir_cap, lit_cap, lit_data};
 

@@ -4,16 +4,15 @@
 //! the grid through the gateway's web API and the grid's share
 //! directories, never through the crate's cleanup code.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Run;
+use crate::common::Run;
 use rusqlite::Connection;
 use serde_json::Value;
 use tempfile::TempDir;
@@ -69,21 +68,22 @@ impl Setup {
         path
     }
 
-    /// `lafs-backup -c CFG --noise ARGS` (and stdin, if given). stderr must
-    /// never show a cap.
+    /// `lafs-backup -c CFG --noise ARGS` (and stdin, if given), checked by
+    /// `common::lafs`; caps are the answer on stdout of `backup` and `list`
+    /// only.
     fn run(&self, config: &Path, args: &[&str], stdin: Option<&str>) -> Run {
-        let mut cmd = common::bin();
-        cmd.arg("-c").arg(config).arg("--noise").args(args);
-        if let Some(input) = stdin {
-            cmd.write_stdin(input.as_bytes());
+        let mut cmd = common::lafs()
+            .arg("-c")
+            .arg(config)
+            .arg("--noise")
+            .args(args);
+        if args.iter().any(|a| ["backup", "list"].contains(a)) {
+            cmd = cmd.caps_on_stdout();
         }
-        let run = Run::from_output(cmd.output().unwrap());
-        assert!(
-            !run.stderr.contains("URI:"),
-            "a cap leaked into stderr of {args:?}:\n{}",
-            run.stderr
-        );
-        run
+        if let Some(input) = stdin {
+            cmd = cmd.write_stdin(input.as_bytes());
+        }
+        cmd.run()
     }
 
     /// A backup that must succeed; returns its root cap.
@@ -579,14 +579,12 @@ fn cleanup_g_forgets_an_interrupted_run() {
         "  entry_cache:\n    commit_after:\n      queries: 1\n      seconds: 0.1\n",
     );
     fs::write(&slow, text).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lafs-backup"))
+    let mut child = common::lafs()
         .arg("-c")
         .arg(&slow)
         .args(["--json", "backup"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .caps_on_stdout()
+        .spawn();
     let started = Instant::now();
     // Rows of the second run that are not objects of the first backup (the
     // run also gives the objects it reuses its generation).
@@ -610,11 +608,10 @@ fn cleanup_g_forgets_an_interrupted_run() {
             started.elapsed() < Duration::from_secs(60),
             "the second run recorded nothing"
         );
-        assert!(child.try_wait().unwrap().is_none(), "the second run ended");
+        assert!(child.try_wait().is_none(), "the second run ended");
         std::thread::sleep(Duration::from_millis(100));
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
     let dangling_rows = recorded(&s);
 
     let r = s.run(&plain, &["--json", "list", "-g"], None);

@@ -2,7 +2,7 @@
 //! the source by a metadata-aware walk of the test's own (lstat, readlink,
 //! llistxattr), never through the crate's code.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
@@ -11,7 +11,7 @@ use std::io::Write as _;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -99,25 +99,22 @@ use std::os::unix::ffi::OsStringExt;
 
 /// `lafs-backup restore --gateway URL ARGS` without any config: (code, stderr).
 fn restore(args: &[&OsStr]) -> (i32, String) {
-    let out = common::bin()
+    let out = common::lafs()
         .args(["restore", "--gateway", &common::gateway_url()])
         .args(args)
-        .output()
-        .unwrap();
+        .output();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!stderr.contains("URI:"), "a cap leaked:\n{stderr}");
     (out.status.code().unwrap_or(-1), stderr)
 }
 
 /// `lafs-backup verify --gateway URL OPTS CAP TARGET` without any config.
 fn verify(opts: &[&str], cap: &str, target: &Path) -> Output {
-    common::bin()
+    common::lafs()
         .arg("verify")
         .args(opts)
         .args(["--gateway", &common::gateway_url(), cap])
         .arg(target)
         .output()
-        .unwrap()
 }
 
 fn build_source(src: &Path) {
@@ -181,20 +178,13 @@ fn round_trip_with_metadata_and_resume() {
 
     // By NAME through the config's cache, and a selection.
     let part = tmp.path().join("part");
-    let out = common::bin()
+    common::lafs()
         .arg("-c")
         .arg(&cfg)
         .args(["restore", "src"])
         .arg(&part)
         .arg("a")
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .ok();
     assert_eq!(fs::read(part.join("a/0")).unwrap(), b"zero");
     assert!(!part.join("many").exists());
 
@@ -206,7 +196,7 @@ fn round_trip_with_metadata_and_resume() {
 
     // Killed midway, then continued with --skip-existing.
     let target2 = tmp.path().join("out2");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lafs-backup"))
+    let child = common::lafs()
         .args([
             "restore",
             "--concurrency",
@@ -216,9 +206,7 @@ fn round_trip_with_metadata_and_resume() {
         ])
         .arg(&cap)
         .arg(&target2)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .spawn();
     // Wait until some files are in place, then SIGKILL.
     let many = target2.join("many");
     for _ in 0..400 {
@@ -227,8 +215,7 @@ fn round_trip_with_metadata_and_resume() {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
     let before: HashMap<PathBuf, u64> = fs::read_dir(&many)
         .map(|d| {
             d.flatten()
@@ -339,7 +326,7 @@ fn hostile_tree_stays_inside_target() {
 
     // --json: a dry run lists the plan, every refusal is a problem line,
     // and a summary comes last; no cap anywhere.
-    let out = common::bin()
+    let out = common::lafs()
         .args([
             "--json",
             "restore",
@@ -349,11 +336,9 @@ fn hostile_tree_stays_inside_target() {
         ])
         .arg(&root)
         .arg(tmp.path().join("t2"))
-        .output()
-        .unwrap();
+        .output();
     assert_eq!(out.status.code(), Some(3));
     let stdout = String::from_utf8(out.stdout).unwrap();
-    assert!(!stdout.contains("URI:"), "a cap leaked:\n{stdout}");
     let lines: Vec<Value> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -478,7 +463,7 @@ fn unreachable_gateway_fails_at_first_contact() {
             tmp.path().to_str().unwrap(),
         ],
     ] {
-        let out = common::bin().args(&args).output().unwrap();
+        let out = common::lafs().args(&args).known_cap(cap).output();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{}: {stderr}", args[0]);
         assert!(
@@ -487,7 +472,6 @@ fn unreachable_gateway_fails_at_first_contact() {
             "{}: {stderr}",
             args[0]
         );
-        assert!(!stderr.contains("URI:"), "a cap leaked: {stderr}");
     }
     assert!(!target.exists());
 }

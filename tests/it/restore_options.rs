@@ -7,7 +7,7 @@
 //! No cap may appear on stdout or stderr of a `restore` run, nor on stderr
 //! of any command: [`run`] asserts that for every command run here.
 
-mod common;
+use crate::common::{self, Run};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
@@ -19,44 +19,24 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::Value;
 
-/// What a command did.
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `lafs-backup ARGS`. No cap on stderr, ever; none on stdout either
-/// unless `caps_on_stdout` (`backup`, `list`: there the cap is the answer).
-fn run_cmd<I, S>(args: I, caps_on_stdout: bool) -> Out
+/// Runs `lafs-backup ARGS`, checked by `common::lafs`: no cap on stderr,
+/// ever; none on stdout either unless `caps_on_stdout` (`backup`, `list`:
+/// there the cap is the answer).
+fn run_cmd<I, S>(args: I, caps_on_stdout: bool) -> Run
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
-    let out = common::bin().args(&args).output().unwrap();
-    let o = Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    assert!(
-        !o.stderr.contains("URI:"),
-        "a cap leaked on stderr of {args:?}:\n{}",
-        o.stderr
-    );
-    if !caps_on_stdout {
-        assert!(
-            !o.stdout.contains("URI:"),
-            "a cap leaked on stdout of {args:?}:\n{}",
-            o.stdout
-        );
+    let cmd = common::lafs().args(args);
+    if caps_on_stdout {
+        cmd.caps_on_stdout().run()
+    } else {
+        cmd.run()
     }
-    o
 }
 
 /// Runs `lafs-backup ARGS` (a `restore`): see [`run_cmd`].
-fn run<I, S>(args: I) -> Out
+fn run<I, S>(args: I) -> Run
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
@@ -65,7 +45,7 @@ where
 }
 
 /// `restore --gateway URL OPTS CAP TARGET SEL...`, without a config.
-fn restore_cap(opts: &[&str], cap: &str, target: &Path, sel: &[&str]) -> Out {
+fn restore_cap(opts: &[&str], cap: &str, target: &Path, sel: &[&str]) -> Run {
     let gw = common::gateway_url();
     let mut args: Vec<OsString> = vec!["restore".into(), "--gateway".into(), gw.into()];
     args.extend(opts.iter().map(OsString::from));
@@ -279,7 +259,7 @@ impl Fixture {
     }
 
     /// `restore` of the whole backup by cap with `opts`, into `target`.
-    fn restore(&self, opts: &[&str], target: &Path, sel: &[&str]) -> Out {
+    fn restore(&self, opts: &[&str], target: &Path, sel: &[&str]) -> Run {
         restore_cap(opts, &self.cap, target, sel)
     }
 }
@@ -855,7 +835,7 @@ fn generation_of_a_named_backup() {
 #[test]
 fn json_output() {
     let fx = Fixture::new();
-    let with_json = |opts: &[&str], out: &Path, sel: &[&str]| -> (Out, Vec<Value>) {
+    let with_json = |opts: &[&str], out: &Path, sel: &[&str]| -> (Run, Vec<Value>) {
         let mut args: Vec<OsString> = vec![
             "--json".into(),
             "restore".into(),

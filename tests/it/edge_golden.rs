@@ -18,7 +18,7 @@ use lafs_backup::meta::EntryMeta;
 use lafs_backup::names::{ROOT_META_NAME, edge_name, raw_name};
 use lafs_backup::tahoe::Cap;
 
-const DOC: &str = include_str!("../docs/metadata.md");
+const DOC: &str = include_str!("../../docs/metadata.md");
 
 const ACLS: &str = "u::rwx,u:alice:rwx,g::rwx,m::rwx,o::---,\
                     d:u::rwx,d:u:alice:rwx,d:g::rwx,d:m::rwx,d:o::---";

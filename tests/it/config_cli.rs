@@ -4,7 +4,6 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use assert_cmd::cargo::cargo_bin_cmd;
 use lafs_backup::config::{self, Config};
 use predicates::prelude::*;
 use tempfile::TempDir;
@@ -17,9 +16,9 @@ fn write(dir: &TempDir, name: &str, yaml: &str) -> PathBuf {
 
 /// `lafs-backup -c FILE... ARGS...`
 fn run(files: &[&Path], args: &[&str]) -> assert_cmd::assert::Assert {
-    let mut cmd = cargo_bin_cmd!("lafs-backup");
+    let mut cmd = crate::common::lafs();
     for file in files {
-        cmd.arg("-c").arg(file);
+        cmd = cmd.arg("-c").arg(file);
     }
     cmd.args(args).assert()
 }

@@ -4,7 +4,7 @@
 //! and downloads) with code of the test's own, never through the crate's
 //! restore or client code, so a bug cannot hide on both sides.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -13,7 +13,6 @@ use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -75,31 +74,24 @@ impl Setup {
     /// `lafs-backup -c CFG [--noise] --json backup ARGS`: (exit code,
     /// summary object if any, stderr).
     fn backup(&self, args: &[&str]) -> (i32, Value, String) {
-        let out = common::bin()
+        let run = common::lafs()
             .arg("-c")
             .arg(&self.config)
             .args(["--noise", "--json", "backup"])
             .args(args)
-            .output()
-            .unwrap();
-        let run = common::Run::from_output(out);
-        assert!(
-            !run.stderr.contains("URI:"),
-            "a cap leaked into the log:\n{}",
-            run.stderr
-        );
+            .caps_on_stdout()
+            .run();
         let summary = run.of_type("summary").pop().unwrap_or(Value::Null);
         (run.code, summary, run.stderr)
     }
 
     /// `lafs-backup -c CFG backup --queue-only`, which must exit 0.
     fn queue_only(&self) {
-        common::bin()
+        common::lafs()
             .arg("-c")
             .arg(&self.config)
             .args(["backup", "--queue-only"])
-            .assert()
-            .code(0);
+            .ok();
     }
 
     /// A backup that must succeed; returns its summary.
@@ -456,17 +448,14 @@ fn sigkill_during_upload_then_rerun_gives_the_same_tree() {
     make(&killed);
 
     for delay_ms in [400u64, 900, 1500] {
-        let mut child = Command::new(assert_cmd::cargo::cargo_bin("lafs-backup"))
+        let child = common::lafs()
             .arg("-c")
             .arg(&killed.config)
             .args(["--json", "backup"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+            .caps_on_stdout()
+            .spawn();
         std::thread::sleep(Duration::from_millis(delay_ms));
-        let _ = child.kill();
-        let _ = child.wait();
+        child.kill();
     }
     // What the killed runs committed to the cache must not go up again.
     let recorded: i64 = rusqlite::Connection::open(&killed.cache)
@@ -576,20 +565,13 @@ fn results_go_to_stdout_file_and_lafs_dir() {
             results.display()
         ),
     );
-    let out = common::bin()
+    let out = common::lafs()
         .arg("-c")
         .arg(&s.config)
         .arg("backup")
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let cap = String::from_utf8(out.stdout).unwrap();
-    let cap = cap.trim();
+        .caps_on_stdout()
+        .ok();
+    let cap = out.stdout.trim();
     assert!(
         cap.starts_with("URI:DIR2"),
         "stdout holds the root cap alone"
@@ -767,20 +749,18 @@ fn two_backups_of_the_same_new_content_at_once_both_complete() {
     let children: Vec<_> = configs
         .iter()
         .map(|cfg| {
-            Command::new(env!("CARGO_BIN_EXE_lafs-backup"))
+            common::lafs()
                 .arg("-c")
                 .arg(cfg)
                 .args(["--json", "backup"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
+                .caps_on_stdout()
                 .spawn()
-                .unwrap()
         })
         .collect();
     for child in children {
-        let out = child.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        let run = child.wait();
+        let stderr = run.stderr;
+        assert_eq!(run.code, 0, "{stderr}");
         assert!(!stderr.contains("WARN"), "{stderr}");
     }
 }

@@ -3,7 +3,7 @@
 //! Caps are secrets: assertions look at prefixes and booleans only, never
 //! print a cap.
 
-mod common;
+use crate::common;
 
 fn put_immutable(agent: &ureq::Agent, gateway: &str, data: &[u8]) -> String {
     let mut resp = agent

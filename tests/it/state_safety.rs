@@ -4,12 +4,11 @@
 //! nonsense lease timestamps, safe resume, fail-fast gateway checks, and
 //! readers that do not wait for a running backup.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -89,18 +88,29 @@ impl Setup {
         self.state.join(name)
     }
 
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lafs-backup"));
-        cmd.arg("-c").arg(&self.config).args(args);
-        cmd
+    /// `lafs-backup -c CFG ARGS`, checked by `common::lafs`; `backup` and
+    /// `list` print caps on stdout.
+    fn cmd(&self, args: &[&str]) -> common::Lafs {
+        let cmd = common::lafs().arg("-c").arg(&self.config).args(args);
+        if args.iter().any(|a| ["backup", "list"].contains(a)) {
+            cmd.caps_on_stdout()
+        } else {
+            cmd
+        }
     }
 
     /// Runs `lafs-backup -c CFG ARGS` to its end, which must come within
-    /// `limit`.
+    /// `limit`. `LAFS_BACKUP_TEST_PANIC` in `envs` injects a panic, whose
+    /// report the test then checks.
     fn run_within(&self, args: &[&str], envs: &[(&str, &str)], limit: Duration) -> common::Run {
-        let mut cmd = self.cmd(args);
-        cmd.envs(envs.iter().copied());
-        run_child_within(cmd, limit)
+        let mut cmd = self.cmd(args).timeout(limit);
+        for (key, value) in envs {
+            cmd = cmd.env(key, value);
+        }
+        if envs.iter().any(|(k, _)| *k == "LAFS_BACKUP_TEST_PANIC") {
+            cmd = cmd.panic_expected();
+        }
+        cmd.run()
     }
 
     fn run(&self, args: &[&str]) -> common::Run {
@@ -110,45 +120,13 @@ impl Setup {
     fn backup(&self, args: &[&str]) -> common::Run {
         let mut all = vec!["--json", "backup"];
         all.extend_from_slice(args);
-        let run = self.run(&all);
-        assert_no_cap(&run.stderr);
-        run
+        self.run(&all)
     }
 
     fn backup_ok(&self) -> serde_json::Value {
         let run = self.backup(&[]);
         assert_eq!(run.code, 0, "backup failed:\n{}", run.stderr);
         run.of_type("summary").pop().expect("a summary line")
-    }
-}
-
-fn assert_no_cap(stderr: &str) {
-    assert!(
-        !stderr.contains("URI:"),
-        "a cap leaked into the log:\n{stderr}"
-    );
-}
-
-/// Runs `cmd` with captured output; fails the test if it has not ended
-/// within `limit` (and kills it).
-fn run_child_within(mut cmd: Command, limit: Duration) -> common::Run {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(out) => common::Run::from_output(out.unwrap()),
-        Err(_) => {
-            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
-            panic!("the run did not end within {limit:?}");
-        }
     }
 }
 
@@ -229,14 +207,13 @@ fn a_loose_result_file_becomes_private() {
 #[test]
 fn state_files_are_private_under_umask_000() {
     let s = Setup::new("");
-    let script = format!(
-        "umask 000; exec '{}' -c '{}' backup",
-        env!("CARGO_BIN_EXE_lafs-backup"),
-        s.config.display()
-    );
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c").arg(script);
-    let run = run_child_within(cmd, Duration::from_secs(120));
+    let run = common::Lafs::in_shell(r#"umask 000; exec "$0" "$@""#)
+        .arg("-c")
+        .arg(&s.config)
+        .arg("backup")
+        .caps_on_stdout()
+        .timeout(Duration::from_secs(120))
+        .run();
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(mode(&s.state), 0o700);
     let mut seen = 0;
@@ -264,7 +241,11 @@ fn state_files_are_private_under_umask_000() {
 /// the cache; the swapped path is reported, exit 3.
 #[test]
 fn a_directory_swapped_for_a_symlink_is_not_followed() {
-    let s = Setup::new("");
+    // A grid of its own: its upload counter sees this test's uploads only
+    // (the topics share one test binary, so any other test may be
+    // uploading to the shared grid meanwhile).
+    let grid = common::PrivateGrid::start_fast();
+    let s = Setup::with_url(grid.url(), "");
     let outside = s.tmp.path().join("outside");
     fs::create_dir(&outside).unwrap();
     let secret = common::pseudo_random_bytes(1 << 20, 99);
@@ -279,7 +260,7 @@ fn a_directory_swapped_for_a_symlink_is_not_followed() {
     let after = bytes_uploaded(&s.url);
     assert_eq!(run.code, 3, "{}", run.stderr);
     assert!(run.stderr.contains("/dir"), "{}", run.stderr);
-    // Other tests upload small files meanwhile; the outside file is 1 MiB.
+    // The source's small files go up; the outside file is 1 MiB.
     assert!(
         after - before < 256 << 10,
         "{} bytes went up: the outside file was uploaded",
@@ -439,14 +420,14 @@ fn a_wrong_gateway_port_fails_before_the_scan() {
 // ------------------------------------------------------------ item 11
 
 /// Waits until the cache lock file holds `pid` (written once it is locked).
-fn wait_for_lock(lock: &Path, child: &mut Child) {
+fn wait_for_lock(lock: &Path, child: &mut common::Running) {
     let deadline = Instant::now() + Duration::from_secs(60);
     let pid = child.id().to_string();
     while Instant::now() < deadline {
         if fs::read_to_string(lock).is_ok_and(|t| t.trim() == pid) {
             return;
         }
-        if let Ok(Some(status)) = child.try_wait() {
+        if let Some(status) = child.try_wait() {
             panic!("the slow backup ended early: {status}");
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -466,12 +447,7 @@ fn readers_do_not_wait_for_a_backup() {
         common::pseudo_random_bytes(2 << 20, 5),
     )
     .unwrap();
-    let mut slow = s
-        .cmd(&["backup", "--limit-upload", "64K"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut slow = s.cmd(&["backup", "--limit-upload", "64K"]).spawn();
     wait_for_lock(&s.state_path("cache.sqlite.lock"), &mut slow);
 
     let list = s.run_within(&["list"], &[], Duration::from_secs(30));
@@ -513,8 +489,7 @@ fn readers_do_not_wait_for_a_backup() {
 
     // SIGKILLed mid-upload: the lock is free again, and the next run resumes
     // the queue (it is fresh and of this source) and says so.
-    let _ = slow.kill();
-    let _ = slow.wait();
+    slow.kill();
     let run = s.backup(&[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.stderr.contains("resuming the queue"), "{}", run.stderr);

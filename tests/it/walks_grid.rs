@@ -3,12 +3,12 @@
 //! its read-only cap) is refused as a cycle by `restore` and `verify`; and
 //! `check --max-duration` stops cleanly, says so, and a later run finishes.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::Run;
+use crate::common::Run;
 
 /// `PUT {url}/uri/{dir}/{name}` with `body` (`?t=uri`: link the cap in
 /// `body`; without: upload `body` as a file).
@@ -46,19 +46,7 @@ fn cyclic_dir(url: &str) -> String {
 }
 
 fn run(args: &[&std::ffi::OsStr]) -> Run {
-    let out = common::bin().args(args).output().unwrap();
-    let run = Run::from_output(out);
-    assert!(
-        !run.stderr.contains("URI:"),
-        "a cap leaked:\n{}",
-        run.stderr
-    );
-    assert!(
-        !run.stdout.contains("URI:"),
-        "a cap leaked:\n{}",
-        run.stdout
-    );
-    run
+    common::lafs().args(args).run()
 }
 
 #[test]

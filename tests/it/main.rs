@@ -1,0 +1,36 @@
+//! The integration tests of lafs-backup: ONE test binary with a module per
+//! topic, so cargo links one executable instead of one a file, and
+//! `tests/common` is compiled once, where every helper is used: the
+//! compiler reports a helper no topic needs.
+//!
+//! Every test runs the binary through [`common::lafs`], which checks on
+//! every run that no capability reaches stderr (nor stdout, unless the test
+//! says caps are the answer there) and that nothing panicked.
+//!
+//! Run one topic with a filter on its module path, e.g.
+//! `scripts/test --test it restore_grid::`, or one test with
+//! `scripts/test --test it restore_grid::NAME -- --exact` (docs/test-grid.md).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod builder;
+mod config_cli;
+mod edge_golden;
+mod encode_grid;
+mod grid_harness;
+mod hardening_cli;
+mod hostile_gateway;
+mod lifecycle_check;
+mod lifecycle_list_cleanup;
+mod lit_caps;
+mod restore_formats;
+mod restore_grid;
+mod restore_options;
+mod scan_queue;
+mod state_safety;
+mod tahoe_client;
+mod throughput;
+mod upload_grid;
+mod verify_grid;
+mod walks_grid;
