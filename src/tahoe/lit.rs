@@ -11,7 +11,7 @@
 //! An immutable directory without children (`POST /uri?t=mkdir-immutable`
 //! with `{}`) packs to zero bytes and comes back as `URI:DIR2-LIT:`
 //! ([`empty_dir_cap`]). Both are checked against a real gateway by
-//! `tests/lit_caps.rs`.
+//! `tests/it/lit_caps.rs`.
 
 use super::{Cap, LIT_THRESHOLD};
 
