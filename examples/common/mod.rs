@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 /// Runs `run` as the whole program: `Ok(true)` exits 0, `Ok(false)` 1 (the
 /// failure was reported already), `Err` prints `PROG: MESSAGE` and exits 2.
-pub fn main(prog: &str, run: fn() -> Result<bool, String>) -> ExitCode {
+pub(crate) fn main(prog: &str, run: fn() -> Result<bool, String>) -> ExitCode {
     match run() {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
@@ -24,7 +24,7 @@ pub fn main(prog: &str, run: fn() -> Result<bool, String>) -> ExitCode {
 /// example's own options (`own` is given each other option and the
 /// remaining arguments, and says whether it took it) and exactly two
 /// positional arguments. `None`: the usage was printed for `--help`.
-pub fn parse_args(
+pub(crate) fn parse_args(
     usage: &str,
     mut own: impl FnMut(&str, &mut dyn Iterator<Item = String>) -> Result<bool, String>,
 ) -> Result<Option<(usize, [String; 2])>, String> {
@@ -58,7 +58,7 @@ pub fn parse_args(
 }
 
 /// GATEWAY with its trailing `/` and `/uri` removed, then `/uri`.
-pub fn uri_url(gateway: &str) -> String {
+pub(crate) fn uri_url(gateway: &str) -> String {
     format!(
         "{}/uri",
         gateway.trim_end_matches('/').trim_end_matches("/uri")
@@ -71,7 +71,7 @@ pub fn uri_url(gateway: &str) -> String {
 /// is printed as `PROG: MESSAGE` and stops the others. Returns the wall
 /// seconds from starting the threads to the last one's end, and whether
 /// every item succeeded.
-pub fn for_each_parallel<T: Sync, S>(
+pub(crate) fn for_each_parallel<T: Sync, S>(
     prog: &str,
     threads: usize,
     items: &[T],
@@ -127,7 +127,7 @@ fn agent(accept: Option<&str>) -> ureq::Agent {
 
 /// The error for an answer other than the expected one: the status and the
 /// body's last non-blank line, caps redacted.
-pub fn gateway_error(status: u16, body: &str) -> String {
+pub(crate) fn gateway_error(status: u16, body: &str) -> String {
     let last = body
         .lines()
         .rev()
@@ -141,7 +141,7 @@ pub fn gateway_error(status: u16, body: &str) -> String {
 
 /// Prints the JSON report line: files, bytes, threads, seconds, files/s and
 /// MiB/s, plus the example's own fields.
-pub fn print_report(
+pub(crate) fn print_report(
     files: usize,
     bytes: u64,
     threads: usize,
@@ -162,6 +162,6 @@ pub fn print_report(
     println!("{report}");
 }
 
-pub fn round3(x: f64) -> f64 {
+pub(crate) fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }

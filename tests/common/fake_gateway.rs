@@ -15,11 +15,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 /// Makes the `i`-th piece of an endless or sized body.
-pub type Piece = Arc<dyn Fn(u64) -> Vec<u8> + Send + Sync>;
+pub(crate) type Piece = Arc<dyn Fn(u64) -> Vec<u8> + Send + Sync>;
 
 /// How the fake answers one request.
 #[derive(Clone)]
-pub enum Reply {
+pub(crate) enum Reply {
     /// 200 with this body and its Content-Length.
     Body(Vec<u8>),
     /// 200, chunked: `head`, then `piece(0)`, `piece(1)`, … until the client
@@ -39,7 +39,7 @@ pub enum Reply {
 }
 
 /// The node status of a gateway that sees one connected storage server.
-pub fn node_status() -> Reply {
+pub(crate) fn node_status() -> Reply {
     Reply::Body(
         br#"{"servers": [{"nodeid": "v0-fake", "nickname": "fake", "connection_status": "Connected to tcp:127.0.0.1:1 via tcp"}]}"#
             .to_vec(),
@@ -48,7 +48,7 @@ pub fn node_status() -> Reply {
 
 /// A running fake gateway; stops (and releases stalled connections) when
 /// dropped.
-pub struct FakeGateway {
+pub(crate) struct FakeGateway {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
     /// Requests answered or stalled so far.
@@ -60,7 +60,7 @@ impl FakeGateway {
     /// Serves every request with `answer(request target)`, e.g.
     /// `answer("/uri/URI%3A...?t=json")`. Use [`node_status`] for `/?t=json`
     /// (the first contact).
-    pub fn start(answer: impl Fn(&str) -> Reply + Send + Sync + 'static) -> FakeGateway {
+    pub(crate) fn start(answer: impl Fn(&str) -> Reply + Send + Sync + 'static) -> FakeGateway {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -227,7 +227,7 @@ fn send_sized(
 
 /// A `t=json` listing that never ends: `["dirnode", {"children": {` and
 /// then distinct file entries, forever.
-pub fn endless_listing() -> Reply {
+pub(crate) fn endless_listing() -> Reply {
     Reply::Endless {
         head: listing_head(),
         piece: listing_piece(),
@@ -236,7 +236,7 @@ pub fn endless_listing() -> Reply {
 
 /// A `t=json` listing of `len` bytes, announced by its Content-Length (it
 /// is cut off mid-entry at the end: only its size matters).
-pub fn sized_listing(len: u64) -> Reply {
+pub(crate) fn sized_listing(len: u64) -> Reply {
     Reply::Sized {
         len,
         head: listing_head(),
@@ -261,7 +261,7 @@ fn listing_piece() -> Piece {
 
 /// A body that never ends (`x` bytes), for symlink targets and check
 /// replies.
-pub fn endless_bytes() -> Reply {
+pub(crate) fn endless_bytes() -> Reply {
     Reply::Endless {
         head: Vec::new(),
         piece: Arc::new(|_| vec![b'x'; 4096]),
@@ -270,7 +270,7 @@ pub fn endless_bytes() -> Reply {
 
 /// A JSON reply that never ends: `{"summary": "` and then a string
 /// without end (so a parser must keep reading, and buffer, until a limit).
-pub fn endless_json_string() -> Reply {
+pub(crate) fn endless_json_string() -> Reply {
     Reply::Endless {
         head: br#"{"summary": ""#.to_vec(),
         piece: Arc::new(|_| vec![b'x'; 4096]),
@@ -279,7 +279,7 @@ pub fn endless_json_string() -> Reply {
 
 /// What a measured run of the binary did.
 #[derive(Debug)]
-pub struct Measured {
+pub(crate) struct Measured {
     /// The exit code (-1: killed by a signal).
     pub code: i32,
     pub stdout: String,
@@ -292,7 +292,7 @@ pub struct Measured {
 /// Runs `cmd` (a [`Lafs`] run, checked like every run), sampling its peak
 /// resident memory (`VmHWM` in `/proc/PID/status`) every 20 ms while it
 /// runs. A run longer than `max` is killed, and the test fails saying so.
-pub fn run_measured(cmd: Lafs, max: Duration) -> Measured {
+pub(crate) fn run_measured(cmd: Lafs, max: Duration) -> Measured {
     let mut running = cmd.spawn();
     let status_file = format!("/proc/{}/status", running.id());
     let started = Instant::now();

@@ -9,7 +9,7 @@
 //! place that asserts the invariants of every run (no capability leaked,
 //! no panic), so a test states only what is particular to it.
 
-pub mod fake_gateway;
+pub(crate) mod fake_gateway;
 
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
@@ -32,7 +32,7 @@ fn required_env(name: &str) -> String {
 /// Gateway URL of the shared fast grid (introducer + one gateway/storage
 /// node, shares 1-of-1, foolscap), from `LAFS_TEST_GATEWAY`.
 /// Form: `http://127.0.0.1:PORT`, without a trailing slash.
-pub fn gateway_url() -> String {
+pub(crate) fn gateway_url() -> String {
     required_env("LAFS_TEST_GATEWAY")
         .trim_end_matches('/')
         .to_string()
@@ -41,7 +41,7 @@ pub fn gateway_url() -> String {
 /// Gateway URL of the shared 3-node grid (3 storage nodes + gateway, shares
 /// 2-of-3, happy 3, HTTPS storage protocol), from `LAFS_TEST_GATEWAY_3N`.
 /// Do not stop its nodes: tests that lose nodes use a [`PrivateGrid`].
-pub fn gateway_url_3n() -> String {
+pub(crate) fn gateway_url_3n() -> String {
     required_env("LAFS_TEST_GATEWAY_3N")
         .trim_end_matches('/')
         .to_string()
@@ -49,17 +49,17 @@ pub fn gateway_url_3n() -> String {
 
 /// Directory of the shared fast grid (`LAFS_TEST_GRID_DIR`); its gateway
 /// node dir is `grid_dir().join("gateway")`.
-pub fn grid_dir() -> PathBuf {
+pub(crate) fn grid_dir() -> PathBuf {
     PathBuf::from(required_env("LAFS_TEST_GRID_DIR"))
 }
 
 /// The `lafs-backup` binary built by cargo for this test run.
-pub const BIN: &str = env!("CARGO_BIN_EXE_lafs-backup");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_lafs-backup");
 
 /// An HTTP agent for talking to a gateway directly in tests: 120 s overall
 /// timeout per request, and 4xx/5xx returned as responses (not errors) so
 /// tests can look at the status.
-pub fn http_agent() -> ureq::Agent {
+pub(crate) fn http_agent() -> ureq::Agent {
     let config = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(120)))
         .http_status_as_error(false)
@@ -70,12 +70,12 @@ pub fn http_agent() -> ureq::Agent {
 /// `GET url` with `Accept: text/plain` (a 500 then carries a plain-text
 /// traceback); returns the body, up to 1 GiB. Panics if the request
 /// cannot be made; the status is not checked (see [`http_get_status`]).
-pub fn http_get(url: &str) -> Vec<u8> {
+pub(crate) fn http_get(url: &str) -> Vec<u8> {
     http_get_status(url).1
 }
 
 /// [`http_get`], with the response's status.
-pub fn http_get_status(url: &str) -> (u16, Vec<u8>) {
+pub(crate) fn http_get_status(url: &str) -> (u16, Vec<u8>) {
     let mut resp = http_agent()
         .get(url)
         .header("Accept", "text/plain")
@@ -92,7 +92,7 @@ pub fn http_get_status(url: &str) -> (u16, Vec<u8>) {
 
 /// A new mutable directory on the gateway at `url` (`POST /uri?t=mkdir`):
 /// the response body, trimmed (its write cap; the status is not checked).
-pub fn mkdir_mutable(url: &str) -> String {
+pub(crate) fn mkdir_mutable(url: &str) -> String {
     let mut resp = http_agent()
         .post(format!("{url}/uri?t=mkdir"))
         .send_empty()
@@ -102,7 +102,7 @@ pub fn mkdir_mutable(url: &str) -> String {
 
 /// Deterministic pseudo-random bytes (xorshift64*), so test data is not
 /// compressible and reproducible from `seed`.
-pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
+pub(crate) fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed ^ 0x9E37_79B9_7F4A_7C15;
     if x == 0 {
         x = 1;
@@ -123,7 +123,7 @@ pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
 /// in a temp dir (inside the `scripts/test` run dir, so a crashed test run's
 /// grid is cleaned up by the next `scripts/test`), stopped and removed on
 /// drop. Costs about 5 s (fast) or 10-20 s (3 nodes) to start.
-pub struct PrivateGrid {
+pub(crate) struct PrivateGrid {
     dev_grid: PathBuf,
     grid: PathBuf,
     url: String,
@@ -133,12 +133,12 @@ pub struct PrivateGrid {
 
 impl PrivateGrid {
     /// Fast shape: introducer + one gateway/storage node, 1-of-1.
-    pub fn start_fast() -> PrivateGrid {
+    pub(crate) fn start_fast() -> PrivateGrid {
         Self::start(true)
     }
 
     /// Default shape: introducer + storage1..3 + gateway, 2-of-3, happy 3.
-    pub fn start_3n() -> PrivateGrid {
+    pub(crate) fn start_3n() -> PrivateGrid {
         Self::start(false)
     }
 
@@ -183,24 +183,24 @@ impl PrivateGrid {
     }
 
     /// Gateway URL, `http://127.0.0.1:PORT` without a trailing slash.
-    pub fn url(&self) -> &str {
+    pub(crate) fn url(&self) -> &str {
         &self.url
     }
 
     /// The grid directory (node dirs, logs, pids, grid.env).
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.grid
     }
 
     /// Stop one node (`storage1`..`storage3`, `gateway`, `introducer`);
     /// for a storage node, waits until the gateway no longer counts it.
-    pub fn stop_node(&self, name: &str) {
+    pub(crate) fn stop_node(&self, name: &str) {
         self.dev_grid_cmd("stop-node", name);
     }
 
     /// Start a stopped node again; waits until the gateway sees all running
     /// storage servers.
-    pub fn start_node(&self, name: &str) {
+    pub(crate) fn start_node(&self, name: &str) {
         self.dev_grid_cmd("start-node", name);
     }
 
@@ -231,7 +231,7 @@ impl Drop for PrivateGrid {
 }
 
 /// Runs a fixture tool (`setfacl`, `mkfifo`, …) and insists that it worked.
-pub fn run_tool(cmd: &str, args: &[&std::ffi::OsStr]) {
+pub(crate) fn run_tool(cmd: &str, args: &[&std::ffi::OsStr]) {
     let status = Command::new(cmd)
         .args(args)
         .status()
@@ -245,7 +245,7 @@ pub fn run_tool(cmd: &str, args: &[&std::ffi::OsStr]) {
 /// symlink to a directory and a dangling one; a fifo; a file with an ACL, a
 /// directory with a default ACL, a file with a capability, a setuid file.
 /// Regular files hold `content {i}`.
-pub fn hostile_tree(root: &Path) {
+pub(crate) fn hostile_tree(root: &Path) {
     use std::ffi::OsStr;
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::{PermissionsExt, symlink};
@@ -297,7 +297,7 @@ pub fn hostile_tree(root: &Path) {
 
 /// The share directories (`storage/shares/<si[:2]>/<si>`) of a storage
 /// index under a grid's node dirs: one per storage node holding shares.
-pub fn share_dirs(grid_dir: &Path, si: &str) -> Vec<PathBuf> {
+pub(crate) fn share_dirs(grid_dir: &Path, si: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let mut todo = vec![grid_dir.to_owned()];
     while let Some(dir) = todo.pop() {
@@ -322,7 +322,7 @@ pub fn share_dirs(grid_dir: &Path, si: &str) -> Vec<PathBuf> {
 /// (`LAFS_TAHOE_VENV` in the fast grid's `grid.env`), for tests that use
 /// Tahoe's own tools, e.g. `tahoe backup`. Run it with `-d NODEDIR`, where
 /// NODEDIR holds a `node.url` (see [`tahoe_client_dir`]).
-pub fn tahoe_cli() -> PathBuf {
+pub(crate) fn tahoe_cli() -> PathBuf {
     let env_file = grid_dir().join("grid.env");
     let text = std::fs::read_to_string(&env_file)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", env_file.display()));
@@ -345,7 +345,7 @@ pub fn tahoe_cli() -> PathBuf {
 /// `parent`: only `node.url` (the gateway at `url`) and an empty `private/`
 /// (where `tahoe backup` keeps its backupdb), so CLI state never lands in a
 /// shared grid's node dir. Use it as `tahoe -d DIR ...`.
-pub fn tahoe_client_dir(parent: &Path, url: &str) -> PathBuf {
+pub(crate) fn tahoe_client_dir(parent: &Path, url: &str) -> PathBuf {
     let dir = parent.join("tahoe-client");
     std::fs::create_dir_all(dir.join("private")).unwrap();
     std::fs::write(
@@ -361,7 +361,7 @@ pub fn tahoe_client_dir(parent: &Path, url: &str) -> PathBuf {
 /// YAML, or "": indented `  key:` lines continue the `destination:`
 /// section, unindented ones add top-level sections). Returns the config's
 /// path.
-pub fn write_backup_config(dir: &Path, source: &Path, url: &str, extra: &str) -> PathBuf {
+pub(crate) fn write_backup_config(dir: &Path, source: &Path, url: &str, extra: &str) -> PathBuf {
     let cfg = dir.join("cfg.yaml");
     std::fs::write(
         &cfg,
@@ -379,7 +379,7 @@ pub fn write_backup_config(dir: &Path, source: &Path, url: &str, extra: &str) ->
 
 /// `lafs-backup -c CFG --json backup`: must exit 0; returns the root cap
 /// from the summary line.
-pub fn backup_root_cap(cfg: &Path) -> String {
+pub(crate) fn backup_root_cap(cfg: &Path) -> String {
     lafs()
         .arg("-c")
         .arg(cfg)
@@ -397,11 +397,11 @@ pub fn backup_root_cap(cfg: &Path) -> String {
 /// Config lines that make grid errors fail fast: two attempts 0.2 s apart
 /// (instead of the default retry delays of 10, 60 and 600 s). Append them
 /// to a config, e.g. as `extra` of [`write_backup_config`].
-pub const QUICK_RETRY: &str = "http:\n  retry:\n    attempts: 2\n    delay: 0.2\n";
+pub(crate) const QUICK_RETRY: &str = "http:\n  retry:\n    attempts: 2\n    delay: 0.2\n";
 
 /// The lines of a `--json` run's stdout, each parsed as JSON (every line
 /// must be JSON, and stdout UTF-8).
-pub fn json_lines(stdout: &[u8]) -> Vec<Value> {
+pub(crate) fn json_lines(stdout: &[u8]) -> Vec<Value> {
     std::str::from_utf8(stdout)
         .expect("stdout is UTF-8")
         .lines()
@@ -412,7 +412,7 @@ pub fn json_lines(stdout: &[u8]) -> Vec<Value> {
 }
 
 /// What one run of the binary printed.
-pub struct Run {
+pub(crate) struct Run {
     /// The exit code, -1 if a signal ended the run.
     pub code: i32,
     /// stdout, which must be UTF-8.
@@ -422,7 +422,7 @@ pub struct Run {
 }
 
 impl Run {
-    pub fn from_output(out: Output) -> Run {
+    pub(crate) fn from_output(out: Output) -> Run {
         Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8(out.stdout).unwrap(),
@@ -431,12 +431,12 @@ impl Run {
     }
 
     /// The stdout lines, parsed as JSON: see [`json_lines`].
-    pub fn json(&self) -> Vec<Value> {
+    pub(crate) fn json(&self) -> Vec<Value> {
         json_lines(self.stdout.as_bytes())
     }
 
     /// The stdout lines whose `type` is `kind`, in order.
-    pub fn of_type(&self, kind: &str) -> Vec<Value> {
+    pub(crate) fn of_type(&self, kind: &str) -> Vec<Value> {
         self.json()
             .into_iter()
             .filter(|v| v["type"] == kind)
@@ -465,7 +465,7 @@ const DEFAULT_LIMIT: Duration = Duration::from_secs(600);
 /// "internal error:"), unless [`Lafs::panic_expected`]. stdin is empty
 /// (`/dev/null`) unless written.
 #[must_use]
-pub struct Lafs {
+pub(crate) struct Lafs {
     /// `Some(script)`: run `bash -c SCRIPT BIN ARGS...` (the script sees
     /// the binary as `$0` and the arguments as `$@`).
     shell: Option<String>,
@@ -477,7 +477,7 @@ pub struct Lafs {
 }
 
 /// `lafs-backup` with no arguments yet: see [`Lafs`].
-pub fn lafs() -> Lafs {
+pub(crate) fn lafs() -> Lafs {
     Lafs {
         shell: None,
         args: Vec::new(),
@@ -492,19 +492,19 @@ impl Lafs {
     /// The binary run by a `bash` script: `bash -c SCRIPT BIN ARGS...`, so
     /// the script runs it as `"$0" "$@"` (e.g. under `umask 000`, or into
     /// a pipe). The checks apply to the script's stdout and stderr.
-    pub fn in_shell(script: &str) -> Lafs {
+    pub(crate) fn in_shell(script: &str) -> Lafs {
         Lafs {
             shell: Some(script.to_owned()),
             ..lafs()
         }
     }
 
-    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Lafs {
+    pub(crate) fn arg(mut self, arg: impl AsRef<OsStr>) -> Lafs {
         self.args.push(arg.as_ref().to_owned());
         self
     }
 
-    pub fn args<I, S>(mut self, args: I) -> Lafs
+    pub(crate) fn args<I, S>(mut self, args: I) -> Lafs
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
@@ -514,28 +514,28 @@ impl Lafs {
         self
     }
 
-    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Lafs {
+    pub(crate) fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Lafs {
         self.envs
             .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
         self
     }
 
     /// The bytes the run reads on stdin.
-    pub fn write_stdin(mut self, input: impl Into<Vec<u8>>) -> Lafs {
+    pub(crate) fn write_stdin(mut self, input: impl Into<Vec<u8>>) -> Lafs {
         self.stdin = Some(input.into());
         self
     }
 
     /// The longest the run may take (default 600 s): past it, the run is
     /// killed and the test fails saying so.
-    pub fn timeout(mut self, limit: Duration) -> Lafs {
+    pub(crate) fn timeout(mut self, limit: Duration) -> Lafs {
         self.limit = limit;
         self
     }
 
     /// Caps are expected on stdout (`backup --json` summaries, `list`,
     /// templates that print them); stderr is still checked.
-    pub fn caps_on_stdout(mut self) -> Lafs {
+    pub(crate) fn caps_on_stdout(mut self) -> Lafs {
         self.guard.caps_on_stdout = true;
         self
     }
@@ -543,20 +543,20 @@ impl Lafs {
     /// A cap the test knows (e.g. given in an odd spelling): none of its
     /// key material may appear on stderr (nor on stdout, unless
     /// [`Lafs::caps_on_stdout`]), in any case, percent-encoded or not.
-    pub fn known_cap(mut self, cap: &str) -> Lafs {
+    pub(crate) fn known_cap(mut self, cap: &str) -> Lafs {
         self.guard.secrets.extend(key_material(cap));
         self
     }
 
     /// The test injects a panic: its report is what the test checks.
-    pub fn panic_expected(mut self) -> Lafs {
+    pub(crate) fn panic_expected(mut self) -> Lafs {
         self.guard.panic_expected = true;
         self
     }
 
     /// Runs to the end (within the time limit) and checks the invariants;
     /// the raw output.
-    pub fn output(mut self) -> Output {
+    pub(crate) fn output(mut self) -> Output {
         let mut cmd = self.command();
         cmd.stdin(if self.stdin.is_some() {
             Stdio::piped()
@@ -593,17 +593,17 @@ impl Lafs {
     }
 
     /// Runs to the end and checks the invariants: see [`Run`].
-    pub fn run(self) -> Run {
+    pub(crate) fn run(self) -> Run {
         Run::from_output(self.output())
     }
 
     /// [`Lafs::run`], which must exit 0.
-    pub fn ok(self) -> Run {
+    pub(crate) fn ok(self) -> Run {
         self.code(0)
     }
 
     /// [`Lafs::run`], which must exit `code`.
-    pub fn code(self, code: i32) -> Run {
+    pub(crate) fn code(self, code: i32) -> Run {
         let what = describe(self.shell.as_deref(), &self.args);
         let run = self.run();
         assert_eq!(
@@ -618,14 +618,14 @@ impl Lafs {
 
     /// [`Lafs::output`] for assert_cmd's predicates (`.success()`,
     /// `.stdout(..)`, ...).
-    pub fn assert(self) -> assert_cmd::assert::Assert {
+    pub(crate) fn assert(self) -> assert_cmd::assert::Assert {
         use assert_cmd::assert::OutputAssertExt;
         self.output().assert()
     }
 
     /// Starts the run in the background, stdout and stderr to files; see
     /// [`Running`]. stdin is empty.
-    pub fn spawn(mut self) -> Running {
+    pub(crate) fn spawn(mut self) -> Running {
         let dir = tempfile::tempdir().expect("a temp dir for a run's output");
         let out_path = dir.path().join("stdout");
         let err_path = dir.path().join("stderr");
@@ -663,7 +663,7 @@ impl Lafs {
 
 /// A run started with [`Lafs::spawn`]. [`Running::wait`] checks it like
 /// any run; a run the test kills is checked by [`Running::kill`] too.
-pub struct Running {
+pub(crate) struct Running {
     child: std::process::Child,
     out_path: PathBuf,
     err_path: PathBuf,
@@ -672,24 +672,24 @@ pub struct Running {
 }
 
 impl Running {
-    pub fn id(&self) -> u32 {
+    pub(crate) fn id(&self) -> u32 {
         self.child.id()
     }
 
     /// The exit status, if the run has ended.
-    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+    pub(crate) fn try_wait(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().unwrap()
     }
 
     /// Waits for the end of the run, checks it, and returns what it printed.
-    pub fn wait(mut self) -> Run {
+    pub(crate) fn wait(mut self) -> Run {
         let status = self.child.wait().unwrap();
         self.finish(status)
     }
 
     /// Kills the run (SIGKILL), waits for it and checks what it printed
     /// until then.
-    pub fn kill(mut self) -> Run {
+    pub(crate) fn kill(mut self) -> Run {
         let _ = self.child.kill();
         let status = self.child.wait().unwrap();
         self.finish(status)
@@ -758,7 +758,7 @@ const CAP_MARKS: [&str; 2] = ["uri:", "uri%3a"];
 /// Fails the test if `text` (the output named `what`) holds a capability
 /// in any spelling: `URI:` in any case, or percent-encoded (`URI%3A`). The
 /// message shows the text with the caps cut short.
-pub fn assert_no_cap(what: &str, text: &str) {
+pub(crate) fn assert_no_cap(what: &str, text: &str) {
     let lower = text.to_ascii_lowercase();
     if let Some(mark) = CAP_MARKS.iter().find(|m| lower.contains(*m)) {
         panic!(
@@ -770,7 +770,7 @@ pub fn assert_no_cap(what: &str, text: &str) {
 
 /// `text` with every cap (`URI:`/`URI%3A` in any case, up to white space
 /// or a quote) cut short, for messages that show a run's output.
-pub fn redact(text: &str) -> String {
+pub(crate) fn redact(text: &str) -> String {
     let lower = text.to_ascii_lowercase();
     let mut out = String::with_capacity(text.len());
     let mut at = 0;

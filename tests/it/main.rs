@@ -11,6 +11,9 @@
 //! `scripts/test --test it restore_grid::`, or one test with
 //! `scripts/test --test it restore_grid::NAME -- --exact` (docs/test-grid.md).
 
+// Test helpers may unwrap: a failure there is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
 #[path = "../common/mod.rs"]
 mod common;
 
