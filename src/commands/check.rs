@@ -10,24 +10,23 @@
 //! named by its backup's name, or by its short id. Stream lines that are not
 //! check results are redacted before they are shown.
 
-use std::io::{self, BufRead, Write};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use serde_json::{Value, json};
 use tracing::{debug, error, info, trace, warn};
 
-use super::list::show_name;
+use super::context::{Context, Gateway};
+use super::show::{LeaseWindow, name as show_name};
 use crate::cache::{BackupRow, Cache, unix_now};
-use crate::cli::{CheckArgs, Cli};
+use crate::cli::CheckArgs;
 use crate::config::{Config, Timeouts};
-use crate::escape;
 use crate::exit::{Outcome, UsageError};
 use crate::names::ROOT_META_NAME;
 use crate::ratelimit::Limits;
-use crate::selector::{BackupArg, quoted};
+use crate::selector::{self, Given, Selector};
 use crate::tahoe::{Cap, CheckOptions, CheckReport, Client, StreamItem, TahoeError};
 
 /// Objects handed to the worker threads of `check --leases` at a time; the
@@ -40,7 +39,8 @@ const LEASE_PROGRESS_EVERY_SECS: u64 = 30;
 /// Backups named in the stale-lease warning before "and N more".
 const WARN_NAMES: usize = 10;
 
-pub fn run(cli: &Cli, args: &CheckArgs, config: &Config) -> anyhow::Result<Outcome> {
+pub fn run(ctx: &Context<'_>, args: &CheckArgs) -> anyhow::Result<Outcome> {
+    let config = ctx.config();
     let format = Template::parse(&args.format)
         .map_err(|e| UsageError(format!("--format {:?}: {e}", args.format)))?;
     let healthy_format = args
@@ -65,48 +65,29 @@ pub fn run(cli: &Cli, args: &CheckArgs, config: &Config) -> anyhow::Result<Outco
         )
         .into());
     }
-    let cache_path = config.source.entry_cache.path.as_deref().ok_or_else(|| {
-        UsageError(
-            "config key source.entry_cache.path is required for check \
-             (the cache that records the backups)"
-                .into(),
-        )
-    })?;
-    if args.leases && config.operation.concurrency == 0 {
-        return Err(UsageError("operation.concurrency must be at least 1".into()).into());
-    }
-    let (client, url) = super::gateway_client(config, None)?;
+    let mut gateway = ctx.gateway(None)?;
     // --max-duration: no single request may wait longer than the whole run.
     let deadline = args.max_duration.map(Deadline::new);
-    let client = match args.max_duration {
-        Some(limit) => {
-            let clamped = clamp_timeouts(client.timeouts(), limit);
-            client.with_timeouts(clamped)
-        }
-        None => client,
-    };
-    let stdin_caps = if args.targets.iter().any(|t| t == "-") {
-        read_stdin_caps()?
-    } else {
-        Vec::new()
-    };
+    if let Some(limit) = args.max_duration {
+        let clamped = clamp_timeouts(gateway.client.timeouts(), limit);
+        gateway.client = gateway.client.with_timeouts(clamped);
+    }
+    let given = selector::targets(&args.targets, io::stdin().lock())
+        .context("reading targets from stdin")?;
 
-    let mut cache = Cache::open_wait(
-        cache_path,
-        &config.source.entry_cache.commit_after,
-        args.lock_wait,
-    )?;
+    let mut cache = ctx.recorded_cache(args.lock_wait)?;
+    let client = &gateway.client;
     let report = Reporter {
-        json: cli.json,
+        json: ctx.json(),
         to_stderr: args.error_output,
         format,
         healthy_format,
     };
-    let older_than = stale_threshold(config);
+    let older_than = LeaseWindow::now(&config.lease).cutoff;
     if args.leases {
-        check_grid(&client, url)?;
+        check_grid(&gateway)?;
         return renew_leases(
-            &client,
+            client,
             &mut cache,
             config,
             &report,
@@ -115,7 +96,7 @@ pub fn run(cli: &Cli, args: &CheckArgs, config: &Config) -> anyhow::Result<Outco
         );
     }
 
-    let mut targets = resolve(&cache, args, &stdin_caps)?;
+    let mut targets = resolve(&cache, args, &given)?;
     if targets.is_empty() {
         warn!(
             "the cache {} records no backups: nothing to check",
@@ -130,7 +111,7 @@ pub fn run(cli: &Cli, args: &CheckArgs, config: &Config) -> anyhow::Result<Outco
         // ago, so the next run continues with what this one did not reach.
         targets.sort_by_key(|t| t.ts_check.map_or((0, 0), |ts| (1, ts)));
     }
-    check_grid(&client, url)?;
+    check_grid(&gateway)?;
     let opts = CheckOptions {
         add_lease: !args.no_lease,
         verify: args.verify,
@@ -146,14 +127,7 @@ pub fn run(cli: &Cli, args: &CheckArgs, config: &Config) -> anyhow::Result<Outco
             stopped_after = Some(done);
             break;
         }
-        match check_target(
-            &client,
-            &mut cache,
-            target,
-            opts,
-            &report,
-            deadline.as_ref(),
-        )? {
+        match check_target(client, &mut cache, target, opts, &report, deadline.as_ref())? {
             Checked::Done(result) => {
                 if result.unhealthy > 0 || result.errors > 0 {
                     outcome = Outcome::Problems;
@@ -213,24 +187,9 @@ struct Target {
     ts_check: Option<i64>,
 }
 
-fn read_stdin_caps() -> anyhow::Result<Vec<Cap>> {
-    let mut caps = Vec::new();
-    for (n, line) in io::stdin().lock().lines().enumerate() {
-        let line = line.context("reading caps from stdin")?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        // The reason never quotes the text.
-        let cap =
-            Cap::parse(&line).map_err(|e| UsageError(format!("line {} of stdin: {e}", n + 1)))?;
-        caps.push(cap);
-    }
-    Ok(caps)
-}
-
 /// The trees the arguments name, each once, in the order given (`--all`:
-/// oldest backup first).
-fn resolve(cache: &Cache, args: &CheckArgs, stdin_caps: &[Cap]) -> anyhow::Result<Vec<Target>> {
+/// oldest backup first); a name is its latest backup ([`crate::selector`]).
+fn resolve(cache: &Cache, args: &CheckArgs, given: &[Given]) -> anyhow::Result<Vec<Target>> {
     let rows = cache.backups()?;
     // (cap, label if named) in order.
     let mut wanted: Vec<(Cap, Option<String>)> = Vec::new();
@@ -238,27 +197,16 @@ fn resolve(cache: &Cache, args: &CheckArgs, stdin_caps: &[Cap]) -> anyhow::Resul
     if args.all || (args.least_recently_checked && args.targets.is_empty()) {
         wanted.extend(rows.iter().map(|r| (r.root_cap.clone(), None)));
     }
-    for (i, arg) in args.targets.iter().enumerate() {
-        if arg == "-" {
-            wanted.extend(stdin_caps.iter().map(|c| (c.clone(), None)));
-        } else {
-            let arg = match BackupArg::parse(arg, &format!("argument {}", i + 1))? {
-                BackupArg::Cap(cap) => {
-                    wanted.push((cap, None));
-                    continue;
-                }
-                BackupArg::Name(name) => name,
-            };
-            let row = find_by_name(&rows, arg).ok_or_else(|| {
-                UsageError(format!(
-                    "no backup named {} in the cache {} (`lafs-backup list` shows \
-                     the recorded backups; a cap starts with the \"URI\" prefix and a colon)",
-                    quoted(arg),
-                    cache.path().display()
-                ))
-            })?;
-            wanted.push((row.root_cap.clone(), Some(show_name(&row.name))));
+    for t in given {
+        let selector = Selector::parse(&t.text, &t.what, None)?;
+        if let Some(cap) = selector.cap() {
+            wanted.push((cap.clone(), None));
+            continue;
         }
+        let selected = selector
+            .select(&rows, cache.path())
+            .map_err(UsageError::from)?;
+        wanted.push((selected.cap().clone(), Some(selected.label())));
     }
     let mut targets: Vec<Target> = Vec::new();
     for (cap, label) in wanted {
@@ -284,16 +232,6 @@ fn resolve(cache: &Cache, args: &CheckArgs, stdin_caps: &[Cap]) -> anyhow::Resul
     Ok(targets)
 }
 
-/// The latest backup called `name`: its raw bytes, or the escaped form
-/// reports show.
-fn find_by_name<'a>(rows: &'a [BackupRow], name: &str) -> Option<&'a BackupRow> {
-    let exact = rows.iter().rev().find(|r| r.name == name.as_bytes());
-    exact.or_else(|| {
-        let raw = escape::unescape(name.as_bytes()).ok()?;
-        rows.iter().rev().find(|r| r.name == raw)
-    })
-}
-
 /// The target checked longest ago: never checked first, then the oldest
 /// check; ties go to the one given (or recorded) first.
 fn least_recently_checked(targets: Vec<Target>) -> Target {
@@ -316,8 +254,8 @@ fn least_recently_checked(targets: Vec<Target>) -> Target {
 
 /// The gateway must answer and see storage servers; seeing only some of
 /// them is worth a warning, since every object then looks unhealthy.
-fn check_grid(client: &Client, url: &str) -> anyhow::Result<()> {
-    let (connected, known) = super::storage_servers(client, url, super::Contact::Retried)?;
+fn check_grid(gateway: &Gateway<'_>) -> anyhow::Result<()> {
+    let (connected, known) = gateway.storage_servers()?;
     if connected < known {
         warn!(
             "the Tahoe gateway sees only {connected} of {known} storage servers: objects with \
@@ -638,17 +576,6 @@ fn show_path(path: &[String]) -> String {
 
 // ------------------------------------------------------------------ leases
 
-/// Seconds since the epoch before which a lease renewal counts as stale:
-/// `lease.duration_days - lease.warn_days` ago.
-fn stale_threshold(config: &Config) -> i64 {
-    let days = config
-        .lease
-        .duration_days
-        .saturating_sub(config.lease.warn_days);
-    let secs = i64::try_from(days.saturating_mul(86_400)).unwrap_or(i64::MAX);
-    unix_now().saturating_sub(secs)
-}
-
 /// Warns about the objects of the recorded backups whose leases this cache
 /// has not renewed lately; returns how many there are. In `--json` mode a
 /// `stale_leases` line is written too, when `json_line`.
@@ -729,7 +656,7 @@ fn renew_leases(
             info!(
                 "continuing the lease renewal begun at {} ({done} of {} objects done then; \
                  {} now)",
-                show_time(cursor.started),
+                super::show::time(cursor.started),
                 cursor.total,
                 set.len()
             );
@@ -917,49 +844,29 @@ fn check_batch(
     chunk: &[Cap],
     workers: usize,
 ) -> Vec<LeaseOutcome> {
-    let next = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
-    let out = Mutex::new(Vec::with_capacity(chunk.len()));
     let opts = CheckOptions {
         add_lease: true,
         ..CheckOptions::default()
     };
-    std::thread::scope(|scope| {
-        for _ in 0..workers.min(chunk.len()) {
-            scope.spawn(|| {
-                while !stop.load(Ordering::Relaxed) {
-                    let index = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(cap) = chunk.get(index) else {
-                        break;
-                    };
-                    limits.before_object();
-                    requests.fetch_add(1, Ordering::Relaxed);
-                    let result = client.check(cap, opts);
-                    if let Err(err) = &result {
-                        debug!("lease renewal of #{}: {err}", cap.short_id());
-                        if err.is_transient() {
-                            stop.store(true, Ordering::Relaxed);
-                        }
-                    }
-                    let outcome = LeaseOutcome {
-                        index,
-                        result,
-                        at: unix_now(),
-                    };
-                    out.lock().unwrap_or_else(|p| p.into_inner()).push(outcome);
-                }
-            });
-        }
-    });
-    let mut outcomes = out.into_inner().unwrap_or_else(|p| p.into_inner());
-    outcomes.sort_by_key(|o| o.index);
-    outcomes
-}
-
-fn show_time(ts: i64) -> String {
-    jiff::Timestamp::from_second(ts)
-        .map(|t| t.to_string())
-        .unwrap_or_else(|_| ts.to_string())
+    let results = crate::parallel::ordered_map(
+        chunk,
+        workers,
+        |cap| {
+            limits.before_object();
+            requests.fetch_add(1, Ordering::Relaxed);
+            let result = client.check(cap, opts);
+            if let Err(err) = &result {
+                debug!("lease renewal of #{}: {err}", cap.short_id());
+            }
+            (result, unix_now())
+        },
+        |(result, _)| result.as_ref().is_err_and(TahoeError::is_transient),
+    );
+    results
+        .into_iter()
+        .enumerate()
+        .filter_map(|(index, r)| r.map(|(result, at)| LeaseOutcome { index, result, at }))
+        .collect()
 }
 
 // ------------------------------------------------------------------ output
