@@ -150,10 +150,8 @@ struct Ready {
 
 fn get_ready(args: &BackupArgs, ctx: &Context<'_>) -> anyhow::Result<Ready> {
     let config = ctx.config();
-    if config.source.entry_cache.path.is_none() {
-        // Before the gateway is asked: a config error is found first.
-        ctx.backup_cache(args.lock_wait)?;
-    }
+    // Before the gateway is asked: a config error is found first.
+    ctx.backup_cache_path()?;
     let source = pick_source(config)?;
     let encoder = Encoder::new(&config.destination.encoding).map_err(UsageError)?;
     let bytes_limit = match &args.limit_upload {

@@ -54,22 +54,21 @@ impl<'a> Context<'a> {
         Progress::new(progress::Mode::choose(self.cli.json, json_progress))
     }
 
+    /// `source.entry_cache.path`; its absence is a usage error saying what
+    /// the cache is `for_what`.
+    fn cache_path(&self, for_what: &str) -> anyhow::Result<&Path> {
+        let path = self.config.source.entry_cache.path.as_deref();
+        Ok(path.ok_or_else(|| {
+            UsageError(format!(
+                "config key source.entry_cache.path is required {for_what}"
+            ))
+        })?)
+    }
+
     /// The path of the recorded cache, which must exist (checked before any
     /// open, since the writer's open creates a missing cache).
     fn recorded_path(&self) -> anyhow::Result<&Path> {
-        let path = self
-            .config
-            .source
-            .entry_cache
-            .path
-            .as_deref()
-            .ok_or_else(|| {
-                UsageError(
-                    "config key source.entry_cache.path is required (the entry cache that \
-                 records the backups)"
-                        .into(),
-                )
-            })?;
+        let path = self.cache_path("(the entry cache that records the backups)")?;
         if !path.exists() {
             anyhow::bail!(
                 "there is no entry cache at {} (source.entry_cache.path): no backup was \
@@ -78,6 +77,12 @@ impl<'a> Context<'a> {
             );
         }
         Ok(path)
+    }
+
+    /// The cache at `path` with the run lock, waiting up to `lock_wait`.
+    fn open_locked(&self, path: &Path, lock_wait: Duration) -> anyhow::Result<Cache> {
+        let commit_after = &self.config.source.entry_cache.commit_after;
+        Ok(Cache::open_wait(path, commit_after, lock_wait)?)
     }
 
     /// The recorded cache, read-only and without the run lock (`list`,
@@ -89,35 +94,18 @@ impl<'a> Context<'a> {
     /// The recorded cache with the run lock, waiting up to `lock_wait` for
     /// it (`check`, `cleanup`): they write to it, but never create it.
     pub fn recorded_cache(&self, lock_wait: Duration) -> anyhow::Result<Cache> {
-        let path = self.recorded_path()?;
-        Ok(Cache::open_wait(
-            path,
-            &self.config.source.entry_cache.commit_after,
-            lock_wait,
-        )?)
+        self.open_locked(self.recorded_path()?, lock_wait)
     }
 
     /// The cache of a backup run, created (with its directory) when absent,
     /// with the run lock, waiting up to `lock_wait` for it.
     pub fn backup_cache(&self, lock_wait: Duration) -> anyhow::Result<Cache> {
-        let path = self
-            .config
-            .source
-            .entry_cache
-            .path
-            .as_deref()
-            .ok_or_else(|| {
-                UsageError(
-                    "config key source.entry_cache.path is required for backup \
-                 (the deduplication database)"
-                        .into(),
-                )
-            })?;
-        Ok(Cache::open_wait(
-            path,
-            &self.config.source.entry_cache.commit_after,
-            lock_wait,
-        )?)
+        self.open_locked(self.backup_cache_path()?, lock_wait)
+    }
+
+    /// Where a backup run keeps its cache (a usage error when not set).
+    pub fn backup_cache_path(&self) -> anyhow::Result<&Path> {
+        self.cache_path("for backup (the deduplication database)")
     }
 
     /// The client of the gateway at `gateway` (`--gateway`) when given,

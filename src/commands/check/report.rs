@@ -66,22 +66,13 @@ impl Reporter {
         };
         let kind = kind_name(object.kind);
         let line = if self.json {
-            let mut v = json!({
-                "type": "object",
-                "backup": backup,
-                "path": object.path,
-                "kind": kind,
-                "healthy": r.healthy,
-                "recoverable": r.recoverable,
-                "summary": r.summary,
-                "good": r.shares_good,
-                "needed": r.shares_needed,
-                "expected": r.shares_expected,
-            });
+            let mut v = object_json(kind, r);
+            v.insert("backup".into(), json!(backup));
+            v.insert("path".into(), json!(object.path));
             if r.repair_attempted {
-                v["repaired"] = Value::Bool(r.repair_successful);
+                v.insert("repaired".into(), Value::Bool(r.repair_successful));
             }
-            v.to_string()
+            Value::Object(v).to_string()
         } else {
             template.render(&Fields {
                 backup,
@@ -110,20 +101,11 @@ impl Reporter {
         let id = format!("#{}", cap.short_id());
         let kind = if cap.is_dir() { "directory" } else { "file" };
         let line = if self.json {
-            json!({
-                "type": "object",
-                "backups": names,
-                "object": id,
-                "path": Value::Null,
-                "kind": kind,
-                "healthy": r.healthy,
-                "recoverable": r.recoverable,
-                "summary": r.summary,
-                "good": r.shares_good,
-                "needed": r.shares_needed,
-                "expected": r.shares_expected,
-            })
-            .to_string()
+            let mut v = object_json(kind, r);
+            v.insert("backups".into(), json!(names));
+            v.insert("object".into(), json!(id));
+            v.insert("path".into(), Value::Null);
+            Value::Object(v).to_string()
         } else {
             self.format.render(&Fields {
                 backup: &if names.is_empty() {
@@ -305,6 +287,25 @@ impl Reporter {
             s.seconds,
         );
         Ok(())
+    }
+}
+
+/// The fields of an `object` JSON line that come from its check report
+/// (the keys of a JSON line come out sorted, whatever the order here).
+fn object_json(kind: &str, r: &CheckReport) -> serde_json::Map<String, Value> {
+    let v = json!({
+        "type": "object",
+        "kind": kind,
+        "healthy": r.healthy,
+        "recoverable": r.recoverable,
+        "summary": r.summary,
+        "good": r.shares_good,
+        "needed": r.shares_needed,
+        "expected": r.shares_expected,
+    });
+    match v {
+        Value::Object(map) => map,
+        _ => serde_json::Map::new(),
     }
 }
 

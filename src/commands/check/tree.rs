@@ -128,16 +128,30 @@ pub(super) fn check_single(
         Err(err) if err.is_not_found() => not_found_report(&err),
         Err(err) => return Ok(Some(err)),
     };
+    record_root(cache, target, "file", &checked, opts, report, result)?;
+    Ok(None)
+}
+
+/// Records the target's root itself as the one object checked.
+fn record_root(
+    cache: &mut Cache,
+    target: &Target,
+    kind: &str,
+    checked: &CheckReport,
+    opts: CheckOptions,
+    report: &Reporter,
+    result: &mut TreeResult,
+) -> anyhow::Result<()> {
     let object = Object {
         path: &[],
-        kind: "file",
+        kind,
         cap: Some(&target.cap),
         literal: false,
-        report: &checked,
+        report: checked,
     };
     record_object(cache, &target.label, &object, opts, report, result)?;
     result.complete = true;
-    Ok(None)
+    Ok(())
 }
 
 /// A missing object under `repair=true`: the gateway answers 410 instead of
@@ -176,16 +190,8 @@ pub(super) fn check_tree(
         Err(err) if err.is_not_found() => {
             // The root itself cannot be read.
             let checked = not_found_report(&err);
-            let object = Object {
-                path: &[],
-                kind: "directory",
-                cap: Some(&target.cap),
-                literal: false,
-                report: &checked,
-            };
-            record_object(cache, &target.label, &object, opts, report, result)?;
+            record_root(cache, target, "directory", &checked, opts, report, result)?;
             result.errors += 1;
-            result.complete = true;
             return Ok(None);
         }
         Err(err) => return Ok(Some(err)),
