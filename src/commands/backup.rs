@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use tracing::{info, warn};
 
 use super::context::{Context, Gateway};
+use super::show;
 use crate::cache::Cache;
 use crate::cli::BackupArgs;
 use crate::config::Config;
@@ -406,7 +407,7 @@ fn upload_queue(
             "skipped": stats.skipped,
             "bytes_read": stats.bytes_read,
             "bytes_total": stats.bytes_total,
-            "seconds": (finished.seconds * 1000.0).round() / 1000.0,
+            "seconds": show::json_seconds(finished.seconds),
         });
         println!("{line}");
     } else {
@@ -494,7 +495,7 @@ impl ScanReport {
                 "problems": s.problems,
                 "other_filesystems": s.other_filesystems,
                 "caches": s.caches,
-                "seconds": (self.seconds * 1000.0).round() / 1000.0,
+                "seconds": show::json_seconds(self.seconds),
             });
             println!("{line}");
         } else {

@@ -122,19 +122,18 @@ fn print_json(out: &mut impl Write, report: &Report, dry_run: bool) -> io::Resul
             json!({"type": "planned", "kind": kind, "path": path})
         )?;
     }
-    for (path, why) in &report.failures {
-        writeln!(
-            out,
-            "{}",
-            json!({"type": "problem", "path": path, "detail": why})
-        )?;
-    }
-    for (path, what) in &report.withheld {
-        writeln!(
-            out,
-            "{}",
-            json!({"type": "withheld", "path": path, "detail": what})
-        )?;
+    // Problems and withheld entries: a path and what happened to it.
+    for (kind, entries) in [
+        ("problem", &report.failures),
+        ("withheld", &report.withheld),
+    ] {
+        for (path, detail) in entries {
+            writeln!(
+                out,
+                "{}",
+                json!({"type": kind, "path": path, "detail": detail})
+            )?;
+        }
     }
     writeln!(
         out,

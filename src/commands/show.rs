@@ -29,6 +29,11 @@ pub fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
+/// Seconds as the `--json` lines give them: rounded to the millisecond.
+pub fn json_seconds(secs: f64) -> f64 {
+    (secs * 1000.0).round() / 1000.0
+}
+
 /// The short id of a cap read from the cache as text (the same as
 /// [`crate::tahoe::Cap::short_id`]; `?` for a text that is not a cap).
 pub fn short_id(cap: &str) -> String {

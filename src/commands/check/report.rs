@@ -11,7 +11,7 @@ use super::targets::Target;
 use super::templates::{Fields, Template, show_duration};
 use super::tree::{Object, TreeResult};
 use crate::cache::{Cache, StaleLeases};
-use crate::commands::show::name as show_name;
+use crate::commands::show::{self, name as show_name};
 use crate::tahoe::{Cap, CheckOptions, CheckReport};
 
 /// Backups named in the stale-lease warning before "and N more".
@@ -156,7 +156,7 @@ impl Reporter {
             self.summary_line(&json!({
                 "type": "not_finished",
                 "max_duration_seconds": deadline.limit.as_secs_f64(),
-                "seconds": (deadline.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+                "seconds": show::json_seconds(deadline.started.elapsed().as_secs_f64()),
                 "done": done,
             }))?;
         }
@@ -185,7 +185,7 @@ impl Reporter {
                 "errors": r.errors,
                 "repaired": r.repaired,
                 "leases_renewed": r.leases,
-                "seconds": (seconds * 1000.0).round() / 1000.0,
+                "seconds": show::json_seconds(seconds),
             }));
         }
         let mut text = format!(
@@ -266,7 +266,7 @@ impl Reporter {
                 "stale_before": s.stale_before,
                 "stale_after": s.stale_after,
                 "complete": s.complete,
-                "seconds": (s.seconds * 1000.0).round() / 1000.0,
+                "seconds": show::json_seconds(s.seconds),
             }));
         }
         eprintln!(

@@ -73,18 +73,25 @@ pub(super) fn check_target(
         },
     );
     let started = Instant::now();
-    let mut result = TreeResult::default();
+    let mut run = TreeCheck {
+        cache: &mut *cache,
+        target,
+        opts,
+        report,
+        result: TreeResult::default(),
+    };
     let failure = if target.cap.is_literal() {
         // An empty (or tiny) backup: everything is inside the cap.
-        result.objects = 1;
-        result.literal = 1;
-        result.complete = true;
+        run.result.objects = 1;
+        run.result.literal = 1;
+        run.result.complete = true;
         None
     } else if !target.cap.is_dir() {
-        check_single(client, cache, target, opts, report, &mut result)?
+        run.single(client)?
     } else {
-        check_tree(client, cache, target, opts, report, &mut result, deadline)?
+        run.tree(client, deadline)?
     };
+    let result = run.result;
     if let Some(err) = failure {
         cache.commit()?;
         return Ok(Checked::Failed(err));
@@ -114,44 +121,153 @@ pub(super) fn check_target(
     Ok(Checked::Done(result))
 }
 
-/// A target that is a file cap: one `t=check`.
-pub(super) fn check_single(
-    client: &Client,
-    cache: &mut Cache,
-    target: &Target,
+/// The check of one tree under way: where it records, how it reports, and
+/// what it found so far.
+struct TreeCheck<'a> {
+    cache: &'a mut Cache,
+    target: &'a Target,
     opts: CheckOptions,
-    report: &Reporter,
-    result: &mut TreeResult,
-) -> anyhow::Result<Option<TahoeError>> {
-    let checked = match client.check(&target.cap, opts) {
-        Ok(r) => r,
-        Err(err) if err.is_not_found() => not_found_report(&err),
-        Err(err) => return Ok(Some(err)),
-    };
-    record_root(cache, target, "file", &checked, opts, report, result)?;
-    Ok(None)
+    report: &'a Reporter,
+    result: TreeResult,
 }
 
-/// Records the target's root itself as the one object checked.
-fn record_root(
-    cache: &mut Cache,
-    target: &Target,
-    kind: &str,
-    checked: &CheckReport,
-    opts: CheckOptions,
-    report: &Reporter,
-    result: &mut TreeResult,
-) -> anyhow::Result<()> {
-    let object = Object {
-        path: &[],
-        kind,
-        cap: Some(&target.cap),
-        literal: false,
-        report: checked,
-    };
-    record_object(cache, &target.label, &object, opts, report, result)?;
-    result.complete = true;
-    Ok(())
+impl TreeCheck<'_> {
+    /// A target that is a file cap: one `t=check`.
+    fn single(&mut self, client: &Client) -> anyhow::Result<Option<TahoeError>> {
+        let checked = match client.check(&self.target.cap, self.opts) {
+            Ok(r) => r,
+            Err(err) if err.is_not_found() => not_found_report(&err),
+            Err(err) => return Ok(Some(err)),
+        };
+        self.root("file", &checked)?;
+        Ok(None)
+    }
+
+    /// Records the target's root itself as the one object checked.
+    fn root(&mut self, kind: &str, checked: &CheckReport) -> anyhow::Result<()> {
+        let object = Object {
+            path: &[],
+            kind,
+            cap: Some(&self.target.cap),
+            literal: false,
+            report: checked,
+        };
+        self.object(&object)?;
+        self.result.complete = true;
+        Ok(())
+    }
+
+    /// A directory target: the streaming deep check.
+    fn tree(
+        &mut self,
+        client: &Client,
+        deadline: Option<&Deadline>,
+    ) -> anyhow::Result<Option<TahoeError>> {
+        let stream = match client.deep_check(&self.target.cap, self.opts) {
+            Ok(stream) => stream,
+            Err(err) if err.is_not_found() => {
+                // The root itself cannot be read.
+                let checked = not_found_report(&err);
+                self.root("directory", &checked)?;
+                self.result.errors += 1;
+                return Ok(None);
+            }
+            Err(err) => return Ok(Some(err)),
+        };
+        for item in stream {
+            let item = match item {
+                Ok(item) => item,
+                // A read that ran into --max-duration's limit is a stop, not
+                // a failure of the gateway.
+                Err(err) if err.is_timeout() && deadline.is_some_and(Deadline::passed) => {
+                    self.result.stopped = true;
+                    return Ok(None);
+                }
+                Err(err) => return Ok(Some(err)),
+            };
+            match item {
+                StreamItem::Object(line) => {
+                    // The reserved entry carrying the root's own metadata is a
+                    // literal file, not part of the user's tree.
+                    if line.literal && line.path.len() == 1 && line.path[0] == ROOT_META_NAME {
+                        continue;
+                    }
+                    let object = Object {
+                        path: &line.path,
+                        kind: &line.kind,
+                        cap: line.cap.as_ref(),
+                        literal: line.literal,
+                        report: &line.report,
+                    };
+                    self.object(&object)?;
+                }
+                StreamItem::Stats(_) => self.result.complete = true,
+                StreamItem::Error(text) => {
+                    self.result.errors += 1;
+                    self.result.complete = true;
+                    error!(
+                        "{}: the gateway stopped the deep check: {text} (a directory that cannot \
+                         be read; what is below it was not checked)",
+                        self.target.label
+                    );
+                }
+                StreamItem::Garbage(text) => {
+                    self.result.errors += 1;
+                    error!(
+                        "{}: the gateway sent a line that is not a check result, counted as a \
+                         failure: {text}",
+                        self.target.label
+                    );
+                }
+            }
+            if !self.result.complete && deadline.is_some_and(Deadline::passed) {
+                // Dropping the stream closes the connection: the gateway stops.
+                self.result.stopped = true;
+                break;
+            }
+        }
+        Ok(None)
+    }
+
+    /// Counts, reports and records (its lease) one object.
+    fn object(&mut self, object: &Object<'_>) -> anyhow::Result<()> {
+        let TreeCheck {
+            cache,
+            target,
+            opts,
+            report,
+            result,
+        } = self;
+        let backup = &target.label;
+        let r = object.report;
+        result.objects += 1;
+        if object.literal {
+            result.literal += 1;
+        }
+        let path = show_path(object.path);
+        if r.repair_attempted && r.repair_successful {
+            result.repaired += 1;
+            info!("{backup} {path}: repaired");
+        }
+        trace!(path = %path, "{}", r.summary);
+        if !r.healthy {
+            result.unhealthy += 1;
+        }
+        report.object(backup, object, &path)?;
+        // add-lease renewed the lease on every share found; a repair placed
+        // new shares with fresh leases. An unrecoverable object keeps nothing
+        // worth recording.
+        if let Some(cap) = object.cap
+            && opts.add_lease
+            && !object.literal
+            && r.recoverable
+        {
+            cache.set_lease_renewed(cap, unix_now())?;
+            result.leases += 1;
+            cache.maybe_commit()?;
+        }
+        Ok(())
+    }
 }
 
 /// A missing object under `repair=true`: the gateway answers 410 instead of
@@ -175,82 +291,6 @@ pub(super) fn failure_report(summary: String, repair_attempted: bool) -> CheckRe
     }
 }
 
-/// A directory target: the streaming deep check.
-pub(super) fn check_tree(
-    client: &Client,
-    cache: &mut Cache,
-    target: &Target,
-    opts: CheckOptions,
-    report: &Reporter,
-    result: &mut TreeResult,
-    deadline: Option<&Deadline>,
-) -> anyhow::Result<Option<TahoeError>> {
-    let stream = match client.deep_check(&target.cap, opts) {
-        Ok(stream) => stream,
-        Err(err) if err.is_not_found() => {
-            // The root itself cannot be read.
-            let checked = not_found_report(&err);
-            record_root(cache, target, "directory", &checked, opts, report, result)?;
-            result.errors += 1;
-            return Ok(None);
-        }
-        Err(err) => return Ok(Some(err)),
-    };
-    for item in stream {
-        let item = match item {
-            Ok(item) => item,
-            // A read that ran into --max-duration's limit is a stop, not
-            // a failure of the gateway.
-            Err(err) if err.is_timeout() && deadline.is_some_and(Deadline::passed) => {
-                result.stopped = true;
-                return Ok(None);
-            }
-            Err(err) => return Ok(Some(err)),
-        };
-        match item {
-            StreamItem::Object(line) => {
-                // The reserved entry carrying the root's own metadata is a
-                // literal file, not part of the user's tree.
-                if line.literal && line.path.len() == 1 && line.path[0] == ROOT_META_NAME {
-                    continue;
-                }
-                let object = Object {
-                    path: &line.path,
-                    kind: &line.kind,
-                    cap: line.cap.as_ref(),
-                    literal: line.literal,
-                    report: &line.report,
-                };
-                record_object(cache, &target.label, &object, opts, report, result)?;
-            }
-            StreamItem::Stats(_) => result.complete = true,
-            StreamItem::Error(text) => {
-                result.errors += 1;
-                result.complete = true;
-                error!(
-                    "{}: the gateway stopped the deep check: {text} (a directory that cannot \
-                     be read; what is below it was not checked)",
-                    target.label
-                );
-            }
-            StreamItem::Garbage(text) => {
-                result.errors += 1;
-                error!(
-                    "{}: the gateway sent a line that is not a check result, counted as a \
-                     failure: {text}",
-                    target.label
-                );
-            }
-        }
-        if !result.complete && deadline.is_some_and(Deadline::passed) {
-            // Dropping the stream closes the connection: the gateway stops.
-            result.stopped = true;
-            break;
-        }
-    }
-    Ok(None)
-}
-
 /// One object as the stream (or a single check) reported it.
 pub(super) struct Object<'a> {
     pub(super) path: &'a [String],
@@ -258,45 +298,6 @@ pub(super) struct Object<'a> {
     pub(super) cap: Option<&'a Cap>,
     pub(super) literal: bool,
     pub(super) report: &'a CheckReport,
-}
-
-/// Counts, reports and records (its lease) one object.
-pub(super) fn record_object(
-    cache: &mut Cache,
-    backup: &str,
-    object: &Object<'_>,
-    opts: CheckOptions,
-    report: &Reporter,
-    result: &mut TreeResult,
-) -> anyhow::Result<()> {
-    let r = object.report;
-    result.objects += 1;
-    if object.literal {
-        result.literal += 1;
-    }
-    let path = show_path(object.path);
-    if r.repair_attempted && r.repair_successful {
-        result.repaired += 1;
-        info!("{backup} {path}: repaired");
-    }
-    trace!(path = %path, "{}", r.summary);
-    if !r.healthy {
-        result.unhealthy += 1;
-    }
-    report.object(backup, object, &path)?;
-    // add-lease renewed the lease on every share found; a repair placed
-    // new shares with fresh leases. An unrecoverable object keeps nothing
-    // worth recording.
-    if let Some(cap) = object.cap
-        && opts.add_lease
-        && !object.literal
-        && r.recoverable
-    {
-        cache.set_lease_renewed(cap, unix_now())?;
-        result.leases += 1;
-        cache.maybe_commit()?;
-    }
-    Ok(())
 }
 
 /// `/dir/name`: the edge names from the root, `/` for the root itself.
