@@ -106,7 +106,7 @@ pub fn run(ctx: &Context<'_>, args: &CheckArgs) -> anyhow::Result<Outcome> {
         return Ok(Outcome::Success);
     }
     if args.least_recently_checked {
-        targets = vec![least_recently_checked(targets)];
+        targets = least_recently_checked(targets).into_iter().collect();
     } else if deadline.is_some() {
         // A run that may stop early starts with what was checked longest
         // ago, so the next run continues with what this one did not reach.

@@ -70,8 +70,8 @@ pub(super) fn resolve(
 }
 
 /// The target checked longest ago: never checked first, then the oldest
-/// check; ties go to the one given (or recorded) first.
-pub(super) fn least_recently_checked(targets: Vec<Target>) -> Target {
+/// check; ties go to the one given (or recorded) first. `None` for no target.
+pub(super) fn least_recently_checked(targets: Vec<Target>) -> Option<Target> {
     let mut best: Option<Target> = None;
     for t in targets {
         let better = match &best {
@@ -86,7 +86,7 @@ pub(super) fn least_recently_checked(targets: Vec<Target>) -> Target {
             best = Some(t);
         }
     }
-    best.expect("least_recently_checked is given at least one target")
+    best
 }
 
 #[cfg(test)]
@@ -110,10 +110,11 @@ mod tests {
                 .enumerate()
                 .map(|(i, t)| target(&format!("t{i}"), *t))
                 .collect();
-            least_recently_checked(targets).label
+            least_recently_checked(targets).map(|t| t.label)
         };
-        assert_eq!(pick(&[Some(5), None, Some(1), None]), "t1");
-        assert_eq!(pick(&[Some(5), Some(1), Some(1)]), "t1");
-        assert_eq!(pick(&[Some(5)]), "t0");
+        assert_eq!(pick(&[Some(5), None, Some(1), None]).as_deref(), Some("t1"));
+        assert_eq!(pick(&[Some(5), Some(1), Some(1)]).as_deref(), Some("t1"));
+        assert_eq!(pick(&[Some(5)]).as_deref(), Some("t0"));
+        assert_eq!(pick(&[]), None);
     }
 }
