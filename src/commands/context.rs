@@ -199,3 +199,41 @@ impl Gateway<'_> {
         Ok((connected, known))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[test]
+    fn only_the_backup_cache_is_ever_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing").join("cache.sqlite");
+        let mut config = Config::default();
+        config.source.entry_cache.path = Some(path.clone());
+        let cli = Cli::parse_from(["lafs-backup", "list"]);
+        let ctx = Context::new(&cli, config);
+        let wait = Duration::ZERO;
+        for err in [
+            ctx.read_cache().unwrap_err(),
+            ctx.recorded_cache(wait).unwrap_err(),
+        ] {
+            let text = crate::exit::message(&err);
+            assert!(
+                text.starts_with(&format!("there is no entry cache at {}", path.display())),
+                "{text}"
+            );
+            assert_eq!(crate::exit::code_for(&err), crate::exit::FATAL);
+        }
+        assert!(!path.parent().unwrap().exists());
+        ctx.backup_cache(wait).unwrap();
+        assert!(path.exists());
+        // Once there, the others open it.
+        ctx.recorded_cache(wait).unwrap();
+
+        let mut unset = Context::new(&cli, Config::default());
+        unset.config_mut().source.entry_cache.path = None;
+        let err = unset.read_cache().unwrap_err();
+        assert_eq!(crate::exit::code_for(&err), crate::exit::USAGE);
+    }
+}
