@@ -242,8 +242,7 @@ pub fn run(mut ctx: Context<'_>, args: &BackupArgs) -> anyhow::Result<Outcome> {
             if plan == QueuePlan::Resume {
                 let written = bound
                     .as_ref()
-                    .and_then(|b| jiff::Timestamp::from_second(b.written).ok())
-                    .map_or_else(|| "an unknown time".to_owned(), |t| t.to_string());
+                    .map_or_else(|| "an unknown time".to_owned(), |b| show::time(b.written));
                 warn!(
                     "resuming the queue {} written at {written}, {entries} entries left \
                      (its upload did not complete; use -f to scan again)",
