@@ -10,10 +10,10 @@
 //! named by its backup's name, or by its short id. Stream lines that are not
 //! check results are redacted before they are shown.
 //!
-//! The command is split along its seams: [`targets`] (what to check),
-//! [`tree`] (the check of one tree), [`leases`] (`--leases` and the
-//! stale-lease warning), [`report`] (what is printed, text or JSON) and
-//! [`templates`] (`--format`). This module runs them.
+//! The command is split along its seams: `targets` (what to check),
+//! `tree` (the check of one tree), `leases` (`--leases` and the
+//! stale-lease warning), `report` (what is printed, text or JSON) and
+//! `templates` (`--format`). This module runs them.
 
 mod leases;
 mod report;
