@@ -27,7 +27,7 @@ mod values;
 use std::path::{Path, PathBuf};
 
 use schema::{Item, Layer, section};
-use values::{attempts, count_limit, filter_rules, secs_limit, url};
+use values::{at_least_one, attempts, count_limit, filter_rules, secs_limit, url};
 
 pub use values::{
     Codec, LogLevel, RateSpec, RetryDelay, Timeouts, XzAction, XzOptions, XzRule, seconds,
@@ -339,8 +339,9 @@ section! {
         pub reuse_queue: bool,
         pub disable_deduplication: bool,
         pub try_resume: bool,
-        /// Objects uploaded at the same time (at least 1).
-        pub concurrency: u64,
+        /// Objects uploaded at the same time (at least 1: the config
+        /// refuses 0).
+        pub concurrency: u64 => at_least_one,
         pub timeouts: OperationTimeouts,
         pub rate_limit: RateLimit,
     }

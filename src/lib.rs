@@ -63,6 +63,7 @@ pub mod filter;
 pub mod logging;
 pub mod meta;
 pub mod names;
+pub mod parallel;
 pub mod progress;
 pub mod queue;
 pub mod ratelimit;

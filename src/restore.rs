@@ -32,7 +32,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
@@ -751,45 +751,20 @@ fn list_all(
     shared: &Shared<'_>,
     dirs: &[(usize, bool, Cap)],
 ) -> Vec<Result<tree::Listing, tree::TreeError>> {
-    let workers = shared.opts.concurrency.clamp(1, dirs.len().max(1));
-    if workers == 1 {
-        return dirs
-            .iter()
-            .map(|(_, _, cap)| tree::list(shared.client, cap, false))
-            .collect();
-    }
-    let next = AtomicUsize::new(0);
-    let results: Vec<Mutex<Option<Result<tree::Listing, tree::TreeError>>>> =
-        dirs.iter().map(|_| Mutex::new(None)).collect();
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((_, _, cap)) = dirs.get(i) else {
-                        return;
-                    };
-                    let r = tree::list(shared.client, cap, false);
-                    if let Some(slot) = results.get(i)
-                        && let Ok(mut slot) = slot.lock()
-                    {
-                        *slot = Some(r);
-                    }
-                }
-            });
-        }
-    });
-    results
-        .into_iter()
-        .map(|m| {
-            m.into_inner()
-                .ok()
-                .flatten()
-                .unwrap_or(Err(tree::TreeError::BadListing(
-                    "internal error: the listing was lost",
-                )))
-        })
-        .collect()
+    crate::parallel::ordered_map(
+        dirs,
+        shared.opts.concurrency,
+        |(_, _, cap)| tree::list(shared.client, cap, false),
+        |_| false,
+    )
+    .into_iter()
+    // Without a stop, every item is listed.
+    .map(|r| {
+        r.unwrap_or(Err(tree::TreeError::BadListing(
+            "internal error: the listing was lost",
+        )))
+    })
+    .collect()
 }
 
 fn link_one(

@@ -2,9 +2,13 @@
 //!
 //! The result file holds caps, which are secrets: it is created 0600 and
 //! appended to under an exclusive lock, so two runs never interleave lines.
+//! `cleanup` removes lines by rewriting the file under the same lock and
+//! renaming the new one into place ([`remove_lines`]); this module owns
+//! both halves of that protocol.
 
-use std::fs::OpenOptions;
-use std::io::{self, Write};
+use std::collections::BTreeSet;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
@@ -77,6 +81,71 @@ pub fn append_to_file(path: &Path, source: &[u8], cap: &Cap) -> io::Result<()> {
     locked.sync_data()
 }
 
+/// Removes (or, dry, counts) the lines of the result file whose last field
+/// is one of `caps`. The file is rewritten atomically under the writer's
+/// lock (`flock` on the file, as [`append_to_file`] takes; it starts over when
+/// it finds the file renamed away): a temp
+/// file in the same directory, 0600, fsynced, renamed over it, then the
+/// directory fsynced. Every other line stays byte for byte; a missing file
+/// removes nothing.
+pub fn remove_lines(path: &Path, caps: &BTreeSet<&str>, dry: bool) -> io::Result<usize> {
+    let file = match OpenOptions::new().read(true).write(!dry).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let lock = if dry {
+        nix::fcntl::FlockArg::LockShared
+    } else {
+        nix::fcntl::FlockArg::LockExclusive
+    };
+    let mut locked =
+        nix::fcntl::Flock::lock(file, lock).map_err(|(_, errno)| io::Error::from(errno))?;
+    let mut text = Vec::new();
+    locked.rewind()?;
+    locked.read_to_end(&mut text)?;
+    let (kept, removed) = drop_lines(&text, caps);
+    if dry || removed == 0 {
+        return Ok(removed);
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".lafs-backup-result.")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .tempfile_in(dir)?;
+    tmp.write_all(&kept)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    File::open(dir)?.sync_all()?;
+    drop(locked);
+    Ok(removed)
+}
+
+/// `text` without the lines whose last whitespace-separated field is one of
+/// `caps`, and how many lines went. Lines without such a field (blank,
+/// malformed) stay as they are.
+fn drop_lines(text: &[u8], caps: &BTreeSet<&str>) -> (Vec<u8>, usize) {
+    let mut kept = Vec::with_capacity(text.len());
+    let mut removed = 0;
+    for line in text.split_inclusive(|&b| b == b'\n') {
+        let field = line
+            .trim_ascii_end()
+            .rsplit(u8::is_ascii_whitespace)
+            .next()
+            .unwrap_or_default();
+        let hit = !field.is_empty() && std::str::from_utf8(field).is_ok_and(|f| caps.contains(f));
+        if hit {
+            removed += 1;
+        } else {
+            kept.extend_from_slice(line);
+        }
+    }
+    (kept, removed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,5 +200,81 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(dmode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn result_lines_go_by_their_last_field_and_the_rest_stays_byte_for_byte() {
+        let a = "URI:DIR2-CHK:aaa:bbb:1:1:10";
+        let b = "URI:DIR2-CHK:ccc:ddd:1:1:10";
+        let text = format!(
+            "2026-01-01T00:00:00+01:00 /srv/x {a}\n\
+             \n\
+             garbage\n\
+             2026-01-02T00:00:00+01:00 /srv/odd name {b}\n\
+             \u{fffd} odd {a}  \r\n\
+             2026-01-03T00:00:00+01:00 /srv/x {a}x\n\
+             no newline at the end {b}"
+        );
+        let mut raw = text.into_bytes();
+        raw.extend_from_slice(b"\n\xff\xfe odd bytes\n");
+        let (kept, n) = drop_lines(&raw, &BTreeSet::from([a]));
+        assert_eq!(n, 2);
+        let want = format!(
+            "\n\
+             garbage\n\
+             2026-01-02T00:00:00+01:00 /srv/odd name {b}\n\
+             2026-01-03T00:00:00+01:00 /srv/x {a}x\n\
+             no newline at the end {b}"
+        );
+        let mut want = want.into_bytes();
+        want.extend_from_slice(b"\n\xff\xfe odd bytes\n");
+        assert_eq!(kept, want);
+        let (kept, n) = drop_lines(&raw, &BTreeSet::from([b]));
+        assert_eq!(n, 2);
+        assert!(kept.ends_with(b"\xff\xfe odd bytes\n"));
+        assert_eq!(drop_lines(b"", &BTreeSet::from([a])), (Vec::new(), 0));
+    }
+
+    #[test]
+    fn the_result_file_is_rewritten_privately_and_only_when_needed() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("results");
+        let a = Cap::parse("URI:DIR2-CHK:aaa:bbb:1:1:10").unwrap();
+        let b = Cap::parse("URI:DIR2-CHK:ccc:ddd:1:1:10").unwrap();
+        crate::result::append_to_file(&path, b"/srv/x", &a).unwrap();
+        crate::result::append_to_file(&path, b"/srv/y", &b).unwrap();
+        let before = std::fs::read(&path).unwrap();
+        let ino = std::fs::metadata(&path).unwrap().ino();
+        assert_eq!(
+            remove_lines(&path, &BTreeSet::from([a.as_str()]), true).unwrap(),
+            1
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), before, "dry run");
+        let none = BTreeSet::from(["URI:DIR2-CHK:zzz:zzz:1:1:1"]);
+        assert_eq!(remove_lines(&path, &none, false).unwrap(), 0);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().ino(),
+            ino,
+            "not rewritten"
+        );
+        assert_eq!(
+            remove_lines(&path, &BTreeSet::from([a.as_str()]), false).unwrap(),
+            1
+        );
+        let after = std::fs::read_to_string(&path).unwrap();
+        assert!(after.ends_with(&format!(" /srv/y {}\n", b.as_str())));
+        assert_eq!(after.lines().count(), 1);
+        let md = std::fs::metadata(&path).unwrap();
+        assert_eq!(md.permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
+        assert_eq!(
+            remove_lines(&dir.path().join("absent"), &none, false).unwrap(),
+            0
+        );
     }
 }

@@ -1,13 +1,32 @@
-//! Reading the BACKUP argument of `restore`, `verify`, `check` and
-//! `cleanup`: a root cap or a backup name.
+//! Which recorded backups a command means: the BACKUP arguments of
+//! `restore`, `verify`, `check` and `cleanup` (and of every later command),
+//! read and resolved in one place so that they all match names the same way
+//! and say the same thing when a name is unknown or ambiguous.
 //!
-//! A cap is recognised in every spelling people paste
+//! A [`Selector`] is a root cap or a backup name, with an optional
+//! generation. A cap is recognised in every spelling people paste
 //! ([`crate::tahoe::user_cap`]): percent-encoded, inside a gateway address,
 //! with an `ro.`/`imm.` prefix, in any letter case. So a cap is never taken
 //! for a name, and never echoed by a "no backup named …" message. A text
 //! that looks like a cap but is not a valid one is a usage error that says
 //! so without quoting it.
+//!
+//! A name matches a recorded backup by its raw bytes, or in the escaped
+//! form `list` prints (`\xNN`, `\\`; a name with a tab or an invalid UTF-8
+//! byte can only be typed that way). When the two readings name different
+//! recorded backups, the selector refuses and lists them rather than guess.
+//! [`Selected`] holds every recorded backup that matched, by generation;
+//! each command applies its own policy to several generations of one name
+//! ([`Selected::latest`]: the highest generation, for `restore`, `verify`
+//! and `check`; `cleanup` refuses and lists them). Later selectors (labels,
+//! dates) are further fields of [`Selector`] filtering the same rows.
+//! Every [`SelectError`] is a usage error (exit 2, `docs/exit-codes.md`).
 
+use std::io::{self, BufRead};
+use std::path::{Path, PathBuf};
+
+use crate::cache::BackupRow;
+use crate::commands::show;
 use crate::exit::UsageError;
 use crate::tahoe::Cap;
 use crate::tahoe::user_cap::{self, UserCap};
@@ -31,6 +50,266 @@ impl<'a> BackupArg<'a> {
             UserCap::Malformed(why) => Err(malformed(what, why)),
         }
     }
+}
+
+/// What picks recorded backups: a cap or a name, and `--generation`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Selector<'a> {
+    pub backup: BackupArg<'a>,
+    /// `--generation N`: only that generation of the name.
+    pub generation: Option<u64>,
+}
+
+impl<'a> Selector<'a> {
+    /// Reads `arg` (see [`BackupArg::parse`]) with `--generation`, which
+    /// goes with a name only.
+    pub fn parse(
+        arg: &'a str,
+        what: &str,
+        generation: Option<u64>,
+    ) -> Result<Selector<'a>, UsageError> {
+        let backup = BackupArg::parse(arg, what)?;
+        if generation.is_some() && matches!(backup, BackupArg::Cap(_)) {
+            return Err(UsageError(
+                "--generation selects a generation of a backup NAME; it cannot be used with \
+                 a cap"
+                    .into(),
+            ));
+        }
+        Ok(Selector { backup, generation })
+    }
+
+    /// The cap given, when it is one: such a selector needs no cache.
+    pub fn cap(&self) -> Option<&Cap> {
+        match &self.backup {
+            BackupArg::Cap(cap) => Some(cap),
+            BackupArg::Name(_) => None,
+        }
+    }
+
+    /// The recorded backups (`rows`, as [`crate::cache::Cache::backups`]
+    /// returns them, of the cache at `cache`) this selector picks.
+    pub fn select<'r>(
+        &self,
+        rows: &'r [BackupRow],
+        cache: &Path,
+    ) -> Result<Selected<'r>, SelectError> {
+        let name = match &self.backup {
+            BackupArg::Cap(cap) => {
+                return Ok(Selected::Cap {
+                    cap: cap.clone(),
+                    recorded: by_generation(rows.iter().filter(|r| r.root_cap == *cap)),
+                });
+            }
+            BackupArg::Name(name) => *name,
+        };
+        let raw = name.as_bytes();
+        let as_given: Vec<&BackupRow> = rows.iter().filter(|r| r.name == raw).collect();
+        // The escaped reading, when it is valid and says something else.
+        let unescaped = crate::escape::unescape(raw).ok().filter(|u| u != raw);
+        let as_escaped: Vec<&BackupRow> = match &unescaped {
+            Some(u) => rows.iter().filter(|r| r.name == *u).collect(),
+            None => Vec::new(),
+        };
+        let matched = match (as_given.is_empty(), as_escaped.is_empty()) {
+            (true, true) => {
+                return Err(SelectError::UnknownName {
+                    name: quoted(name),
+                    cache: cache.to_owned(),
+                });
+            }
+            (false, true) => as_given,
+            (true, false) => as_escaped,
+            (false, false) => {
+                return Err(SelectError::Ambiguous {
+                    name: quoted(name),
+                    backups: by_generation(as_given.into_iter().chain(as_escaped))
+                        .iter()
+                        .map(|r| format!("{}: {}", show::name(&r.name), describe(r)))
+                        .collect(),
+                });
+            }
+        };
+        let matched = by_generation(matched.into_iter());
+        let rows = match self.generation {
+            None => matched,
+            Some(g) => {
+                let of_generation: Vec<&BackupRow> = matched
+                    .iter()
+                    .copied()
+                    .filter(|r| r.generation == g)
+                    .collect();
+                if of_generation.is_empty() {
+                    return Err(SelectError::UnknownGeneration {
+                        name: quoted(name),
+                        generation: g,
+                        cache: cache.to_owned(),
+                        known: matched
+                            .iter()
+                            .map(|r| r.generation.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    });
+                }
+                of_generation
+            }
+        };
+        // `rows` is not empty: an empty match returned above.
+        match rows.last().copied() {
+            Some(latest) => Ok(Selected::Named { latest, rows }),
+            None => Err(SelectError::UnknownName {
+                name: quoted(name),
+                cache: cache.to_owned(),
+            }),
+        }
+    }
+}
+
+/// Rows by generation, oldest first (ties in cache order).
+fn by_generation<'r>(rows: impl Iterator<Item = &'r BackupRow>) -> Vec<&'r BackupRow> {
+    let mut rows: Vec<&BackupRow> = rows.collect();
+    rows.sort_by_key(|r| r.generation);
+    rows
+}
+
+/// The recorded backups a [`Selector`] picked.
+#[derive(Debug)]
+pub enum Selected<'r> {
+    /// A root cap, and the recorded backups that have it (none for a cap
+    /// this cache did not record), by generation.
+    Cap {
+        cap: Cap,
+        recorded: Vec<&'r BackupRow>,
+    },
+    /// The recorded backups of a name (of one generation with
+    /// `--generation`): never empty, by generation.
+    Named {
+        /// The highest generation of `rows`.
+        latest: &'r BackupRow,
+        rows: Vec<&'r BackupRow>,
+    },
+}
+
+impl<'r> Selected<'r> {
+    /// The latest recorded backup picked: the highest generation (`None`
+    /// for a cap no recorded backup has).
+    pub fn latest(&self) -> Option<&'r BackupRow> {
+        match self {
+            Selected::Cap { recorded, .. } => recorded.last().copied(),
+            Selected::Named { latest, .. } => Some(latest),
+        }
+    }
+
+    /// The root cap of the latest backup picked (or the cap given).
+    pub fn cap(&self) -> &Cap {
+        match self {
+            Selected::Cap { cap, .. } => cap,
+            Selected::Named { latest, .. } => &latest.root_cap,
+        }
+    }
+
+    /// Every recorded backup picked, by generation.
+    pub fn rows(&self) -> &[&'r BackupRow] {
+        match self {
+            Selected::Cap { recorded, .. } => recorded,
+            Selected::Named { rows, .. } => rows,
+        }
+    }
+
+    /// How reports name what was picked: the latest backup's name
+    /// (escaped), or `#` and the cap's short id for a cap no recorded
+    /// backup has.
+    pub fn label(&self) -> String {
+        match self.latest() {
+            Some(row) => show::name(&row.name),
+            None => format!("#{}", self.cap().short_id()),
+        }
+    }
+}
+
+/// Why a [`Selector`] picked nothing; a usage error (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum SelectError {
+    #[error(
+        "no backup named {name} in the entry cache {} (`lafs-backup list` shows the \
+         recorded backups; a cap starts with the \"URI\" prefix and a colon)",
+        cache.display()
+    )]
+    UnknownName { name: String, cache: PathBuf },
+    #[error(
+        "no backup named {name} has generation {generation} in the entry cache {} \
+         (its generations: {known})",
+        cache.display()
+    )]
+    UnknownGeneration {
+        name: String,
+        generation: u64,
+        cache: PathBuf,
+        known: String,
+    },
+    #[error(
+        "the name {name} names different backups as given and read in the escaped form \
+         `lafs-backup list` prints; give the root cap of the one meant:{}",
+        backups.iter().map(|b| format!("\n  {b}")).collect::<String>()
+    )]
+    Ambiguous { name: String, backups: Vec<String> },
+}
+
+impl From<SelectError> for UsageError {
+    fn from(e: SelectError) -> UsageError {
+        UsageError(e.to_string())
+    }
+}
+
+/// One line of a listing of recorded backups in a message:
+/// `generation G, finished T, root #ID`.
+pub fn describe(row: &BackupRow) -> String {
+    format!(
+        "generation {}, finished {}, root #{}",
+        row.generation,
+        show::time(row.ts_end),
+        row.root_cap.short_id()
+    )
+}
+
+/// A target of a command that takes several (`check`, `cleanup`), and how
+/// a message names where it came from.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Given {
+    pub text: String,
+    /// `argument N` or `line N of stdin`.
+    pub what: String,
+}
+
+/// The positional targets, with `-` replaced by the non-blank lines of
+/// `stdin` (read once, at the first `-`, and only then), each trimmed: a
+/// line is read like an argument (a cap in any spelling, or a name).
+pub fn targets(given: &[String], stdin: impl BufRead) -> io::Result<Vec<Given>> {
+    let mut out = Vec::new();
+    let mut stdin = Some(stdin);
+    for (i, t) in given.iter().enumerate() {
+        if t != "-" {
+            out.push(Given {
+                text: t.clone(),
+                what: format!("argument {}", i + 1),
+            });
+            continue;
+        }
+        let Some(input) = stdin.take() else {
+            continue;
+        };
+        for (n, line) in input.lines().enumerate() {
+            let line = line?;
+            let line = line.trim();
+            if !line.is_empty() {
+                out.push(Given {
+                    text: line.to_owned(),
+                    what: format!("line {} of stdin", n + 1),
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// How a message quotes a backup name given on the command line: in
@@ -127,5 +406,103 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains("6k5yof7g"), "{err}");
+    }
+
+    fn row(id: i64, name: &[u8], generation: u64) -> BackupRow {
+        // Base32 letters only, one per id: a valid cap for each row.
+        let letter = char::from(b'a' + u8::try_from(id).unwrap());
+        let key: String = std::iter::repeat_n(letter, 26).collect();
+        let hash: String = std::iter::repeat_n('b', 52).collect();
+        BackupRow {
+            id,
+            name: name.to_vec(),
+            root_cap: Cap::parse(&format!("URI:DIR2-CHK:{key}:{hash}:1:1:1")).unwrap(),
+            generation,
+            ts_start: 1_700_000_000,
+            ts_end: 1_700_000_000,
+            entries: 1,
+            bytes: 1,
+            ts_check: None,
+        }
+    }
+
+    fn pick(rows: &[BackupRow], arg: &str, generation: Option<u64>) -> Result<Vec<u64>, String> {
+        let sel = Selector::parse(arg, "BACKUP", generation).map_err(|e| e.0)?;
+        let picked = sel
+            .select(rows, Path::new("/c/cache.db"))
+            .map_err(|e| e.to_string())?;
+        Ok(picked.rows().iter().map(|r| r.generation).collect())
+    }
+
+    #[test]
+    fn names_match_raw_or_escaped_and_latest_is_the_highest_generation() {
+        // Cache order is not generation order (a resumed run).
+        let rows = [
+            row(1, b"www", 5),
+            row(2, b"www", 3),
+            row(3, b"a\tb", 4),
+            row(4, b"caf\xff", 6),
+        ];
+        assert_eq!(pick(&rows, "www", None).unwrap(), [3, 5]);
+        let sel = Selector::parse("www", "BACKUP", None).unwrap();
+        let picked = sel.select(&rows, Path::new("c")).unwrap();
+        assert_eq!(picked.latest().unwrap().id, 1);
+        assert_eq!(picked.cap(), &rows[0].root_cap);
+        assert_eq!(picked.label(), "www");
+        assert_eq!(pick(&rows, "www", Some(3)).unwrap(), [3]);
+        assert_eq!(pick(&rows, "a\tb", None).unwrap(), [4]);
+        assert_eq!(pick(&rows, "a\\x09b", None).unwrap(), [4]);
+        assert_eq!(pick(&rows, "caf\\xff", None).unwrap(), [6]);
+        assert_eq!(pick(&rows, "caf\\xFF", None).unwrap(), [6]);
+    }
+
+    #[test]
+    fn unknown_names_generations_and_ambiguous_names_are_refused_by_name() {
+        let rows = [row(1, b"a\\x41", 1), row(2, b"aA", 2), row(3, b"www", 3)];
+        let e = pick(&rows, "nope", None).unwrap_err();
+        assert!(
+            e.starts_with("no backup named \"nope\" in the entry cache /c/cache.db"),
+            "{e}"
+        );
+        let e = pick(&rows, "www", Some(9)).unwrap_err();
+        assert!(
+            e.contains("has generation 9") && e.contains("generations: 3"),
+            "{e}"
+        );
+        let e = pick(&rows, "a\\x41", None).unwrap_err();
+        assert!(e.contains("names different backups"), "{e}");
+        assert!(e.contains("\n  a\\\\x41: generation 1, finished "), "{e}");
+        assert!(e.contains("\n  aA: generation 2, finished "), "{e}");
+        // A text that is not a valid escape is only read as given.
+        assert_eq!(pick(&[row(1, b"a\\q", 1)], "a\\q", None).unwrap(), [1]);
+    }
+
+    #[test]
+    fn a_cap_picks_its_recorded_backups_and_refuses_a_generation() {
+        let rows = [row(1, b"www", 1), row(2, b"www", 2)];
+        let cap = rows[1].root_cap.as_str().to_owned();
+        assert_eq!(pick(&rows, &cap, None).unwrap(), [2]);
+        let e = pick(&rows, &cap, Some(2)).unwrap_err();
+        assert!(e.starts_with("--generation selects"), "{e}");
+        assert!(!e.contains(&cap[13..39]), "{e}");
+    }
+
+    #[test]
+    fn stdin_is_read_once_at_the_first_dash() {
+        let given: Vec<String> = ["x", "-", "y", "-"].map(String::from).into();
+        let got = targets(&given, &b"\n  URI:A \n\nname\n"[..]).unwrap();
+        let got: Vec<(&str, &str)> = got
+            .iter()
+            .map(|g| (g.text.as_str(), g.what.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("x", "argument 1"),
+                ("URI:A", "line 2 of stdin"),
+                ("name", "line 4 of stdin"),
+                ("y", "argument 3"),
+            ]
+        );
     }
 }

@@ -15,6 +15,7 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
+mod base32;
 mod client;
 mod deep_check;
 mod error;
@@ -135,6 +136,27 @@ impl Cap {
         }
     }
 
+    /// Tahoe's storage index of a `URI:CHK:` or `URI:DIR2-CHK:` cap, in its
+    /// base32: the first 16 bytes of SHA-256d over the netstring of the tag
+    /// `allmydata_immutable_key_to_storage_index_v1` and the cap's 16-byte
+    /// key (`hashutil.storage_index_hash`). It names the object's shares on
+    /// the storage servers (`cleanup -e`). `None` for other kinds (ask the
+    /// gateway: its `verify_uri` holds it).
+    pub fn storage_index(&self) -> Option<String> {
+        const TAG: &[u8] = b"allmydata_immutable_key_to_storage_index_v1";
+        let key = base32::decode(self.chk_fields()?[2])?;
+        if key.len() != 16 {
+            return None;
+        }
+        let mut h = Sha256::new();
+        h.update(format!("{}:", TAG.len()).as_bytes());
+        h.update(TAG);
+        h.update(b",");
+        h.update(&key);
+        let twice = Sha256::digest(h.finalize());
+        Some(base32::encode(&twice[..16]))
+    }
+
     /// The 7 `:`-separated fields of a CHK or DIR2-CHK cap.
     fn chk_fields(&self) -> Option<Vec<&str>> {
         let fields: Vec<&str> = self.0.split(':').collect();
@@ -223,6 +245,23 @@ mod tests {
         "URI:DIR2:forau3r7zp4pfptesmflovhrpm:kyjd2wg3k3cariu7snnqc26hxjg757vvkd62q5czeev6eapniieq";
 
     // ------------------------------------------------------------ Cap
+
+    #[test]
+    fn storage_index_matches_tahoe() {
+        // From tahoe-lafs 1.20.0: CHKFileURI(bytes(range(16)), bytes(range(32)),
+        // 2, 3, 1000) and its verify cap.
+        let chk = "URI:CHK:aaaqeayeaudaocajbifqydiob4:\
+                   aaaqeayeaudaocajbifqydiob4ibceqtcqkrmfyydenbwha5dypq:2:3:1000";
+        let si = |text: &str| Cap::parse(text).unwrap().storage_index();
+        assert_eq!(si(chk).as_deref(), Some("hdis5iaveku6lnlaiccydyid7q"));
+        let dir = chk.replace("URI:CHK:", "URI:DIR2-CHK:");
+        assert_eq!(si(&dir).as_deref(), Some("hdis5iaveku6lnlaiccydyid7q"));
+        assert_eq!(si("URI:LIT:nbswy3dp"), None);
+        assert_eq!(si(DIR_RW), None);
+        assert_eq!(si("URI:CHK:bad!:x:1:1:1"), None);
+        // A key of another length is no CHK key.
+        assert_eq!(si("URI:CHK:aaaq:x:1:1:1"), None);
+    }
 
     #[test]
     fn parse_trims_and_accepts_caps() {

@@ -8,15 +8,17 @@ use std::time::Instant;
 use anyhow::Context as _;
 use tracing::{info, warn};
 
+use super::context::{Context, Gateway};
+use super::show;
 use crate::cache::Cache;
-use crate::cli::{BackupArgs, Cli};
+use crate::cli::BackupArgs;
 use crate::config::Config;
 use crate::encode::Encoder;
 use crate::escape;
 use crate::exit::{Outcome, UsageError};
 use crate::filter::Filter;
 use crate::names;
-use crate::progress::{self, Progress};
+use crate::progress;
 use crate::queue;
 use crate::ratelimit::{self, Limits};
 use crate::result;
@@ -147,19 +149,12 @@ struct Ready {
     source: PathBuf,
 }
 
-fn get_ready(args: &BackupArgs, config: &Config) -> anyhow::Result<Ready> {
-    let cache_path = config.source.entry_cache.path.as_deref().ok_or_else(|| {
-        UsageError(
-            "config key source.entry_cache.path is required for backup \
-             (the deduplication database)"
-                .into(),
-        )
-    })?;
+fn get_ready(args: &BackupArgs, ctx: &Context<'_>) -> anyhow::Result<Ready> {
+    let config = ctx.config();
+    // Before the gateway is asked: a config error is found first.
+    ctx.backup_cache_path()?;
     let source = pick_source(config)?;
     let encoder = Encoder::new(&config.destination.encoding).map_err(UsageError)?;
-    if config.operation.concurrency == 0 {
-        return Err(UsageError("operation.concurrency must be at least 1".into()).into());
-    }
     let bytes_limit = match &args.limit_upload {
         Some(text) => Some(ratelimit::parse_rate(text).map_err(UsageError)?),
         None => config.operation.rate_limit.bytes,
@@ -168,18 +163,14 @@ fn get_ready(args: &BackupArgs, config: &Config) -> anyhow::Result<Ready> {
         bytes_limit.as_ref(),
         config.operation.rate_limit.objects.as_ref(),
     );
-    let (client, url) = super::gateway_client(config, None)?;
+    let gateway = ctx.gateway(None)?;
     // The gateway first: it needs no lock, and a wrong URL is the most
     // common mistake.
-    super::storage_servers(&client, url, super::Contact::Retried)?;
-    let mut cache = Cache::open_wait(
-        cache_path,
-        &config.source.entry_cache.commit_after,
-        args.lock_wait,
-    )?;
-    check_grid(&client, url, &mut cache, args.allow_foreign_cache)?;
+    gateway.storage_servers()?;
+    let mut cache = ctx.backup_cache(args.lock_wait)?;
+    check_grid(&gateway, &mut cache, args.allow_foreign_cache)?;
     Ok(Ready {
-        client,
+        client: gateway.client,
         cache,
         encoder,
         limits,
@@ -187,8 +178,10 @@ fn get_ready(args: &BackupArgs, config: &Config) -> anyhow::Result<Ready> {
     })
 }
 
-pub fn run(cli: &Cli, args: &BackupArgs, mut config: Config) -> anyhow::Result<Outcome> {
-    apply_flags(args, &mut config);
+pub fn run(mut ctx: Context<'_>, args: &BackupArgs) -> anyhow::Result<Outcome> {
+    apply_flags(args, ctx.config_mut());
+    let ctx = ctx;
+    let config = ctx.config();
     if config.operation.queue_only && config.operation.reuse_queue {
         return Err(UsageError(
             "operation.queue_only and operation.reuse_queue are both set: \
@@ -208,12 +201,12 @@ pub fn run(cli: &Cli, args: &BackupArgs, mut config: Config) -> anyhow::Result<O
     let ready = if config.operation.queue_only {
         None
     } else {
-        Some(get_ready(args, &config)?)
+        Some(get_ready(args, &ctx)?)
     };
-    let source = pick_source(&config)?;
+    let source = pick_source(config)?;
     let current = queue::Binding::of(&source)
         .with_context(|| format!("reading the source root {}", source.display()))?;
-    let (plan, not_resumed) = plan(&config, &queue_path, &current);
+    let (plan, not_resumed) = plan(config, &queue_path, &current);
     if let Some(why) = not_resumed {
         info!(
             "not resuming the unfinished queue {}: {why}; scanning again",
@@ -223,11 +216,11 @@ pub fn run(cli: &Cli, args: &BackupArgs, mut config: Config) -> anyhow::Result<O
     let mut outcome = Outcome::Success;
     let entries = match plan {
         QueuePlan::Scan => {
-            let report = scan_source(&config, &queue_path, &current)?;
+            let report = scan_source(config, &queue_path, &current)?;
             if report.stats.problems > 0 {
                 outcome = Outcome::Partial;
             }
-            report.print(cli.json);
+            report.print(ctx.json());
             report.stats.entries
         }
         QueuePlan::Reuse | QueuePlan::Resume => {
@@ -249,8 +242,7 @@ pub fn run(cli: &Cli, args: &BackupArgs, mut config: Config) -> anyhow::Result<O
             if plan == QueuePlan::Resume {
                 let written = bound
                     .as_ref()
-                    .and_then(|b| jiff::Timestamp::from_second(b.written).ok())
-                    .map_or_else(|| "an unknown time".to_owned(), |t| t.to_string());
+                    .map_or_else(|| "an unknown time".to_owned(), |b| show::time(b.written));
                 warn!(
                     "resuming the queue {} written at {written}, {entries} entries left \
                      (its upload did not complete; use -f to scan again)",
@@ -268,7 +260,7 @@ pub fn run(cli: &Cli, args: &BackupArgs, mut config: Config) -> anyhow::Result<O
     let Some(ready) = ready else {
         return Ok(outcome);
     };
-    let uploaded = upload_queue(cli, args, &config, &queue_path, ready)?;
+    let uploaded = upload_queue(&ctx, args, &queue_path, ready)?;
     Ok(outcome.max(uploaded))
 }
 
@@ -286,13 +278,9 @@ fn pick_source(config: &Config) -> anyhow::Result<PathBuf> {
 
 /// Makes sure the cache's caps are worth something on this grid: a new cache
 /// gets a probe object; an existing one must find its probe recoverable.
-fn check_grid(
-    client: &Client,
-    url: &str,
-    cache: &mut Cache,
-    allow_foreign: bool,
-) -> anyhow::Result<()> {
-    let (connected, known) = super::storage_servers(client, url, super::Contact::Retried)?;
+fn check_grid(gateway: &Gateway<'_>, cache: &mut Cache, allow_foreign: bool) -> anyhow::Result<()> {
+    let (connected, known) = gateway.storage_servers()?;
+    let client = &gateway.client;
     match cache.probe()? {
         None => {
             let cap = client
@@ -330,12 +318,12 @@ fn check_grid(
 }
 
 fn upload_queue(
-    cli: &Cli,
+    ctx: &Context<'_>,
     args: &BackupArgs,
-    config: &Config,
     queue_path: &Path,
     ready: Ready,
 ) -> anyhow::Result<Outcome> {
+    let config = ctx.config();
     let Ready {
         client,
         mut cache,
@@ -356,10 +344,7 @@ fn upload_queue(
             .unwrap_or(i64::MAX),
         concurrency: usize::try_from(config.operation.concurrency).unwrap_or(usize::MAX),
     };
-    let progress = Arc::new(Progress::new(progress::Mode::choose(
-        cli.json,
-        args.json_progress,
-    )));
+    let progress = Arc::new(ctx.progress(args.json_progress));
     let mut uploader = Uploader::new(
         &client,
         &mut cache,
@@ -389,7 +374,7 @@ fn upload_queue(
     drop(cache);
 
     let results = &config.destination.result;
-    if results.print_to_stdout && !cli.json {
+    if results.print_to_stdout && !ctx.json() {
         println!("{}", finished.root.as_str());
     }
     if let Some(file) = &results.append_to_file {
@@ -407,7 +392,7 @@ fn upload_queue(
     queue::mark_done(queue_path)?;
 
     let name_text = String::from_utf8_lossy(name.as_encoded_bytes()).into_owned();
-    if cli.json {
+    if ctx.json() {
         let line = serde_json::json!({
             "type": "summary",
             "name": name_text,
@@ -421,7 +406,7 @@ fn upload_queue(
             "skipped": stats.skipped,
             "bytes_read": stats.bytes_read,
             "bytes_total": stats.bytes_total,
-            "seconds": (finished.seconds * 1000.0).round() / 1000.0,
+            "seconds": show::json_seconds(finished.seconds),
         });
         println!("{line}");
     } else {
@@ -509,7 +494,7 @@ impl ScanReport {
                 "problems": s.problems,
                 "other_filesystems": s.other_filesystems,
                 "caches": s.caches,
-                "seconds": (self.seconds * 1000.0).round() / 1000.0,
+                "seconds": show::json_seconds(self.seconds),
             });
             println!("{line}");
         } else {

@@ -5,11 +5,12 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::json;
 
+use super::Context;
+use super::show::{self, LeaseWindow, name as show_name, time as iso_time};
 use crate::cache::{BackupRow, Cache};
-use crate::cli::{Cli, ListArgs};
+use crate::cli::ListArgs;
 use crate::config::Config;
-use crate::escape;
-use crate::exit::{Outcome, UsageError};
+use crate::exit::Outcome;
 use crate::progress::human_bytes;
 
 /// How many caps (visits) the per-backup breakdown of the lease warning may
@@ -19,12 +20,13 @@ const PER_BACKUP_BUDGET: usize = 2_000_000;
 /// How many objects the lease warning names (by short id).
 const NAMED_OBJECTS: usize = 5;
 
-pub fn run(cli: &Cli, args: &ListArgs, config: &Config) -> anyhow::Result<Outcome> {
-    let cache = open_reader(config)?;
+pub fn run(ctx: &Context<'_>, args: &ListArgs) -> anyhow::Result<Outcome> {
+    let json = ctx.json();
+    let cache = ctx.read_cache()?;
     let backups = cache.backups()?;
     let referenced = cache.reachable_from(backups.iter().map(|b| b.root_cap.as_str()))?;
 
-    if cli.json {
+    if json {
         for b in &backups {
             println!("{}", backup_json(b));
         }
@@ -33,69 +35,11 @@ pub fn run(cli: &Cli, args: &ListArgs, config: &Config) -> anyhow::Result<Outcom
     }
 
     if let Some(wanted) = &args.generations {
-        print_dangling(cli.json, &cache, &backups, &referenced, wanted)?;
+        print_dangling(json, &cache, &backups, &referenced, wanted)?;
     }
 
-    lease_warning(cli.json, config, &cache, &backups, &referenced)?;
+    lease_warning(json, ctx.config(), &cache, &backups, &referenced)?;
     Ok(Outcome::Success)
-}
-
-/// Opens the cache of `source.entry_cache.path` read-only, without the run
-/// lock (`list`, `restore NAME`): it works while a backup runs.
-pub(crate) fn open_reader(config: &Config) -> anyhow::Result<Cache> {
-    let path = existing_path(config)?;
-    Ok(Cache::open_read_only(path)?)
-}
-
-/// Opens the cache of `source.entry_cache.path`, which must exist already:
-/// `list` and `cleanup` never create one. Takes the run lock, waiting up to
-/// `lock_wait` for it.
-pub(crate) fn open_existing(
-    config: &Config,
-    lock_wait: std::time::Duration,
-) -> anyhow::Result<Cache> {
-    let path = existing_path(config)?;
-    Ok(Cache::open_wait(
-        path,
-        &config.source.entry_cache.commit_after,
-        lock_wait,
-    )?)
-}
-
-fn existing_path(config: &Config) -> anyhow::Result<&std::path::Path> {
-    let path = config.source.entry_cache.path.as_deref().ok_or_else(|| {
-        UsageError(
-            "config key source.entry_cache.path is required (the entry cache that records \
-             the backups)"
-                .into(),
-        )
-    })?;
-    if !path.exists() {
-        anyhow::bail!(
-            "there is no entry cache at {} (source.entry_cache.path): no backup was recorded \
-             with this configuration; check source.entry_cache.path",
-            path.display()
-        );
-    }
-    Ok(path)
-}
-
-/// A backup name as text: raw bytes escaped like queue paths (`\\`,
-/// `\xNN`), so control bytes and invalid UTF-8 are visible and lossless.
-pub(crate) fn show_name(name: &[u8]) -> String {
-    String::from_utf8_lossy(&escape::escape(name)).into_owned()
-}
-
-/// Unix seconds as ISO 8601 local time with its offset.
-pub(crate) fn iso_time(ts: i64) -> String {
-    jiff::Timestamp::from_second(ts).map_or_else(
-        |_| format!("@{ts}"),
-        |t| {
-            t.to_zoned(jiff::tz::TimeZone::system())
-                .strftime("%Y-%m-%dT%H:%M:%S%:z")
-                .to_string()
-        },
-    )
 }
 
 fn backup_json(b: &BackupRow) -> serde_json::Value {
@@ -226,9 +170,7 @@ fn lease_warning(
     referenced: &HashSet<String>,
 ) -> anyhow::Result<()> {
     let lease = &config.lease;
-    let days = lease.duration_days.saturating_sub(lease.warn_days);
-    let secs = i64::try_from(days.saturating_mul(86_400)).unwrap_or(i64::MAX);
-    let cutoff = crate::cache::unix_now().saturating_sub(secs);
+    let LeaseWindow { days, cutoff } = LeaseWindow::now(lease);
     let stale = cache.leases_not_renewed_since(referenced.iter().map(String::as_str), cutoff)?;
     if stale.is_empty() {
         return Ok(());
@@ -258,17 +200,13 @@ fn lease_warning(
             }
         }
     }
-    let objects = if stale.len() == 1 {
-        "object"
-    } else {
-        "objects"
-    };
     eprintln!(
-        "lafs-backup: WARNING: {} {objects} of the recorded backups had no lease renewed by this \
+        "lafs-backup: WARNING: {} object{} of the recorded backups had no lease renewed by this \
          cache in the last {days} days (lease.duration_days {} - lease.warn_days {}); the \
          storage servers may delete their shares when their leases lapse, after {} days. \
          Run `lafs-backup check --leases` to renew them.",
         stale.len(),
+        show::plural(stale.len()),
         lease.duration_days,
         lease.warn_days,
         lease.duration_days,
@@ -283,7 +221,7 @@ fn lease_warning(
     let named: Vec<String> = stale
         .iter()
         .take(NAMED_OBJECTS)
-        .map(|c| format!("#{}", short_id(c)))
+        .map(|c| format!("#{}", show::short_id(c)))
         .collect();
     eprintln!(
         "lafs-backup: WARNING:   objects: {}{}",
@@ -310,36 +248,4 @@ fn lease_warning(
         );
     }
     Ok(())
-}
-
-/// The short id of a cap read from the cache as text (the same as
-/// [`crate::tahoe::Cap::short_id`]).
-fn short_id(cap: &str) -> String {
-    crate::tahoe::Cap::parse(cap).map_or_else(|_| "?".to_owned(), |c| c.short_id())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_are_escaped_losslessly() {
-        assert_eq!(show_name(b"weekly"), "weekly");
-        assert_eq!(show_name(b"a\nb\xff\\"), "a\\x0ab\\xff\\\\");
-    }
-
-    #[test]
-    fn times_are_iso_with_offset() {
-        let t = iso_time(1_700_000_000);
-        assert!(
-            jiff::Timestamp::strptime("%Y-%m-%dT%H:%M:%S%:z", &t).is_ok(),
-            "{t}"
-        );
-        assert_eq!(
-            jiff::Timestamp::strptime("%Y-%m-%dT%H:%M:%S%:z", &t)
-                .unwrap()
-                .as_second(),
-            1_700_000_000
-        );
-    }
 }

@@ -6,26 +6,24 @@ use std::io::{self, Write};
 use serde_json::json;
 use tracing::info;
 
-use crate::cli::{Cli, RestoreArgs};
-use crate::config::Config;
+use super::{Context, show};
+use crate::cli::RestoreArgs;
 use crate::exit::{Outcome, UsageError};
-use crate::progress::{self, Progress};
+use crate::progress;
 use crate::restore::{self, Options, Report, Selection};
-use crate::selector::BackupArg;
+use crate::selector::Selector;
 use crate::tahoe::Cap;
 
-use super::list::show_name;
-
-pub fn run(cli: &Cli, args: &RestoreArgs, config: &Config) -> anyhow::Result<Outcome> {
+pub fn run(ctx: &Context<'_>, args: &RestoreArgs) -> anyhow::Result<Outcome> {
     let selection = Selection::parse(&args.paths).map_err(UsageError)?;
-    let (client, url) = super::gateway_client(config, args.gateway.as_deref())?;
-    let client = super::interactive_client(client, args.timeout);
-    let root = resolve(args, config)?;
-    super::storage_servers(&client, url, super::Contact::Once)?;
+    let gateway = ctx.interactive_gateway(args.gateway.as_deref(), args.timeout)?;
+    let root = resolve(ctx, args)?;
+    gateway.storage_servers()?;
+    let client = gateway.client;
+    // At least 1: --concurrency's range and the config both refuse 0.
     let concurrency = args
         .concurrency
-        .unwrap_or(config.operation.concurrency)
-        .max(1);
+        .unwrap_or(ctx.config().operation.concurrency);
     let opts = Options {
         overwrite: args.overwrite,
         skip_existing: args.skip_existing,
@@ -39,7 +37,7 @@ pub fn run(cli: &Cli, args: &RestoreArgs, config: &Config) -> anyhow::Result<Out
         no_xattrs: args.no_xattrs,
     };
     // A bar on a terminal (nothing otherwise, and never with --json).
-    let progress = Progress::new(progress::Mode::choose(cli.json, false));
+    let progress = ctx.progress(false);
     let report = restore::run(&client, &root, &args.target, &opts, &progress);
     progress.finish();
     let report = match report {
@@ -52,7 +50,7 @@ pub fn run(cli: &Cli, args: &RestoreArgs, config: &Config) -> anyhow::Result<Out
     // closed stdout (`restore -n … | head`) is then a quiet exit, not a
     // panic in `println!`.
     let mut out = io::stdout().lock();
-    if cli.json {
+    if ctx.json() {
         print_json(&mut out, &report, opts.dry_run)?;
     } else {
         for line in &report.planned {
@@ -124,19 +122,18 @@ fn print_json(out: &mut impl Write, report: &Report, dry_run: bool) -> io::Resul
             json!({"type": "planned", "kind": kind, "path": path})
         )?;
     }
-    for (path, why) in &report.failures {
-        writeln!(
-            out,
-            "{}",
-            json!({"type": "problem", "path": path, "detail": why})
-        )?;
-    }
-    for (path, what) in &report.withheld {
-        writeln!(
-            out,
-            "{}",
-            json!({"type": "withheld", "path": path, "detail": what})
-        )?;
+    // Problems and withheld entries: a path and what happened to it.
+    for (kind, entries) in [
+        ("problem", &report.failures),
+        ("withheld", &report.withheld),
+    ] {
+        for (path, detail) in entries {
+            writeln!(
+                out,
+                "{}",
+                json!({"type": kind, "path": path, "detail": detail})
+            )?;
+        }
     }
     writeln!(
         out,
@@ -157,45 +154,27 @@ fn print_json(out: &mut impl Write, report: &Report, dry_run: bool) -> io::Resul
 }
 
 /// The root cap: the argument itself, or the latest (or `--generation`)
-/// backup of that name in the entry cache.
-fn resolve(args: &RestoreArgs, config: &Config) -> anyhow::Result<Cap> {
-    let name = match BackupArg::parse(&args.backup, "BACKUP")? {
-        BackupArg::Cap(cap) => {
-            if args.generation.is_some() {
-                return Err(
-                    UsageError("--generation goes with a backup NAME, not a cap".into()).into(),
-                );
-            }
-            if !cap.is_dir() {
-                return Err(UsageError("the cap is not a directory cap".into()).into());
-            }
-            return Ok(cap);
+/// backup of that name in the entry cache ([`crate::selector`]).
+fn resolve(ctx: &Context<'_>, args: &RestoreArgs) -> anyhow::Result<Cap> {
+    let selector = Selector::parse(&args.backup, "BACKUP", args.generation)?;
+    if let Some(cap) = selector.cap() {
+        if !cap.is_dir() {
+            return Err(UsageError("the cap is not a directory cap".into()).into());
         }
-        BackupArg::Name(name) => name,
-    };
-    let cache = super::list::open_reader(config)?;
-    let rows = cache.backups()?;
-    let shown = show_name(name.as_bytes());
-    let name = name.as_bytes();
-    let found = rows
-        .into_iter()
-        .filter(|r| r.name == name)
-        .filter(|r| args.generation.is_none_or(|g| r.generation == g))
-        .max_by_key(|r| r.generation);
-    match found {
-        Some(row) => {
-            info!(
-                "restoring {} generation {} (#{})",
-                shown,
-                row.generation,
-                row.root_cap.short_id()
-            );
-            Ok(row.root_cap)
-        }
-        None => Err(UsageError(match args.generation {
-            Some(g) => format!("no backup named {shown} with generation {g} in the entry cache"),
-            None => format!("no backup named {shown} in the entry cache"),
-        })
-        .into()),
+        return Ok(cap.clone());
     }
+    let cache = ctx.read_cache()?;
+    let rows = cache.backups()?;
+    let selected = selector
+        .select(&rows, cache.path())
+        .map_err(UsageError::from)?;
+    if let Some(row) = selected.latest() {
+        info!(
+            "restoring {} generation {} (#{})",
+            show::name(&row.name),
+            row.generation,
+            row.root_cap.short_id()
+        );
+    }
+    Ok(selected.cap().clone())
 }

@@ -9,26 +9,25 @@ use std::io::{self, Write};
 use serde_json::json;
 use tracing::info;
 
-use super::list::show_name;
-use crate::cache::Cache;
-use crate::cli::{Cli, VerifyArgs};
-use crate::config::Config;
+use super::{Context, show};
+use crate::cli::VerifyArgs;
 use crate::exit::{Outcome, UsageError};
 use crate::filter::Filter;
-use crate::selector::BackupArg;
+use crate::selector::Selector;
 use crate::tahoe::Cap;
 use crate::verify::{self, Difference, Options, SourceRules};
 
-pub fn run(cli: &Cli, args: &VerifyArgs, config: &Config) -> anyhow::Result<Outcome> {
-    let (root, label) = resolve(args, config)?;
-    let (client, url) = super::gateway_client(config, args.gateway.as_deref())?;
-    let client = super::interactive_client(client, args.timeout);
+pub fn run(ctx: &Context<'_>, args: &VerifyArgs) -> anyhow::Result<Outcome> {
+    let config = ctx.config();
+    let (root, label) = resolve(ctx, args)?;
+    let gateway = ctx.interactive_gateway(args.gateway.as_deref(), args.timeout)?;
     info!("verifying {label} against {}", args.path.display());
-    super::storage_servers(&client, url, super::Contact::Once)?;
+    gateway.storage_servers()?;
+    let client = gateway.client;
 
     let stdout = io::stdout();
     let mut out = stdout.lock();
-    let json = cli.json;
+    let json = ctx.json();
     let mut sink = |d: &Difference| -> io::Result<()> {
         if json {
             let line = json!({
@@ -78,49 +77,21 @@ pub fn run(cli: &Cli, args: &VerifyArgs, config: &Config) -> anyhow::Result<Outc
     })
 }
 
-/// The root cap to verify, and how messages name it (the backup name, or
-/// `#` and the cap's short id).
-fn resolve(args: &VerifyArgs, config: &Config) -> anyhow::Result<(Cap, String)> {
-    let name = match BackupArg::parse(&args.backup, "BACKUP")? {
-        BackupArg::Cap(cap) => {
-            if args.generation.is_some() {
-                return Err(UsageError(
-                    "--generation selects a generation of a backup NAME; it cannot be used \
-                     with a cap"
-                        .into(),
-                )
-                .into());
-            }
-            let label = format!("#{}", cap.short_id());
-            return Ok((cap, label));
-        }
-        BackupArg::Name(name) => name,
-    };
-    let cache_path = config.source.entry_cache.path.as_deref().ok_or_else(|| {
-        UsageError(
-            "config key source.entry_cache.path is required to verify a backup by NAME \
-             (the cache that records the backups); give a root cap instead"
-                .into(),
-        )
-    })?;
-    let cache = Cache::open_read_only(cache_path)?;
-    let name = name.as_bytes();
-    let shown = show_name(name);
-    let rows = cache.backups()?;
-    let row = rows
-        .iter()
-        .rev()
-        .filter(|r| r.name == name)
-        .find(|r| args.generation.is_none_or(|g| r.generation == g));
-    match row {
-        Some(r) => Ok((
-            r.root_cap.clone(),
-            format!("{shown} generation {}", r.generation),
-        )),
-        None => Err(UsageError(match args.generation {
-            Some(g) => format!("the cache records no backup {shown} of generation {g}"),
-            None => format!("the cache records no backup named {shown}"),
-        })
-        .into()),
+/// The root cap to verify, and how messages name it (the backup name and
+/// generation, or `#` and the cap's short id).
+fn resolve(ctx: &Context<'_>, args: &VerifyArgs) -> anyhow::Result<(Cap, String)> {
+    let selector = Selector::parse(&args.backup, "BACKUP", args.generation)?;
+    if let Some(cap) = selector.cap() {
+        return Ok((cap.clone(), format!("#{}", cap.short_id())));
     }
+    let cache = ctx.read_cache()?;
+    let rows = cache.backups()?;
+    let selected = selector
+        .select(&rows, cache.path())
+        .map_err(UsageError::from)?;
+    let label = match selected.latest() {
+        Some(r) => format!("{} generation {}", show::name(&r.name), r.generation),
+        None => format!("#{}", selected.cap().short_id()),
+    };
+    Ok((selected.cap().clone(), label))
 }

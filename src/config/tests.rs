@@ -1279,3 +1279,18 @@ fn caps_in_config_errors_are_not_shown() {
         }
     }
 }
+
+#[test]
+fn concurrency_is_at_least_one_for_every_command() {
+    assert_eq!(
+        config("operation: {concurrency: 3}\n")
+            .operation
+            .concurrency,
+        3
+    );
+    assert_error(
+        "operation:\n  concurrency: 0\n",
+        "cfg.yaml:2: invalid value for operation.concurrency: must be at least 1",
+    );
+    assert_error("operation:\n  concurrency: -2\n", "a positive integer");
+}

@@ -774,6 +774,28 @@ pub(crate) mod attempts {
     }
 }
 
+/// A count that must be at least 1 (`operation.concurrency`): checked once
+/// here, so that no command has to refuse 0 itself.
+pub(crate) mod at_least_one {
+    use super::*;
+
+    pub fn zero() -> u64 {
+        1
+    }
+
+    pub fn parse(node: &Node, key: &str) -> Result<u64, Invalid> {
+        match node.as_int().map(u64::try_from) {
+            Some(Ok(n)) if n >= 1 => Ok(n),
+            Some(Ok(_)) => Err(Invalid::value(node, key, "must be at least 1")),
+            _ => Err(Invalid::ty(node, key, "a positive integer")),
+        }
+    }
+
+    pub fn to_out(n: &u64) -> Out {
+        Out::Int((*n).into())
+    }
+}
+
 /// `filter`: the scan's ordered `'+REGEX'`/`'-REGEX'` rules, validated by
 /// compiling them with [`crate::filter::Filter`]; `null` is an empty list.
 pub(crate) mod filter_rules {

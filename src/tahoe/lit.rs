@@ -13,10 +13,8 @@
 //! ([`empty_dir_cap`]). Both are checked against a real gateway by
 //! `tests/it/lit_caps.rs`.
 
+use super::base32;
 use super::{Cap, LIT_THRESHOLD};
-
-/// Tahoe's base32 alphabet: RFC 4648's, lower-cased.
-const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
 
 /// The `URI:LIT:` cap the gateway returns for a file with content `data`,
 /// or `None` when `data` is longer than [`LIT_THRESHOLD`] (such a file
@@ -27,7 +25,7 @@ pub fn lit_cap(data: &[u8]) -> Option<Cap> {
     }
     let mut s = String::with_capacity(8 + (data.len() * 8).div_ceil(5));
     s.push_str("URI:LIT:");
-    base32_into(data, &mut s);
+    base32::encode_into(data, &mut s);
     Some(Cap(s))
 }
 
@@ -45,74 +43,12 @@ pub fn empty_dir_cap() -> Cap {
 /// gets to say what is wrong with it.
 pub fn lit_data(cap: &Cap) -> Option<Vec<u8>> {
     let text = cap.as_str().strip_prefix("URI:LIT:")?;
-    let mut out = Vec::with_capacity(text.len() * 5 / 8);
-    let mut acc: u16 = 0; // holds at most 4 + 5 bits
-    let mut bits = 0u32;
-    for c in text.bytes() {
-        let v = ALPHABET.iter().position(|&a| a == c)?;
-        acc = (acc << 5) | u16::try_from(v).ok()?;
-        bits += 5;
-        if bits >= 8 {
-            bits -= 8;
-            out.push(u8::try_from((acc >> bits) & 0xff).ok()?);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    // What is left is padding: fewer than 5 bits, all zero, or the text
-    // is not what `base32_into` makes for any data.
-    if bits >= 5 || acc != 0 {
-        return None;
-    }
-    Some(out)
-}
-
-/// Appends Tahoe's base32 of `data` to `out`: 5 bits per character, most
-/// significant first, the last character padded with zero bits, no `=`.
-fn base32_into(data: &[u8], out: &mut String) {
-    let mut acc: u16 = 0; // holds at most 4 + 8 bits
-    let mut bits = 0u32;
-    for &byte in data {
-        acc = (acc << 8) | u16::from(byte);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            out.push(ALPHABET[usize::from((acc >> bits) & 31)] as char);
-        }
-        acc &= (1 << bits) - 1;
-    }
-    if bits > 0 {
-        out.push(ALPHABET[usize::from((acc << (5 - bits)) & 31)] as char);
-    }
+    base32::decode(text)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn b32(data: &[u8]) -> String {
-        let mut s = String::new();
-        base32_into(data, &mut s);
-        s
-    }
-
-    #[test]
-    fn rfc4648_vectors_lowercase_unpadded() {
-        // RFC 4648 section 10, lower-cased, '=' stripped (Tahoe's b2a).
-        for (input, want) in [
-            ("", ""),
-            ("f", "my"),
-            ("fo", "mzxq"),
-            ("foo", "mzxw6"),
-            ("foob", "mzxw6yq"),
-            ("fooba", "mzxw6ytb"),
-            ("foobar", "mzxw6ytboi"),
-        ] {
-            assert_eq!(b32(input.as_bytes()), want, "{input:?}");
-        }
-        assert_eq!(b32(&[0xff; 5]), "77777777");
-        assert_eq!(b32(&[0xff]), "74");
-        assert_eq!(b32(&[0x00, 0x01]), "aaaq");
-    }
 
     #[test]
     fn known_lit_caps() {
@@ -146,7 +82,7 @@ mod tests {
             let cap = lit_cap(&vec![0xa5; len]).unwrap();
             let body = &cap.as_str()["URI:LIT:".len()..];
             assert_eq!(body.len(), len / 5 * 8 + [0, 2, 4, 5, 7][len % 5], "{len}");
-            assert!(body.bytes().all(|b| ALPHABET.contains(&b)));
+            assert!(base32::decode(body).is_some(), "{len}");
         }
     }
 

@@ -1,0 +1,226 @@
+//! `check --leases`: renew the lease of every object the recorded backups
+//! reach, each once, in cap order, resuming an interrupted run; and the
+//! stale-lease warning.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use tracing::{debug, info};
+
+use super::Deadline;
+use super::report::{LeasesSummary, Reporter};
+use super::tree::failure_report;
+use crate::cache::{Cache, unix_now};
+use crate::config::Config;
+use crate::exit::Outcome;
+use crate::ratelimit::Limits;
+use crate::tahoe::{Cap, CheckOptions, CheckReport, Client, TahoeError};
+
+/// Objects handed to the worker threads of `check --leases` at a time; the
+/// cursor is saved (and committed) after each batch.
+pub(super) const LEASE_BATCH_PER_WORKER: usize = 16;
+
+/// How often `check --leases` logs its progress at info level.
+pub(super) const LEASE_PROGRESS_EVERY_SECS: u64 = 30;
+
+/// Warns about the objects of the recorded backups whose leases this cache
+/// has not renewed lately; returns how many there are. In `--json` mode a
+/// `stale_leases` line is written too, when `json_line`.
+pub(super) fn warn_stale(
+    cache: &Cache,
+    report: &Reporter,
+    older_than: i64,
+    json_line: bool,
+) -> anyhow::Result<u64> {
+    let stale = cache.stale_leases(older_than)?;
+    let days = unix_now().saturating_sub(older_than) / 86_400;
+    report.stale_leases(&stale, days, json_line)?;
+    Ok(stale.objects)
+}
+
+/// The result of one object's check in `check --leases`.
+pub(super) struct LeaseOutcome {
+    pub(super) index: usize,
+    pub(super) result: Result<CheckReport, TahoeError>,
+    pub(super) at: i64,
+}
+
+/// `check --leases`: renews the lease of every object reachable from the
+/// recorded backups, each once, in cap order, resuming an interrupted run.
+pub(super) fn renew_leases(
+    client: &Client,
+    cache: &mut Cache,
+    config: &Config,
+    report: &Reporter,
+    older_than: i64,
+    deadline: Option<&Deadline>,
+) -> anyhow::Result<Outcome> {
+    let started = Instant::now();
+    let stale_before = cache.stale_leases(older_than)?.objects;
+    let set = cache.lease_renewal_set()?;
+    // An interrupted run is continued, unless it began so long ago that
+    // what it renewed is due again soon: then everything is renewed now.
+    let max_age = unix_now().saturating_sub(older_than) / 2;
+    let cursor = cache
+        .lease_cursor()?
+        .filter(|c| unix_now().saturating_sub(c.started) <= max_age);
+    let (first, run_started) = match cursor {
+        Some(cursor) => {
+            let done = set.partition_point(|c| c.as_str() <= cursor.last.as_str());
+            info!(
+                "continuing the lease renewal begun at {} ({done} of {} objects done then; \
+                 {} now)",
+                crate::commands::show::time(cursor.started),
+                cursor.total,
+                set.len()
+            );
+            (done, cursor.started)
+        }
+        None => (0, unix_now()),
+    };
+    info!(
+        "renewing the leases of {} object(s) reachable from the recorded backups",
+        set.len() - first
+    );
+    let limits = Limits::new(None, config.operation.rate_limit.objects.as_ref());
+    let workers = usize::try_from(config.operation.concurrency)
+        .unwrap_or(1)
+        .clamp(1, 64);
+    let batch = workers * LEASE_BATCH_PER_WORKER;
+    let requests = AtomicU64::new(0);
+    let (mut renewed, mut unhealthy, mut errors) = (0u64, 0u64, 0u64);
+    let mut last_progress = Instant::now();
+    let mut next = first;
+    let mut fatal: Option<TahoeError> = None;
+    let mut stopped = false;
+    while next < set.len() && fatal.is_none() {
+        // The first batch always runs, so every run makes progress.
+        if next > first && deadline.is_some_and(Deadline::passed) {
+            // The cursor was saved after the last batch: the next run
+            // continues from there.
+            stopped = true;
+            break;
+        }
+        let chunk = &set[next..(next + batch).min(set.len())];
+        let outcomes = check_batch(client, &limits, &requests, chunk, workers);
+        // Results in cap order. The cursor only covers the objects before
+        // the first failure of the gateway; leases renewed after it are
+        // recorded all the same (the next run checks those objects again).
+        let mut done = 0;
+        for outcome in outcomes {
+            let in_prefix = fatal.is_none() && outcome.index == done;
+            let cap = &chunk[outcome.index];
+            match outcome.result {
+                Ok(r) => {
+                    if r.recoverable {
+                        cache.set_lease_renewed(cap, outcome.at)?;
+                        renewed += 1;
+                    }
+                    if !r.healthy && in_prefix {
+                        unhealthy += 1;
+                        report.lease_object(cache, cap, &r)?;
+                    }
+                }
+                Err(err) if err.is_transient() => {
+                    if fatal.is_none() {
+                        fatal = Some(err);
+                    }
+                    continue;
+                }
+                Err(err) => {
+                    if !in_prefix {
+                        continue;
+                    }
+                    errors += 1;
+                    let failed = failure_report(format!("check failed: {err}"), false);
+                    report.lease_object(cache, cap, &failed)?;
+                }
+            }
+            if in_prefix {
+                done += 1;
+            }
+        }
+        if done > 0 {
+            cache.set_lease_cursor(run_started, set.len() as u64, &chunk[done - 1])?;
+            cache.commit()?;
+        }
+        next += done;
+        if last_progress.elapsed().as_secs() >= LEASE_PROGRESS_EVERY_SECS {
+            last_progress = Instant::now();
+            info!("lease renewal: {next} of {} objects done", set.len());
+        }
+    }
+    if fatal.is_none() && !stopped {
+        cache.clear_lease_cursor()?;
+    }
+    cache.commit()?;
+    let requests = requests.load(Ordering::Relaxed);
+    let stale_after = warn_stale(cache, report, older_than, false)?;
+    report.leases_summary(&LeasesSummary {
+        objects: set.len(),
+        resumed_at: first,
+        renewed,
+        unhealthy,
+        errors,
+        requests,
+        stale_before,
+        stale_after,
+        complete: fatal.is_none() && !stopped,
+        seconds: started.elapsed().as_secs_f64(),
+    })?;
+    if let Some(err) = fatal {
+        return Err(anyhow::Error::new(err).context(format!(
+            "renewing leases stopped after {next} of {} objects (the next \
+             `check --leases` continues from there)",
+            set.len()
+        )));
+    }
+    if let (true, Some(deadline)) = (stopped, deadline) {
+        report.not_finished(
+            deadline,
+            &format!("{next} of {} objects done", set.len()),
+            "the next `check --leases` continues from there",
+        )?;
+        return Ok(Outcome::Problems);
+    }
+    Ok(if unhealthy > 0 || errors > 0 {
+        Outcome::Problems
+    } else {
+        Outcome::Success
+    })
+}
+
+/// Checks `chunk` with `add-lease` on `workers` threads; the outcomes come
+/// back sorted by index. A transient failure (the gateway is gone) stops
+/// the workers from taking more.
+pub(super) fn check_batch(
+    client: &Client,
+    limits: &Limits,
+    requests: &AtomicU64,
+    chunk: &[Cap],
+    workers: usize,
+) -> Vec<LeaseOutcome> {
+    let opts = CheckOptions {
+        add_lease: true,
+        ..CheckOptions::default()
+    };
+    let results = crate::parallel::ordered_map(
+        chunk,
+        workers,
+        |cap| {
+            limits.before_object();
+            requests.fetch_add(1, Ordering::Relaxed);
+            let result = client.check(cap, opts);
+            if let Err(err) = &result {
+                debug!("lease renewal of #{}: {err}", cap.short_id());
+            }
+            (result, unix_now())
+        },
+        |(result, _)| result.as_ref().is_err_and(TahoeError::is_transient),
+    );
+    results
+        .into_iter()
+        .enumerate()
+        .filter_map(|(index, r)| r.map(|(result, at)| LeaseOutcome { index, result, at }))
+        .collect()
+}
