@@ -31,6 +31,7 @@ mod restore_formats;
 mod restore_grid;
 mod restore_options;
 mod scan_queue;
+mod selector_context;
 mod state_safety;
 mod tahoe_client;
 mod throughput;
