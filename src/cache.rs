@@ -35,10 +35,11 @@ use tracing::warn;
 use crate::config::CommitAfter;
 use crate::tahoe::Cap;
 
-pub use key::{DirChild, FileKey, KeyBuilder, ObjectKey, SymlinkKey, dir_key};
-pub use leases::{LeaseCursor, StaleBackup, StaleLeases};
-pub use lock::lock_path;
-pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
+pub(crate) use key::{DirChild, FileKey, ObjectKey, SymlinkKey, dir_key};
+pub(crate) use schema::SCHEMA_VERSION;
+// The unit tests of the cache's modules name these by their short path.
+#[cfg(test)]
+pub(crate) use {key::KeyBuilder, lock::lock_path, schema::APPLICATION_ID};
 
 /// How often [`Cache::open_wait`] retries the lock.
 const LOCK_POLL: Duration = Duration::from_millis(200);

@@ -380,13 +380,13 @@ pub struct BackupArgs {
 /// A duration argument (`--timeout`, `--max-duration`): seconds (`30`,
 /// `2.5`), or a number with `s`, `m`, `h` or `d` (`90s`, `5m`, `1.5h`);
 /// more than zero.
-pub fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
     parse_duration(text, false)
 }
 
 /// A waiting time (`--lock-wait`): as [`parse_duration_arg`], but zero
 /// ("do not wait") is allowed.
-pub fn parse_wait_arg(text: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_wait_arg(text: &str) -> Result<std::time::Duration, String> {
     parse_duration(text, true)
 }
 

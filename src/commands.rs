@@ -1,13 +1,13 @@
 //! One module per subcommand; this one loads the configuration and
 //! dispatches.
 
-pub mod backup;
-pub mod check;
-pub mod cleanup;
-pub mod dump_config;
-pub mod list;
-pub mod restore;
-pub mod verify;
+pub(crate) mod backup;
+pub(crate) mod check;
+pub(crate) mod cleanup;
+pub(crate) mod dump_config;
+pub(crate) mod list;
+pub(crate) mod restore;
+pub(crate) mod verify;
 
 use std::time::Duration;
 

@@ -29,19 +29,18 @@ use std::path::{Path, PathBuf};
 use schema::{Item, Layer, section};
 use values::{attempts, count_limit, filter_rules, secs_limit, url};
 
-pub use values::{
-    Codec, LogLevel, RateSpec, RetryDelay, Timeouts, XzAction, XzOptions, XzRule, seconds,
-};
+pub use values::{Codec, RetryDelay, Timeouts, XzAction, XzRule};
+pub(crate) use values::{LogLevel, RateSpec, XzOptions, seconds};
 
 /// The base config: every key with its default, commented for users.
-pub const BASE_YAML: &str = include_str!("../config/base.yaml");
+pub(crate) const BASE_YAML: &str = include_str!("../config/base.yaml");
 
 /// How the base config is named in messages.
-pub const BASE_NAME: &str = "<built-in base config>";
+pub(crate) const BASE_NAME: &str = "<built-in base config>";
 
 /// Keys of the original tool that no longer apply, with why. Each is
 /// accepted (with everything under it) and skipped with one warning.
-pub const IGNORED_KEYS: &[(&str, &str)] = &[
+pub(crate) const IGNORED_KEYS: &[(&str, &str)] = &[
     (
         "manhole",
         "the original tool's SSH debug shell is not part of lafs-backup",
@@ -162,7 +161,7 @@ pub fn load(files: &[PathBuf]) -> Result<Loaded, ConfigError> {
 
 /// Loads the base config, then each `(name, yaml)` layer in order; `name`
 /// stands for the file name in messages.
-pub fn load_from_strs(layers: &[(&str, &str)]) -> Result<Loaded, ConfigError> {
+pub(crate) fn load_from_strs(layers: &[(&str, &str)]) -> Result<Loaded, ConfigError> {
     let mut loader = Loader::new()?;
     for (name, text) in layers {
         loader.apply(name, text)?;
@@ -454,7 +453,7 @@ impl Default for Config {
 }
 
 /// The value of an optional key, or an error naming it.
-pub fn required<'a, T>(value: &'a Option<T>, key: &str) -> Result<&'a T, ConfigError> {
+pub(crate) fn required<'a, T>(value: &'a Option<T>, key: &str) -> Result<&'a T, ConfigError> {
     value.as_ref().ok_or_else(|| missing(key))
 }
 

@@ -480,7 +480,7 @@ pub fn children_json(children: &[Child]) -> String {
 /// [`children_json`] of children already in byte order of name, each given
 /// with its metadata's [`EdgeMeta::to_json`] (which the uploader has made
 /// for the directory's cache key already).
-pub fn sorted_children_json<'a>(
+pub(crate) fn sorted_children_json<'a>(
     children: impl ExactSizeIterator<Item = (&'a Child, &'a str)>,
 ) -> String {
     let mut out = String::with_capacity(64 + children.len() * 256);

@@ -36,7 +36,8 @@ use regex::bytes::Regex;
 use crate::config::{self, Codec, XzAction};
 use crate::filter;
 
-pub use prepare::{PROBE_SIZE, Prepared, is_file_changed};
+pub(crate) use prepare::PROBE_SIZE;
+pub use prepare::{Prepared, is_file_changed};
 
 /// A content encoding recorded in the edge metadata as `enc`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -69,7 +70,7 @@ impl Encoding {
 /// The original bytes of `stored`, an object stored with the encoding
 /// `enc` (as it is when `None`), streamed: what restore writes and verify
 /// compares.
-pub fn decoder<'a>(
+pub(crate) fn decoder<'a>(
     enc: Option<Encoding>,
     stored: impl Read + 'a,
 ) -> io::Result<Box<dyn Read + 'a>> {
@@ -106,7 +107,7 @@ pub struct Encoder {
 }
 
 /// The zstd levels accepted for `destination.encoding.zstd.level`.
-pub const ZSTD_LEVELS: std::ops::RangeInclusive<u64> = 1..=19;
+pub(crate) const ZSTD_LEVELS: std::ops::RangeInclusive<u64> = 1..=19;
 
 impl Encoder {
     /// Compiles the `destination.encoding` section. The config loader has

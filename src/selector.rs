@@ -14,7 +14,7 @@ use crate::tahoe::user_cap::{self, UserCap};
 
 /// A command's BACKUP argument.
 #[derive(Debug, PartialEq, Eq)]
-pub enum BackupArg<'a> {
+pub(crate) enum BackupArg<'a> {
     /// A root cap, in Tahoe's canonical spelling.
     Cap(Cap),
     /// A backup name, as given.
@@ -24,7 +24,7 @@ pub enum BackupArg<'a> {
 impl<'a> BackupArg<'a> {
     /// Reads `arg`; `what` names the argument in the error (`BACKUP`,
     /// `argument 2`).
-    pub fn parse(arg: &'a str, what: &str) -> Result<BackupArg<'a>, UsageError> {
+    pub(crate) fn parse(arg: &'a str, what: &str) -> Result<BackupArg<'a>, UsageError> {
         match user_cap::classify(arg) {
             UserCap::Cap(cap) => Ok(BackupArg::Cap(cap)),
             UserCap::NotACap => Ok(BackupArg::Name(arg)),
@@ -36,12 +36,12 @@ impl<'a> BackupArg<'a> {
 /// How a message quotes a backup name given on the command line: in
 /// quotes, escaped, and with anything cap-like inside it redacted (a name
 /// is not a cap, but it may hold one).
-pub fn quoted(name: &str) -> String {
+pub(crate) fn quoted(name: &str) -> String {
     crate::tahoe::redact(&format!("{name:?}"))
 }
 
 /// The usage error for a text that looks like a cap but is not one.
-pub fn malformed(what: &str, why: &str) -> UsageError {
+pub(crate) fn malformed(what: &str, why: &str) -> UsageError {
     UsageError(format!(
         "{what} looks like a Tahoe capability, but {why}; check that it was copied whole \
          (it is not quoted here, since a cap is a secret)"

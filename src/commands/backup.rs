@@ -26,7 +26,7 @@ use crate::upload::{self, Uploader};
 
 /// Where the queue for this run comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QueuePlan {
+pub(crate) enum QueuePlan {
     /// Scan the source into a new queue.
     Scan,
     /// Upload an existing queue because the user asked for it.
@@ -43,7 +43,7 @@ pub enum QueuePlan {
 /// only one bound to this source (`current`, the binding a scan would write
 /// now) that is younger than `source.queue.max_resume_age`. Returns the plan
 /// and, when an unfinished queue is not resumed, why.
-pub fn plan(
+pub(crate) fn plan(
     config: &Config,
     queue_path: &Path,
     current: &queue::Binding,
@@ -187,7 +187,7 @@ fn get_ready(args: &BackupArgs, config: &Config) -> anyhow::Result<Ready> {
     })
 }
 
-pub fn run(cli: &Cli, args: &BackupArgs, mut config: Config) -> anyhow::Result<Outcome> {
+pub(crate) fn run(cli: &Cli, args: &BackupArgs, mut config: Config) -> anyhow::Result<Outcome> {
     apply_flags(args, &mut config);
     if config.operation.queue_only && config.operation.reuse_queue {
         return Err(UsageError(

@@ -40,7 +40,7 @@ const LEASE_PROGRESS_EVERY_SECS: u64 = 30;
 /// Backups named in the stale-lease warning before "and N more".
 const WARN_NAMES: usize = 10;
 
-pub fn run(cli: &Cli, args: &CheckArgs, config: &Config) -> anyhow::Result<Outcome> {
+pub(crate) fn run(cli: &Cli, args: &CheckArgs, config: &Config) -> anyhow::Result<Outcome> {
     let format = Template::parse(&args.format)
         .map_err(|e| UsageError(format!("--format {:?}: {e}", args.format)))?;
     let healthy_format = args

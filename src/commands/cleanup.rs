@@ -27,7 +27,7 @@ use crate::names;
 use crate::selector::{BackupArg, quoted};
 use crate::tahoe::{Cap, Client};
 
-pub fn run(cli: &Cli, args: &CleanupArgs, config: &Config) -> anyhow::Result<Outcome> {
+pub(crate) fn run(cli: &Cli, args: &CleanupArgs, config: &Config) -> anyhow::Result<Outcome> {
     let targets = read_targets(&args.targets)?;
     if targets.is_empty() && args.generations.is_empty() {
         return Err(UsageError(

@@ -19,7 +19,7 @@ const PER_BACKUP_BUDGET: usize = 2_000_000;
 /// How many objects the lease warning names (by short id).
 const NAMED_OBJECTS: usize = 5;
 
-pub fn run(cli: &Cli, args: &ListArgs, config: &Config) -> anyhow::Result<Outcome> {
+pub(crate) fn run(cli: &Cli, args: &ListArgs, config: &Config) -> anyhow::Result<Outcome> {
     let cache = open_reader(config)?;
     let backups = cache.backups()?;
     let referenced = cache.reachable_from(backups.iter().map(|b| b.root_cap.as_str()))?;

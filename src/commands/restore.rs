@@ -16,7 +16,7 @@ use crate::tahoe::Cap;
 
 use super::list::show_name;
 
-pub fn run(cli: &Cli, args: &RestoreArgs, config: &Config) -> anyhow::Result<Outcome> {
+pub(crate) fn run(cli: &Cli, args: &RestoreArgs, config: &Config) -> anyhow::Result<Outcome> {
     let selection = Selection::parse(&args.paths).map_err(UsageError)?;
     let (client, url) = super::gateway_client(config, args.gateway.as_deref())?;
     let client = super::interactive_client(client, args.timeout);

@@ -19,7 +19,7 @@ use crate::selector::BackupArg;
 use crate::tahoe::Cap;
 use crate::verify::{self, Difference, Options, SourceRules};
 
-pub fn run(cli: &Cli, args: &VerifyArgs, config: &Config) -> anyhow::Result<Outcome> {
+pub(crate) fn run(cli: &Cli, args: &VerifyArgs, config: &Config) -> anyhow::Result<Outcome> {
     let (root, label) = resolve(args, config)?;
     let (client, url) = super::gateway_client(config, args.gateway.as_deref())?;
     let client = super::interactive_client(client, args.timeout);

@@ -13,7 +13,7 @@ use liblzma::stream::{Check, Stream};
 use super::{Encoder, Encoding};
 
 /// How many leading bytes of a file the probe compresses.
-pub const PROBE_SIZE: usize = 64 << 10;
+pub(crate) const PROBE_SIZE: usize = 64 << 10;
 
 /// The probe's zstd level: the fastest, it only has to tell text-like data
 /// from data that is already compressed.

@@ -24,7 +24,7 @@ use super::{Cap, Client, TahoeError, redact};
 /// Most bytes of one child's entry in a listing. An entry of this tool's
 /// backups is a few hundred bytes (a few KiB with ACLs and xattrs, whose
 /// values Linux file systems keep to 64 KiB each).
-pub const ENTRY_LIMIT: u64 = 1 << 20;
+pub(crate) const ENTRY_LIMIT: u64 = 1 << 20;
 
 impl Client {
     /// Lists the directory `dir` (`GET /uri/DIRCAP?t=json`), parsing the

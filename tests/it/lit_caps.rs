@@ -10,7 +10,7 @@
 
 use crate::common;
 
-use lafs_backup::tahoe::{Cap, LIT_THRESHOLD, empty_dir_cap, lit_cap, lit_data};
+use lafs_backup::{Cap, LIT_THRESHOLD, empty_dir_cap, lit_cap, lit_data};
 
 /// The gateway's answer to `method {gateway}{path}` with `body`: the status
 /// must be 200, the (trimmed) body is returned.

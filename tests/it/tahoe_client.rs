@@ -17,8 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use lafs_backup::config::{Retry, RetryDelay, Timeouts};
-use lafs_backup::tahoe::{Cap, CheckOptions, Client, LIT_THRESHOLD, TahoeError};
+use lafs_backup::{
+    Cap, CheckOptions, Client, LIT_THRESHOLD, Retry, RetryDelay, TahoeError, Timeouts,
+};
 use serde_json::json;
 
 fn retry() -> Retry {
