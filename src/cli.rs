@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// The parsed command line. (Its `--help` text is the `about` and
+/// `long_about` below: clap does not use this comment.)
 #[derive(Debug, Parser)]
 #[command(
     name = "lafs-backup",
@@ -43,6 +45,7 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// The subcommand and its arguments.
     #[command(subcommand)]
     pub command: Command,
 }

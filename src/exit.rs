@@ -15,6 +15,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The process exit code.
     pub fn code(self) -> u8 {
         self as u8
     }

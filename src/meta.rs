@@ -23,7 +23,9 @@ pub(crate) const CAPS_XATTR: &str = "security.capability";
 /// The metadata of one queue entry.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct EntryMeta {
+    /// Owner user id.
     pub uid: u32,
+    /// Owner group id.
     pub gid: u32,
     /// `st_mode`; `None` for symlinks (as in the original tool's format,
     /// where an empty mode marks a symlink).
@@ -58,10 +60,12 @@ pub(crate) fn ctime_ns(md: &Metadata) -> i128 {
 }
 
 impl EntryMeta {
+    /// Whether the mode is a directory's.
     pub fn is_dir(&self) -> bool {
         self.mode.is_some_and(|m| m & S_IFMT == S_IFDIR)
     }
 
+    /// Whether this is a symlink (it has no mode).
     pub fn is_symlink(&self) -> bool {
         self.mode.is_none()
     }
@@ -84,6 +88,8 @@ impl EntryMeta {
         }
     }
 
+    /// Parses `UID:GID:MODE[/CAPS[/ACLS]]`, the inverse of
+    /// [`EntryMeta::write_queue_field`].
     pub fn parse_queue_field(field: &[u8]) -> Result<Self, MetaParseError> {
         let err = |reason| MetaParseError {
             field: String::from_utf8_lossy(field).into_owned(),

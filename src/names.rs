@@ -133,7 +133,7 @@ fn push_hex(b: u8, out: &mut String) {
 /// does not unescape to exactly `name_raw` is an error, not a guess.
 ///
 /// This does not judge whether the bytes are a usable file name; a restore
-/// must also call [`check_file_name`], since Tahoe accepts any child name.
+/// must also call `check_file_name`, since Tahoe accepts any child name.
 pub fn raw_name(name: &str, name_raw_b64: Option<&str>) -> Result<Vec<u8>, NameError> {
     let Some(b64) = name_raw_b64 else {
         return Ok(name.as_bytes().to_vec());

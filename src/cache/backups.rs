@@ -18,10 +18,10 @@ use super::{BackupRow, Cache, CacheError, is_literal, sql_err, to_sql};
 /// finished backup of its own (an interrupted run, or rows left by one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct DanglingGeneration {
-    pub generation: u64,
+    pub(crate) generation: u64,
     /// Rows of this generation whose cap no recorded backup reaches
     /// (literal caps included: they are never in the references).
-    pub entries: u64,
+    pub(crate) entries: u64,
 }
 
 /// Which generations' rows `cleanup` sweeps besides the objects of the
@@ -44,7 +44,7 @@ impl Sweep<'_> {
 /// [`Cache::apply_forget`]. `Debug` shows counts only (no caps, no keys).
 pub(crate) struct ForgetPlan {
     /// The backups forgotten, oldest first.
-    pub backups: Vec<BackupRow>,
+    pub(crate) backups: Vec<BackupRow>,
     /// The root caps of the backups kept.
     kept_roots: HashSet<String>,
     /// `objects` rows to delete.

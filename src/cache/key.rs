@@ -32,19 +32,20 @@ const TAG_I128: u8 = b'i';
 /// Not a secret like a cap, but it is still never put into error messages;
 /// its `Debug` form shows only the first 6 bytes in hex.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ObjectKey([u8; 32]);
+pub(crate) struct ObjectKey([u8; 32]);
 
 impl ObjectKey {
-    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+    #[cfg(test)]
+    pub(crate) const fn from_bytes(bytes: [u8; 32]) -> Self {
         ObjectKey(bytes)
     }
 
-    pub const fn as_bytes(&self) -> &[u8; 32] {
+    pub(crate) const fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
 
     /// The first 6 bytes in lower-case hex, for logs and `Debug`.
-    pub fn short_hex(&self) -> String {
+    pub(crate) fn short_hex(&self) -> String {
         self.0[..6].iter().map(|b| format!("{b:02x}")).collect()
     }
 }
@@ -110,15 +111,15 @@ impl KeyBuilder {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FileKey<'a> {
     /// The path relative to the source root, raw bytes.
-    pub path: &'a [u8],
+    pub(crate) path: &'a [u8],
     /// The edge metadata JSON exactly as it goes into the parent directory.
-    pub meta_json: &'a str,
-    pub mtime_ns: i128,
-    pub ctime_ns: i128,
-    pub size: u64,
-    pub inode: u64,
+    pub(crate) meta_json: &'a str,
+    pub(crate) mtime_ns: i128,
+    pub(crate) ctime_ns: i128,
+    pub(crate) size: u64,
+    pub(crate) inode: u64,
     /// The compression decision, e.g. `"enc:xz"` or `"enc:none"`.
-    pub encoding: &'a str,
+    pub(crate) encoding: &'a str,
 }
 
 impl FileKey<'_> {
@@ -138,11 +139,11 @@ impl FileKey<'_> {
 /// The fields of a symlink's key. The content uploaded is the target.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SymlinkKey<'a> {
-    pub path: &'a [u8],
-    pub meta_json: &'a str,
-    pub target: &'a [u8],
-    pub ctime_ns: i128,
-    pub inode: u64,
+    pub(crate) path: &'a [u8],
+    pub(crate) meta_json: &'a str,
+    pub(crate) target: &'a [u8],
+    pub(crate) ctime_ns: i128,
+    pub(crate) inode: u64,
 }
 
 impl SymlinkKey<'_> {
@@ -161,11 +162,11 @@ impl SymlinkKey<'_> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct DirChild<'a> {
     /// The edge name exactly as sent to the gateway.
-    pub name: &'a str,
+    pub(crate) name: &'a str,
     /// The child's cap (`Cap::as_str`).
-    pub cap: &'a str,
+    pub(crate) cap: &'a str,
     /// The child's edge metadata JSON exactly as sent.
-    pub meta_json: &'a str,
+    pub(crate) meta_json: &'a str,
 }
 
 /// A directory's key: its own edge metadata, then its children sorted by

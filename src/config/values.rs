@@ -92,12 +92,15 @@ impl Value for LogLevel {
 /// `destination.encoding.xz` rules select are compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Codec {
+    /// xz (the original tool's codec): smallest, slow.
     #[default]
     Xz,
+    /// zstd: much faster, slightly larger.
     Zstd,
 }
 
 impl Codec {
+    /// The config and edge-metadata spelling: `xz` or `zstd`.
     pub fn as_str(self) -> &'static str {
         match self {
             Codec::Xz => "xz",
@@ -531,6 +534,7 @@ impl Value for XzOptions {
 /// regex matches decides.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct XzRule {
+    /// What a match decides.
     pub action: XzAction,
     /// Rust `regex` syntax, matched unanchored on the path's raw bytes.
     pub regex: String,

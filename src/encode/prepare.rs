@@ -100,7 +100,7 @@ impl Encoder {
     /// rule decision ([`Encoder::choose`]).
     ///
     /// Reads the file once, hashing its raw bytes. With a decision of
-    /// `Some(codec)`, a probe first compresses the first [`PROBE_SIZE`] bytes
+    /// `Some(codec)`, a probe first compresses the first `PROBE_SIZE` bytes
     /// with zstd level 1; if that does not save at least 5 % the file is
     /// sent as it is. Otherwise the whole file is compressed with `codec`
     /// (xz: the configured preset, CRC64 check; zstd: the configured level,
