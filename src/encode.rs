@@ -58,7 +58,7 @@ impl Encoding {
     }
 
     /// The encoding named by an `enc` value, if known.
-    pub fn from_name(name: &str) -> Option<Self> {
+    pub(crate) fn from_name(name: &str) -> Option<Self> {
         match name {
             "xz" => Some(Encoding::Xz),
             "zstd" => Some(Encoding::Zstd),
@@ -162,7 +162,8 @@ impl Encoder {
     }
 
     /// The configured codec (`destination.encoding.codec`).
-    pub fn codec(&self) -> Encoding {
+    #[cfg(test)]
+    pub(crate) fn codec(&self) -> Encoding {
         self.codec
     }
 
@@ -196,7 +197,7 @@ impl Encoder {
     /// the settings that shape its output: `enc:xz:LEVEL` (with an `e` for
     /// the extreme variant, `enc:xz:9e`) or `enc:zstd:LEVEL`. Changing the
     /// codec or its level changes the tag of every file compressed with it.
-    pub fn decision_tag(&self, decision: Option<Encoding>) -> String {
+    pub(crate) fn decision_tag(&self, decision: Option<Encoding>) -> String {
         match decision {
             None => "enc:none".to_owned(),
             Some(Encoding::Xz) => format!(

@@ -39,9 +39,9 @@ pub struct EntryMeta {
 /// Why a queue metadata field could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("bad metadata field {field:?}: {reason}")]
-pub struct MetaParseError {
-    pub field: String,
-    pub reason: &'static str,
+pub(crate) struct MetaParseError {
+    pub(crate) field: String,
+    pub(crate) reason: &'static str,
 }
 
 pub(crate) const S_IFMT: u32 = 0o170000;
@@ -66,12 +66,13 @@ impl EntryMeta {
     }
 
     /// Whether this is a symlink (it has no mode).
-    pub fn is_symlink(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_symlink(&self) -> bool {
         self.mode.is_none()
     }
 
     /// Appends `UID:GID:MODE[/CAPS[/ACLS]]`.
-    pub fn write_queue_field(&self, out: &mut Vec<u8>) {
+    pub(crate) fn write_queue_field(&self, out: &mut Vec<u8>) {
         use std::io::Write as _;
         // Writing to a Vec cannot fail.
         let _ = write!(out, "{}:{}:", self.uid, self.gid);
@@ -90,7 +91,7 @@ impl EntryMeta {
 
     /// Parses `UID:GID:MODE[/CAPS[/ACLS]]`, the inverse of
     /// [`EntryMeta::write_queue_field`].
-    pub fn parse_queue_field(field: &[u8]) -> Result<Self, MetaParseError> {
+    pub(crate) fn parse_queue_field(field: &[u8]) -> Result<Self, MetaParseError> {
         let err = |reason| MetaParseError {
             field: String::from_utf8_lossy(field).into_owned(),
             reason,

@@ -114,7 +114,11 @@ impl Encoder {
     /// [`Encoder::prepare`] of a file already opened (the upload opens it
     /// relative to held directory descriptors, without following links).
     /// Reads from the file's current position, which must be its start.
-    pub fn prepare_file(&self, mut file: File, decision: Option<Encoding>) -> io::Result<Prepared> {
+    pub(crate) fn prepare_file(
+        &self,
+        mut file: File,
+        decision: Option<Encoding>,
+    ) -> io::Result<Prepared> {
         let mut hasher = blake3::Hasher::new();
         let mut buf = vec![0; CHUNK];
         let Some(codec) = decision else {
