@@ -172,7 +172,7 @@ impl Encoder {
     /// are tried in order against `'/' + rel_path`, as the original tool did;
     /// the first match decides, and no match means "compress if at least
     /// `min_size` bytes". No I/O: this goes into the dedup key (see
-    /// [`Encoder::decision_tag`]).
+    /// `Encoder::decision_tag`).
     pub fn choose(&self, rel_path: &[u8], size: u64) -> Option<Encoding> {
         if !self.enabled {
             return None;

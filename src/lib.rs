@@ -13,7 +13,7 @@
 //!
 //! Grouped by phase; the contracts each module keeps are in `docs/`. The
 //! modules are private to the crate (`cargo doc --document-private-items`
-//! shows them); the public API is the short list re-exported below.
+//! shows them).
 //!
 //! **Scan**: reading the source tree into the queue.
 //! - `scan`: the walk (post-order, byte order) that writes the queue.
@@ -52,6 +52,15 @@
 //! - `progress`: the upload's progress bar or JSON lines.
 //! - `logging`: log output on stderr (never a cap).
 //! - `exit`: exit codes and error messages (`docs/exit-codes.md`).
+//!
+//! # Public API
+//!
+//! Only what the binary (`src/main.rs`), the integration tests (`tests/`)
+//! and the examples (`examples/`) use is public: the re-exports at the
+//! crate root (see *Re-exports*). Everything else is `pub(crate)`, so the
+//! compiler reports an item nothing uses (`dead_code`) or one marked `pub`
+//! in vain (`unreachable_pub`, in `[lints]`). A new user of an item adds it
+//! to that one list.
 
 pub(crate) mod cache;
 pub(crate) mod cli;
@@ -85,7 +94,7 @@ pub(crate) mod verify;
 // The binary: parse, run, report.
 pub use cli::Cli;
 pub use commands::run;
-pub use exit::{Outcome, code_for as exit_code, is_broken_pipe, message as error_message};
+pub use exit::{code_for as exit_code, is_broken_pipe, message as error_message};
 
 // Grid: caps (redacted in every message), the web-API client, LIT caps.
 pub use tahoe::{
@@ -100,6 +109,5 @@ pub use names::{ROOT_META_NAME, edge_name, raw_name};
 // State and configuration.
 pub use cache::Cache;
 pub use config::{
-    Codec, Config, ConfigError, Loaded, Retry, RetryDelay, Timeouts, XzAction, XzRule,
-    load as load_config,
+    Codec, Config, Retry, RetryDelay, Timeouts, XzAction, XzRule, load as load_config,
 };
