@@ -1,4 +1,4 @@
-//! `lafs_backup::encode` bodies uploaded to the REAL local grid that
+//! `lafs_backup::Encoder` bodies uploaded to the REAL local grid that
 //! `scripts/test` starts (`LAFS_TEST_GATEWAY`), then downloaded through the
 //! gateway with the test's own HTTP code and decoded with the codecs' own
 //! decoders.

@@ -1,4 +1,4 @@
-//! `lafs_backup::tahoe::lit_cap` and `empty_dir_cap` give, byte for byte,
+//! `lafs_backup::lit_cap` and `empty_dir_cap` give, byte for byte,
 //! the caps a real tahoe-lafs 1.20.0 gateway returns: for every file size
 //! from 0 to 55 bytes (`PUT /uri` answers `URI:LIT:…`), for 56 bytes (no
 //! literal cap: the gateway stores shares), and for an immutable directory

@@ -1,4 +1,4 @@
-//! `lafs_backup::tahoe::Client` against the REAL local Tahoe grids that
+//! `lafs_backup::Client` against the REAL local Tahoe grids that
 //! `scripts/test` starts (`LAFS_TEST_GATEWAY`: 1-of-1, `LAFS_TEST_GATEWAY_3N`:
 //! 2-of-3), plus a few fault-injection tests (at the end of the file) that
 //! use a tiny fake HTTP server for failures a real grid cannot produce on
