@@ -35,10 +35,12 @@ use tracing::warn;
 use crate::config::CommitAfter;
 use crate::tahoe::Cap;
 
-pub use key::{DirChild, FileKey, KeyBuilder, ObjectKey, SymlinkKey, dir_key};
-pub use leases::{LeaseCursor, StaleBackup, StaleLeases};
-pub use lock::lock_path;
-pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
+pub(crate) use key::{DirChild, FileKey, ObjectKey, SymlinkKey, dir_key};
+pub(crate) use leases::StaleLeases;
+pub(crate) use schema::SCHEMA_VERSION;
+// The unit tests of the cache's modules name these by their short path.
+#[cfg(test)]
+pub(crate) use {key::KeyBuilder, lock::lock_path, schema::APPLICATION_ID};
 
 /// How often [`Cache::open_wait`] retries the lock.
 const LOCK_POLL: Duration = Duration::from_millis(200);
@@ -149,13 +151,13 @@ fn to_sql(v: u64) -> i64 {
 /// What an object is on the grid: symlinks are files whose content is the
 /// target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ObjectKind {
+pub(crate) enum ObjectKind {
     File,
     Dir,
 }
 
 impl ObjectKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ObjectKind::File => "file",
             ObjectKind::Dir => "dir",
@@ -173,48 +175,52 @@ impl ObjectKind {
 
 /// A cache hit. `Debug` shows caps only as [`Cap::short_id`].
 #[derive(Debug, Clone)]
-pub struct Cached {
-    pub cap: Cap,
-    pub kind: ObjectKind,
+pub(crate) struct Cached {
+    pub(crate) cap: Cap,
+    /// Read (and checked) from the row; only the unit tests look at it.
+    #[cfg_attr(not(test), expect(dead_code, reason = "only the unit tests read it"))]
+    pub(crate) kind: ObjectKind,
     /// The content encoding the object was stored with (`xz`, `zstd`), for
     /// a file; the edge's `enc` must say it on every reuse.
-    pub enc: Option<String>,
+    pub(crate) enc: Option<String>,
     /// The generation of the last run that used the object.
-    pub generation: u64,
+    #[cfg_attr(not(test), expect(dead_code, reason = "only the unit tests read it"))]
+    pub(crate) generation: u64,
     /// When this cache last renewed (or created) the object's lease, Unix
     /// seconds; `None`: never recorded (always `None` for literal caps).
-    pub lease_renewed: Option<i64>,
+    pub(crate) lease_renewed: Option<i64>,
 }
 
 /// One finished backup.
 #[derive(Debug, Clone)]
-pub struct BackupRow {
+pub(crate) struct BackupRow {
     /// Never reused, even after rows are deleted.
-    pub id: i64,
+    pub(crate) id: i64,
     /// The backup name, raw bytes (file names need not be UTF-8).
-    pub name: Vec<u8>,
-    pub root_cap: Cap,
-    pub generation: u64,
+    pub(crate) name: Vec<u8>,
+    pub(crate) root_cap: Cap,
+    pub(crate) generation: u64,
     /// Unix seconds: when the run began and when it finished.
-    pub ts_start: i64,
-    pub ts_end: i64,
+    pub(crate) ts_start: i64,
+    pub(crate) ts_end: i64,
     /// Entries in the backup, and bytes of their content (before
     /// compression).
-    pub entries: u64,
-    pub bytes: u64,
+    pub(crate) entries: u64,
+    pub(crate) bytes: u64,
     /// When `check` last found the whole backup healthy.
-    pub ts_check: Option<i64>,
+    pub(crate) ts_check: Option<i64>,
 }
 
 /// The grid probe recorded when the cache was created.
 #[derive(Debug, Clone)]
-pub struct Probe {
-    pub cap: Cap,
+pub(crate) struct Probe {
+    pub(crate) cap: Cap,
     /// The encoding (`k`-of-`n`) the gateway used for the probe.
-    pub k: u32,
-    pub n: u32,
+    pub(crate) k: u32,
+    pub(crate) n: u32,
     /// Unix seconds.
-    pub recorded: i64,
+    #[cfg_attr(not(test), expect(dead_code, reason = "only the unit tests read it"))]
+    pub(crate) recorded: i64,
 }
 
 /// An open, locked cache.
@@ -223,6 +229,7 @@ pub struct Cache {
     // can get in.
     conn: Connection,
     path: PathBuf,
+    #[cfg_attr(not(test), expect(dead_code, reason = "only the unit tests read it"))]
     created: bool,
     /// `commit_after` limits, `None` meaning no limit.
     max_writes: Option<u64>,
@@ -308,7 +315,7 @@ impl Cache {
     /// `verify NAME`): no lock is taken, nothing is created or migrated, so
     /// it works while a backup writes to the same cache. A missing cache,
     /// or a symlink at its path or at its `-wal`/`-shm`, is an error.
-    pub fn open_read_only(path: &Path) -> Result<Cache, CacheError> {
+    pub(crate) fn open_read_only(path: &Path) -> Result<Cache, CacheError> {
         let io_err = |action: &str, source| CacheError::Io {
             path: path.to_owned(),
             action: action.to_owned(),
@@ -366,7 +373,7 @@ impl Cache {
 
     /// Like [`open`](Self::open), but while another run holds the lock,
     /// polls for up to `timeout`, then gives up with [`CacheError::Locked`].
-    pub fn open_wait(
+    pub(crate) fn open_wait(
         path: &Path,
         commit_after: &CommitAfter,
         timeout: Duration,
@@ -383,12 +390,14 @@ impl Cache {
         }
     }
 
-    pub fn path(&self) -> &Path {
+    /// The cache file's path.
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Whether this open created the schema (a new or empty file).
-    pub fn created(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn created(&self) -> bool {
         self.created
     }
 
@@ -396,7 +405,7 @@ impl Cache {
     /// generation in the cache (1 for an empty cache). With `try_resume`,
     /// the highest generation G is continued unless a finished backup has
     /// generation G.
-    pub fn begin_run(&mut self, try_resume: bool) -> Result<u64, CacheError> {
+    pub(crate) fn begin_run(&mut self, try_resume: bool) -> Result<u64, CacheError> {
         let max: i64 = self
             .conn
             .query_row(
@@ -428,12 +437,13 @@ impl Cache {
     }
 
     /// The current run's generation; 0 before [`begin_run`](Self::begin_run).
-    pub fn generation(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn generation(&self) -> u64 {
         self.generation
     }
 
     /// The object recorded under `key`, if any.
-    pub fn lookup(&self, key: &ObjectKey) -> Result<Option<Cached>, CacheError> {
+    pub(crate) fn lookup(&self, key: &ObjectKey) -> Result<Option<Cached>, CacheError> {
         let row = self
             .conn
             .prepare_cached(
@@ -469,7 +479,7 @@ impl Cache {
 
     /// Marks a reused object as used by this run (gives it this run's
     /// generation). No write if it already has it.
-    pub fn mark_used(&mut self, key: &ObjectKey) -> Result<(), CacheError> {
+    pub(crate) fn mark_used(&mut self, key: &ObjectKey) -> Result<(), CacheError> {
         let generation = self.run_generation()?;
         let n = self.write(
             "marking an object used in",
@@ -490,7 +500,7 @@ impl Cache {
     /// Records (or replaces) the object under `key` with this run's
     /// generation. `uploaded_now`: the gateway just stored it, which renews
     /// its lease. Only pass caps the gateway returned for this content.
-    pub fn record(
+    pub(crate) fn record(
         &mut self,
         key: &ObjectKey,
         cap: &Cap,
@@ -502,7 +512,7 @@ impl Cache {
 
     /// [`Cache::record`] for a file stored with a content encoding (`enc`
     /// of its edge), which every later reuse must repeat.
-    pub fn record_encoded(
+    pub(crate) fn record_encoded(
         &mut self,
         key: &ObjectKey,
         cap: &Cap,
@@ -532,21 +542,10 @@ impl Cache {
         Ok(())
     }
 
-    /// Forgets the object under `key` (e.g. found unhealthy): the next run
-    /// uploads it again. Other keys with the same cap stay.
-    pub fn forget(&mut self, key: &ObjectKey) -> Result<(), CacheError> {
-        self.write(
-            "forgetting an object in",
-            "DELETE FROM objects WHERE key = ?1",
-            [&key.as_bytes()[..]],
-        )?;
-        Ok(())
-    }
-
     /// Forgets every object with this cap and its lease record; returns how
     /// many keys were removed. References (`dir_children`) stay: they are
     /// facts about immutable directories.
-    pub fn forget_cap(&mut self, cap: &Cap) -> Result<u64, CacheError> {
+    pub(crate) fn forget_cap(&mut self, cap: &Cap) -> Result<u64, CacheError> {
         let n = self.write(
             "forgetting an object in",
             "DELETE FROM objects WHERE cap = ?1",
@@ -568,7 +567,11 @@ impl Cache {
     /// Records which objects the directory `dir` contains. Literal children
     /// are skipped (nothing on the grid to keep alive), and so is a literal
     /// `dir`: its children can only be literal (see `docs/cache.md`).
-    pub fn record_children(&mut self, dir: &Cap, children: &[&Cap]) -> Result<(), CacheError> {
+    pub(crate) fn record_children(
+        &mut self,
+        dir: &Cap,
+        children: &[&Cap],
+    ) -> Result<(), CacheError> {
         if dir.is_literal() {
             if children.iter().any(|c| !c.is_literal()) {
                 warn!(
@@ -591,7 +594,7 @@ impl Cache {
 
     /// Every non-literal cap reachable from `roots` (the roots included)
     /// through the recorded directory children.
-    pub fn reachable_from<'a>(
+    pub(crate) fn reachable_from<'a>(
         &self,
         roots: impl IntoIterator<Item = &'a str>,
     ) -> Result<HashSet<String>, CacheError> {
@@ -623,7 +626,7 @@ impl Cache {
 
     /// Records a finished backup of this run and commits.
     /// Returns the new row's id.
-    pub fn finish_backup(
+    pub(crate) fn finish_backup(
         &mut self,
         name: &[u8],
         root: &Cap,
@@ -653,7 +656,7 @@ impl Cache {
     }
 
     /// Every finished backup, oldest first.
-    pub fn backups(&self) -> Result<Vec<BackupRow>, CacheError> {
+    pub(crate) fn backups(&self) -> Result<Vec<BackupRow>, CacheError> {
         let rows = self
             .conn
             .prepare_cached(
@@ -699,7 +702,7 @@ impl Cache {
     }
 
     /// Records that `check` found backup `id` healthy at `ts`.
-    pub fn set_checked(&mut self, id: i64, ts: i64) -> Result<(), CacheError> {
+    pub(crate) fn set_checked(&mut self, id: i64, ts: i64) -> Result<(), CacheError> {
         self.write(
             "recording a check in",
             "UPDATE backups SET ts_check = ?1 WHERE id = ?2",
@@ -711,7 +714,7 @@ impl Cache {
     /// Records that this cache renewed (or created) the lease of `cap` at
     /// `ts`, Unix seconds. Keeps the later time if one is recorded already.
     /// Literal caps are ignored: they have no shares and no leases.
-    pub fn set_lease_renewed(&mut self, cap: &Cap, ts: i64) -> Result<(), CacheError> {
+    pub(crate) fn set_lease_renewed(&mut self, cap: &Cap, ts: i64) -> Result<(), CacheError> {
         if cap.is_literal() {
             return Ok(());
         }
@@ -728,7 +731,7 @@ impl Cache {
     /// file's raw bytes as they were streamed to the gateway, `encoding` the
     /// encoding tag of what was sent (`enc:none`, `enc:xz:6`, …). Lets a
     /// moved, renamed or copied file reuse the object without uploading.
-    pub fn content_lookup(
+    pub(crate) fn content_lookup(
         &self,
         hash: &[u8; 32],
         encoding: &str,
@@ -746,7 +749,7 @@ impl Cache {
 
     /// Records that content with this hash and encoding tag is stored as
     /// `cap`. Only for hashes computed from the bytes actually sent.
-    pub fn content_record(
+    pub(crate) fn content_record(
         &mut self,
         hash: &[u8; 32],
         encoding: &str,
@@ -765,7 +768,8 @@ impl Cache {
     }
 
     /// When this cache last renewed the lease of `cap`, Unix seconds.
-    pub fn lease_renewed(&self, cap: &Cap) -> Result<Option<i64>, CacheError> {
+    #[cfg(test)]
+    pub(crate) fn lease_renewed(&self, cap: &Cap) -> Result<Option<i64>, CacheError> {
         self.conn
             .prepare_cached("SELECT renewed FROM leases WHERE cap = ?1")
             .and_then(|mut stmt| stmt.query_row([cap.as_str()], |r| r.get(0)).optional())
@@ -773,7 +777,7 @@ impl Cache {
     }
 
     /// The grid probe recorded when the cache was created, if any.
-    pub fn probe(&self) -> Result<Option<Probe>, CacheError> {
+    pub(crate) fn probe(&self) -> Result<Option<Probe>, CacheError> {
         let get = |name: &str| self.meta_value(name, "reading the grid probe of");
         let Some(cap) = get("probe_cap")? else {
             return Ok(None);
@@ -797,7 +801,7 @@ impl Cache {
     /// Records the grid probe: the cap of a small random file (larger than
     /// 55 bytes, so not literal) just uploaded, and the gateway's `k`-of-`n`.
     /// Committed at once.
-    pub fn set_probe(&mut self, cap: &Cap, k: u32, n: u32) -> Result<(), CacheError> {
+    pub(crate) fn set_probe(&mut self, cap: &Cap, k: u32, n: u32) -> Result<(), CacheError> {
         if cap.is_literal() {
             return Err(CacheError::Internal {
                 path: self.path.clone(),
@@ -826,7 +830,7 @@ impl Cache {
     /// once per open and returns false: new uploads now get new caps, while
     /// this cache keeps reusing the old ones. True if they match, if no
     /// probe is recorded, or if `fresh` carries no encoding (a literal).
-    pub fn check_encoding(&mut self, fresh: &Cap) -> Result<bool, CacheError> {
+    pub(crate) fn check_encoding(&mut self, fresh: &Cap) -> Result<bool, CacheError> {
         let Some((k, n)) = fresh.k_n() else {
             return Ok(true);
         };
@@ -854,7 +858,7 @@ impl Cache {
 
     /// Commits if `commit_after.queries` rows were written, or
     /// `commit_after.seconds` passed, since the last COMMIT.
-    pub fn maybe_commit(&mut self) -> Result<(), CacheError> {
+    pub(crate) fn maybe_commit(&mut self) -> Result<(), CacheError> {
         if self.pending == 0 && !self.uncounted {
             return Ok(());
         }
@@ -869,7 +873,7 @@ impl Cache {
     }
 
     /// Commits everything written so far.
-    pub fn commit(&mut self) -> Result<(), CacheError> {
+    pub(crate) fn commit(&mut self) -> Result<(), CacheError> {
         if !self.conn.is_autocommit() {
             self.conn
                 .execute_batch("COMMIT")
@@ -882,7 +886,7 @@ impl Cache {
     }
 
     /// Commits and closes, reporting errors that a drop could only log.
-    pub fn close(mut self) -> Result<(), CacheError> {
+    pub(crate) fn close(mut self) -> Result<(), CacheError> {
         self.commit()
     }
 

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// The parsed command line. (Its `--help` text is the `about` and
+/// `long_about` below: clap does not use this comment.)
 #[derive(Debug, Parser)]
 #[command(
     name = "lafs-backup",
@@ -43,6 +45,7 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// The subcommand and its arguments.
     #[command(subcommand)]
     pub command: Command,
 }
@@ -380,13 +383,13 @@ pub struct BackupArgs {
 /// A duration argument (`--timeout`, `--max-duration`): seconds (`30`,
 /// `2.5`), or a number with `s`, `m`, `h` or `d` (`90s`, `5m`, `1.5h`);
 /// more than zero.
-pub fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
     parse_duration(text, false)
 }
 
 /// A waiting time (`--lock-wait`): as [`parse_duration_arg`], but zero
 /// ("do not wait") is allowed.
-pub fn parse_wait_arg(text: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_wait_arg(text: &str) -> Result<std::time::Duration, String> {
     parse_duration(text, true)
 }
 

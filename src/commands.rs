@@ -4,15 +4,15 @@
 //! ([`context`]), backup arguments from [`crate::selector`], and names,
 //! times and counts are shown by [`show`].
 
-pub mod backup;
-pub mod check;
-pub mod cleanup;
-pub mod context;
-pub mod dump_config;
-pub mod list;
-pub mod restore;
-pub mod show;
-pub mod verify;
+pub(crate) mod backup;
+pub(crate) mod check;
+pub(crate) mod cleanup;
+pub(crate) mod context;
+pub(crate) mod dump_config;
+pub(crate) mod list;
+pub(crate) mod restore;
+pub(crate) mod show;
+pub(crate) mod verify;
 
 use tracing::{Level, warn};
 
@@ -20,7 +20,7 @@ use crate::cli::{Cli, Command};
 use crate::config::{self, LogLevel};
 use crate::exit::Outcome;
 
-pub use context::Context;
+pub(crate) use context::Context;
 
 /// Runs the parsed command line to completion.
 pub fn run(cli: Cli) -> anyhow::Result<Outcome> {

@@ -29,19 +29,18 @@ use std::path::{Path, PathBuf};
 use schema::{Item, Layer, section};
 use values::{at_least_one, attempts, count_limit, filter_rules, secs_limit, url};
 
-pub use values::{
-    Codec, LogLevel, RateSpec, RetryDelay, Timeouts, XzAction, XzOptions, XzRule, seconds,
-};
+pub use values::{Codec, RetryDelay, Timeouts, XzAction, XzRule};
+pub(crate) use values::{LogLevel, RateSpec, XzOptions, seconds};
 
 /// The base config: every key with its default, commented for users.
-pub const BASE_YAML: &str = include_str!("../config/base.yaml");
+pub(crate) const BASE_YAML: &str = include_str!("../config/base.yaml");
 
 /// How the base config is named in messages.
-pub const BASE_NAME: &str = "<built-in base config>";
+pub(crate) const BASE_NAME: &str = "<built-in base config>";
 
 /// Keys of the original tool that no longer apply, with why. Each is
 /// accepted (with everything under it) and skipped with one warning.
-pub const IGNORED_KEYS: &[(&str, &str)] = &[
+pub(crate) const IGNORED_KEYS: &[(&str, &str)] = &[
     (
         "manhole",
         "the original tool's SSH debug shell is not part of lafs-backup",
@@ -88,62 +87,99 @@ const DICT_CONFIG: &str =
 /// A config problem. `Display` is the complete message for users.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// A config file could not be read.
     #[error("cannot read config file {}: {error}", path.display())]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why it could not be read.
         error: std::io::Error,
     },
+    /// A file is not valid YAML.
     #[error("{file}:{}invalid YAML: {message}", line.map(|l| format!("{l}: ")).unwrap_or_else(|| " ".to_owned()))]
     Syntax {
+        /// The file, as shown to users.
         file: String,
+        /// The line of the error, when the parser knows it.
         line: Option<usize>,
+        /// The parser's message.
         message: String,
     },
+    /// A file's top level is not a mapping of keys.
     #[error(
         "{file}:{line}: a config file must be a mapping of keys (such as 'source:'), found {found}"
     )]
     NotAMapping {
+        /// The file, as shown to users.
         file: String,
+        /// The line of the value found.
         line: usize,
+        /// What was found instead, in words.
         found: String,
     },
+    /// A key the config does not have.
     #[error("{file}:{line}: unknown config key {key}")]
     UnknownKey {
+        /// The file, as shown to users.
         file: String,
+        /// The line of the key.
         line: usize,
+        /// The dotted key.
         key: String,
     },
+    /// A key given twice in one mapping.
     #[error("{file}:{line}: duplicate config key {key} (first given on line {first_line})")]
     DuplicateKey {
+        /// The file, as shown to users.
         file: String,
+        /// The line of the second key.
         line: usize,
+        /// The dotted key.
         key: String,
+        /// The line of the first key.
         first_line: usize,
     },
+    /// A value of the wrong YAML type for its key.
     #[error("{file}:{line}: wrong type for {key}: expected {expected}, found {found}")]
     WrongType {
+        /// The file, as shown to users.
         file: String,
+        /// The line of the value.
         line: usize,
+        /// The dotted key.
         key: String,
+        /// The type the key takes, in words.
         expected: String,
+        /// The value found, in words.
         found: String,
     },
+    /// A value of the right type that the key does not allow.
     #[error("{file}:{line}: invalid value for {key}: {message}")]
     InvalidValue {
+        /// The file, as shown to users.
         file: String,
+        /// The line of the value.
         line: usize,
+        /// The dotted key.
         key: String,
+        /// What is wrong with the value.
         message: String,
     },
+    /// A key the command needs is unset.
     #[error("missing required config key {key}: set it in a config file given with -c")]
-    Missing { key: String },
+    Missing {
+        /// The dotted key.
+        key: String,
+    },
 }
 
 /// The result of loading: the merged config, and warnings (ignored keys of
 /// the original tool, each naming the file and line) for the caller to log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Loaded {
+    /// The merged config.
     pub config: Config,
+    /// One message for each ignored key, naming its file and line.
     pub warnings: Vec<String>,
 }
 
@@ -162,7 +198,7 @@ pub fn load(files: &[PathBuf]) -> Result<Loaded, ConfigError> {
 
 /// Loads the base config, then each `(name, yaml)` layer in order; `name`
 /// stands for the file name in messages.
-pub fn load_from_strs(layers: &[(&str, &str)]) -> Result<Loaded, ConfigError> {
+pub(crate) fn load_from_strs(layers: &[(&str, &str)]) -> Result<Loaded, ConfigError> {
     let mut loader = Loader::new()?;
     for (name, text) in layers {
         loader.apply(name, text)?;
@@ -212,13 +248,19 @@ impl Loader {
 section! {
     /// The merged configuration.
     pub struct Config {
+        /// `source`: what to back up, and the local state files.
         pub source: Source,
+        /// `destination`: the grid, the results and the encoding.
         pub destination: Destination,
         /// Ordered `'+REGEX'`/`'-REGEX'` scan rules, already validated.
         pub filter: Vec<String> => filter_rules,
+        /// `operation`: how a backup runs.
         pub operation: Operation,
+        /// `lease`: how leases on the grid's shares are looked after.
         pub lease: Lease,
+        /// `http`: requests to the gateway.
         pub http: Http,
+        /// `logging`: what is logged on stderr.
         pub logging: Logging,
     }
 }
@@ -244,7 +286,9 @@ section! {
     pub struct Source {
         /// A path or a glob (its last match in byte order is used).
         pub path: Option<String>,
+        /// `source.queue`: the queue file between scan and upload.
         pub queue: Queue,
+        /// `source.entry_cache`: the deduplication database.
         pub entry_cache: EntryCache,
         /// Do not cross into other file systems (mount points are kept as
         /// empty directories).
@@ -257,7 +301,11 @@ section! {
 section! {
     /// `source.queue`: the queue file between scan and upload.
     pub struct Queue {
+        /// The queue file the scan writes and the upload reads (required
+        /// for `backup`).
         pub path: Option<PathBuf>,
+        /// Resume an unfinished queue instead of scanning again (`backup -f`
+        /// sets it false).
         pub check_mtime: bool,
         /// Seconds: an unfinished queue older than this is scanned again,
         /// not resumed; 0 never resumes.
@@ -268,7 +316,9 @@ section! {
 section! {
     /// `source.entry_cache`: the deduplication database.
     pub struct EntryCache {
+        /// The SQLite cache file (required for uploads).
         pub path: Option<PathBuf>,
+        /// When the cache's transaction is committed.
         pub commit_after: CommitAfter,
     }
 }
@@ -276,7 +326,9 @@ section! {
 section! {
     /// `source.entry_cache.commit_after`; `None` means no limit.
     pub struct CommitAfter {
+        /// Commit after this many queries.
         pub queries: Option<u64> => count_limit,
+        /// Commit when this many seconds have passed.
         pub seconds: Option<f64> => secs_limit,
     }
 }
@@ -286,7 +338,9 @@ section! {
     pub struct Destination {
         /// The Tahoe web API base, including `/uri`.
         pub url: String => url,
+        /// `destination.result`: where the root cap of a backup goes.
         pub result: ResultTargets,
+        /// `destination.encoding`: which files are compressed, and how.
         pub encoding: Encoding,
     }
 }
@@ -294,7 +348,9 @@ section! {
 section! {
     /// `destination.result`: where the root cap of a finished backup goes.
     pub struct ResultTargets {
+        /// Print the root cap on stdout.
         pub print_to_stdout: bool,
+        /// Append `<time> <source path> <root cap>` to this file.
         pub append_to_file: Option<PathBuf>,
         /// A dircap, optionally followed by `/sub/path`.
         pub append_to_lafs_dir: Option<String>,
@@ -306,7 +362,9 @@ section! {
     pub struct Encoding {
         /// The codec for the files the `xz` rules select.
         pub codec: Codec,
+        /// `destination.encoding.xz`: the rules that select files.
         pub xz: Xz,
+        /// `destination.encoding.zstd`: settings of the zstd codec.
         pub zstd: Zstd,
     }
 }
@@ -322,10 +380,12 @@ section! {
 section! {
     /// `destination.encoding.xz`: which files are stored xz-compressed.
     pub struct Xz {
+        /// Store files compressed where the rules say so.
         pub enabled: bool,
         /// Files smaller than this are not compressed unless a path_filter
         /// rule says so; `None`: only `[N, REGEX]` rules compress.
         pub min_size: Option<u64>,
+        /// Settings of the xz codec (level, extreme).
         pub options: Option<XzOptions>,
         /// Ordered rules; empty when null.
         pub path_filter: Vec<XzRule>,
@@ -335,14 +395,21 @@ section! {
 section! {
     /// `operation`.
     pub struct Operation {
+        /// Only build the queue file; do not upload (`--queue-only`).
         pub queue_only: bool,
+        /// Upload the existing queue as it is, without scanning
+        /// (`--reuse-queue`).
         pub reuse_queue: bool,
+        /// Upload everything, ignoring (but still filling) the entry cache.
         pub disable_deduplication: bool,
+        /// Continue the generation of an unfinished previous backup.
         pub try_resume: bool,
         /// Objects uploaded at the same time (at least 1: the config
         /// refuses 0).
         pub concurrency: u64 => at_least_one,
+        /// `operation.timeouts`: time limits of uploads.
         pub timeouts: OperationTimeouts,
+        /// `operation.rate_limit`: limits on uploads.
         pub rate_limit: RateLimit,
     }
 }
@@ -350,6 +417,7 @@ section! {
 section! {
     /// `operation.timeouts`.
     pub struct OperationTimeouts {
+        /// The time limit of each attempt to upload one object.
         pub updates: Timeouts,
     }
 }
@@ -357,7 +425,9 @@ section! {
 section! {
     /// `operation.rate_limit`: token buckets for uploads; `None`: unlimited.
     pub struct RateLimit {
+        /// Limit on bytes uploaded (sizes before compression).
         pub bytes: Option<RateSpec>,
+        /// Limit on objects uploaded (deduplicated ones are free).
         pub objects: Option<RateSpec>,
     }
 }
@@ -365,6 +435,7 @@ section! {
 section! {
     /// `http`.
     pub struct Http {
+        /// `http.retry`: how failed requests are retried.
         pub retry: Retry,
         /// Most bytes read of one directory listing (`t=json`) reply.
         pub max_listing_bytes: u64,
@@ -376,6 +447,7 @@ section! {
     pub struct Retry {
         /// Total attempts per request, at least 1.
         pub attempts: u32 => attempts,
+        /// Seconds to wait before each retry.
         pub delay: RetryDelay,
     }
 }
@@ -383,6 +455,7 @@ section! {
 section! {
     /// `logging`.
     pub struct Logging {
+        /// The least severe level logged (`--debug`, `--noise` override it).
         pub level: LogLevel,
     }
 }
@@ -455,7 +528,7 @@ impl Default for Config {
 }
 
 /// The value of an optional key, or an error naming it.
-pub fn required<'a, T>(value: &'a Option<T>, key: &str) -> Result<&'a T, ConfigError> {
+pub(crate) fn required<'a, T>(value: &'a Option<T>, key: &str) -> Result<&'a T, ConfigError> {
     value.as_ref().ok_or_else(|| missing(key))
 }
 

@@ -23,7 +23,9 @@ use crate::tahoe::Cap;
 /// The metadata of one directory edge.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct EdgeMeta {
+    /// Owner user id.
     pub uid: u32,
+    /// Owner group id.
     pub gid: u32,
     /// `st_mode`; `None` for symlinks (whose file content is the link target).
     pub mode: Option<u32>,
@@ -31,6 +33,7 @@ pub struct EdgeMeta {
     pub mtime_ns: Option<i128>,
     /// The original size; set only together with `enc`.
     pub size: Option<u64>,
+    /// How the stored content is encoded (`xz`, `zstd`); `None`: as it is.
     pub enc: Option<Encoding>,
     /// libcap text, spaces as `;` (as in the queue).
     pub caps: Option<String>,
@@ -156,6 +159,7 @@ impl EdgeMeta {
         out.push('}');
     }
 
+    /// The metadata object as compact JSON (`docs/metadata.md`).
     pub fn to_json(&self) -> String {
         let mut out = String::with_capacity(128);
         self.write_json(&mut out);
@@ -461,8 +465,11 @@ fn is_unsupported(e: &std::io::Error) -> bool {
 pub struct Child {
     /// The edge name (see [`crate::names::edge_name`]).
     pub name: String,
+    /// The child's read-only cap.
     pub cap: Cap,
+    /// A directory (`dirnode`), not a file or symlink (`filenode`).
     pub is_dir: bool,
+    /// The edge metadata.
     pub meta: EdgeMeta,
 }
 
@@ -480,7 +487,7 @@ pub fn children_json(children: &[Child]) -> String {
 /// [`children_json`] of children already in byte order of name, each given
 /// with its metadata's [`EdgeMeta::to_json`] (which the uploader has made
 /// for the directory's cache key already).
-pub fn sorted_children_json<'a>(
+pub(crate) fn sorted_children_json<'a>(
     children: impl ExactSizeIterator<Item = (&'a Child, &'a str)>,
 ) -> String {
     let mut out = String::with_capacity(64 + children.len() * 256);

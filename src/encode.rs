@@ -36,7 +36,8 @@ use regex::bytes::Regex;
 use crate::config::{self, Codec, XzAction};
 use crate::filter;
 
-pub use prepare::{PROBE_SIZE, Prepared, is_file_changed};
+pub(crate) use prepare::PROBE_SIZE;
+pub use prepare::{Prepared, is_file_changed};
 
 /// A content encoding recorded in the edge metadata as `enc`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -57,7 +58,7 @@ impl Encoding {
     }
 
     /// The encoding named by an `enc` value, if known.
-    pub fn from_name(name: &str) -> Option<Self> {
+    pub(crate) fn from_name(name: &str) -> Option<Self> {
         match name {
             "xz" => Some(Encoding::Xz),
             "zstd" => Some(Encoding::Zstd),
@@ -69,7 +70,7 @@ impl Encoding {
 /// The original bytes of `stored`, an object stored with the encoding
 /// `enc` (as it is when `None`), streamed: what restore writes and verify
 /// compares.
-pub fn decoder<'a>(
+pub(crate) fn decoder<'a>(
     enc: Option<Encoding>,
     stored: impl Read + 'a,
 ) -> io::Result<Box<dyn Read + 'a>> {
@@ -106,7 +107,7 @@ pub struct Encoder {
 }
 
 /// The zstd levels accepted for `destination.encoding.zstd.level`.
-pub const ZSTD_LEVELS: std::ops::RangeInclusive<u64> = 1..=19;
+pub(crate) const ZSTD_LEVELS: std::ops::RangeInclusive<u64> = 1..=19;
 
 impl Encoder {
     /// Compiles the `destination.encoding` section. The config loader has
@@ -161,7 +162,8 @@ impl Encoder {
     }
 
     /// The configured codec (`destination.encoding.codec`).
-    pub fn codec(&self) -> Encoding {
+    #[cfg(test)]
+    pub(crate) fn codec(&self) -> Encoding {
         self.codec
     }
 
@@ -170,7 +172,7 @@ impl Encoder {
     /// are tried in order against `'/' + rel_path`, as the original tool did;
     /// the first match decides, and no match means "compress if at least
     /// `min_size` bytes". No I/O: this goes into the dedup key (see
-    /// [`Encoder::decision_tag`]).
+    /// `Encoder::decision_tag`).
     pub fn choose(&self, rel_path: &[u8], size: u64) -> Option<Encoding> {
         if !self.enabled {
             return None;
@@ -195,7 +197,7 @@ impl Encoder {
     /// the settings that shape its output: `enc:xz:LEVEL` (with an `e` for
     /// the extreme variant, `enc:xz:9e`) or `enc:zstd:LEVEL`. Changing the
     /// codec or its level changes the tag of every file compressed with it.
-    pub fn decision_tag(&self, decision: Option<Encoding>) -> String {
+    pub(crate) fn decision_tag(&self, decision: Option<Encoding>) -> String {
         match decision {
             None => "enc:none".to_owned(),
             Some(Encoding::Xz) => format!(

@@ -13,7 +13,7 @@
 use std::fmt;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnescapeError {
+pub(crate) struct UnescapeError {
     /// Byte offset of the offending backslash in the escaped text.
     pub offset: usize,
     pub reason: &'static str,
@@ -28,7 +28,7 @@ impl fmt::Display for UnescapeError {
 impl std::error::Error for UnescapeError {}
 
 /// Appends the escaped form of `raw` to `out`.
-pub fn escape_into(raw: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn escape_into(raw: &[u8], out: &mut Vec<u8>) {
     let mut rest = raw;
     while !rest.is_empty() {
         match std::str::from_utf8(rest) {
@@ -51,7 +51,7 @@ pub fn escape_into(raw: &[u8], out: &mut Vec<u8>) {
 }
 
 /// The escaped form of `raw`.
-pub fn escape(raw: &[u8]) -> Vec<u8> {
+pub(crate) fn escape(raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(raw.len());
     escape_into(raw, &mut out);
     out
@@ -74,7 +74,7 @@ fn push_hex(b: u8, out: &mut Vec<u8>) {
 
 /// Reverses [`escape`]. Only `\\` and `\xNN` (either case of hex digit) are
 /// accepted after a backslash; anything else is an error rather than a guess.
-pub fn unescape(text: &[u8]) -> Result<Vec<u8>, UnescapeError> {
+pub(crate) fn unescape(text: &[u8]) -> Result<Vec<u8>, UnescapeError> {
     let mut out = Vec::with_capacity(text.len());
     let mut i = 0;
     while i < text.len() {

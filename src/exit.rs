@@ -15,20 +15,23 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The process exit code.
     pub fn code(self) -> u8 {
         self as u8
     }
 }
 
 /// A fatal error: the command could not do its job.
-pub const FATAL: u8 = 1;
+pub(crate) const FATAL: u8 = 1;
 /// A usage or configuration error: nothing was attempted.
-pub const USAGE: u8 = 2;
+pub(crate) const USAGE: u8 = 2;
 
 /// Every exit code and what it means, in code order: the `code` and
 /// `meaning` columns of the table in `docs/exit-codes.md`, which a unit test
 /// holds to this list (the doc's third column, the examples, is prose).
-pub const CODES: [(u8, &str); 5] = [
+/// Only that test reads it: the code maps errors with [`code_for`].
+#[cfg(test)]
+pub(crate) const CODES: [(u8, &str); 5] = [
     (
         Outcome::Success as u8,
         "success: everything asked for was done",
@@ -49,7 +52,7 @@ pub const CODES: [(u8, &str); 5] = [
 /// configuration; nothing was attempted. Exits with [`USAGE`].
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct UsageError(pub String);
+pub(crate) struct UsageError(pub String);
 
 /// The exit code for an error that ended a command.
 pub fn code_for(err: &anyhow::Error) -> u8 {

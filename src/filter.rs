@@ -11,13 +11,13 @@ use thiserror::Error;
 
 /// Whether a rule keeps or drops what it matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     Include,
     Exclude,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
-pub enum FilterError {
+pub(crate) enum FilterError {
     #[error("filter rule #{index} {rule:?} must start with '+' (include) or '-' (exclude)")]
     MissingPrefix { index: usize, rule: String },
     #[error("filter rule #{index} {rule:?}: the regex does not compile: {message}")]
@@ -36,13 +36,13 @@ struct Rule {
 
 /// A compiled, ordered list of rules.
 #[derive(Debug, Clone, Default)]
-pub struct Filter {
+pub(crate) struct Filter {
     rules: Vec<Rule>,
 }
 
 impl Filter {
     /// Compiles `rules` in order; errors name the rule by its 1-based index.
-    pub fn new<S: AsRef<str>>(rules: &[S]) -> Result<Self, FilterError> {
+    pub(crate) fn new<S: AsRef<str>>(rules: &[S]) -> Result<Self, FilterError> {
         let rules = rules
             .iter()
             .enumerate()
@@ -52,7 +52,7 @@ impl Filter {
     }
 
     /// The action of the first matching rule, or `None` when no rule matches.
-    pub fn decide(&self, subject: &[u8]) -> Option<Action> {
+    pub(crate) fn decide(&self, subject: &[u8]) -> Option<Action> {
         self.rules
             .iter()
             .find(|rule| rule.regex.is_match(subject))
@@ -62,7 +62,7 @@ impl Filter {
     /// Whether the entry at `rel_path` (relative to the source root, without a
     /// leading `/`) is kept. The root itself is never filtered: callers don't
     /// ask for it.
-    pub fn includes(&self, rel_path: &[u8], is_dir: bool) -> bool {
+    pub(crate) fn includes(&self, rel_path: &[u8], is_dir: bool) -> bool {
         if self.rules.is_empty() {
             return true;
         }
@@ -73,10 +73,6 @@ impl Filter {
             subject.push(b'/');
         }
         self.decide(&subject) != Some(Action::Exclude)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
     }
 }
 
@@ -102,7 +98,7 @@ fn parse_rule(index: usize, rule: &str) -> Result<Rule, FilterError> {
 /// Compiles one pattern of the project's regex dialect (Rust `regex` syntax
 /// over bytes). Shared with other rule lists of the config (compression path
 /// filters) so that every rule speaks the same dialect.
-pub fn compile(pattern: &str) -> Result<Regex, String> {
+pub(crate) fn compile(pattern: &str) -> Result<Regex, String> {
     RegexBuilder::new(pattern)
         // Large alternations of paths are common in filter lists; the default
         // size limit would reject some of them for no benefit here.

@@ -11,67 +11,106 @@
 //!
 //! # Module map
 //!
-//! Grouped by phase; the contracts each module keeps are in `docs/`.
+//! Grouped by phase; the contracts each module keeps are in `docs/`. The
+//! modules are private to the crate (`cargo doc --document-private-items`
+//! shows them).
 //!
 //! **Scan**: reading the source tree into the queue.
-//! - [`scan`]: the walk (post-order, byte order) that writes the queue.
-//! - [`filter`]: the ordered `+`/`-` rules the walk applies.
-//! - [`meta`]: owner, mode, ACLs and file capabilities of each entry.
-//! - [`escape`]: the lossless text form of raw file names in the queue.
+//! - `scan`: the walk (post-order, byte order) that writes the queue.
+//! - `filter`: the ordered `+`/`-` rules the walk applies.
+//! - `meta`: owner, mode, ACLs and file capabilities of each entry.
+//! - `escape`: the lossless text form of raw file names in the queue.
 //!
 //! **Grid**: talking to Tahoe-LAFS and what is stored there.
-//! - [`tahoe`]: capabilities (secrets, redacted everywhere) and the web-API
+//! - `tahoe`: capabilities (secrets, redacted everywhere) and the web-API
 //!   client.
-//! - [`edge`]: the edge metadata each directory child carries
+//! - `edge`: the edge metadata each directory child carries
 //!   (`docs/metadata.md`).
-//! - [`names`]: Tahoe child names for raw file names.
-//! - [`encode`]: whether and how a file is compressed before upload.
-//! - [`tree`]: reading a backup tree back, one checked directory at a time.
-//! - [`ratelimit`]: the upload rate limits.
+//! - `names`: Tahoe child names for raw file names.
+//! - `encode`: whether and how a file is compressed before upload.
+//! - `tree`: reading a backup tree back, one checked directory at a time.
+//! - `ratelimit`: the upload rate limits.
 //!
 //! **State**: the files kept between runs.
-//! - [`cache`]: the SQLite dedup cache: objects, backups, references,
+//! - `cache`: the SQLite dedup cache: objects, backups, references,
 //!   leases (`docs/cache.md`).
-//! - [`queue`]: the queue file, the scan's output and the upload's input
+//! - `queue`: the queue file, the scan's output and the upload's input
 //!   (`docs/queue-format.md`).
-//! - [`result`]: the result file the root caps of finished backups go to.
+//! - `result`: the result file the root caps of finished backups go to.
 //!
 //! **Engines**: the work behind the commands.
-//! - [`upload`]: a queue into an immutable tree on the grid.
-//! - [`restore`]: a backup tree into a local directory (`docs/restore.md`).
-//! - [`verify`]: a backup tree against a live tree (`docs/verify.md`).
+//! - `upload`: a queue into an immutable tree on the grid.
+//! - `restore`: a backup tree into a local directory (`docs/restore.md`).
+//! - `verify`: a backup tree against a live tree (`docs/verify.md`).
 //!
 //! **CLI**: from the command line to an exit code.
-//! - [`cli`]: the command line as clap parses it (the `--help` text).
-//! - [`config`]: the layered YAML configuration (`docs/config.md`).
-//! - [`commands`]: one module per subcommand, and the dispatch.
-//! - [`selector`]: the BACKUP argument (a cap or a name) of the commands
+//! - `cli`: the command line as clap parses it (the `--help` text).
+//! - `config`: the layered YAML configuration (`docs/config.md`).
+//! - `commands`: one module per subcommand, and the dispatch.
+//! - `selector`: the BACKUP argument (a cap or a name) of the commands
 //!   that take one.
-//! - [`progress`]: the upload's progress bar or JSON lines.
-//! - [`logging`]: log output on stderr (never a cap).
-//! - [`exit`]: exit codes and error messages (`docs/exit-codes.md`).
+//! - `parallel`: an ordered, bounded-concurrency map (directory listings,
+//!   lease renewals).
+//! - `progress`: the upload's progress bar or JSON lines.
+//! - `logging`: log output on stderr (never a cap).
+//! - `exit`: exit codes and error messages (`docs/exit-codes.md`).
+//!
+//! # Public API
+//!
+//! Only what the binary (`src/main.rs`), the integration tests (`tests/`)
+//! and the examples (`examples/`) use is public: the re-exports at the
+//! crate root (see *Re-exports*). Everything else is `pub(crate)`, so the
+//! compiler reports an item nothing uses (`dead_code`) or one marked `pub`
+//! in vain (`unreachable_pub`, in `[lints]`). A new user of an item adds it
+//! to that one list.
 
-pub mod cache;
-pub mod cli;
-pub mod commands;
-pub mod config;
-pub mod edge;
-pub mod encode;
-pub mod escape;
-pub mod exit;
-pub mod filter;
-pub mod logging;
-pub mod meta;
-pub mod names;
-pub mod parallel;
-pub mod progress;
-pub mod queue;
-pub mod ratelimit;
-pub mod restore;
-pub mod result;
-pub mod scan;
-pub mod selector;
-pub mod tahoe;
-pub mod tree;
-pub mod upload;
-pub mod verify;
+pub(crate) mod cache;
+pub(crate) mod cli;
+pub(crate) mod commands;
+pub(crate) mod config;
+pub(crate) mod edge;
+pub(crate) mod encode;
+pub(crate) mod escape;
+pub(crate) mod exit;
+pub(crate) mod filter;
+pub(crate) mod logging;
+pub(crate) mod meta;
+pub(crate) mod names;
+pub(crate) mod parallel;
+pub(crate) mod progress;
+pub(crate) mod queue;
+pub(crate) mod ratelimit;
+pub(crate) mod restore;
+pub(crate) mod result;
+pub(crate) mod scan;
+pub(crate) mod selector;
+pub(crate) mod tahoe;
+pub(crate) mod tree;
+pub(crate) mod upload;
+pub(crate) mod verify;
+
+// The public API: exactly what the binary (src/main.rs), the integration
+// tests (tests/) and the examples (examples/) use, and nothing else, so that
+// `unreachable_pub` and dead-code warnings see everything else as internal.
+// A name that would be unclear at the crate root is renamed here.
+
+// The binary: parse, run, report.
+pub use cli::Cli;
+pub use commands::run;
+pub use exit::{code_for as exit_code, is_broken_pipe, message as error_message};
+
+// Grid: caps (redacted in every message), the web-API client, LIT caps.
+pub use tahoe::{
+    Cap, CheckOptions, Client, LIT_THRESHOLD, TahoeError, empty_dir_cap, lit_cap, lit_data, redact,
+};
+// What a backup stores on the grid: child names, edge metadata, encodings.
+pub use edge::{Child, EdgeMeta, children_json};
+pub use encode::{Encoder, Encoding, Prepared, is_file_changed};
+pub use meta::EntryMeta;
+pub use names::{ROOT_META_NAME, edge_name, raw_name};
+
+// State and configuration.
+pub use cache::Cache;
+pub use config::{
+    Codec, Config, Retry, RetryDelay, Timeouts, XzAction, XzRule, load as load_config,
+};

@@ -8,7 +8,7 @@
 use tracing::Level;
 
 /// Installs the global subscriber. Safe to call once per process.
-pub fn init(level: Level) {
+pub(crate) fn init(level: Level) {
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(level)
         .with_target(false)

@@ -4,18 +4,18 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use lafs_backup::{cli::Cli, commands, exit};
+use lafs_backup::{Cli, error_message, exit_code, is_broken_pipe, run};
 
 fn main() -> ExitCode {
     install_panic_hook();
     let cli = Cli::parse();
     let json = cli.json;
-    match commands::run(cli) {
+    match run(cli) {
         Ok(outcome) => ExitCode::from(outcome.code()),
-        Err(err) if exit::is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
-            let message = exit::message(&err);
-            let code = exit::code_for(&err);
+            let message = error_message(&err);
+            let code = exit_code(&err);
             eprintln!("lafs-backup: error: {message}");
             if json {
                 // Scripts reading --json get the failure on stdout too; a
@@ -51,7 +51,7 @@ fn install_panic_hook() {
             .map(|l| format!(" at {}:{}", l.file(), l.line()))
             .unwrap_or_default();
         // Whatever the message quotes, no cap leaves the process.
-        let message = lafs_backup::tahoe::redact(&message);
+        let message = lafs_backup::redact(&message);
         eprintln!("lafs-backup: internal error: {message}{place} (a bug; please report it)");
         std::process::exit(1);
     }));

@@ -6,7 +6,7 @@
 //! `st_mode` reports it (type bits, setuid/setgid/sticky included) and is
 //! never rebuilt from the ACL.
 
-pub mod acl;
+pub(crate) mod acl;
 
 use std::fmt;
 use std::fs::Metadata;
@@ -18,12 +18,14 @@ use acl::{Acl, NameCache};
 
 /// The xattr that holds file capabilities (carried as `caps`, never as an
 /// xattr of its own).
-pub const CAPS_XATTR: &str = "security.capability";
+pub(crate) const CAPS_XATTR: &str = "security.capability";
 
 /// The metadata of one queue entry.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct EntryMeta {
+    /// Owner user id.
     pub uid: u32,
+    /// Owner group id.
     pub gid: u32,
     /// `st_mode`; `None` for symlinks (as in the original tool's format,
     /// where an empty mode marks a symlink).
@@ -37,37 +39,40 @@ pub struct EntryMeta {
 /// Why a queue metadata field could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("bad metadata field {field:?}: {reason}")]
-pub struct MetaParseError {
-    pub field: String,
-    pub reason: &'static str,
+pub(crate) struct MetaParseError {
+    pub(crate) field: String,
+    pub(crate) reason: &'static str,
 }
 
-pub const S_IFMT: u32 = 0o170000;
-pub const S_IFDIR: u32 = 0o040000;
-pub const S_IFREG: u32 = 0o100000;
-pub const S_IFLNK: u32 = 0o120000;
+pub(crate) const S_IFMT: u32 = 0o170000;
+pub(crate) const S_IFDIR: u32 = 0o040000;
+pub(crate) const S_IFREG: u32 = 0o100000;
+pub(crate) const S_IFLNK: u32 = 0o120000;
 
 /// `st_mtime` in nanoseconds since the epoch.
-pub fn mtime_ns(md: &Metadata) -> i128 {
+pub(crate) fn mtime_ns(md: &Metadata) -> i128 {
     i128::from(md.mtime()) * 1_000_000_000 + i128::from(md.mtime_nsec())
 }
 
 /// `st_ctime` in nanoseconds since the epoch.
-pub fn ctime_ns(md: &Metadata) -> i128 {
+pub(crate) fn ctime_ns(md: &Metadata) -> i128 {
     i128::from(md.ctime()) * 1_000_000_000 + i128::from(md.ctime_nsec())
 }
 
 impl EntryMeta {
+    /// Whether the mode is a directory's.
     pub fn is_dir(&self) -> bool {
         self.mode.is_some_and(|m| m & S_IFMT == S_IFDIR)
     }
 
-    pub fn is_symlink(&self) -> bool {
+    /// Whether this is a symlink (it has no mode).
+    #[cfg(test)]
+    pub(crate) fn is_symlink(&self) -> bool {
         self.mode.is_none()
     }
 
     /// Appends `UID:GID:MODE[/CAPS[/ACLS]]`.
-    pub fn write_queue_field(&self, out: &mut Vec<u8>) {
+    pub(crate) fn write_queue_field(&self, out: &mut Vec<u8>) {
         use std::io::Write as _;
         // Writing to a Vec cannot fail.
         let _ = write!(out, "{}:{}:", self.uid, self.gid);
@@ -84,7 +89,9 @@ impl EntryMeta {
         }
     }
 
-    pub fn parse_queue_field(field: &[u8]) -> Result<Self, MetaParseError> {
+    /// Parses `UID:GID:MODE[/CAPS[/ACLS]]`, the inverse of
+    /// [`EntryMeta::write_queue_field`].
+    pub(crate) fn parse_queue_field(field: &[u8]) -> Result<Self, MetaParseError> {
         let err = |reason| MetaParseError {
             field: String::from_utf8_lossy(field).into_owned(),
             reason,
@@ -152,21 +159,21 @@ impl fmt::Display for EntryMeta {
 /// Reads entries' metadata, keeping the uid/gid → name lookups warm across a
 /// whole scan.
 #[derive(Debug, Default)]
-pub struct Reader {
+pub(crate) struct Reader {
     names: NameCache,
 }
 
 /// Metadata read for one entry, plus what could not be read. A part that
 /// could not be read is left out and reported, never guessed.
 #[derive(Debug)]
-pub struct Captured {
+pub(crate) struct Captured {
     pub meta: EntryMeta,
     pub problems: Vec<String>,
 }
 
 impl Reader {
     /// `md` must come from `lstat` of `path`.
-    pub fn capture(&mut self, path: &Path, md: &Metadata) -> Captured {
+    pub(crate) fn capture(&mut self, path: &Path, md: &Metadata) -> Captured {
         let file_type = md.file_type();
         let mut problems = Vec::new();
         let mode = (!file_type.is_symlink()).then(|| md.mode());
@@ -252,8 +259,8 @@ fn read_xattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
 }
 
 mod libc_errno {
-    pub const ENODATA: i32 = nix::errno::Errno::ENODATA as i32;
-    pub const ENOTSUP: i32 = nix::errno::Errno::ENOTSUP as i32;
+    pub(super) const ENODATA: i32 = nix::errno::Errno::ENODATA as i32;
+    pub(super) const ENOTSUP: i32 = nix::errno::Errno::ENOTSUP as i32;
 }
 
 #[cfg(test)]

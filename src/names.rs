@@ -133,7 +133,7 @@ fn push_hex(b: u8, out: &mut String) {
 /// does not unescape to exactly `name_raw` is an error, not a guess.
 ///
 /// This does not judge whether the bytes are a usable file name; a restore
-/// must also call [`check_file_name`], since Tahoe accepts any child name.
+/// must also call `check_file_name`, since Tahoe accepts any child name.
 pub fn raw_name(name: &str, name_raw_b64: Option<&str>) -> Result<Vec<u8>, NameError> {
     let Some(b64) = name_raw_b64 else {
         return Ok(name.as_bytes().to_vec());
@@ -152,7 +152,7 @@ pub fn raw_name(name: &str, name_raw_b64: Option<&str>) -> Result<Vec<u8>, NameE
 
 /// Reverses the escaping: `\\` → `\`, `\xNN` → the byte (lowercase hex, as
 /// written), every other character as its UTF-8 bytes.
-pub fn unescape(name: &str) -> Result<Vec<u8>, NameError> {
+pub(crate) fn unescape(name: &str) -> Result<Vec<u8>, NameError> {
     let bytes = name.as_bytes();
     let bad = |offset, reason| NameError::BadEscape {
         name: name.to_owned(),
@@ -199,7 +199,7 @@ fn hex_value(c: u8) -> Option<u8> {
 /// Whether `raw` can be created as one directory entry: not empty, not `.`
 /// or `..`, no `/` and no NUL. Names read from a grid must pass this before
 /// a restore uses them (Tahoe itself accepts `""` and `"a/b"` as child names).
-pub fn check_file_name(raw: &[u8]) -> Result<(), NameError> {
+pub(crate) fn check_file_name(raw: &[u8]) -> Result<(), NameError> {
     let reason = if raw.is_empty() {
         "empty"
     } else if raw == b"." || raw == b".." {

@@ -11,7 +11,12 @@ use std::sync::{Mutex, PoisonError};
 /// returns the results in the order of `items`. Once `stop` is true for a
 /// result (e.g. the gateway is gone), no worker starts another item: those
 /// never started are `None`; those already running finish.
-pub fn ordered_map<T, R, W, S>(items: &[T], workers: usize, work: W, stop: S) -> Vec<Option<R>>
+pub(crate) fn ordered_map<T, R, W, S>(
+    items: &[T],
+    workers: usize,
+    work: W,
+    stop: S,
+) -> Vec<Option<R>>
 where
     T: Sync,
     R: Send,

@@ -31,13 +31,13 @@ const RATE_WINDOW: Duration = Duration::from_secs(30);
 /// A rate measured over less than this is not shown.
 const MIN_RATE_SPAN_SECS: f64 = 1.0;
 /// No ETA is given before the upload has run this long.
-pub const MIN_OBSERVED_SECS: f64 = 3.0;
+pub(crate) const MIN_OBSERVED_SECS: f64 = 3.0;
 /// ETAs beyond this (about 30 years) are no estimate at all.
 const MAX_ETA_SECS: f64 = 1e9;
 
 /// Where progress goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// Nothing is shown.
     Off,
     /// A one-line bar on stderr, which is a terminal.
@@ -49,7 +49,7 @@ pub enum Mode {
 impl Mode {
     /// `Json` when `json_progress` (`--progress-json`); otherwise `Bar` when
     /// stderr is a terminal and the output is not `--json`; otherwise `Off`.
-    pub fn choose(json: bool, json_progress: bool) -> Mode {
+    pub(crate) fn choose(json: bool, json_progress: bool) -> Mode {
         Mode::choose_for(json, json_progress, io::stderr().is_terminal())
     }
 
@@ -67,7 +67,7 @@ impl Mode {
 /// The progress of one upload. Thread-safe (`Send + Sync`): upload threads
 /// share it through an `Arc`. Call [`Progress::finish`] when the upload
 /// ends; dropping it finishes it too.
-pub struct Progress {
+pub(crate) struct Progress {
     mode: Mode,
     counters: Arc<Counters>,
     /// Only in `Bar` mode.
@@ -80,7 +80,7 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(mode: Mode) -> Progress {
+    pub(crate) fn new(mode: Mode) -> Progress {
         Progress::with_sink(mode, Sink::Stdout)
     }
 
@@ -102,14 +102,14 @@ impl Progress {
     }
 
     /// The mode this was made with.
-    pub fn mode(&self) -> Mode {
+    pub(crate) fn mode(&self) -> Mode {
         self.mode
     }
 
     /// The upper bound of the work: the objects and raw bytes that may need
     /// uploading. Nothing is shown before this is first called, and rates
     /// and elapsed time count from then.
-    pub fn set_total(&self, objects: u64, bytes: u64) {
+    pub(crate) fn set_total(&self, objects: u64, bytes: u64) {
         let c = &self.counters;
         c.objects_total.store(objects, Ordering::Relaxed);
         c.bytes_total.store(bytes, Ordering::Relaxed);
@@ -126,7 +126,7 @@ impl Progress {
 
     /// Lowers the bound when dedup finds a copy (the object needs no upload)
     /// or a file turns out smaller than expected.
-    pub fn shrink_total(&self, objects: u64, bytes: u64) {
+    pub(crate) fn shrink_total(&self, objects: u64, bytes: u64) {
         let c = &self.counters;
         let shrink = |total: &AtomicU64, by: u64| {
             let _ = total.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
@@ -139,7 +139,7 @@ impl Progress {
 
     /// An object finished uploading; `bytes` is its raw (uncompressed) size,
     /// as counted in the total.
-    pub fn object_done(&self, bytes: u64) {
+    pub(crate) fn object_done(&self, bytes: u64) {
         self.counters.objects_done.fetch_add(1, Ordering::Relaxed);
         self.counters.bytes_done.fetch_add(bytes, Ordering::Relaxed);
     }
@@ -148,14 +148,14 @@ impl Progress {
     /// until [`Progress::unsend`] takes them back (when the upload ends, and
     /// [`Progress::object_done`] counts the object, or an attempt starts
     /// over).
-    pub fn sending(&self, n: u64) {
+    pub(crate) fn sending(&self, n: u64) {
         self.counters
             .bytes_in_flight
             .fetch_add(n, Ordering::Relaxed);
     }
 
     /// Takes back `n` bytes counted by [`Progress::sending`].
-    pub fn unsend(&self, n: u64) {
+    pub(crate) fn unsend(&self, n: u64) {
         let _ =
             self.counters
                 .bytes_in_flight
@@ -166,26 +166,13 @@ impl Progress {
 
     /// `n` more bytes went over the network (after compression, bodies of
     /// any kind): this is the rate shown.
-    pub fn bytes_sent(&self, n: u64) {
+    pub(crate) fn bytes_sent(&self, n: u64) {
         self.counters.bytes_sent.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// Runs `f` (which may write to stderr) with the bar taken off the
-    /// screen, and draws it again afterwards, so the bar and the output do
-    /// not tear each other. In the other modes it just runs `f`.
-    ///
-    /// Log output from `tracing` can get the same treatment by using
-    /// [`LogWriter`] as the subscriber's writer.
-    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
-        match &self.bar {
-            Some(bar) => bar.suspend(f),
-            None => f(),
-        }
     }
 
     /// Ends the display: clears the bar, or writes the final JSON line.
     /// Later calls do nothing.
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         let ticker = self
             .ticker
             .lock()
@@ -250,7 +237,7 @@ impl Counters {
 
 /// The counters at one moment; totals are never below what is done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     pub objects_done: u64,
     pub objects_total: u64,
     /// Raw bytes of the objects done.
@@ -274,7 +261,7 @@ impl Snapshot {
 
 /// Recent rates, per second.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Rates {
+pub(crate) struct Rates {
     pub objects_per_sec: f64,
     /// Bytes sent over the network (after compression): the rate shown.
     pub sent_bytes_per_sec: f64,
@@ -334,7 +321,7 @@ impl RateWindow {
 /// (which an objects limit or many small files can make the bottleneck).
 /// The slower of the two estimates wins; a stalled object rate alone (one
 /// big file in flight) does not hide the bytes estimate. Never negative.
-pub fn eta_secs(
+pub(crate) fn eta_secs(
     remaining_objects: u64,
     remaining_bytes: u64,
     rates: Option<&Rates>,
@@ -386,7 +373,7 @@ struct JsonLine {
 /// "bytes_total":..,"bytes_per_sec":..,"eta_secs":..|null}`, where
 /// `bytes_per_sec` is the network rate (0 while unknown) and the bytes are
 /// raw bytes.
-pub fn json_line(snapshot: &Snapshot, rates: Option<&Rates>, eta: Option<u64>) -> String {
+pub(crate) fn json_line(snapshot: &Snapshot, rates: Option<&Rates>, eta: Option<u64>) -> String {
     let line = JsonLine {
         kind: "progress",
         objects_done: snapshot.objects_done,
@@ -401,7 +388,7 @@ pub fn json_line(snapshot: &Snapshot, rates: Option<&Rates>, eta: Option<u64>) -
 
 /// The bar's text after the bar itself:
 /// `12/340 objects  1.5 MiB/20.0 MiB  300.0 KiB/s  ETA 1m05s`.
-pub fn bar_message(snapshot: &Snapshot, rates: Option<&Rates>, eta: Option<u64>) -> String {
+pub(crate) fn bar_message(snapshot: &Snapshot, rates: Option<&Rates>, eta: Option<u64>) -> String {
     let rate = rates.map_or_else(
         || "?".to_owned(),
         |r| human_bytes(r.sent_bytes_per_sec.round() as u64),
@@ -417,7 +404,7 @@ pub fn bar_message(snapshot: &Snapshot, rates: Option<&Rates>, eta: Option<u64>)
 }
 
 /// A byte count in binary units: `512 B`, `1.5 KiB`, `20.0 MiB`.
-pub fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     if n < 1024 {
         return format!("{n} B");
@@ -433,7 +420,7 @@ pub fn human_bytes(n: u64) -> String {
 }
 
 /// A duration for the ETA: `42s`, `5m07s`, `3h02m`, `2d05h`.
-pub fn human_duration(secs: u64) -> String {
+pub(crate) fn human_duration(secs: u64) -> String {
     let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
     if d > 0 {
         format!("{d}d{h:02}h")
@@ -610,7 +597,7 @@ fn unregister_bar(id: u64) {
 /// bar do not tear each other: `.with_writer(progress::LogWriter)` instead
 /// of `.with_writer(std::io::stderr)`. Without a bar it is plain stderr.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct LogWriter;
+pub(crate) struct LogWriter;
 
 impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
     type Writer = LogLine;
@@ -623,7 +610,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
 /// One event's output, written to stderr in one piece when flushed or
 /// dropped.
 #[derive(Debug)]
-pub struct LogLine {
+pub(crate) struct LogLine {
     buffer: Vec<u8>,
 }
 
@@ -859,7 +846,6 @@ mod tests {
         assert!(p.ticker.lock().expect("lock").is_none());
         p.set_total(1, 1);
         p.object_done(1);
-        assert_eq!(p.suspend(|| 7), 7);
         p.finish();
         p.finish();
     }

@@ -29,15 +29,15 @@ use thiserror::Error;
 use crate::escape;
 use crate::meta::EntryMeta;
 
-pub const HEADER: &str = "#lafs-backup-queue v1";
+pub(crate) const HEADER: &str = "#lafs-backup-queue v1";
 
 /// The start of a v2 header line; the binding's fields follow.
-pub const HEADER_V2: &str = "#lafs-backup-queue v2";
+pub(crate) const HEADER_V2: &str = "#lafs-backup-queue v2";
 
 /// What a v2 queue is bound to: the source tree it lists, and when the scan
 /// wrote it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Binding {
+pub(crate) struct Binding {
     /// Unix seconds when the scan began writing the queue.
     pub written: i64,
     /// `st_dev` and `st_ino` of the source root (the scan refuses a root
@@ -50,7 +50,7 @@ pub struct Binding {
 
 impl Binding {
     /// The binding of a queue scanned now from `source`.
-    pub fn of(source: &Path) -> io::Result<Binding> {
+    pub(crate) fn of(source: &Path) -> io::Result<Binding> {
         let resolved = fs::canonicalize(source)?;
         let md = fs::metadata(&resolved)?;
         Ok(Binding {
@@ -63,13 +63,13 @@ impl Binding {
 
     /// Whether `current` (a binding made now) names the same source tree:
     /// the same resolved path and the same root directory.
-    pub fn same_source(&self, current: &Binding) -> bool {
+    pub(crate) fn same_source(&self, current: &Binding) -> bool {
         self.source == current.source && self.dev == current.dev && self.ino == current.ino
     }
 
     /// The v2 header line, without its newline. The source path comes last
     /// and is escaped like queue paths, so it may hold spaces.
-    pub fn header(&self) -> String {
+    pub(crate) fn header(&self) -> String {
         format!(
             "{HEADER_V2} written={} dev={} ino={} source={}",
             self.written,
@@ -121,7 +121,7 @@ impl Binding {
 
 /// Opens a state file for reading without following a final symlink: a
 /// symlink planted at `path` is an error naming it, never followed.
-pub fn open_nofollow(path: &Path) -> io::Result<File> {
+pub(crate) fn open_nofollow(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
         .custom_flags(libc_flags::O_NOFOLLOW | libc_flags::O_CLOEXEC)
@@ -131,7 +131,7 @@ pub fn open_nofollow(path: &Path) -> io::Result<File> {
 
 /// Turns the `ELOOP` of an `O_NOFOLLOW` open into an error that
 /// says why (the callers' errors name the path).
-pub fn refuse_symlink(e: io::Error) -> io::Error {
+pub(crate) fn refuse_symlink(e: io::Error) -> io::Error {
     if e.raw_os_error() == Some(nix::errno::Errno::ELOOP as i32) {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -145,13 +145,13 @@ pub fn refuse_symlink(e: io::Error) -> io::Error {
 
 /// Open flags from nix, which re-exports libc's values.
 mod libc_flags {
-    pub const O_NOFOLLOW: i32 = nix::fcntl::OFlag::O_NOFOLLOW.bits();
-    pub const O_CLOEXEC: i32 = nix::fcntl::OFlag::O_CLOEXEC.bits();
+    pub(super) const O_NOFOLLOW: i32 = nix::fcntl::OFlag::O_NOFOLLOW.bits();
+    pub(super) const O_CLOEXEC: i32 = nix::fcntl::OFlag::O_CLOEXEC.bits();
 }
 
 /// Creates the missing directories of a state file's parent, mode 0700
 /// (state files hold caps or say what is backed up).
-pub fn ensure_state_dir(file: &Path) -> io::Result<()> {
+pub(crate) fn ensure_state_dir(file: &Path) -> io::Result<()> {
     match file.parent() {
         Some(parent) if !parent.as_os_str().is_empty() && !parent.exists() => DirBuilder::new()
             .recursive(true)
@@ -186,7 +186,7 @@ fn temp_place(dest: &Path) -> (&Path, String) {
 /// Writes `contents` to `dest` through a 0600 temporary file in the same
 /// directory, renamed into place: a symlink at `dest` is replaced, its
 /// target never touched.
-pub fn write_replacing(dest: &Path, contents: &[u8]) -> io::Result<()> {
+pub(crate) fn write_replacing(dest: &Path, contents: &[u8]) -> io::Result<()> {
     let (dir, prefix) = temp_place(dest);
     let mut tmp = tempfile::Builder::new()
         .prefix(&prefix)
@@ -200,7 +200,7 @@ pub fn write_replacing(dest: &Path, contents: &[u8]) -> io::Result<()> {
 
 /// One line of the queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// Raw path bytes relative to the source root; empty for the root.
     pub path: Vec<u8>,
     pub meta: EntryMeta,
@@ -208,7 +208,7 @@ pub struct Entry {
 
 /// Which dialect a queue file is written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     V1,
     /// V1 lines under a header that binds the queue to its source.
     V2,
@@ -217,7 +217,7 @@ pub enum Format {
 }
 
 #[derive(Debug, Error)]
-pub enum QueueError {
+pub(crate) enum QueueError {
     #[error("queue file {path}: {source}")]
     Io {
         path: PathBuf,
@@ -242,7 +242,7 @@ impl QueueError {
 }
 
 /// Formats one queue line (without the trailing newline).
-pub fn format_line(path: &[u8], meta: &EntryMeta, out: &mut Vec<u8>) {
+pub(crate) fn format_line(path: &[u8], meta: &EntryMeta, out: &mut Vec<u8>) {
     escape::escape_into(path, out);
     out.push(b' ');
     meta.write_queue_field(out);
@@ -250,7 +250,7 @@ pub fn format_line(path: &[u8], meta: &EntryMeta, out: &mut Vec<u8>) {
 
 /// Parses one line (without its newline). The path is everything before the
 /// last space, never trimmed: names may begin or end with spaces.
-pub fn parse_line(line: &[u8], format: Format) -> Result<Entry, String> {
+pub(crate) fn parse_line(line: &[u8], format: Format) -> Result<Entry, String> {
     let Some(split) = line.iter().rposition(|&b| b == b' ') else {
         return Err("no space between path and metadata".into());
     };
@@ -276,7 +276,7 @@ pub fn parse_line(line: &[u8], format: Format) -> Result<Entry, String> {
 /// into place only when complete, so a crash never leaves a truncated queue
 /// under the real name. Lines are streamed: memory does not grow with the
 /// number of entries.
-pub struct Writer {
+pub(crate) struct Writer {
     dest: PathBuf,
     out: BufWriter<tempfile::NamedTempFile>,
     line: Vec<u8>,
@@ -284,13 +284,14 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// A v1 queue (no binding): for tests and tools.
-    pub fn create(dest: &Path) -> Result<Self, QueueError> {
+    /// A v1 queue (no binding): for tests.
+    #[cfg(test)]
+    pub(crate) fn create(dest: &Path) -> Result<Self, QueueError> {
         Self::create_with_header(dest, HEADER)
     }
 
     /// A v2 queue bound to `binding`: what `backup` writes.
-    pub fn create_bound(dest: &Path, binding: &Binding) -> Result<Self, QueueError> {
+    pub(crate) fn create_bound(dest: &Path, binding: &Binding) -> Result<Self, QueueError> {
         Self::create_with_header(dest, &binding.header())
     }
 
@@ -312,7 +313,7 @@ impl Writer {
         })
     }
 
-    pub fn push(&mut self, path: &[u8], meta: &EntryMeta) -> Result<(), QueueError> {
+    pub(crate) fn push(&mut self, path: &[u8], meta: &EntryMeta) -> Result<(), QueueError> {
         self.line.clear();
         format_line(path, meta, &mut self.line);
         self.line.push(b'\n');
@@ -325,7 +326,7 @@ impl Writer {
 
     /// Flushes, fsyncs and renames the queue into place; returns the number
     /// of entries written.
-    pub fn finish(self) -> Result<u64, QueueError> {
+    pub(crate) fn finish(self) -> Result<u64, QueueError> {
         let dest = self.dest;
         let tmp = self
             .out
@@ -350,7 +351,7 @@ impl Writer {
 }
 
 /// Streams the entries of a queue file.
-pub struct Reader<R> {
+pub(crate) struct Reader<R> {
     path: PathBuf,
     input: R,
     format: Format,
@@ -360,14 +361,14 @@ pub struct Reader<R> {
 }
 
 impl Reader<BufReader<File>> {
-    pub fn open(path: &Path) -> Result<Self, QueueError> {
+    pub(crate) fn open(path: &Path) -> Result<Self, QueueError> {
         let file = open_nofollow(path).map_err(|e| QueueError::io(path, e))?;
         Self::new(path, BufReader::with_capacity(256 * 1024, file))
     }
 }
 
 impl<R: BufRead> Reader<R> {
-    pub fn new(path: &Path, mut input: R) -> Result<Self, QueueError> {
+    pub(crate) fn new(path: &Path, mut input: R) -> Result<Self, QueueError> {
         let mut first = Vec::new();
         input
             .read_until(b'\n', &mut first)
@@ -409,17 +410,17 @@ impl<R: BufRead> Reader<R> {
         })
     }
 
-    pub fn format(&self) -> Format {
+    pub(crate) fn format(&self) -> Format {
         self.format
     }
 
     /// The source binding of a v2 queue.
-    pub fn binding(&self) -> Option<&Binding> {
+    pub(crate) fn binding(&self) -> Option<&Binding> {
         self.binding.as_ref()
     }
 
     /// The 1-based number of the line most recently returned.
-    pub fn line_no(&self) -> u64 {
+    pub(crate) fn line_no(&self) -> u64 {
         self.line_no
     }
 
@@ -458,7 +459,7 @@ impl<R: BufRead> Iterator for Reader<R> {
 }
 
 /// The sidecar file that records that a queue's upload completed.
-pub fn done_marker_path(queue: &Path) -> PathBuf {
+pub(crate) fn done_marker_path(queue: &Path) -> PathBuf {
     let mut name = queue.as_os_str().to_owned();
     name.push(".done");
     PathBuf::from(name)
@@ -478,7 +479,7 @@ fn identity(queue: &Path) -> io::Result<String> {
 
 /// Records that the upload of `queue` completed, so the next run scans again
 /// instead of resuming it.
-pub fn mark_done(queue: &Path) -> Result<(), QueueError> {
+pub(crate) fn mark_done(queue: &Path) -> Result<(), QueueError> {
     let marker = done_marker_path(queue);
     let contents = format!(
         "# lafs-backup: the upload of this queue completed; the next backup scans again.\n{}\n",
@@ -490,7 +491,7 @@ pub fn mark_done(queue: &Path) -> Result<(), QueueError> {
 }
 
 /// Whether `queue` exists and its upload is recorded as complete.
-pub fn is_done(queue: &Path) -> bool {
+pub(crate) fn is_done(queue: &Path) -> bool {
     let read_marker = || -> io::Result<String> {
         let mut text = String::new();
         open_nofollow(&done_marker_path(queue))?

@@ -25,12 +25,12 @@ use crate::config::{RateSpec, seconds};
 /// The most bytes charged to the bytes bucket at once: bodies are read in
 /// chunks of at most this size, so a limit smooths the upload out instead
 /// of letting it go in bursts of whole files.
-pub const CHUNK: usize = 64 * 1024;
+pub(crate) const CHUNK: usize = 64 * 1024;
 
 /// A token bucket shared by upload threads (`Send + Sync`; the state is
 /// behind a mutex). It starts full (`burst` tokens) and refills at
 /// `1/interval` tokens a second, up to `burst`.
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     /// Tokens a second.
     rate: f64,
     /// The most tokens the bucket holds.
@@ -49,7 +49,7 @@ struct State {
 impl TokenBucket {
     /// A full bucket of `spec.burst` tokens refilling at `spec.rate()`
     /// tokens a second.
-    pub fn new(spec: &RateSpec) -> TokenBucket {
+    pub(crate) fn new(spec: &RateSpec) -> TokenBucket {
         TokenBucket {
             rate: spec.rate(),
             capacity: spec.burst,
@@ -67,7 +67,7 @@ impl TokenBucket {
     /// full and then takes all `n`, leaving the bucket in debt that later
     /// callers wait off (as the original tool did), rather than waiting for
     /// a level the bucket can never reach.
-    pub fn acquire(&self, n: u64) {
+    pub(crate) fn acquire(&self, n: u64) {
         if n == 0 {
             return;
         }
@@ -111,7 +111,7 @@ impl fmt::Debug for TokenBucket {
 
 /// Both limits of a run; either may be absent (no limit).
 #[derive(Debug, Clone, Default)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Bytes sent, charged as bodies are read.
     pub bytes: Option<Arc<TokenBucket>>,
     /// Objects uploaded (files, symlinks and directories), charged one each.
@@ -121,7 +121,7 @@ pub struct Limits {
 impl Limits {
     /// Limits from `operation.rate_limit.bytes` (or `--limit-upload`, which
     /// overrides it) and `operation.rate_limit.objects`.
-    pub fn new(bytes: Option<&RateSpec>, objects: Option<&RateSpec>) -> Limits {
+    pub(crate) fn new(bytes: Option<&RateSpec>, objects: Option<&RateSpec>) -> Limits {
         Limits {
             bytes: bytes.map(|spec| Arc::new(TokenBucket::new(spec))),
             objects: objects.map(|spec| Arc::new(TokenBucket::new(spec))),
@@ -131,7 +131,7 @@ impl Limits {
     /// Call before each object upload (file, symlink or directory) that is
     /// actually sent; dedup hits are free. Blocks while the objects limit
     /// says wait.
-    pub fn before_object(&self) {
+    pub(crate) fn before_object(&self) {
         if let Some(bucket) = &self.objects {
             bucket.acquire(1);
         }
@@ -141,7 +141,7 @@ impl Limits {
     /// bucket before it is returned, so the bytes counted are those actually
     /// sent (after compression). Chunks are at most [`CHUNK`] bytes. Without
     /// a bytes limit, `inner` is returned as it is.
-    pub fn limit_reader<R: Read + Send + 'static>(&self, inner: R) -> Box<dyn Read + Send> {
+    pub(crate) fn limit_reader<R: Read + Send + 'static>(&self, inner: R) -> Box<dyn Read + Send> {
         match &self.bytes {
             Some(bucket) => Box::new(LimitedReader {
                 inner,
@@ -176,7 +176,7 @@ impl<R: Read> Read for LimitedReader<R> {
 /// burst of one second's worth, but at least [`CHUNK`] bytes so that a
 /// whole chunk always fits. Usable as a clap `value_parser`; the errors name
 /// the option and the accepted forms.
-pub fn parse_rate(text: &str) -> Result<RateSpec, String> {
+pub(crate) fn parse_rate(text: &str) -> Result<RateSpec, String> {
     const FORMS: &str = "expected bytes per second as a positive number with an optional \
                          K, M or G suffix (powers of 1024), e.g. 500, 300K, 1.5M or 2G";
     let invalid = || format!("--limit-upload: {text:?} is not a rate; {FORMS}");

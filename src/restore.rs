@@ -23,7 +23,7 @@
 //! special files; then hard links (`linkat` to the first name restored);
 //! then the directories' metadata, children before parents; TARGET's last.
 
-pub mod apply;
+pub(crate) mod apply;
 mod content;
 
 use std::collections::{HashMap, HashSet};
@@ -52,11 +52,11 @@ use crate::tree::{self, Kind, Node};
 use apply::{At, Ctx, os};
 
 /// Prefix of the temporary names entries are created under.
-pub const TEMP_PREFIX: &str = ".lafs-restore.";
+pub(crate) const TEMP_PREFIX: &str = ".lafs-restore.";
 
 /// Which part of the backup to restore.
 #[derive(Debug, Default)]
-pub enum Selection {
+pub(crate) enum Selection {
     #[default]
     All,
     /// Relative paths (components, raw bytes): each selects itself and
@@ -70,7 +70,7 @@ pub enum Selection {
 impl Selection {
     /// Reads the command line's PATH|RULE arguments: all rules (`+…`/`-…`)
     /// or all paths. Err is a usage error.
-    pub fn parse(args: &[String]) -> Result<Selection, String> {
+    pub(crate) fn parse(args: &[String]) -> Result<Selection, String> {
         if args.is_empty() {
             return Ok(Selection::All);
         }
@@ -107,7 +107,7 @@ impl Selection {
 }
 
 #[derive(Debug, Default)]
-pub struct Options {
+pub(crate) struct Options {
     pub overwrite: bool,
     pub skip_existing: bool,
     pub dry_run: bool,
@@ -130,7 +130,7 @@ pub struct Options {
 
 /// What a restore did.
 #[derive(Debug, Default)]
-pub struct Report {
+pub(crate) struct Report {
     /// Entries written (directories included).
     pub written: u64,
     /// Entries left alone by `--skip-existing`.
@@ -157,7 +157,7 @@ pub struct Report {
 
 /// Fatal errors: the restore could not start or the root is unreadable.
 #[derive(Debug, thiserror::Error)]
-pub enum RestoreError {
+pub(crate) enum RestoreError {
     #[error("cannot read the backup's root directory: {0}")]
     Root(#[from] tree::TreeError),
     #[error("TARGET {path}: {source}")]
@@ -174,7 +174,7 @@ pub enum RestoreError {
 /// Every selected directory is listed first; `progress` gets the final
 /// totals (entries, content bytes) before the first download and is told
 /// about every entry as it is written.
-pub fn run(
+pub(crate) fn run(
     client: &Client,
     root: &Cap,
     target: &Path,

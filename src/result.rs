@@ -18,7 +18,7 @@ use crate::tahoe::Cap;
 /// One line of the result file: `TIME SOURCE-PATH CAP`, TIME in ISO 8601
 /// local time with its offset. The source path is escaped like queue paths,
 /// so a name with a space or newline cannot break the line.
-pub fn result_line(time: &jiff::Zoned, source: &[u8], cap: &Cap) -> String {
+pub(crate) fn result_line(time: &jiff::Zoned, source: &[u8], cap: &Cap) -> String {
     let mut line = time.strftime("%Y-%m-%dT%H:%M:%S%.6f%:z").to_string();
     line.push(' ');
     line.push_str(&String::from_utf8_lossy(&escape::escape(source)));
@@ -31,7 +31,7 @@ pub fn result_line(time: &jiff::Zoned, source: &[u8], cap: &Cap) -> String {
 /// Appends a result line to `path`, creating it 0600 (and its missing
 /// directories 0700). A symlink at `path` is refused, never followed; an
 /// existing file that others may read is tightened to 0600 with a warning.
-pub fn append_to_file(path: &Path, source: &[u8], cap: &Cap) -> io::Result<()> {
+pub(crate) fn append_to_file(path: &Path, source: &[u8], cap: &Cap) -> io::Result<()> {
     crate::queue::ensure_state_dir(path)?;
     let mut locked = loop {
         let file = OpenOptions::new()
@@ -88,7 +88,7 @@ pub fn append_to_file(path: &Path, source: &[u8], cap: &Cap) -> io::Result<()> {
 /// file in the same directory, 0600, fsynced, renamed over it, then the
 /// directory fsynced. Every other line stays byte for byte; a missing file
 /// removes nothing.
-pub fn remove_lines(path: &Path, caps: &BTreeSet<&str>, dry: bool) -> io::Result<usize> {
+pub(crate) fn remove_lines(path: &Path, caps: &BTreeSet<&str>, dry: bool) -> io::Result<usize> {
     let file = match OpenOptions::new().read(true).write(!dry).open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),

@@ -29,7 +29,7 @@ const CACHEDIR_TAG_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806b
 const CACHEDIR_TAG: &[u8] = b"CACHEDIR.TAG";
 
 #[derive(Debug, Clone, Copy)]
-pub struct Options {
+pub(crate) struct Options {
     /// Do not descend into directories on other filesystems than the root's.
     pub one_file_system: bool,
     /// Skip the contents of directories holding a valid `CACHEDIR.TAG`,
@@ -48,7 +48,7 @@ impl Default for Options {
 
 /// Counts of one scan.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Stats {
+pub(crate) struct Stats {
     /// Lines written to the queue.
     pub entries: u64,
     /// Entries excluded by the filter rules (a pruned directory counts once).
@@ -63,7 +63,7 @@ pub struct Stats {
 }
 
 #[derive(Debug, Error)]
-pub enum ScanError {
+pub(crate) enum ScanError {
     #[error("source {path}: {source}")]
     Root {
         path: PathBuf,
@@ -77,7 +77,7 @@ pub enum ScanError {
 }
 
 /// The escaped, single-line form of a relative path, for messages.
-pub fn display_path(rel: &[u8]) -> String {
+pub(crate) fn display_path(rel: &[u8]) -> String {
     let mut out = Vec::with_capacity(rel.len() + 1);
     out.push(b'/');
     escape::escape_into(rel, &mut out);
@@ -102,7 +102,7 @@ struct Walker<'a> {
 }
 
 /// Scans `root` into `out`, which the caller finishes.
-pub fn scan(
+pub(crate) fn scan(
     root: &Path,
     filter: &Filter,
     options: Options,
@@ -273,7 +273,7 @@ pub(crate) fn has_cachedir_tag(dir: &Path) -> bool {
 }
 
 #[derive(Debug, Error)]
-pub enum PickError {
+pub(crate) enum PickError {
     #[error("source.path {pattern:?} is not a valid glob pattern: {message}")]
     BadPattern { pattern: String, message: String },
     #[error("source.path {0:?} matches nothing")]
@@ -288,7 +288,7 @@ pub enum PickError {
 
 /// Resolves `source.path`: a path, or a glob whose last match in byte order
 /// is backed up (so `weekly.*` picks the newest of dated snapshots).
-pub fn pick_source(pattern: &str) -> Result<PathBuf, PickError> {
+pub(crate) fn pick_source(pattern: &str) -> Result<PathBuf, PickError> {
     let paths = glob::glob(pattern).map_err(|e| PickError::BadPattern {
         pattern: pattern.to_owned(),
         message: e.to_string(),
@@ -310,7 +310,7 @@ pub fn pick_source(pattern: &str) -> Result<PathBuf, PickError> {
 }
 
 /// The backup's name: the picked source's last path component.
-pub fn backup_name(source: &Path) -> OsString {
+pub(crate) fn backup_name(source: &Path) -> OsString {
     source
         .file_name()
         .map(OsString::from)

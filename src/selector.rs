@@ -33,7 +33,7 @@ use crate::tahoe::user_cap::{self, UserCap};
 
 /// A command's BACKUP argument.
 #[derive(Debug, PartialEq, Eq)]
-pub enum BackupArg<'a> {
+pub(crate) enum BackupArg<'a> {
     /// A root cap, in Tahoe's canonical spelling.
     Cap(Cap),
     /// A backup name, as given.
@@ -43,7 +43,7 @@ pub enum BackupArg<'a> {
 impl<'a> BackupArg<'a> {
     /// Reads `arg`; `what` names the argument in the error (`BACKUP`,
     /// `argument 2`).
-    pub fn parse(arg: &'a str, what: &str) -> Result<BackupArg<'a>, UsageError> {
+    pub(crate) fn parse(arg: &'a str, what: &str) -> Result<BackupArg<'a>, UsageError> {
         match user_cap::classify(arg) {
             UserCap::Cap(cap) => Ok(BackupArg::Cap(cap)),
             UserCap::NotACap => Ok(BackupArg::Name(arg)),
@@ -54,7 +54,7 @@ impl<'a> BackupArg<'a> {
 
 /// What picks recorded backups: a cap or a name, and `--generation`.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Selector<'a> {
+pub(crate) struct Selector<'a> {
     pub backup: BackupArg<'a>,
     /// `--generation N`: only that generation of the name.
     pub generation: Option<u64>,
@@ -63,7 +63,7 @@ pub struct Selector<'a> {
 impl<'a> Selector<'a> {
     /// Reads `arg` (see [`BackupArg::parse`]) with `--generation`, which
     /// goes with a name only.
-    pub fn parse(
+    pub(crate) fn parse(
         arg: &'a str,
         what: &str,
         generation: Option<u64>,
@@ -80,7 +80,7 @@ impl<'a> Selector<'a> {
     }
 
     /// The cap given, when it is one: such a selector needs no cache.
-    pub fn cap(&self) -> Option<&Cap> {
+    pub(crate) fn cap(&self) -> Option<&Cap> {
         match &self.backup {
             BackupArg::Cap(cap) => Some(cap),
             BackupArg::Name(_) => None,
@@ -89,7 +89,7 @@ impl<'a> Selector<'a> {
 
     /// The recorded backups (`rows`, as [`crate::cache::Cache::backups`]
     /// returns them, of the cache at `cache`) this selector picks.
-    pub fn select<'r>(
+    pub(crate) fn select<'r>(
         &self,
         rows: &'r [BackupRow],
         cache: &Path,
@@ -174,7 +174,7 @@ fn by_generation<'r>(rows: impl Iterator<Item = &'r BackupRow>) -> Vec<&'r Backu
 
 /// The recorded backups a [`Selector`] picked.
 #[derive(Debug)]
-pub enum Selected<'r> {
+pub(crate) enum Selected<'r> {
     /// A root cap, and the recorded backups that have it (none for a cap
     /// this cache did not record), by generation.
     Cap {
@@ -193,7 +193,7 @@ pub enum Selected<'r> {
 impl<'r> Selected<'r> {
     /// The latest recorded backup picked: the highest generation (`None`
     /// for a cap no recorded backup has).
-    pub fn latest(&self) -> Option<&'r BackupRow> {
+    pub(crate) fn latest(&self) -> Option<&'r BackupRow> {
         match self {
             Selected::Cap { recorded, .. } => recorded.last().copied(),
             Selected::Named { latest, .. } => Some(latest),
@@ -201,15 +201,17 @@ impl<'r> Selected<'r> {
     }
 
     /// The root cap of the latest backup picked (or the cap given).
-    pub fn cap(&self) -> &Cap {
+    pub(crate) fn cap(&self) -> &Cap {
         match self {
             Selected::Cap { cap, .. } => cap,
             Selected::Named { latest, .. } => &latest.root_cap,
         }
     }
 
-    /// Every recorded backup picked, by generation.
-    pub fn rows(&self) -> &[&'r BackupRow] {
+    /// Every recorded backup picked, by generation (the tests look at the
+    /// whole pick; the commands take the latest).
+    #[cfg(test)]
+    pub(crate) fn rows(&self) -> &[&'r BackupRow] {
         match self {
             Selected::Cap { recorded, .. } => recorded,
             Selected::Named { rows, .. } => rows,
@@ -219,7 +221,7 @@ impl<'r> Selected<'r> {
     /// How reports name what was picked: the latest backup's name
     /// (escaped), or `#` and the cap's short id for a cap no recorded
     /// backup has.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         match self.latest() {
             Some(row) => show::name(&row.name),
             None => format!("#{}", self.cap().short_id()),
@@ -229,7 +231,7 @@ impl<'r> Selected<'r> {
 
 /// Why a [`Selector`] picked nothing; a usage error (exit 2).
 #[derive(Debug, thiserror::Error)]
-pub enum SelectError {
+pub(crate) enum SelectError {
     #[error(
         "no backup named {name} in the entry cache {} (`lafs-backup list` shows the \
          recorded backups; a cap starts with the \"URI\" prefix and a colon)",
@@ -263,7 +265,7 @@ impl From<SelectError> for UsageError {
 
 /// One line of a listing of recorded backups in a message:
 /// `generation G, finished T, root #ID`.
-pub fn describe(row: &BackupRow) -> String {
+pub(crate) fn describe(row: &BackupRow) -> String {
     format!(
         "generation {}, finished {}, root #{}",
         row.generation,
@@ -275,7 +277,7 @@ pub fn describe(row: &BackupRow) -> String {
 /// A target of a command that takes several (`check`, `cleanup`), and how
 /// a message names where it came from.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Given {
+pub(crate) struct Given {
     pub text: String,
     /// `argument N` or `line N of stdin`.
     pub what: String,
@@ -284,7 +286,7 @@ pub struct Given {
 /// The positional targets, with `-` replaced by the non-blank lines of
 /// `stdin` (read once, at the first `-`, and only then), each trimmed: a
 /// line is read like an argument (a cap in any spelling, or a name).
-pub fn targets(given: &[String], stdin: impl BufRead) -> io::Result<Vec<Given>> {
+pub(crate) fn targets(given: &[String], stdin: impl BufRead) -> io::Result<Vec<Given>> {
     let mut out = Vec::new();
     let mut stdin = Some(stdin);
     for (i, t) in given.iter().enumerate() {
@@ -315,12 +317,12 @@ pub fn targets(given: &[String], stdin: impl BufRead) -> io::Result<Vec<Given>> 
 /// How a message quotes a backup name given on the command line: in
 /// quotes, escaped, and with anything cap-like inside it redacted (a name
 /// is not a cap, but it may hold one).
-pub fn quoted(name: &str) -> String {
+pub(crate) fn quoted(name: &str) -> String {
     crate::tahoe::redact(&format!("{name:?}"))
 }
 
 /// The usage error for a text that looks like a cap but is not one.
-pub fn malformed(what: &str, why: &str) -> UsageError {
+pub(crate) fn malformed(what: &str, why: &str) -> UsageError {
     UsageError(format!(
         "{what} looks like a Tahoe capability, but {why}; check that it was copied whole \
          (it is not quoted here, since a cap is a secret)"

@@ -21,14 +21,12 @@ mod deep_check;
 mod error;
 mod listing;
 mod lit;
-pub mod user_cap;
+pub(crate) mod user_cap;
 
-pub use client::{
-    CheckOptions, CheckReport, Client, DEFAULT_MAX_LISTING_BYTES, SYMLINK_TARGET_LIMIT,
-};
-pub use deep_check::{DeepCheck, ObjectLine, StreamItem};
+pub use client::{CheckOptions, Client};
+pub(crate) use client::{CheckReport, SYMLINK_TARGET_LIMIT};
+pub(crate) use deep_check::StreamItem;
 pub use error::TahoeError;
-pub use listing::ENTRY_LIMIT;
 pub use lit::{empty_dir_cap, lit_cap, lit_data};
 
 /// Files of at most this many bytes become `URI:LIT:` caps: the data is

@@ -27,7 +27,7 @@ use crate::tahoe::{Cap, Client, TahoeError};
 /// its path and (in `restore`) an open directory, so the limit is well
 /// below where those would run out; a real tree this deep cannot be used
 /// by path anyway (`PATH_MAX` is 4096 bytes).
-pub const MAX_DEPTH: usize = 1024;
+pub(crate) const MAX_DEPTH: usize = 1024;
 
 /// Why a walk must not descend into the directory `cap` at `depth` levels
 /// below the root, whose ancestors are `ancestors` as `(object key, a
@@ -36,7 +36,7 @@ pub const MAX_DEPTH: usize = 1024;
 /// write and read caps match), or it is deeper than [`MAX_DEPTH`]. The
 /// reason (to follow "refused: ") names the ancestor by its path, never by
 /// its cap.
-pub fn refuse_descent<'a, P: FnOnce() -> String>(
+pub(crate) fn refuse_descent<'a, P: FnOnce() -> String>(
     cap: &Cap,
     depth: usize,
     ancestors: impl IntoIterator<Item = (&'a str, P)>,
@@ -69,7 +69,7 @@ pub fn refuse_descent<'a, P: FnOnce() -> String>(
 
 /// What a child of a backup directory is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Dir,
     File,
     Symlink,
@@ -79,7 +79,7 @@ pub enum Kind {
 
 /// One child of a backup directory.
 #[derive(Debug, Clone)]
-pub struct Node {
+pub(crate) struct Node {
     /// The raw file name (bytes), already checked to be a usable name.
     pub name: Vec<u8>,
     /// The edge name as stored in the directory (escaped form when the
@@ -100,7 +100,7 @@ pub struct Node {
 
 /// One directory of a backup.
 #[derive(Debug, Default)]
-pub struct Listing {
+pub(crate) struct Listing {
     /// Sorted by raw name.
     pub children: Vec<Node>,
     /// The backup root's own metadata, from `.lafs-backup-root`: at the top
@@ -115,11 +115,9 @@ pub struct Listing {
 
 /// Why a directory could not be listed at all. Never contains a cap.
 #[derive(Debug, thiserror::Error)]
-pub enum TreeError {
+pub(crate) enum TreeError {
     #[error(transparent)]
     Tahoe(#[from] TahoeError),
-    #[error("not a directory")]
-    NotADirectory,
     #[error("malformed directory listing: {0}")]
     BadListing(&'static str),
 }
@@ -129,7 +127,7 @@ pub enum TreeError {
 /// see `tahoe/listing.rs`). With `top_level`, the reserved
 /// `.lafs-backup-root` entry is taken as [`Listing::root_meta`] and not
 /// returned as a child.
-pub fn list(client: &Client, dir: &Cap, top_level: bool) -> Result<Listing, TreeError> {
+pub(crate) fn list(client: &Client, dir: &Cap, top_level: bool) -> Result<Listing, TreeError> {
     let builder = client.list_dir(
         dir,
         || ListingBuilder::new(top_level),
@@ -160,23 +158,6 @@ fn is_nested_root_meta(child: &Value) -> bool {
 /// The display form of an edge name: printable, one line.
 fn shown(edge_name: &str) -> String {
     String::from_utf8_lossy(&escape::escape(edge_name.as_bytes())).into_owned()
-}
-
-/// Parses the JSON of `GET /uri/DIRCAP?t=json`.
-pub fn parse_listing(value: &Value, top_level: bool) -> Result<Listing, TreeError> {
-    if value.get(0).and_then(Value::as_str) != Some("dirnode") {
-        return Err(TreeError::NotADirectory);
-    }
-    let children = value
-        .get(1)
-        .and_then(|d| d.get("children"))
-        .and_then(Value::as_object)
-        .ok_or(TreeError::BadListing("no children object"))?;
-    let mut builder = ListingBuilder::new(top_level);
-    for (edge_name, child) in children {
-        builder.add(edge_name.clone(), child);
-    }
-    Ok(builder.finish())
 }
 
 /// A [`Listing`] made one child at a time. The nodes are kept in one
@@ -316,6 +297,21 @@ fn parse_child(edge_name: &str, child: &Value) -> Result<Node, String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// A whole `t=json` answer through the builder `list` streams into.
+    fn parse_listing(value: &Value, top_level: bool) -> Result<Listing, TreeError> {
+        assert_eq!(value.get(0).and_then(Value::as_str), Some("dirnode"));
+        let children = value
+            .get(1)
+            .and_then(|d| d.get("children"))
+            .and_then(Value::as_object)
+            .expect("a children object");
+        let mut builder = ListingBuilder::new(top_level);
+        for (edge_name, child) in children {
+            builder.add(edge_name.clone(), child);
+        }
+        Ok(builder.finish())
+    }
 
     fn lit() -> &'static str {
         "URI:LIT:"

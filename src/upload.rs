@@ -45,12 +45,12 @@ use crate::ratelimit::Limits;
 use crate::scan::display_path;
 use crate::tahoe::{self, Cap, CheckReport, Client, TahoeError};
 
-pub use worker::random_probe;
+pub(crate) use worker::random_probe;
 use worker::{Done, Failure, Job, JobId, Shared};
 
 /// What the upload needs besides the queue, decided by the command.
 #[derive(Debug, Clone, Copy)]
-pub struct Options {
+pub(crate) struct Options {
     /// Look objects up in the cache (false with --disable-deduplication;
     /// what is uploaded is recorded either way).
     pub dedup: bool,
@@ -63,7 +63,7 @@ pub struct Options {
 
 /// Counts of one upload, for the summary line and the `backups` row.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Stats {
+pub(crate) struct Stats {
     /// Entries in the finished tree (the root included).
     pub entries: u64,
     pub files_uploaded: u64,
@@ -82,7 +82,7 @@ pub struct Stats {
 }
 
 #[derive(Debug, Error)]
-pub enum UploadError {
+pub(crate) enum UploadError {
     #[error(transparent)]
     Queue(#[from] QueueError),
     #[error(transparent)]
@@ -106,7 +106,7 @@ pub enum UploadError {
 }
 
 /// The result of a finished upload.
-pub struct Finished {
+pub(crate) struct Finished {
     pub root: Cap,
     pub stats: Stats,
     pub seconds: f64,
@@ -206,7 +206,7 @@ struct InFlight {
     waiters: HashMap<JobId, Vec<JobId>>,
 }
 
-pub struct Uploader<'a> {
+pub(crate) struct Uploader<'a> {
     client: &'a Client,
     cache: &'a mut Cache,
     encoder: &'a Encoder,
@@ -260,7 +260,7 @@ const TAG_NONE: &str = "enc:none";
 const TAG_DIR: &str = "dir";
 
 impl<'a> Uploader<'a> {
-    pub fn new(
+    pub(crate) fn new(
         client: &'a Client,
         cache: &'a mut Cache,
         encoder: &'a Encoder,
@@ -296,7 +296,7 @@ impl<'a> Uploader<'a> {
     /// An upper bound of the objects and bytes that may go up: every entry
     /// whose metadata key misses the cache. Costs one pass over the queue
     /// (lstat and cache lookups), so it is only done when progress is shown.
-    pub fn estimate(&mut self, queue_path: &Path) -> Result<(u64, u64), UploadError> {
+    pub(crate) fn estimate(&mut self, queue_path: &Path) -> Result<(u64, u64), UploadError> {
         let (mut objects, mut bytes) = (0u64, 0u64);
         for entry in queue::Reader::open(queue_path)? {
             let entry = entry?;
@@ -352,7 +352,7 @@ impl<'a> Uploader<'a> {
     }
 
     /// Uploads every entry of the queue at `queue_path` and returns the root.
-    pub fn run(mut self, queue_path: &Path) -> Result<Finished, UploadError> {
+    pub(crate) fn run(mut self, queue_path: &Path) -> Result<Finished, UploadError> {
         let started = Instant::now();
         let concurrency = self.options.concurrency.max(1);
         let (job_tx, job_rx) = mpsc::channel::<Job>();

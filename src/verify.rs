@@ -33,7 +33,7 @@ use crate::tree::{self, Kind, Node};
 
 /// What to compare besides the metadata.
 #[derive(Debug, Default)]
-pub struct Options {
+pub(crate) struct Options {
     /// Download every regular file and compare its bytes.
     pub content: bool,
     /// The source rules the backup was made with: live entries they would
@@ -46,7 +46,7 @@ pub struct Options {
 /// `source.one_file_system`), so that `verify` of a backup against its own
 /// source reports no difference for entries the backup never took.
 #[derive(Debug)]
-pub struct SourceRules {
+pub(crate) struct SourceRules {
     pub filter: Filter,
     /// The contents of a directory holding a valid `CACHEDIR.TAG`, other
     /// than the tag, were left out.
@@ -79,7 +79,7 @@ impl SourceRules {
 
 /// One difference between the backup and the live tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Difference {
+pub(crate) struct Difference {
     /// `missing`, `extra`, `type`, `size`, `mode`, `owner`, `mtime`, `acl`,
     /// `caps`, `xattr`, `rdev`, `target`, `hlink`, `content`, `refused` or
     /// `unreadable`.
@@ -102,7 +102,7 @@ impl std::fmt::Display for Difference {
 
 /// Totals of a run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// Differences reported.
     pub differences: u64,
     /// Backup entries compared (the root included).
@@ -113,7 +113,7 @@ pub struct Summary {
 /// at `live`, handing each difference to `sink` as it is found. An error
 /// (from the grid, from the sink, or `live` not being a readable
 /// directory) means the comparison could not be completed.
-pub fn verify(
+pub(crate) fn verify(
     client: &Client,
     root: &Cap,
     live: &Path,

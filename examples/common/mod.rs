@@ -135,7 +135,7 @@ pub(crate) fn gateway_error(status: u16, body: &str) -> String {
         .unwrap_or("");
     format!(
         "the gateway answered {status}: {}",
-        lafs_backup::tahoe::redact(last)
+        lafs_backup::redact(last)
     )
 }
 

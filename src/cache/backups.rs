@@ -17,11 +17,11 @@ use super::{BackupRow, Cache, CacheError, is_literal, sql_err, to_sql};
 /// A generation with `objects` rows that no recorded backup reaches and no
 /// finished backup of its own (an interrupted run, or rows left by one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DanglingGeneration {
-    pub generation: u64,
+pub(crate) struct DanglingGeneration {
+    pub(crate) generation: u64,
     /// Rows of this generation whose cap no recorded backup reaches
     /// (literal caps included: they are never in the references).
-    pub entries: u64,
+    pub(crate) entries: u64,
 }
 
 /// Which generations' rows `cleanup` sweeps besides the objects of the
@@ -42,9 +42,9 @@ impl Sweep<'_> {
 /// What forgetting some backups would remove from the cache; made by
 /// [`Cache::plan_forget`] without changing anything, carried out by
 /// [`Cache::apply_forget`]. `Debug` shows counts only (no caps, no keys).
-pub struct ForgetPlan {
+pub(crate) struct ForgetPlan {
     /// The backups forgotten, oldest first.
-    pub backups: Vec<BackupRow>,
+    pub(crate) backups: Vec<BackupRow>,
     /// The root caps of the backups kept.
     kept_roots: HashSet<String>,
     /// `objects` rows to delete.
@@ -70,26 +70,26 @@ impl fmt::Debug for ForgetPlan {
 
 impl ForgetPlan {
     /// How many `objects` rows (dedup entries) go.
-    pub fn rows(&self) -> usize {
+    pub(crate) fn rows(&self) -> usize {
         self.keys.len()
     }
 
     /// How many distinct objects (caps, literal ones included) the cache
     /// forgets: caps left without any `objects` row, and unreferenced caps
     /// that had none.
-    pub fn objects(&self) -> usize {
+    pub(crate) fn objects(&self) -> usize {
         self.caps_forgotten
     }
 
     /// The non-literal caps that become unreferenced: no kept backup and
     /// no row left in the cache reaches them. Sorted.
-    pub fn unreferenced(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn unreferenced(&self) -> impl Iterator<Item = &str> {
         self.gone.iter().map(String::as_str)
     }
 
     /// Whether `cap` is the root of a kept backup (identical trees share a
     /// root cap, so a forgotten backup's root may still be in use).
-    pub fn is_kept_root(&self, cap: &str) -> bool {
+    pub(crate) fn is_kept_root(&self, cap: &str) -> bool {
         self.kept_roots.contains(cap)
     }
 }

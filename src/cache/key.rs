@@ -32,19 +32,20 @@ const TAG_I128: u8 = b'i';
 /// Not a secret like a cap, but it is still never put into error messages;
 /// its `Debug` form shows only the first 6 bytes in hex.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ObjectKey([u8; 32]);
+pub(crate) struct ObjectKey([u8; 32]);
 
 impl ObjectKey {
-    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+    #[cfg(test)]
+    pub(crate) const fn from_bytes(bytes: [u8; 32]) -> Self {
         ObjectKey(bytes)
     }
 
-    pub const fn as_bytes(&self) -> &[u8; 32] {
+    pub(crate) const fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
 
     /// The first 6 bytes in lower-case hex, for logs and `Debug`.
-    pub fn short_hex(&self) -> String {
+    pub(crate) fn short_hex(&self) -> String {
         self.0[..6].iter().map(|b| format!("{b:02x}")).collect()
     }
 }
@@ -55,23 +56,18 @@ impl fmt::Debug for ObjectKey {
     }
 }
 
-/// Builds an [`ObjectKey`] from typed, length-prefixed fields.
-///
-/// ```
-/// use lafs_backup::cache::KeyBuilder;
-/// let a = KeyBuilder::new("file").str("ab").str("c").finish();
-/// let b = KeyBuilder::new("file").str("a").str("bc").finish();
-/// assert_ne!(a, b);
-/// ```
+/// Builds an [`ObjectKey`] from typed, length-prefixed fields, so that
+/// `"ab", "c"` and `"a", "bc"` give different keys (`builder_fields_do_not_run_together` in
+/// the cache tests).
 #[derive(Clone)]
 #[must_use]
-pub struct KeyBuilder {
+pub(crate) struct KeyBuilder {
     hasher: Sha256,
 }
 
 impl KeyBuilder {
     /// Starts a key of the given kind (`"file"`, `"symlink"`, `"dir"`).
-    pub fn new(kind: &str) -> Self {
+    pub(crate) fn new(kind: &str) -> Self {
         KeyBuilder {
             hasher: Sha256::new(),
         }
@@ -87,47 +83,47 @@ impl KeyBuilder {
     }
 
     /// Raw bytes (a path, a symlink target).
-    pub fn bytes(self, data: &[u8]) -> Self {
+    pub(crate) fn bytes(self, data: &[u8]) -> Self {
         self.field(TAG_BYTES, data)
     }
 
     /// Text (metadata JSON, an edge name, a cap, an encoding decision).
     /// Tagged differently from [`bytes`](Self::bytes) of the same content.
-    pub fn str(self, text: &str) -> Self {
+    pub(crate) fn str(self, text: &str) -> Self {
         self.field(TAG_STR, text.as_bytes())
     }
 
-    pub fn u64(self, value: u64) -> Self {
+    pub(crate) fn u64(self, value: u64) -> Self {
         self.field(TAG_U64, &value.to_be_bytes())
     }
 
     /// A signed 128-bit number (nanosecond timestamps, which may be negative).
-    pub fn i128(self, value: i128) -> Self {
+    pub(crate) fn i128(self, value: i128) -> Self {
         self.field(TAG_I128, &value.to_be_bytes())
     }
 
-    pub fn finish(self) -> ObjectKey {
+    pub(crate) fn finish(self) -> ObjectKey {
         ObjectKey(self.hasher.finalize().into())
     }
 }
 
 /// The fields of a regular file's key.
 #[derive(Debug, Clone, Copy)]
-pub struct FileKey<'a> {
+pub(crate) struct FileKey<'a> {
     /// The path relative to the source root, raw bytes.
-    pub path: &'a [u8],
+    pub(crate) path: &'a [u8],
     /// The edge metadata JSON exactly as it goes into the parent directory.
-    pub meta_json: &'a str,
-    pub mtime_ns: i128,
-    pub ctime_ns: i128,
-    pub size: u64,
-    pub inode: u64,
+    pub(crate) meta_json: &'a str,
+    pub(crate) mtime_ns: i128,
+    pub(crate) ctime_ns: i128,
+    pub(crate) size: u64,
+    pub(crate) inode: u64,
     /// The compression decision, e.g. `"enc:xz"` or `"enc:none"`.
-    pub encoding: &'a str,
+    pub(crate) encoding: &'a str,
 }
 
 impl FileKey<'_> {
-    pub fn key(&self) -> ObjectKey {
+    pub(crate) fn key(&self) -> ObjectKey {
         KeyBuilder::new("file")
             .bytes(self.path)
             .str(self.meta_json)
@@ -142,16 +138,16 @@ impl FileKey<'_> {
 
 /// The fields of a symlink's key. The content uploaded is the target.
 #[derive(Debug, Clone, Copy)]
-pub struct SymlinkKey<'a> {
-    pub path: &'a [u8],
-    pub meta_json: &'a str,
-    pub target: &'a [u8],
-    pub ctime_ns: i128,
-    pub inode: u64,
+pub(crate) struct SymlinkKey<'a> {
+    pub(crate) path: &'a [u8],
+    pub(crate) meta_json: &'a str,
+    pub(crate) target: &'a [u8],
+    pub(crate) ctime_ns: i128,
+    pub(crate) inode: u64,
 }
 
 impl SymlinkKey<'_> {
-    pub fn key(&self) -> ObjectKey {
+    pub(crate) fn key(&self) -> ObjectKey {
         KeyBuilder::new("symlink")
             .bytes(self.path)
             .str(self.meta_json)
@@ -164,20 +160,20 @@ impl SymlinkKey<'_> {
 
 /// One child edge of a directory, as it goes into the directory's key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct DirChild<'a> {
+pub(crate) struct DirChild<'a> {
     /// The edge name exactly as sent to the gateway.
-    pub name: &'a str,
+    pub(crate) name: &'a str,
     /// The child's cap (`Cap::as_str`).
-    pub cap: &'a str,
+    pub(crate) cap: &'a str,
     /// The child's edge metadata JSON exactly as sent.
-    pub meta_json: &'a str,
+    pub(crate) meta_json: &'a str,
 }
 
 /// A directory's key: its own edge metadata, then its children sorted by
 /// name (then cap, then metadata, so even a duplicate name sorts the same
 /// way every time) as `(name, cap, metadata)` triples. The order the
 /// children are given in does not matter; their names do.
-pub fn dir_key(meta_json: &str, children: &[DirChild<'_>]) -> ObjectKey {
+pub(crate) fn dir_key(meta_json: &str, children: &[DirChild<'_>]) -> ObjectKey {
     let mut sorted: Vec<DirChild<'_>> = children.to_vec();
     sorted.sort();
     let mut key = KeyBuilder::new("dir").str(meta_json);

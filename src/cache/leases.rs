@@ -34,37 +34,37 @@ fn reachable_sql(seed: &str) -> String {
 /// Objects whose leases this cache has not renewed since some time
 /// ([`Cache::stale_leases`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StaleLeases {
+pub(crate) struct StaleLeases {
     /// Distinct objects reachable from the recorded backups whose lease this
     /// cache last renewed before the time, or never.
-    pub objects: u64,
+    pub(crate) objects: u64,
     /// Of those, the ones with no renewal recorded at all.
-    pub never: u64,
+    pub(crate) never: u64,
     /// Every backup that reaches at least one of them, oldest first.
-    pub backups: Vec<StaleBackup>,
+    pub(crate) backups: Vec<StaleBackup>,
 }
 
 /// One backup in [`StaleLeases::backups`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StaleBackup {
+pub(crate) struct StaleBackup {
     /// The `backups` row id.
-    pub id: i64,
+    pub(crate) id: i64,
     /// The backup name, raw bytes.
-    pub name: Vec<u8>,
+    pub(crate) name: Vec<u8>,
     /// How many of the stale objects this backup reaches.
-    pub objects: u64,
+    pub(crate) objects: u64,
 }
 
 /// Where an unfinished `check --leases` run stopped.
 #[derive(Clone, PartialEq, Eq)]
-pub struct LeaseCursor {
+pub(crate) struct LeaseCursor {
     /// When the run began (Unix seconds); identifies the run.
-    pub started: i64,
+    pub(crate) started: i64,
     /// How many objects the run set out to renew.
-    pub total: u64,
+    pub(crate) total: u64,
     /// The last cap done: every cap of the run's (sorted) set up to and
     /// including it is done. Never log it.
-    pub last: String,
+    pub(crate) last: String,
 }
 
 impl std::fmt::Debug for LeaseCursor {
@@ -83,7 +83,7 @@ impl Cache {
     /// share it), and which backups reach them. `check` and `list` warn
     /// about these with `older_than = now - (lease.duration_days -
     /// lease.warn_days) days`.
-    pub fn stale_leases(&self, older_than: i64) -> Result<StaleLeases, CacheError> {
+    pub(crate) fn stale_leases(&self, older_than: i64) -> Result<StaleLeases, CacheError> {
         let err = |e| sql_err(&self.path, "reading the leases of", e);
         let stale = "LEFT JOIN leases l ON l.cap = r.cap
                      WHERE l.renewed IS NULL OR l.renewed < ?1";
@@ -146,7 +146,7 @@ impl Cache {
     /// Every object `check --leases` renews: the non-literal caps reachable
     /// from all recorded backups, each once, sorted by their text (the order
     /// the run's cursor follows).
-    pub fn lease_renewal_set(&self) -> Result<Vec<Cap>, CacheError> {
+    pub(crate) fn lease_renewal_set(&self) -> Result<Vec<Cap>, CacheError> {
         let roots: Vec<String> = self
             .conn
             .prepare_cached("SELECT DISTINCT root_cap FROM backups")
@@ -161,7 +161,7 @@ impl Cache {
     }
 
     /// The cursor of an unfinished `check --leases` run, if any.
-    pub fn lease_cursor(&self) -> Result<Option<LeaseCursor>, CacheError> {
+    pub(crate) fn lease_cursor(&self) -> Result<Option<LeaseCursor>, CacheError> {
         let get = |name: &str| self.meta_value(name, "reading the lease renewal cursor of");
         let (Some(started), Some(total), Some(last)) =
             (get(CURSOR_STARTED)?, get(CURSOR_TOTAL)?, get(CURSOR_LAST)?)
@@ -183,7 +183,7 @@ impl Cache {
     /// what survives a crash is consistent.
     /// `started` identifies the run (when it began), `total` is the size of
     /// its set, `last` the last cap done (see [`LeaseCursor`]).
-    pub fn set_lease_cursor(
+    pub(crate) fn set_lease_cursor(
         &mut self,
         started: i64,
         total: u64,
@@ -206,7 +206,7 @@ impl Cache {
     }
 
     /// Forgets the cursor: the run finished, the next one starts over.
-    pub fn clear_lease_cursor(&mut self) -> Result<(), CacheError> {
+    pub(crate) fn clear_lease_cursor(&mut self) -> Result<(), CacheError> {
         for name in [CURSOR_STARTED, CURSOR_TOTAL, CURSOR_LAST] {
             self.write(
                 "clearing the lease renewal cursor in",
@@ -219,7 +219,7 @@ impl Cache {
 
     /// The backups (row id and raw name, oldest first) from whose root
     /// `cap` is reachable through the recorded references.
-    pub fn backups_reaching(&self, cap: &Cap) -> Result<Vec<(i64, Vec<u8>)>, CacheError> {
+    pub(crate) fn backups_reaching(&self, cap: &Cap) -> Result<Vec<(i64, Vec<u8>)>, CacheError> {
         self.conn
             .prepare_cached(
                 "WITH RECURSIVE up(cap) AS (

@@ -17,20 +17,20 @@ use nix::fcntl::{Flock, FlockArg};
 use super::CacheError;
 
 /// `PATH.lock` beside the cache file `PATH`.
-pub fn lock_path(db: &Path) -> PathBuf {
+pub(crate) fn lock_path(db: &Path) -> PathBuf {
     let mut name = OsString::from(db.as_os_str());
     name.push(".lock");
     PathBuf::from(name)
 }
 
 /// A held lock; released when dropped.
-pub struct LockFile {
+pub(super) struct LockFile {
     _flock: Flock<File>,
 }
 
 impl LockFile {
     /// Takes the lock without waiting, or says who holds it.
-    pub fn acquire(db: &Path) -> Result<LockFile, CacheError> {
+    pub(super) fn acquire(db: &Path) -> Result<LockFile, CacheError> {
         let path = lock_path(db);
         let io_err = |action: &str, source: std::io::Error| CacheError::Io {
             path: db.to_owned(),
@@ -76,7 +76,7 @@ impl LockFile {
 }
 
 /// Makes an existing file 0600 if it is readable or writable by others.
-pub fn tighten(file: &File) -> std::io::Result<bool> {
+pub(super) fn tighten(file: &File) -> std::io::Result<bool> {
     let mode = file.metadata()?.permissions().mode() & 0o777;
     if mode == 0o600 {
         return Ok(false);

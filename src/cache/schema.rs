@@ -8,10 +8,10 @@ use rusqlite::{Connection, OptionalExtension};
 use super::{CacheError, sql_err, unix_now};
 
 /// The schema this build writes and reads.
-pub const SCHEMA_VERSION: u32 = 1;
+pub(crate) const SCHEMA_VERSION: u32 = 1;
 
 /// `PRAGMA application_id` of a lafs-backup cache: "LAFB".
-pub const APPLICATION_ID: i32 = 0x4C41_4642;
+pub(crate) const APPLICATION_ID: i32 = 0x4C41_4642;
 
 /// Version 1, created in one transaction together with the `meta` rows.
 const CREATE_V1: &str = "
@@ -74,7 +74,7 @@ const _: () = assert!(SCHEMA_VERSION as usize == MIGRATIONS.len() + 1);
 
 /// What an opened file holds, once recognised as usable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Found {
+pub(super) enum Found {
     /// A new or empty database: the schema must be created.
     Empty,
     /// A lafs-backup cache of this (or an older) schema version.
@@ -85,7 +85,7 @@ pub enum Found {
 /// database, or a lafs-backup cache of a schema this build can use.
 /// Refuses everything else (another program's database, the original
 /// tool's entry cache, a newer schema, a file that is not SQLite).
-pub fn recognise(conn: &Connection, path: &Path) -> Result<Found, CacheError> {
+pub(super) fn recognise(conn: &Connection, path: &Path) -> Result<Found, CacheError> {
     let (app_id, tables) = identify(conn, path)?;
     if app_id == 0 && tables.is_empty() {
         return Ok(Found::Empty);
@@ -114,7 +114,11 @@ pub fn recognise(conn: &Connection, path: &Path) -> Result<Found, CacheError> {
 
 /// Creates the schema in an empty database (returns true) or migrates an
 /// older one to [`SCHEMA_VERSION`]. Never drops or resets data.
-pub fn prepare(conn: &mut Connection, path: &Path, found: Found) -> Result<bool, CacheError> {
+pub(super) fn prepare(
+    conn: &mut Connection,
+    path: &Path,
+    found: Found,
+) -> Result<bool, CacheError> {
     match found {
         Found::Empty => {
             create(conn, path)?;

@@ -28,7 +28,7 @@ use crate::upload::{self, Uploader};
 
 /// Where the queue for this run comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QueuePlan {
+pub(crate) enum QueuePlan {
     /// Scan the source into a new queue.
     Scan,
     /// Upload an existing queue because the user asked for it.
@@ -45,7 +45,7 @@ pub enum QueuePlan {
 /// only one bound to this source (`current`, the binding a scan would write
 /// now) that is younger than `source.queue.max_resume_age`. Returns the plan
 /// and, when an unfinished queue is not resumed, why.
-pub fn plan(
+pub(crate) fn plan(
     config: &Config,
     queue_path: &Path,
     current: &queue::Binding,
@@ -178,7 +178,7 @@ fn get_ready(args: &BackupArgs, ctx: &Context<'_>) -> anyhow::Result<Ready> {
     })
 }
 
-pub fn run(mut ctx: Context<'_>, args: &BackupArgs) -> anyhow::Result<Outcome> {
+pub(crate) fn run(mut ctx: Context<'_>, args: &BackupArgs) -> anyhow::Result<Outcome> {
     apply_flags(args, ctx.config_mut());
     let ctx = ctx;
     let config = ctx.config();

@@ -40,7 +40,7 @@ use targets::{least_recently_checked, resolve};
 use templates::Template;
 use tree::{Checked, check_target};
 
-pub fn run(ctx: &Context<'_>, args: &CheckArgs) -> anyhow::Result<Outcome> {
+pub(crate) fn run(ctx: &Context<'_>, args: &CheckArgs) -> anyhow::Result<Outcome> {
     let config = ctx.config();
     let format = Template::parse(&args.format)
         .map_err(|e| UsageError(format!("--format {:?}: {e}", args.format)))?;

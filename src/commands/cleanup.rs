@@ -26,7 +26,7 @@ use crate::names;
 use crate::selector::{self, Given, Selected, Selector};
 use crate::tahoe::{Cap, Client};
 
-pub fn run(ctx: &Context<'_>, args: &CleanupArgs) -> anyhow::Result<Outcome> {
+pub(crate) fn run(ctx: &Context<'_>, args: &CleanupArgs) -> anyhow::Result<Outcome> {
     let config = ctx.config();
     let json = ctx.json();
     let targets = selector::targets(&args.targets, io::stdin().lock())

@@ -24,33 +24,33 @@ use crate::tahoe::Client;
 
 /// What a command runs with; see the module doc.
 #[derive(Debug)]
-pub struct Context<'a> {
+pub(crate) struct Context<'a> {
     cli: &'a Cli,
     config: Config,
 }
 
 impl<'a> Context<'a> {
-    pub fn new(cli: &'a Cli, config: Config) -> Context<'a> {
+    pub(crate) fn new(cli: &'a Cli, config: Config) -> Context<'a> {
         Context { cli, config }
     }
 
-    pub fn config(&self) -> &Config {
+    pub(crate) fn config(&self) -> &Config {
         &self.config
     }
 
     /// For `backup`, whose flags set config keys (`--concurrency`, …).
-    pub fn config_mut(&mut self) -> &mut Config {
+    pub(crate) fn config_mut(&mut self) -> &mut Config {
         &mut self.config
     }
 
     /// `--json`: the output is JSON lines.
-    pub fn json(&self) -> bool {
+    pub(crate) fn json(&self) -> bool {
         self.cli.json
     }
 
     /// A progress reporter: a bar on a terminal, JSON lines with
     /// `json_progress`, nothing otherwise (and never a bar with `--json`).
-    pub fn progress(&self, json_progress: bool) -> Progress {
+    pub(crate) fn progress(&self, json_progress: bool) -> Progress {
         Progress::new(progress::Mode::choose(self.cli.json, json_progress))
     }
 
@@ -87,31 +87,31 @@ impl<'a> Context<'a> {
 
     /// The recorded cache, read-only and without the run lock (`list`,
     /// `restore NAME`, `verify NAME`): it works while a backup runs.
-    pub fn read_cache(&self) -> anyhow::Result<Cache> {
+    pub(crate) fn read_cache(&self) -> anyhow::Result<Cache> {
         Ok(Cache::open_read_only(self.recorded_path()?)?)
     }
 
     /// The recorded cache with the run lock, waiting up to `lock_wait` for
     /// it (`check`, `cleanup`): they write to it, but never create it.
-    pub fn recorded_cache(&self, lock_wait: Duration) -> anyhow::Result<Cache> {
+    pub(crate) fn recorded_cache(&self, lock_wait: Duration) -> anyhow::Result<Cache> {
         self.open_locked(self.recorded_path()?, lock_wait)
     }
 
     /// The cache of a backup run, created (with its directory) when absent,
     /// with the run lock, waiting up to `lock_wait` for it.
-    pub fn backup_cache(&self, lock_wait: Duration) -> anyhow::Result<Cache> {
+    pub(crate) fn backup_cache(&self, lock_wait: Duration) -> anyhow::Result<Cache> {
         self.open_locked(self.backup_cache_path()?, lock_wait)
     }
 
     /// Where a backup run keeps its cache (a usage error when not set).
-    pub fn backup_cache_path(&self) -> anyhow::Result<&Path> {
+    pub(crate) fn backup_cache_path(&self) -> anyhow::Result<&Path> {
         self.cache_path("for backup (the deduplication database)")
     }
 
     /// The client of the gateway at `gateway` (`--gateway`) when given,
     /// else at the config's `destination.url`; an invalid URL is a usage
     /// error naming where it came from. Requests use the configured retries.
-    pub fn gateway<'s>(&'s self, gateway: Option<&'s str>) -> anyhow::Result<Gateway<'s>> {
+    pub(crate) fn gateway<'s>(&'s self, gateway: Option<&'s str>) -> anyhow::Result<Gateway<'s>> {
         let config = &self.config;
         let (url, key) = match gateway {
             Some(url) => (url, "--gateway"),
@@ -131,7 +131,7 @@ impl<'a> Context<'a> {
     /// first contact is a single try that waits at most `--timeout` (else
     /// [`FIRST_CONTACT_TIMEOUT`]); with `--timeout`, every request (its
     /// retries included) gets one attempt of that long.
-    pub fn interactive_gateway<'s>(
+    pub(crate) fn interactive_gateway<'s>(
         &'s self,
         gateway: Option<&'s str>,
         timeout: Option<Duration>,
@@ -154,7 +154,7 @@ impl<'a> Context<'a> {
 /// The most the first request of `restore` and `verify` waits without
 /// `--timeout`: a person is waiting, and a gateway that does not answer
 /// its node status this fast is not going to serve a restore.
-pub const FIRST_CONTACT_TIMEOUT: Duration = Duration::from_secs(15);
+pub(crate) const FIRST_CONTACT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How [`Gateway::storage_servers`] asks the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,7 +169,7 @@ enum Contact {
 
 /// A gateway client, the URL it uses, and how it makes first contact.
 #[derive(Debug)]
-pub struct Gateway<'u> {
+pub(crate) struct Gateway<'u> {
     pub client: Client,
     pub url: &'u str,
     contact: Contact,
@@ -178,7 +178,7 @@ pub struct Gateway<'u> {
 impl Gateway<'_> {
     /// `(connected, known)`: the storage servers the gateway sees; an error
     /// when it cannot be reached or sees none (the grid is down).
-    pub fn storage_servers(&self) -> anyhow::Result<(usize, usize)> {
+    pub(crate) fn storage_servers(&self) -> anyhow::Result<(usize, usize)> {
         let (connected, known) = match self.contact {
             Contact::Once => self
                 .client

@@ -5,7 +5,7 @@ use std::io::Write;
 use crate::config::Config;
 use crate::exit::Outcome;
 
-pub fn run(config: &Config) -> anyhow::Result<Outcome> {
+pub(crate) fn run(config: &Config) -> anyhow::Result<Outcome> {
     let mut out = std::io::stdout().lock();
     out.write_all(config.to_yaml().as_bytes())?;
     out.flush()?;

@@ -20,7 +20,7 @@ const PER_BACKUP_BUDGET: usize = 2_000_000;
 /// How many objects the lease warning names (by short id).
 const NAMED_OBJECTS: usize = 5;
 
-pub fn run(ctx: &Context<'_>, args: &ListArgs) -> anyhow::Result<Outcome> {
+pub(crate) fn run(ctx: &Context<'_>, args: &ListArgs) -> anyhow::Result<Outcome> {
     let json = ctx.json();
     let cache = ctx.read_cache()?;
     let backups = cache.backups()?;

@@ -14,7 +14,7 @@ use crate::restore::{self, Options, Report, Selection};
 use crate::selector::Selector;
 use crate::tahoe::Cap;
 
-pub fn run(ctx: &Context<'_>, args: &RestoreArgs) -> anyhow::Result<Outcome> {
+pub(crate) fn run(ctx: &Context<'_>, args: &RestoreArgs) -> anyhow::Result<Outcome> {
     let selection = Selection::parse(&args.paths).map_err(UsageError)?;
     let gateway = ctx.interactive_gateway(args.gateway.as_deref(), args.timeout)?;
     let root = resolve(ctx, args)?;

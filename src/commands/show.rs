@@ -7,13 +7,13 @@ use crate::escape;
 /// A backup name as text: raw bytes escaped like queue paths (`\\`,
 /// `\xNN`), so control bytes and invalid UTF-8 are visible and lossless.
 /// The selector accepts this form back ([`crate::selector`]).
-pub fn name(raw: &[u8]) -> String {
+pub(crate) fn name(raw: &[u8]) -> String {
     String::from_utf8_lossy(&escape::escape(raw)).into_owned()
 }
 
 /// Unix seconds as ISO 8601 local time with its offset, the one time format
 /// of the output (`list`, `cleanup`, `check`); `@SECONDS` when out of range.
-pub fn time(ts: i64) -> String {
+pub(crate) fn time(ts: i64) -> String {
     jiff::Timestamp::from_second(ts).map_or_else(
         |_| format!("@{ts}"),
         |t| {
@@ -25,18 +25,18 @@ pub fn time(ts: i64) -> String {
 }
 
 /// The plural ending of a count: `""` for one, else `"s"`.
-pub fn plural(n: usize) -> &'static str {
+pub(crate) fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
 /// Seconds as the `--json` lines give them: rounded to the millisecond.
-pub fn json_seconds(secs: f64) -> f64 {
+pub(crate) fn json_seconds(secs: f64) -> f64 {
     (secs * 1000.0).round() / 1000.0
 }
 
 /// The short id of a cap read from the cache as text (the same as
 /// [`crate::tahoe::Cap::short_id`]; `?` for a text that is not a cap).
-pub fn short_id(cap: &str) -> String {
+pub(crate) fn short_id(cap: &str) -> String {
     crate::tahoe::Cap::parse(cap).map_or_else(|_| "?".to_owned(), |c| c.short_id())
 }
 
@@ -44,7 +44,7 @@ pub fn short_id(cap: &str) -> String {
 /// renewed within `lease.duration_days - lease.warn_days` days is about to
 /// lapse (`docs/lifecycle.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LeaseWindow {
+pub(crate) struct LeaseWindow {
     /// `duration_days - warn_days` (0 when warn_days is larger).
     pub days: u64,
     /// Unix seconds: renewals before this are stale.
@@ -53,7 +53,7 @@ pub struct LeaseWindow {
 
 impl LeaseWindow {
     /// The window for `lease` as of `now` (Unix seconds).
-    pub fn at(lease: &Lease, now: i64) -> LeaseWindow {
+    pub(crate) fn at(lease: &Lease, now: i64) -> LeaseWindow {
         let days = lease.duration_days.saturating_sub(lease.warn_days);
         let secs = i64::try_from(days.saturating_mul(86_400)).unwrap_or(i64::MAX);
         LeaseWindow {
@@ -63,7 +63,7 @@ impl LeaseWindow {
     }
 
     /// The window as of now.
-    pub fn now(lease: &Lease) -> LeaseWindow {
+    pub(crate) fn now(lease: &Lease) -> LeaseWindow {
         LeaseWindow::at(lease, crate::cache::unix_now())
     }
 }

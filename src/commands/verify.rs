@@ -17,7 +17,7 @@ use crate::selector::Selector;
 use crate::tahoe::Cap;
 use crate::verify::{self, Difference, Options, SourceRules};
 
-pub fn run(ctx: &Context<'_>, args: &VerifyArgs) -> anyhow::Result<Outcome> {
+pub(crate) fn run(ctx: &Context<'_>, args: &VerifyArgs) -> anyhow::Result<Outcome> {
     let config = ctx.config();
     let (root, label) = resolve(ctx, args)?;
     let gateway = ctx.interactive_gateway(args.gateway.as_deref(), args.timeout)?;

@@ -208,7 +208,7 @@ impl<'de> Visitor<'de> for RawVisitor {
 
 impl Node {
     /// How a value is named in a "found ..." message.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match &self.kind {
             Kind::Null => "null".to_owned(),
             Kind::Bool(b) => format!("the boolean {b}"),
@@ -221,7 +221,7 @@ impl Node {
     }
 
     /// The value as a number, if it is one.
-    pub fn as_f64(&self) -> Option<f64> {
+    pub(crate) fn as_f64(&self) -> Option<f64> {
         match self.kind {
             Kind::Int(i) => Some(i as f64),
             Kind::Float(f) => Some(f),
@@ -231,7 +231,7 @@ impl Node {
 
     /// The value as an integer, also when written as an integral float such
     /// as `20e6` (sizes are often written that way).
-    pub fn as_int(&self) -> Option<i128> {
+    pub(crate) fn as_int(&self) -> Option<i128> {
         match self.kind {
             Kind::Int(i) => Some(i),
             // The bound keeps the cast exact; larger floats are not integers

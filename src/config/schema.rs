@@ -37,7 +37,7 @@ pub(crate) enum InvalidKind {
 }
 
 impl Invalid {
-    pub fn ty(node: &Node, key: &str, expected: impl Into<String>) -> Self {
+    pub(super) fn ty(node: &Node, key: &str, expected: impl Into<String>) -> Self {
         Invalid {
             line: node.line,
             key: key.to_owned(),
@@ -48,7 +48,7 @@ impl Invalid {
         }
     }
 
-    pub fn value(node: &Node, key: &str, message: impl Into<String>) -> Self {
+    pub(super) fn value(node: &Node, key: &str, message: impl Into<String>) -> Self {
         Invalid {
             line: node.line,
             key: key.to_owned(),
@@ -59,7 +59,7 @@ impl Invalid {
 
 impl Layer<'_> {
     /// Attaches the file name.
-    pub fn fail(&self, invalid: Invalid) -> ConfigError {
+    pub(super) fn fail(&self, invalid: Invalid) -> ConfigError {
         let file = self.file.to_owned();
         let Invalid { line, key, kind } = invalid;
         match kind {
@@ -89,7 +89,11 @@ impl Layer<'_> {
     /// The entries of a section. `null` (e.g. `logging:` with everything
     /// under it commented out) is an empty section, not an error: it changes
     /// nothing, as in the original tool.
-    pub fn section<'n>(&self, node: &'n Node, key: &str) -> Result<&'n [Entry], ConfigError> {
+    pub(super) fn section<'n>(
+        &self,
+        node: &'n Node,
+        key: &str,
+    ) -> Result<&'n [Entry], ConfigError> {
         match &node.kind {
             Kind::Null => Ok(&[]),
             Kind::Map(entries) => {
@@ -108,7 +112,7 @@ impl Layer<'_> {
     /// A key a section does not know: a key of the original tool that no
     /// longer applies (one warning, and everything under it is skipped), or
     /// an error.
-    pub fn other_key(&mut self, key: &str, line: usize) -> Result<(), ConfigError> {
+    pub(super) fn other_key(&mut self, key: &str, line: usize) -> Result<(), ConfigError> {
         match super::IGNORED_KEYS.iter().find(|(k, _)| *k == key) {
             Some((_, why)) => {
                 self.warnings.push(format!(

@@ -92,12 +92,15 @@ impl Value for LogLevel {
 /// `destination.encoding.xz` rules select are compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Codec {
+    /// xz (the original tool's codec): smallest, slow.
     #[default]
     Xz,
+    /// zstd: much faster, slightly larger.
     Zstd,
 }
 
 impl Codec {
+    /// The config and edge-metadata spelling: `xz` or `zstd`.
     pub fn as_str(self) -> &'static str {
         match self {
             Codec::Xz => "xz",
@@ -258,7 +261,7 @@ impl RetryDelay {
 /// A config number of seconds as a duration. The parser only admits finite,
 /// non-negative numbers, but a huge one (`1e20`) does not fit a `Duration`:
 /// it means "practically forever", not a crash.
-pub fn seconds(secs: f64) -> Duration {
+pub(crate) fn seconds(secs: f64) -> Duration {
     Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(Duration::MAX)
 }
 
@@ -531,6 +534,7 @@ impl Value for XzOptions {
 /// regex matches decides.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct XzRule {
+    /// What a match decides.
     pub action: XzAction,
     /// Rust `regex` syntax, matched unanchored on the path's raw bytes.
     pub regex: String,
@@ -663,11 +667,11 @@ impl Value for Vec<XzRule> {
 pub(crate) mod url {
     use super::*;
 
-    pub fn zero() -> String {
+    pub(crate) fn zero() -> String {
         String::new()
     }
 
-    pub fn parse(node: &Node, key: &str) -> Result<String, Invalid> {
+    pub(crate) fn parse(node: &Node, key: &str) -> Result<String, Invalid> {
         let url = String::parse(node, key)?;
         let lower = url.to_ascii_lowercase();
         if (lower.starts_with("http://") || lower.starts_with("https://"))
@@ -687,7 +691,7 @@ pub(crate) mod url {
         }
     }
 
-    pub fn to_out(url: &str) -> Out {
+    pub(crate) fn to_out(url: &str) -> Out {
         Out::Str(url.to_owned())
     }
 }
@@ -697,11 +701,11 @@ pub(crate) mod url {
 pub(crate) mod count_limit {
     use super::*;
 
-    pub fn zero() -> Option<u64> {
+    pub(crate) fn zero() -> Option<u64> {
         None
     }
 
-    pub fn parse(node: &Node, key: &str) -> Result<Option<u64>, Invalid> {
+    pub(crate) fn parse(node: &Node, key: &str) -> Result<Option<u64>, Invalid> {
         match (&node.kind, node.as_int()) {
             (Kind::Null, _) => Ok(None),
             (_, Some(n)) if n <= 0 => Ok(None),
@@ -712,7 +716,7 @@ pub(crate) mod count_limit {
         }
     }
 
-    pub fn to_out(limit: &Option<u64>) -> Out {
+    pub(crate) fn to_out(limit: &Option<u64>) -> Out {
         limit.map_or(Out::Null, |n| Out::Int(n.into()))
     }
 }
@@ -722,11 +726,11 @@ pub(crate) mod count_limit {
 pub(crate) mod secs_limit {
     use super::*;
 
-    pub fn zero() -> Option<f64> {
+    pub(crate) fn zero() -> Option<f64> {
         None
     }
 
-    pub fn parse(node: &Node, key: &str) -> Result<Option<f64>, Invalid> {
+    pub(crate) fn parse(node: &Node, key: &str) -> Result<Option<f64>, Invalid> {
         match (&node.kind, node.as_f64()) {
             (Kind::Null, _) => Ok(None),
             (_, Some(secs)) if secs.is_finite() => Ok((secs > 0.0).then_some(secs)),
@@ -743,7 +747,7 @@ pub(crate) mod secs_limit {
         }
     }
 
-    pub fn to_out(limit: &Option<f64>) -> Out {
+    pub(crate) fn to_out(limit: &Option<f64>) -> Out {
         limit.map_or(Out::Null, Out::Float)
     }
 }
@@ -753,11 +757,11 @@ pub(crate) mod secs_limit {
 pub(crate) mod attempts {
     use super::*;
 
-    pub fn zero() -> u32 {
+    pub(crate) fn zero() -> u32 {
         1
     }
 
-    pub fn parse(node: &Node, key: &str) -> Result<u32, Invalid> {
+    pub(crate) fn parse(node: &Node, key: &str) -> Result<u32, Invalid> {
         match node.as_int() {
             Some(n) if n < 1 => Ok(1),
             Some(n) => u32::try_from(n).map_err(|_| Invalid::value(node, key, "too many attempts")),
@@ -769,7 +773,7 @@ pub(crate) mod attempts {
         }
     }
 
-    pub fn to_out(attempts: &u32) -> Out {
+    pub(crate) fn to_out(attempts: &u32) -> Out {
         Out::Int((*attempts).into())
     }
 }
@@ -779,11 +783,11 @@ pub(crate) mod attempts {
 pub(crate) mod at_least_one {
     use super::*;
 
-    pub fn zero() -> u64 {
+    pub(crate) fn zero() -> u64 {
         1
     }
 
-    pub fn parse(node: &Node, key: &str) -> Result<u64, Invalid> {
+    pub(crate) fn parse(node: &Node, key: &str) -> Result<u64, Invalid> {
         match node.as_int().map(u64::try_from) {
             Some(Ok(n)) if n >= 1 => Ok(n),
             Some(Ok(_)) => Err(Invalid::value(node, key, "must be at least 1")),
@@ -791,7 +795,7 @@ pub(crate) mod at_least_one {
         }
     }
 
-    pub fn to_out(n: &u64) -> Out {
+    pub(crate) fn to_out(n: &u64) -> Out {
         Out::Int((*n).into())
     }
 }
@@ -802,11 +806,11 @@ pub(crate) mod filter_rules {
     use super::*;
     use crate::filter::Filter;
 
-    pub fn zero() -> Vec<String> {
+    pub(crate) fn zero() -> Vec<String> {
         Vec::new()
     }
 
-    pub fn parse(node: &Node, key: &str) -> Result<Vec<String>, Invalid> {
+    pub(crate) fn parse(node: &Node, key: &str) -> Result<Vec<String>, Invalid> {
         let items: &[Node] = match &node.kind {
             Kind::Null => return Ok(Vec::new()),
             Kind::Seq(items) => items,
@@ -840,7 +844,7 @@ pub(crate) mod filter_rules {
         Ok(rules)
     }
 
-    pub fn to_out(rules: &[String]) -> Out {
+    pub(crate) fn to_out(rules: &[String]) -> Out {
         if rules.is_empty() {
             Out::Null
         } else {

@@ -13,7 +13,7 @@ use liblzma::stream::{Check, Stream};
 use super::{Encoder, Encoding};
 
 /// How many leading bytes of a file the probe compresses.
-pub const PROBE_SIZE: usize = 64 << 10;
+pub(crate) const PROBE_SIZE: usize = 64 << 10;
 
 /// The probe's zstd level: the fastest, it only has to tell text-like data
 /// from data that is already compressed.
@@ -100,7 +100,7 @@ impl Encoder {
     /// rule decision ([`Encoder::choose`]).
     ///
     /// Reads the file once, hashing its raw bytes. With a decision of
-    /// `Some(codec)`, a probe first compresses the first [`PROBE_SIZE`] bytes
+    /// `Some(codec)`, a probe first compresses the first `PROBE_SIZE` bytes
     /// with zstd level 1; if that does not save at least 5 % the file is
     /// sent as it is. Otherwise the whole file is compressed with `codec`
     /// (xz: the configured preset, CRC64 check; zstd: the configured level,
@@ -114,7 +114,11 @@ impl Encoder {
     /// [`Encoder::prepare`] of a file already opened (the upload opens it
     /// relative to held directory descriptors, without following links).
     /// Reads from the file's current position, which must be its start.
-    pub fn prepare_file(&self, mut file: File, decision: Option<Encoding>) -> io::Result<Prepared> {
+    pub(crate) fn prepare_file(
+        &self,
+        mut file: File,
+        decision: Option<Encoding>,
+    ) -> io::Result<Prepared> {
         let mut hasher = blake3::Hasher::new();
         let mut buf = vec![0; CHUNK];
         let Some(codec) = decision else {

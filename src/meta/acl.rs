@@ -12,20 +12,20 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 const VERSION: u32 = 2;
-pub const TAG_USER_OBJ: u16 = 0x01;
-pub const TAG_USER: u16 = 0x02;
-pub const TAG_GROUP_OBJ: u16 = 0x04;
-pub const TAG_GROUP: u16 = 0x08;
-pub const TAG_MASK: u16 = 0x10;
-pub const TAG_OTHER: u16 = 0x20;
+pub(crate) const TAG_USER_OBJ: u16 = 0x01;
+pub(crate) const TAG_USER: u16 = 0x02;
+pub(crate) const TAG_GROUP_OBJ: u16 = 0x04;
+pub(crate) const TAG_GROUP: u16 = 0x08;
+pub(crate) const TAG_MASK: u16 = 0x10;
+pub(crate) const TAG_OTHER: u16 = 0x20;
 /// The id of an entry without a qualifier.
-pub const UNDEFINED_ID: u32 = u32::MAX;
+pub(crate) const UNDEFINED_ID: u32 = u32::MAX;
 
-pub const ACCESS_XATTR: &str = "system.posix_acl_access";
-pub const DEFAULT_XATTR: &str = "system.posix_acl_default";
+pub(crate) const ACCESS_XATTR: &str = "system.posix_acl_access";
+pub(crate) const DEFAULT_XATTR: &str = "system.posix_acl_default";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AclEntry {
+pub(crate) struct AclEntry {
     pub tag: u16,
     pub perm: u16,
     pub id: u32,
@@ -33,16 +33,16 @@ pub struct AclEntry {
 
 /// A decoded ACL, entries in kernel order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Acl {
+pub(crate) struct Acl {
     pub entries: Vec<AclEntry>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed POSIX ACL xattr: {0}")]
-pub struct AclDecodeError(&'static str);
+pub(crate) struct AclDecodeError(&'static str);
 
 impl Acl {
-    pub fn decode(raw: &[u8]) -> Result<Self, AclDecodeError> {
+    pub(crate) fn decode(raw: &[u8]) -> Result<Self, AclDecodeError> {
         if raw.len() < 4 || !(raw.len() - 4).is_multiple_of(8) {
             return Err(AclDecodeError("length is not 4 + 8*n bytes"));
         }
@@ -64,7 +64,7 @@ impl Acl {
     /// The kernel's xattr value: the inverse of [`Acl::decode`]. Entries
     /// are written in the order held (the kernel wants them sorted by tag,
     /// then id).
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut raw = Vec::with_capacity(4 + 8 * self.entries.len());
         raw.extend_from_slice(&VERSION.to_le_bytes());
         for e in &self.entries {
@@ -77,7 +77,7 @@ impl Acl {
 
     /// The access ACL that the permission bits alone stand for: what libacl
     /// reports for a file without an access ACL xattr.
-    pub fn from_mode(mode: u32) -> Self {
+    pub(crate) fn from_mode(mode: u32) -> Self {
         let perm = |shift: u32| ((mode >> shift) & 7) as u16;
         Self {
             entries: vec![
@@ -103,7 +103,7 @@ impl Acl {
     /// Whether the ACL says more than the permission bits: it has named
     /// users or groups, or a mask (which hides the owning group's real
     /// permissions behind the mode's group bits).
-    pub fn is_extended(&self) -> bool {
+    pub(crate) fn is_extended(&self) -> bool {
         self.entries
             .iter()
             .any(|e| matches!(e.tag, TAG_USER | TAG_GROUP | TAG_MASK))
@@ -111,7 +111,13 @@ impl Acl {
 
     /// Appends the short text form, each entry prefixed with `prefix` (`""`
     /// or `"d:"`), separated by commas.
-    pub fn write_text(&self, prefix: &str, names: &mut NameCache, numeric: bool, out: &mut String) {
+    pub(crate) fn write_text(
+        &self,
+        prefix: &str,
+        names: &mut NameCache,
+        numeric: bool,
+        out: &mut String,
+    ) {
         for entry in &self.entries {
             if !out.is_empty() {
                 out.push(',');
@@ -153,7 +159,7 @@ fn perm_text(perm: u16) -> String {
 
 /// uid/gid → name lookups, cached: a tree with ACLs repeats the same few ids.
 #[derive(Debug, Default)]
-pub struct NameCache {
+pub(crate) struct NameCache {
     users: HashMap<u32, String>,
     groups: HashMap<u32, String>,
 }

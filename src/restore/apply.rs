@@ -25,7 +25,7 @@ use crate::meta::acl::{
 };
 
 /// What to apply metadata to.
-pub enum At<'a> {
+pub(crate) enum At<'a> {
     /// An open file or directory (regular files and directories).
     Open(&'a File),
     /// A name in a directory, never followed (symlinks, special files).
@@ -61,7 +61,7 @@ impl At<'_> {
 /// restore's safety options (`--no-owner`, `--no-setuid`, `--no-caps`,
 /// `--no-xattrs`) hold back.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Ctx {
+pub(crate) struct Ctx {
     pub root: bool,
     /// Leave ownership to the restoring user (no `chown`).
     pub no_owner: bool,
@@ -79,7 +79,7 @@ impl Ctx {
     /// The permission bits `mode` gets on an entry (`is_dir`): all twelve,
     /// less setuid/setgid on a non-directory under `--no-setuid` (setgid on
     /// a directory only makes new files inherit its group).
-    pub fn mode_bits(&self, mode: u32, is_dir: bool) -> u32 {
+    pub(crate) fn mode_bits(&self, mode: u32, is_dir: bool) -> u32 {
         let bits = mode & 0o7777;
         if self.no_setuid && !is_dir {
             bits & !0o6000
@@ -92,7 +92,7 @@ impl Ctx {
 /// Applies `meta` to `at`. `is_dir` enables the default ACL; `is_symlink`
 /// skips mode, ACLs and capabilities (Linux has none for symlinks).
 /// Returns the problems (each a short text; the caller names the entry).
-pub fn apply(
+pub(crate) fn apply(
     at: &At<'_>,
     meta: &EdgeMeta,
     is_dir: bool,
@@ -207,7 +207,7 @@ fn timespec(ns: i128) -> Option<TimeSpec> {
 }
 
 /// The recorded mtime of `meta` as (seconds, nanoseconds), for comparisons.
-pub fn mtime_parts(meta: &EdgeMeta) -> Option<(i64, i64)> {
+pub(crate) fn mtime_parts(meta: &EdgeMeta) -> Option<(i64, i64)> {
     let ns = meta.mtime_ns?;
     Some((
         i64::try_from(ns.div_euclid(1_000_000_000)).ok()?,
@@ -216,14 +216,14 @@ pub fn mtime_parts(meta: &EdgeMeta) -> Option<(i64, i64)> {
 }
 
 /// The kernel encodings of an access and a default ACL.
-pub type AclXattrs = (Option<Vec<u8>>, Option<Vec<u8>>);
+pub(crate) type AclXattrs = (Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// Encodes the short ACL text (entries joined by `,`, default entries
 /// prefixed `d:`) as the kernel's xattr values (access, default). A named
 /// qualifier is resolved by name on this machine when the name exists,
 /// else taken from the same entry of `ids` (`acl_ids`); an all-digit
 /// qualifier is an id.
-pub fn encode_acls(text: &str, ids: Option<&str>) -> Result<AclXattrs, String> {
+pub(crate) fn encode_acls(text: &str, ids: Option<&str>) -> Result<AclXattrs, String> {
     let entries: Vec<&str> = text.split(',').filter(|e| !e.is_empty()).collect();
     let id_entries: Option<Vec<&str>> =
         ids.map(|t| t.split(',').filter(|e| !e.is_empty()).collect());
@@ -318,7 +318,7 @@ fn pack(mut entries: Vec<AclEntry>) -> Option<Vec<u8>> {
 }
 
 /// `name` as an `OsStr`.
-pub fn os(name: &[u8]) -> &OsStr {
+pub(crate) fn os(name: &[u8]) -> &OsStr {
     OsStr::from_bytes(name)
 }
 

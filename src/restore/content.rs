@@ -14,7 +14,7 @@ const BLOCK: usize = 4096;
 /// for aligned 4 KiB blocks of zeros, and sets the final length. Returns the
 /// number of bytes of the file. `expect` is the recorded original size;
 /// another size is an error.
-pub fn write(
+pub(super) fn write(
     file: &File,
     stored: &mut dyn Read,
     enc: Option<Encoding>,

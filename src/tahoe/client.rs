@@ -83,11 +83,11 @@ const STATUS_REPLY_LIMIT: u64 = 4 << 20;
 /// directory listing (`t=json`). A listing of this tool's backups takes
 /// about 500 bytes per entry, so 64 MiB holds a directory of well over
 /// 100,000 entries.
-pub const DEFAULT_MAX_LISTING_BYTES: u64 = 64 << 20;
+pub(crate) const DEFAULT_MAX_LISTING_BYTES: u64 = 64 << 20;
 
 /// Most bytes of a symlink target (`SYMLINK_TARGET_LIMIT`), whatever its
 /// cap says: Linux's `PATH_MAX` is 4 KiB, so 64 KiB is generous.
-pub const SYMLINK_TARGET_LIMIT: u64 = 64 * 1024;
+pub(crate) const SYMLINK_TARGET_LIMIT: u64 = 64 * 1024;
 
 /// Idle keep-alive connections kept per gateway (uploads may run in
 /// parallel threads).
@@ -476,7 +476,7 @@ impl Client {
 
     /// [`Client::download_at_most`] with the size the cap states as the
     /// limit; a cap that states no size (a mutable file) may have at most
-    /// [`SYMLINK_TARGET_LIMIT`] bytes. For large files use
+    /// 64 KiB (`SYMLINK_TARGET_LIMIT`). For large files use
     /// [`Client::download_with`], which streams.
     pub fn download(&self, cap: &Cap) -> Result<Vec<u8>, TahoeError> {
         let max = cap

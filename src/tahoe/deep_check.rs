@@ -227,7 +227,7 @@ impl Iterator for DeepCheck<'_> {
 }
 
 /// Interprets one non-empty line of the stream.
-pub fn parse_line(line: &[u8], repair: bool) -> StreamItem {
+pub(super) fn parse_line(line: &[u8], repair: bool) -> StreamItem {
     let text = String::from_utf8_lossy(line);
     if let Some(rest) = text.strip_prefix("ERROR:") {
         return StreamItem::Error(shown(rest.trim()));

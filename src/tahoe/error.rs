@@ -35,15 +35,23 @@ pub enum TahoeError {
     /// `attempts` is how many tries were made.
     #[error("cannot connect to the Tahoe gateway at {gateway}: {message}{}", attempts_note(*attempts))]
     Connect {
+        /// The gateway's address (never a cap).
         gateway: String,
+        /// Why the connection failed.
         message: String,
+        /// How many tries were made.
         attempts: u32,
     },
 
     /// The connection failed during the exchange (reset, closed early,
     /// malformed HTTP).
     #[error("connection to the Tahoe gateway failed: {message}{}", attempts_note(*attempts))]
-    Network { message: String, attempts: u32 },
+    Network {
+        /// What went wrong.
+        message: String,
+        /// How many tries were made.
+        attempts: u32,
+    },
 
     /// Every attempt ran out of time (`operation.timeouts.updates`);
     /// `after` is the limit of the last attempt.
@@ -52,7 +60,12 @@ pub enum TahoeError {
         super::client::show_secs(*after),
         if *attempts > 1 { format!(", {attempts} attempts") } else { String::new() }
     )]
-    Timeout { after: Duration, attempts: u32 },
+    Timeout {
+        /// The time limit of the last attempt.
+        after: Duration,
+        /// How many tries were made.
+        attempts: u32,
+    },
 
     /// Reading the local data of an upload failed (the file vanished or
     /// could not be read, the compressor failed). Never retried.
@@ -69,14 +82,22 @@ pub enum TahoeError {
     /// rest of the text, redacted and shortened.
     #[error("{}", http_text(*status, exception.as_deref(), message))]
     Http {
+        /// The HTTP status code.
         status: u16,
+        /// The Python exception's class name, when the body names one.
         exception: Option<String>,
+        /// The rest of the body, redacted and shortened.
         message: String,
     },
 
     /// A reply body ended before (or went past) its announced size.
     #[error("incomplete reply from the Tahoe gateway: {got} of {expected} bytes")]
-    Incomplete { expected: u64, got: u64 },
+    Incomplete {
+        /// The announced size.
+        expected: u64,
+        /// The bytes received.
+        got: u64,
+    },
 
     /// A reply body longer than the limit for what it is (a directory
     /// listing, a check report, a symlink target, a file longer than its
@@ -85,7 +106,9 @@ pub enum TahoeError {
     /// the object's path. Never retried: the gateway would send it again.
     #[error("{what} is larger than the limit of {limit} bytes{}", hint.map(|h| format!(" ({h})")).unwrap_or_default())]
     TooLarge {
+        /// The kind of reply (never a cap).
         what: &'static str,
+        /// The limit, in bytes.
         limit: u64,
         /// The config key that sets the limit, when it is configurable.
         hint: Option<&'static str>,

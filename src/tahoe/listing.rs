@@ -24,7 +24,7 @@ use super::{Cap, Client, TahoeError, redact};
 /// Most bytes of one child's entry in a listing. An entry of this tool's
 /// backups is a few hundred bytes (a few KiB with ACLs and xattrs, whose
 /// values Linux file systems keep to 64 KiB each).
-pub const ENTRY_LIMIT: u64 = 1 << 20;
+pub(crate) const ENTRY_LIMIT: u64 = 1 << 20;
 
 impl Client {
     /// Lists the directory `dir` (`GET /uri/DIRCAP?t=json`), parsing the
@@ -32,7 +32,7 @@ impl Client {
     /// child)` as soon as it is read, where `acc` is made by `fresh()` for
     /// every try (a retried request starts over). The reply may have at
     /// most [`Client::max_listing_bytes`] bytes and each child's entry at
-    /// most [`ENTRY_LIMIT`] ([`TahoeError::TooLarge`], noticed as it
+    /// most 1 MiB, `ENTRY_LIMIT` ([`TahoeError::TooLarge`], noticed as it
     /// arrives). A reply that is not a directory listing is
     /// [`TahoeError::BadReply`].
     pub fn list_dir<A>(

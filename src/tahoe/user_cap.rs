@@ -24,7 +24,7 @@ use super::Cap;
 
 /// What a command-line or config text is.
 #[derive(Debug, PartialEq, Eq)]
-pub enum UserCap {
+pub(crate) enum UserCap {
     /// A well-formed capability, in Tahoe's canonical spelling.
     Cap(Cap),
     /// It looks like a capability (after decoding, it starts with `URI:` in
@@ -35,7 +35,7 @@ pub enum UserCap {
 }
 
 /// Classifies `text`; see the module doc.
-pub fn classify(text: &str) -> UserCap {
+pub(crate) fn classify(text: &str) -> UserCap {
     let Some(candidate) = decode(text) else {
         return UserCap::NotACap;
     };
@@ -49,7 +49,7 @@ pub fn classify(text: &str) -> UserCap {
 }
 
 /// Whether `text` is, or looks like, a capability in any spelling.
-pub fn looks_like_cap(text: &str) -> bool {
+pub(crate) fn looks_like_cap(text: &str) -> bool {
     decode(text).is_some()
 }
 

@@ -20,7 +20,7 @@ use nix::fcntl::{OFlag, openat, readlinkat};
 use nix::sys::stat::Mode;
 
 /// The source root and the directories below it opened last.
-pub struct SourceTree {
+pub(super) struct SourceTree {
     root: PathBuf,
     root_fd: OwnedFd,
     /// The directories from the root down, each with its path relative to
@@ -59,7 +59,7 @@ fn swapped(component: &[u8], e: nix::errno::Errno) -> io::Error {
 impl SourceTree {
     /// Opens the source root, the trust anchor: the path the user named
     /// (the scan has refused a root that is a symlink).
-    pub fn open(root: &Path) -> io::Result<SourceTree> {
+    pub(super) fn open(root: &Path) -> io::Result<SourceTree> {
         let root_fd = File::open(root)?;
         if !root_fd.metadata()?.is_dir() {
             return Err(io::Error::new(
@@ -126,7 +126,7 @@ impl SourceTree {
 
     /// `lstat` of the entry at `path` (relative, not the root), through the
     /// held directory chain: an `O_PATH | O_NOFOLLOW` descriptor's status.
-    pub fn lstat(&mut self, path: &[u8]) -> io::Result<Metadata> {
+    pub(super) fn lstat(&mut self, path: &[u8]) -> io::Result<Metadata> {
         let (parent, name) = super::split_path(path);
         let dir = self.dir(parent)?;
         let fd = openat(
@@ -141,7 +141,7 @@ impl SourceTree {
 
     /// Opens the regular file at `path` for reading without following a
     /// link, and checks that it is the file `md` describes (same inode).
-    pub fn open_file(&mut self, path: &[u8], md: &Metadata) -> io::Result<File> {
+    pub(super) fn open_file(&mut self, path: &[u8], md: &Metadata) -> io::Result<File> {
         use std::os::unix::fs::MetadataExt;
         let (parent, name) = super::split_path(path);
         let dir = self.dir(parent)?;
@@ -180,7 +180,7 @@ impl SourceTree {
     }
 
     /// The target of the symlink at `path`.
-    pub fn read_link(&mut self, path: &[u8]) -> io::Result<Vec<u8>> {
+    pub(super) fn read_link(&mut self, path: &[u8]) -> io::Result<Vec<u8>> {
         let (parent, name) = super::split_path(path);
         let dir = self.dir(parent)?;
         Ok(readlinkat(dir, OsStr::from_bytes(name))
@@ -192,7 +192,7 @@ impl SourceTree {
     /// directory (`/proc/self/fd/N/NAME`), for calls that only take paths
     /// and do not follow a final link (`lgetxattr`). Valid only until the
     /// next call on this tree. Without `/proc`, the plain path.
-    pub fn fd_path(&mut self, path: &[u8]) -> io::Result<PathBuf> {
+    pub(super) fn fd_path(&mut self, path: &[u8]) -> io::Result<PathBuf> {
         if path.is_empty() {
             return Ok(self.root.clone());
         }

@@ -15,9 +15,9 @@ use crate::progress::Progress;
 use crate::ratelimit::Limits;
 use crate::tahoe::{Cap, CheckOptions, CheckReport, Client, TahoeError};
 
-pub type JobId = u64;
+pub(super) type JobId = u64;
 
-pub enum Job {
+pub(super) enum Job {
     /// Read (and hash, and maybe compress) a file.
     Prepare {
         id: JobId,
@@ -37,7 +37,7 @@ pub enum Job {
 }
 
 /// Why an upload did not produce a cap.
-pub enum Failure {
+pub(super) enum Failure {
     /// This object alone cannot go up (its file changed or vanished while
     /// it was read, or the grid refuses its content while it accepts a
     /// fresh probe); the run goes on without it.
@@ -48,7 +48,7 @@ pub enum Failure {
     Tahoe(TahoeError),
 }
 
-pub enum Done {
+pub(super) enum Done {
     Prepared {
         id: JobId,
         result: io::Result<Prepared>,
@@ -67,7 +67,7 @@ pub enum Done {
 }
 
 /// What every worker shares.
-pub struct Shared<'a> {
+pub(super) struct Shared<'a> {
     pub client: &'a Client,
     pub encoder: &'a Encoder,
     pub limits: Limits,
@@ -94,7 +94,7 @@ impl<R: Read> Read for Counted<R> {
 }
 
 /// Runs jobs until the job channel closes.
-pub fn work(shared: &Shared<'_>, jobs: &Mutex<Receiver<Job>>, done: &Sender<Done>) {
+pub(super) fn work(shared: &Shared<'_>, jobs: &Mutex<Receiver<Job>>, done: &Sender<Done>) {
     loop {
         // Hold the lock only to take a job, not while doing it.
         let job = match jobs.lock() {
@@ -242,7 +242,7 @@ fn classify(shared: &Shared<'_>, err: TahoeError) -> Classified {
 
 /// 1 KiB of random bytes: above the literal-cap threshold, so uploading it
 /// really places shares, and unique, so it never collides with anything.
-pub fn random_probe() -> Vec<u8> {
+pub(crate) fn random_probe() -> Vec<u8> {
     let mut buf = vec![0u8; 1024];
     if File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut buf))

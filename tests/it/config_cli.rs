@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use lafs_backup::config::{self, Config};
+use lafs_backup::{Config, load_config};
 use predicates::prelude::*;
 use tempfile::TempDir;
 
@@ -61,7 +61,7 @@ fn dump_config_prints_the_merged_config() {
     let a = write(&dir, "a.yaml", A);
     let b = write(&dir, "b.yaml", B);
     let assert = run(&[&a, &b], &["dump-config"]).success();
-    let expected = config::load(&[a.clone(), b.clone()]).expect("loads").config;
+    let expected = load_config(&[a.clone(), b.clone()]).expect("loads").config;
     assert_eq!(stdout_of(&assert), expected.to_yaml());
 
     // The layering itself, as seen in the output.

@@ -12,11 +12,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use lafs_backup::edge::{Child, EdgeMeta, children_json};
-use lafs_backup::encode::Encoding;
-use lafs_backup::meta::EntryMeta;
-use lafs_backup::names::{ROOT_META_NAME, edge_name, raw_name};
-use lafs_backup::tahoe::Cap;
+use lafs_backup::{
+    Cap, Child, EdgeMeta, Encoding, EntryMeta, ROOT_META_NAME, children_json, edge_name, raw_name,
+};
 
 const DOC: &str = include_str!("../../docs/metadata.md");
 

@@ -1,4 +1,4 @@
-//! `lafs_backup::encode` bodies uploaded to the REAL local grid that
+//! `lafs_backup::Encoder` bodies uploaded to the REAL local grid that
 //! `scripts/test` starts (`LAFS_TEST_GATEWAY`), then downloaded through the
 //! gateway with the test's own HTTP code and decoded with the codecs' own
 //! decoders.
@@ -13,9 +13,10 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use lafs_backup::config::{Codec, Config, Retry, RetryDelay, Timeouts, XzAction, XzRule};
-use lafs_backup::encode::{Encoder, Encoding, Prepared, is_file_changed};
-use lafs_backup::tahoe::{Cap, Client, TahoeError};
+use lafs_backup::{
+    Cap, Client, Codec, Config, Encoder, Encoding, Prepared, Retry, RetryDelay, TahoeError,
+    Timeouts, XzAction, XzRule, is_file_changed,
+};
 
 fn client() -> Client {
     Client::new(

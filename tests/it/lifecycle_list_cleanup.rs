@@ -244,9 +244,9 @@ fn list_shows_backups_oldest_first_and_warns_about_old_leases() {
     assert!(!s.cache.exists());
     // An empty cache lists nothing.
     drop(
-        lafs_backup::cache::Cache::open(
+        lafs_backup::Cache::open(
             &s.cache,
-            &lafs_backup::config::Config::default()
+            &lafs_backup::Config::default()
                 .source
                 .entry_cache
                 .commit_after,

@@ -1,4 +1,4 @@
-//! `lafs_backup::tahoe::lit_cap` and `empty_dir_cap` give, byte for byte,
+//! `lafs_backup::lit_cap` and `empty_dir_cap` give, byte for byte,
 //! the caps a real tahoe-lafs 1.20.0 gateway returns: for every file size
 //! from 0 to 55 bytes (`PUT /uri` answers `URI:LIT:…`), for 56 bytes (no
 //! literal cap: the gateway stores shares), and for an immutable directory
@@ -10,7 +10,7 @@
 
 use crate::common;
 
-use lafs_backup::tahoe::{Cap, LIT_THRESHOLD, empty_dir_cap, lit_cap, lit_data};
+use lafs_backup::{Cap, LIT_THRESHOLD, empty_dir_cap, lit_cap, lit_data};
 
 /// The gateway's answer to `method {gateway}{path}` with `body`: the status
 /// must be 200, the (trimmed) body is returned.

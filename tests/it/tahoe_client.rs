@@ -1,4 +1,4 @@
-//! `lafs_backup::tahoe::Client` against the REAL local Tahoe grids that
+//! `lafs_backup::Client` against the REAL local Tahoe grids that
 //! `scripts/test` starts (`LAFS_TEST_GATEWAY`: 1-of-1, `LAFS_TEST_GATEWAY_3N`:
 //! 2-of-3), plus a few fault-injection tests (at the end of the file) that
 //! use a tiny fake HTTP server for failures a real grid cannot produce on
@@ -17,8 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use lafs_backup::config::{Retry, RetryDelay, Timeouts};
-use lafs_backup::tahoe::{Cap, CheckOptions, Client, LIT_THRESHOLD, TahoeError};
+use lafs_backup::{
+    Cap, CheckOptions, Client, LIT_THRESHOLD, Retry, RetryDelay, TahoeError, Timeouts,
+};
 use serde_json::json;
 
 fn retry() -> Retry {
