@@ -27,7 +27,7 @@ use std::fmt;
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tracing::warn;
@@ -130,11 +130,9 @@ pub(crate) fn sql_err(path: &Path, action: &'static str, source: rusqlite::Error
     }
 }
 
-/// Seconds since the Unix epoch.
+/// Seconds since the Unix epoch, from the run's clock (`crate::clock`).
 pub(crate) fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    crate::clock::unix_now()
 }
 
 /// Literal caps hold their data inside the cap: no shares, no leases

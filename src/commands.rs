@@ -24,6 +24,7 @@ pub(crate) use context::Context;
 
 /// Runs the parsed command line to completion.
 pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    crate::clock::init().map_err(|e| crate::exit::UsageError(e.to_string()))?;
     let loaded = config::load(&cli.config)?;
     crate::logging::init(log_level(&cli, loaded.config.logging.level));
     for warning in &loaded.warnings {

@@ -54,6 +54,7 @@
 //! - `progress`: the upload's progress bar or JSON lines.
 //! - `logging`: log output on stderr (never a cap).
 //! - `exit`: exit codes and error messages (`docs/exit-codes.md`).
+//! - `clock`: the run's wall clock (`LAFS_BACKUP_NOW` freezes it).
 //!
 //! # Public API
 //!
@@ -66,6 +67,7 @@
 
 pub(crate) mod cache;
 pub(crate) mod cli;
+pub(crate) mod clock;
 pub(crate) mod commands;
 pub(crate) mod config;
 pub(crate) mod edge;

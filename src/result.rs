@@ -75,7 +75,7 @@ pub(crate) fn append_to_file(path: &Path, source: &[u8], cap: &Cap) -> io::Resul
             break locked;
         }
     };
-    let line = result_line(&jiff::Zoned::now(), source, cap);
+    let line = result_line(&crate::clock::now_local(), source, cap);
     // One write call: the line lands whole even for readers that do not lock.
     locked.write_all(line.as_bytes())?;
     locked.sync_data()
