@@ -15,6 +15,7 @@
 //! or key bytes.
 
 mod backups;
+mod reclaim;
 mod key;
 mod leases;
 mod lock;
@@ -36,6 +37,7 @@ use crate::config::CommitAfter;
 use crate::tahoe::Cap;
 
 pub(crate) use key::{DirChild, FileKey, ObjectKey, SymlinkKey, dir_key};
+pub(crate) use backups::ForgetPlan;
 pub(crate) use leases::StaleLeases;
 pub(crate) use schema::SCHEMA_VERSION;
 // The unit tests of the cache's modules name these by their short path.

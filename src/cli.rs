@@ -76,6 +76,16 @@ pub enum Command {
     /// which a forgotten backup can still be read.
     Cleanup(CleanupArgs),
 
+    /// Apply a retention policy: keep the backups the policy keeps, forget
+    /// the others (as `cleanup` does), printing every decision and why.
+    ///
+    /// The policy is the config's `retention` (docs/retention.md), or the
+    /// --keep-* flags. The newest backup of a name and pinned backups are
+    /// always kept; objects a kept backup reaches are never forgotten.
+    /// Space comes back only when leases lapse on servers with lease expiry
+    /// enabled.
+    Forget(ForgetArgs),
+
     /// Restore a backup (or part of it) into TARGET: bytes and metadata.
     ///
     /// With --gateway and a root cap, no config or cache is needed: the
@@ -378,6 +388,69 @@ pub struct BackupArgs {
     /// progress bar is drawn on stderr anyway.)
     #[arg(long)]
     pub json_progress: bool,
+
+    /// Back up even when the retention schedule (`cycle`, `hanoi`) says
+    /// the day is not due or its slot is already done.
+    #[arg(long, alias = "force")]
+    pub ignore_schedule: bool,
+
+    /// Print whether a backup is due, the label it would get and what the
+    /// retention policy would forget after it; change nothing, contact no
+    /// gateway.
+    #[arg(long)]
+    pub plan: bool,
+}
+
+/// The arguments of `forget`.
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// The backup names to apply the policy to (raw or escaped as `list`
+    /// prints them); default: every name in the entry cache.
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+
+    /// Print what would be kept and forgotten, and why; change nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+
+    /// Keep the N newest backups (-1: all).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_last: Option<i64>,
+
+    /// Keep the newest backup of each of the last N hours that have one.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_hourly: Option<i64>,
+
+    /// Keep the newest backup of each of the last N days that have one.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_daily: Option<i64>,
+
+    /// Keep the newest backup of each of the last N ISO weeks that have one.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_weekly: Option<i64>,
+
+    /// Keep the newest backup of each of the last N months that have one.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_monthly: Option<i64>,
+
+    /// Keep the newest backup of each of the last N years that have one.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_yearly: Option<i64>,
+
+    /// Keep every backup made within DURATION (e.g. 14d, 6m, 1y2m) of the
+    /// newest backup of the name.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<String>,
+
+    /// Allow a policy that keeps nothing (only the newest backup of each
+    /// name, and pinned ones, survive).
+    #[arg(long)]
+    pub unsafe_allow_forget_all: bool,
+
+    /// Wait up to DURATION for another run to release the entry cache's
+    /// lock instead of failing at once (as for backup).
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_wait_arg)]
+    pub lock_wait: std::time::Duration,
 }
 
 /// A duration argument (`--timeout`, `--max-duration`): seconds (`30`,

@@ -9,8 +9,10 @@ pub(crate) mod check;
 pub(crate) mod cleanup;
 pub(crate) mod context;
 pub(crate) mod dump_config;
+pub(crate) mod forget;
 pub(crate) mod list;
 pub(crate) mod restore;
+pub(crate) mod schedule;
 pub(crate) mod show;
 pub(crate) mod verify;
 
@@ -36,6 +38,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::List(ref args) => list::run(&ctx, args),
         Command::Check(ref args) => check::run(&ctx, args),
         Command::Cleanup(ref args) => cleanup::run(&ctx, args),
+        Command::Forget(ref args) => forget::run(&ctx, args),
         Command::Restore(ref args) => restore::run(&ctx, args),
         Command::Verify(ref args) => verify::run(&ctx, args),
         Command::DumpConfig => dump_config::run(ctx.config()),

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use tracing::{info, warn};
 
 use super::context::{Context, Gateway};
-use super::show;
+use super::{schedule, show};
 use crate::cache::Cache;
 use crate::cli::BackupArgs;
 use crate::config::Config;
@@ -198,6 +198,28 @@ pub(crate) fn run(mut ctx: Context<'_>, args: &BackupArgs) -> anyhow::Result<Out
         )
     })?;
 
+    // The retention schedule first: a day that is not due contacts no
+    // gateway and changes nothing.
+    let name = scan::backup_name(&pick_source(config)?);
+    if args.plan {
+        schedule::print_plan(&ctx, &pick_source(config)?, name.as_encoded_bytes())?;
+        return Ok(Outcome::Success);
+    }
+    let label = if config.operation.queue_only {
+        Label::default()
+    } else {
+        match schedule::verdict(&ctx, name.as_encoded_bytes(), args.ignore_schedule)? {
+            schedule::Verdict::Run { label, priority } => Label { label, priority },
+            schedule::Verdict::Skip(why) => {
+                if ctx.json() {
+                    println!("{}", serde_json::json!({"type": "skipped", "reason": why}));
+                } else {
+                    eprintln!("lafs-backup: {why} (--ignore-schedule backs up anyway)");
+                }
+                return Ok(Outcome::Success);
+            }
+        }
+    };
     let ready = if config.operation.queue_only {
         None
     } else {
@@ -260,8 +282,46 @@ pub(crate) fn run(mut ctx: Context<'_>, args: &BackupArgs) -> anyhow::Result<Out
     let Some(ready) = ready else {
         return Ok(outcome);
     };
-    let uploaded = upload_queue(&ctx, args, &queue_path, ready)?;
-    Ok(outcome.max(uploaded))
+    let uploaded = upload_queue(&ctx, args, &queue_path, ready, label)?;
+    let outcome = outcome.max(uploaded);
+    // The policy runs only after a complete backup is recorded: a failed,
+    // interrupted or partial run (exit 3) forgets nothing.
+    if outcome == Outcome::Success {
+        forget_after_backup(&ctx, args, name.as_encoded_bytes())?;
+    }
+    Ok(outcome)
+}
+
+/// The retention label (and tiers' priority) a new backup gets.
+#[derive(Debug, Default)]
+struct Label {
+    label: Option<String>,
+    priority: Option<i64>,
+}
+
+/// `retention.forget_after_backup`: the policy, applied to this backup's
+/// name right after it was recorded (so a policy of one slot is safe).
+fn forget_after_backup(ctx: &Context<'_>, args: &BackupArgs, name: &[u8]) -> anyhow::Result<()> {
+    let Some(retention) = ctx.config().retention.as_ref() else {
+        return Ok(());
+    };
+    if !retention.forget_after_backup {
+        return Ok(());
+    }
+    let Some(policy) = retention.policy.as_ref() else {
+        return Ok(());
+    };
+    if crate::retention::is_empty(policy) {
+        warn!(
+            "retention.forget_after_backup is set but the policy keeps nothing:              nothing is forgotten (see docs/retention.md)"
+        );
+        return Ok(());
+    }
+    let cache = ctx.recorded_cache(args.lock_wait)?;
+    let names = std::collections::BTreeSet::from([name.to_vec()]);
+    super::forget::apply(ctx, cache, policy, Some(&names), false)
+        .context("applying the retention policy after the backup (retention.forget_after_backup); the backup itself is recorded")?;
+    Ok(())
 }
 
 /// Resolves `source.path` the same way the scan does: the queue's paths are
@@ -322,6 +382,7 @@ fn upload_queue(
     args: &BackupArgs,
     queue_path: &Path,
     ready: Ready,
+    label: Label,
 ) -> anyhow::Result<Outcome> {
     let config = ctx.config();
     let Ready {
@@ -365,12 +426,16 @@ fn upload_queue(
     let finished =
         finished.with_context(|| format!("uploading the queue {}", queue_path.display()))?;
     let stats = finished.stats;
-    cache.finish_backup(
+    let id = cache.finish_backup(
         name.as_encoded_bytes(),
         &finished.root,
         stats.entries,
         stats.bytes_total,
     )?;
+    if label.label.is_some() {
+        cache.set_label(id, label.label.as_deref(), label.priority)?;
+        cache.commit()?;
+    }
     drop(cache);
 
     let results = &config.destination.result;
@@ -392,11 +457,13 @@ fn upload_queue(
     queue::mark_done(queue_path)?;
 
     let name_text = String::from_utf8_lossy(name.as_encoded_bytes()).into_owned();
+    let label_text = label.label;
     if ctx.json() {
         let line = serde_json::json!({
             "type": "summary",
             "name": name_text,
             "generation": generation,
+            "label": label_text,
             "root_cap": finished.root.as_str(),
             "entries": stats.entries,
             "files_uploaded": stats.files_uploaded,

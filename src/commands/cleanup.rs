@@ -20,6 +20,7 @@ use serde_json::json;
 use super::Context;
 use super::show::{name as show_name, plural, time as iso_time};
 use crate::cache::{BackupRow, Cache};
+use crate::cache::ForgetPlan;
 use crate::cli::CleanupArgs;
 use crate::exit::{Outcome, UsageError};
 use crate::names;
@@ -27,7 +28,6 @@ use crate::selector::{self, Given, Selected, Selector};
 use crate::tahoe::{Cap, Client};
 
 pub(crate) fn run(ctx: &Context<'_>, args: &CleanupArgs) -> anyhow::Result<Outcome> {
-    let config = ctx.config();
     let json = ctx.json();
     let targets = selector::targets(&args.targets, io::stdin().lock())
         .context("reading targets from stdin")?;
@@ -39,7 +39,7 @@ pub(crate) fn run(ctx: &Context<'_>, args: &CleanupArgs) -> anyhow::Result<Outco
         )
         .into());
     }
-    let mut cache = ctx.recorded_cache(args.lock_wait)?;
+    let cache = ctx.recorded_cache(args.lock_wait)?;
     let selection = select(&cache, &targets, &args.generations, args.up_to)?;
     let plan = cache.plan_forget(&selection.ids, &selection.generations, selection.up_to)?;
     let dry = args.dry_run;
@@ -91,48 +91,16 @@ pub(crate) fn run(ctx: &Context<'_>, args: &CleanupArgs) -> anyhow::Result<Outco
         }
     }
 
-    // Root caps that no kept backup has: their result lines and links go.
-    let roots: BTreeSet<&str> = plan
-        .backups
-        .iter()
-        .map(|b| b.root_cap.as_str())
-        .filter(|c| !plan.is_kept_root(c))
-        .collect();
-    let mut client = None;
-
     let unreferenced = plan.unreferenced().count();
     if let Some(dst) = &args.enumerate_shares {
+        let mut client = None;
         let sis = storage_indexes(plan.unreferenced(), ctx, &mut client)?;
         write_storage_indexes(json, dst.as_deref(), &sis)?;
     }
-
-    let links = result_links(&plan.backups, &roots, ctx, &mut client, dry)?;
-    let result_lines = match &config.destination.result.append_to_file {
-        Some(path) if !roots.is_empty() => {
-            let n = crate::result::remove_lines(path, &roots, dry).with_context(|| {
-                format!(
-                    "removing the forgotten backups' lines from the result file {} \
-                     (destination.result.append_to_file); nothing was forgotten yet",
-                    path.display()
-                )
-            })?;
-            if n > 0 || !json {
-                eprintln!(
-                    "lafs-backup: result file {}: {} {n} line{}",
-                    path.display(),
-                    if dry { "would remove" } else { "removed" },
-                    plural(n)
-                );
-            }
-            n
-        }
-        _ => 0,
-    };
-
-    if !dry {
-        cache.apply_forget(&plan)?;
-        cache.close()?;
-    }
+    let Carried {
+        result_lines,
+        links,
+    } = carry_out(ctx, cache, &plan, dry)?;
 
     if json {
         println!(
@@ -170,6 +138,64 @@ pub(crate) fn run(ctx: &Context<'_>, args: &CleanupArgs) -> anyhow::Result<Outco
         );
     }
     Ok(Outcome::Success)
+}
+
+/// What [`carry_out`] removed (or, dry, would remove).
+pub(super) struct Carried {
+    pub(super) result_lines: usize,
+    pub(super) links: usize,
+}
+
+/// Carries out a forget plan, in the order that lets an interrupted run be
+/// completed by running it again: the result directory's links, the
+/// result file's lines (of root caps no kept backup has), then the cache in
+/// one transaction. `dry` changes nothing and counts. Shared by `cleanup`
+/// and `forget`.
+pub(super) fn carry_out(
+    ctx: &Context<'_>,
+    mut cache: Cache,
+    plan: &ForgetPlan,
+    dry: bool,
+) -> anyhow::Result<Carried> {
+    let json = ctx.json();
+    // Root caps that no kept backup has: their result lines and links go.
+    let roots: BTreeSet<&str> = plan
+        .backups
+        .iter()
+        .map(|b| b.root_cap.as_str())
+        .filter(|c| !plan.is_kept_root(c))
+        .collect();
+    let mut client = None;
+    let links = result_links(&plan.backups, &roots, ctx, &mut client, dry)?;
+    let result_lines = match &ctx.config().destination.result.append_to_file {
+        Some(path) if !roots.is_empty() => {
+            let n = crate::result::remove_lines(path, &roots, dry).with_context(|| {
+                format!(
+                    "removing the forgotten backups' lines from the result file {} \
+                     (destination.result.append_to_file); nothing was forgotten yet",
+                    path.display()
+                )
+            })?;
+            if n > 0 || !json {
+                eprintln!(
+                    "lafs-backup: result file {}: {} {n} line{}",
+                    path.display(),
+                    if dry { "would remove" } else { "removed" },
+                    plural(n)
+                );
+            }
+            n
+        }
+        _ => 0,
+    };
+    if !dry {
+        cache.apply_forget(plan)?;
+        cache.close()?;
+    }
+    Ok(Carried {
+        result_lines,
+        links,
+    })
 }
 
 /// What the command line selects.

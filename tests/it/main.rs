@@ -30,6 +30,7 @@ mod lit_caps;
 mod restore_formats;
 mod restore_grid;
 mod restore_options;
+mod retention;
 mod scan_queue;
 mod selector_context;
 mod state_safety;

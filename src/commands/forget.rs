@@ -1,0 +1,246 @@
+//! `forget`: apply a retention policy (`docs/retention.md`) to the recorded
+//! backups of each name, and forget the ones it does not keep, through the
+//! same steps as `cleanup` (result-directory links, result-file lines, the
+//! entry cache in one transaction). Objects a kept backup still reaches are
+//! never forgotten. Shares are never deleted: the storage servers reclaim
+//! them when their leases lapse, and only where lease expiry is enabled.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::json;
+
+use super::Context;
+use super::cleanup::{Carried, carry_out};
+use super::show::{name as show_name, plural, time as iso_time};
+use crate::cache::{BackupRow, Cache};
+use crate::cli::ForgetArgs;
+use crate::exit::{Outcome, UsageError};
+use crate::retention::{self, Candidate, Decision, Policy};
+use crate::tahoe::Cap;
+
+pub(crate) fn run(ctx: &Context<'_>, args: &ForgetArgs) -> anyhow::Result<Outcome> {
+    let policy = policy_for(ctx, args)?;
+    let cache = ctx.recorded_cache(args.lock_wait)?;
+    let rows = cache.backups()?;
+    let names = if args.names.is_empty() {
+        None
+    } else {
+        Some(pick_names(&rows, &args.names)?)
+    };
+    apply(ctx, cache, &policy, names.as_ref(), args.dry_run)?;
+    Ok(Outcome::Success)
+}
+
+/// The policy: the `--keep-*` flags when any is given, else the config's
+/// `retention`. An empty policy (one that could forget everything but the
+/// newest backup) is refused unless `--unsafe-allow-forget-all`.
+fn policy_for(ctx: &Context<'_>, args: &ForgetArgs) -> anyhow::Result<Policy> {
+    let from_flags = retention::KeepRules::from_flags(&retention::KeepFlags {
+        last: args.keep_last,
+        hourly: args.keep_hourly,
+        daily: args.keep_daily,
+        weekly: args.keep_weekly,
+        monthly: args.keep_monthly,
+        yearly: args.keep_yearly,
+        within: args.keep_within.as_deref(),
+    })
+    .map_err(UsageError)?;
+    let policy = match from_flags {
+        Some(rules) => Policy::Keep(rules),
+        None => match ctx.config().retention.as_ref().and_then(|r| r.policy.clone()) {
+            Some(p) => p,
+            None if args.unsafe_allow_forget_all => Policy::Keep(retention::KeepRules::default()),
+            None => return Err(empty_policy().into()),
+        },
+    };
+    if retention::is_empty(&policy) && !args.unsafe_allow_forget_all {
+        return Err(empty_policy().into());
+    }
+    Ok(policy)
+}
+
+fn empty_policy() -> UsageError {
+    UsageError(
+        "no retention policy: set `retention` in the config (docs/retention.md) or give \
+         --keep-* flags; a policy that keeps nothing would forget every backup but the newest \
+         of each name (--unsafe-allow-forget-all does that on purpose)"
+            .into(),
+    )
+}
+
+/// The raw names the arguments name (raw or escaped as `list` prints
+/// them); an unknown one is a usage error naming it.
+fn pick_names(rows: &[BackupRow], given: &[String]) -> anyhow::Result<BTreeSet<Vec<u8>>> {
+    let mut names = BTreeSet::new();
+    for g in given {
+        let found: BTreeSet<Vec<u8>> = rows
+            .iter()
+            .filter(|r| r.name == g.as_bytes() || show_name(&r.name) == *g)
+            .map(|r| r.name.clone())
+            .collect();
+        if found.is_empty() {
+            return Err(UsageError(format!(
+                "no backup named {} in the entry cache (`lafs-backup list` shows the names)",
+                crate::selector::quoted(g)
+            ))
+            .into());
+        }
+        names.extend(found);
+    }
+    Ok(names)
+}
+
+/// What a policy run decided and did, for `backup`'s `forget_after_backup`.
+pub(crate) struct Applied {
+    pub(crate) forgotten: usize,
+}
+
+/// Applies `policy` to the backups of each name in `names` (all names when
+/// `None`), prints every decision and a summary, and forgets what it does
+/// not keep (nothing when `dry`).
+pub(crate) fn apply(
+    ctx: &Context<'_>,
+    cache: Cache,
+    policy: &Policy,
+    names: Option<&BTreeSet<Vec<u8>>>,
+    dry: bool,
+) -> anyhow::Result<Applied> {
+    let json = ctx.json();
+    let tz = jiff::tz::TimeZone::system();
+    let rows = cache.backups()?;
+    let mut by_name: BTreeMap<&[u8], Vec<&BackupRow>> = BTreeMap::new();
+    for r in &rows {
+        if names.is_none_or(|n| n.contains(&r.name)) {
+            by_name.entry(r.name.as_slice()).or_default().push(r);
+        }
+    }
+    let mut forget_ids = BTreeSet::new();
+    let mut generations = BTreeSet::new();
+    let mut kept = 0usize;
+    for (name, backups) in &by_name {
+        let candidates: Vec<Candidate> = backups.iter().map(|b| candidate(b)).collect();
+        let decisions = retention::decide(policy, &candidates, &tz);
+        let by_generation: BTreeMap<u64, &Decision> =
+            decisions.iter().map(|d| (d.generation, d)).collect();
+        for b in backups {
+            // A backup the policy did not mention is kept: forgetting needs
+            // a reason.
+            let keep = by_generation.get(&b.generation).is_none_or(|d| d.keep);
+            let reasons: Vec<String> = by_generation
+                .get(&b.generation)
+                .map(|d| d.reasons.clone())
+                .unwrap_or_else(|| vec!["no decision (kept)".into()]);
+            report(json, dry, name, b, keep, &reasons);
+            if keep {
+                kept += 1;
+            } else {
+                forget_ids.insert(b.id);
+                generations.insert(b.generation);
+            }
+        }
+    }
+    let plan = cache.plan_forget(&forget_ids, &generations, None)?;
+    let unreferenced: Vec<&str> = plan.unreferenced().collect();
+    let bytes: u64 = unreferenced
+        .iter()
+        .filter_map(|c| Cap::parse(c).ok().and_then(|c| c.size()))
+        .sum();
+    let last_renewal = cache.last_lease_time(&unreferenced)?;
+    let lease_days = ctx.config().lease.duration_days;
+    let reclaimable = last_renewal.map(|t| {
+        t.saturating_add(i64::try_from(lease_days).unwrap_or(i64::MAX / 86_400) * 86_400)
+    });
+    let forgotten = plan.backups.len();
+    let Carried {
+        result_lines,
+        links,
+    } = carry_out(ctx, cache, &plan, dry)?;
+    if json {
+        println!(
+            "{}",
+            json!({
+                "type": "retention",
+                "dry_run": dry,
+                "kept": kept,
+                "forgotten": forgotten,
+                "objects": unreferenced.len(),
+                "bytes": bytes,
+                "reclaimable_after": reclaimable.map(iso_time),
+                "result_lines": result_lines,
+                "links": links,
+            })
+        );
+    } else {
+        let verb = if dry { "would forget" } else { "forgot" };
+        let mut line = format!(
+            "lafs-backup: forget: {verb} {forgotten} backup{}, kept {kept}; {} object{} \
+             ({}) no longer referenced by any kept backup",
+            plural(forgotten),
+            unreferenced.len(),
+            plural(unreferenced.len()),
+            crate::progress::human_bytes(bytes),
+        );
+        match reclaimable {
+            Some(t) => line.push_str(&format!(
+                ", reclaimable after {} on servers with lease expiry enabled (last lease \
+                 renewal + lease.duration_days {lease_days})",
+                iso_time(t)
+            )),
+            None => line.push_str(", none of them stored on the grid"),
+        }
+        line.push_str(if dry {
+            ". Nothing was changed (--dry-run)."
+        } else {
+            ". No share is deleted: the storage servers reclaim space when leases lapse."
+        });
+        eprintln!("{line}");
+    }
+    Ok(Applied { forgotten })
+}
+
+/// A recorded backup as the policy sees it.
+pub(crate) fn candidate(b: &BackupRow) -> Candidate {
+    Candidate {
+        generation: b.generation,
+        start: b.ts_start,
+        end: b.ts_end,
+        label: b.label.clone(),
+        priority: b.priority,
+        pinned: b.pinned,
+    }
+}
+
+/// One decision: stderr text, or a `decision` JSON line.
+fn report(json: bool, dry: bool, name: &[u8], b: &BackupRow, keep: bool, reasons: &[String]) {
+    if json {
+        println!(
+            "{}",
+            json!({
+                "type": "decision",
+                "name": show_name(name),
+                "generation": b.generation,
+                "finished": iso_time(b.ts_end),
+                "label": b.label,
+                "keep": keep,
+                "reasons": reasons,
+            })
+        );
+    } else {
+        let verb = match (keep, dry) {
+            (true, _) => "keep",
+            (false, true) => "would forget",
+            (false, false) => "forget",
+        };
+        eprintln!(
+            "lafs-backup: {verb} {} generation {} (finished {}{}): {}",
+            show_name(name),
+            b.generation,
+            iso_time(b.ts_end),
+            b.label
+                .as_deref()
+                .map(|l| format!(", {l}"))
+                .unwrap_or_default(),
+            reasons.join(", ")
+        );
+    }
+}
