@@ -21,7 +21,7 @@ use std::fmt;
 pub(crate) use cycle::CycleRules;
 pub(crate) use hanoi::HanoiRules;
 pub(crate) use keep::KeepRules;
-pub(crate) use tiers::TierRules;
+pub(crate) use tiers::{TierLevel, TierRules};
 
 /// Seconds in a day, for day counts (a "day" of `keep_days` is 24 hours).
 const DAY: i64 = 86_400;
@@ -151,6 +151,17 @@ pub(crate) fn is_empty(policy: &Policy) -> bool {
         Policy::Keep(rules) => rules.is_empty(),
         Policy::Cycle(_) | Policy::Hanoi(_) | Policy::Tiers(_) => false,
     }
+}
+
+/// The most `hanoi` discs (for the config's check).
+pub(crate) fn hanoi_max_discs() -> u32 {
+    hanoi::MAX_DISCS
+}
+
+/// A `tiers` label format rendered at a unix time (UTC), `None` when the
+/// format is invalid (for the config's check).
+pub(crate) fn render_label(format: &str, secs: i64) -> Option<String> {
+    tiers::render(format, secs, &jiff::tz::TimeZone::UTC)
 }
 
 /// The candidates sorted newest first: by start, then generation.
