@@ -233,6 +233,11 @@ pub(crate) struct KeepDuration {
 }
 
 impl KeepDuration {
+    /// restic treats a zero duration as an unset rule.
+    pub(crate) fn is_zero(&self) -> bool {
+        *self == Self::default()
+    }
+
     /// The instant this duration before `latest` (calendar arithmetic in `tz`).
     fn before(&self, latest: i64, tz: &jiff::tz::TimeZone) -> Option<jiff::Timestamp> {
         let zoned = jiff::Timestamp::from_second(latest)

@@ -32,7 +32,28 @@ pub(crate) struct KeepRules {
 impl KeepRules {
     /// No rule set: the policy would forget everything but the rails.
     pub(crate) fn is_empty(&self) -> bool {
-        self == &Self::default()
+        // restic: a zero duration (`0d`) is an unused rule.
+        let unset = |d: &Option<KeepDuration>| d.is_none_or(|d| d.is_zero());
+        [
+            self.last,
+            self.hourly,
+            self.daily,
+            self.weekly,
+            self.monthly,
+            self.yearly,
+        ]
+        .iter()
+        .all(|&n| n == 0)
+            && [
+                &self.within,
+                &self.within_hourly,
+                &self.within_daily,
+                &self.within_weekly,
+                &self.within_monthly,
+                &self.within_yearly,
+            ]
+            .into_iter()
+            .all(unset)
     }
 }
 
@@ -117,7 +138,7 @@ pub(super) fn decide(rules: &KeepRules, sorted: &[&Candidate], tz: &TimeZone) ->
         (Period::Monthly, &rules.within_monthly),
         (Period::Yearly, &rules.within_yearly),
     ] {
-        if let Some(d) = within {
+        if let Some(d) = within.filter(|d| !d.is_zero()) {
             buckets.push(Bucket {
                 period,
                 count: -1,
@@ -130,6 +151,7 @@ pub(super) fn decide(rules: &KeepRules, sorted: &[&Candidate], tz: &TimeZone) ->
     }
     let within = rules
         .within
+        .filter(|d| !d.is_zero())
         .map(|d| (d, since(&rules.within).unwrap_or(i64::MIN)));
 
     let oldest = sorted.len().saturating_sub(1);
@@ -156,7 +178,10 @@ pub(super) fn decide(rules: &KeepRules, sorted: &[&Candidate], tz: &TimeZone) ->
                     continue;
                 }
                 let val = b.period.bucket(&time, nr);
-                if b.last.as_ref() != Some(&val) || nr == oldest {
+                // restic: a count rule with counts left also keeps the oldest
+                // backup; a within_* rule does not.
+                let oldest_rule = nr == oldest && b.since.is_none();
+                if b.last.as_ref() != Some(&val) || oldest_rule {
                     let oldest_only = b.last.as_ref() == Some(&val);
                     if b.count > 0 {
                         b.count -= 1;

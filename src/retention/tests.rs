@@ -417,7 +417,30 @@ fn keep_last_within_and_all() {
             within_weekly: within("1m"),
             ..KeepRules::default()
         }),
-        6
+        5
+    );
+    // A zero duration is an unused rule, as in restic.
+    assert!(
+        KeepRules {
+            within: within("0d"),
+            ..KeepRules::default()
+        }
+        .is_empty()
+    );
+    // Unlike a count rule, a within_* rule does not also keep the oldest backup.
+    assert_eq!(
+        keep(KeepRules {
+            within_monthly: within("2m"),
+            ..KeepRules::default()
+        }),
+        1
+    );
+    assert_eq!(
+        keep(KeepRules {
+            monthly: 2,
+            ..KeepRules::default()
+        }),
+        1 + 1
     );
 }
 
