@@ -496,3 +496,20 @@ fn durations_parse_like_restic() {
         assert!(bad.parse::<KeepDuration>().is_err(), "{bad:?}");
     }
 }
+
+#[test]
+fn hanoi_frequency_and_already_done() {
+    let policy = Policy::Hanoi(HanoiRules {
+        frequency: 2,
+        ..HanoiRules::default()
+    });
+    // 2024-01-01 is epoch day 19723 (odd): not due with frequency 2.
+    assert_eq!(label_on(&policy, at(2024, 1, 1, 12)), Due::NotDue);
+    let now = at(2024, 1, 2, 12);
+    let Due::Due { label, .. } = label_on(&policy, now) else {
+        panic!("an even epoch day is due");
+    };
+    let made = cand(1, now - 3600, label.as_deref(), None);
+    let t = jiff::Timestamp::from_second(now).expect("valid");
+    assert_eq!(due(&policy, t, &[made], &tz()), Due::AlreadyDone);
+}
