@@ -19,6 +19,7 @@
 
 mod emit;
 pub(crate) mod node;
+mod retention;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -26,6 +27,7 @@ mod values;
 
 use std::path::{Path, PathBuf};
 
+pub(crate) use retention::Retention;
 use schema::{Item, Layer, section};
 use values::{at_least_one, attempts, count_limit, filter_rules, secs_limit, url};
 
@@ -262,6 +264,9 @@ section! {
         pub http: Http,
         /// `logging`: what is logged on stderr.
         pub logging: Logging,
+        /// `retention`: the policy `forget` applies (`docs/retention.md`);
+        /// `None` when no policy is configured.
+        pub retention: Option<Retention> => retention,
     }
 }
 

@@ -55,6 +55,8 @@
 //! - `logging`: log output on stderr (never a cap).
 //! - `exit`: exit codes and error messages (`docs/exit-codes.md`).
 //! - `clock`: the run's wall clock (`LAFS_BACKUP_NOW` freezes it).
+//! - `retention`: which backups a policy keeps, and when one is due
+//!   (`docs/retention.md`).
 //!
 //! # Public API
 //!
@@ -84,6 +86,7 @@ pub(crate) mod queue;
 pub(crate) mod ratelimit;
 pub(crate) mod restore;
 pub(crate) mod result;
+pub(crate) mod retention;
 pub(crate) mod scan;
 pub(crate) mod selector;
 pub(crate) mod tahoe;

@@ -1294,3 +1294,146 @@ fn concurrency_is_at_least_one_for_every_command() {
     );
     assert_error("operation:\n  concurrency: -2\n", "a positive integer");
 }
+
+// ------------------------------------------------------------ retention
+
+#[test]
+fn retention_is_unset_by_default_and_takes_one_policy() {
+    use crate::retention::{CycleRules, HanoiRules, KeepDuration, KeepRules, Policy, TierRules};
+    assert_eq!(Config::builtin().retention, None);
+    let policy = |yaml: &str| config(yaml).retention.and_then(|r| r.policy);
+    assert_eq!(
+        policy("retention: {keep: {}}\n"),
+        Some(Policy::Keep(KeepRules::default()))
+    );
+    assert_eq!(
+        policy("retention:\n  keep: {daily: 7, weekly: -1, within: 1y2m}\n"),
+        Some(Policy::Keep(KeepRules {
+            daily: 7,
+            weekly: -1,
+            within: Some(KeepDuration {
+                years: 1,
+                months: 2,
+                ..KeepDuration::default()
+            }),
+            ..KeepRules::default()
+        }))
+    );
+    assert_eq!(
+        policy("retention: {cycle: {frequency: 2, phase: 1}}\n"),
+        Some(Policy::Cycle(CycleRules {
+            frequency: 2,
+            phase: 1,
+            ..CycleRules::default()
+        }))
+    );
+    assert_eq!(
+        policy("retention: {hanoi: {discs: 32, archive_oldest: true}}\n"),
+        Some(Policy::Hanoi(HanoiRules {
+            discs: 32,
+            archive_oldest: true,
+            ..HanoiRules::default()
+        }))
+    );
+    assert_eq!(
+        policy("retention: {tiers: {}}\n"),
+        Some(Policy::Tiers(TierRules::default()))
+    );
+    let r = config("retention: {forget_after_backup: true}\n").retention;
+    assert_eq!(
+        r.as_ref()
+            .map(|r| (r.policy.is_none(), r.forget_after_backup)),
+        Some((true, true))
+    );
+    let tiers = policy(
+        "retention:\n  tiers:\n    levels:\n      - {format: 'W-%Y-%U', priority: 5, keep_days: 3}\n",
+    );
+    let Some(Policy::Tiers(t)) = tiers else {
+        panic!("tiers expected")
+    };
+    assert_eq!(
+        (t.levels.len(), t.levels[0].priority, t.levels[0].keep_days),
+        (1, 5, 3)
+    );
+}
+
+#[test]
+fn retention_errors_name_file_line_and_key() {
+    for (yaml, expected) in [
+        (
+            "retention:\n  keep:\n    dayly: 3\n",
+            "cfg.yaml:3: unknown config key retention.keep.dayly",
+        ),
+        (
+            "retention:\n  kept: {}\n",
+            "cfg.yaml:2: unknown config key retention.kept",
+        ),
+        (
+            "retention:\n  keep: {}\n  cycle: {}\n",
+            "cfg.yaml:3: invalid value for retention.cycle: retention already has the policy keep",
+        ),
+        (
+            "retention:\n  keep:\n    daily: -2\n",
+            "cfg.yaml:3: invalid value for retention.keep.daily: -2 is not a count",
+        ),
+        (
+            "retention:\n  cycle:\n    frequency: 0\n",
+            "cfg.yaml:3: invalid value for retention.cycle.frequency: 0 is not",
+        ),
+        (
+            "retention:\n  cycle:\n    phase: 2\n    frequency: 2\n",
+            "cfg.yaml:3: invalid value for retention.cycle.phase: 2 is not from 0 to frequency - 1 (1)",
+        ),
+        (
+            "retention:\n  cycle:\n    phase: -1\n",
+            "cfg.yaml:3: invalid value for retention.cycle.phase",
+        ),
+        (
+            "retention:\n  hanoi:\n    discs: 0\n",
+            "cfg.yaml:3: invalid value for retention.hanoi.discs: 0 is not a number of discs from 1 to 32",
+        ),
+        (
+            "retention:\n  hanoi:\n    discs: 33\n",
+            "cfg.yaml:3: invalid value for retention.hanoi.discs: 33 is not",
+        ),
+        (
+            "retention:\n  keep:\n    within: 2 weeks\n",
+            "cfg.yaml:3: invalid value for retention.keep.within: invalid duration \"2 weeks\"",
+        ),
+        (
+            "retention:\n  keep:\n    within_daily: 14\n",
+            "cfg.yaml:3: wrong type for retention.keep.within_daily",
+        ),
+        (
+            "retention:\n  tiers:\n    levels:\n      - {format: 'x-%', priority: 1}\n",
+            "cfg.yaml:4: invalid value for retention.tiers.levels level #1.format",
+        ),
+        (
+            "retention:\n  tiers:\n    levels:\n      - {format: 'x-%Y'}\n",
+            "cfg.yaml:4: invalid value for retention.tiers.levels level #1: lacks priority",
+        ),
+        ("retention: daily\n", "cfg.yaml:1: wrong type for retention"),
+        (
+            "retention:\n  forget_after_backup: 3\n",
+            "cfg.yaml:2: wrong type for retention.forget_after_backup",
+        ),
+    ] {
+        assert_error(yaml, expected);
+    }
+}
+
+#[test]
+fn retention_dump_round_trips() {
+    for yaml in [
+        "retention:\n  keep: {last: 2, within: 14d, within_monthly: 1y}\n  forget_after_backup: true\n",
+        "retention: {cycle: {frequency: 3, phase: 2, diffs: 0, fulls: 4}}\n",
+        "retention: {hanoi: {discs: 7, frequency: 2, archive_oldest: true}}\n",
+        "retention: {tiers: {}}\n",
+    ] {
+        let c = config(yaml);
+        let dump = c.to_yaml();
+        let loaded = load_from_strs(&[("dump", &dump)]).unwrap_or_else(|e| panic!("{e}\n{dump}"));
+        assert_eq!(loaded.config, c, "{dump}");
+        assert_eq!(yaml_keys(&dump), Config::keys());
+    }
+}
