@@ -425,6 +425,9 @@ mod tests {
             entries: 1,
             bytes: 1,
             ts_check: None,
+            label: None,
+            priority: None,
+            pinned: false,
         }
     }
 
