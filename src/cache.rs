@@ -741,6 +741,12 @@ impl Cache {
 
     /// Sets (or, with `None`, clears) the retention label and priority of
     /// backup `id`; committed with the caller's next commit.
+    // `backup` labels its backups by the retention policy (issue 12's
+    // schedules, built beside this); until that lands only the tests call it.
+    #[cfg_attr(
+        not(test),
+        allow(dead_code, reason = "the backup command's labelling uses it")
+    )]
     pub(crate) fn set_label(
         &mut self,
         id: i64,

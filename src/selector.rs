@@ -52,12 +52,16 @@ impl<'a> BackupArg<'a> {
     }
 }
 
-/// What picks recorded backups: a cap or a name, and `--generation`.
+/// What picks recorded backups: a cap or a name, and `--generation` or
+/// `--label`.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Selector<'a> {
     pub backup: BackupArg<'a>,
     /// `--generation N`: only that generation of the name.
     pub generation: Option<u64>,
+    /// `--label L`: the newest backup of the name with that label (labels
+    /// repeat across a policy's rotations).
+    pub label: Option<&'a str>,
 }
 
 impl<'a> Selector<'a> {
@@ -76,7 +80,31 @@ impl<'a> Selector<'a> {
                     .into(),
             ));
         }
-        Ok(Selector { backup, generation })
+        Ok(Selector {
+            backup,
+            generation,
+            label: None,
+        })
+    }
+
+    /// Adds `--label`, which goes with a name only and not with
+    /// `--generation` (the command line refuses both together too).
+    pub(crate) fn with_label(mut self, label: Option<&'a str>) -> Result<Self, UsageError> {
+        if label.is_some() {
+            if matches!(self.backup, BackupArg::Cap(_)) {
+                return Err(UsageError(
+                    "--label selects a backup of a backup NAME; it cannot be used with a cap"
+                        .into(),
+                ));
+            }
+            if self.generation.is_some() {
+                return Err(UsageError(
+                    "--label and --generation both select a backup of the NAME; give one".into(),
+                ));
+            }
+        }
+        self.label = label;
+        Ok(self)
     }
 
     /// The cap given, when it is one: such a selector needs no cache.
@@ -152,6 +180,39 @@ impl<'a> Selector<'a> {
                     });
                 }
                 of_generation
+            }
+        };
+        let rows = match self.label {
+            None => rows,
+            Some(label) => {
+                // The newest backup with the label: a rotation reuses it.
+                match rows
+                    .iter()
+                    .copied()
+                    .filter(|r| r.label.as_deref() == Some(label))
+                    .next_back()
+                {
+                    Some(newest) => vec![newest],
+                    None => {
+                        let mut known: Vec<String> = Vec::new();
+                        for r in &rows {
+                            let l = r.label.as_deref().map(|l| quoted(l));
+                            if let Some(l) = l.filter(|l| !known.contains(l)) {
+                                known.push(l);
+                            }
+                        }
+                        return Err(SelectError::UnknownLabel {
+                            name: quoted(name),
+                            label: quoted(label),
+                            cache: cache.to_owned(),
+                            known: if known.is_empty() {
+                                "none".to_owned()
+                            } else {
+                                known.join(", ")
+                            },
+                        });
+                    }
+                }
             }
         };
         // `rows` is not empty: an empty match returned above.
@@ -246,6 +307,17 @@ pub(crate) enum SelectError {
     UnknownGeneration {
         name: String,
         generation: u64,
+        cache: PathBuf,
+        known: String,
+    },
+    #[error(
+        "no backup named {name} has the label {label} in the entry cache {} \
+         (its labels: {known})",
+        cache.display()
+    )]
+    UnknownLabel {
+        name: String,
+        label: String,
         cache: PathBuf,
         known: String,
     },
