@@ -582,4 +582,67 @@ mod tests {
             ]
         );
     }
+
+    fn pick_label(rows: &[BackupRow], arg: &str, label: &str) -> Result<Vec<u64>, String> {
+        let sel = Selector::parse(arg, "BACKUP", None)
+            .and_then(|s| s.with_label(Some(label)))
+            .map_err(|e| e.0)?;
+        let picked = sel
+            .select(rows, Path::new("/c/cache.db"))
+            .map_err(|e| e.to_string())?;
+        Ok(picked.rows().iter().map(|r| r.generation).collect())
+    }
+
+    #[test]
+    fn label_picks_the_newest_backup_with_it_of_the_name() {
+        let mut rows = vec![row(1, b"src", 1), row(2, b"src", 2), row(3, b"other", 3)];
+        rows.push(row(4, b"src", 4));
+        for (i, label) in [
+            (0, "slot-0-FULL"),
+            (1, "slot-1-DIFF"),
+            (2, "slot-0-FULL"),
+            (3, "slot-0-FULL"),
+        ] {
+            rows[i].label = Some(label.to_owned());
+        }
+        assert_eq!(
+            pick_label(&rows, "src", "slot-0-FULL"),
+            Ok(vec![4]),
+            "not other's"
+        );
+        assert_eq!(pick_label(&rows, "src", "slot-1-DIFF"), Ok(vec![2]));
+        let err = pick_label(&rows, "src", "disc-2").unwrap_err();
+        assert!(err.contains("has the label \"disc-2\""), "{err}");
+        assert!(
+            err.contains("(its labels: \"slot-0-FULL\", \"slot-1-DIFF\")"),
+            "{err}"
+        );
+        let err = pick_label(&rows, "nolabels", "x").unwrap_err();
+        assert!(err.contains("no backup named \"nolabels\""), "{err}");
+        rows[1].label = None;
+        rows[0].label = None;
+        rows[3].label = None;
+        let err = pick_label(&rows, "src", "x").unwrap_err();
+        assert!(err.contains("(its labels: none)"), "{err}");
+        // Not with a cap, not with --generation.
+        let cap = rows[0].root_cap.as_str().to_owned();
+        assert!(
+            Selector::parse(&cap, "BACKUP", None)
+                .unwrap()
+                .with_label(Some("x"))
+                .is_err()
+        );
+        assert!(
+            Selector::parse("src", "BACKUP", Some(1))
+                .unwrap()
+                .with_label(Some("x"))
+                .is_err()
+        );
+        assert!(
+            Selector::parse(&cap, "BACKUP", None)
+                .unwrap()
+                .with_label(None)
+                .is_ok()
+        );
+    }
 }
