@@ -189,14 +189,13 @@ impl<'a> Selector<'a> {
                 match rows
                     .iter()
                     .copied()
-                    .filter(|r| r.label.as_deref() == Some(label))
-                    .next_back()
+                    .rfind(|r| r.label.as_deref() == Some(label))
                 {
                     Some(newest) => vec![newest],
                     None => {
                         let mut known: Vec<String> = Vec::new();
                         for r in &rows {
-                            let l = r.label.as_deref().map(|l| quoted(l));
+                            let l = r.label.as_deref().map(quoted);
                             if let Some(l) = l.filter(|l| !known.contains(l)) {
                                 known.push(l);
                             }
