@@ -503,7 +503,22 @@ mod tests {
     }
 
     fn pick(rows: &[BackupRow], arg: &str, generation: Option<u64>) -> Result<Vec<u64>, String> {
-        let sel = Selector::parse(arg, "BACKUP", generation).map_err(|e| e.0)?;
+        pick_with(rows, arg, generation, None)
+    }
+
+    fn pick_label(rows: &[BackupRow], arg: &str, label: &str) -> Result<Vec<u64>, String> {
+        pick_with(rows, arg, None, Some(label))
+    }
+
+    fn pick_with(
+        rows: &[BackupRow],
+        arg: &str,
+        generation: Option<u64>,
+        label: Option<&str>,
+    ) -> Result<Vec<u64>, String> {
+        let sel = Selector::parse(arg, "BACKUP", generation)
+            .and_then(|s| s.with_label(label))
+            .map_err(|e| e.0)?;
         let picked = sel
             .select(rows, Path::new("/c/cache.db"))
             .map_err(|e| e.to_string())?;
@@ -580,16 +595,6 @@ mod tests {
                 ("y", "argument 3"),
             ]
         );
-    }
-
-    fn pick_label(rows: &[BackupRow], arg: &str, label: &str) -> Result<Vec<u64>, String> {
-        let sel = Selector::parse(arg, "BACKUP", None)
-            .and_then(|s| s.with_label(Some(label)))
-            .map_err(|e| e.0)?;
-        let picked = sel
-            .select(rows, Path::new("/c/cache.db"))
-            .map_err(|e| e.to_string())?;
-        Ok(picked.rows().iter().map(|r| r.generation).collect())
     }
 
     #[test]
