@@ -364,3 +364,39 @@ fn cleanup_up_to_is_scoped_by_name() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("its generations: 2, 4"), "{}", r.stderr);
 }
+
+#[test]
+fn a_v1_cache_is_refused_by_readers_and_upgraded_by_a_writer() {
+    let t = Two::new();
+    common::backup_root_cap(&t.config(&t.src));
+    // Back to the columns and version of the release before issue 12 (the
+    // unit tests build a v1 cache from that release's own DDL).
+    t.db()
+        .execute_batch(
+            "ALTER TABLE backups DROP COLUMN label;
+             ALTER TABLE backups DROP COLUMN priority;
+             ALTER TABLE backups DROP COLUMN pinned;
+             UPDATE meta SET value = '1' WHERE name = 'schema_version';",
+        )
+        .unwrap();
+    let r = t.run(&["list"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("schema version 1, older than this lafs-backup's 2")
+            && r.stderr
+                .contains("run a backup or check once to upgrade the cache"),
+        "{}",
+        r.stderr
+    );
+    // A writer upgrades it in place; the backup is still there, unlabelled.
+    let r = t.run(&["check", "-n", "src"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = t.run(&["--json", "list"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let backups = r.of_type("backup");
+    assert_eq!(backups.len(), 1);
+    assert!(backups[0]["label"].is_null() && backups[0]["priority"].is_null());
+    assert_eq!(backups[0]["pinned"], false);
+    assert!(backups[0]["checked"].is_string());
+}
