@@ -10,6 +10,7 @@ pub(crate) mod cleanup;
 pub(crate) mod context;
 pub(crate) mod dump_config;
 pub(crate) mod list;
+pub(crate) mod pin;
 pub(crate) mod restore;
 pub(crate) mod show;
 pub(crate) mod verify;
@@ -38,6 +39,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Cleanup(ref args) => cleanup::run(&ctx, args),
         Command::Restore(ref args) => restore::run(&ctx, args),
         Command::Verify(ref args) => verify::run(&ctx, args),
+        Command::Pin(ref args) => pin::run(&ctx, args, true),
+        Command::Unpin(ref args) => pin::run(&ctx, args, false),
         Command::DumpConfig => dump_config::run(ctx.config()),
     }
 }
