@@ -15,10 +15,10 @@
 //! or key bytes.
 
 mod backups;
-mod reclaim;
 mod key;
 mod leases;
 mod lock;
+mod reclaim;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -36,8 +36,8 @@ use tracing::warn;
 use crate::config::CommitAfter;
 use crate::tahoe::Cap;
 
-pub(crate) use key::{DirChild, FileKey, ObjectKey, SymlinkKey, dir_key};
 pub(crate) use backups::ForgetPlan;
+pub(crate) use key::{DirChild, FileKey, ObjectKey, SymlinkKey, dir_key};
 pub(crate) use leases::StaleLeases;
 pub(crate) use schema::SCHEMA_VERSION;
 // The unit tests of the cache's modules name these by their short path.
@@ -115,6 +115,18 @@ pub enum CacheError {
         .path.display()
     )]
     Corrupt { path: PathBuf, what: String },
+
+    #[error(
+        "the cache {} has schema version {found}, older than this lafs-backup's {supported}, \
+         and only a command that writes to it upgrades it: run a backup or check once to \
+         upgrade the cache",
+        .path.display()
+    )]
+    NeedsUpgrade {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
 
     #[error("internal error with the cache {}: {what}; please report this bug", .path.display())]
     Internal { path: PathBuf, what: &'static str },
@@ -209,6 +221,13 @@ pub(crate) struct BackupRow {
     pub(crate) bytes: u64,
     /// When `check` last found the whole backup healthy.
     pub(crate) ts_check: Option<i64>,
+    /// The retention policy's label (`slot-3-DIFF`, `disc-2`,
+    /// `Weekly-2024-01`), if any; labels repeat across rotations.
+    pub(crate) label: Option<String>,
+    /// The `tiers` policy's priority; `None` for other kinds.
+    pub(crate) priority: Option<i64>,
+    /// Marked by `pin`: no retention policy forgets it.
+    pub(crate) pinned: bool,
 }
 
 /// The grid probe recorded when the cache was created.
@@ -346,12 +365,13 @@ impl Cache {
                     why: "it is empty: no backup was recorded in it".into(),
                 });
             }
-            schema::Found::Version(_) => {
-                return Err(CacheError::Corrupt {
+            // Readers see one schema: reading an older one would mean a
+            // second set of queries kept forever.
+            schema::Found::Version(found) => {
+                return Err(CacheError::NeedsUpgrade {
                     path: path.to_owned(),
-                    what: "it has an older schema, which only a writer upgrades; run \
-                           `lafs-backup backup` or `check` with this cache once"
-                        .into(),
+                    found,
+                    supported: SCHEMA_VERSION,
                 });
             }
         }
@@ -660,7 +680,8 @@ impl Cache {
         let rows = self
             .conn
             .prepare_cached(
-                "SELECT id, name, root_cap, generation, ts_start, ts_end, entries, bytes, ts_check
+                "SELECT id, name, root_cap, generation, ts_start, ts_end, entries, bytes, ts_check,
+                        label, priority, pinned
                  FROM backups ORDER BY id",
             )
             .and_then(|mut stmt| {
@@ -675,6 +696,11 @@ impl Cache {
                         r.get::<_, i64>(6)?,
                         r.get::<_, i64>(7)?,
                         r.get::<_, Option<i64>>(8)?,
+                        (
+                            r.get::<_, Option<String>>(9)?,
+                            r.get::<_, Option<i64>>(10)?,
+                            r.get::<_, bool>(11)?,
+                        ),
                     ))
                 })?
                 .collect::<Result<Vec<_>, _>>()
@@ -682,7 +708,18 @@ impl Cache {
             .map_err(|e| sql_err(&self.path, "reading the backups of", e))?;
         rows.into_iter()
             .map(
-                |(id, name, cap, generation, ts_start, ts_end, entries, bytes, ts_check)| {
+                |(
+                    id,
+                    name,
+                    cap,
+                    generation,
+                    ts_start,
+                    ts_end,
+                    entries,
+                    bytes,
+                    ts_check,
+                    (label, priority, pinned),
+                )| {
                     let count =
                         |v: i64| u64::try_from(v).map_err(|_| self.corrupt("a negative count"));
                     Ok(BackupRow {
@@ -695,10 +732,40 @@ impl Cache {
                         entries: count(entries)?,
                         bytes: count(bytes)?,
                         ts_check,
+                        label,
+                        priority,
+                        pinned,
                     })
                 },
             )
             .collect()
+    }
+
+    /// Sets (or, with `None`, clears) the retention label and priority of
+    /// backup `id`; committed with the caller's next commit.
+    pub(crate) fn set_label(
+        &mut self,
+        id: i64,
+        label: Option<&str>,
+        priority: Option<i64>,
+    ) -> Result<(), CacheError> {
+        self.write(
+            "recording a label in",
+            "UPDATE backups SET label = ?1, priority = ?2 WHERE id = ?3",
+            params![label, priority, id],
+        )?;
+        Ok(())
+    }
+
+    /// Pins (no retention policy forgets it) or unpins backup `id`;
+    /// committed with the caller's next commit.
+    pub(crate) fn set_pinned(&mut self, id: i64, pinned: bool) -> Result<(), CacheError> {
+        self.write(
+            "recording a pin in",
+            "UPDATE backups SET pinned = ?1 WHERE id = ?2",
+            params![pinned, id],
+        )?;
+        Ok(())
     }
 
     /// Records that `check` found backup `id` healthy at `ts`.

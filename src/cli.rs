@@ -98,6 +98,14 @@ pub enum Command {
     /// Exit status: 0 identical, 4 different, 1 could not run.
     Verify(VerifyArgs),
 
+    /// Pin a backup: no retention policy forgets it, and `cleanup` forgets
+    /// it only when it is named by its cap or generation. Without
+    /// --generation or --label, the latest backup of NAME.
+    Pin(PinArgs),
+
+    /// Unpin a backup pinned with `pin`.
+    Unpin(PinArgs),
+
     /// Print the merged configuration as YAML that can be fed back with -c.
     #[command(name = "dump-config", alias = "dump_config")]
     DumpConfig,
@@ -127,6 +135,11 @@ pub struct RestoreArgs {
     /// With a NAME: restore this generation instead of the latest.
     #[arg(long, value_name = "N")]
     pub generation: Option<u64>,
+
+    /// With a NAME: the newest backup of the name with this retention label
+    /// (`list` shows them) instead of the latest.
+    #[arg(long, value_name = "LABEL", conflicts_with = "generation")]
+    pub label: Option<String>,
 
     /// The gateway's web API URL (e.g. http://127.0.0.1:3456), instead of
     /// destination.url from the config.
@@ -197,6 +210,11 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "N")]
     pub generation: Option<u64>,
 
+    /// With a NAME: the newest backup of the name with this retention label
+    /// (`list` shows them) instead of the latest.
+    #[arg(long, value_name = "LABEL", conflicts_with = "generation")]
+    pub label: Option<String>,
+
     /// The gateway's web API URL, instead of destination.url.
     #[arg(long, value_name = "URL")]
     pub gateway: Option<String>,
@@ -236,6 +254,11 @@ pub struct CheckArgs {
     /// name), or `-` to read caps from stdin, one per line.
     #[arg(value_name = "CAP|NAME")]
     pub targets: Vec<String>,
+
+    /// With NAMEs: check the newest backup of each name with this retention
+    /// label instead of its latest.
+    #[arg(long, value_name = "LABEL")]
+    pub label: Option<String>,
 
     /// Check every recorded backup.
     #[arg(long, conflicts_with = "least_recently_checked")]
@@ -306,13 +329,25 @@ pub struct CleanupArgs {
     #[arg(value_name = "CAP|NAME")]
     pub targets: Vec<String>,
 
-    /// Also forget every older backup and generation than those given.
+    /// Also forget every older backup and generation than those given: of
+    /// the NAMEs given only; without a NAME, --all-names is required.
     #[arg(long)]
     pub up_to: bool,
 
-    /// Also forget these generations (finished or dangling).
+    /// With --up-to and no NAME: forget the older backups of every name in
+    /// the cache (without it that is refused, exit 2).
+    #[arg(long, requires = "up_to")]
+    pub all_names: bool,
+
+    /// Also forget these generations (finished or dangling). With NAMEs:
+    /// the backups of those names with these generations.
     #[arg(short = 'g', long = "generation", value_name = "N")]
     pub generations: Vec<u64>,
+
+    /// With NAMEs: the newest backup of each name with this retention
+    /// label.
+    #[arg(long, value_name = "LABEL", conflicts_with = "generations")]
+    pub label: Option<String>,
 
     /// Print the storage index of every object that becomes unreferenced,
     /// one per line, to DST (a file; stdout when absent or `-`).
@@ -322,6 +357,29 @@ pub struct CleanupArgs {
     /// Change nothing; say what would be forgotten.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
+
+    /// Wait up to DURATION for another run to release the entry cache's
+    /// lock instead of failing at once: seconds (90, 2.5) or a number with
+    /// s, m or h (30s, 10m, 1h). Default 0: fail at once (exit 1).
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_wait_arg)]
+    pub lock_wait: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct PinArgs {
+    /// The backup: a backup name from the entry cache (its latest backup
+    /// unless --generation or --label), or a root cap (every recorded
+    /// backup with it).
+    #[arg(value_name = "NAME|CAP")]
+    pub backup: String,
+
+    /// This generation of NAME.
+    #[arg(short = 'g', long, value_name = "N")]
+    pub generation: Option<u64>,
+
+    /// The newest backup of NAME with this retention label.
+    #[arg(long, value_name = "LABEL", conflicts_with = "generation")]
+    pub label: Option<String>,
 
     /// Wait up to DURATION for another run to release the entry cache's
     /// lock instead of failing at once: seconds (90, 2.5) or a number with

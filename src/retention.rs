@@ -7,10 +7,6 @@
 //! schedules), `tiers` (Tardis). The safety rails live here so every kind
 //! gets them: the newest backup and pinned backups are always kept.
 
-// The forget command and the schedules (other items of issue 12) are the
-// callers; until they land, only the tests use this module.
-#![cfg_attr(not(test), allow(dead_code))]
-
 mod cycle;
 mod hanoi;
 mod keep;

@@ -52,12 +52,16 @@ impl<'a> BackupArg<'a> {
     }
 }
 
-/// What picks recorded backups: a cap or a name, and `--generation`.
+/// What picks recorded backups: a cap or a name, and `--generation` or
+/// `--label`.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Selector<'a> {
     pub backup: BackupArg<'a>,
     /// `--generation N`: only that generation of the name.
     pub generation: Option<u64>,
+    /// `--label L`: the newest backup of the name with that label (labels
+    /// repeat across a policy's rotations).
+    pub label: Option<&'a str>,
 }
 
 impl<'a> Selector<'a> {
@@ -76,7 +80,31 @@ impl<'a> Selector<'a> {
                     .into(),
             ));
         }
-        Ok(Selector { backup, generation })
+        Ok(Selector {
+            backup,
+            generation,
+            label: None,
+        })
+    }
+
+    /// Adds `--label`, which goes with a name only and not with
+    /// `--generation` (the command line refuses both together too).
+    pub(crate) fn with_label(mut self, label: Option<&'a str>) -> Result<Self, UsageError> {
+        if label.is_some() {
+            if matches!(self.backup, BackupArg::Cap(_)) {
+                return Err(UsageError(
+                    "--label selects a backup of a backup NAME; it cannot be used with a cap"
+                        .into(),
+                ));
+            }
+            if self.generation.is_some() {
+                return Err(UsageError(
+                    "--label and --generation both select a backup of the NAME; give one".into(),
+                ));
+            }
+        }
+        self.label = label;
+        Ok(self)
     }
 
     /// The cap given, when it is one: such a selector needs no cache.
@@ -152,6 +180,38 @@ impl<'a> Selector<'a> {
                     });
                 }
                 of_generation
+            }
+        };
+        let rows = match self.label {
+            None => rows,
+            Some(label) => {
+                // The newest backup with the label: a rotation reuses it.
+                match rows
+                    .iter()
+                    .copied()
+                    .rfind(|r| r.label.as_deref() == Some(label))
+                {
+                    Some(newest) => vec![newest],
+                    None => {
+                        let mut known: Vec<String> = Vec::new();
+                        for r in &rows {
+                            let l = r.label.as_deref().map(quoted);
+                            if let Some(l) = l.filter(|l| !known.contains(l)) {
+                                known.push(l);
+                            }
+                        }
+                        return Err(SelectError::UnknownLabel {
+                            name: quoted(name),
+                            label: quoted(label),
+                            cache: cache.to_owned(),
+                            known: if known.is_empty() {
+                                "none".to_owned()
+                            } else {
+                                known.join(", ")
+                            },
+                        });
+                    }
+                }
             }
         };
         // `rows` is not empty: an empty match returned above.
@@ -246,6 +306,17 @@ pub(crate) enum SelectError {
     UnknownGeneration {
         name: String,
         generation: u64,
+        cache: PathBuf,
+        known: String,
+    },
+    #[error(
+        "no backup named {name} has the label {label} in the entry cache {} \
+         (its labels: {known})",
+        cache.display()
+    )]
+    UnknownLabel {
+        name: String,
+        label: String,
         cache: PathBuf,
         known: String,
     },
@@ -425,11 +496,29 @@ mod tests {
             entries: 1,
             bytes: 1,
             ts_check: None,
+            label: None,
+            priority: None,
+            pinned: false,
         }
     }
 
     fn pick(rows: &[BackupRow], arg: &str, generation: Option<u64>) -> Result<Vec<u64>, String> {
-        let sel = Selector::parse(arg, "BACKUP", generation).map_err(|e| e.0)?;
+        pick_with(rows, arg, generation, None)
+    }
+
+    fn pick_label(rows: &[BackupRow], arg: &str, label: &str) -> Result<Vec<u64>, String> {
+        pick_with(rows, arg, None, Some(label))
+    }
+
+    fn pick_with(
+        rows: &[BackupRow],
+        arg: &str,
+        generation: Option<u64>,
+        label: Option<&str>,
+    ) -> Result<Vec<u64>, String> {
+        let sel = Selector::parse(arg, "BACKUP", generation)
+            .and_then(|s| s.with_label(label))
+            .map_err(|e| e.0)?;
         let picked = sel
             .select(rows, Path::new("/c/cache.db"))
             .map_err(|e| e.to_string())?;
@@ -505,6 +594,59 @@ mod tests {
                 ("name", "line 4 of stdin"),
                 ("y", "argument 3"),
             ]
+        );
+    }
+
+    #[test]
+    fn label_picks_the_newest_backup_with_it_of_the_name() {
+        let mut rows = vec![row(1, b"src", 1), row(2, b"src", 2), row(3, b"other", 3)];
+        rows.push(row(4, b"src", 4));
+        for (i, label) in [
+            (0, "slot-0-FULL"),
+            (1, "slot-1-DIFF"),
+            (2, "slot-0-FULL"),
+            (3, "slot-0-FULL"),
+        ] {
+            rows[i].label = Some(label.to_owned());
+        }
+        assert_eq!(
+            pick_label(&rows, "src", "slot-0-FULL"),
+            Ok(vec![4]),
+            "not other's"
+        );
+        assert_eq!(pick_label(&rows, "src", "slot-1-DIFF"), Ok(vec![2]));
+        let err = pick_label(&rows, "src", "disc-2").unwrap_err();
+        assert!(err.contains("has the label \"disc-2\""), "{err}");
+        assert!(
+            err.contains("(its labels: \"slot-0-FULL\", \"slot-1-DIFF\")"),
+            "{err}"
+        );
+        let err = pick_label(&rows, "nolabels", "x").unwrap_err();
+        assert!(err.contains("no backup named \"nolabels\""), "{err}");
+        rows[1].label = None;
+        rows[0].label = None;
+        rows[3].label = None;
+        let err = pick_label(&rows, "src", "x").unwrap_err();
+        assert!(err.contains("(its labels: none)"), "{err}");
+        // Not with a cap, not with --generation.
+        let cap = rows[0].root_cap.as_str().to_owned();
+        assert!(
+            Selector::parse(&cap, "BACKUP", None)
+                .unwrap()
+                .with_label(Some("x"))
+                .is_err()
+        );
+        assert!(
+            Selector::parse("src", "BACKUP", Some(1))
+                .unwrap()
+                .with_label(Some("x"))
+                .is_err()
+        );
+        assert!(
+            Selector::parse(&cap, "BACKUP", None)
+                .unwrap()
+                .with_label(None)
+                .is_ok()
         );
     }
 }

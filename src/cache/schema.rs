@@ -8,13 +8,15 @@ use rusqlite::{Connection, OptionalExtension};
 use super::{CacheError, sql_err, unix_now};
 
 /// The schema this build writes and reads.
-pub(crate) const SCHEMA_VERSION: u32 = 1;
+pub(crate) const SCHEMA_VERSION: u32 = 2;
 
 /// `PRAGMA application_id` of a lafs-backup cache: "LAFB".
 pub(crate) const APPLICATION_ID: i32 = 0x4C41_4642;
 
-/// Version 1, created in one transaction together with the `meta` rows.
-const CREATE_V1: &str = "
+/// The current version, created in one transaction together with the
+/// `meta` rows. A cache migrated from an older version has the same columns
+/// in the same order (added at the end of their tables).
+const CREATE: &str = "
 CREATE TABLE meta (
     name  TEXT PRIMARY KEY NOT NULL,
     value TEXT NOT NULL
@@ -40,7 +42,10 @@ CREATE TABLE backups (
     ts_end     INTEGER NOT NULL,
     entries    INTEGER NOT NULL,
     bytes      INTEGER NOT NULL,
-    ts_check   INTEGER NULL
+    ts_check   INTEGER NULL,
+    label      TEXT NULL,
+    priority   INTEGER NULL,
+    pinned     INTEGER NOT NULL DEFAULT 0 CHECK (pinned IN (0, 1))
 );
 CREATE INDEX backups_generation ON backups (generation);
 CREATE INDEX backups_root_cap ON backups (root_cap);
@@ -68,7 +73,14 @@ CREATE INDEX content_cap ON content (cap);
 /// `MIGRATIONS[i]` upgrades schema version `i + 1` to `i + 2`, run in one
 /// transaction with the new `schema_version`. Never edit a released entry;
 /// append one and bump [`SCHEMA_VERSION`].
-const MIGRATIONS: &[&str] = &[];
+const MIGRATIONS: &[&str] = &[
+    // 1 -> 2 (issue 12, retention): a backup's label and priority, set by a
+    // retention policy, and the `pin` mark. Existing backups get no label
+    // and are not pinned.
+    "ALTER TABLE backups ADD COLUMN label TEXT NULL;
+     ALTER TABLE backups ADD COLUMN priority INTEGER NULL;
+     ALTER TABLE backups ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0 CHECK (pinned IN (0, 1));",
+];
 
 const _: () = assert!(SCHEMA_VERSION as usize == MIGRATIONS.len() + 1);
 
@@ -160,7 +172,7 @@ fn create(conn: &mut Connection, path: &Path) -> Result<(), CacheError> {
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(|e| sql_err(path, "creating the schema of", e))?;
     tx.execute_batch(&format!("PRAGMA application_id = {APPLICATION_ID};"))
-        .and_then(|()| tx.execute_batch(CREATE_V1))
+        .and_then(|()| tx.execute_batch(CREATE))
         .and_then(|()| {
             tx.execute(
                 "INSERT INTO meta (name, value) VALUES ('schema_version', ?1), ('created', ?2)",

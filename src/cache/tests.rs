@@ -1043,3 +1043,251 @@ fn panicking_drop_does_not_commit() {
     assert!(result.is_err());
     assert_eq!(committed_objects(&path), 1);
 }
+
+// ------------------------------------------------------- schema v1 -> v2
+
+/// The schema of version 1, exactly as the release before issue 12 created
+/// it (`schema.rs` at that release), to make a v1 cache the way it did.
+const CREATE_V1: &str = "
+CREATE TABLE meta (
+    name  TEXT PRIMARY KEY NOT NULL,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE objects (
+    key        BLOB PRIMARY KEY NOT NULL CHECK (length(key) = 32),
+    cap        TEXT NOT NULL,
+    kind       TEXT NOT NULL CHECK (kind IN ('file', 'dir')),
+    enc        TEXT,
+    generation INTEGER NOT NULL CHECK (generation >= 1),
+    ts         INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX objects_generation ON objects (generation);
+CREATE INDEX objects_cap ON objects (cap);
+
+CREATE TABLE backups (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    name       BLOB NOT NULL,
+    root_cap   TEXT NOT NULL,
+    generation INTEGER NOT NULL CHECK (generation >= 1),
+    ts_start   INTEGER NOT NULL,
+    ts_end     INTEGER NOT NULL,
+    entries    INTEGER NOT NULL,
+    bytes      INTEGER NOT NULL,
+    ts_check   INTEGER NULL
+);
+CREATE INDEX backups_generation ON backups (generation);
+CREATE INDEX backups_root_cap ON backups (root_cap);
+
+CREATE TABLE dir_children (
+    dir_cap   TEXT NOT NULL,
+    child_cap TEXT NOT NULL,
+    PRIMARY KEY (dir_cap, child_cap)
+) WITHOUT ROWID;
+
+CREATE TABLE leases (
+    cap     TEXT PRIMARY KEY NOT NULL,
+    renewed INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE content (
+    hash     BLOB NOT NULL CHECK (length(hash) = 32),
+    encoding TEXT NOT NULL,
+    cap      TEXT NOT NULL,
+    PRIMARY KEY (hash, encoding)
+) WITHOUT ROWID;
+CREATE INDEX content_cap ON content (cap);
+";
+
+/// A version-1 cache as the previous release made it: application id,
+/// schema and `meta` rows in one transaction, WAL, with two backups (one
+/// checked) and their objects.
+fn make_v1(path: &Path) {
+    let mut conn = Connection::open(path).unwrap();
+    let tx = conn.transaction().unwrap();
+    tx.execute_batch(&format!("PRAGMA application_id = {APPLICATION_ID};"))
+        .unwrap();
+    tx.execute_batch(CREATE_V1).unwrap();
+    tx.execute(
+        "INSERT INTO meta (name, value) VALUES ('schema_version', '1'), ('created', '1700000000')",
+        [],
+    )
+    .unwrap();
+    for (i, (name, root, generation, check)) in [
+        (&b"src"[..], dir2(1), 1_i64, Some(1_700_000_500_i64)),
+        (&b"caf\xe9"[..], dir2(2), 2, None),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let ts = 1_700_000_000 + 100 * i64::try_from(i).unwrap();
+        tx.execute(
+            "INSERT INTO objects (key, cap, kind, enc, generation, ts) VALUES (?1, ?2, 'dir', NULL, ?3, ?4)",
+            params![key(i as u64).as_bytes().to_vec(), root.as_str(), generation, ts],
+        )
+        .unwrap();
+        tx.execute(
+            "INSERT INTO backups (name, root_cap, generation, ts_start, ts_end, entries, bytes, ts_check)
+             VALUES (?1, ?2, ?3, ?4, ?5, 3, 300, ?6)",
+            params![name, root.as_str(), generation, ts, ts + 10, check],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+/// Every column of a table: name, type, not null, default.
+fn columns(path: &Path, table: &str) -> Vec<(String, String, bool, Option<String>)> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let mut stmt = conn
+        .prepare(
+            "SELECT name, type, \"notnull\", dflt_value FROM pragma_table_info(?1) ORDER BY cid",
+        )
+        .unwrap();
+    stmt.query_map([table], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+    })
+    .unwrap()
+    .collect::<Result<Vec<_>, _>>()
+    .unwrap()
+}
+
+#[test]
+fn a_v1_cache_is_migrated_in_place_with_its_rows_intact() {
+    let (_dir, path) = scratch();
+    make_v1(&path);
+
+    // A reader does not upgrade: it says what to run, and changes nothing.
+    let err = Cache::open_read_only(&path).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CacheError::NeedsUpgrade {
+                found: 1,
+                supported: 2,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("run a backup or check once to upgrade the cache"),
+        "{text}"
+    );
+    assert_eq!(
+        columns(&path, "backups").len(),
+        9,
+        "the reader left the v1 schema alone"
+    );
+
+    let mut cache = Cache::open(&path, &NO_LIMIT).unwrap();
+    assert!(!cache.created());
+    let rows = cache.backups().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].name, b"src");
+    assert_eq!(rows[0].root_cap.as_str(), dir2(1).as_str());
+    assert_eq!(
+        (rows[0].generation, rows[0].entries, rows[0].bytes),
+        (1, 3, 300)
+    );
+    assert_eq!(
+        (rows[0].ts_start, rows[0].ts_end),
+        (1_700_000_000, 1_700_000_010)
+    );
+    assert_eq!(rows[0].ts_check, Some(1_700_000_500));
+    assert_eq!(rows[1].name, b"caf\xe9");
+    assert_eq!(rows[1].ts_check, None);
+    for r in &rows {
+        assert_eq!(
+            (r.label.as_deref(), r.priority, r.pinned),
+            (None, None, false)
+        );
+    }
+    assert!(
+        cache.lookup(&key(1)).unwrap().is_some(),
+        "objects rows intact"
+    );
+    // The new columns work on the migrated rows.
+    cache
+        .set_label(rows[1].id, Some("slot-3-DIFF"), Some(20))
+        .unwrap();
+    cache.set_pinned(rows[0].id, true).unwrap();
+    cache.close().unwrap();
+
+    let cache = Cache::open_read_only(&path).unwrap();
+    let rows = cache.backups().unwrap();
+    assert_eq!(
+        (rows[0].label.as_deref(), rows[0].priority, rows[0].pinned),
+        (None, None, true)
+    );
+    assert_eq!(
+        (rows[1].label.as_deref(), rows[1].priority, rows[1].pinned),
+        (Some("slot-3-DIFF"), Some(20), false)
+    );
+    drop(cache);
+    let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let version: String = conn
+        .query_row(
+            "SELECT value FROM meta WHERE name = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(version, "2");
+    let created: String = conn
+        .query_row("SELECT value FROM meta WHERE name = 'created'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(created, "1700000000", "the migration keeps the meta rows");
+
+    // A migrated cache has the columns a new one has, in the same order.
+    let (_new_dir, new_path) = scratch();
+    Cache::open(&new_path, &NO_LIMIT).unwrap().close().unwrap();
+    for table in [
+        "backups",
+        "objects",
+        "meta",
+        "leases",
+        "content",
+        "dir_children",
+    ] {
+        assert_eq!(columns(&path, table), columns(&new_path, table), "{table}");
+    }
+}
+
+#[test]
+fn labels_and_pins_round_trip_and_clear() {
+    let (_dir, path) = scratch();
+    let mut cache = Cache::open(&path, &NO_LIMIT).unwrap();
+    cache.begin_run(false).unwrap();
+    let id = cache.finish_backup(b"src", &dir2(1), 1, 1).unwrap();
+    let row = &cache.backups().unwrap()[0];
+    assert_eq!(
+        (row.label.as_deref(), row.priority, row.pinned),
+        (None, None, false)
+    );
+    cache
+        .set_label(id, Some("Weekly-2024-01"), Some(20))
+        .unwrap();
+    cache.set_pinned(id, true).unwrap();
+    cache.commit().unwrap();
+    let row = &cache.backups().unwrap()[0];
+    assert_eq!(
+        (row.label.as_deref(), row.priority, row.pinned),
+        (Some("Weekly-2024-01"), Some(20), true)
+    );
+    cache.set_label(id, None, None).unwrap();
+    cache.set_pinned(id, false).unwrap();
+    cache.commit().unwrap();
+    let row = &cache.backups().unwrap()[0];
+    assert_eq!(
+        (row.label.as_deref(), row.priority, row.pinned),
+        (None, None, false)
+    );
+}

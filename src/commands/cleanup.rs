@@ -19,8 +19,8 @@ use serde_json::json;
 
 use super::Context;
 use super::show::{name as show_name, plural, time as iso_time};
-use crate::cache::{BackupRow, Cache};
 use crate::cache::ForgetPlan;
+use crate::cache::{BackupRow, Cache};
 use crate::cli::CleanupArgs;
 use crate::exit::{Outcome, UsageError};
 use crate::names;
@@ -40,7 +40,13 @@ pub(crate) fn run(ctx: &Context<'_>, args: &CleanupArgs) -> anyhow::Result<Outco
         .into());
     }
     let cache = ctx.recorded_cache(args.lock_wait)?;
-    let selection = select(&cache, &targets, &args.generations, args.up_to)?;
+    let ask = Ask {
+        generations: &args.generations,
+        up_to: args.up_to,
+        all_names: args.all_names,
+        label: args.label.as_deref(),
+    };
+    let selection = select(&cache, &targets, &ask)?;
     let plan = cache.plan_forget(&selection.ids, &selection.generations, selection.up_to)?;
     let dry = args.dry_run;
     let would = if dry { "would forget" } else { "forgetting" };
@@ -210,77 +216,179 @@ struct Selection {
     up_to: Option<u64>,
 }
 
+/// What the command line asks for, besides the targets.
+struct Ask<'a> {
+    generations: &'a [u64],
+    up_to: bool,
+    all_names: bool,
+    label: Option<&'a str>,
+}
+
 /// Resolves the targets to backup row ids and the generations to sweep.
 /// Every problem (an invalid or unknown cap, an unknown or ambiguous name,
-/// an unknown generation) is collected; any of them is a usage error and
-/// nothing is changed.
-fn select(
-    cache: &Cache,
-    targets: &[Given],
-    generations: &[u64],
-    up_to: bool,
-) -> anyhow::Result<Selection> {
+/// an unknown generation or label, a pinned backup not named explicitly)
+/// is collected; any of them is a usage error and nothing is changed.
+///
+/// With a NAME, `-g` and `--up-to` are scoped to that name: `-g N` picks
+/// the name's backup of generation N, `--up-to` adds the name's older
+/// backups only. Without a NAME, `-g` picks the backups and rows of those
+/// generations, and `--up-to` (which then reaches every name in the cache)
+/// needs `--all-names`.
+fn select(cache: &Cache, targets: &[Given], ask: &Ask<'_>) -> anyhow::Result<Selection> {
+    let named = targets.iter().any(|t| {
+        matches!(
+            selector::BackupArg::parse(&t.text, &t.what),
+            Ok(selector::BackupArg::Name(_))
+        )
+    });
+    if ask.up_to && !named && !ask.all_names {
+        return Err(UsageError(
+            "nothing was forgotten: --up-to without a NAME would forget the older backups of \
+             every name in the cache; give the NAME whose backups to forget, or add \
+             --all-names if every name is meant"
+                .into(),
+        )
+        .into());
+    }
+    if ask.label.is_some() && !named {
+        return Err(UsageError(
+            "nothing was forgotten: --label selects a backup of a NAME; give the NAME".into(),
+        )
+        .into());
+    }
     let backups = cache.backups()?;
     let mut ids: BTreeSet<i64> = BTreeSet::new();
+    // Backups named by their cap or generation: forgotten even if pinned.
+    let mut explicit: BTreeSet<i64> = BTreeSet::new();
+    // Per name given: the newest generation picked, for a scoped --up-to.
+    let mut newest_of: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
     let mut problems: Vec<String> = Vec::new();
+    // With a NAME, each -g is a generation of the name (None: no -g).
+    let scoped: Vec<Option<u64>> = if named && !ask.generations.is_empty() {
+        ask.generations.iter().copied().map(Some).collect()
+    } else {
+        vec![None]
+    };
     for t in targets {
-        let selected = match Selector::parse(&t.text, &t.what, None) {
-            Ok(s) => s.select(&backups, cache.path()),
-            Err(e) => {
-                problems.push(e.0);
-                continue;
-            }
-        };
-        match selected {
-            Err(e) => problems.push(e.to_string()),
-            Ok(Selected::Cap { cap, recorded }) => {
-                // Unlike the other commands, cleanup acts on recorded
-                // backups only.
-                if recorded.is_empty() {
-                    problems.push(format!(
-                        "no recorded backup has the root cap #{} (`lafs-backup list` shows \
-                         the recorded backups)",
-                        cap.short_id()
-                    ));
+        let mut picked: Vec<&BackupRow> = Vec::new();
+        let mut errors: Vec<String> = Vec::new();
+        for &generation in &scoped {
+            let selected = match Selector::parse(&t.text, &t.what, None).and_then(|s| {
+                let s = match s.backup {
+                    selector::BackupArg::Name(_) => Selector { generation, ..s },
+                    selector::BackupArg::Cap(_) => s,
+                };
+                s.with_label(ask.label)
+            }) {
+                Ok(s) => s.select(&backups, cache.path()),
+                Err(e) => {
+                    errors.push(e.0);
+                    break;
                 }
-                ids.extend(recorded.iter().map(|b| b.id));
-            }
-            Ok(Selected::Named { rows, .. }) => match rows.as_slice() {
-                [one] => {
-                    ids.insert(one.id);
-                }
-                // A destructive command does not take "the latest".
-                several => {
-                    let mut text = format!(
-                        "the name {} matches {} backups; give the root cap (or -g \
-                         GENERATION) of the one to forget:",
-                        selector::quoted(&t.text),
-                        several.len()
-                    );
-                    for b in several {
-                        text.push_str("\n  ");
-                        text.push_str(&selector::describe(b));
+            };
+            match selected {
+                Err(e) => errors.push(e.to_string()),
+                Ok(Selected::Cap { cap, recorded }) => {
+                    // Unlike the other commands, cleanup acts on recorded
+                    // backups only.
+                    if recorded.is_empty() {
+                        errors.push(format!(
+                            "no recorded backup has the root cap #{} (`lafs-backup list` \
+                             shows the recorded backups)",
+                            cap.short_id()
+                        ));
                     }
-                    problems.push(text);
+                    explicit.extend(recorded.iter().map(|b| b.id));
+                    picked.extend(recorded);
                 }
-            },
+                Ok(Selected::Named { rows, .. }) => match rows.as_slice() {
+                    [one] => {
+                        if generation.is_some() {
+                            explicit.insert(one.id);
+                        }
+                        newest_of
+                            .entry(one.name.clone())
+                            .and_modify(|g| *g = (*g).max(one.generation))
+                            .or_insert(one.generation);
+                        picked.push(one);
+                    }
+                    // A destructive command does not take "the latest".
+                    several => {
+                        let mut text = format!(
+                            "the name {} matches {} backups; give the root cap (or -g \
+                             GENERATION) of the one to forget:",
+                            selector::quoted(&t.text),
+                            several.len()
+                        );
+                        for b in several {
+                            text.push_str("\n  ");
+                            text.push_str(&selector::describe(b));
+                        }
+                        errors.push(text);
+                    }
+                },
+            }
         }
+        // With several -g, a name needs only one of them.
+        if picked.is_empty() || scoped.len() == 1 {
+            problems.extend(errors.into_iter().take(1));
+        }
+        ids.extend(picked.iter().map(|b| b.id));
     }
     let mut selection = Selection {
         ids: BTreeSet::new(),
         generations: BTreeSet::new(),
         up_to: None,
     };
-    for &g in generations {
-        let finished: Vec<&BackupRow> = backups.iter().filter(|b| b.generation == g).collect();
-        if finished.is_empty() && cache.rows_of_generation(g)? == 0 {
-            problems.push(format!(
-                "generation {g} has neither a backup nor cache entries \
-                 (`lafs-backup list -g` shows the generations)"
-            ));
+    if !named {
+        for &g in ask.generations {
+            let finished: Vec<&BackupRow> = backups.iter().filter(|b| b.generation == g).collect();
+            if finished.is_empty() && cache.rows_of_generation(g)? == 0 {
+                problems.push(format!(
+                    "generation {g} has neither a backup nor cache entries \
+                     (`lafs-backup list -g` shows the generations)"
+                ));
+            }
+            ids.extend(finished.iter().map(|b| b.id));
+            explicit.extend(finished.iter().map(|b| b.id));
+            selection.generations.insert(g);
         }
-        ids.extend(finished.iter().map(|b| b.id));
-        selection.generations.insert(g);
+    }
+    if ask.up_to && problems.is_empty() {
+        if named {
+            for (name, g) in &newest_of {
+                ids.extend(
+                    backups
+                        .iter()
+                        .filter(|b| b.name == *name && b.generation <= *g)
+                        .map(|b| b.id),
+                );
+            }
+        } else {
+            let newest = backups
+                .iter()
+                .filter(|b| ids.contains(&b.id))
+                .map(|b| b.generation)
+                .chain(ask.generations.iter().copied())
+                .max();
+            if let Some(g) = newest {
+                ids.extend(backups.iter().filter(|b| b.generation <= g).map(|b| b.id));
+                selection.up_to = Some(g);
+            }
+        }
+    }
+    // Pinned backups go only when named by cap or generation.
+    for b in backups
+        .iter()
+        .filter(|b| b.pinned && ids.contains(&b.id) && !explicit.contains(&b.id))
+    {
+        problems.push(format!(
+            "the backup {} generation {} is pinned; name it by its root cap or -g {} to \
+             forget it anyway, or `lafs-backup unpin` it first",
+            show_name(&b.name),
+            b.generation,
+            b.generation
+        ));
     }
     match problems.as_slice() {
         [] => {}
@@ -291,18 +399,6 @@ fn select(
                 several.join("\n* ")
             ))
             .into());
-        }
-    }
-    if up_to {
-        let newest = backups
-            .iter()
-            .filter(|b| ids.contains(&b.id))
-            .map(|b| b.generation)
-            .chain(generations.iter().copied())
-            .max();
-        if let Some(g) = newest {
-            ids.extend(backups.iter().filter(|b| b.generation <= g).map(|b| b.id));
-            selection.up_to = Some(g);
         }
     }
     selection.generations.extend(

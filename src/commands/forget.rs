@@ -35,19 +35,15 @@ pub(crate) fn run(ctx: &Context<'_>, args: &ForgetArgs) -> anyhow::Result<Outcom
 /// `retention`. An empty policy (one that could forget everything but the
 /// newest backup) is refused unless `--unsafe-allow-forget-all`.
 fn policy_for(ctx: &Context<'_>, args: &ForgetArgs) -> anyhow::Result<Policy> {
-    let from_flags = retention::KeepRules::from_flags(&retention::KeepFlags {
-        last: args.keep_last,
-        hourly: args.keep_hourly,
-        daily: args.keep_daily,
-        weekly: args.keep_weekly,
-        monthly: args.keep_monthly,
-        yearly: args.keep_yearly,
-        within: args.keep_within.as_deref(),
-    })
-    .map_err(UsageError)?;
+    let from_flags = keep_flags(args)?;
     let policy = match from_flags {
         Some(rules) => Policy::Keep(rules),
-        None => match ctx.config().retention.as_ref().and_then(|r| r.policy.clone()) {
+        None => match ctx
+            .config()
+            .retention
+            .as_ref()
+            .and_then(|r| r.policy.clone())
+        {
             Some(p) => p,
             None if args.unsafe_allow_forget_all => Policy::Keep(retention::KeepRules::default()),
             None => return Err(empty_policy().into()),
@@ -57,6 +53,45 @@ fn policy_for(ctx: &Context<'_>, args: &ForgetArgs) -> anyhow::Result<Policy> {
         return Err(empty_policy().into());
     }
     Ok(policy)
+}
+
+/// The `--keep-*` flags as a `keep` policy, `None` when none is given.
+fn keep_flags(args: &ForgetArgs) -> anyhow::Result<Option<retention::KeepRules>> {
+    let counts = [
+        ("--keep-last", args.keep_last),
+        ("--keep-hourly", args.keep_hourly),
+        ("--keep-daily", args.keep_daily),
+        ("--keep-weekly", args.keep_weekly),
+        ("--keep-monthly", args.keep_monthly),
+        ("--keep-yearly", args.keep_yearly),
+    ];
+    if counts.iter().all(|(_, n)| n.is_none()) && args.keep_within.is_none() {
+        return Ok(None);
+    }
+    for (flag, n) in counts {
+        if n.is_some_and(|n| n < -1) {
+            return Err(UsageError(format!("{flag}: a count is -1 (all) or more")).into());
+        }
+    }
+    let within = match &args.keep_within {
+        Some(text) => Some(text.parse::<retention::KeepDuration>().map_err(|e| {
+            UsageError(format!(
+                "--keep-within {}: {e}",
+                crate::selector::quoted(text)
+            ))
+        })?),
+        None => None,
+    };
+    Ok(Some(retention::KeepRules {
+        last: args.keep_last.unwrap_or(0),
+        hourly: args.keep_hourly.unwrap_or(0),
+        daily: args.keep_daily.unwrap_or(0),
+        weekly: args.keep_weekly.unwrap_or(0),
+        monthly: args.keep_monthly.unwrap_or(0),
+        yearly: args.keep_yearly.unwrap_or(0),
+        within,
+        ..retention::KeepRules::default()
+    }))
 }
 
 fn empty_policy() -> UsageError {
@@ -90,11 +125,6 @@ fn pick_names(rows: &[BackupRow], given: &[String]) -> anyhow::Result<BTreeSet<V
     Ok(names)
 }
 
-/// What a policy run decided and did, for `backup`'s `forget_after_backup`.
-pub(crate) struct Applied {
-    pub(crate) forgotten: usize,
-}
-
 /// Applies `policy` to the backups of each name in `names` (all names when
 /// `None`), prints every decision and a summary, and forgets what it does
 /// not keep (nothing when `dry`).
@@ -104,7 +134,7 @@ pub(crate) fn apply(
     policy: &Policy,
     names: Option<&BTreeSet<Vec<u8>>>,
     dry: bool,
-) -> anyhow::Result<Applied> {
+) -> anyhow::Result<()> {
     let json = ctx.json();
     let tz = jiff::tz::TimeZone::system();
     let rows = cache.backups()?;
@@ -147,9 +177,8 @@ pub(crate) fn apply(
         .sum();
     let last_renewal = cache.last_lease_time(&unreferenced)?;
     let lease_days = ctx.config().lease.duration_days;
-    let reclaimable = last_renewal.map(|t| {
-        t.saturating_add(i64::try_from(lease_days).unwrap_or(i64::MAX / 86_400) * 86_400)
-    });
+    let reclaimable = last_renewal
+        .map(|t| t.saturating_add(i64::try_from(lease_days).unwrap_or(i64::MAX / 86_400) * 86_400));
     let forgotten = plan.backups.len();
     let Carried {
         result_lines,
@@ -195,7 +224,7 @@ pub(crate) fn apply(
         });
         eprintln!("{line}");
     }
-    Ok(Applied { forgotten })
+    Ok(())
 }
 
 /// A recorded backup as the policy sees it.

@@ -53,6 +53,9 @@ fn backup_json(b: &BackupRow) -> serde_json::Value {
         "entries": b.entries,
         "bytes": b.bytes,
         "checked": b.ts_check.map(iso_time),
+        "label": b.label,
+        "priority": b.priority,
+        "pinned": b.pinned,
     })
 }
 
@@ -61,9 +64,9 @@ fn print_table(backups: &[BackupRow]) {
         return;
     }
     let header = [
-        "NAME", "GEN", "FINISHED", "ENTRIES", "SIZE", "CHECKED", "ROOT CAP",
+        "NAME", "GEN", "FINISHED", "ENTRIES", "SIZE", "CHECKED", "PIN", "LABEL", "ROOT CAP",
     ];
-    let rows: Vec<[String; 7]> = backups
+    let rows: Vec<[String; 9]> = backups
         .iter()
         .map(|b| {
             [
@@ -73,6 +76,11 @@ fn print_table(backups: &[BackupRow]) {
                 b.entries.to_string(),
                 human_bytes(b.bytes),
                 b.ts_check.map_or_else(|| "never".to_owned(), iso_time),
+                if b.pinned { "*" } else { "-" }.to_owned(),
+                // Escaped like a name: a `tiers` format may hold anything.
+                b.label
+                    .as_deref()
+                    .map_or_else(|| "-".to_owned(), |l| show_name(l.as_bytes())),
                 b.root_cap.as_str().to_owned(),
             ]
         })
@@ -84,7 +92,7 @@ fn print_table(backups: &[BackupRow]) {
         }
     }
     // Numbers are right-aligned; the last column is not padded.
-    let right = [false, true, false, true, true, false, false];
+    let right = [false, true, false, true, true, false, false, false, false];
     let line = |cells: &[&str]| {
         let mut out = String::new();
         for (i, cell) in cells.iter().enumerate() {

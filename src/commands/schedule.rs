@@ -25,7 +25,7 @@ pub(crate) enum Verdict {
 }
 
 /// The retention policy of the config, if any.
-pub(crate) fn policy(ctx: &Context<'_>) -> Option<&Policy> {
+pub(crate) fn policy<'c>(ctx: &'c Context<'_>) -> Option<&'c Policy> {
     ctx.config()
         .retention
         .as_ref()
@@ -150,9 +150,16 @@ pub(crate) fn print_plan(ctx: &Context<'_>, source: &Path, name: &[u8]) -> anyho
             .as_deref()
             .map(|l| format!(", label {l}"))
             .unwrap_or_default();
-        println!("{} ({}): {state}{label_text}", show_name(name), source.display());
+        println!(
+            "{} ({}): {state}{label_text}",
+            show_name(name),
+            source.display()
+        );
         for (g, end, why) in &would_forget {
-            println!("  then forget generation {g} (finished {}): {why}", iso_time(*end));
+            println!(
+                "  then forget generation {g} (finished {}): {why}",
+                iso_time(*end)
+            );
         }
     }
     Ok(())

@@ -80,7 +80,8 @@ pub(crate) fn run(ctx: &Context<'_>, args: &VerifyArgs) -> anyhow::Result<Outcom
 /// The root cap to verify, and how messages name it (the backup name and
 /// generation, or `#` and the cap's short id).
 fn resolve(ctx: &Context<'_>, args: &VerifyArgs) -> anyhow::Result<(Cap, String)> {
-    let selector = Selector::parse(&args.backup, "BACKUP", args.generation)?;
+    let selector = Selector::parse(&args.backup, "BACKUP", args.generation)?
+        .with_label(args.label.as_deref())?;
     if let Some(cap) = selector.cap() {
         return Ok((cap.clone(), format!("#{}", cap.short_id())));
     }

@@ -24,6 +24,7 @@ mod encode_grid;
 mod grid_harness;
 mod hardening_cli;
 mod hostile_gateway;
+mod labels;
 mod lifecycle_check;
 mod lifecycle_list_cleanup;
 mod lit_caps;

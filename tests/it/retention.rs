@@ -64,8 +64,11 @@ impl Setup {
 
     /// A backup at `now` with a file unique to it; returns its summary.
     fn backup(&self, now: &str) -> Value {
-        fs::write(self.src.join("today.txt"), format!("made at {now}, long enough to upload"))
-            .unwrap();
+        fs::write(
+            self.src.join("today.txt"),
+            format!("made at {now}, long enough to upload"),
+        )
+        .unwrap();
         let r = self.at(now, &["--json", "backup"]);
         assert_eq!(r.code, 0, "backup at {now}: {}", r.stderr);
         r.of_type("summary")
@@ -161,6 +164,23 @@ fn a_day_that_is_not_due_contacts_no_gateway() {
 #[test]
 fn tiers_label_the_first_backups_of_a_day() {
     let s = Setup::new("  tiers: {}\n");
+    // A run that fails (no gateway at that address) consumes no label.
+    let dead = s.dir.join("dead.yaml");
+    fs::write(
+        &dead,
+        fs::read_to_string(&s.cfg)
+            .unwrap()
+            .replace(&common::gateway_url(), "http://127.0.0.1:1"),
+    )
+    .unwrap();
+    let r = lafs()
+        .arg("-c")
+        .arg(&dead)
+        .arg("backup")
+        .env("LAFS_BACKUP_NOW", "2024-01-07T02:00:00Z")
+        .env("TZ", "UTC")
+        .run();
+    assert_eq!(r.code, 1, "{}", r.stderr);
     let labels: Vec<String> = ["03:00", "04:00", "05:00", "06:00"]
         .iter()
         .map(|t| {
@@ -191,12 +211,36 @@ fn forget_reports_every_decision_and_dry_run_changes_nothing() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("no retention policy"), "{}", r.stderr);
 
+    // Every row of every cache table (the WAL included: read through
+    // SQLite), and the result file.
     let snapshot = |s: &Setup| {
-        (
-            fs::read(s.dir.join("cache.sqlite")).unwrap(),
-            fs::read(s.dir.join("results")).unwrap(),
-        )
+        let db = rusqlite::Connection::open(s.dir.join("cache.sqlite")).unwrap();
+        let tables: Vec<String> = db
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let mut rows = Vec::new();
+        for t in tables {
+            let mut stmt = db.prepare(&format!("SELECT * FROM \"{t}\"")).unwrap();
+            let n = stmt.column_count();
+            let mut q = stmt.query([]).unwrap();
+            while let Some(row) = q.next().unwrap() {
+                let cells: Vec<String> = (0..n)
+                    .map(|i| format!("{:?}", row.get_ref(i).unwrap()))
+                    .collect();
+                rows.push(format!("{t}: {}", cells.join(" | ")));
+            }
+        }
+        rows.sort();
+        (rows, fs::read(s.dir.join("results")).unwrap())
     };
+    // Leases renewed at 02-07 (frozen clock): the reclaim date counts from
+    // this renewal.
+    let r = s.at(&now, &["--json", "check", "--leases"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
     let before = snapshot(&s);
     let r = s.at(&now, &["--json", "forget", "--dry-run", "--keep-last", "2"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -216,7 +260,7 @@ fn forget_reports_every_decision_and_dry_run_changes_nothing() {
     assert_eq!(kept, [5, 6]);
     assert_eq!(snapshot(&s), before, "--dry-run changed something");
 
-    let r = s.at(&now, &["--json", "forget", "--keep-last", "2"]);
+    let r = s.at(&now, &["--noise", "--json", "forget", "--keep-last", "2"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let summary = &r.of_type("retention")[0];
     assert_eq!(summary["forgotten"], 4, "{summary}");
@@ -226,12 +270,20 @@ fn forget_reports_every_decision_and_dry_run_changes_nothing() {
     assert!(summary["objects"].as_u64().unwrap() >= 4, "{summary}");
     let reclaim = summary["reclaimable_after"].as_str().unwrap();
     let reclaim = jiff::Timestamp::strptime("%Y-%m-%dT%H:%M:%S%:z", reclaim).unwrap();
-    // The forgotten objects were recorded at their backups' times (no lease
-    // renewal since): the latest is 2024-02-04, plus the default 31 days.
-    let latest: jiff::Timestamp = day("2024-02-04").parse().unwrap();
-    assert_eq!(reclaim.as_second(), latest.as_second() + 31 * 86_400);
+    // Their last lease renewal (02-07) plus the default 31 days.
+    let renewed: jiff::Timestamp = now.parse().unwrap();
+    assert_eq!(reclaim.as_second(), renewed.as_second() + 31 * 86_400);
     assert_eq!(s.labels().keys().copied().collect::<Vec<_>>(), [5, 6]);
     assert_eq!(s.result_lines(), 2);
+    // `check --leases` renews what the kept backups reach — their two roots
+    // and the shared file (today.txt is a literal cap: nothing to renew) —
+    // and nothing of the forgotten ones.
+    let r = s.at(&now, &["--json", "check", "--leases"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let leases = &r.of_type("leases")[0];
+    assert_eq!(leases["objects"], 3, "{leases}");
+    assert_eq!(leases["renewed"], 3, "{leases}");
+    assert_eq!(leases["requests"], 3, "{leases}");
     // The shared object is still in the cache: a restore of a kept backup
     // still works.
     let out = s.dir.join("out");
@@ -252,3 +304,79 @@ fn a_bad_clock_is_a_usage_error() {
     assert!(r.stderr.contains("LAFS_BACKUP_NOW"), "{}", r.stderr);
 }
 
+/// `hanoi` with 5 discs, daily: after 32 consecutive daily runs exactly 5
+/// backups remain, the oldest 8 to 16 days old; with `archive_oldest`
+/// every disc-4 backup stays.
+#[test]
+fn hanoi_keeps_five_after_32_daily_runs() {
+    for (archive, extra_kept) in [(false, 0), (true, 1)] {
+        let s = Setup::new(&format!(
+            "  hanoi: {{discs: 5, frequency: 1, archive_oldest: {archive}}}\n  forget_after_backup: true\n"
+        ));
+        let start: jiff::civil::Date = "2024-01-01".parse().unwrap();
+        for d in 0..32 {
+            let date = start.checked_add(jiff::Span::new().days(d)).unwrap();
+            s.backup(&day(&date.to_string()));
+        }
+        let kept = s.labels();
+        // Two disc-4 backups in 32 days: with archive_oldest the older one
+        // stays too.
+        assert_eq!(kept.len(), 5 + extra_kept, "archive {archive}: {kept:?}");
+        let oldest = *kept.keys().next().unwrap();
+        // Generation g was made on day g - 1; the last run was day 31.
+        let age = 32 - oldest;
+        assert!(
+            archive || (8..=16).contains(&age),
+            "oldest is {age} days old: {kept:?}"
+        );
+    }
+}
+
+/// `keep` with restic's semantics, end to end: one backup a day from
+/// 2024-01-11 to Sunday 2024-03-10, `--keep-daily 7 --keep-weekly 5
+/// --keep-monthly 12` keeps exactly restic's 14.
+#[test]
+fn forget_keeps_restics_fourteen_of_sixty_daily_backups() {
+    let s = Setup::new("  keep: {}\n");
+    let start: jiff::civil::Date = "2024-01-11".parse().unwrap();
+    let mut date_of = BTreeMap::new();
+    for d in 0..60 {
+        let date = start.checked_add(jiff::Span::new().days(d)).unwrap();
+        let g = s.backup(&day(&date.to_string()))["generation"]
+            .as_u64()
+            .unwrap();
+        date_of.insert(g, date.to_string());
+    }
+    let r = s.at(
+        &day("2024-03-11"),
+        &[
+            "forget",
+            "--keep-daily",
+            "7",
+            "--keep-weekly",
+            "5",
+            "--keep-monthly",
+            "12",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let kept: Vec<&str> = s.labels().keys().map(|g| date_of[g].as_str()).collect();
+    let mut want = vec![
+        "2024-01-11",
+        "2024-01-31",
+        "2024-02-11",
+        "2024-02-18",
+        "2024-02-25",
+        "2024-02-29",
+        "2024-03-03",
+        "2024-03-04",
+        "2024-03-05",
+        "2024-03-06",
+        "2024-03-07",
+        "2024-03-08",
+        "2024-03-09",
+        "2024-03-10",
+    ];
+    want.sort_unstable();
+    assert_eq!(kept, want, "{}", r.stderr);
+}

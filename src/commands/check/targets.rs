@@ -35,7 +35,8 @@ pub(super) fn resolve(
         wanted.extend(rows.iter().map(|r| (r.root_cap.clone(), None)));
     }
     for t in given {
-        let selector = Selector::parse(&t.text, &t.what, None)?;
+        let selector =
+            Selector::parse(&t.text, &t.what, None)?.with_label(args.label.as_deref())?;
         if let Some(cap) = selector.cap() {
             wanted.push((cap.clone(), None));
             continue;
