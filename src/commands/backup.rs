@@ -208,7 +208,12 @@ pub(crate) fn run(mut ctx: Context<'_>, args: &BackupArgs) -> anyhow::Result<Out
     let label = if config.operation.queue_only {
         Label::default()
     } else {
-        match schedule::verdict(&ctx, name.as_encoded_bytes(), args.ignore_schedule)? {
+        match schedule::verdict(
+            &ctx,
+            name.as_encoded_bytes(),
+            args.ignore_schedule,
+            args.lock_wait,
+        )? {
             schedule::Verdict::Run { label, priority } => Label { label, priority },
             schedule::Verdict::Skip(why) => {
                 if ctx.json() {

@@ -9,7 +9,9 @@ use std::path::Path;
 use super::Context;
 use super::forget::candidate;
 use super::show::{name as show_name, time as iso_time};
-use crate::cache::Cache;
+use std::time::Duration;
+
+use crate::cache::{Cache, CacheError};
 use crate::clock;
 use crate::retention::{self, Candidate, Due, Policy};
 
@@ -33,15 +35,27 @@ pub(crate) fn policy<'c>(ctx: &'c Context<'_>) -> Option<&'c Policy> {
 }
 
 /// The recorded backups of `name`, as the policy sees them (none when the
-/// cache does not exist yet).
-fn existing(ctx: &Context<'_>, name: &[u8]) -> anyhow::Result<Vec<Candidate>> {
+/// cache does not exist yet). Read without the lock; with `upgrade` (the
+/// lock wait), a cache of an older schema is upgraded here, as the backup
+/// about to run would (a reader cannot, and the schedule must not stop the
+/// one command that upgrades); `--plan`, which changes nothing, refuses it.
+fn existing(
+    ctx: &Context<'_>,
+    name: &[u8],
+    upgrade: Option<Duration>,
+) -> anyhow::Result<Vec<Candidate>> {
     let Some(path) = ctx.config().source.entry_cache.path.as_deref() else {
         return Ok(Vec::new());
     };
     if !path.exists() {
         return Ok(Vec::new());
     }
-    let cache = Cache::open_read_only(path)?;
+    let cache = match Cache::open_read_only(path) {
+        Err(CacheError::NeedsUpgrade { .. }) if upgrade.is_some() => {
+            ctx.backup_cache(upgrade.unwrap_or_default())?
+        }
+        other => other?,
+    };
     Ok(cache
         .backups()?
         .iter()
@@ -53,15 +67,27 @@ fn existing(ctx: &Context<'_>, name: &[u8]) -> anyhow::Result<Vec<Candidate>> {
 /// The verdict for a backup of `name` now; `ignore` (`--ignore-schedule`)
 /// runs a day the schedule skips (the backup then carries no label, so no
 /// policy of this kind ever forgets it).
-pub(crate) fn verdict(ctx: &Context<'_>, name: &[u8], ignore: bool) -> anyhow::Result<Verdict> {
+pub(crate) fn verdict(
+    ctx: &Context<'_>,
+    name: &[u8],
+    ignore: bool,
+    lock_wait: Duration,
+) -> anyhow::Result<Verdict> {
     let Some(policy) = policy(ctx) else {
         return Ok(Verdict::Run {
             label: None,
             priority: None,
         });
     };
+    // `keep` is always due and labels nothing: no need to read the cache.
+    if matches!(policy, Policy::Keep(_)) {
+        return Ok(Verdict::Run {
+            label: None,
+            priority: None,
+        });
+    }
     let tz = jiff::tz::TimeZone::system();
-    let existing = existing(ctx, name)?;
+    let existing = existing(ctx, name, Some(lock_wait))?;
     let now = clock::now();
     let due = retention::due(policy, now, &existing, &tz);
     if ignore && !matches!(due, Due::Due { .. }) {
@@ -90,7 +116,7 @@ pub(crate) fn print_plan(ctx: &Context<'_>, source: &Path, name: &[u8]) -> anyho
     let json = ctx.json();
     let tz = jiff::tz::TimeZone::system();
     let now = clock::now();
-    let mut existing = existing(ctx, name)?;
+    let mut existing = existing(ctx, name, None)?;
     let policy = policy(ctx);
     let due = match policy {
         Some(p) => retention::due(p, now, &existing, &tz),

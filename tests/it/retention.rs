@@ -380,3 +380,32 @@ fn forget_keeps_restics_fourteen_of_sixty_daily_backups() {
     want.sort_unstable();
     assert_eq!(kept, want, "{}", r.stderr);
 }
+
+/// A cache of the release before labels (schema v1) with a schedule
+/// configured: the schedule's look at the cache must not stop the one
+/// command that upgrades it. `backup --plan` (which changes nothing) says
+/// to run a backup; `backup` upgrades the cache and labels its backup.
+#[test]
+fn a_v1_cache_is_upgraded_by_a_scheduled_backup() {
+    let s = Setup::new("  cycle: {frequency: 1, phase: 0, diffs: 6, fulls: 2}\n");
+    s.backup(&day("2024-01-01"));
+    let db = rusqlite::Connection::open(s.dir.join("cache.sqlite")).unwrap();
+    db.execute_batch(
+        "ALTER TABLE backups DROP COLUMN label;
+         ALTER TABLE backups DROP COLUMN priority;
+         ALTER TABLE backups DROP COLUMN pinned;
+         UPDATE meta SET value = '1' WHERE name = 'schema_version';",
+    )
+    .unwrap();
+    drop(db);
+    let r = s.at(&day("2024-01-02"), &["backup", "--plan"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("run a backup or check once"),
+        "{}",
+        r.stderr
+    );
+    let sum = s.backup(&day("2024-01-02"));
+    assert_eq!(sum["label"], "slot-1-DIFF", "{sum}");
+    assert_eq!(s.labels().len(), 2);
+}
