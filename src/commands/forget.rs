@@ -177,8 +177,10 @@ pub(crate) fn apply(
         .sum();
     let last_renewal = cache.last_lease_time(&unreferenced)?;
     let lease_days = ctx.config().lease.duration_days;
-    let reclaimable = last_renewal
-        .map(|t| t.saturating_add(i64::try_from(lease_days).unwrap_or(i64::MAX / 86_400) * 86_400));
+    let lease_secs = i64::try_from(lease_days)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(86_400);
+    let reclaimable = last_renewal.map(|t| t.saturating_add(lease_secs));
     let forgotten = plan.backups.len();
     let Carried {
         result_lines,
