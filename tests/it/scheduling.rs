@@ -10,11 +10,18 @@
 //! is installed on the machine itself, and the units are checked byte for
 //! byte, not an edited copy. CI installs `systemd-analyze` (`.ci/run`);
 //! without it the test fails, saying so.
+//!
+//! The sandbox's capability set is tried for real: a backup run as root
+//! with only the service's `CapabilityBoundingSet=` (through `setpriv`)
+//! reads a file nobody may read, and leaves out the `trusted.*` xattrs, as
+//! docs/scheduling.md says.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::BIN;
+use std::os::unix::fs::PermissionsExt;
+
+use crate::common::{BIN, Lafs, gateway_url, lafs, run_tool, write_backup_config};
 
 /// The repository's root.
 fn repo() -> PathBuf {
@@ -178,4 +185,89 @@ fn service_and_cron_run_the_documented_command() {
     }
     let docs = read("docs/scheduling.md");
     assert!(docs.contains(COMMAND));
+}
+
+/// The capabilities of the service's `CapabilityBoundingSet=`, in
+/// setpriv's spelling (`+dac_read_search`).
+fn service_capabilities() -> Vec<String> {
+    let service =
+        std::fs::read_to_string(repo().join("contrib/systemd/lafs-backup.service")).unwrap();
+    let line: Vec<&str> = service
+        .lines()
+        .filter_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .collect();
+    assert_eq!(line.len(), 1, "one CapabilityBoundingSet= line");
+    line[0]
+        .split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect()
+}
+
+#[test]
+fn sandbox_capabilities_suffice_for_a_backup() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test drops root's capabilities to the service's: run it as root \
+         (scripts/test in CI is)"
+    );
+    let caps = service_capabilities();
+    assert_eq!(caps, ["+dac_read_search"]);
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let private = src.join("private");
+    std::fs::create_dir_all(&private).unwrap();
+    std::fs::write(private.join("secret"), "only its owner may read this\n").unwrap();
+    std::fs::write(src.join("tagged"), "with xattrs\n").unwrap();
+    for (path, mode) in [(private.join("secret"), 0o000), (private.clone(), 0o700)] {
+        std::os::unix::fs::chown(&path, Some(1234), Some(1234)).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let tagged = src.join("tagged");
+    for (name, value) in [("trusted.sandbox", "1"), ("user.kept", "2")] {
+        run_tool(
+            "setfattr",
+            &[
+                "-n".as_ref(),
+                name.as_ref(),
+                "-v".as_ref(),
+                value.as_ref(),
+                tagged.as_os_str(),
+            ],
+        );
+    }
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let cfg = write_backup_config(&state, &src, &gateway_url(), "");
+
+    // As the service runs it: root, with only the bounding set's
+    // capabilities, no new privileges.
+    let bounding = format!("-all,{}", caps.join(","));
+    let run = Lafs::in_shell(&format!(
+        "exec setpriv --bounding-set {bounding} --inh-caps=-all --no-new-privs -- \"$0\" \"$@\""
+    ))
+    .arg("-c")
+    .arg(&cfg)
+    .args(["--json", "backup"])
+    .caps_on_stdout()
+    .ok();
+    let summary = run.of_type("summary");
+    assert_eq!(summary.len(), 1, "{}", run.stdout);
+    assert_eq!(summary[0]["skipped"], 0, "{}", run.stdout);
+
+    // Full root compares: the same bytes and metadata, but trusted.* was
+    // not listed without CAP_SYS_ADMIN.
+    let verify = lafs()
+        .arg("-c")
+        .arg(&cfg)
+        .args(["verify", "--content", "src"])
+        .arg(&src)
+        .code(4);
+    let differences: Vec<&str> = verify.stdout.lines().collect();
+    assert_eq!(differences.len(), 1, "{}", verify.stdout);
+    assert!(
+        differences[0].contains("/tagged") && differences[0].contains("trusted.sandbox"),
+        "{}",
+        verify.stdout
+    );
 }
