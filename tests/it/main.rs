@@ -33,6 +33,7 @@ mod restore_grid;
 mod restore_options;
 mod retention;
 mod scan_queue;
+mod scheduling;
 mod selector_context;
 mod state_safety;
 mod tahoe_client;
