@@ -38,7 +38,11 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
     }
     crate::clock::init().map_err(|e| crate::exit::UsageError(e.to_string()))?;
     let loaded = config::load(&cli.config)?;
-    crate::logging::init(log_level(&cli, loaded.config.logging.level));
+    let log_file = match loaded.config.logging.file {
+        Some(ref path) => Some(crate::logging::open_log_file(path)?),
+        None => None,
+    };
+    crate::logging::init(log_level(&cli, loaded.config.logging.level), log_file);
     for warning in &loaded.warnings {
         warn!("{warning}");
     }
