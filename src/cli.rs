@@ -109,6 +109,37 @@ pub enum Command {
     /// Print the merged configuration as YAML that can be fed back with -c.
     #[command(name = "dump-config", alias = "dump_config")]
     DumpConfig,
+
+    /// Print a shell completion script on stdout, generated from this
+    /// command line (needs no config).
+    ///
+    /// bash: `source <(lafs-backup completions bash)`, or save it in
+    /// /usr/share/bash-completion/completions/lafs-backup. zsh: save it as
+    /// `_lafs-backup` in a directory of $fpath. fish: save it in
+    /// ~/.config/fish/completions/lafs-backup.fish.
+    Completions(CompletionsArgs),
+
+    /// Print the manual page (roff) on stdout, generated from this command
+    /// line (needs no config): `lafs-backup man | man -l -`.
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_name = "SHELL")]
+    pub shell: CompletionShell,
+}
+
+/// The shells `completions` writes scripts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CompletionShell {
+    /// GNU bash.
+    Bash,
+    /// Z shell.
+    Zsh,
+    /// fish.
+    Fish,
 }
 
 #[derive(Debug, Args)]

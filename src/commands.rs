@@ -7,10 +7,12 @@
 pub(crate) mod backup;
 pub(crate) mod check;
 pub(crate) mod cleanup;
+pub(crate) mod completions;
 pub(crate) mod context;
 pub(crate) mod dump_config;
 pub(crate) mod forget;
 pub(crate) mod list;
+pub(crate) mod man;
 pub(crate) mod pin;
 pub(crate) mod restore;
 pub(crate) mod schedule;
@@ -27,9 +29,20 @@ pub(crate) use context::Context;
 
 /// Runs the parsed command line to completion.
 pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    // Generated from the command line alone: no config, cache or clock, so
+    // they work on a machine that has none yet (packaging, first setup).
+    match cli.command {
+        Command::Completions(ref args) => return completions::run(args.shell),
+        Command::Man => return man::run(),
+        _ => {}
+    }
     crate::clock::init().map_err(|e| crate::exit::UsageError(e.to_string()))?;
     let loaded = config::load(&cli.config)?;
-    crate::logging::init(log_level(&cli, loaded.config.logging.level));
+    let log_file = match loaded.config.logging.file {
+        Some(ref path) => Some(crate::logging::open_log_file(path)?),
+        None => None,
+    };
+    crate::logging::init(log_level(&cli, loaded.config.logging.level), log_file);
     for warning in &loaded.warnings {
         warn!("{warning}");
     }
@@ -45,6 +58,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Pin(ref args) => pin::run(&ctx, args, true),
         Command::Unpin(ref args) => pin::run(&ctx, args, false),
         Command::DumpConfig => dump_config::run(ctx.config()),
+        // Handled before the config is loaded; the same call if ever here.
+        Command::Completions(ref args) => completions::run(args.shell),
+        Command::Man => man::run(),
     }
 }
 

@@ -262,7 +262,7 @@ section! {
         pub lease: Lease,
         /// `http`: requests to the gateway.
         pub http: Http,
-        /// `logging`: what is logged on stderr.
+        /// `logging`: what is logged on stderr (and to `logging.file`).
         pub logging: Logging,
         /// `retention`: the policy `forget` applies (`docs/retention.md`);
         /// `None` when no policy is configured.
@@ -462,6 +462,9 @@ section! {
     pub struct Logging {
         /// The least severe level logged (`--debug`, `--noise` override it).
         pub level: LogLevel,
+        /// A file the log lines are also appended to (created 0600, never
+        /// through a symlink); `None`: stderr only.
+        pub file: Option<PathBuf>,
     }
 }
 
