@@ -308,11 +308,11 @@ impl Walker<'_, '_> {
                 Ordering::Less => {
                     let node = backup_iter.next().expect("peeked");
                     self.summary.entries += 1;
-                    self.report("missing", &join_rel(&rel, &node.name), String::new())?;
+                    self.report("missing", &join_rel(rel, &node.name), String::new())?;
                 }
                 Ordering::Greater => {
                     let name = live_iter.next().expect("peeked");
-                    let child = join_rel(&rel, &name);
+                    let child = join_rel(rel, &name);
                     let child_abs = abs.join(std::ffi::OsStr::from_bytes(&name));
                     let left_out = self.options.rules.as_ref().is_some_and(|r| {
                         let is_tag = name == b"CACHEDIR.TAG";
@@ -327,7 +327,7 @@ impl Walker<'_, '_> {
                     let name = live_iter.next().expect("peeked");
                     self.summary.entries += 1;
                     let child_abs = abs.join(std::ffi::OsStr::from_bytes(&name));
-                    self.entry(join_rel(&rel, &name), &child_abs, node)?;
+                    self.entry(join_rel(rel, &name), &child_abs, node)?;
                 }
             }
         }
