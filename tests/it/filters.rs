@@ -20,6 +20,15 @@ fn queued_paths(queue: &Path) -> Vec<String> {
         .collect()
 }
 
+/// `lafs-backup -c CONFIG... backup --queue-only`, which must exit `code`.
+fn queue_only(configs: &[&Path], code: i32) -> common::Run {
+    let mut cmd = common::lafs();
+    for c in configs {
+        cmd = cmd.arg("-c").arg(c);
+    }
+    cmd.args(["backup", "--queue-only"]).code(code)
+}
+
 struct Setup {
     tmp: TempDir,
     source: PathBuf,
@@ -61,6 +70,21 @@ impl Setup {
         .unwrap();
         fs::write(tmp.path().join("two.rules"), "-\\.bak$\n").unwrap();
         Setup { tmp, source: r }
+    }
+
+    /// A config `name` backing up the source into [`Self::queue`], then
+    /// `extra`.
+    fn config(&self, name: &str, extra: &str) -> PathBuf {
+        let yaml = format!(
+            "source:\n  path: '{}'\n  queue:\n    path: '{}'\n{extra}",
+            self.source.display(),
+            self.queue().display()
+        );
+        self.layer(name, &yaml)
+    }
+
+    fn queue(&self) -> PathBuf {
+        self.path("queue")
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -107,29 +131,16 @@ const KEPT: [&str; 11] = [
 #[test]
 fn rule_files_accumulate_across_layers_and_directory_files_apply() {
     let s = Setup::new();
-    let queue = s.path("queue");
-    let base = s.layer(
-        "base.yaml",
-        &format!(
-            "source:\n  path: '{}'\n  queue:\n    path: '{}'\n",
-            s.source.display(),
-            queue.display()
-        ),
-    );
+    let queue = s.queue();
+    let base = s.config("base.yaml", "");
     let (one, two) = s.layers();
     let one = s.layer("one.yaml", &one);
     let two = s.layer("two.yaml", &two);
-    common::lafs()
-        .args(["-c", base.to_str().unwrap(), "-c", one.to_str().unwrap()])
-        .args(["-c", two.to_str().unwrap(), "backup", "--queue-only"])
-        .ok();
+    queue_only(&[&base, &one, &two], 0);
     assert_eq!(queued_paths(&queue), KEPT);
 
     // The second layer alone drops only *.bak: the lists did accumulate.
-    common::lafs()
-        .args(["-c", base.to_str().unwrap(), "-c", two.to_str().unwrap()])
-        .args(["backup", "--queue-only"])
-        .ok();
+    queue_only(&[&base, &two], 0);
     let paths = queued_paths(&queue);
     assert!(paths.contains(&"logs/app.tmp".to_owned()), "{paths:?}");
     assert!(!paths.contains(&"notes.bak".to_owned()), "{paths:?}");
@@ -146,10 +157,7 @@ fn rule_files_accumulate_across_layers_and_directory_files_apply() {
         "{dump}"
     );
     let none = s.layer("none.yaml", "filter_files: null\n");
-    common::lafs()
-        .args(["-c", base.to_str().unwrap(), "-c", one.to_str().unwrap()])
-        .args(["-c", none.to_str().unwrap(), "backup", "--queue-only"])
-        .ok();
+    queue_only(&[&base, &one, &none], 0);
     let paths = queued_paths(&queue);
     assert!(paths.contains(&"logs/app.tmp".to_owned()), "{paths:?}");
 }
@@ -157,64 +165,32 @@ fn rule_files_accumulate_across_layers_and_directory_files_apply() {
 #[test]
 fn rule_file_errors_exit_2_naming_file_and_line() {
     let s = Setup::new();
-    let queue = s.path("queue");
-    let config = |rules: &str| {
-        s.layer(
+    let config = |rules: &Path| {
+        s.config(
             "cfg.yaml",
-            &format!(
-                "source:\n  path: '{}'\n  queue:\n    path: '{}'\nfilter_files:\n  - '{rules}'\n",
-                s.source.display(),
-                queue.display()
-            ),
+            &format!("filter_files:\n  - '{}'\n", rules.display()),
         )
     };
-    let missing = s.path("missing.rules");
-    let cfg = config(missing.to_str().unwrap());
-    let err = common::lafs()
-        .arg("-c")
-        .arg(&cfg)
-        .args(["backup", "--queue-only"])
-        .code(2)
-        .stderr;
+    let err = queue_only(&[&config(&s.path("missing.rules"))], 2).stderr;
     assert!(err.contains("cfg.yaml:6: "), "{err}");
     assert!(err.contains("missing.rules"), "{err}");
 
     let bad = s.path("bad.rules");
     fs::write(&bad, "-ok\n# comment\n\n(no prefix)\n").unwrap();
-    let cfg = config(bad.to_str().unwrap());
-    let err = common::lafs()
-        .arg("-c")
-        .arg(&cfg)
-        .args(["backup", "--queue-only"])
-        .code(2)
-        .stderr;
+    let err = queue_only(&[&config(&bad)], 2).stderr;
     assert!(err.contains("cfg.yaml:6: "), "{err}");
     assert!(err.contains(&format!("{}:4: ", bad.display())), "{err}");
     assert!(err.contains("(no prefix)"), "{err}");
-    assert!(!queue.exists());
+    assert!(!s.queue().exists());
 }
 
 #[test]
 fn a_bad_directory_file_is_reported_and_ignored() {
     let s = Setup::new();
     fs::write(s.source.join("logs/.lafs-backup-exclude"), "-x\nbad rule\n").unwrap();
-    let queue = s.path("queue");
-    let cfg = s.layer(
-        "cfg.yaml",
-        &format!(
-            "source:\n  path: '{}'\n  queue:\n    path: '{}'\n",
-            s.source.display(),
-            queue.display()
-        ),
-    );
-    let err = common::lafs()
-        .arg("-c")
-        .arg(&cfg)
-        .args(["backup", "--queue-only"])
-        .code(3)
-        .stderr;
+    let err = queue_only(&[&s.config("cfg.yaml", "")], 3).stderr;
     assert!(err.contains("logs/.lafs-backup-exclude:2: "), "{err}");
-    assert!(queued_paths(&queue).contains(&"logs/app.tmp".to_owned()));
+    assert!(queued_paths(&s.queue()).contains(&"logs/app.tmp".to_owned()));
 }
 
 #[test]
