@@ -255,11 +255,12 @@ section! {
         pub source: Source,
         /// `destination`: the grid, the results and the encoding.
         pub destination: Destination,
-        /// Ordered `'+REGEX'`/`'-REGEX'` scan rules, already validated.
-        pub filter: Vec<String> => filter_rules,
-        /// Rule files whose rules follow `filter`, in order; layers append
+        /// Rule files whose rules follow `filter` (written before it, so that
+        /// `filter` stays last before `operation` in dumps), in order; layers append
         /// to this list (see [`RuleFiles`]).
         pub filter_files: RuleFiles,
+        /// Ordered `'+REGEX'`/`'-REGEX'` scan rules, already validated.
+        pub filter: Vec<String> => filter_rules,
         /// `operation`: how a backup runs.
         pub operation: Operation,
         /// `lease`: how leases on the grid's shares are looked after.
