@@ -20,13 +20,18 @@ fn queued_paths(queue: &Path) -> Vec<String> {
         .collect()
 }
 
+/// `lafs-backup -c CONFIG...`, to which the caller adds the rest.
+fn lafs_with(configs: &[&Path]) -> common::Lafs {
+    configs
+        .iter()
+        .fold(common::lafs(), |cmd, c| cmd.arg("-c").arg(c))
+}
+
 /// `lafs-backup -c CONFIG... backup --queue-only`, which must exit `code`.
 fn queue_only(configs: &[&Path], code: i32) -> common::Run {
-    let mut cmd = common::lafs();
-    for c in configs {
-        cmd = cmd.arg("-c").arg(c);
-    }
-    cmd.args(["backup", "--queue-only"]).code(code)
+    lafs_with(configs)
+        .args(["backup", "--queue-only"])
+        .code(code)
 }
 
 struct Setup {
@@ -201,13 +206,8 @@ fn backup_then_verify_source_is_identical() {
     let cfg = common::write_backup_config(s.tmp.path(), &s.source, &url, common::QUICK_RETRY);
     let extra = s.layer("extra.yaml", &one);
     let more = s.layer("more.yaml", &two);
-    let run = common::lafs()
-        .arg("-c")
-        .arg(&cfg)
-        .arg("-c")
-        .arg(&extra)
-        .arg("-c")
-        .arg(&more)
+    let configs: [&Path; 3] = [&cfg, &extra, &more];
+    let run = lafs_with(&configs)
         .args(["--json", "backup"])
         .caps_on_stdout()
         .ok();
@@ -217,13 +217,7 @@ fn backup_then_verify_source_is_identical() {
     // logs/app.tmp, notes.bak.
     assert_eq!(scan[0]["excluded"], 6, "{scan:?}");
     let verify = |args: &[&str]| {
-        common::lafs()
-            .arg("-c")
-            .arg(&cfg)
-            .arg("-c")
-            .arg(&extra)
-            .arg("-c")
-            .arg(&more)
+        lafs_with(&configs)
             .arg("verify")
             .args(args)
             .arg(&s.source)
