@@ -2,7 +2,8 @@
 //!
 //! The built-in base config (`config/base.yaml`, compiled in) sets every key
 //! to its default; each `-c FILE` is then applied in order. Later scalars
-//! override earlier ones, lists replace lists, mappings merge key by key, and
+//! override earlier ones, lists replace lists (except `filter_files`, which
+//! layers append to), mappings merge key by key, and
 //! an explicit `null` overrides a scalar or list (`null` for a whole section
 //! changes nothing). Configs of the original Python lafs-backup-tool load
 //! unchanged: its keys that no longer apply are skipped with one warning each
@@ -32,7 +33,7 @@ use schema::{Item, Layer, section};
 use values::{at_least_one, attempts, count_limit, filter_rules, secs_limit, url};
 
 pub use values::{Codec, RetryDelay, Timeouts, XzAction, XzRule};
-pub(crate) use values::{LogLevel, RateSpec, XzOptions, seconds};
+pub(crate) use values::{LogLevel, RateSpec, RuleFiles, XzOptions, seconds};
 
 /// The base config: every key with its default, commented for users.
 pub(crate) const BASE_YAML: &str = include_str!("../config/base.yaml");
@@ -254,6 +255,10 @@ section! {
         pub source: Source,
         /// `destination`: the grid, the results and the encoding.
         pub destination: Destination,
+        /// Rule files whose rules follow `filter` (written before it, so that
+        /// `filter` stays last before `operation` in dumps), in order; layers append
+        /// to this list (see [`RuleFiles`]).
+        pub filter_files: RuleFiles,
         /// Ordered `'+REGEX'`/`'-REGEX'` scan rules, already validated.
         pub filter: Vec<String> => filter_rules,
         /// `operation`: how a backup runs.

@@ -5,9 +5,25 @@
 //! first whose regex matches anywhere in the string decides, and a path no
 //! rule matches is included. Matching is on raw bytes so that names which are
 //! not UTF-8 can still be filtered.
+//!
+//! Rules also come from rule files (`filter_files`, appended after the
+//! config's `filter`) and from per-directory `.lafs-backup-exclude` files
+//! ([`LocalRules`]); a `.lafs-backup-skip` file drops its directory
+//! (`docs/config.md`).
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
 
 use regex::bytes::{Regex, RegexBuilder};
 use thiserror::Error;
+
+/// A directory holding a file of this name gets its rules applied to the
+/// entries below it.
+pub(crate) const EXCLUDE_FILE: &[u8] = b".lafs-backup-exclude";
+/// A directory holding a file of this name is left out of the backup.
+pub(crate) const SKIP_FILE: &[u8] = b".lafs-backup-skip";
+/// Rule files longer than this are refused: a rule file is hand-written.
+const MAX_RULE_FILE: u64 = 1 << 20;
 
 /// Whether a rule keeps or drops what it matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,7 +32,7 @@ pub(crate) enum Action {
     Exclude,
 }
 
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Error)]
 pub(crate) enum FilterError {
     #[error("filter rule #{index} {rule:?} must start with '+' (include) or '-' (exclude)")]
     MissingPrefix { index: usize, rule: String },
@@ -26,7 +42,28 @@ pub(crate) enum FilterError {
         rule: String,
         message: String,
     },
+    #[error("cannot read the rule file {}: {source}", path.display())]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}:{line}: {message}", path.display())]
+    InFile {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
 }
+
+impl PartialEq for FilterError {
+    fn eq(&self, other: &Self) -> bool {
+        // io::Error has no equality; its text stands for it.
+        self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for FilterError {}
 
 #[derive(Debug, Clone)]
 struct Rule {
@@ -74,6 +111,127 @@ impl Filter {
         }
         self.decide(&subject) != Some(Action::Exclude)
     }
+}
+
+/// The rules of a rule file's text: one `+REGEX`/`-REGEX` rule a line;
+/// blank lines and lines whose first non-blank character is `#` are
+/// skipped. Errors name `path` and the 1-based line.
+pub(crate) fn parse_rule_file(path: &Path, text: &str) -> Result<Vec<String>, FilterError> {
+    let mut rules = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        // Files written on Windows end their lines with \r\n.
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        // Trailing blanks are part of a regex: keep the rule as written,
+        // only leading ones (indentation) are dropped.
+        parse_rule(rules.len() + 1, trimmed).map_err(|err| FilterError::InFile {
+            path: path.to_owned(),
+            line: i + 1,
+            message: err.to_string(),
+        })?;
+        rules.push(trimmed.to_owned());
+    }
+    Ok(rules)
+}
+
+/// Reads and checks one rule file of `filter_files`.
+pub(crate) fn read_rule_file(path: &Path) -> Result<Vec<String>, FilterError> {
+    let read_err = |source| FilterError::ReadFile {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let text = read_limited(file).map_err(read_err)?;
+    parse_rule_file(path, &text)
+}
+
+fn read_limited(file: std::fs::File) -> std::io::Result<String> {
+    let mut bytes = Vec::new();
+    file.take(MAX_RULE_FILE + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_RULE_FILE {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("longer than {MAX_RULE_FILE} bytes"),
+        ));
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not valid UTF-8 text"))
+}
+
+/// The scan's filter of a config: `filter`, then the rules of each of
+/// `filter_files` in order (read again here: the config checked them when
+/// it was loaded, but they may have changed since).
+pub(crate) fn source_filter(config: &crate::config::Config) -> Result<Filter, FilterError> {
+    let mut rules = config.filter.clone();
+    for path in &config.filter_files.paths {
+        rules.extend(read_rule_file(path)?);
+    }
+    Filter::new(&rules)
+}
+
+/// The rules of one directory's `.lafs-backup-exclude`, which apply to the
+/// entries below that directory: each is tested as `'/'` + its path
+/// relative to that directory (directories with a trailing `/`), first
+/// match wins within the file, and an entry is left out when the file's
+/// deciding rule is `-`. They can only leave out more: what the config's
+/// filter (or an outer file) excludes stays excluded.
+#[derive(Debug, Clone)]
+pub(crate) struct LocalRules {
+    /// Bytes of an entry's relative path before its path below the
+    /// directory (the directory's path and its `/`).
+    prefix: usize,
+    filter: Filter,
+}
+
+impl LocalRules {
+    /// Reads the exclude file of the directory `abs` (at `rel` in the
+    /// tree): `Ok(None)` when there is none; an error (for a warning) when
+    /// it is not a regular file, cannot be read or holds a bad rule.
+    pub(crate) fn read(abs: &Path, rel: &[u8]) -> Result<Option<Self>, FilterError> {
+        use std::os::unix::ffi::OsStrExt as _;
+        let path = abs.join(std::ffi::OsStr::from_bytes(EXCLUDE_FILE));
+        let md = match std::fs::symlink_metadata(&path) {
+            Ok(md) => md,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(FilterError::ReadFile { path, source }),
+        };
+        let read_err = |source| FilterError::ReadFile {
+            path: path.clone(),
+            source,
+        };
+        if !md.is_file() {
+            return Err(read_err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file",
+            )));
+        }
+        // O_NOFOLLOW: a file swapped for a symlink since the lstat is not
+        // followed out of the tree.
+        let file = crate::queue::open_nofollow(&path).map_err(read_err)?;
+        let text = read_limited(file).map_err(read_err)?;
+        let rules = parse_rule_file(&path, &text)?;
+        let filter = Filter::new(&rules)?;
+        let prefix = if rel.is_empty() { 0 } else { rel.len() + 1 };
+        Ok(Some(Self { prefix, filter }))
+    }
+
+    /// Whether these rules leave out the entry at `rel` (relative to the
+    /// source root, below this directory).
+    pub(crate) fn excludes(&self, rel: &[u8], is_dir: bool) -> bool {
+        let below = rel.get(self.prefix..).unwrap_or_default();
+        !self.filter.includes(below, is_dir)
+    }
+}
+
+/// Whether the directory `abs` holds a `.lafs-backup-skip` (a regular
+/// file; a symlink of that name does not count).
+pub(crate) fn has_skip_file(abs: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt as _;
+    std::fs::symlink_metadata(abs.join(std::ffi::OsStr::from_bytes(SKIP_FILE)))
+        .is_ok_and(|md| md.is_file())
 }
 
 fn parse_rule(index: usize, rule: &str) -> Result<Rule, FilterError> {
@@ -233,6 +391,58 @@ mod tests {
         let err = Filter::new(&["-(unclosed"]).unwrap_err().to_string();
         assert!(err.contains("#1"), "{err}");
         assert!(err.contains("-(unclosed"), "{err}");
+    }
+
+    #[test]
+    fn rule_files_skip_blanks_and_comments_and_name_bad_lines() {
+        let p = Path::new("/etc/rules");
+        let rules = parse_rule_file(p, "# c\n\n  -\\.o$\r\n  # indented\n+^/keep/\n").unwrap();
+        assert_eq!(rules, ["-\\.o$", "+^/keep/"]);
+        let err = parse_rule_file(p, "-ok\n\nbad\n").unwrap_err().to_string();
+        assert!(err.starts_with("/etc/rules:3: "), "{err}");
+        assert!(err.contains("\"bad\""), "{err}");
+        let err = parse_rule_file(p, "-(x\n").unwrap_err().to_string();
+        assert!(err.starts_with("/etc/rules:1: "), "{err}");
+    }
+
+    #[test]
+    fn local_rules_match_below_their_directory() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(
+            t.path().join(".lafs-backup-exclude"),
+            "+^/keep\\.o$\n-\\.o$\n-^/build/$\n",
+        )
+        .unwrap();
+        let local = LocalRules::read(t.path(), b"a/b").unwrap().unwrap();
+        assert!(local.excludes(b"a/b/x.o", false));
+        assert!(local.excludes(b"a/b/c/x.o", false));
+        assert!(!local.excludes(b"a/b/keep.o", false));
+        assert!(local.excludes(b"a/b/build", true));
+        assert!(!local.excludes(b"a/b/c/build", true));
+        assert!(!local.excludes(b"a/b/build", false));
+        let root = LocalRules::read(t.path(), b"").unwrap().unwrap();
+        assert!(root.excludes(b"build", true));
+        assert!(
+            LocalRules::read(&t.path().join("nothing"), b"")
+                .unwrap()
+                .is_none()
+        );
+        std::fs::write(t.path().join(".lafs-backup-exclude"), "# x\nnope\n").unwrap();
+        let err = LocalRules::read(t.path(), b"").unwrap_err().to_string();
+        assert!(err.contains(".lafs-backup-exclude:2: "), "{err}");
+    }
+
+    #[test]
+    fn symlinked_local_files_are_refused() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("rules"), "-x\n").unwrap();
+        std::os::unix::fs::symlink("rules", t.path().join(".lafs-backup-exclude")).unwrap();
+        assert!(LocalRules::read(t.path(), b"").is_err());
+        std::os::unix::fs::symlink("rules", t.path().join(".lafs-backup-skip")).unwrap();
+        assert!(!has_skip_file(t.path()));
+        std::fs::remove_file(t.path().join(".lafs-backup-skip")).unwrap();
+        std::fs::write(t.path().join(".lafs-backup-skip"), "").unwrap();
+        assert!(has_skip_file(t.path()));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use thiserror::Error;
 use tracing::{info, trace, warn};
 
 use crate::escape;
-use crate::filter::Filter;
+use crate::filter::{self, Filter, LocalRules};
 use crate::meta::{self, EntryMeta};
 use crate::queue::{self, QueueError};
 
@@ -91,6 +91,8 @@ struct Frame {
     meta: EntryMeta,
     /// Remaining children, in reverse byte order so `pop` yields the next.
     pending: Vec<OsString>,
+    /// The rules of this directory's `.lafs-backup-exclude`, if any.
+    local: Option<LocalRules>,
 }
 
 struct Walker<'a> {
@@ -125,11 +127,13 @@ pub(crate) fn scan(
     };
     let root_meta = walker.capture(root, b"", &root_md);
     let pending = list_dir(root).map_err(root_err)?;
+    let local = walker.local_rules(root, b"");
     let mut stack = vec![Frame {
         rel: Vec::new(),
         abs: root.to_owned(),
         meta: root_meta,
         pending,
+        local,
     }];
 
     while let Some(frame) = stack.last_mut() {
@@ -144,7 +148,7 @@ pub(crate) fn scan(
             rel.push(b'/');
         }
         rel.extend_from_slice(name.as_bytes());
-        if let Some(child) = walker.visit(out, abs, rel)? {
+        if let Some(child) = walker.visit(out, abs, rel, &stack)? {
             stack.push(child);
         }
     }
@@ -152,12 +156,15 @@ pub(crate) fn scan(
 }
 
 impl Walker<'_> {
-    /// Handles one child; returns a frame when it is a directory to descend.
+    /// Handles one child of the last of `open` (the directories being
+    /// walked, root first); returns a frame when it is a directory to
+    /// descend.
     fn visit(
         &mut self,
         out: &mut queue::Writer,
         abs: PathBuf,
         rel: Vec<u8>,
+        open: &[Frame],
     ) -> Result<Option<Frame>, ScanError> {
         let md = match fs::symlink_metadata(&abs) {
             Ok(md) => md,
@@ -169,6 +176,20 @@ impl Walker<'_> {
         let is_dir = md.is_dir();
         if !self.filter.includes(&rel, is_dir) {
             trace!(path = %display_path(&rel), "excluded by filter");
+            self.stats.excluded += 1;
+            return Ok(None);
+        }
+        if open
+            .iter()
+            .filter_map(|f| f.local.as_ref())
+            .any(|local| local.excludes(&rel, is_dir))
+        {
+            trace!(path = %display_path(&rel), "excluded by a .lafs-backup-exclude");
+            self.stats.excluded += 1;
+            return Ok(None);
+        }
+        if is_dir && filter::has_skip_file(&abs) {
+            info!(path = %display_path(&rel), "leaving out a directory holding .lafs-backup-skip");
             self.stats.excluded += 1;
             return Ok(None);
         }
@@ -206,12 +227,26 @@ impl Walker<'_> {
                 }
             }
         };
+        let local = self.local_rules(&abs, &rel);
         Ok(Some(Frame {
             rel,
             abs,
             meta,
             pending,
+            local,
         }))
+    }
+
+    /// The directory's `.lafs-backup-exclude` rules. A file that cannot be
+    /// used is reported and ignored: the backup then holds more, never less.
+    fn local_rules(&mut self, abs: &Path, rel: &[u8]) -> Option<LocalRules> {
+        match LocalRules::read(abs, rel) {
+            Ok(local) => local,
+            Err(e) => {
+                self.problem(rel, &format!("{e}; its rules are not applied"));
+                None
+            }
+        }
     }
 
     fn capture(&mut self, abs: &Path, rel: &[u8], md: &Metadata) -> EntryMeta {
@@ -408,6 +443,84 @@ mod tests {
         };
         let (lines, _) = scan_to_lines(r, &[], off);
         assert!(lines.contains(&"cache/blob".to_owned()));
+    }
+
+    #[test]
+    fn exclude_files_apply_below_their_directory() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        fs::create_dir_all(r.join("a/build")).unwrap();
+        fs::create_dir_all(r.join("a/sub/build")).unwrap();
+        fs::write(r.join("a/build/f"), "x").unwrap();
+        fs::write(r.join("a/sub/build/f"), "x").unwrap();
+        fs::write(r.join("a/x.o"), "x").unwrap();
+        fs::write(r.join("a/sub/y.o"), "x").unwrap();
+        fs::write(r.join("a/keep.o"), "x").unwrap();
+        fs::write(r.join("top.o"), "x").unwrap();
+        // Relative to a/: '/build/' is a/build only, '\.o$' anywhere below.
+        fs::write(
+            r.join("a/.lafs-backup-exclude"),
+            "# generated files\n+^/keep\\.o$\n-\\.o$\n\n-^/build/$\n",
+        )
+        .unwrap();
+        let (lines, stats) = scan_to_lines(r, &[], Options::default());
+        assert_eq!(
+            lines,
+            [
+                "a/.lafs-backup-exclude",
+                "a/keep.o",
+                "a/sub/build/f",
+                "a/sub/build",
+                "a/sub",
+                "a",
+                "top.o",
+                ""
+            ]
+        );
+        assert_eq!(stats.excluded, 3);
+        assert_eq!(stats.problems, 0);
+        // The config's filter still applies, and first.
+        let (lines, _) = scan_to_lines(r, &["-^/a/sub/$"], Options::default());
+        assert!(!lines.iter().any(|l| l.starts_with("a/sub")), "{lines:?}");
+    }
+
+    #[test]
+    fn a_bad_exclude_file_is_a_problem_and_ignored() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        fs::create_dir(r.join("d")).unwrap();
+        fs::write(r.join("d/f"), "x").unwrap();
+        fs::write(r.join("d/.lafs-backup-exclude"), "-f\nno prefix\n").unwrap();
+        let (lines, stats) = scan_to_lines(r, &[], Options::default());
+        assert_eq!(lines, ["d/.lafs-backup-exclude", "d/f", "d", ""]);
+        assert_eq!(stats.problems, 1);
+    }
+
+    #[test]
+    fn skip_files_drop_their_directory() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        fs::create_dir_all(r.join("skipped/deep")).unwrap();
+        fs::write(r.join("skipped/.lafs-backup-skip"), "").unwrap();
+        fs::write(r.join("skipped/deep/f"), "x").unwrap();
+        fs::create_dir(r.join("kept")).unwrap();
+        fs::write(r.join("kept/f"), "x").unwrap();
+        // A symlink named like the marker does not count.
+        symlink("f", r.join("kept/.lafs-backup-skip")).unwrap();
+        // At the root, the marker has no effect: the source is backed up.
+        fs::write(r.join(".lafs-backup-skip"), "").unwrap();
+        let (lines, stats) = scan_to_lines(r, &[], Options::default());
+        assert_eq!(
+            lines,
+            [
+                ".lafs-backup-skip",
+                "kept/.lafs-backup-skip",
+                "kept/f",
+                "kept",
+                ""
+            ]
+        );
+        assert_eq!(stats.excluded, 1);
     }
 
     #[test]

@@ -25,7 +25,7 @@ use anyhow::Context as _;
 
 use crate::edge::EdgeMeta;
 use crate::encode;
-use crate::filter::Filter;
+use crate::filter::{self, Filter, LocalRules};
 use crate::meta::{self, S_IFMT};
 use crate::scan::display_path;
 use crate::tahoe::{Cap, Client, SYMLINK_TARGET_LIMIT, TahoeError};
@@ -42,8 +42,9 @@ pub(crate) struct Options {
     pub rules: Option<SourceRules>,
 }
 
-/// What a scan leaves out of a backup (`filter`, `source.exclude_caches`,
-/// `source.one_file_system`), so that `verify` of a backup against its own
+/// What a scan leaves out of a backup (`filter` and `filter_files`, the
+/// per-directory `.lafs-backup-exclude` and `.lafs-backup-skip` files,
+/// `source.exclude_caches`, `source.one_file_system`), so that `verify` of a backup against its own
 /// source reports no difference for entries the backup never took.
 #[derive(Debug)]
 pub(crate) struct SourceRules {
@@ -60,12 +61,22 @@ impl SourceRules {
     /// Whether a live `extra` entry `rel` (at `abs`) is one a backup of the
     /// source never took: the filter excludes it, or its directory's
     /// entries were all left out (`whole_dir_left_out`).
-    fn left_out(&self, rel: &[u8], abs: &Path, whole_dir_left_out: bool) -> bool {
+    /// `local` holds the `.lafs-backup-exclude` rules of the directories
+    /// above it, as the scan read them.
+    fn left_out(
+        &self,
+        rel: &[u8],
+        abs: &Path,
+        whole_dir_left_out: bool,
+        local: &[LocalRules],
+    ) -> bool {
         if whole_dir_left_out {
             return true;
         }
         let is_dir = fs::symlink_metadata(abs).is_ok_and(|m| m.is_dir());
         !self.filter.includes(rel, is_dir)
+            || local.iter().any(|l| l.excludes(rel, is_dir))
+            || (is_dir && filter::has_skip_file(abs))
     }
 
     /// Whether a backup of the source left out every entry of the live
@@ -136,6 +147,7 @@ pub(crate) fn verify(
         sink,
         links: Links::default(),
         ancestors: vec![(root.object_key(), "/".to_string())],
+        local: Vec::new(),
     };
     walker.summary.entries += 1;
     let listing =
@@ -179,6 +191,9 @@ struct Walker<'a, 's> {
     /// `(object key, display path)` of the backup directories being walked,
     /// root first: a directory among them met again is a cycle.
     ancestors: Vec<(String, String)>,
+    /// The `.lafs-backup-exclude` rules of the live directories being
+    /// walked (only with source rules).
+    local: Vec<LocalRules>,
 }
 
 /// The path of `name` inside the directory `rel` ("" for the root).
@@ -252,13 +267,36 @@ impl Walker<'_, '_> {
             }
         };
         live_names.sort();
+        // The scan reported an unusable exclude file and applied none of
+        // it; so does this.
+        let local = match &self.options.rules {
+            Some(_) => LocalRules::read(abs, &rel).ok().flatten(),
+            None => None,
+        };
+        let pushed = local.is_some();
+        self.local.extend(local);
+        let result = self.compare_children(&rel, abs, live_names, listing.children);
+        if pushed {
+            self.local.pop();
+        }
+        result
+    }
+
+    /// The walk in step of one directory's children, live and backed up.
+    fn compare_children(
+        &mut self,
+        rel: &[u8],
+        abs: &Path,
+        live_names: Vec<Vec<u8>>,
+        children: Vec<Node>,
+    ) -> anyhow::Result<()> {
         let dir_left_out = self
             .options
             .rules
             .as_ref()
             .is_some_and(|r| r.dir_left_out(abs, self.root_dev));
         let mut live_iter = live_names.into_iter().peekable();
-        let mut backup_iter = listing.children.into_iter().peekable();
+        let mut backup_iter = children.into_iter().peekable();
         loop {
             let order = match (backup_iter.peek(), live_iter.peek()) {
                 (None, None) => break,
@@ -270,15 +308,15 @@ impl Walker<'_, '_> {
                 Ordering::Less => {
                     let node = backup_iter.next().expect("peeked");
                     self.summary.entries += 1;
-                    self.report("missing", &join_rel(&rel, &node.name), String::new())?;
+                    self.report("missing", &join_rel(rel, &node.name), String::new())?;
                 }
                 Ordering::Greater => {
                     let name = live_iter.next().expect("peeked");
-                    let child = join_rel(&rel, &name);
+                    let child = join_rel(rel, &name);
                     let child_abs = abs.join(std::ffi::OsStr::from_bytes(&name));
                     let left_out = self.options.rules.as_ref().is_some_and(|r| {
                         let is_tag = name == b"CACHEDIR.TAG";
-                        r.left_out(&child, &child_abs, dir_left_out && !is_tag)
+                        r.left_out(&child, &child_abs, dir_left_out && !is_tag, &self.local)
                     });
                     if !left_out {
                         self.report("extra", &child, String::new())?;
@@ -289,7 +327,7 @@ impl Walker<'_, '_> {
                     let name = live_iter.next().expect("peeked");
                     self.summary.entries += 1;
                     let child_abs = abs.join(std::ffi::OsStr::from_bytes(&name));
-                    self.entry(join_rel(&rel, &name), &child_abs, node)?;
+                    self.entry(join_rel(rel, &name), &child_abs, node)?;
                 }
             }
         }

@@ -16,7 +16,6 @@ use crate::config::Config;
 use crate::encode::Encoder;
 use crate::escape;
 use crate::exit::{Outcome, UsageError};
-use crate::filter::Filter;
 use crate::names;
 use crate::progress;
 use crate::queue;
@@ -530,7 +529,7 @@ fn scan_source(
     binding: &queue::Binding,
 ) -> anyhow::Result<ScanReport> {
     let source = pick_source(config)?;
-    let filter = Filter::new(&config.filter)?;
+    let filter = crate::filter::source_filter(config)?;
     let options = scan::Options {
         one_file_system: config.source.one_file_system,
         exclude_caches: config.source.exclude_caches,

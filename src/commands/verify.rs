@@ -12,7 +12,6 @@ use tracing::info;
 use super::{Context, show};
 use crate::cli::VerifyArgs;
 use crate::exit::{Outcome, UsageError};
-use crate::filter::Filter;
 use crate::selector::Selector;
 use crate::tahoe::Cap;
 use crate::verify::{self, Difference, Options, SourceRules};
@@ -47,7 +46,7 @@ pub(crate) fn run(ctx: &Context<'_>, args: &VerifyArgs) -> anyhow::Result<Outcom
         None
     } else {
         Some(SourceRules {
-            filter: Filter::new(&config.filter)?,
+            filter: crate::filter::source_filter(config)?,
             exclude_caches: config.source.exclude_caches,
             one_file_system: config.source.one_file_system,
         })

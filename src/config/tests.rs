@@ -1437,3 +1437,54 @@ fn retention_dump_round_trips() {
         assert_eq!(yaml_keys(&dump), Config::keys());
     }
 }
+
+#[test]
+fn filter_files_accumulate_across_layers_and_null_empties_them() {
+    let t = tempfile::tempdir().unwrap();
+    let a = t.path().join("a.rules");
+    let b = t.path().join("b.rules");
+    std::fs::write(&a, "# a\n-\\.o$\n").unwrap();
+    std::fs::write(&b, "\n+^/keep/\n").unwrap();
+    let (a_s, b_s) = (a.display().to_string(), b.display().to_string());
+    let first = format!("filter_files: [{a_s:?}]\nfilter: ['-x']\n");
+    let second = format!("filter_files: [{b_s:?}]\nfilter: ['-y']\n");
+    let loaded = load_from_strs(&[("one.yaml", &first), ("two.yaml", &second)]).unwrap();
+    // Unlike `filter`, which the second layer replaced.
+    assert_eq!(loaded.config.filter_files.paths, [a.clone(), b.clone()]);
+    assert_eq!(loaded.config.filter, ["-y"]);
+    let filter = crate::filter::source_filter(&loaded.config).unwrap();
+    assert!(!filter.includes(b"y", false));
+    assert!(!filter.includes(b"z.o", false));
+    // The dump reads back to the same config.
+    let again = load_one(&loaded.config.to_yaml()).unwrap();
+    assert_eq!(again.config, loaded.config);
+    let cleared = load_from_strs(&[("one.yaml", &first), ("two.yaml", "filter_files:\n")])
+        .unwrap()
+        .config;
+    assert!(cleared.filter_files.paths.is_empty());
+}
+
+#[test]
+fn filter_files_errors_name_the_config_line_and_the_rule_file_line() {
+    let t = tempfile::tempdir().unwrap();
+    let bad = t.path().join("bad.rules");
+    std::fs::write(&bad, "-ok\n# c\nnot a rule\n").unwrap();
+    let missing = t.path().join("missing.rules");
+    let yaml = format!("filter_files:\n  - {:?}\n", missing.display().to_string());
+    let message = error(&yaml);
+    assert!(
+        message.starts_with(
+            "cfg.yaml:2: invalid value for filter_files file #1: cannot read the rule file"
+        ),
+        "{message}"
+    );
+    assert!(message.contains("missing.rules"), "{message}");
+    let yaml = format!("filter_files:\n\n  - {:?}\n", bad.display().to_string());
+    let message = error(&yaml);
+    assert!(message.starts_with("cfg.yaml:3: "), "{message}");
+    assert!(
+        message.contains(&format!("{}:3: ", bad.display())),
+        "{message}"
+    );
+    assert_error("filter_files: 3\n", "wrong type for filter_files");
+}

@@ -852,3 +852,65 @@ pub(crate) mod filter_rules {
         }
     }
 }
+
+// ---------------------------------------------------------------- filter_files
+
+/// `filter_files`: rule files whose rules follow `filter`, in order. Unlike
+/// every other list, a layer appends to it instead of replacing it, so that
+/// layered configs add rule files; an explicit `null` empties it (the only
+/// way for a later layer to drop an earlier layer's files).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RuleFiles {
+    /// The files, in the order their rules apply.
+    pub paths: Vec<std::path::PathBuf>,
+}
+
+impl super::schema::Item for RuleFiles {
+    fn blank() -> Self {
+        Self::default()
+    }
+
+    fn apply(
+        &mut self,
+        node: &Node,
+        key: &str,
+        layer: &mut super::schema::Layer<'_>,
+    ) -> Result<(), super::ConfigError> {
+        let paths = match &node.kind {
+            Kind::Null => {
+                self.paths.clear();
+                return Ok(());
+            }
+            _ => parse_list(
+                node,
+                key,
+                "a list of rule file paths, or null",
+                "file",
+                |item, item_key| {
+                    let path = std::path::PathBuf::parse(item, item_key)?;
+                    // Checked now, so that a missing file or a bad rule is
+                    // a config error naming this line (and the rule file's).
+                    crate::filter::read_rule_file(&path)
+                        .map_err(|err| Invalid::value(item, item_key, err.to_string()))?;
+                    Ok(path)
+                },
+            ),
+        }
+        .map_err(|e| layer.fail(e))?;
+        self.paths.extend(paths);
+        Ok(())
+    }
+
+    fn emit(&self) -> Out {
+        if self.paths.is_empty() {
+            Out::Null
+        } else {
+            Out::Seq(
+                self.paths
+                    .iter()
+                    .map(|p| Out::Str(p.to_string_lossy().into_owned()))
+                    .collect(),
+            )
+        }
+    }
+}

@@ -21,6 +21,7 @@ mod builder;
 mod config_cli;
 mod edge_golden;
 mod encode_grid;
+mod filters;
 mod finishing;
 mod grid_harness;
 mod hardening_cli;
