@@ -32,8 +32,8 @@ pub(crate) use retention::Retention;
 use schema::{Item, Layer, section};
 use values::{at_least_one, attempts, count_limit, filter_rules, secs_limit, url};
 
+pub(crate) use values::{CaFiles, LogLevel, RateSpec, RuleFiles, XzOptions, seconds};
 pub use values::{Codec, RetryDelay, Timeouts, XzAction, XzRule};
-pub(crate) use values::{LogLevel, RateSpec, RuleFiles, XzOptions, seconds};
 
 /// The base config: every key with its default, commented for users.
 pub(crate) const BASE_YAML: &str = include_str!("../config/base.yaml");
@@ -60,10 +60,6 @@ pub(crate) const IGNORED_KEYS: &[(&str, &str)] = &[
     (
         "http.request_pool_options",
         "options of the original's Twisted connection pool do not apply",
-    ),
-    (
-        "http.ca_certs_files",
-        "the original's certificate bundle option does not apply",
     ),
     ("logging.version", DICT_CONFIG),
     ("logging.formatters", DICT_CONFIG),
@@ -449,6 +445,9 @@ section! {
         pub retry: Retry,
         /// Most bytes read of one directory listing (`t=json`) reply.
         pub max_listing_bytes: u64,
+        /// PEM files whose certificates are trusted as roots for an
+        /// `https://` gateway, beside the system's store.
+        pub ca_certs_files: CaFiles,
     }
 }
 

@@ -117,9 +117,14 @@ impl<'a> Context<'a> {
             Some(url) => (url, "--gateway"),
             None => (config.destination.url.as_str(), "destination.url"),
         };
-        let client = Client::new(url, &config.http.retry, &config.operation.timeouts.updates)
-            .map_err(|e| UsageError(format!("{key}: {e}")))?
-            .with_max_listing_bytes(config.http.max_listing_bytes);
+        let client = Client::with_ca_files(
+            url,
+            &config.http.retry,
+            &config.operation.timeouts.updates,
+            &config.http.ca_certs_files.paths,
+        )
+        .map_err(|e| UsageError(format!("{key}: {e}")))?
+        .with_max_listing_bytes(config.http.max_listing_bytes);
         Ok(Gateway {
             client,
             url,

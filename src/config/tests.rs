@@ -664,7 +664,6 @@ fn a_config_of_the_original_tool_loads_unchanged() {
         warned,
         vec![
             "source.pick_policy",
-            "http.ca_certs_files",
             "http.debug_requests",
             "http.request_pool_options",
             "logging.warnings",

@@ -914,3 +914,65 @@ impl super::schema::Item for RuleFiles {
         }
     }
 }
+
+// ---------------------------------------------------------------- ca_certs_files
+
+/// `http.ca_certs_files`: PEM files whose certificates are trusted roots for
+/// an `https://` gateway. One path (as the original tool's configs give it)
+/// or a list; a later layer replaces it, like every list. Each file is read
+/// now, so that an unreadable file or one without a certificate is a config
+/// error naming its line.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CaFiles {
+    /// The files, in order.
+    pub paths: Vec<std::path::PathBuf>,
+}
+
+impl CaFiles {
+    fn check(item: &Node, item_key: &str) -> Result<std::path::PathBuf, Invalid> {
+        let path = std::path::PathBuf::parse(item, item_key)?;
+        crate::tahoe::read_ca_file(&path).map_err(|err| Invalid::value(item, item_key, err))?;
+        Ok(path)
+    }
+}
+
+impl super::schema::Item for CaFiles {
+    fn blank() -> Self {
+        Self::default()
+    }
+
+    fn apply(
+        &mut self,
+        node: &Node,
+        key: &str,
+        layer: &mut super::schema::Layer<'_>,
+    ) -> Result<(), super::ConfigError> {
+        let paths = match &node.kind {
+            Kind::Null => Ok(Vec::new()),
+            Kind::Seq(_) => parse_list(
+                node,
+                key,
+                "a PEM file path, a list of them, or null",
+                "file",
+                Self::check,
+            ),
+            _ => Self::check(node, key).map(|path| vec![path]),
+        }
+        .map_err(|e| layer.fail(e))?;
+        self.paths = paths;
+        Ok(())
+    }
+
+    fn emit(&self) -> Out {
+        if self.paths.is_empty() {
+            Out::Null
+        } else {
+            Out::Seq(
+                self.paths
+                    .iter()
+                    .map(|p| Out::Str(p.to_string_lossy().into_owned()))
+                    .collect(),
+            )
+        }
+    }
+}

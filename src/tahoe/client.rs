@@ -205,14 +205,30 @@ impl Client {
     /// `destination.url`: `http://HOST:PORT/uri` by the original tool's
     /// convention; `http://HOST:PORT` and trailing slashes are accepted
     /// too (a path prefix before `/uri`, for a gateway behind a reverse
-    /// proxy, is kept). `https://` is refused: this build has no TLS.
+    /// proxy, is kept). `https://` trusts the system's store only.
     pub fn new(
         destination_url: &str,
         retry: &Retry,
         timeouts: &Timeouts,
     ) -> Result<Client, TahoeError> {
+        Client::with_ca_files(destination_url, retry, timeouts, &[])
+    }
+
+    /// [`Client::new`], and for an `https://` gateway the certificates of
+    /// `ca_files` (PEM, `http.ca_certs_files`) are trusted roots beside the
+    /// system's store (which honours `SSL_CERT_FILE` and `SSL_CERT_DIR`).
+    pub(crate) fn with_ca_files(
+        destination_url: &str,
+        retry: &Retry,
+        timeouts: &Timeouts,
+        ca_files: &[std::path::PathBuf],
+    ) -> Result<Client, TahoeError> {
         let (node, gateway) = normalise_url(destination_url)?;
-        let config = ureq::Agent::config_builder()
+        let mut config = ureq::Agent::config_builder();
+        if node.starts_with("https://") {
+            config = config.tls_config(tls_config(ca_files)?);
+        }
+        let config = config
             .http_status_as_error(false)
             .proxy(None)
             .max_redirects(0)
@@ -956,6 +972,17 @@ impl Client {
             message: redact(&message),
             attempts: 1,
         };
+        if let Some(tls) = tls_error(&err) {
+            // Permanent: retrying cannot make an untrusted certificate
+            // trusted, and a generic connection error would hide why.
+            return TahoeError::Invalid(format!(
+                "the TLS connection to the Tahoe gateway at {} failed: {} (an untrusted \
+                 certificate: trust its CA with http.ca_certs_files, or through the system's \
+                 store, e.g. SSL_CERT_FILE)",
+                self.gateway,
+                redact(&tls.to_string())
+            ));
+        }
         match err {
             ureq::Error::Timeout(_) => TahoeError::Timeout {
                 after: Duration::ZERO,
@@ -1099,21 +1126,79 @@ fn time_left(deadline: Option<Instant>) -> Result<Option<Duration>, TahoeError> 
     }
 }
 
+/// The certificate error behind a failed request, if TLS refused the
+/// gateway's certificate (ureq hands rustls' errors on directly or inside an
+/// I/O error).
+fn tls_error(err: &ureq::Error) -> Option<&rustls::Error> {
+    let tls = match err {
+        ureq::Error::Rustls(e) => Some(e),
+        ureq::Error::Io(e) => e.get_ref().and_then(|inner| inner.downcast_ref()),
+        _ => None,
+    }?;
+    matches!(
+        tls,
+        rustls::Error::InvalidCertificate(_) | rustls::Error::AlertReceived(_)
+    )
+    .then_some(tls)
+}
+
+/// The TLS settings for an `https://` gateway: rustls with the ring
+/// provider; the roots are the system's store plus `ca_files`.
+fn tls_config(ca_files: &[std::path::PathBuf]) -> Result<ureq::tls::TlsConfig, TahoeError> {
+    // Errors of single entries of the system's store are skipped, as every
+    // TLS client does: one bad file there must not stop backups.
+    let mut roots: Vec<ureq::tls::Certificate<'static>> = rustls_native_certs::load_native_certs()
+        .certs
+        .iter()
+        .map(|der| ureq::tls::Certificate::from_der(der.as_ref()).to_owned())
+        .collect();
+    for path in ca_files {
+        roots.extend(read_ca_file(path).map_err(|e| {
+            TahoeError::Invalid(format!("invalid value for http.ca_certs_files: {e}"))
+        })?);
+    }
+    if roots.is_empty() {
+        return Err(TahoeError::Invalid(
+            "no trusted TLS root certificate for the https:// gateway: the system's store \
+             is empty; give a CA with http.ca_certs_files or SSL_CERT_FILE"
+                .into(),
+        ));
+    }
+    Ok(ureq::tls::TlsConfig::builder()
+        .provider(ureq::tls::TlsProvider::Rustls)
+        .root_certs(ureq::tls::RootCerts::new_with_certs(&roots))
+        .build())
+}
+
+/// The certificates of a PEM file (`http.ca_certs_files`); an error (naming
+/// the file) if it cannot be read or holds none.
+pub(crate) fn read_ca_file(
+    path: &std::path::Path,
+) -> Result<Vec<ureq::tls::Certificate<'static>>, String> {
+    let shown = path.display();
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(ureq::tls::PemItem::Certificate(cert)) => certs.push(cert),
+            Ok(_) => {}
+            Err(e) => return Err(format!("{shown} is not a valid PEM file: {e}")),
+        }
+    }
+    if certs.is_empty() {
+        return Err(format!("{shown} holds no PEM certificate"));
+    }
+    Ok(certs)
+}
+
 /// Validates and normalises a gateway URL: `(node root, host:port)`.
 fn normalise_url(url: &str) -> Result<(String, String), TahoeError> {
     let url = url.trim();
     let invalid =
         |why: &str| TahoeError::Invalid(format!("invalid gateway URL {:?}: {why}", redact(url)));
     let lower = url.to_ascii_lowercase();
-    if lower.starts_with("https://") {
-        return Err(invalid(
-            "https:// is not supported: this build of lafs-backup has no TLS support \
-             (its HTTP client, ureq, is built without TLS features); use an http:// URL \
-             (e.g. a local gateway, or a tunnel to a remote one)",
-        ));
-    }
-    if !lower.starts_with("http://") {
-        return Err(invalid("it must start with http://"));
+    if !lower.starts_with("http://") && !lower.starts_with("https://") {
+        return Err(invalid("it must start with http:// or https://"));
     }
     if url.contains(['?', '#']) {
         return Err(invalid("it must not have a query or fragment"));
@@ -1141,7 +1226,15 @@ fn normalise_url(url: &str) -> Result<(String, String), TahoeError> {
             "it must end at the web API's /uri (no capability or path after it)",
         ));
     }
-    Ok((format!("http://{}{}", authority.as_str(), path), gateway))
+    let scheme = if lower.starts_with("https://") {
+        "https"
+    } else {
+        "http"
+    };
+    Ok((
+        format!("{scheme}://{}{}", authority.as_str(), path),
+        gateway,
+    ))
 }
 
 /// A cap as a URL path segment. Parsed caps are printable ASCII; anything
@@ -1325,10 +1418,11 @@ mod tests {
 
     #[test]
     fn bad_urls_are_refused_clearly() {
-        let err = normalise_url("https://gw.example/uri")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("no TLS support"), "{err}");
+        let (node, gateway) = normalise_url("https://gw.example/uri").unwrap();
+        assert_eq!(
+            (node.as_str(), gateway.as_str()),
+            ("https://gw.example", "gw.example")
+        );
         for bad in [
             "ftp://x/uri",
             "127.0.0.1:3456/uri",
