@@ -902,16 +902,7 @@ impl super::schema::Item for RuleFiles {
     }
 
     fn emit(&self) -> Out {
-        if self.paths.is_empty() {
-            Out::Null
-        } else {
-            Out::Seq(
-                self.paths
-                    .iter()
-                    .map(|p| Out::Str(p.to_string_lossy().into_owned()))
-                    .collect(),
-            )
-        }
+        paths_out(&self.paths)
     }
 }
 
@@ -964,15 +955,20 @@ impl super::schema::Item for CaFiles {
     }
 
     fn emit(&self) -> Out {
-        if self.paths.is_empty() {
-            Out::Null
-        } else {
-            Out::Seq(
-                self.paths
-                    .iter()
-                    .map(|p| Out::Str(p.to_string_lossy().into_owned()))
-                    .collect(),
-            )
-        }
+        paths_out(&self.paths)
+    }
+}
+
+/// A list of paths as config output; `null` when empty.
+fn paths_out(paths: &[std::path::PathBuf]) -> Out {
+    if paths.is_empty() {
+        Out::Null
+    } else {
+        Out::Seq(
+            paths
+                .iter()
+                .map(|p| Out::Str(p.to_string_lossy().into_owned()))
+                .collect(),
+        )
     }
 }

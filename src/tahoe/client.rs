@@ -976,9 +976,9 @@ impl Client {
             // Permanent: retrying cannot make an untrusted certificate
             // trusted, and a generic connection error would hide why.
             return TahoeError::Invalid(format!(
-                "the TLS connection to the Tahoe gateway at {} failed: {} (an untrusted \
-                 certificate: trust its CA with http.ca_certs_files, or through the system's \
-                 store, e.g. SSL_CERT_FILE)",
+                "the TLS certificate of the Tahoe gateway at {} was refused: {} (to trust \
+                 its CA, list its PEM file in http.ca_certs_files, or add it to the system's \
+                 store, e.g. through SSL_CERT_FILE)",
                 self.gateway,
                 redact(&tls.to_string())
             ));
@@ -1135,11 +1135,7 @@ fn tls_error(err: &ureq::Error) -> Option<&rustls::Error> {
         ureq::Error::Io(e) => e.get_ref().and_then(|inner| inner.downcast_ref()),
         _ => None,
     }?;
-    matches!(
-        tls,
-        rustls::Error::InvalidCertificate(_) | rustls::Error::AlertReceived(_)
-    )
-    .then_some(tls)
+    matches!(tls, rustls::Error::InvalidCertificate(_)).then_some(tls)
 }
 
 /// The TLS settings for an `https://` gateway: rustls with the ring

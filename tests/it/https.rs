@@ -135,12 +135,22 @@ fn https_gateway_with_a_private_ca() {
     let cfg = common::write_backup_config(&plain, &source, &https, common::QUICK_RETRY);
     let run = common::lafs().arg("-c").arg(&cfg).arg("backup").code(1);
     assert!(
-        run.stderr.contains("certificate") && run.stderr.contains("http.ca_certs_files"),
+        run.stderr.contains("TLS certificate") && run.stderr.contains("http.ca_certs_files"),
         "{}",
         run.stderr
     );
 
-    // With the CA: backup, then restore through the same proxy.
+    // The CA through the system's store (SSL_CERT_FILE replaces it).
+    common::lafs()
+        .arg("-c")
+        .arg(&cfg)
+        .arg("backup")
+        .env("SSL_CERT_FILE", &ca_file)
+        .caps_on_stdout()
+        .ok();
+
+    // With the CA in http.ca_certs_files: backup, then restore through the
+    // same proxy.
     let trusted = tmp.path().join("trusted");
     std::fs::create_dir(&trusted).unwrap();
     let extra = format!(
