@@ -26,6 +26,7 @@ mod finishing;
 mod grid_harness;
 mod hardening_cli;
 mod hostile_gateway;
+mod jobs;
 mod labels;
 mod lifecycle_check;
 mod lifecycle_list_cleanup;
