@@ -163,3 +163,19 @@ fn top_level_source_beside_jobs_is_one_more_job() {
     assert_eq!(jobs_of(&r, "summary"), ["a", "beta"]);
     assert!(Path::new(&s.dir.join("queue")).exists());
 }
+
+#[test]
+fn a_top_level_source_that_matches_nothing_fails_as_one_job() {
+    let s = Setup::new("  - name: beta\n    source:\n      path: 'DIR/b'\n");
+    let text = fs::read_to_string(&s.cfg).unwrap();
+    let glob = s.dir.join("nothing-*").display().to_string();
+    fs::write(
+        &s.cfg,
+        text.replacen("source:\n", &format!("source:\n  path: '{glob}'\n"), 1),
+    )
+    .unwrap();
+    let r = s.run(&["--json", "backup"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(jobs_of(&r, "summary"), ["beta"]);
+    assert!(r.stderr.contains("nothing-*"), "{}", r.stderr);
+}

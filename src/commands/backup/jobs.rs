@@ -27,14 +27,19 @@ pub(super) fn run(ctx: Context<'_>, args: &BackupArgs) -> anyhow::Result<Outcome
     let config = ctx.config();
     // The top-level source beside `jobs:` is one more job, named as today.
     let mut all: Vec<(String, Option<Config>)> = Vec::new();
-    if config.source.path.is_some() {
-        let name: OsString = scan::backup_name(&pick_source(config)?);
+    if let Some(path) = &config.source.path {
+        // A source that cannot be picked (a glob matching nothing) fails as
+        // this job, below, without stopping the others.
+        let name: OsString = match pick_source(config) {
+            Ok(source) => scan::backup_name(&source),
+            Err(_) => path.into(),
+        };
         all.push((name.to_string_lossy().into_owned(), None));
     }
     for job in &config.jobs {
         if let Some((first, _)) = all.iter().find(|(n, _)| *n == job.name) {
             return Err(UsageError(format!(
-                "jobs: the job {first:?} (line {}) has the name of the top-level source.path",
+                "jobs: the job {first:?} (line {}) has the backup name of the top-level source.path",
                 job.line
             ))
             .into());
