@@ -488,6 +488,11 @@ pub struct BackupArgs {
     /// gateway.
     #[arg(long)]
     pub plan: bool,
+
+    /// Run only the job NAME of the config's `jobs` (or the top-level
+    /// source's backup name); repeatable. Default: every job.
+    #[arg(long, value_name = "NAME")]
+    pub job: Vec<String>,
 }
 
 /// The arguments of `forget`.

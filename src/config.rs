@@ -19,6 +19,7 @@
 //! value. [`Config::to_yaml`] writes the result back (`emit`).
 
 mod emit;
+mod jobs;
 pub(crate) mod node;
 mod retention;
 mod schema;
@@ -28,6 +29,7 @@ mod values;
 
 use std::path::{Path, PathBuf};
 
+pub(crate) use jobs::Job;
 pub(crate) use retention::Retention;
 use schema::{Item, Layer, section};
 use values::{at_least_one, attempts, count_limit, filter_rules, secs_limit, url};
@@ -268,6 +270,9 @@ section! {
         /// `retention`: the policy `forget` applies (`docs/retention.md`);
         /// `None` when no policy is configured.
         pub retention: Option<Retention> => retention,
+        /// `jobs`: named backups, each with its own source, filter and
+        /// retention; empty when unset (`docs/config.md`).
+        pub jobs: Vec<Job> => jobs,
     }
 }
 

@@ -10,6 +10,8 @@ use tracing::{info, warn};
 
 use super::context::{Context, Gateway};
 use super::{schedule, show};
+
+mod jobs;
 use crate::cache::Cache;
 use crate::cli::BackupArgs;
 use crate::config::Config;
@@ -177,7 +179,20 @@ fn get_ready(args: &BackupArgs, ctx: &Context<'_>) -> anyhow::Result<Ready> {
     })
 }
 
-pub(crate) fn run(mut ctx: Context<'_>, args: &BackupArgs) -> anyhow::Result<Outcome> {
+pub(crate) fn run(ctx: Context<'_>, args: &BackupArgs) -> anyhow::Result<Outcome> {
+    if ctx.config().jobs.is_empty() && args.job.is_empty() {
+        return run_one(ctx, args, None);
+    }
+    jobs::run(ctx, args)
+}
+
+/// One backup: of the config's `source`, named by `job` when it is one of
+/// the config's `jobs` (else by the basename rule).
+pub(crate) fn run_one(
+    mut ctx: Context<'_>,
+    args: &BackupArgs,
+    job: Option<&str>,
+) -> anyhow::Result<Outcome> {
     apply_flags(args, ctx.config_mut());
     let ctx = ctx;
     let config = ctx.config();
@@ -199,7 +214,7 @@ pub(crate) fn run(mut ctx: Context<'_>, args: &BackupArgs) -> anyhow::Result<Out
 
     // The retention schedule first: a day that is not due contacts no
     // gateway and changes nothing.
-    let name = scan::backup_name(&pick_source(config)?);
+    let name = job_name(config, job)?;
     if args.plan {
         schedule::print_plan(&ctx, &pick_source(config)?, name.as_encoded_bytes())?;
         return Ok(Outcome::Success);
@@ -216,7 +231,8 @@ pub(crate) fn run(mut ctx: Context<'_>, args: &BackupArgs) -> anyhow::Result<Out
             schedule::Verdict::Run { label, priority } => Label { label, priority },
             schedule::Verdict::Skip(why) => {
                 if ctx.json() {
-                    println!("{}", serde_json::json!({"type": "skipped", "reason": why}));
+                    let line = serde_json::json!({"type": "skipped", "reason": why});
+                    println!("{}", tag(line, job));
                 } else {
                     eprintln!("lafs-backup: {why} (--ignore-schedule backs up anyway)");
                 }
@@ -246,7 +262,7 @@ pub(crate) fn run(mut ctx: Context<'_>, args: &BackupArgs) -> anyhow::Result<Out
             if report.stats.problems > 0 {
                 outcome = Outcome::Partial;
             }
-            report.print(ctx.json());
+            report.print(ctx.json(), job);
             report.stats.entries
         }
         QueuePlan::Reuse | QueuePlan::Resume => {
@@ -286,7 +302,7 @@ pub(crate) fn run(mut ctx: Context<'_>, args: &BackupArgs) -> anyhow::Result<Out
     let Some(ready) = ready else {
         return Ok(outcome);
     };
-    let uploaded = upload_queue(&ctx, args, &queue_path, ready, label)?;
+    let uploaded = upload_queue(&ctx, args, &queue_path, ready, label, job)?;
     let outcome = outcome.max(uploaded);
     // The policy runs only after a complete backup is recorded: a failed,
     // interrupted or partial run (exit 3) forgets nothing.
@@ -294,6 +310,22 @@ pub(crate) fn run(mut ctx: Context<'_>, args: &BackupArgs) -> anyhow::Result<Out
         forget_after_backup(&ctx, args, name.as_encoded_bytes())?;
     }
     Ok(outcome)
+}
+
+/// The backup name: the job's, else the basename of the source.
+fn job_name(config: &Config, job: Option<&str>) -> anyhow::Result<std::ffi::OsString> {
+    Ok(match job {
+        Some(name) => name.into(),
+        None => scan::backup_name(&pick_source(config)?),
+    })
+}
+
+/// Adds `"job": NAME` to a `--json` line of a job's run.
+fn tag(mut line: serde_json::Value, job: Option<&str>) -> serde_json::Value {
+    if let (Some(job), Some(map)) = (job, line.as_object_mut()) {
+        map.insert("job".into(), job.into());
+    }
+    line
 }
 
 /// The retention label (and tiers' priority) a new backup gets.
@@ -387,6 +419,7 @@ fn upload_queue(
     queue_path: &Path,
     ready: Ready,
     label: Label,
+    job: Option<&str>,
 ) -> anyhow::Result<Outcome> {
     let config = ctx.config();
     let Ready {
@@ -397,7 +430,7 @@ fn upload_queue(
         source,
     } = ready;
     let generation = cache.begin_run(config.operation.try_resume)?;
-    let name = scan::backup_name(&source);
+    let name = job_name(config, job)?;
     info!(
         "uploading {} (generation {generation}) from {}",
         String::from_utf8_lossy(name.as_encoded_bytes()),
@@ -479,7 +512,7 @@ fn upload_queue(
             "bytes_total": stats.bytes_total,
             "seconds": show::json_seconds(finished.seconds),
         });
-        println!("{line}");
+        println!("{}", tag(line, job));
     } else {
         eprintln!(
             "lafs-backup: backup {name_text} (generation {generation}): {} entries, \
@@ -553,7 +586,7 @@ fn scan_source(
 }
 
 impl ScanReport {
-    fn print(&self, json: bool) {
+    fn print(&self, json: bool, job: Option<&str>) {
         let s = &self.stats;
         if json {
             let line = serde_json::json!({
@@ -567,7 +600,7 @@ impl ScanReport {
                 "caches": s.caches,
                 "seconds": show::json_seconds(self.seconds),
             });
-            println!("{line}");
+            println!("{}", tag(line, job));
         } else {
             eprintln!(
                 "lafs-backup: scanned {} into {}: {} entries, {} excluded, {} problem{} ({:.1}s)",

@@ -38,6 +38,14 @@ impl<'a> Context<'a> {
         &self.config
     }
 
+    /// The same command line with another config (a job of `backup`).
+    pub(crate) fn with_config(&self, config: Config) -> Context<'a> {
+        Context {
+            cli: self.cli,
+            config,
+        }
+    }
+
     /// For `backup`, whose flags set config keys (`--concurrency`, …).
     pub(crate) fn config_mut(&mut self) -> &mut Config {
         &mut self.config

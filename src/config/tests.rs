@@ -1487,3 +1487,90 @@ fn filter_files_errors_name_the_config_line_and_the_rule_file_line() {
     );
     assert_error("filter_files: 3\n", "wrong type for filter_files");
 }
+
+const TWO_JOBS: &str = "jobs:
+  - name: home
+    source:
+      path: /home
+      queue:
+        path: /var/q-home
+      one_file_system: true
+    filter: ['-\\.cache$']
+    retention:
+      tiers: {}
+  - name: etc
+    source:
+      path: /etc
+";
+
+#[test]
+fn jobs_parse_with_their_overrides_and_round_trip() {
+    let config = config(TWO_JOBS);
+    assert_eq!(config.jobs.len(), 2);
+    let home = &config.jobs[0];
+    assert_eq!(home.name, "home");
+    assert_eq!(home.line, 2);
+    assert_eq!(home.path, "/home");
+    assert_eq!(home.queue_path.as_deref(), Some(Path::new("/var/q-home")));
+    assert_eq!(home.one_file_system, Some(true));
+    assert_eq!(home.exclude_caches, None);
+    assert_eq!(home.filter.as_deref(), Some(&["-\\.cache$".to_owned()][..]));
+    assert!(home.retention.as_ref().is_some_and(Option::is_some));
+    let etc = &config.jobs[1];
+    assert_eq!((etc.name.as_str(), etc.line), ("etc", 11));
+    assert_eq!((etc.filter.clone(), etc.retention.clone()), (None, None));
+    // The dump reads back to the same config (only the lines differ).
+    let again = self::config(&config.to_yaml());
+    assert_eq!(again.to_yaml(), config.to_yaml());
+    let strip = |c: &Config| {
+        let mut jobs = c.jobs.clone();
+        jobs.iter_mut().for_each(|j| j.line = 0);
+        jobs
+    };
+    assert_eq!(strip(&again), strip(&config));
+}
+
+#[test]
+fn jobs_is_a_list_a_later_layer_replaces_whole() {
+    let later = "jobs:\n  - name: other\n    source:\n      path: /srv\n";
+    let config = load_from_strs(&[("one.yaml", TWO_JOBS), ("two.yaml", later)])
+        .unwrap()
+        .config;
+    let names: Vec<_> = config.jobs.iter().map(|j| j.name.as_str()).collect();
+    assert_eq!(names, ["other"]);
+    let cleared = load_from_strs(&[("one.yaml", TWO_JOBS), ("two.yaml", "jobs: null\n")])
+        .unwrap()
+        .config;
+    assert!(cleared.jobs.is_empty());
+}
+
+#[test]
+fn bad_jobs_name_the_line_and_key() {
+    let dup = "jobs:\n  - name: a\n    source: {path: /a}\n  - name: a\n    source: {path: /b}\n";
+    assert_eq!(
+        error(dup),
+        "cfg.yaml:4: invalid value for jobs job #2.name: \
+         duplicate job name \"a\" (first given on line 2)"
+    );
+    assert_error(
+        "jobs:\n  - name: a\n    source: {path: /a}\n    hooks: {}\n",
+        "cfg.yaml:4: unknown config key jobs job #1.hooks",
+    );
+    assert_error(
+        "jobs:\n  - name: a\n    source: {path: /a, entry_cache: {path: /c}}\n",
+        "unknown config key jobs job #1.source.entry_cache",
+    );
+    assert_error(
+        "jobs:\n  - source: {path: /a}\n",
+        "invalid value for jobs job #1.name: missing",
+    );
+    assert_error(
+        "jobs:\n  - name: a\n",
+        "invalid value for jobs job #1.source.path: missing",
+    );
+    assert_error(
+        "jobs:\n  - name: a/b\n    source: {path: /a}\n",
+        "without '/'",
+    );
+    assert_error("jobs: 3\n", "wrong type for jobs");
+}

@@ -27,6 +27,7 @@ mod grid_harness;
 mod hardening_cli;
 mod hostile_gateway;
 mod https;
+mod jobs;
 mod labels;
 mod lifecycle_check;
 mod lifecycle_list_cleanup;

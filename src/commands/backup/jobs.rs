@@ -1,0 +1,121 @@
+//! `backup` of a config with `jobs:`: every job (or those `--job` names) in
+//! order, each on a config derived from the shared one. A failing job does
+//! not stop the others; the exit status is the worst of theirs.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use super::{pick_source, run_one};
+use crate::cli::BackupArgs;
+use crate::commands::Context;
+use crate::config::{Config, Job};
+use crate::exit::{self, Outcome, UsageError};
+use crate::scan;
+
+/// How bad a job's result is: 2 > 1 > 4 > 3 > 0 (`docs/config.md`).
+fn rank(code: u8) -> u8 {
+    match code {
+        exit::USAGE => 4,
+        exit::FATAL => 3,
+        4 => 2,
+        3 => 1,
+        _ => 0,
+    }
+}
+
+pub(super) fn run(ctx: Context<'_>, args: &BackupArgs) -> anyhow::Result<Outcome> {
+    let config = ctx.config();
+    // The top-level source beside `jobs:` is one more job, named as today.
+    let mut all: Vec<(String, Option<Config>)> = Vec::new();
+    if let Some(path) = &config.source.path {
+        // A source that cannot be picked (a glob matching nothing) fails as
+        // this job, below, without stopping the others.
+        let name: OsString = match pick_source(config) {
+            Ok(source) => scan::backup_name(&source),
+            Err(_) => path.into(),
+        };
+        all.push((name.to_string_lossy().into_owned(), None));
+    }
+    for job in &config.jobs {
+        if let Some((first, _)) = all.iter().find(|(n, _)| *n == job.name) {
+            return Err(UsageError(format!(
+                "jobs: the job {first:?} (line {}) has the backup name of the top-level source.path",
+                job.line
+            ))
+            .into());
+        }
+        all.push((job.name.clone(), Some(derive(config, job))));
+    }
+    for wanted in &args.job {
+        if !all.iter().any(|(n, _)| n == wanted) {
+            let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(UsageError(format!(
+                "--job {wanted}: no such job (the config has: {})",
+                names.join(", ")
+            ))
+            .into());
+        }
+    }
+    let mut worst: (u8, Vec<String>) = (0, Vec::new());
+    for (name, derived) in all {
+        if !args.job.is_empty() && !args.job.contains(&name) {
+            continue;
+        }
+        let job_ctx = ctx.with_config(derived.unwrap_or_else(|| config.clone()));
+        let code = match run_one(job_ctx, args, Some(&name)) {
+            Ok(outcome) => outcome.code(),
+            Err(err) => {
+                eprintln!("lafs-backup: job {name}: {}", exit::message(&err));
+                exit::code_for(&err)
+            }
+        };
+        if rank(code) > rank(worst.0) {
+            worst = (code, vec![name]);
+        } else if rank(code) == rank(worst.0) && code != 0 {
+            worst.1.push(name);
+        }
+    }
+    let (code, names) = worst;
+    let failed = || format!("job(s) failed: {}", names.join(", "));
+    match code {
+        exit::USAGE => Err(UsageError(failed()).into()),
+        exit::FATAL => Err(anyhow::anyhow!(failed())),
+        4 => Ok(Outcome::Problems),
+        3 => Ok(Outcome::Partial),
+        _ => Ok(Outcome::Success),
+    }
+}
+
+/// The shared config with the job's keys in place of the top-level ones.
+fn derive(config: &Config, job: &Job) -> Config {
+    let mut c = config.clone();
+    c.jobs = Vec::new();
+    c.source.path = Some(job.path.clone());
+    c.source.queue.path = match &job.queue_path {
+        Some(path) => Some(path.clone()),
+        None => config.source.queue.path.as_ref().map(|p| {
+            let mut s = p.clone().into_os_string();
+            s.push(format!(".{}", job.name));
+            PathBuf::from(s)
+        }),
+    };
+    if let Some(v) = job.check_mtime {
+        c.source.queue.check_mtime = v;
+    }
+    if let Some(v) = job.max_resume_age {
+        c.source.queue.max_resume_age = v;
+    }
+    if let Some(v) = job.one_file_system {
+        c.source.one_file_system = v;
+    }
+    if let Some(v) = job.exclude_caches {
+        c.source.exclude_caches = v;
+    }
+    if let Some(filter) = &job.filter {
+        c.filter = filter.clone();
+    }
+    if let Some(retention) = &job.retention {
+        c.retention = retention.clone();
+    }
+    c
+}

@@ -1,0 +1,194 @@
+//! The `jobs` key: several named backups in one config (`docs/config.md`).
+//!
+//! One leaf in the schema: `jobs` is a list, so a later layer replaces it
+//! whole, like every list. Each job overrides the source-side keys of the
+//! config (`source` without the entry cache, `filter`, `retention`); the
+//! cache, lock, gateway and everything else stay shared.
+
+use std::path::PathBuf;
+
+use super::emit::Out;
+use super::node::{Kind, Node};
+use super::retention::{self, Retention};
+use super::schema::{Invalid, InvalidKind, Value, check_duplicates, join, parse_list};
+use super::values::filter_rules;
+
+/// One entry of `jobs`. Keys a job leaves unset (`None`, also when given
+/// as `null`, which is how the dump writes them) take the
+/// top-level value, except the queue path (see [`Job::queue_path`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Job {
+    /// The backup name (replaces the basename rule for this job).
+    pub(crate) name: String,
+    /// The line of the job's entry, for messages.
+    pub(crate) line: usize,
+    /// `source.path`: a path or a glob (required).
+    pub(crate) path: String,
+    /// `source.queue.path`; `None`: the top-level one with `.NAME` appended.
+    pub(crate) queue_path: Option<PathBuf>,
+    /// `source.queue.check_mtime`.
+    pub(crate) check_mtime: Option<bool>,
+    /// `source.queue.max_resume_age`.
+    pub(crate) max_resume_age: Option<u64>,
+    /// `source.one_file_system`.
+    pub(crate) one_file_system: Option<bool>,
+    /// `source.exclude_caches`.
+    pub(crate) exclude_caches: Option<bool>,
+    /// `filter`: replaces the top-level `filter` (`filter_files` stay shared).
+    pub(crate) filter: Option<Vec<String>>,
+    /// `retention`: replaces the top-level policy.
+    pub(crate) retention: Option<Option<Retention>>,
+}
+
+pub(crate) fn zero() -> Vec<Job> {
+    Vec::new()
+}
+
+pub(crate) fn parse(node: &Node, key: &str) -> Result<Vec<Job>, Invalid> {
+    if matches!(node.kind, Kind::Null) {
+        return Ok(Vec::new());
+    }
+    let jobs = parse_list(node, key, "a list of jobs", "job", job)?;
+    for (i, job) in jobs.iter().enumerate() {
+        if let Some(first) = jobs[..i].iter().find(|j| j.name == job.name) {
+            return Err(Invalid {
+                line: job.line,
+                key: format!("{key} job #{}.name", i + 1),
+                kind: InvalidKind::Value(format!(
+                    "duplicate job name {:?} (first given on line {})",
+                    job.name, first.line
+                )),
+            });
+        }
+    }
+    Ok(jobs)
+}
+
+fn job(node: &Node, key: &str) -> Result<Job, Invalid> {
+    let Kind::Map(entries) = &node.kind else {
+        return Err(Invalid::ty(
+            node,
+            key,
+            "a mapping (name, source, filter, retention)",
+        ));
+    };
+    check_duplicates(entries, key)?;
+    let mut job = Job {
+        line: node.line,
+        ..Job::default()
+    };
+    let mut path = None;
+    let mut name = None;
+    for entry in entries {
+        let child = join(key, &entry.key);
+        let value = &entry.value;
+        match entry.key.as_str() {
+            "name" => {
+                let n = String::parse(value, &child)?;
+                if n.is_empty() || n.contains('/') || n.contains('\0') {
+                    return Err(Invalid::value(
+                        value,
+                        &child,
+                        "a job name must be non-empty, without '/'",
+                    ));
+                }
+                job.line = entry.key_line;
+                name = Some(n);
+            }
+            "source" => source(value, &child, &mut job, &mut path)?,
+            "filter" => job.filter = Some(filter_rules::parse(value, &child)?),
+            "retention" => job.retention = Some(retention::parse(value, &child)?),
+            _ => return Err(unknown(entry.key_line, &child)),
+        }
+    }
+    job.name = name.ok_or_else(|| Invalid::value(node, &join(key, "name"), "missing"))?;
+    job.path = path.ok_or_else(|| Invalid::value(node, &join(key, "source.path"), "missing"))?;
+    Ok(job)
+}
+
+fn source(node: &Node, key: &str, job: &mut Job, path: &mut Option<String>) -> Result<(), Invalid> {
+    let Kind::Map(entries) = &node.kind else {
+        return Err(Invalid::ty(node, key, "a mapping of source keys"));
+    };
+    check_duplicates(entries, key)?;
+    for entry in entries {
+        let child = join(key, &entry.key);
+        let value = &entry.value;
+        match entry.key.as_str() {
+            "path" => *path = Some(String::parse(value, &child)?),
+            "one_file_system" => job.one_file_system = Option::<bool>::parse(value, &child)?,
+            "exclude_caches" => job.exclude_caches = Option::<bool>::parse(value, &child)?,
+            "queue" => {
+                let entries: &[_] = match &value.kind {
+                    Kind::Null => &[],
+                    Kind::Map(entries) => entries,
+                    _ => return Err(Invalid::ty(value, &child, "a mapping of queue keys")),
+                };
+                check_duplicates(entries, &child)?;
+                for q in entries {
+                    let qkey = join(&child, &q.key);
+                    match q.key.as_str() {
+                        "path" => job.queue_path = Option::<PathBuf>::parse(&q.value, &qkey)?,
+                        "check_mtime" => job.check_mtime = Option::<bool>::parse(&q.value, &qkey)?,
+                        "max_resume_age" => {
+                            job.max_resume_age = Option::<u64>::parse(&q.value, &qkey)?;
+                        }
+                        _ => return Err(unknown(q.key_line, &qkey)),
+                    }
+                }
+            }
+            _ => return Err(unknown(entry.key_line, &child)),
+        }
+    }
+    Ok(())
+}
+
+fn unknown(line: usize, key: &str) -> Invalid {
+    Invalid {
+        line,
+        key: key.to_owned(),
+        kind: InvalidKind::Unknown,
+    }
+}
+
+pub(crate) fn to_out(jobs: &[Job]) -> Out {
+    if jobs.is_empty() {
+        return Out::Null;
+    }
+    let opt_bool = |b: Option<bool>| b.map_or(Out::Null, Out::Bool);
+    Out::Seq(
+        jobs.iter()
+            .map(|j| {
+                let mut map = vec![
+                    ("name", Out::Str(j.name.clone())),
+                    (
+                        "source",
+                        Out::Map(vec![
+                            ("path", Out::Str(j.path.clone())),
+                            (
+                                "queue",
+                                Out::Map(vec![
+                                    ("path", j.queue_path.to_out()),
+                                    ("check_mtime", opt_bool(j.check_mtime)),
+                                    (
+                                        "max_resume_age",
+                                        j.max_resume_age.map_or(Out::Null, |n| n.to_out()),
+                                    ),
+                                ]),
+                            ),
+                            ("one_file_system", opt_bool(j.one_file_system)),
+                            ("exclude_caches", opt_bool(j.exclude_caches)),
+                        ]),
+                    ),
+                ];
+                if let Some(filter) = &j.filter {
+                    map.push(("filter", filter_rules::to_out(filter)));
+                }
+                if let Some(r) = &j.retention {
+                    map.push(("retention", retention::to_out(r)));
+                }
+                Out::Map(map)
+            })
+            .collect(),
+    )
+}

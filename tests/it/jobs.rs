@@ -1,0 +1,181 @@
+//! Issue 13 item 1 against the real grid: several named jobs in one config
+//! (`jobs:`), run in order, each with its own name, source, queue and
+//! retention; a failing job does not stop the others, and the exit status
+//! is the worst of theirs.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::common::{self, Run, lafs};
+
+/// Three source trees `a`, `b` and `c` (of which `c` is absent unless
+/// `with_c`), and a config whose jobs back them up (YAML `jobs`).
+struct Setup {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    cfg: PathBuf,
+}
+
+impl Setup {
+    fn new(jobs: &str) -> Setup {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_owned();
+        for name in ["a", "b"] {
+            let src = dir.join(name);
+            fs::create_dir(&src).unwrap();
+            fs::write(src.join("file.txt"), format!("the tree {name}, uploaded")).unwrap();
+        }
+        let cfg = dir.join("cfg.yaml");
+        fs::write(
+            &cfg,
+            format!(
+                "source:\n  queue:\n    path: '{}'\n  entry_cache:\n    path: '{}'\n\
+                 destination:\n  url: '{}/uri'\n{}jobs:\n{}",
+                dir.join("queue").display(),
+                dir.join("cache.sqlite").display(),
+                common::gateway_url(),
+                common::QUICK_RETRY,
+                jobs.replace("DIR", &dir.display().to_string()),
+            ),
+        )
+        .unwrap();
+        Setup {
+            _tmp: tmp,
+            dir,
+            cfg,
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        lafs()
+            .arg("-c")
+            .arg(&self.cfg)
+            .args(args)
+            .env("LAFS_BACKUP_NOW", "2024-01-07T03:00:00+00:00")
+            .env("TZ", "UTC")
+            .caps_on_stdout()
+            .run()
+    }
+}
+
+const THREE: &str = "  - name: alpha
+    source:
+      path: 'DIR/a'
+  - name: broken
+    source:
+      path: 'DIR/missing'
+  - name: beta
+    source:
+      path: 'DIR/b'
+      queue:
+        path: 'DIR/beta-queue'
+";
+
+fn jobs_of(run: &Run, kind: &str) -> Vec<String> {
+    run.of_type(kind)
+        .iter()
+        .map(|l| l["job"].as_str().unwrap_or("<none>").to_owned())
+        .collect()
+}
+
+#[test]
+fn three_jobs_one_failing_the_others_back_up_and_exit_is_the_worst() {
+    let s = Setup::new(THREE);
+    let r = s.run(&["--json", "backup"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(jobs_of(&r, "summary"), ["alpha", "beta"], "{}", r.stdout);
+    let names: Vec<_> = r
+        .of_type("summary")
+        .iter()
+        .map(|l| l["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["alpha", "beta"]);
+    assert!(r.stderr.contains("job broken"), "{}", r.stderr);
+    // The queue of a job defaults to the top-level one with `.NAME`.
+    assert!(s.dir.join("queue.alpha").exists());
+    assert!(s.dir.join("beta-queue").exists());
+    assert!(!s.dir.join("queue").exists());
+    let list = s.run(&["--json", "list"]);
+    assert_eq!(list.code, 0, "{}", list.stderr);
+    assert!(list.stdout.contains("alpha") && list.stdout.contains("beta"));
+}
+
+#[test]
+fn job_runs_only_the_named_ones_and_unknown_is_a_usage_error() {
+    let s = Setup::new(THREE);
+    let r = s.run(&["--json", "backup", "--job", "beta"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(jobs_of(&r, "summary"), ["beta"]);
+    assert_eq!(jobs_of(&r, "scan"), ["beta"]);
+    let r = s.run(&["backup", "--job", "nosuch"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("nosuch"), "{}", r.stderr);
+}
+
+#[test]
+fn duplicate_job_names_are_a_usage_error_naming_both_lines() {
+    let s = Setup::new(
+        "  - name: alpha\n    source:\n      path: 'DIR/a'\n  - name: alpha\n    source:\n      path: 'DIR/b'\n",
+    );
+    let r = s.run(&["backup"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let cfg = s.cfg.display().to_string();
+    // jobs: is on line 12, the names on lines 13 and 16.
+    assert!(
+        r.stderr.contains(&format!("{cfg}:16:")) && r.stderr.contains("line 13"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn each_job_has_its_own_retention_labels() {
+    let s = Setup::new(
+        "  - name: alpha\n    source:\n      path: 'DIR/a'\n    retention:\n      tiers: {}\n\
+         \x20 - name: beta\n    source:\n      path: 'DIR/b'\n",
+    );
+    let r = s.run(&["--json", "backup"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let labels: Vec<_> = r
+        .of_type("summary")
+        .iter()
+        .map(|l| (l["job"].as_str().unwrap().to_owned(), l["label"].clone()))
+        .collect();
+    assert_eq!(labels.len(), 2, "{}", r.stdout);
+    assert_eq!(labels[0].0, "alpha");
+    assert_eq!(labels[0].1, "Monthly-2024-01", "alpha has a tiers label");
+    assert_eq!(labels[1].0, "beta");
+    assert!(labels[1].1.is_null(), "beta has no policy: {labels:?}");
+}
+
+#[test]
+fn top_level_source_beside_jobs_is_one_more_job() {
+    let s = Setup::new("  - name: beta\n    source:\n      path: 'DIR/b'\n");
+    let text = fs::read_to_string(&s.cfg).unwrap();
+    let with_top = text.replacen(
+        "source:\n",
+        &format!("source:\n  path: '{}'\n", s.dir.join("a").display()),
+        1,
+    );
+    fs::write(&s.cfg, with_top).unwrap();
+    let r = s.run(&["--json", "backup"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(jobs_of(&r, "summary"), ["a", "beta"]);
+    assert!(Path::new(&s.dir.join("queue")).exists());
+}
+
+#[test]
+fn a_top_level_source_that_matches_nothing_fails_as_one_job() {
+    let s = Setup::new("  - name: beta\n    source:\n      path: 'DIR/b'\n");
+    let text = fs::read_to_string(&s.cfg).unwrap();
+    let glob = s.dir.join("nothing-*").display().to_string();
+    fs::write(
+        &s.cfg,
+        text.replacen("source:\n", &format!("source:\n  path: '{glob}'\n"), 1),
+    )
+    .unwrap();
+    let r = s.run(&["--json", "backup"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(jobs_of(&r, "summary"), ["beta"]);
+    assert!(r.stderr.contains("nothing-*"), "{}", r.stderr);
+}
