@@ -355,7 +355,13 @@ fn forget_after_backup(ctx: &Context<'_>, args: &BackupArgs, name: &[u8]) -> any
     }
     let cache = ctx.recorded_cache(args.lock_wait)?;
     let names = std::collections::BTreeSet::from([name.to_vec()]);
-    super::forget::apply(ctx, cache, policy, Some(&names), false)
+    super::forget::apply(
+        ctx,
+        cache,
+        &super::forget::Policies::single(policy.clone()),
+        Some(&names),
+        false,
+    )
         .context("applying the retention policy after the backup (retention.forget_after_backup); the backup itself is recorded")?;
     Ok(())
 }

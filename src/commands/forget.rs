@@ -19,7 +19,7 @@ use crate::retention::{self, Candidate, Decision, Policy};
 use crate::tahoe::Cap;
 
 pub(crate) fn run(ctx: &Context<'_>, args: &ForgetArgs) -> anyhow::Result<Outcome> {
-    let policy = policy_for(ctx, args)?;
+    let policies = policies_for(ctx, args)?;
     let cache = ctx.recorded_cache(args.lock_wait)?;
     let rows = cache.backups()?;
     let names = if args.names.is_empty() {
@@ -27,32 +27,78 @@ pub(crate) fn run(ctx: &Context<'_>, args: &ForgetArgs) -> anyhow::Result<Outcom
     } else {
         Some(pick_names(&rows, &args.names)?)
     };
-    apply(ctx, cache, &policy, names.as_ref(), args.dry_run)?;
+    apply(ctx, cache, &policies, names.as_ref(), args.dry_run)?;
     Ok(Outcome::Success)
 }
 
-/// The policy: the `--keep-*` flags when any is given, else the config's
-/// `retention`. An empty policy (one that could forget everything but the
-/// newest backup) is refused unless `--unsafe-allow-forget-all`.
-fn policy_for(ctx: &Context<'_>, args: &ForgetArgs) -> anyhow::Result<Policy> {
-    let from_flags = keep_flags(args)?;
-    let policy = match from_flags {
-        Some(rules) => Policy::Keep(rules),
-        None => match ctx
-            .config()
-            .retention
-            .as_ref()
-            .and_then(|r| r.policy.clone())
-        {
-            Some(p) => p,
-            None if args.unsafe_allow_forget_all => Policy::Keep(retention::KeepRules::default()),
-            None => return Err(empty_policy().into()),
-        },
-    };
-    if retention::is_empty(&policy) && !args.unsafe_allow_forget_all {
-        return Err(empty_policy().into());
+/// Which policy applies to which backup name.
+pub(crate) struct Policies {
+    /// For every name without a policy of its own.
+    default: Option<Policy>,
+    /// A job's own `retention` (`None`: that job has no policy), by name.
+    by_name: BTreeMap<Vec<u8>, Option<Policy>>,
+}
+
+impl Policies {
+    /// One policy for every name.
+    pub(crate) fn single(policy: Policy) -> Policies {
+        Policies {
+            default: Some(policy),
+            by_name: BTreeMap::new(),
+        }
     }
-    Ok(policy)
+
+    fn for_name(&self, name: &[u8]) -> Option<&Policy> {
+        match self.by_name.get(name) {
+            Some(own) => own.as_ref(),
+            None => self.default.as_ref(),
+        }
+    }
+}
+
+/// The policies: the `--keep-*` flags, for every name, when any is given;
+/// else each job's own `retention` for its name and the config's
+/// top-level `retention` for every other name. An empty policy (one that
+/// could forget everything but the newest backup), or none at all, is
+/// refused unless `--unsafe-allow-forget-all`.
+fn policies_for(ctx: &Context<'_>, args: &ForgetArgs) -> anyhow::Result<Policies> {
+    if let Some(rules) = keep_flags(args)? {
+        let policy = Policy::Keep(rules);
+        if retention::is_empty(&policy) && !args.unsafe_allow_forget_all {
+            return Err(empty_policy().into());
+        }
+        return Ok(Policies::single(policy));
+    }
+    let config = ctx.config();
+    let default = config.retention.as_ref().and_then(|r| r.policy.clone());
+    let by_name: BTreeMap<Vec<u8>, Option<Policy>> = config
+        .jobs
+        .iter()
+        .filter_map(|j| {
+            let own = j.retention.as_ref()?;
+            Some((
+                j.name.as_bytes().to_vec(),
+                own.as_ref().and_then(|r| r.policy.clone()),
+            ))
+        })
+        .collect();
+    let all = default.iter().chain(by_name.values().flatten());
+    let mut any = false;
+    for p in all {
+        any = true;
+        if retention::is_empty(p) && !args.unsafe_allow_forget_all {
+            return Err(empty_policy().into());
+        }
+    }
+    if !any {
+        if !args.unsafe_allow_forget_all {
+            return Err(empty_policy().into());
+        }
+        return Ok(Policies::single(Policy::Keep(
+            retention::KeepRules::default(),
+        )));
+    }
+    Ok(Policies { default, by_name })
 }
 
 /// The `--keep-*` flags as a `keep` policy, `None` when none is given.
@@ -125,13 +171,13 @@ fn pick_names(rows: &[BackupRow], given: &[String]) -> anyhow::Result<BTreeSet<V
     Ok(names)
 }
 
-/// Applies `policy` to the backups of each name in `names` (all names when
-/// `None`), prints every decision and a summary, and forgets what it does
-/// not keep (nothing when `dry`).
+/// Applies the policy of each name in `names` (all names when `None`) to
+/// its backups, prints every decision and a summary, and forgets what it
+/// does not keep (nothing when `dry`). A name without a policy keeps all.
 pub(crate) fn apply(
     ctx: &Context<'_>,
     cache: Cache,
-    policy: &Policy,
+    policies: &Policies,
     names: Option<&BTreeSet<Vec<u8>>>,
     dry: bool,
 ) -> anyhow::Result<()> {
@@ -149,7 +195,17 @@ pub(crate) fn apply(
     let mut kept = 0usize;
     for (name, backups) in &by_name {
         let candidates: Vec<Candidate> = backups.iter().map(|b| candidate(b)).collect();
-        let decisions = retention::decide(policy, &candidates, &tz);
+        let decisions = match policies.for_name(name) {
+            Some(policy) => retention::decide(policy, &candidates, &tz),
+            None => candidates
+                .iter()
+                .map(|c| Decision {
+                    generation: c.generation,
+                    keep: true,
+                    reasons: vec!["no retention policy for this name".into()],
+                })
+                .collect(),
+        };
         let by_generation: BTreeMap<u64, &Decision> =
             decisions.iter().map(|d| (d.generation, d)).collect();
         for b in backups {

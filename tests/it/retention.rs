@@ -409,3 +409,69 @@ fn a_v1_cache_is_upgraded_by_a_scheduled_backup() {
     assert_eq!(sum["label"], "slot-1-DIFF", "{sum}");
     assert_eq!(s.labels().len(), 2);
 }
+
+/// `forget` applies each job's own `retention` to that job's name; a job
+/// without one keeps everything.
+#[test]
+fn forget_applies_each_jobs_own_policy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    for j in ["a", "b"] {
+        fs::create_dir(dir.join(j)).unwrap();
+    }
+    let cfg = dir.join("jobs.yaml");
+    fs::write(
+        &cfg,
+        format!(
+            "source:\n  queue: {{path: '{d}/queue'}}\n  entry_cache: {{path: '{d}/cache.sqlite'}}\n\
+             destination:\n  url: '{url}/uri'\n{retry}\
+             jobs:\n  - name: alpha\n    source: {{path: '{d}/a'}}\n    retention: {{keep: {{last: 1}}}}\n\
+             \x20 - name: beta\n    source: {{path: '{d}/b'}}\n",
+            d = dir.display(),
+            url = common::gateway_url(),
+            retry = common::QUICK_RETRY,
+        ),
+    )
+    .unwrap();
+    let run = |now: &str, args: &[&str]| {
+        lafs()
+            .arg("-c")
+            .arg(&cfg)
+            .args(args)
+            .env("LAFS_BACKUP_NOW", now)
+            .env("TZ", "UTC")
+            .caps_on_stdout()
+            .run()
+    };
+    for (i, now) in ["2024-05-01T03:00:00Z", "2024-05-02T03:00:00Z"]
+        .iter()
+        .enumerate()
+    {
+        for j in ["a", "b"] {
+            fs::write(
+                dir.join(j).join("f.txt"),
+                format!("{j} run {i}, long enough to be stored"),
+            )
+            .unwrap();
+        }
+        let r = run(now, &["backup"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    let r = run("2024-05-03T00:00:00Z", &["--json", "forget"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let kept: Vec<(String, bool)> = r
+        .of_type("decision")
+        .iter()
+        .map(|d| (d["name"].as_str().unwrap().to_owned(), d["keep"] == true))
+        .collect();
+    assert_eq!(
+        kept.iter().filter(|(n, k)| n == "alpha" && !k).count(),
+        1,
+        "{kept:?}"
+    );
+    assert_eq!(
+        kept.iter().filter(|(n, k)| n == "beta" && *k).count(),
+        2,
+        "{kept:?}"
+    );
+}
