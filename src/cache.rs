@@ -22,6 +22,7 @@ mod reclaim;
 mod schema;
 #[cfg(test)]
 mod tests;
+mod verified;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -40,6 +41,7 @@ pub(crate) use backups::ForgetPlan;
 pub(crate) use key::{DirChild, FileKey, ObjectKey, SymlinkKey, dir_key};
 pub(crate) use leases::StaleLeases;
 pub(crate) use schema::SCHEMA_VERSION;
+pub(crate) use verified::Coverage;
 // The unit tests of the cache's modules name these by their short path.
 #[cfg(test)]
 pub(crate) use {key::KeyBuilder, lock::lock_path, schema::APPLICATION_ID};

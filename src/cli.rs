@@ -318,6 +318,14 @@ pub struct CheckArgs {
     #[arg(long, conflicts_with_all = ["repair", "verify", "no_lease", "all", "least_recently_checked"])]
     pub leases: bool,
 
+    /// Verify a sample of the objects reachable from the recorded backups,
+    /// least recently verified first, within a budget: a percentage of the
+    /// objects (`25%`, rounded up; every object is then verified at least
+    /// once per ceil(100 / PCT) runs) or a wall time (`10m`, `1h`). Reports
+    /// the verification coverage. Takes no backups to check.
+    #[arg(long, value_name = "PCT%|DURATION", conflicts_with_all = ["leases", "repair", "verify", "no_lease", "all", "least_recently_checked"])]
+    pub verify_sample: Option<String>,
+
     /// Template for each unhealthy object, with {backup}, {path}, {type},
     /// {summary}, {good}, {needed}, {expected}.
     #[arg(

@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension};
 use super::{CacheError, sql_err, unix_now};
 
 /// The schema this build writes and reads.
-pub(crate) const SCHEMA_VERSION: u32 = 2;
+pub(crate) const SCHEMA_VERSION: u32 = 3;
 
 /// `PRAGMA application_id` of a lafs-backup cache: "LAFB".
 pub(crate) const APPLICATION_ID: i32 = 0x4C41_4642;
@@ -68,6 +68,11 @@ CREATE TABLE content (
     PRIMARY KEY (hash, encoding)
 ) WITHOUT ROWID;
 CREATE INDEX content_cap ON content (cap);
+
+CREATE TABLE verified (
+    cap TEXT PRIMARY KEY NOT NULL,
+    ts  INTEGER NOT NULL
+) WITHOUT ROWID;
 ";
 
 /// `MIGRATIONS[i]` upgrades schema version `i + 1` to `i + 2`, run in one
@@ -80,6 +85,12 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE backups ADD COLUMN label TEXT NULL;
      ALTER TABLE backups ADD COLUMN priority INTEGER NULL;
      ALTER TABLE backups ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0 CHECK (pinned IN (0, 1));",
+    // 2 -> 3 (issue 13, sampled verification): when `check --verify-sample`
+    // last verified each object. Nothing is verified yet after the upgrade.
+    "CREATE TABLE verified (
+         cap TEXT PRIMARY KEY NOT NULL,
+         ts  INTEGER NOT NULL
+     ) WITHOUT ROWID;",
 ];
 
 const _: () = assert!(SCHEMA_VERSION as usize == MIGRATIONS.len() + 1);

@@ -115,7 +115,8 @@ fn creates_schema_with_private_modes() {
             "dir_children",
             "leases",
             "meta",
-            "objects"
+            "objects",
+            "verified"
         ]
     );
     let version: String = conn
@@ -1168,7 +1169,7 @@ fn a_v1_cache_is_migrated_in_place_with_its_rows_intact() {
             err,
             CacheError::NeedsUpgrade {
                 found: 1,
-                supported: 2,
+                supported: SCHEMA_VERSION,
                 ..
             }
         ),
@@ -1238,7 +1239,7 @@ fn a_v1_cache_is_migrated_in_place_with_its_rows_intact() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(version, "2");
+    assert_eq!(version, SCHEMA_VERSION.to_string());
     let created: String = conn
         .query_row("SELECT value FROM meta WHERE name = 'created'", [], |r| {
             r.get(0)
@@ -1256,6 +1257,7 @@ fn a_v1_cache_is_migrated_in_place_with_its_rows_intact() {
         "leases",
         "content",
         "dir_children",
+        "verified",
     ] {
         assert_eq!(columns(&path, table), columns(&new_path, table), "{table}");
     }
@@ -1290,4 +1292,47 @@ fn labels_and_pins_round_trip_and_clear() {
         (row.label.as_deref(), row.priority, row.pinned),
         (None, None, false)
     );
+}
+
+#[test]
+fn a_v2_cache_gains_the_verified_table_in_place() {
+    let (_dir, path) = scratch();
+    make_v1(&path);
+    // Take it to v2 exactly as the previous release did.
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "ALTER TABLE backups ADD COLUMN label TEXT NULL;
+             ALTER TABLE backups ADD COLUMN priority INTEGER NULL;
+             ALTER TABLE backups ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0 CHECK (pinned IN (0, 1));
+             UPDATE meta SET value = '2' WHERE name = 'schema_version';",
+        )
+        .unwrap();
+    }
+    assert!(matches!(
+        Cache::open_read_only(&path).unwrap_err(),
+        CacheError::NeedsUpgrade {
+            found: 2,
+            supported: 3,
+            ..
+        }
+    ));
+    let mut cache = Cache::open(&path, &NO_LIMIT).unwrap();
+    assert_eq!(cache.backups().unwrap().len(), 2, "rows intact");
+    cache.set_verified(&dir2(1), 1_700_000_900).unwrap();
+    cache.set_verified(&dir2(1), 1_700_000_800).unwrap();
+    cache.close().unwrap();
+    let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let (version, ts): (String, i64) = conn
+        .query_row(
+            "SELECT (SELECT value FROM meta WHERE name = 'schema_version'), \
+             (SELECT ts FROM verified)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((version.as_str(), ts), ("3", 1_700_000_900), "latest kept");
+    let (_new_dir, new_path) = scratch();
+    Cache::open(&new_path, &NO_LIMIT).unwrap().close().unwrap();
+    assert_eq!(columns(&path, "verified"), columns(&new_path, "verified"));
 }

@@ -17,6 +17,7 @@
 
 mod leases;
 mod report;
+mod sample;
 mod targets;
 mod templates;
 mod tree;
@@ -36,6 +37,7 @@ use crate::selector;
 use crate::tahoe::{CheckOptions, TahoeError};
 use leases::{renew_leases, warn_stale};
 use report::Reporter;
+use sample::{Budget, verify_sample};
 use targets::{least_recently_checked, resolve};
 use templates::Template;
 use tree::{Checked, check_target};
@@ -49,6 +51,19 @@ pub(crate) fn run(ctx: &Context<'_>, args: &CheckArgs) -> anyhow::Result<Outcome
         .as_deref()
         .map(|t| Template::parse(t).map_err(|e| UsageError(format!("--healthy-format {t:?}: {e}"))))
         .transpose()?;
+    let sample = args
+        .verify_sample
+        .as_deref()
+        .map(|t| Budget::parse(t).map_err(|e| UsageError(format!("--verify-sample {e}"))))
+        .transpose()?;
+    if sample.is_some() && !args.targets.is_empty() {
+        return Err(UsageError(
+            "check --verify-sample verifies a sample of every recorded backup's objects and \
+             takes no backups to check; leave out the CAP|NAME arguments"
+                .into(),
+        )
+        .into());
+    }
     if args.leases && !args.targets.is_empty() {
         return Err(UsageError(
             "check --leases renews the leases of every recorded backup and takes no \
@@ -57,7 +72,12 @@ pub(crate) fn run(ctx: &Context<'_>, args: &CheckArgs) -> anyhow::Result<Outcome
         )
         .into());
     }
-    if !args.leases && args.targets.is_empty() && !args.all && !args.least_recently_checked {
+    if !args.leases
+        && sample.is_none()
+        && args.targets.is_empty()
+        && !args.all
+        && !args.least_recently_checked
+    {
         return Err(UsageError(
             "nothing to check: give backups to check (root caps, backup names, or `-` to \
              read caps from stdin), or --all (every recorded backup), or -a (the one checked \
@@ -95,6 +115,11 @@ pub(crate) fn run(ctx: &Context<'_>, args: &CheckArgs) -> anyhow::Result<Outcome
             older_than,
             deadline.as_ref(),
         );
+    }
+
+    if let Some(budget) = sample {
+        check_grid(&gateway)?;
+        return verify_sample(client, &mut cache, &report, budget, deadline.as_ref());
     }
 
     let mut targets = resolve(&cache, args, &given)?;

@@ -36,6 +36,7 @@ mod restore_formats;
 mod restore_grid;
 mod restore_options;
 mod retention;
+mod sample;
 mod scan_queue;
 mod scheduling;
 mod selector_context;

@@ -394,6 +394,7 @@ fn a_v1_cache_is_upgraded_by_a_scheduled_backup() {
         "ALTER TABLE backups DROP COLUMN label;
          ALTER TABLE backups DROP COLUMN priority;
          ALTER TABLE backups DROP COLUMN pinned;
+         DROP TABLE verified;
          UPDATE meta SET value = '1' WHERE name = 'schema_version';",
     )
     .unwrap();
