@@ -784,15 +784,29 @@ impl Cache {
     /// `ts`, Unix seconds. Keeps the later time if one is recorded already.
     /// Literal caps are ignored: they have no shares and no leases.
     pub(crate) fn set_lease_renewed(&mut self, cap: &Cap, ts: i64) -> Result<(), CacheError> {
-        if cap.is_literal() {
-            return Ok(());
-        }
-        self.write(
+        self.record_latest_time(
             "recording a lease in",
             "INSERT INTO leases (cap, renewed) VALUES (?1, ?2)
              ON CONFLICT (cap) DO UPDATE SET renewed = max(renewed, excluded.renewed)",
-            params![cap.as_str(), ts],
-        )?;
+            cap,
+            ts,
+        )
+    }
+
+    /// Runs `upsert` (`?1` the cap, `?2` the time; it keeps the later time)
+    /// for a cap with shares: literal caps have no shares, so no lease and
+    /// nothing to verify. Shared by the lease and verification records.
+    fn record_latest_time(
+        &mut self,
+        action: &'static str,
+        upsert: &str,
+        cap: &Cap,
+        ts: i64,
+    ) -> Result<(), CacheError> {
+        if cap.is_literal() {
+            return Ok(());
+        }
+        self.write(action, upsert, params![cap.as_str(), ts])?;
         Ok(())
     }
 

@@ -9,8 +9,6 @@
 
 use std::collections::HashMap;
 
-use rusqlite::params;
-
 use super::{Cache, CacheError, sql_err};
 use crate::tahoe::Cap;
 
@@ -55,16 +53,13 @@ impl Cache {
 
     /// Records that `cap` was verified at `ts`, in the open transaction.
     pub(crate) fn set_verified(&mut self, cap: &Cap, ts: i64) -> Result<(), CacheError> {
-        if cap.is_literal() {
-            return Ok(());
-        }
-        self.write(
+        self.record_latest_time(
             "recording a verification in",
             "INSERT INTO verified (cap, ts) VALUES (?1, ?2)
              ON CONFLICT (cap) DO UPDATE SET ts = max(ts, excluded.ts)",
-            params![cap.as_str(), ts],
-        )?;
-        Ok(())
+            cap,
+            ts,
+        )
     }
 
     /// The verification coverage of the objects the recorded backups reach.
