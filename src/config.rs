@@ -32,9 +32,11 @@ use std::path::{Path, PathBuf};
 pub(crate) use jobs::Job;
 pub(crate) use retention::Retention;
 use schema::{Item, Layer, section};
-use values::{at_least_one, attempts, count_limit, filter_rules, secs_limit, url};
+use values::{
+    at_least_one, attempts, count_limit, filter_rules, max_age, monitor_url, secs_limit, url,
+};
 
-pub(crate) use values::{CaFiles, LogLevel, RateSpec, RuleFiles, XzOptions, seconds};
+pub(crate) use values::{CaFiles, LogLevel, MaxAge, RateSpec, RuleFiles, XzOptions, seconds};
 pub use values::{Codec, RetryDelay, Timeouts, XzAction, XzRule};
 
 /// The base config: every key with its default, commented for users.
@@ -267,6 +269,8 @@ section! {
         pub http: Http,
         /// `logging`: what is logged on stderr (and to `logging.file`).
         pub logging: Logging,
+        /// `monitor`: pings, metrics and the thresholds `status` checks.
+        pub monitor: Monitor,
         /// `retention`: the policy `forget` applies (`docs/retention.md`);
         /// `None` when no policy is configured.
         pub retention: Option<Retention> => retention,
@@ -289,6 +293,9 @@ section! {
         /// Objects whose lease this cache has not renewed for longer than
         /// `duration_days - warn_days` are named loudly by `check` and `list`.
         pub warn_days: u64,
+        /// `backup` runs the `check --leases` renewal after its jobs when
+        /// the last complete one is this many days old; `None`: never.
+        pub renew_every_days: Option<u64> => count_limit,
     }
 }
 
@@ -351,6 +358,9 @@ section! {
         pub url: String => url,
         /// `destination.result`: where the root cap of a backup goes.
         pub result: ResultTargets,
+        /// The recovery catalog: a mutable directory's cap, or `auto`
+        /// (created on the first run); `None`: no catalog.
+        pub catalog: Option<String>,
         /// `destination.encoding`: which files are compressed, and how.
         pub encoding: Encoding,
     }
@@ -474,6 +484,23 @@ section! {
         /// A file the log lines are also appended to (created 0600, never
         /// through a symlink); `None`: stderr only.
         pub file: Option<PathBuf>,
+    }
+}
+
+section! {
+    /// `monitor`: pings, metrics and the thresholds `status` checks
+    /// (`docs/monitoring.md`); every key is off when `null`.
+    pub struct Monitor {
+        /// A Healthchecks-compatible ping URL (`/start`, `/fail` appended).
+        pub healthchecks_url: Option<String> => monitor_url,
+        /// A node_exporter textfile-collector file written after each run.
+        pub prometheus_textfile: Option<PathBuf>,
+        /// `status` fails when a job's last success is older than this.
+        pub max_backup_age: Option<MaxAge> => max_age,
+        /// `status` fails when the lease horizon is fewer days away.
+        pub min_lease_days: Option<u64>,
+        /// `status` fails when an object was not verified for this long.
+        pub max_unverified_days: Option<u64>,
     }
 }
 

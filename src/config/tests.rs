@@ -959,6 +959,36 @@ fn urls() {
 }
 
 #[test]
+fn monitor_keys() {
+    let c = config(
+        "monitor:\n  healthchecks_url: 'https://hc.example/ping/x'\n  max_backup_age: 26h\n  \
+         min_lease_days: 7\n  max_unverified_days: 40\nlease: {renew_every_days: 7}\n",
+    );
+    assert_eq!(
+        c.monitor.healthchecks_url.as_deref(),
+        Some("https://hc.example/ping/x")
+    );
+    let age = c.monitor.max_backup_age.expect("set");
+    assert_eq!((age.0.days, age.0.hours), (0, 26));
+    assert_eq!(c.monitor.min_lease_days, Some(7));
+    assert_eq!(c.lease.renew_every_days, Some(7));
+    assert_eq!(Config::builtin().lease.renew_every_days, None);
+    assert_error(
+        "monitor:\n  healthchecks_url: 'hc.example/ping'\n",
+        "cfg.yaml:2: invalid value for monitor.healthchecks_url: \"hc.example/ping\" is not an http:// or https:// URL",
+    );
+    assert_error(
+        "monitor:\n  max_backup_age: 2 days\n",
+        "cfg.yaml:2: invalid value for monitor.max_backup_age: \"2 days\" is not a duration",
+    );
+    assert_error(
+        "monitor:\n  max_backup_age: 0d\n",
+        "cfg.yaml:2: invalid value for monitor.max_backup_age: a zero duration",
+    );
+    assert_error("monitor:\n  min_lease: 3\n", "monitor.min_lease");
+}
+
+#[test]
 fn paths_must_not_be_empty() {
     assert_error(
         "source: {queue: {path: ''}}\n",

@@ -696,6 +696,87 @@ pub(crate) mod url {
     }
 }
 
+/// `monitor.healthchecks_url`: an http(s) URL, or `null` for none.
+pub(crate) mod monitor_url {
+    use super::*;
+
+    pub(crate) fn zero() -> Option<String> {
+        None
+    }
+
+    pub(crate) fn parse(node: &Node, key: &str) -> Result<Option<String>, Invalid> {
+        if matches!(node.kind, Kind::Null) {
+            return Ok(None);
+        }
+        let url = String::parse(node, key)?;
+        let lower = url.to_ascii_lowercase();
+        let rest = lower
+            .strip_prefix("http://")
+            .or_else(|| lower.strip_prefix("https://"));
+        match rest {
+            Some(host) if !host.is_empty() && !host.starts_with('/') => Ok(Some(url)),
+            _ => Err(Invalid::value(
+                node,
+                key,
+                format!(
+                    "{} is not an http:// or https:// URL, e.g. 'https://hc-ping.com/UUID'",
+                    super::super::node::quote_for_message(&url)
+                ),
+            )),
+        }
+    }
+
+    pub(crate) fn to_out(url: &Option<String>) -> Out {
+        url.as_ref().map_or(Out::Null, |u| Out::Str(u.clone()))
+    }
+}
+
+/// `monitor.max_backup_age`: a duration like retention's `within`
+/// (`26h`, `2d`, `1m`), or `null` for none.
+pub(crate) mod max_age {
+    use super::*;
+    use crate::retention::KeepDuration;
+
+    pub(crate) fn zero() -> Option<MaxAge> {
+        None
+    }
+
+    pub(crate) fn parse(node: &Node, key: &str) -> Result<Option<MaxAge>, Invalid> {
+        if matches!(node.kind, Kind::Null) {
+            return Ok(None);
+        }
+        let text = match &node.kind {
+            Kind::Str(s) => s.clone(),
+            _ => return Err(Invalid::ty(node, key, "a duration such as '26h' or '2d'")),
+        };
+        match text.parse::<KeepDuration>() {
+            Ok(d) if !d.is_zero() => Ok(Some(MaxAge(d))),
+            Ok(_) => Err(Invalid::value(
+                node,
+                key,
+                "a zero duration; use null for no threshold",
+            )),
+            Err(e) => Err(Invalid::value(
+                node,
+                key,
+                format!(
+                    "{} is not a duration such as '26h' or '2d' ({e})",
+                    super::super::node::quote_for_message(&text)
+                ),
+            )),
+        }
+    }
+
+    pub(crate) fn to_out(age: &Option<MaxAge>) -> Out {
+        age.map_or(Out::Null, |d| Out::Str(d.0.to_string()))
+    }
+}
+
+/// `monitor.max_backup_age`: a calendar duration (years, months, days,
+/// hours), as retention's `within` writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxAge(pub(crate) crate::retention::KeepDuration);
+
 /// `source.entry_cache.commit_after.queries`: `null`, 0 or a negative
 /// number mean no limit (`None`).
 pub(crate) mod count_limit {
