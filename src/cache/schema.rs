@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension};
 use super::{CacheError, sql_err, unix_now};
 
 /// The schema this build writes and reads.
-pub(crate) const SCHEMA_VERSION: u32 = 3;
+pub(crate) const SCHEMA_VERSION: u32 = 4;
 
 /// `PRAGMA application_id` of a lafs-backup cache: "LAFB".
 pub(crate) const APPLICATION_ID: i32 = 0x4C41_4642;
@@ -73,6 +73,20 @@ CREATE TABLE verified (
     cap TEXT PRIMARY KEY NOT NULL,
     ts  INTEGER NOT NULL
 ) WITHOUT ROWID;
+
+CREATE TABLE runs (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    name           BLOB NOT NULL,
+    job            TEXT NULL,
+    ts_start       INTEGER NOT NULL,
+    ts_end         INTEGER NOT NULL,
+    exit           INTEGER NOT NULL,
+    skipped        TEXT NULL,
+    entries        INTEGER NULL,
+    bytes_uploaded INTEGER NULL,
+    objects_reused INTEGER NULL
+);
+CREATE INDEX runs_name ON runs (name, id);
 ";
 
 /// `MIGRATIONS[i]` upgrades schema version `i + 1` to `i + 2`, run in one
@@ -91,6 +105,21 @@ const MIGRATIONS: &[&str] = &[
          cap TEXT PRIMARY KEY NOT NULL,
          ts  INTEGER NOT NULL
      ) WITHOUT ROWID;",
+    // 3 -> 4 (issue 13, monitoring): every job's runs, for `status` and the
+    // Prometheus textfile. No run is known before the upgrade.
+    "CREATE TABLE runs (
+         id             INTEGER PRIMARY KEY AUTOINCREMENT,
+         name           BLOB NOT NULL,
+         job            TEXT NULL,
+         ts_start       INTEGER NOT NULL,
+         ts_end         INTEGER NOT NULL,
+         exit           INTEGER NOT NULL,
+         skipped        TEXT NULL,
+         entries        INTEGER NULL,
+         bytes_uploaded INTEGER NULL,
+         objects_reused INTEGER NULL
+     );
+     CREATE INDEX runs_name ON runs (name, id);",
 ];
 
 const _: () = assert!(SCHEMA_VERSION as usize == MIGRATIONS.len() + 1);

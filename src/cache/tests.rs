@@ -116,6 +116,7 @@ fn creates_schema_with_private_modes() {
             "leases",
             "meta",
             "objects",
+            "runs",
             "verified"
         ]
     );
@@ -1313,7 +1314,7 @@ fn a_v2_cache_gains_the_verified_table_in_place() {
         Cache::open_read_only(&path).unwrap_err(),
         CacheError::NeedsUpgrade {
             found: 2,
-            supported: 3,
+            supported: 4,
             ..
         }
     ));
@@ -1331,8 +1332,10 @@ fn a_v2_cache_gains_the_verified_table_in_place() {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .unwrap();
-    assert_eq!((version.as_str(), ts), ("3", 1_700_000_900), "latest kept");
+    assert_eq!((version.as_str(), ts), ("4", 1_700_000_900), "latest kept");
     let (_new_dir, new_path) = scratch();
     Cache::open(&new_path, &NO_LIMIT).unwrap().close().unwrap();
     assert_eq!(columns(&path, "verified"), columns(&new_path, "verified"));
+    // And v3 -> v4 adds the runs table, identical to a new cache's.
+    assert_eq!(columns(&path, "runs"), columns(&new_path, "runs"));
 }
