@@ -19,8 +19,6 @@ mod key;
 mod leases;
 mod lock;
 mod reclaim;
-// Read and written by `backup`, `status` and the textfile (next commits).
-#[allow(dead_code, unused_imports)]
 mod runs;
 mod schema;
 #[cfg(test)]
@@ -43,7 +41,6 @@ use crate::tahoe::Cap;
 pub(crate) use backups::ForgetPlan;
 pub(crate) use key::{DirChild, FileKey, ObjectKey, SymlinkKey, dir_key};
 pub(crate) use leases::StaleLeases;
-#[allow(unused_imports)]
 pub(crate) use runs::RunRecord;
 pub(crate) use schema::SCHEMA_VERSION;
 pub(crate) use verified::Coverage;

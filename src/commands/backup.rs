@@ -12,6 +12,9 @@ use super::context::{Context, Gateway};
 use super::{schedule, show};
 
 mod jobs;
+mod record;
+pub(crate) use record::JobReport;
+
 use crate::cache::Cache;
 use crate::cli::BackupArgs;
 use crate::config::Config;
@@ -181,7 +184,7 @@ fn get_ready(args: &BackupArgs, ctx: &Context<'_>) -> anyhow::Result<Ready> {
 
 pub(crate) fn run(ctx: Context<'_>, args: &BackupArgs) -> anyhow::Result<Outcome> {
     if ctx.config().jobs.is_empty() && args.job.is_empty() {
-        return run_one(ctx, args, None);
+        return record::run_job(ctx, args, None).map(|report| report.outcome);
     }
     jobs::run(ctx, args)
 }
@@ -192,7 +195,7 @@ pub(crate) fn run_one(
     mut ctx: Context<'_>,
     args: &BackupArgs,
     job: Option<&str>,
-) -> anyhow::Result<Outcome> {
+) -> anyhow::Result<JobReport> {
     apply_flags(args, ctx.config_mut());
     let ctx = ctx;
     let config = ctx.config();
@@ -215,9 +218,10 @@ pub(crate) fn run_one(
     // The retention schedule first: a day that is not due contacts no
     // gateway and changes nothing.
     let name = job_name(config, job)?;
+    let mut report = JobReport::new(name.as_encoded_bytes());
     if args.plan {
         schedule::print_plan(&ctx, &pick_source(config)?, name.as_encoded_bytes())?;
-        return Ok(Outcome::Success);
+        return Ok(report.not_a_run());
     }
     let label = if config.operation.queue_only {
         Label::default()
@@ -236,7 +240,8 @@ pub(crate) fn run_one(
                 } else {
                     eprintln!("lafs-backup: {why} (--ignore-schedule backs up anyway)");
                 }
-                return Ok(Outcome::Success);
+                report.skipped = Some(why);
+                return Ok(report);
             }
         }
     };
@@ -295,21 +300,34 @@ pub(crate) fn run_one(
         }
     };
     info!("queue {} holds {entries} entries", queue_path.display());
+    report.entries = Some(entries);
 
     if config.operation.queue_only {
-        return Ok(outcome);
+        report.outcome = outcome;
+        return Ok(report.not_a_run());
     }
     let Some(ready) = ready else {
-        return Ok(outcome);
+        report.outcome = outcome;
+        return Ok(report.not_a_run());
     };
     let uploaded = upload_queue(&ctx, args, &queue_path, ready, label, job)?;
-    let outcome = outcome.max(uploaded);
+    report.outcome = outcome.max(uploaded.outcome);
+    report.entries = Some(uploaded.stats.entries);
+    report.generation = Some(uploaded.generation);
+    report.upload = Some(uploaded.stats);
     // The policy runs only after a complete backup is recorded: a failed,
     // interrupted or partial run (exit 3) forgets nothing.
-    if outcome == Outcome::Success {
+    if report.outcome == Outcome::Success {
         forget_after_backup(&ctx, args, name.as_encoded_bytes())?;
     }
-    Ok(outcome)
+    Ok(report)
+}
+
+/// What an upload did.
+struct Uploaded {
+    outcome: Outcome,
+    stats: upload::Stats,
+    generation: u64,
 }
 
 /// The backup name: the job's, else the basename of the source.
@@ -426,7 +444,7 @@ fn upload_queue(
     ready: Ready,
     label: Label,
     job: Option<&str>,
-) -> anyhow::Result<Outcome> {
+) -> anyhow::Result<Uploaded> {
     let config = ctx.config();
     let Ready {
         client,
@@ -535,10 +553,15 @@ fn upload_queue(
             finished.seconds,
         );
     }
-    Ok(if stats.skipped > 0 {
+    let outcome = if stats.skipped > 0 {
         Outcome::Partial
     } else {
         Outcome::Success
+    };
+    Ok(Uploaded {
+        outcome,
+        stats,
+        generation,
     })
 }
 

@@ -98,6 +98,44 @@ fn three_jobs_one_failing_the_others_back_up_and_exit_is_the_worst() {
     let list = s.run(&["--json", "list"]);
     assert_eq!(list.code, 0, "{}", list.stderr);
     assert!(list.stdout.contains("alpha") && list.stdout.contains("beta"));
+    // Every job's run is recorded in the cache, the failed one too.
+    let conn = rusqlite::Connection::open(s.dir.join("cache.sqlite")).unwrap();
+    let runs: Vec<(Vec<u8>, Option<String>, i64, Option<i64>, i64)> = conn
+        .prepare("SELECT name, job, exit, entries, ts_start FROM runs ORDER BY id")
+        .unwrap()
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let summary = &r.of_type("summary")[0];
+    assert_eq!(
+        runs,
+        [
+            (
+                b"alpha".to_vec(),
+                Some("alpha".into()),
+                0,
+                summary["entries"].as_i64(),
+                1_704_596_400
+            ),
+            (
+                b"broken".to_vec(),
+                Some("broken".into()),
+                1,
+                None,
+                1_704_596_400
+            ),
+            (
+                b"beta".to_vec(),
+                Some("beta".into()),
+                0,
+                Some(2),
+                1_704_596_400
+            ),
+        ]
+    );
 }
 
 #[test]

@@ -5,7 +5,8 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use super::{pick_source, run_one};
+use super::pick_source;
+use super::record::run_job;
 use crate::cli::BackupArgs;
 use crate::commands::Context;
 use crate::config::{Config, Job};
@@ -62,8 +63,8 @@ pub(super) fn run(ctx: Context<'_>, args: &BackupArgs) -> anyhow::Result<Outcome
             continue;
         }
         let job_ctx = ctx.with_config(derived.unwrap_or_else(|| config.clone()));
-        let code = match run_one(job_ctx, args, Some(&name)) {
-            Ok(outcome) => outcome.code(),
+        let code = match run_job(job_ctx, args, Some(&name)) {
+            Ok(report) => report.outcome.code(),
             Err(err) => {
                 eprintln!("lafs-backup: job {name}: {}", exit::message(&err));
                 exit::code_for(&err)
