@@ -100,7 +100,8 @@ fn three_jobs_one_failing_the_others_back_up_and_exit_is_the_worst() {
     assert!(list.stdout.contains("alpha") && list.stdout.contains("beta"));
     // Every job's run is recorded in the cache, the failed one too.
     let conn = rusqlite::Connection::open(s.dir.join("cache.sqlite")).unwrap();
-    let runs: Vec<(Vec<u8>, Option<String>, i64, Option<i64>, i64)> = conn
+    type Row = (Vec<u8>, Option<String>, i64, Option<i64>, i64);
+    let runs: Vec<Row> = conn
         .prepare("SELECT name, job, exit, entries, ts_start FROM runs ORDER BY id")
         .unwrap()
         .query_map([], |r| {
