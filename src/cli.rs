@@ -172,6 +172,12 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "LABEL", conflicts_with = "generation")]
     pub label: Option<String>,
 
+    /// With a NAME: the newest backup of the name that started at or before
+    /// WHEN: an ISO date (its end) or datetime, `today`, `yesterday`, or a
+    /// span such as `3 days ago` or `2w ago` (docs/selecting-backups.md).
+    #[arg(long, value_name = "WHEN", conflicts_with_all = ["generation", "label"])]
+    pub as_of: Option<String>,
+
     /// The gateway's web API URL (e.g. http://127.0.0.1:3456), instead of
     /// destination.url from the config.
     #[arg(long, value_name = "URL")]
@@ -245,6 +251,12 @@ pub struct VerifyArgs {
     /// (`list` shows them) instead of the latest.
     #[arg(long, value_name = "LABEL", conflicts_with = "generation")]
     pub label: Option<String>,
+
+    /// With a NAME: the newest backup of the name that started at or before
+    /// WHEN: an ISO date (its end) or datetime, `today`, `yesterday`, or a
+    /// span such as `3 days ago` or `2w ago` (docs/selecting-backups.md).
+    #[arg(long, value_name = "WHEN", conflicts_with_all = ["generation", "label"])]
+    pub as_of: Option<String>,
 
     /// The gateway's web API URL, instead of destination.url.
     #[arg(long, value_name = "URL")]
@@ -419,6 +431,12 @@ pub struct PinArgs {
     /// The newest backup of NAME with this retention label.
     #[arg(long, value_name = "LABEL", conflicts_with = "generation")]
     pub label: Option<String>,
+
+    /// With a NAME: the newest backup of the name that started at or before
+    /// WHEN: an ISO date (its end) or datetime, `today`, `yesterday`, or a
+    /// span such as `3 days ago` or `2w ago` (docs/selecting-backups.md).
+    #[arg(long, value_name = "WHEN", conflicts_with_all = ["generation", "label"])]
+    pub as_of: Option<String>,
 
     /// Wait up to DURATION for another run to release the entry cache's
     /// lock instead of failing at once: seconds (90, 2.5) or a number with

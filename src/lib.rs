@@ -93,6 +93,7 @@ pub(crate) mod tahoe;
 pub(crate) mod tree;
 pub(crate) mod upload;
 pub(crate) mod verify;
+pub(crate) mod when;
 
 // The public API: exactly what the binary (src/main.rs), the integration
 // tests (tests/) and the examples (examples/) use, and nothing else, so that

@@ -156,8 +156,12 @@ fn print_json(out: &mut impl Write, report: &Report, dry_run: bool) -> io::Resul
 /// The root cap: the argument itself, or the latest (or `--generation`)
 /// backup of that name in the entry cache ([`crate::selector`]).
 fn resolve(ctx: &Context<'_>, args: &RestoreArgs) -> anyhow::Result<Cap> {
-    let selector = Selector::parse(&args.backup, "BACKUP", args.generation)?
-        .with_label(args.label.as_deref())?;
+    let selector = Selector::of_args(
+        &args.backup,
+        args.generation,
+        args.label.as_deref(),
+        args.as_of.as_deref(),
+    )?;
     if let Some(cap) = selector.cap() {
         if !cap.is_dir() {
             return Err(UsageError("the cap is not a directory cap".into()).into());
