@@ -7,7 +7,7 @@
 //! backups' start times are known (generation i+1 started at `TIMES[i]`).
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use super::{lafs, write_backup_config};
@@ -80,10 +80,5 @@ impl History {
             cfg,
             caps: [first, second, third],
         }
-    }
-
-    /// The directory holding the config, cache and queue.
-    pub(crate) fn dir(&self) -> &Path {
-        self._tmp.path()
     }
 }

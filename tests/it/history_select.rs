@@ -48,6 +48,8 @@ fn as_of_and_tokens_pick_by_date_generation_and_label() {
         "a date's end"
     );
     assert_eq!(restored_f(&["tree@2"]).as_deref(), Some(F2));
+    let h = History::get();
+    assert_eq!(restored_f(&[h.caps[1].as_str()]).as_deref(), Some(F2));
     assert_eq!(
         restored_f(&["tree", "--as-of", "3 days ago"]).as_deref(),
         Some(F2)
