@@ -67,6 +67,7 @@
 //! in vain (`unreachable_pub`, in `[lints]`). A new user of an item adds it
 //! to that one list.
 
+pub(crate) mod browse;
 pub(crate) mod cache;
 pub(crate) mod cli;
 pub(crate) mod clock;

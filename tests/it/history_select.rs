@@ -86,6 +86,8 @@ fn the_same_mistakes_give_the_same_message_everywhere() {
             [&["restore"][..], &sel[..1], &[out], &sel[1..]].concat(),
             [&["verify"][..], &sel[..1], &[live], &sel[1..]].concat(),
             [&["pin"][..], sel].concat(),
+            [&["ls"][..], sel].concat(),
+            [&["cat"][..], &sel[..1], &["g"], &sel[1..]].concat(),
         ];
         if token_only {
             commands.push([&["check"][..], sel].concat());

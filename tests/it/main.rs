@@ -25,6 +25,7 @@ mod filters;
 mod finishing;
 mod grid_harness;
 mod hardening_cli;
+mod history_browse;
 mod history_select;
 mod hostile_gateway;
 mod https;
