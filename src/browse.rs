@@ -220,6 +220,16 @@ pub(crate) fn components(path: &[u8]) -> Result<Vec<&[u8]>, BrowseError> {
     Ok(out)
 }
 
+/// `a/b` from `a` and `b` (just `b` when `a` is empty).
+pub(crate) fn join(a: &[u8], b: &[u8]) -> Vec<u8> {
+    let mut out = a.to_vec();
+    if !out.is_empty() {
+        out.push(b'/');
+    }
+    out.extend_from_slice(b);
+    out
+}
+
 /// How a backup path is shown: escaped, `/` for the root.
 pub(crate) fn shown(path: &[u8]) -> String {
     if path.is_empty() {

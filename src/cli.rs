@@ -120,6 +120,15 @@ pub enum Command {
     /// With --gateway and a root cap, no config or cache is needed.
     Cat(CatArgs),
 
+    /// The distinct versions of each PATH across the backups of NAME,
+    /// oldest first: which backups hold each version, its size and mtime,
+    /// and where the path was deleted.
+    Versions(VersionsArgs),
+
+    /// The backups that hold paths matching a glob (or --regex), with each
+    /// match's path, size and mtime.
+    Find(FindArgs),
+
     /// Print the merged configuration as YAML that can be fed back with -c.
     #[command(name = "dump-config", alias = "dump_config")]
     DumpConfig,
@@ -232,6 +241,57 @@ pub struct CatArgs {
 
     #[command(flatten)]
     pub pick: PickArgs,
+
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct VersionsArgs {
+    /// The backup name (as given, or in the escaped form `list` prints).
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    /// Paths in the backups, relative to their roots.
+    #[arg(value_name = "PATH", required = true)]
+    pub paths: Vec<std::ffi::OsString>,
+
+    /// One line per backup (present or absent) instead of one per version.
+    #[arg(long)]
+    pub all: bool,
+
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct FindArgs {
+    /// A glob (`*`, `?`, `[...]`) matched against each entry's name, or
+    /// against its whole path when it contains `/`; with --regex a regular
+    /// expression searched in the whole path. Odd bytes are matched in the
+    /// escaped form `ls` prints.
+    #[arg(value_name = "PATTERN")]
+    pub pattern: String,
+
+    /// The backup names to search; default: every recorded name.
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+
+    /// PATTERN is a regular expression.
+    #[arg(long)]
+    pub regex: bool,
+
+    /// Of each name, only the newest backup started at or before WHEN.
+    #[arg(long, value_name = "WHEN", conflicts_with_all = ["since", "until"])]
+    pub as_of: Option<String>,
+
+    /// Only backups started at or after WHEN (a date means its start).
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+
+    /// Only backups started at or before WHEN (a date means its end).
+    #[arg(long, value_name = "WHEN")]
+    pub until: Option<String>,
 
     #[command(flatten)]
     pub gateway: GatewayArgs,

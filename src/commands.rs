@@ -11,6 +11,7 @@ pub(crate) mod cleanup;
 pub(crate) mod completions;
 pub(crate) mod context;
 pub(crate) mod dump_config;
+pub(crate) mod find;
 pub(crate) mod forget;
 pub(crate) mod list;
 pub(crate) mod ls;
@@ -20,6 +21,7 @@ pub(crate) mod restore;
 pub(crate) mod schedule;
 pub(crate) mod show;
 pub(crate) mod verify;
+pub(crate) mod versions;
 
 use tracing::{Level, warn};
 
@@ -72,6 +74,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Pin(ref args) => pin::run(&ctx, args, true),
         Command::Ls(ref args) => ls::run(&ctx, args),
         Command::Cat(ref args) => cat::run(&ctx, args),
+        Command::Versions(ref args) => versions::run(&ctx, args),
+        Command::Find(ref args) => find::run(&ctx, args),
         Command::Unpin(ref args) => pin::run(&ctx, args, false),
         Command::DumpConfig => dump_config::run(ctx.config()),
         // Handled before the config is loaded; the same call if ever here.

@@ -357,6 +357,16 @@ impl Selector<'_> {
     }
 }
 
+/// The recorded backups of `name`, as given or in its escaped form, by
+/// generation (`versions`, `find`: every backup of a name).
+pub(crate) fn backups_of<'r>(
+    rows: &'r [BackupRow],
+    name: &str,
+    cache: &Path,
+) -> Result<Vec<&'r BackupRow>, SelectError> {
+    Ok(by_generation(named(rows, name, cache)?.into_iter()))
+}
+
 /// The recorded backups of `name`, as given or in its escaped form.
 fn named<'r>(
     rows: &'r [BackupRow],

@@ -32,6 +32,23 @@ pub(crate) struct WhenError {
 /// Reads `text` as a WHEN relative to `now` (in `now`'s time zone): the
 /// newest instant it names, as Unix seconds.
 pub(crate) fn parse(text: &str, now: &Zoned) -> Result<i64, WhenError> {
+    parse_at(text, now, DayEdge::End)
+}
+
+/// [`parse`] for the start of a range (`--since`): a date alone, `today`
+/// and `yesterday` are the **start** of that day.
+pub(crate) fn parse_start(text: &str, now: &Zoned) -> Result<i64, WhenError> {
+    parse_at(text, now, DayEdge::Start)
+}
+
+/// Which end of a day a date alone means.
+#[derive(Clone, Copy)]
+enum DayEdge {
+    Start,
+    End,
+}
+
+fn parse_at(text: &str, now: &Zoned, edge: DayEdge) -> Result<i64, WhenError> {
     let fail = |why: &str| WhenError {
         // Whatever was pasted, never echo a cap.
         text: crate::tahoe::redact(text),
@@ -43,8 +60,12 @@ pub(crate) fn parse(text: &str, now: &Zoned) -> Result<i64, WhenError> {
         return Err(fail("it is empty"));
     }
     let day_end = |date: Date| -> Result<i64, WhenError> {
+        let time = match edge {
+            DayEdge::Start => Time::midnight(),
+            DayEdge::End => Time::constant(23, 59, 59, 0),
+        };
         let end = date
-            .to_datetime(Time::constant(23, 59, 59, 0))
+            .to_datetime(time)
             .to_zoned(now.time_zone().clone())
             .map_err(|e| fail(&e.to_string()))?;
         Ok(end.timestamp().as_second())
@@ -150,6 +171,19 @@ mod tests {
         for (text, want) in table {
             assert_eq!(at(text), want, "{text}");
         }
+    }
+
+    #[test]
+    fn a_range_starts_at_the_start_of_a_day() {
+        let start = parse_start("2024-01-03", &now()).expect("valid");
+        assert_eq!(start, parse("2024-01-02", &now()).expect("valid") + 1);
+        let today = parse_start("today", &now()).expect("valid");
+        assert_eq!(today, parse("2024-01-07T00:00", &now()).expect("valid"));
+        assert_eq!(
+            parse_start("3 days ago", &now()),
+            parse("3 days ago", &now()),
+            "spans are instants"
+        );
     }
 
     #[test]

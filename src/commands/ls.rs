@@ -102,16 +102,16 @@ impl<W: Write> Lister<W> {
         for (name, why) in &listing.refused {
             tracing::warn!(
                 "{}: refused: {why}",
-                browse::shown(&join(path, name.as_bytes()))
+                browse::shown(&browse::join(path, name.as_bytes()))
             );
             self.refused += 1;
         }
         ancestors.push(dir.cap().object_key().to_owned());
         for child in &listing.children {
-            let child_rel = join(rel, &child.name);
+            let child_rel = browse::join(rel, &child.name);
             self.entry(browser, child, &child_rel)?;
             if recursive && child.kind == Kind::Dir {
-                let child_path = join(path, &child.name);
+                let child_path = browse::join(path, &child.name);
                 let refused = tree::refuse_descent(
                     &child.cap,
                     ancestors.len(),
@@ -197,14 +197,4 @@ impl<W: Write> Lister<W> {
         }
         Ok(())
     }
-}
-
-/// `a/b` from `a` and `b` (just `b` when `a` is empty).
-fn join(a: &[u8], b: &[u8]) -> Vec<u8> {
-    let mut out = a.to_vec();
-    if !out.is_empty() {
-        out.push(b'/');
-    }
-    out.extend_from_slice(b);
-    out
 }

@@ -27,6 +27,7 @@ mod grid_harness;
 mod hardening_cli;
 mod history_browse;
 mod history_select;
+mod history_versions;
 mod hostile_gateway;
 mod https;
 mod jobs;
