@@ -5,6 +5,7 @@
 //! the third, `g` never changes, and `d` gets a new file `d/new` in the
 //! third. Each backup runs with `LAFS_BACKUP_NOW` at [`TIMES`], so the
 //! backups' start times are known (generation i+1 started at `TIMES[i]`).
+//! The first backup has the retention label `yesterday` (set with SQL).
 
 use std::fs;
 use std::path::PathBuf;
@@ -74,6 +75,12 @@ impl History {
         fs::remove_file(source.join("f")).expect("rm");
         fs::write(source.join("d").join("new"), b"new in the third\n").expect("write");
         let third = backup(TIMES[2]);
+        // A retention label on the first backup that is also a WHEN: the
+        // token `tree@yesterday` then has two readings (the selector tests).
+        let conn = rusqlite::Connection::open(tmp.path().join("cache.sqlite")).expect("cache");
+        conn.execute("UPDATE backups SET label = 'yesterday' WHERE generation = 1", [])
+            .expect("label");
+        drop(conn);
         History {
             _tmp: tmp,
             source,

@@ -69,7 +69,7 @@ fn the_same_mistakes_give_the_same_message_everywhere() {
     let out = tempfile::tempdir().unwrap();
     let out = out.path().join("r");
     let out = out.to_str().unwrap();
-    let cases: [(&[&str], &str); 3] = [
+    let cases: [(&[&str], &str); 4] = [
         (&["nosuch"], "no backup named \"nosuch\" in the entry cache"),
         (
             &["tree", "--as-of", "2023-12-31"],
@@ -78,6 +78,11 @@ fn the_same_mistakes_give_the_same_message_everywhere() {
         (
             &["tree@2023-12-31"],
             "no backup named \"tree\" started at or before \"2023-12-31\"",
+        ),
+        // The label `yesterday` (generation 1) against the WHEN (generation 3).
+        (
+            &["tree@yesterday"],
+            "\"tree@yesterday\" can be read more than one way",
         ),
     ];
     for (sel, want) in cases {
