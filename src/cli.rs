@@ -144,7 +144,11 @@ pub enum Command {
 
     /// Print the manual page (roff) on stdout, generated from this command
     /// line (needs no config): `lafs-backup man | man -l -`.
-    Man,
+    ///
+    /// `man SUBCOMMAND` prints that subcommand's page (all its options);
+    /// `man --dir DIR` writes every page (lafs-backup.1,
+    /// lafs-backup-backup.1, …) into DIR, for packaging.
+    Man(ManArgs),
 }
 
 #[derive(Debug, Args)]
@@ -295,6 +299,17 @@ pub struct FindArgs {
 
     #[command(flatten)]
     pub gateway: GatewayArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// The subcommand whose page to print (default: the main page).
+    #[arg(value_name = "SUBCOMMAND", conflicts_with = "dir")]
+    pub subcommand: Option<String>,
+
+    /// Write every page into this directory instead of printing one.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

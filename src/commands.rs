@@ -49,7 +49,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
     // they work on a machine that has none yet (packaging, first setup).
     match cli.command {
         Command::Completions(ref args) => return completions::run(args.shell),
-        Command::Man => return man::run(),
+        Command::Man(ref args) => return man::run(args),
         _ => {}
     }
     crate::clock::init().map_err(|e| crate::exit::UsageError(e.to_string()))?;
@@ -80,7 +80,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::DumpConfig => dump_config::run(ctx.config()),
         // Handled before the config is loaded; the same call if ever here.
         Command::Completions(ref args) => completions::run(args.shell),
-        Command::Man => man::run(),
+        Command::Man(ref args) => man::run(args),
     }
 }
 

@@ -78,8 +78,11 @@ impl History {
         // A retention label on the first backup that is also a WHEN: the
         // token `tree@yesterday` then has two readings (the selector tests).
         let conn = rusqlite::Connection::open(tmp.path().join("cache.sqlite")).expect("cache");
-        conn.execute("UPDATE backups SET label = 'yesterday' WHERE generation = 1", [])
-            .expect("label");
+        conn.execute(
+            "UPDATE backups SET label = 'yesterday' WHERE generation = 1",
+            [],
+        )
+        .expect("label");
         drop(conn);
         History {
             _tmp: tmp,
