@@ -17,6 +17,7 @@ pub(crate) mod pin;
 pub(crate) mod restore;
 pub(crate) mod schedule;
 pub(crate) mod show;
+pub(crate) mod status;
 pub(crate) mod verify;
 
 use tracing::{Level, warn};
@@ -57,6 +58,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Verify(ref args) => verify::run(&ctx, args),
         Command::Pin(ref args) => pin::run(&ctx, args, true),
         Command::Unpin(ref args) => pin::run(&ctx, args, false),
+        Command::Status(ref args) => status::run(&ctx, args),
         Command::DumpConfig => dump_config::run(ctx.config()),
         // Handled before the config is loaded; the same call if ever here.
         Command::Completions(ref args) => completions::run(args.shell),
