@@ -282,8 +282,8 @@ pub struct VerifyArgs {
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Print the Prometheus text that `monitor.prometheus_textfile` holds
-    /// instead of the table.
-    #[arg(long, conflicts_with = "json")]
+    /// instead of the table (not with --json).
+    #[arg(long)]
     pub prometheus: bool,
 }
 

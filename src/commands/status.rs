@@ -18,7 +18,7 @@ use crate::cache::Cache;
 use crate::cli::StatusArgs;
 use crate::clock;
 use crate::config::Config;
-use crate::exit::Outcome;
+use crate::exit::{Outcome, UsageError};
 use collect::{Crossing, Status, collect, human_age};
 
 /// Opens the recorded cache read-only, or `None` when there is none yet
@@ -32,6 +32,10 @@ fn open_cache(ctx: &Context<'_>) -> anyhow::Result<Option<Cache>> {
 }
 
 pub(crate) fn run(ctx: &Context<'_>, args: &StatusArgs) -> anyhow::Result<Outcome> {
+    if args.prometheus && ctx.json() {
+        // `--json` is global, so clap's `conflicts_with` does not see it.
+        return Err(UsageError("status: give --prometheus or --json, not both".into()).into());
+    }
     let cache = open_cache(ctx)?;
     let status = collect(ctx.config(), cache.as_ref(), clock::unix_now())?;
     if args.prometheus {

@@ -113,7 +113,10 @@ fn fresh_backups_pass_and_an_old_one_crosses_max_backup_age() {
     // 27 hours later the dead-man's switch fires, naming the job.
     let (code, jobs, cache, stderr) = s.status(&at(27));
     assert_eq!(code, 4, "{stderr}");
-    assert_eq!(crossed(&cache), [("src".to_owned(), "max_backup_age".to_owned())]);
+    assert_eq!(
+        crossed(&cache),
+        [("src".to_owned(), "max_backup_age".to_owned())]
+    );
     assert_eq!(jobs[0]["crossed"][0]["value"], 27.0 * 3600.0);
     assert!(
         stderr.contains("THRESHOLD CROSSED: job src:") && stderr.contains("max_backup_age 26h"),
@@ -134,13 +137,19 @@ fn a_job_that_never_ran_and_a_missing_cache_cross_max_backup_age() {
     let names: Vec<&str> = jobs.iter().map(|j| j["job"].as_str().unwrap()).collect();
     assert_eq!(names, ["src", "alpha", "ghost"]);
     assert_eq!(crossed(&cache).len(), 3);
-    assert!(stderr.contains("job ghost: no successful backup recorded"), "{stderr}");
+    assert!(
+        stderr.contains("job ghost: no successful backup recorded"),
+        "{stderr}"
+    );
 
     let run = s.run(T0, &["backup", "--job", "alpha", "--job", "src"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let (code, _, cache, stderr) = s.status(&at(1));
     assert_eq!(code, 4, "{stderr}");
-    assert_eq!(crossed(&cache), [("ghost".to_owned(), "max_backup_age".to_owned())]);
+    assert_eq!(
+        crossed(&cache),
+        [("ghost".to_owned(), "max_backup_age".to_owned())]
+    );
     assert!(!stderr.contains("job alpha"), "{stderr}");
 }
 
@@ -157,7 +166,10 @@ fn the_lease_horizon_crosses_min_lease_days() {
     // 29 days before: 2 days left, fewer than 7.
     let (code, jobs, cache, stderr) = s.status(&at(29 * 24));
     assert_eq!(code, 4, "{stderr}");
-    assert_eq!(crossed(&cache), [("-".to_owned(), "min_lease_days".to_owned())]);
+    assert_eq!(
+        crossed(&cache),
+        [("-".to_owned(), "min_lease_days".to_owned())]
+    );
     assert_eq!(cache["crossed"][0]["value"], 2.0);
     assert_eq!(cache["crossed"][0]["limit"], "7");
     assert_eq!(jobs[0]["crossed"], serde_json::json!([]));
@@ -175,7 +187,10 @@ fn max_unverified_days_passes_after_a_full_sample_and_fails_before() {
     // Never verified: counted from the backup's start, 6 days.
     let (code, _, cache, stderr) = s.status(&later);
     assert_eq!(code, 4, "{stderr}");
-    assert_eq!(crossed(&cache), [("-".to_owned(), "max_unverified_days".to_owned())]);
+    assert_eq!(
+        crossed(&cache),
+        [("-".to_owned(), "max_unverified_days".to_owned())]
+    );
     assert_eq!(cache["unverified_since"], "2024-01-07T03:00:00+00:00");
     assert_eq!(cache["verified"], 0);
 
@@ -224,9 +239,16 @@ fn the_textfile_parses_and_matches_the_runs_summary() {
         value("lafs_backup_last_success_timestamp_seconds"),
         t0.as_second() as f64
     );
-    assert_eq!(value("lafs_backup_last_run_duration_seconds"), 0.0, "frozen clock");
+    assert_eq!(
+        value("lafs_backup_last_run_duration_seconds"),
+        0.0,
+        "frozen clock"
+    );
     assert_eq!(value("lafs_backup_last_run_exit_status"), 0.0);
-    assert_eq!(value("lafs_backup_last_run_entries"), n(&summary["entries"]));
+    assert_eq!(
+        value("lafs_backup_last_run_entries"),
+        n(&summary["entries"])
+    );
     assert_eq!(
         value("lafs_backup_last_run_bytes_uploaded"),
         n(&summary["bytes_read"])
@@ -250,6 +272,8 @@ fn the_textfile_parses_and_matches_the_runs_summary() {
     let run = s.run(T0, &["status", "--prometheus"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(run.stdout, text);
+    let run = s.run(T0, &["--json", "status", "--prometheus"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
 
     // A second run reuses everything and rewrites the file.
     let summary = s.backup(&at(24));
@@ -271,7 +295,8 @@ fn an_unwritable_textfile_only_warns() {
     let run = s.run(T0, &["backup"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(
-        run.stderr.contains("could not write monitor.prometheus_textfile"),
+        run.stderr
+            .contains("could not write monitor.prometheus_textfile"),
         "{}",
         run.stderr
     );
