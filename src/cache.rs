@@ -40,7 +40,7 @@ use crate::tahoe::Cap;
 
 pub(crate) use backups::ForgetPlan;
 pub(crate) use key::{DirChild, FileKey, ObjectKey, SymlinkKey, dir_key};
-pub(crate) use leases::StaleLeases;
+pub(crate) use leases::{LeaseAges, StaleLeases};
 pub(crate) use runs::RunRecord;
 pub(crate) use schema::SCHEMA_VERSION;
 pub(crate) use verified::Coverage;

@@ -129,6 +129,15 @@ pub enum Command {
     /// match's path, size and mtime.
     Find(FindArgs),
 
+    /// Show each job's last success, last run, kept backups and last check,
+    /// the lease horizon and the verification coverage, from the cache alone.
+    ///
+    /// Exit status: 0 when no `monitor` threshold (max_backup_age,
+    /// min_lease_days, max_unverified_days) is crossed, 4 when one is (each
+    /// named on stderr), 1 when the cache cannot be read. See
+    /// docs/monitoring.md.
+    Status(StatusArgs),
+
     /// Print the merged configuration as YAML that can be fed back with -c.
     #[command(name = "dump-config", alias = "dump_config")]
     DumpConfig,
@@ -455,6 +464,14 @@ pub struct VerifyArgs {
     /// follow operation.timeouts.updates.
     #[arg(long, value_name = "DURATION|SECONDS", value_parser = parse_duration_arg)]
     pub timeout: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print the Prometheus text that `monitor.prometheus_textfile` holds
+    /// instead of the table (not with --json).
+    #[arg(long)]
+    pub prometheus: bool,
 }
 
 #[derive(Debug, Args)]

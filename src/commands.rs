@@ -20,6 +20,7 @@ pub(crate) mod pin;
 pub(crate) mod restore;
 pub(crate) mod schedule;
 pub(crate) mod show;
+pub(crate) mod status;
 pub(crate) mod verify;
 pub(crate) mod versions;
 
@@ -77,6 +78,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Versions(ref args) => versions::run(&ctx, args),
         Command::Find(ref args) => find::run(&ctx, args),
         Command::Unpin(ref args) => pin::run(&ctx, args, false),
+        Command::Status(ref args) => status::run(&ctx, args),
         Command::DumpConfig => dump_config::run(ctx.config()),
         // Handled before the config is loaded; the same call if ever here.
         Command::Completions(ref args) => completions::run(args.shell),

@@ -55,6 +55,19 @@ pub(crate) struct StaleBackup {
     pub(crate) objects: u64,
 }
 
+/// The oldest lease renewal among the objects of the recorded backups
+/// ([`Cache::lease_ages`]): `status` and the textfile add
+/// `lease.duration_days` to it for the lease horizon.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct LeaseAges {
+    /// Distinct objects reachable from the recorded backups.
+    pub(crate) objects: u64,
+    /// Of those, the ones with no renewal recorded at all.
+    pub(crate) never: u64,
+    /// The oldest last renewal (Unix seconds) among the others, if any.
+    pub(crate) oldest: Option<i64>,
+}
+
 /// Where an unfinished `check --leases` run stopped.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct LeaseCursor {
@@ -141,6 +154,26 @@ impl Cache {
             }
         }
         Ok(out)
+    }
+
+    /// How old the leases of the recorded backups' objects are: the same
+    /// walk and the same `leases` rows as [`Cache::stale_leases`] (an
+    /// upload records a renewal), reduced to the oldest renewal.
+    pub(crate) fn lease_ages(&self) -> Result<LeaseAges, CacheError> {
+        let (objects, never, oldest): (i64, i64, Option<i64>) = self
+            .conn
+            .prepare_cached(&format!(
+                "{} SELECT count(*), coalesce(sum(l.renewed IS NULL), 0), min(l.renewed)
+                 FROM r LEFT JOIN leases l ON l.cap = r.cap",
+                reachable_sql("SELECT root_cap FROM backups")
+            ))
+            .and_then(|mut stmt| stmt.query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
+            .map_err(|e| sql_err(&self.path, "reading the leases of", e))?;
+        Ok(LeaseAges {
+            objects: u64::try_from(objects).unwrap_or(0),
+            never: u64::try_from(never).unwrap_or(0),
+            oldest,
+        })
     }
 
     /// Every object `check --leases` renews: the non-literal caps reachable
@@ -316,6 +349,16 @@ mod tests {
         assert_eq!((s.objects, s.never), (1, 1));
         let s = cache.stale_leases(0).unwrap();
         assert_eq!(s.objects, 1, "never renewed is always stale");
+        // The same set, reduced to the oldest renewal (d1 never renewed).
+        let ages = cache.lease_ages().unwrap();
+        assert_eq!(
+            ages,
+            LeaseAges {
+                objects: 6,
+                never: 1,
+                oldest: Some(50)
+            }
+        );
     }
 
     #[test]

@@ -183,10 +183,16 @@ fn get_ready(args: &BackupArgs, ctx: &Context<'_>) -> anyhow::Result<Ready> {
 }
 
 pub(crate) fn run(ctx: Context<'_>, args: &BackupArgs) -> anyhow::Result<Outcome> {
-    if ctx.config().jobs.is_empty() && args.job.is_empty() {
-        return record::run_job(ctx, args, None).map(|report| report.outcome);
-    }
-    jobs::run(ctx, args)
+    let config = ctx.config().clone();
+    let outcome = if ctx.config().jobs.is_empty() && args.job.is_empty() {
+        record::run_job(ctx, args, None).map(|report| report.outcome)
+    } else {
+        jobs::run(ctx, args)
+    };
+    // `monitor.prometheus_textfile`, from the runs just recorded; never
+    // fails the run.
+    super::status::write_textfile(&config);
+    outcome
 }
 
 /// One backup: of the config's `source`, named by `job` when it is one of
