@@ -5,6 +5,7 @@
 //! times and counts are shown by [`show`].
 
 pub(crate) mod backup;
+pub(crate) mod cache_rebuild;
 pub(crate) mod check;
 pub(crate) mod cleanup;
 pub(crate) mod completions;
@@ -21,7 +22,7 @@ pub(crate) mod verify;
 
 use tracing::{Level, warn};
 
-use crate::cli::{Cli, Command};
+use crate::cli::{CacheCommand, Cli, Command};
 use crate::config::{self, LogLevel};
 use crate::exit::Outcome;
 
@@ -58,6 +59,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Pin(ref args) => pin::run(&ctx, args, true),
         Command::Unpin(ref args) => pin::run(&ctx, args, false),
         Command::DumpConfig => dump_config::run(ctx.config()),
+        Command::Cache(CacheCommand::Rebuild(ref args)) => cache_rebuild::run(&ctx, args),
         // Handled before the config is loaded; the same call if ever here.
         Command::Completions(ref args) => completions::run(args.shell),
         Command::Man => man::run(),
