@@ -258,30 +258,37 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// SQLite's side files of a database.
+const SIDE_FILES: [&str; 3] = ["-wal", "-shm", "-journal"];
+
 /// Removes a database and its side files, where present.
 fn remove_db_files(path: &Path) -> anyhow::Result<()> {
-    for suffix in ["", "-wal", "-shm", "-journal"] {
-        let file = sibling(path, suffix);
-        match std::fs::remove_file(&file) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("removing {}", file.display())),
-        }
+    remove_present(path)?;
+    remove_side_files(path)
+}
+
+/// Removes the side files SQLite may have left beside `path`.
+fn remove_side_files(path: &Path) -> anyhow::Result<()> {
+    for suffix in SIDE_FILES {
+        remove_present(&sibling(path, suffix))?;
     }
     Ok(())
+}
+
+/// Removes `file`; a missing one is fine.
+fn remove_present(file: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(file) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", file.display()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Renames the finished cache `tmp` over `path` (both closed; `path`'s run
 /// lock held), removing what SQLite may have left beside the old one.
 fn install(tmp: &Path, path: &Path) -> anyhow::Result<()> {
-    for suffix in ["-wal", "-shm", "-journal"] {
-        let side = sibling(path, suffix);
-        match std::fs::remove_file(&side) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("removing {}", side.display())),
-        }
-    }
+    remove_side_files(path)?;
     std::fs::rename(tmp, path)
         .with_context(|| format!("renaming the rebuilt cache over {}", path.display()))?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
