@@ -16,7 +16,8 @@ struct Setup {
     url: String,
 }
 
-/// The smallest file of the tree, in bytes.
+/// The smallest file of the tree stored as an object of its own (a file
+/// of at most 55 bytes lives inside its literal cap), in bytes.
 const SMALLEST: usize = 2000;
 
 impl Setup {
@@ -40,6 +41,9 @@ impl Setup {
         .unwrap();
         fs::hard_link(src.join("sub/small.bin"), src.join("sub/hard.bin")).unwrap();
         symlink("sub/small.bin", src.join("link")).unwrap();
+        // An empty directory and a literal file: caps without objects.
+        fs::create_dir(src.join("empty")).unwrap();
+        fs::write(src.join("sub/tiny.txt"), "hi\n").unwrap();
         let extra = format!(
             "  result:\n    append_to_file: '{}'\n{}",
             dir.join("results").display(),
