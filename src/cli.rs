@@ -158,6 +158,42 @@ pub enum Command {
     /// `man --dir DIR` writes every page (lafs-backup.1,
     /// lafs-backup-backup.1, …) into DIR, for packaging.
     Man(ManArgs),
+
+    /// Maintain the entry cache (source.entry_cache.path).
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+/// The subcommands of `cache`.
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Rebuild a lost or damaged entry cache from the grid: backups,
+    /// directory objects, references and the content index.
+    ///
+    /// The backups' root caps are the arguments, or with none the lines of
+    /// destination.result.append_to_file (names by the basename rule, times
+    /// from the lines; labels are lost). Every distinct file is downloaded
+    /// and hashed once. The next backup of an unchanged tree then uploads no
+    /// file and gives the same root cap. Exit status: 0 rebuilt, 1 failed
+    /// (the old cache is untouched), 2 usage error.
+    Rebuild(CacheRebuildArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CacheRebuildArgs {
+    /// Root caps of backups to rebuild from (never echoed).
+    #[arg(value_name = "CAP")]
+    pub caps: Vec<String>,
+
+    /// The backup name of the CAP arguments (default: the basename of
+    /// source.path).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Replace an existing cache (it is kept until the rebuilt one is
+    /// complete).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

@@ -5,6 +5,7 @@
 //! times and counts are shown by [`show`].
 
 pub(crate) mod backup;
+pub(crate) mod cache_rebuild;
 pub(crate) mod cat;
 pub(crate) mod check;
 pub(crate) mod cleanup;
@@ -26,7 +27,7 @@ pub(crate) mod versions;
 
 use tracing::{Level, warn};
 
-use crate::cli::{Cli, Command};
+use crate::cli::{CacheCommand, Cli, Command};
 use crate::config::{self, LogLevel};
 use crate::exit::Outcome;
 
@@ -80,6 +81,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Unpin(ref args) => pin::run(&ctx, args, false),
         Command::Status(ref args) => status::run(&ctx, args),
         Command::DumpConfig => dump_config::run(ctx.config()),
+        Command::Cache(CacheCommand::Rebuild(ref args)) => cache_rebuild::run(&ctx, args),
         // Handled before the config is loaded; the same call if ever here.
         Command::Completions(ref args) => completions::run(args.shell),
         Command::Man(ref args) => man::run(args),
