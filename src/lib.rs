@@ -68,6 +68,7 @@
 //! to that one list.
 
 pub(crate) mod cache;
+pub(crate) mod catalog;
 pub(crate) mod cli;
 pub(crate) mod clock;
 pub(crate) mod commands;
