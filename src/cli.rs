@@ -172,6 +172,17 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "LABEL", conflicts_with = "generation")]
     pub label: Option<String>,
 
+    /// With a NAME: the newest backup of the name started at or before TIME
+    /// (RFC 3339, e.g. 2024-01-07T03:00:00+01:00; or a local date or date
+    /// and time, 2024-01-07 meaning the end of that day).
+    #[arg(long, value_name = "TIME")]
+    pub as_of: Option<String>,
+
+    /// Find NAME in the recovery catalog CAP instead of the entry cache: no
+    /// local state is needed (docs/recovery.md). The cap is never echoed.
+    #[arg(long, value_name = "CAP")]
+    pub catalog: Option<String>,
+
     /// The gateway's web API URL (e.g. http://127.0.0.1:3456), instead of
     /// destination.url from the config.
     #[arg(long, value_name = "URL")]
@@ -277,6 +288,12 @@ pub struct ListArgs {
     /// generations given.
     #[arg(short = 'g', long, value_name = "N", num_args = 0..)]
     pub generations: Option<Vec<u64>>,
+
+    /// List the backups the recovery catalog CAP records instead of the
+    /// entry cache's: needs only a gateway (destination.url), no local
+    /// state (docs/recovery.md). The cap is never echoed.
+    #[arg(long, value_name = "CAP", conflicts_with = "generations")]
+    pub catalog: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -23,7 +23,7 @@
 //! Every [`SelectError`] is a usage error (exit 2, `docs/exit-codes.md`).
 
 use std::io::{self, BufRead};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::cache::BackupRow;
 use crate::commands::show;
@@ -62,6 +62,9 @@ pub(crate) struct Selector<'a> {
     /// `--label L`: the newest backup of the name with that label (labels
     /// repeat across a policy's rotations).
     pub label: Option<&'a str>,
+    /// `--as-of TIME` (Unix seconds): only backups of the name started at
+    /// or before it.
+    pub as_of: Option<i64>,
 }
 
 impl<'a> Selector<'a> {
@@ -84,6 +87,7 @@ impl<'a> Selector<'a> {
             backup,
             generation,
             label: None,
+            as_of: None,
         })
     }
 
@@ -107,6 +111,20 @@ impl<'a> Selector<'a> {
         Ok(self)
     }
 
+    /// Adds `--as-of` (see [`parse_as_of`]), which goes with a name only.
+    pub(crate) fn with_as_of(mut self, as_of: Option<&str>) -> Result<Self, UsageError> {
+        let Some(text) = as_of else {
+            return Ok(self);
+        };
+        if matches!(self.backup, BackupArg::Cap(_)) {
+            return Err(UsageError(
+                "--as-of selects a backup of a backup NAME; it cannot be used with a cap".into(),
+            ));
+        }
+        self.as_of = Some(parse_as_of(text)?);
+        Ok(self)
+    }
+
     /// The cap given, when it is one: such a selector needs no cache.
     pub(crate) fn cap(&self) -> Option<&Cap> {
         match &self.backup {
@@ -122,6 +140,17 @@ impl<'a> Selector<'a> {
         rows: &'r [BackupRow],
         cache: &Path,
     ) -> Result<Selected<'r>, SelectError> {
+        self.select_in(rows, &format!("the entry cache {}", cache.display()))
+    }
+
+    /// [`Selector::select`] of `rows` from another source of recorded
+    /// backups (the recovery catalog), named by `source` in errors.
+    pub(crate) fn select_in<'r>(
+        &self,
+        rows: &'r [BackupRow],
+        source: &str,
+    ) -> Result<Selected<'r>, SelectError> {
+        let cache = source;
         let name = match &self.backup {
             BackupArg::Cap(cap) => {
                 return Ok(Selected::Cap {
@@ -143,7 +172,7 @@ impl<'a> Selector<'a> {
             (true, true) => {
                 return Err(SelectError::UnknownName {
                     name: quoted(name),
-                    cache: cache.to_owned(),
+                    origin: cache.to_owned(),
                 });
             }
             (false, true) => as_given,
@@ -171,7 +200,7 @@ impl<'a> Selector<'a> {
                     return Err(SelectError::UnknownGeneration {
                         name: quoted(name),
                         generation: g,
-                        cache: cache.to_owned(),
+                        origin: cache.to_owned(),
                         known: matched
                             .iter()
                             .map(|r| r.generation.to_string())
@@ -180,6 +209,26 @@ impl<'a> Selector<'a> {
                     });
                 }
                 of_generation
+            }
+        };
+        let rows = match self.as_of {
+            None => rows,
+            Some(t) => {
+                let before: Vec<&BackupRow> =
+                    rows.iter().copied().filter(|r| r.ts_start <= t).collect();
+                if before.is_empty() {
+                    return Err(SelectError::NoneAsOf {
+                        name: quoted(name),
+                        as_of: show::time(t),
+                        origin: cache.to_owned(),
+                        first: rows
+                            .iter()
+                            .map(|r| r.ts_start)
+                            .min()
+                            .map_or_else(|| "none".to_owned(), show::time),
+                    });
+                }
+                before
             }
         };
         let rows = match self.label {
@@ -203,7 +252,7 @@ impl<'a> Selector<'a> {
                         return Err(SelectError::UnknownLabel {
                             name: quoted(name),
                             label: quoted(label),
-                            cache: cache.to_owned(),
+                            origin: cache.to_owned(),
                             known: if known.is_empty() {
                                 "none".to_owned()
                             } else {
@@ -219,7 +268,7 @@ impl<'a> Selector<'a> {
             Some(latest) => Ok(Selected::Named { latest, rows }),
             None => Err(SelectError::UnknownName {
                 name: quoted(name),
-                cache: cache.to_owned(),
+                origin: cache.to_owned(),
             }),
         }
     }
@@ -293,32 +342,39 @@ impl<'r> Selected<'r> {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SelectError {
     #[error(
-        "no backup named {name} in the entry cache {} (`lafs-backup list` shows the \
-         recorded backups; a cap starts with the \"URI\" prefix and a colon)",
-        cache.display()
+        "no backup named {name} in {origin} (`lafs-backup list` shows the \
+         recorded backups; a cap starts with the \"URI\" prefix and a colon)"
     )]
-    UnknownName { name: String, cache: PathBuf },
+    UnknownName { name: String, origin: String },
     #[error(
-        "no backup named {name} has generation {generation} in the entry cache {} \
-         (its generations: {known})",
-        cache.display()
+        "no backup named {name} has generation {generation} in {origin} \
+         (its generations: {known})"
     )]
     UnknownGeneration {
         name: String,
         generation: u64,
-        cache: PathBuf,
+        origin: String,
         known: String,
     },
     #[error(
-        "no backup named {name} has the label {label} in the entry cache {} \
-         (its labels: {known})",
-        cache.display()
+        "no backup named {name} has the label {label} in {origin} \
+         (its labels: {known})"
     )]
     UnknownLabel {
         name: String,
         label: String,
-        cache: PathBuf,
+        origin: String,
         known: String,
+    },
+    #[error(
+        "no backup named {name} started at or before {as_of} (--as-of) in {origin} \
+         (its first started {first})"
+    )]
+    NoneAsOf {
+        name: String,
+        as_of: String,
+        origin: String,
+        first: String,
     },
     #[error(
         "the name {name} names different backups as given and read in the escaped form \
@@ -390,6 +446,55 @@ pub(crate) fn targets(given: &[String], stdin: impl BufRead) -> io::Result<Vec<G
 /// is not a cap, but it may hold one).
 pub(crate) fn quoted(name: &str) -> String {
     crate::tahoe::redact(&format!("{name:?}"))
+}
+
+/// `--as-of TIME`: an RFC 3339 time (`2024-01-07T03:00:00+01:00`), or a
+/// local date and time (`2024-01-07T03:00`, `2024-01-07 03:00:00`), or a
+/// local date (`2024-01-07`: the end of that day), as Unix seconds.
+pub(crate) fn parse_as_of(text: &str) -> Result<i64, UsageError> {
+    let t = text.trim();
+    let tz = jiff::tz::TimeZone::system();
+    if let Ok(ts) = t.parse::<jiff::Timestamp>() {
+        return Ok(ts.as_second());
+    }
+    let local = if let Ok(dt) = t.parse::<jiff::civil::DateTime>()
+        && t.len() > 10
+    {
+        dt.to_zoned(tz).ok().map(|z| z.timestamp().as_second())
+    } else if let Ok(d) = t.parse::<jiff::civil::Date>() {
+        // The end of the day: the first second of the next, minus one.
+        d.tomorrow()
+            .ok()
+            .and_then(|next| next.to_zoned(tz).ok())
+            .map(|z| z.timestamp().as_second() - 1)
+    } else {
+        None
+    };
+    local.ok_or_else(|| {
+        UsageError(format!(
+            "--as-of {}: not a time; give RFC 3339 (2024-01-07T03:00:00+01:00), a local date \
+             and time (2024-01-07T03:00) or a local date (2024-01-07)",
+            quoted(text)
+        ))
+    })
+}
+
+/// A `--catalog CAP` argument: a directory cap in any spelling people
+/// paste (read-only is enough to read it); never quoted in an error.
+pub(crate) fn catalog_arg(text: &str) -> Result<Cap, UsageError> {
+    match user_cap::classify(text) {
+        UserCap::Cap(cap) if cap.is_dir() => Ok(cap),
+        UserCap::Cap(_) => Err(UsageError(
+            "--catalog: the cap is not a directory cap (the recovery catalog is a directory)"
+                .into(),
+        )),
+        UserCap::Malformed(why) => Err(malformed("--catalog", why)),
+        UserCap::NotACap => Err(UsageError(
+            "--catalog takes the recovery catalog's cap (a DIR2 or DIR2-RO cap), \
+             as printed when destination.catalog: auto created it"
+                .into(),
+        )),
+    }
 }
 
 /// The usage error for a text that looks like a cap but is not one.
@@ -594,6 +699,45 @@ mod tests {
                 ("name", "line 4 of stdin"),
                 ("y", "argument 3"),
             ]
+        );
+    }
+
+    #[test]
+    fn as_of_picks_the_newest_backup_started_by_then() {
+        let mut rows = vec![row(1, b"src", 1), row(2, b"src", 2), row(3, b"src", 3)];
+        for (i, r) in rows.iter_mut().enumerate() {
+            r.ts_start = 1_704_592_800 + 86_400 * i64::try_from(i).unwrap();
+        }
+        let pick_at = |t: &str| -> Result<u64, String> {
+            let sel = Selector::parse("src", "BACKUP", None)
+                .and_then(|s| s.with_as_of(Some(t)))
+                .map_err(|e| e.0)?;
+            let picked = sel
+                .select_in(&rows, "the recovery catalog")
+                .map_err(|e| e.to_string())?;
+            Ok(picked.latest().unwrap().generation)
+        };
+        assert_eq!(pick_at("2024-01-07T02:00:00Z"), Ok(1));
+        assert_eq!(pick_at("2024-01-08T12:00:00+01:00"), Ok(2));
+        assert_eq!(pick_at("2030-01-01T00:00:00Z"), Ok(3));
+        let e = pick_at("2024-01-01T00:00:00Z").unwrap_err();
+        assert!(e.contains("started at or before"), "{e}");
+        assert!(e.contains("in the recovery catalog"), "{e}");
+        assert!(
+            pick_at("yesterday")
+                .unwrap_err()
+                .starts_with("--as-of \"yesterday\"")
+        );
+        // A local date means the end of that day; a date and time, local.
+        let day = parse_as_of("2024-01-07").unwrap();
+        let next = parse_as_of("2024-01-08T00:00").unwrap();
+        assert_eq!(day + 1, next);
+        let cap = rows[0].root_cap.as_str().to_owned();
+        assert!(
+            Selector::parse(&cap, "BACKUP", None)
+                .unwrap()
+                .with_as_of(Some("2024-01-07"))
+                .is_err()
         );
     }
 
