@@ -389,3 +389,43 @@ fn a_bad_catalog_value_is_refused_without_echo() {
         assert!(!run.stderr.contains("nonsense-value"), "{}", run.stderr);
     }
 }
+
+/// A catalog that cannot be updated (here a writecap of a directory the
+/// grid does not hold) does not undo the backup: it is recorded, the run
+/// warns without quoting the cap and exits 4.
+#[test]
+fn a_catalog_that_cannot_be_updated_is_exit_4_and_the_backup_stays() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    fs::create_dir(dir.join("www")).unwrap();
+    fs::write(dir.join("www/index.html"), "v1").unwrap();
+    let missing = format!("URI:DIR2:{}:{}", "q".repeat(26), "r".repeat(52));
+    let cfg = config(
+        dir,
+        "cfg.yaml",
+        &format!(
+            "  catalog: '{missing}'\nsource:\n  path: '{{D}}/www'\n  queue:\n    path: \
+             '{{D}}/queue'\n  entry_cache:\n    path: '{{D}}/cache.sqlite'\n"
+        ),
+    );
+    let run = lafs()
+        .arg("-c")
+        .arg(&cfg)
+        .args(["--json", "backup"])
+        .env("LAFS_BACKUP_NOW", "2024-01-07T03:00:00Z")
+        .caps_on_stdout()
+        .known_cap(&missing)
+        .code(4);
+    assert!(
+        run.stderr
+            .contains("the recovery catalog (destination.catalog) was not updated"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.of_type("summary").len(), 1, "the backup is reported");
+    let listed = listed(&must(
+        run_at(&cfg, "2024-01-07T04:00:00Z", &["--json", "list"]),
+        0,
+    ));
+    assert_eq!(listed.len(), 1, "the backup is recorded");
+}
