@@ -106,6 +106,29 @@ pub enum Command {
     /// Unpin a backup pinned with `pin`.
     Unpin(PinArgs),
 
+    /// List a directory of a backup (or show one entry): names, and with
+    /// -l type, mode, owner, size, mtime and symlink target.
+    ///
+    /// Odd names are shown escaped (`\xNN`); with --json each entry is one
+    /// line with its raw path in base64 too. With --gateway and a root cap,
+    /// no config or cache is needed.
+    Ls(LsArgs),
+
+    /// Write one file of a backup to stdout: its exact, decoded bytes (a
+    /// symlink's target with --readlink).
+    ///
+    /// With --gateway and a root cap, no config or cache is needed.
+    Cat(CatArgs),
+
+    /// The distinct versions of each PATH across the backups of NAME,
+    /// oldest first: which backups hold each version, its size and mtime,
+    /// and where the path was deleted.
+    Versions(VersionsArgs),
+
+    /// The backups that hold paths matching a glob (or --regex), with each
+    /// match's path, size and mtime.
+    Find(FindArgs),
+
     /// Print the merged configuration as YAML that can be fed back with -c.
     #[command(name = "dump-config", alias = "dump_config")]
     DumpConfig,
@@ -142,6 +165,138 @@ pub enum CompletionShell {
     Fish,
 }
 
+/// Which backup of a NAME a history command means (docs/selecting-backups.md).
+#[derive(Debug, Args)]
+pub struct PickArgs {
+    /// With a NAME: this generation instead of the latest.
+    #[arg(long, value_name = "N")]
+    pub generation: Option<u64>,
+
+    /// With a NAME: the newest backup of the name with this retention label.
+    #[arg(long, value_name = "LABEL", conflicts_with = "generation")]
+    pub label: Option<String>,
+
+    /// With a NAME: the newest backup of the name that started at or before
+    /// WHEN: an ISO date (its end) or datetime, `today`, `yesterday`, or a
+    /// span such as `3 days ago` or `2w ago`.
+    #[arg(long, value_name = "WHEN", conflicts_with_all = ["generation", "label"])]
+    pub as_of: Option<String>,
+}
+
+/// How a read-only command reaches the gateway.
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// The gateway's web API URL (e.g. http://127.0.0.1:3456), instead of
+    /// destination.url from the config.
+    #[arg(long, value_name = "URL")]
+    pub gateway: Option<String>,
+
+    /// The most time each request to the gateway may take, retries
+    /// included: seconds, or a number with s, m or h (e.g. 30, 90s, 5m).
+    #[arg(long, value_name = "DURATION|SECONDS", value_parser = parse_duration_arg)]
+    pub timeout: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// The backup: a root cap, a backup name (its latest backup unless
+    /// --generation, --label or --as-of), or NAME@N|LABEL|WHEN.
+    #[arg(value_name = "CAP|NAME")]
+    pub backup: String,
+
+    /// The directory (or entry) in the backup, relative to its root;
+    /// default: the root.
+    #[arg(value_name = "PATH")]
+    pub path: Option<std::ffi::OsString>,
+
+    /// Long format: type and mode as `ls -l` shows them, uid, gid, size,
+    /// mtime, and a symlink's target.
+    #[arg(short = 'l', long = "long")]
+    pub long: bool,
+
+    /// Every entry below PATH, by its path relative to PATH, depth first.
+    #[arg(short = 'R', long = "recursive")]
+    pub recursive: bool,
+
+    #[command(flatten)]
+    pub pick: PickArgs,
+
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CatArgs {
+    /// The backup: a root cap, a backup name, or NAME@N|LABEL|WHEN.
+    #[arg(value_name = "CAP|NAME")]
+    pub backup: String,
+
+    /// The file in the backup, relative to its root.
+    #[arg(value_name = "PATH")]
+    pub path: std::ffi::OsString,
+
+    /// For a symlink: write its target instead of refusing.
+    #[arg(long)]
+    pub readlink: bool,
+
+    #[command(flatten)]
+    pub pick: PickArgs,
+
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct VersionsArgs {
+    /// The backup name (as given, or in the escaped form `list` prints).
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    /// Paths in the backups, relative to their roots.
+    #[arg(value_name = "PATH", required = true)]
+    pub paths: Vec<std::ffi::OsString>,
+
+    /// One line per backup (present or absent) instead of one per version.
+    #[arg(long)]
+    pub all: bool,
+
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct FindArgs {
+    /// A glob (`*`, `?`, `[...]`) matched against each entry's name, or
+    /// against its whole path when it contains `/`; with --regex a regular
+    /// expression searched in the whole path. Odd bytes are matched in the
+    /// escaped form `ls` prints.
+    #[arg(value_name = "PATTERN")]
+    pub pattern: String,
+
+    /// The backup names to search; default: every recorded name.
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+
+    /// PATTERN is a regular expression.
+    #[arg(long)]
+    pub regex: bool,
+
+    /// Of each name, only the newest backup started at or before WHEN.
+    #[arg(long, value_name = "WHEN", conflicts_with_all = ["since", "until"])]
+    pub as_of: Option<String>,
+
+    /// Only backups started at or after WHEN (a date means its start).
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+
+    /// Only backups started at or before WHEN (a date means its end).
+    #[arg(long, value_name = "WHEN")]
+    pub until: Option<String>,
+
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+}
+
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// The backup: a root cap, or a backup name from the entry cache (its
@@ -150,9 +305,14 @@ pub struct RestoreArgs {
     pub backup: String,
 
     /// Where to restore: a directory (created if missing). It gets the
-    /// backup root's own metadata.
-    #[arg(value_name = "TARGET")]
-    pub target: std::path::PathBuf,
+    /// backup root's own metadata. Not with --stdout.
+    #[arg(value_name = "TARGET", required_unless_present = "stdout")]
+    pub target: Option<std::path::PathBuf>,
+
+    /// Write the one file PATH of the backup to stdout (its exact, decoded
+    /// bytes) instead of restoring into TARGET: the same as `cat`.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["target", "paths"])]
+    pub stdout: Option<std::ffi::OsString>,
 
     /// Restore only these paths of the backup (relative, e.g. etc/passwd or
     /// home/alice), or select with ordered '+REGEX'/'-REGEX' rules as in the
@@ -172,10 +332,10 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "LABEL", conflicts_with = "generation")]
     pub label: Option<String>,
 
-    /// With a NAME: the newest backup of the name started at or before TIME
-    /// (RFC 3339, e.g. 2024-01-07T03:00:00+01:00; or a local date or date
-    /// and time, 2024-01-07 meaning the end of that day).
-    #[arg(long, value_name = "TIME")]
+    /// With a NAME: the newest backup of the name that started at or before
+    /// WHEN: an ISO date (its end) or datetime, `today`, `yesterday`, or a
+    /// span such as `3 days ago` or `2w ago` (docs/selecting-backups.md).
+    #[arg(long, value_name = "WHEN", conflicts_with_all = ["generation", "label"])]
     pub as_of: Option<String>,
 
     /// Find NAME in the recovery catalog CAP instead of the entry cache: no
@@ -256,6 +416,12 @@ pub struct VerifyArgs {
     /// (`list` shows them) instead of the latest.
     #[arg(long, value_name = "LABEL", conflicts_with = "generation")]
     pub label: Option<String>,
+
+    /// With a NAME: the newest backup of the name that started at or before
+    /// WHEN: an ISO date (its end) or datetime, `today`, `yesterday`, or a
+    /// span such as `3 days ago` or `2w ago` (docs/selecting-backups.md).
+    #[arg(long, value_name = "WHEN", conflicts_with_all = ["generation", "label"])]
+    pub as_of: Option<String>,
 
     /// The gateway's web API URL, instead of destination.url.
     #[arg(long, value_name = "URL")]
@@ -436,6 +602,12 @@ pub struct PinArgs {
     /// The newest backup of NAME with this retention label.
     #[arg(long, value_name = "LABEL", conflicts_with = "generation")]
     pub label: Option<String>,
+
+    /// With a NAME: the newest backup of the name that started at or before
+    /// WHEN: an ISO date (its end) or datetime, `today`, `yesterday`, or a
+    /// span such as `3 days ago` or `2w ago` (docs/selecting-backups.md).
+    #[arg(long, value_name = "WHEN", conflicts_with_all = ["generation", "label"])]
+    pub as_of: Option<String>,
 
     /// Wait up to DURATION for another run to release the entry cache's
     /// lock instead of failing at once: seconds (90, 2.5) or a number with

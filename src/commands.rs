@@ -5,19 +5,23 @@
 //! times and counts are shown by [`show`].
 
 pub(crate) mod backup;
+pub(crate) mod cat;
 pub(crate) mod check;
 pub(crate) mod cleanup;
 pub(crate) mod completions;
 pub(crate) mod context;
 pub(crate) mod dump_config;
+pub(crate) mod find;
 pub(crate) mod forget;
 pub(crate) mod list;
+pub(crate) mod ls;
 pub(crate) mod man;
 pub(crate) mod pin;
 pub(crate) mod restore;
 pub(crate) mod schedule;
 pub(crate) mod show;
 pub(crate) mod verify;
+pub(crate) mod versions;
 
 use tracing::{Level, warn};
 
@@ -26,6 +30,18 @@ use crate::config::{self, LogLevel};
 use crate::exit::Outcome;
 
 pub(crate) use context::Context;
+
+/// A path that names nothing in a backup is a usage error (exit 2, naming
+/// the path); a listing or download that fails is fatal (exit 1).
+pub(crate) fn browse_error(e: crate::browse::BrowseError) -> anyhow::Error {
+    use crate::browse::BrowseError as B;
+    match e {
+        B::NotFound { .. } | B::NotADirectory { .. } | B::Dotdot { .. } | B::TooDeep { .. } => {
+            crate::exit::UsageError(e.to_string()).into()
+        }
+        B::List { .. } | B::Read { .. } => e.into(),
+    }
+}
 
 /// Runs the parsed command line to completion.
 pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
@@ -56,6 +72,10 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Restore(ref args) => restore::run(&ctx, args),
         Command::Verify(ref args) => verify::run(&ctx, args),
         Command::Pin(ref args) => pin::run(&ctx, args, true),
+        Command::Ls(ref args) => ls::run(&ctx, args),
+        Command::Cat(ref args) => cat::run(&ctx, args),
+        Command::Versions(ref args) => versions::run(&ctx, args),
+        Command::Find(ref args) => find::run(&ctx, args),
         Command::Unpin(ref args) => pin::run(&ctx, args, false),
         Command::DumpConfig => dump_config::run(ctx.config()),
         // Handled before the config is loaded; the same call if ever here.

@@ -67,6 +67,7 @@
 //! in vain (`unreachable_pub`, in `[lints]`). A new user of an item adds it
 //! to that one list.
 
+pub(crate) mod browse;
 pub(crate) mod cache;
 pub(crate) mod catalog;
 pub(crate) mod cli;
@@ -94,6 +95,7 @@ pub(crate) mod tahoe;
 pub(crate) mod tree;
 pub(crate) mod upload;
 pub(crate) mod verify;
+pub(crate) mod when;
 
 // The public API: exactly what the binary (src/main.rs), the integration
 // tests (tests/) and the examples (examples/) use, and nothing else, so that

@@ -62,9 +62,9 @@ pub(crate) struct Selector<'a> {
     /// `--label L`: the newest backup of the name with that label (labels
     /// repeat across a policy's rotations).
     pub label: Option<&'a str>,
-    /// `--as-of TIME` (Unix seconds): only backups of the name started at
-    /// or before it.
-    pub as_of: Option<i64>,
+    /// `--as-of WHEN` (Unix seconds, and the text given): the newest
+    /// backup of the name that started at or before it.
+    pub as_of: Option<(i64, &'a str)>,
 }
 
 impl<'a> Selector<'a> {
@@ -91,6 +91,42 @@ impl<'a> Selector<'a> {
         })
     }
 
+    /// Adds `--as-of WHEN` ([`crate::when`]), which goes with a name only
+    /// and with neither `--generation` nor `--label`.
+    pub(crate) fn with_as_of(mut self, as_of: Option<&'a str>) -> Result<Self, UsageError> {
+        let Some(text) = as_of else {
+            return Ok(self);
+        };
+        if matches!(self.backup, BackupArg::Cap(_)) {
+            return Err(UsageError(
+                "--as-of selects a backup of a backup NAME; it cannot be used with a cap".into(),
+            ));
+        }
+        if self.generation.is_some() || self.label.is_some() {
+            return Err(UsageError(
+                "--as-of, --generation and --label each select a backup of the NAME; give one"
+                    .into(),
+            ));
+        }
+        let when = crate::when::parse(text, &crate::clock::now_local())
+            .map_err(|e| UsageError(format!("--as-of: {e}")))?;
+        self.as_of = Some((when, text));
+        Ok(self)
+    }
+
+    /// Reads `arg` and the three optional picks of a command that takes one
+    /// backup (`restore`, `verify`, `pin`, …).
+    pub(crate) fn of_args(
+        arg: &'a str,
+        generation: Option<u64>,
+        label: Option<&'a str>,
+        as_of: Option<&'a str>,
+    ) -> Result<Selector<'a>, UsageError> {
+        Selector::parse(arg, "BACKUP", generation)?
+            .with_label(label)?
+            .with_as_of(as_of)
+    }
+
     /// Adds `--label`, which goes with a name only and not with
     /// `--generation` (the command line refuses both together too).
     pub(crate) fn with_label(mut self, label: Option<&'a str>) -> Result<Self, UsageError> {
@@ -111,20 +147,6 @@ impl<'a> Selector<'a> {
         Ok(self)
     }
 
-    /// Adds `--as-of` (see [`parse_as_of`]), which goes with a name only.
-    pub(crate) fn with_as_of(mut self, as_of: Option<&str>) -> Result<Self, UsageError> {
-        let Some(text) = as_of else {
-            return Ok(self);
-        };
-        if matches!(self.backup, BackupArg::Cap(_)) {
-            return Err(UsageError(
-                "--as-of selects a backup of a backup NAME; it cannot be used with a cap".into(),
-            ));
-        }
-        self.as_of = Some(parse_as_of(text)?);
-        Ok(self)
-    }
-
     /// The cap given, when it is one: such a selector needs no cache.
     pub(crate) fn cap(&self) -> Option<&Cap> {
         match &self.backup {
@@ -140,17 +162,17 @@ impl<'a> Selector<'a> {
         rows: &'r [BackupRow],
         cache: &Path,
     ) -> Result<Selected<'r>, SelectError> {
-        self.select_in(rows, &format!("the entry cache {}", cache.display()))
+        self.select_in(rows, &in_cache(cache))
     }
 
-    /// [`Selector::select`] of `rows` from another source of recorded
-    /// backups (the recovery catalog), named by `source` in errors.
+    /// [`Selector::select`] of `rows` from any source of recorded backups
+    /// (the entry cache, or the recovery catalog's index), which errors
+    /// name as `cache` ("the entry cache PATH", "the recovery catalog").
     pub(crate) fn select_in<'r>(
         &self,
         rows: &'r [BackupRow],
-        source: &str,
+        cache: &str,
     ) -> Result<Selected<'r>, SelectError> {
-        let cache = source;
         let name = match &self.backup {
             BackupArg::Cap(cap) => {
                 return Ok(Selected::Cap {
@@ -160,32 +182,14 @@ impl<'a> Selector<'a> {
             }
             BackupArg::Name(name) => *name,
         };
-        let raw = name.as_bytes();
-        let as_given: Vec<&BackupRow> = rows.iter().filter(|r| r.name == raw).collect();
-        // The escaped reading, when it is valid and says something else.
-        let unescaped = crate::escape::unescape(raw).ok().filter(|u| u != raw);
-        let as_escaped: Vec<&BackupRow> = match &unescaped {
-            Some(u) => rows.iter().filter(|r| r.name == *u).collect(),
-            None => Vec::new(),
-        };
-        let matched = match (as_given.is_empty(), as_escaped.is_empty()) {
-            (true, true) => {
-                return Err(SelectError::UnknownName {
-                    name: quoted(name),
-                    origin: cache.to_owned(),
-                });
+        let matched = match named(rows, name, cache) {
+            Ok(matched) => matched,
+            // `NAME@N`, `NAME@LABEL`, `NAME@WHEN`: only when the whole text
+            // names no backup (a name with `@` in it wins as given).
+            Err(SelectError::UnknownName { .. }) if name.contains('@') => {
+                return self.select_token(rows, name, cache);
             }
-            (false, true) => as_given,
-            (true, false) => as_escaped,
-            (false, false) => {
-                return Err(SelectError::Ambiguous {
-                    name: quoted(name),
-                    backups: by_generation(as_given.into_iter().chain(as_escaped))
-                        .iter()
-                        .map(|r| format!("{}: {}", show::name(&r.name), describe(r)))
-                        .collect(),
-                });
-            }
+            Err(e) => return Err(e),
         };
         let matched = by_generation(matched.into_iter());
         let rows = match self.generation {
@@ -200,7 +204,7 @@ impl<'a> Selector<'a> {
                     return Err(SelectError::UnknownGeneration {
                         name: quoted(name),
                         generation: g,
-                        origin: cache.to_owned(),
+                        cache: cache.to_owned(),
                         known: matched
                             .iter()
                             .map(|r| r.generation.to_string())
@@ -209,26 +213,6 @@ impl<'a> Selector<'a> {
                     });
                 }
                 of_generation
-            }
-        };
-        let rows = match self.as_of {
-            None => rows,
-            Some(t) => {
-                let before: Vec<&BackupRow> =
-                    rows.iter().copied().filter(|r| r.ts_start <= t).collect();
-                if before.is_empty() {
-                    return Err(SelectError::NoneAsOf {
-                        name: quoted(name),
-                        as_of: show::time(t),
-                        origin: cache.to_owned(),
-                        first: rows
-                            .iter()
-                            .map(|r| r.ts_start)
-                            .min()
-                            .map_or_else(|| "none".to_owned(), show::time),
-                    });
-                }
-                before
             }
         };
         let rows = match self.label {
@@ -252,7 +236,7 @@ impl<'a> Selector<'a> {
                         return Err(SelectError::UnknownLabel {
                             name: quoted(name),
                             label: quoted(label),
-                            origin: cache.to_owned(),
+                            cache: cache.to_owned(),
                             known: if known.is_empty() {
                                 "none".to_owned()
                             } else {
@@ -263,15 +247,181 @@ impl<'a> Selector<'a> {
                 }
             }
         };
+        let rows = match self.as_of {
+            None => rows,
+            Some((when, text)) => match as_of(&rows, when) {
+                Some(row) => vec![row],
+                None => {
+                    return Err(SelectError::NothingAsOf {
+                        name: quoted(name),
+                        when: quoted(text),
+                        at: show::time(when),
+                        first: rows
+                            .first()
+                            .map_or_else(String::new, |r| show::time(r.ts_start)),
+                    });
+                }
+            },
+        };
         // `rows` is not empty: an empty match returned above.
         match rows.last().copied() {
             Some(latest) => Ok(Selected::Named { latest, rows }),
             None => Err(SelectError::UnknownName {
                 name: quoted(name),
-                origin: cache.to_owned(),
+                cache: cache.to_owned(),
             }),
         }
     }
+}
+
+impl Selector<'_> {
+    /// The one-token form `NAME@SUFFIX` (split at the last `@`): after the
+    /// `@`, all digits are a generation, an exact label of the name is that
+    /// label, and a WHEN is `--as-of`. Readings that pick different backups
+    /// are refused with the candidates listed.
+    fn select_token<'r>(
+        &self,
+        rows: &'r [BackupRow],
+        token: &str,
+        cache: &str,
+    ) -> Result<Selected<'r>, SelectError> {
+        let Some((name, suffix)) = token.rsplit_once('@') else {
+            return Err(SelectError::UnknownName {
+                name: quoted(token),
+                cache: cache.to_owned(),
+            });
+        };
+        let matched = by_generation(named(rows, name, cache)?.into_iter());
+        if self.generation.is_some() || self.label.is_some() || self.as_of.is_some() {
+            return Err(SelectError::TwoPicks {
+                token: quoted(token),
+            });
+        }
+        let mut readings: Vec<(String, &BackupRow)> = Vec::new();
+        let digits = !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit());
+        if digits
+            && let Ok(g) = suffix.parse::<u64>()
+            && let Some(row) = matched.iter().copied().find(|r| r.generation == g)
+        {
+            readings.push((format!("generation {g}"), row));
+        }
+        if let Some(row) = matched
+            .iter()
+            .copied()
+            .rfind(|r| r.label.as_deref() == Some(suffix))
+        {
+            readings.push((format!("the label {}", quoted(suffix)), row));
+        }
+        let when = crate::when::parse(suffix, &crate::clock::now_local());
+        if let Ok(t) = &when
+            && let Some(row) = as_of(&matched, *t)
+        {
+            readings.push((
+                format!("as of {} ({})", quoted(suffix), show::time(*t)),
+                row,
+            ));
+        }
+        let first = readings.first().map(|(_, row)| row.id);
+        if let Some(first) = first {
+            if readings.iter().all(|(_, row)| row.id == first) {
+                let row = readings[0].1;
+                return Ok(Selected::Named {
+                    latest: row,
+                    rows: vec![row],
+                });
+            }
+            return Err(SelectError::AmbiguousToken {
+                token: quoted(token),
+                readings: readings
+                    .iter()
+                    .map(|(how, r)| format!("{how}: {}", describe(r)))
+                    .collect(),
+            });
+        }
+        let name_q = quoted(name);
+        Err(match when {
+            _ if digits => SelectError::UnknownGeneration {
+                name: name_q,
+                generation: suffix.parse().unwrap_or(u64::MAX),
+                cache: cache.to_owned(),
+                known: matched
+                    .iter()
+                    .map(|r| r.generation.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            },
+            Ok(t) => SelectError::NothingAsOf {
+                name: name_q,
+                when: quoted(suffix),
+                at: show::time(t),
+                first: matched
+                    .first()
+                    .map_or_else(String::new, |r| show::time(r.ts_start)),
+            },
+            Err(e) => SelectError::BadSuffix {
+                token: quoted(token),
+                name: name_q,
+                suffix: quoted(suffix),
+                why: e.to_string(),
+            },
+        })
+    }
+}
+
+/// The recorded backups of `name`, as given or in its escaped form, by
+/// generation (`versions`, `find`: every backup of a name).
+pub(crate) fn backups_of<'r>(
+    rows: &'r [BackupRow],
+    name: &str,
+    cache: &Path,
+) -> Result<Vec<&'r BackupRow>, SelectError> {
+    Ok(by_generation(
+        named(rows, name, &in_cache(cache))?.into_iter(),
+    ))
+}
+
+/// How an error names the entry cache at `path`.
+fn in_cache(path: &Path) -> String {
+    format!("the entry cache {}", path.display())
+}
+
+/// The recorded backups of `name`, as given or in its escaped form.
+fn named<'r>(
+    rows: &'r [BackupRow],
+    name: &str,
+    cache: &str,
+) -> Result<Vec<&'r BackupRow>, SelectError> {
+    let raw = name.as_bytes();
+    let as_given: Vec<&BackupRow> = rows.iter().filter(|r| r.name == raw).collect();
+    // The escaped reading, when it is valid and says something else.
+    let unescaped = crate::escape::unescape(raw).ok().filter(|u| u != raw);
+    let as_escaped: Vec<&BackupRow> = match &unescaped {
+        Some(u) => rows.iter().filter(|r| r.name == *u).collect(),
+        None => Vec::new(),
+    };
+    match (as_given.is_empty(), as_escaped.is_empty()) {
+        (true, true) => Err(SelectError::UnknownName {
+            name: quoted(name),
+            cache: cache.to_owned(),
+        }),
+        (false, true) => Ok(as_given),
+        (true, false) => Ok(as_escaped),
+        (false, false) => Err(SelectError::Ambiguous {
+            name: quoted(name),
+            backups: by_generation(as_given.into_iter().chain(as_escaped))
+                .iter()
+                .map(|r| format!("{}: {}", show::name(&r.name), describe(r)))
+                .collect(),
+        }),
+    }
+}
+
+/// The newest of `rows` (by generation) that started at or before `when`.
+fn as_of<'r>(rows: &[&'r BackupRow], when: i64) -> Option<&'r BackupRow> {
+    rows.iter()
+        .copied()
+        .filter(|r| r.ts_start <= when)
+        .max_by_key(|r| (r.ts_start, r.generation))
 }
 
 /// Rows by generation, oldest first (ties in cache order).
@@ -342,39 +492,29 @@ impl<'r> Selected<'r> {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SelectError {
     #[error(
-        "no backup named {name} in {origin} (`lafs-backup list` shows the \
+        "no backup named {name} in {cache} (`lafs-backup list` shows the \
          recorded backups; a cap starts with the \"URI\" prefix and a colon)"
     )]
-    UnknownName { name: String, origin: String },
+    UnknownName { name: String, cache: String },
     #[error(
-        "no backup named {name} has generation {generation} in {origin} \
+        "no backup named {name} has generation {generation} in {cache} \
          (its generations: {known})"
     )]
     UnknownGeneration {
         name: String,
         generation: u64,
-        origin: String,
+        cache: String,
         known: String,
     },
     #[error(
-        "no backup named {name} has the label {label} in {origin} \
+        "no backup named {name} has the label {label} in {cache} \
          (its labels: {known})"
     )]
     UnknownLabel {
         name: String,
         label: String,
-        origin: String,
+        cache: String,
         known: String,
-    },
-    #[error(
-        "no backup named {name} started at or before {as_of} (--as-of) in {origin} \
-         (its first started {first})"
-    )]
-    NoneAsOf {
-        name: String,
-        as_of: String,
-        origin: String,
-        first: String,
     },
     #[error(
         "the name {name} names different backups as given and read in the escaped form \
@@ -382,6 +522,37 @@ pub(crate) enum SelectError {
         backups.iter().map(|b| format!("\n  {b}")).collect::<String>()
     )]
     Ambiguous { name: String, backups: Vec<String> },
+    #[error(
+        "no backup named {name} started at or before {when} ({at}){}",
+        if first.is_empty() { String::new() } else { format!("; its first backup started {first}") }
+    )]
+    NothingAsOf {
+        name: String,
+        when: String,
+        at: String,
+        first: String,
+    },
+    #[error(
+        "{token} can be read more than one way; give --generation, --label or --as-of          instead:{}",
+        readings.iter().map(|r| format!("\n  {r}")).collect::<String>()
+    )]
+    AmbiguousToken {
+        token: String,
+        readings: Vec<String>,
+    },
+    #[error(
+        "{token}: {suffix} is neither a generation nor a label of the backup {name}, nor a          time: {why}"
+    )]
+    BadSuffix {
+        token: String,
+        name: String,
+        suffix: String,
+        why: String,
+    },
+    #[error(
+        "{token} already says which backup of the name; it cannot be combined with          --generation, --label or --as-of"
+    )]
+    TwoPicks { token: String },
 }
 
 impl From<SelectError> for UsageError {
@@ -446,37 +617,6 @@ pub(crate) fn targets(given: &[String], stdin: impl BufRead) -> io::Result<Vec<G
 /// is not a cap, but it may hold one).
 pub(crate) fn quoted(name: &str) -> String {
     crate::tahoe::redact(&format!("{name:?}"))
-}
-
-/// `--as-of TIME`: an RFC 3339 time (`2024-01-07T03:00:00+01:00`), or a
-/// local date and time (`2024-01-07T03:00`, `2024-01-07 03:00:00`), or a
-/// local date (`2024-01-07`: the end of that day), as Unix seconds.
-pub(crate) fn parse_as_of(text: &str) -> Result<i64, UsageError> {
-    let t = text.trim();
-    let tz = jiff::tz::TimeZone::system();
-    if let Ok(ts) = t.parse::<jiff::Timestamp>() {
-        return Ok(ts.as_second());
-    }
-    let local = if let Ok(dt) = t.parse::<jiff::civil::DateTime>()
-        && t.len() > 10
-    {
-        dt.to_zoned(tz).ok().map(|z| z.timestamp().as_second())
-    } else if let Ok(d) = t.parse::<jiff::civil::Date>() {
-        // The end of the day: the first second of the next, minus one.
-        d.tomorrow()
-            .ok()
-            .and_then(|next| next.to_zoned(tz).ok())
-            .map(|z| z.timestamp().as_second() - 1)
-    } else {
-        None
-    };
-    local.ok_or_else(|| {
-        UsageError(format!(
-            "--as-of {}: not a time; give RFC 3339 (2024-01-07T03:00:00+01:00), a local date \
-             and time (2024-01-07T03:00) or a local date (2024-01-07)",
-            quoted(text)
-        ))
-    })
 }
 
 /// A `--catalog CAP` argument: a directory cap in any spelling people
@@ -703,45 +843,6 @@ mod tests {
     }
 
     #[test]
-    fn as_of_picks_the_newest_backup_started_by_then() {
-        let mut rows = vec![row(1, b"src", 1), row(2, b"src", 2), row(3, b"src", 3)];
-        for (i, r) in rows.iter_mut().enumerate() {
-            r.ts_start = 1_704_592_800 + 86_400 * i64::try_from(i).unwrap();
-        }
-        let pick_at = |t: &str| -> Result<u64, String> {
-            let sel = Selector::parse("src", "BACKUP", None)
-                .and_then(|s| s.with_as_of(Some(t)))
-                .map_err(|e| e.0)?;
-            let picked = sel
-                .select_in(&rows, "the recovery catalog")
-                .map_err(|e| e.to_string())?;
-            Ok(picked.latest().unwrap().generation)
-        };
-        assert_eq!(pick_at("2024-01-07T02:00:00Z"), Ok(1));
-        assert_eq!(pick_at("2024-01-08T12:00:00+01:00"), Ok(2));
-        assert_eq!(pick_at("2030-01-01T00:00:00Z"), Ok(3));
-        let e = pick_at("2024-01-01T00:00:00Z").unwrap_err();
-        assert!(e.contains("started at or before"), "{e}");
-        assert!(e.contains("in the recovery catalog"), "{e}");
-        assert!(
-            pick_at("yesterday")
-                .unwrap_err()
-                .starts_with("--as-of \"yesterday\"")
-        );
-        // A local date means the end of that day; a date and time, local.
-        let day = parse_as_of("2024-01-07").unwrap();
-        let next = parse_as_of("2024-01-08T00:00").unwrap();
-        assert_eq!(day + 1, next);
-        let cap = rows[0].root_cap.as_str().to_owned();
-        assert!(
-            Selector::parse(&cap, "BACKUP", None)
-                .unwrap()
-                .with_as_of(Some("2024-01-07"))
-                .is_err()
-        );
-    }
-
-    #[test]
     fn label_picks_the_newest_backup_with_it_of_the_name() {
         let mut rows = vec![row(1, b"src", 1), row(2, b"src", 2), row(3, b"other", 3)];
         rows.push(row(4, b"src", 4));
@@ -792,5 +893,104 @@ mod tests {
                 .with_label(None)
                 .is_ok()
         );
+    }
+
+    /// Rows of `www` with generations 1..=4 started a day apart from
+    /// 2023-11-14T22:13:20Z, generation 2 labelled `5` and 3 `weekly`.
+    fn history() -> Vec<BackupRow> {
+        let mut rows: Vec<BackupRow> = (1..=4)
+            .map(|g| {
+                let mut r = row(i64::try_from(g).unwrap(), b"www", g);
+                r.ts_start = 1_700_000_000 + (g as i64 - 1) * 86_400;
+                r.ts_end = r.ts_start + 60;
+                r
+            })
+            .collect();
+        rows[1].label = Some("5".into());
+        rows[2].label = Some("weekly".into());
+        rows.push(row(9, b"mail@host", 7));
+        rows
+    }
+
+    fn pick_as_of(rows: &[BackupRow], arg: &str, when: &str) -> Result<Vec<u64>, String> {
+        let sel = Selector::of_args(arg, None, None, Some(when)).map_err(|e| e.0)?;
+        let picked = sel
+            .select(rows, Path::new("/c/cache.db"))
+            .map_err(|e| e.to_string())?;
+        Ok(picked.rows().iter().map(|r| r.generation).collect())
+    }
+
+    #[test]
+    fn as_of_picks_the_newest_backup_started_by_then() {
+        let rows = history();
+        assert_eq!(
+            pick_as_of(&rows, "www", "2023-11-14T22:13:20Z"),
+            Ok(vec![1])
+        );
+        assert_eq!(
+            pick_as_of(&rows, "www", "2023-11-16T00:00:00Z"),
+            Ok(vec![2])
+        );
+        assert_eq!(pick_as_of(&rows, "www", "2030-01-01"), Ok(vec![4]));
+        let e = pick_as_of(&rows, "www", "2023-11-14T22:13:19Z").unwrap_err();
+        assert!(
+            e.starts_with("no backup named \"www\" started at or before \"2023-11-14T22:13:19Z\""),
+            "{e}"
+        );
+        assert!(e.contains("its first backup started"), "{e}");
+        let e = pick_as_of(&rows, "www", "last week").unwrap_err();
+        assert!(e.starts_with("--as-of: \"last week\" is not a time"), "{e}");
+        let cap = rows[0].root_cap.as_str().to_owned();
+        assert!(
+            pick_as_of(&rows, &cap, "today")
+                .unwrap_err()
+                .contains("cannot be used with a cap")
+        );
+        let e = Selector::of_args("www", Some(1), None, Some("today"))
+            .unwrap_err()
+            .0;
+        assert!(e.contains("give one"), "{e}");
+    }
+
+    #[test]
+    fn one_token_selectors() {
+        let rows = history();
+        assert_eq!(pick(&rows, "www@3", None), Ok(vec![3]));
+        assert_eq!(pick(&rows, "www@weekly", None), Ok(vec![3]));
+        assert_eq!(pick(&rows, "www@2023-11-15T23:00:00Z", None), Ok(vec![2]));
+        assert_eq!(
+            pick(&rows, "www@2023-11-15", None),
+            Ok(vec![2]),
+            "a date is its end"
+        );
+        // A name with `@` that exists as given wins.
+        assert_eq!(pick(&rows, "mail@host", None), Ok(vec![7]));
+        // Generation 5 does not exist, so `@5` is the label: one reading.
+        assert_eq!(pick(&rows, "www@5", None), Ok(vec![2]));
+        let mut more = rows.clone();
+        more.push(row(10, b"www", 5));
+        let e = pick(&more, "www@5", None).unwrap_err();
+        assert!(
+            e.starts_with("\"www@5\" can be read more than one way"),
+            "{e}"
+        );
+        assert!(e.contains("\n  generation 5: generation 5,"), "{e}");
+        assert!(e.contains("\n  the label \"5\": generation 2,"), "{e}");
+        let e = pick(&rows, "www@9", None).unwrap_err();
+        assert!(
+            e.contains("has generation 9") && e.contains("generations: 1, 2, 3, 4"),
+            "{e}"
+        );
+        let e = pick(&rows, "www@2000-01-01", None).unwrap_err();
+        assert!(e.contains("started at or before \"2000-01-01\""), "{e}");
+        let e = pick(&rows, "www@nightly", None).unwrap_err();
+        assert!(
+            e.starts_with("\"www@nightly\": \"nightly\" is neither a generation nor a label"),
+            "{e}"
+        );
+        let e = pick(&rows, "nope@3", None).unwrap_err();
+        assert!(e.starts_with("no backup named \"nope\""), "{e}");
+        let e = pick(&rows, "www@3", Some(3)).unwrap_err();
+        assert!(e.contains("cannot be combined"), "{e}");
     }
 }

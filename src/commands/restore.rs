@@ -22,6 +22,18 @@ pub(crate) fn run(ctx: &Context<'_>, args: &RestoreArgs) -> anyhow::Result<Outco
     let root = resolve(ctx, args, &gateway)?;
     gateway.storage_servers()?;
     let client = gateway.client;
+    let target = match (&args.target, &args.stdout) {
+        (_, Some(path)) => {
+            use std::os::unix::ffi::OsStrExt as _;
+            super::cat::write_file(&client, &root, path.as_bytes(), false)?;
+            return Ok(Outcome::Success);
+        }
+        (Some(target), None) => target,
+        // The command line requires one of them.
+        (None, None) => {
+            return Err(UsageError("restore needs a TARGET or --stdout PATH".into()).into());
+        }
+    };
     // At least 1: --concurrency's range and the config both refuse 0.
     let concurrency = args
         .concurrency
@@ -40,7 +52,7 @@ pub(crate) fn run(ctx: &Context<'_>, args: &RestoreArgs) -> anyhow::Result<Outco
     };
     // A bar on a terminal (nothing otherwise, and never with --json).
     let progress = ctx.progress(false);
-    let report = restore::run(&client, &root, &args.target, &opts, &progress);
+    let report = restore::run(&client, &root, target, &opts, &progress);
     progress.finish();
     let report = match report {
         Err(e @ restore::RestoreError::NotEmpty { .. }) => {
@@ -159,9 +171,12 @@ fn print_json(out: &mut impl Write, report: &Report, dry_run: bool) -> io::Resul
 /// `--label`, `--as-of`) backup of that name in the entry cache, or with
 /// `--catalog` in the recovery catalog ([`crate::selector`]).
 fn resolve(ctx: &Context<'_>, args: &RestoreArgs, gateway: &Gateway<'_>) -> anyhow::Result<Cap> {
-    let selector = Selector::parse(&args.backup, "BACKUP", args.generation)?
-        .with_label(args.label.as_deref())?
-        .with_as_of(args.as_of.as_deref())?;
+    let selector = Selector::of_args(
+        &args.backup,
+        args.generation,
+        args.label.as_deref(),
+        args.as_of.as_deref(),
+    )?;
     let catalog = args
         .catalog
         .as_deref()
