@@ -912,6 +912,27 @@ impl Cache {
         self.commit()
     }
 
+    /// The recovery catalog's cap `destination.catalog: auto` created,
+    /// if any (`docs/recovery.md`).
+    pub(crate) fn catalog_cap(&self) -> Result<Option<Cap>, CacheError> {
+        match self.meta_value("catalog_cap", "reading the recovery catalog's cap from")? {
+            Some(text) => self.parse_cap(&text).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Records the cap of the catalog `destination.catalog: auto` created,
+    /// so later runs reuse it. Committed at once.
+    pub(crate) fn set_catalog_cap(&mut self, cap: &Cap) -> Result<(), CacheError> {
+        self.write(
+            "recording the recovery catalog's cap in",
+            "INSERT INTO meta (name, value) VALUES ('catalog_cap', ?1)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            [cap.as_str()],
+        )?;
+        self.commit()
+    }
+
     /// Compares the encoding (`k`-of-`N`) of `fresh`, a cap the gateway just
     /// returned for a new upload, with the probe's. On a difference, warns
     /// once per open and returns false: new uploads now get new caps, while

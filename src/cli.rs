@@ -398,6 +398,11 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "WHEN", conflicts_with_all = ["generation", "label"])]
     pub as_of: Option<String>,
 
+    /// Find NAME in the recovery catalog CAP instead of the entry cache: no
+    /// local state is needed (docs/recovery.md). The cap is never echoed.
+    #[arg(long, value_name = "CAP")]
+    pub catalog: Option<String>,
+
     /// The gateway's web API URL (e.g. http://127.0.0.1:3456), instead of
     /// destination.url from the config.
     #[arg(long, value_name = "URL")]
@@ -517,6 +522,12 @@ pub struct ListArgs {
     /// generations given.
     #[arg(short = 'g', long, value_name = "N", num_args = 0..)]
     pub generations: Option<Vec<u64>>,
+
+    /// List the backups the recovery catalog CAP records instead of the
+    /// entry cache's: needs only a gateway (destination.url), no local
+    /// state (docs/recovery.md). The cap is never echoed.
+    #[arg(long, value_name = "CAP", conflicts_with = "generations")]
+    pub catalog: Option<String>,
 }
 
 #[derive(Debug, Args)]

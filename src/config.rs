@@ -33,7 +33,8 @@ pub(crate) use jobs::Job;
 pub(crate) use retention::Retention;
 use schema::{Item, Layer, section};
 use values::{
-    at_least_one, attempts, count_limit, filter_rules, max_age, monitor_url, secs_limit, url,
+    at_least_one, attempts, catalog, count_limit, filter_rules, max_age, monitor_url, secs_limit,
+    url,
 };
 
 pub(crate) use values::{CaFiles, LogLevel, MaxAge, RateSpec, RuleFiles, XzOptions, seconds};
@@ -360,7 +361,7 @@ section! {
         pub result: ResultTargets,
         /// The recovery catalog: a mutable directory's cap, or `auto`
         /// (created on the first run); `None`: no catalog.
-        pub catalog: Option<String>,
+        pub catalog: Option<String> => catalog,
         /// `destination.encoding`: which files are compressed, and how.
         pub encoding: Encoding,
     }

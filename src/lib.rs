@@ -69,6 +69,7 @@
 
 pub(crate) mod browse;
 pub(crate) mod cache;
+pub(crate) mod catalog;
 pub(crate) mod cli;
 pub(crate) mod clock;
 pub(crate) mod commands;

@@ -23,7 +23,7 @@
 //! Every [`SelectError`] is a usage error (exit 2, `docs/exit-codes.md`).
 
 use std::io::{self, BufRead};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::cache::BackupRow;
 use crate::commands::show;
@@ -162,6 +162,17 @@ impl<'a> Selector<'a> {
         rows: &'r [BackupRow],
         cache: &Path,
     ) -> Result<Selected<'r>, SelectError> {
+        self.select_in(rows, &in_cache(cache))
+    }
+
+    /// [`Selector::select`] of `rows` from any source of recorded backups
+    /// (the entry cache, or the recovery catalog's index), which errors
+    /// name as `cache` ("the entry cache PATH", "the recovery catalog").
+    pub(crate) fn select_in<'r>(
+        &self,
+        rows: &'r [BackupRow],
+        cache: &str,
+    ) -> Result<Selected<'r>, SelectError> {
         let name = match &self.backup {
             BackupArg::Cap(cap) => {
                 return Ok(Selected::Cap {
@@ -272,7 +283,7 @@ impl Selector<'_> {
         &self,
         rows: &'r [BackupRow],
         token: &str,
-        cache: &Path,
+        cache: &str,
     ) -> Result<Selected<'r>, SelectError> {
         let Some((name, suffix)) = token.rsplit_once('@') else {
             return Err(SelectError::UnknownName {
@@ -364,14 +375,21 @@ pub(crate) fn backups_of<'r>(
     name: &str,
     cache: &Path,
 ) -> Result<Vec<&'r BackupRow>, SelectError> {
-    Ok(by_generation(named(rows, name, cache)?.into_iter()))
+    Ok(by_generation(
+        named(rows, name, &in_cache(cache))?.into_iter(),
+    ))
+}
+
+/// How an error names the entry cache at `path`.
+fn in_cache(path: &Path) -> String {
+    format!("the entry cache {}", path.display())
 }
 
 /// The recorded backups of `name`, as given or in its escaped form.
 fn named<'r>(
     rows: &'r [BackupRow],
     name: &str,
-    cache: &Path,
+    cache: &str,
 ) -> Result<Vec<&'r BackupRow>, SelectError> {
     let raw = name.as_bytes();
     let as_given: Vec<&BackupRow> = rows.iter().filter(|r| r.name == raw).collect();
@@ -474,31 +492,28 @@ impl<'r> Selected<'r> {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SelectError {
     #[error(
-        "no backup named {name} in the entry cache {} (`lafs-backup list` shows the \
-         recorded backups; a cap starts with the \"URI\" prefix and a colon)",
-        cache.display()
+        "no backup named {name} in {cache} (`lafs-backup list` shows the \
+         recorded backups; a cap starts with the \"URI\" prefix and a colon)"
     )]
-    UnknownName { name: String, cache: PathBuf },
+    UnknownName { name: String, cache: String },
     #[error(
-        "no backup named {name} has generation {generation} in the entry cache {} \
-         (its generations: {known})",
-        cache.display()
+        "no backup named {name} has generation {generation} in {cache} \
+         (its generations: {known})"
     )]
     UnknownGeneration {
         name: String,
         generation: u64,
-        cache: PathBuf,
+        cache: String,
         known: String,
     },
     #[error(
-        "no backup named {name} has the label {label} in the entry cache {} \
-         (its labels: {known})",
-        cache.display()
+        "no backup named {name} has the label {label} in {cache} \
+         (its labels: {known})"
     )]
     UnknownLabel {
         name: String,
         label: String,
-        cache: PathBuf,
+        cache: String,
         known: String,
     },
     #[error(
@@ -602,6 +617,24 @@ pub(crate) fn targets(given: &[String], stdin: impl BufRead) -> io::Result<Vec<G
 /// is not a cap, but it may hold one).
 pub(crate) fn quoted(name: &str) -> String {
     crate::tahoe::redact(&format!("{name:?}"))
+}
+
+/// A `--catalog CAP` argument: a directory cap in any spelling people
+/// paste (read-only is enough to read it); never quoted in an error.
+pub(crate) fn catalog_arg(text: &str) -> Result<Cap, UsageError> {
+    match user_cap::classify(text) {
+        UserCap::Cap(cap) if cap.is_dir() => Ok(cap),
+        UserCap::Cap(_) => Err(UsageError(
+            "--catalog: the cap is not a directory cap (the recovery catalog is a directory)"
+                .into(),
+        )),
+        UserCap::Malformed(why) => Err(malformed("--catalog", why)),
+        UserCap::NotACap => Err(UsageError(
+            "--catalog takes the recovery catalog's cap (a DIR2 or DIR2-RO cap), \
+             as printed when destination.catalog: auto created it"
+                .into(),
+        )),
+    }
 }
 
 /// The usage error for a text that looks like a cap but is not one.

@@ -293,6 +293,7 @@ mod tests {
         cache
             .set_lease_cursor(1, 1, &chk(2))
             .expect("set the cursor");
+        cache.set_catalog_cap(&chk(3)).expect("set the catalog cap");
         cache.close().expect("close");
         let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .expect("reopen read-only");

@@ -521,6 +521,8 @@ fn upload_queue(
                 format!("linking the backup as {link:?} into destination.result.append_to_lafs_dir")
             })?;
     }
+    // The recovery catalog (docs/recovery.md): a failure only warns (exit 4).
+    let catalog = crate::catalog::after_backup(ctx, &client, id);
     queue::mark_done(queue_path)?;
 
     let name_text = String::from_utf8_lossy(name.as_encoded_bytes()).into_owned();
@@ -559,7 +561,9 @@ fn upload_queue(
             finished.seconds,
         );
     }
-    let outcome = if stats.skipped > 0 {
+    let outcome = if catalog != Outcome::Success {
+        catalog
+    } else if stats.skipped > 0 {
         Outcome::Partial
     } else {
         Outcome::Success

@@ -18,6 +18,7 @@
 mod common;
 
 mod builder;
+mod catalog;
 mod config_cli;
 mod edge_golden;
 mod encode_grid;
