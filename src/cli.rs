@@ -170,7 +170,9 @@ pub enum CacheCommand {
     /// Rebuild a lost or damaged entry cache from the grid: backups,
     /// directory objects, references and the content index.
     ///
-    /// The backups' root caps are the arguments, or with none the lines of
+    /// The backups' root caps are the arguments, or the recovery catalog's
+    /// index (--catalog CAP, or the configured catalog: names, generations,
+    /// labels and times kept), or else the lines of
     /// destination.result.append_to_file (names by the basename rule, times
     /// from the lines; labels are lost). Every distinct file is downloaded
     /// and hashed once. The next backup of an unchanged tree then uploads no
@@ -194,6 +196,13 @@ pub struct CacheRebuildArgs {
     /// complete).
     #[arg(long)]
     pub force: bool,
+
+    /// Rebuild from the recovery catalog with this cap (every backup in
+    /// its index, with names, generations, labels and times). Without CAPs
+    /// or --catalog: the configured catalog (destination.catalog, or the
+    /// result file's `#recovery-catalog` line), else the result file.
+    #[arg(long, value_name = "CAP", conflicts_with_all = ["caps", "name"])]
+    pub catalog: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -75,12 +75,17 @@ pub(crate) fn run(ctx: &Context<'_>, args: &CacheRebuildArgs) -> anyhow::Result<
     let config = ctx.config();
     let path = ctx.backup_cache_path()?.to_owned();
     let encoder = Encoder::new(&config.destination.encoding).map_err(UsageError)?;
-    let (roots, labels_lost) = if args.caps.is_empty() {
-        (from_result_file(ctx)?, true)
+    let catalog = if args.caps.is_empty() {
+        catalog_source(ctx, args)?
     } else {
-        (from_arguments(ctx, args)?, false)
+        None
     };
-    if roots.is_empty() {
+    let (roots, labels_lost) = match &catalog {
+        Some(_) => (Vec::new(), false),
+        None if args.caps.is_empty() => (from_result_file(ctx)?, true),
+        None => (from_arguments(ctx, args)?, false),
+    };
+    if catalog.is_none() && roots.is_empty() {
         return Err(
             UsageError("no backup to rebuild from: the result file lists none".into()).into(),
         );
@@ -90,6 +95,10 @@ pub(crate) fn run(ctx: &Context<'_>, args: &CacheRebuildArgs) -> anyhow::Result<
     let gateway = ctx.gateway(None)?;
     gateway.storage_servers()?;
     let client = gateway.client;
+    let roots = match &catalog {
+        Some(cap) => from_catalog(&client, cap)?,
+        None => roots,
+    };
 
     let tmp = sibling(&path, ".rebuild");
     remove_db_files(&tmp)?;
@@ -113,6 +122,12 @@ pub(crate) fn run(ctx: &Context<'_>, args: &CacheRebuildArgs) -> anyhow::Result<
         .context("uploading the grid probe for the rebuilt cache")?;
     let (k, n) = probe.k_n().unwrap_or((0, 0));
     cache.set_probe(&probe, k, n)?;
+    // A writecap catalog stays this cache's (`destination.catalog: auto`
+    // reads it from here); a read-only one cannot be linked into anyway.
+    if let Some(cap) = catalog.as_ref().filter(|c| crate::catalog::is_writecap(c)) {
+        cache.set_catalog_cap(cap)?;
+        cache.commit()?;
+    }
     cache.close()?;
     install(&tmp, &path)?;
     report(ctx, &path, &summary, labels_lost)?;
@@ -189,6 +204,91 @@ fn from_result_file(ctx: &Context<'_>) -> anyhow::Result<Vec<Root>> {
     Ok(parse_result_file(&text, file))
 }
 
+/// The recovery catalog to rebuild from: `--catalog CAP`, else the
+/// configured writecap, else the result file's `#recovery-catalog` line (an
+/// `auto` catalog's cap lives there and in the lost cache); `None`: no
+/// catalog, rebuild from the result file.
+fn catalog_source(ctx: &Context<'_>, args: &CacheRebuildArgs) -> anyhow::Result<Option<Cap>> {
+    if let Some(text) = &args.catalog {
+        return match user_cap::classify(text) {
+            UserCap::Cap(cap) if cap.is_dir() => Ok(Some(cap)),
+            UserCap::Cap(_) => Err(UsageError(
+                "--catalog: the cap is not a directory cap (a recovery catalog is a directory)"
+                    .into(),
+            )
+            .into()),
+            UserCap::Malformed(why) => Err(crate::selector::malformed("--catalog", why).into()),
+            UserCap::NotACap => Err(UsageError(
+                "--catalog takes the recovery catalog's cap (a URI:DIR2: cap)".into(),
+            )
+            .into()),
+        };
+    }
+    let config = ctx.config();
+    match config.destination.catalog.as_deref() {
+        Some("auto") | None => {}
+        // Validated when the config was loaded.
+        Some(text) => return Ok(Cap::parse(text).ok()),
+    }
+    if config.destination.catalog.is_none() {
+        return Ok(None);
+    }
+    let Some(file) = config.destination.result.append_to_file.as_deref() else {
+        return Ok(None);
+    };
+    match std::fs::read(file) {
+        Ok(text) => Ok(catalog_in_result_file(&text)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => {
+            Err(anyhow::Error::new(e)
+                .context(format!("reading the result file {}", file.display())))
+        }
+    }
+}
+
+/// The newest `TIME #recovery-catalog CAP` line's cap.
+fn catalog_in_result_file(text: &[u8]) -> Option<Cap> {
+    text.split(|&b| b == b'\n')
+        .filter_map(|line| {
+            let fields: Vec<&[u8]> = line
+                .split(u8::is_ascii_whitespace)
+                .filter(|f| !f.is_empty())
+                .collect();
+            match fields[..] {
+                [_, field, cap] if field == crate::result::CATALOG_FIELD.as_bytes() => {
+                    std::str::from_utf8(cap)
+                        .ok()
+                        .and_then(|c| Cap::parse(c).ok())
+                }
+                _ => None,
+            }
+        })
+        .next_back()
+}
+
+/// Every backup in the catalog's index, with its name, generation, label
+/// and times.
+fn from_catalog(client: &crate::tahoe::Client, catalog: &Cap) -> anyhow::Result<Vec<Root>> {
+    let entries = crate::catalog::read_index(client, catalog)
+        .context("reading the recovery catalog's index")?;
+    Ok(entries
+        .into_iter()
+        .map(|e| Root {
+            origin: format!(
+                "the catalog's backup {} generation {}",
+                crate::commands::show::name(&e.name),
+                e.generation
+            ),
+            cap: e.root_cap,
+            name: e.name,
+            label: e.label,
+            generation: Some(e.generation),
+            ts_start: e.ts_start,
+            ts_end: e.ts_end,
+        })
+        .collect())
+}
+
 /// The backups of a result file's text; lines that do not parse are named
 /// (by number) in a warning and skipped.
 fn parse_result_file(text: &[u8], file: &Path) -> Vec<Root> {
@@ -205,6 +305,10 @@ fn parse_result_file(text: &[u8], file: &Path) -> Vec<Root> {
             }
             continue;
         };
+        if source == crate::result::CATALOG_FIELD.as_bytes() {
+            // The recovery catalog's own line (`destination.catalog: auto`).
+            continue;
+        }
         let Some(cap) = std::str::from_utf8(cap)
             .ok()
             .and_then(|c| Cap::parse(c).ok())

@@ -220,3 +220,81 @@ fn a_cache_is_rebuilt_from_a_cap_argument() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// With a recovery catalog (`auto`): no argument needed, the catalog's cap
+/// is found on the result file's `#recovery-catalog` line, every backup
+/// comes back with its generation, the rebuilt cache keeps the catalog's
+/// cap, and the next backup uploads nothing.
+#[test]
+fn a_cache_is_rebuilt_from_the_recovery_catalog() {
+    let grid = common::PrivateGrid::start_fast();
+    let s = Setup::new(grid.url());
+    let cfg_text = fs::read_to_string(&s.cfg).unwrap();
+    fs::write(
+        &s.cfg,
+        cfg_text.replacen("destination:\n", "destination:\n  catalog: auto\n", 1),
+    )
+    .unwrap();
+    let backup = |now: &str| -> String {
+        lafs()
+            .arg("-c")
+            .arg(&s.cfg)
+            .args(["--json", "backup"])
+            .env("LAFS_BACKUP_NOW", now)
+            .caps_on_stdout()
+            .ok()
+            .of_type("summary")[0]["root_cap"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    backup("2024-01-01T03:00:00Z");
+    fs::write(
+        s.dir.join("data/new.bin"),
+        common::pseudo_random_bytes(3000, 9),
+    )
+    .unwrap();
+    let second = backup("2024-01-02T03:00:00Z");
+    let catalog_before: String = rusqlite::Connection::open(s.cache())
+        .unwrap()
+        .query_row(
+            "SELECT value FROM meta WHERE name = 'catalog_cap'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    s.delete_cache();
+
+    let r = s.run(&["--json", "cache", "rebuild"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let summary = &r.of_type("rebuild")[0];
+    assert_eq!(summary["backups"], 2, "{summary}");
+    assert_eq!(summary["labels_lost"], false, "{summary}");
+    let conn = rusqlite::Connection::open(s.cache()).unwrap();
+    let gens: Vec<(i64, i64)> = conn
+        .prepare("SELECT generation, ts_start FROM backups ORDER BY generation")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(gens, [(1, 1_704_078_000), (2, 1_704_164_400)]);
+    let catalog_after: String = conn
+        .query_row(
+            "SELECT value FROM meta WHERE name = 'catalog_cap'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        catalog_after, catalog_before,
+        "the auto catalog stays this cache's"
+    );
+    drop(conn);
+
+    let before = s.bytes_uploaded();
+    let third = backup("2024-01-03T03:00:00Z");
+    assert_eq!(third, second, "the same tree gave another root cap");
+    // Only the catalog's small index and links change; no file content.
+    assert!(s.bytes_uploaded() - before < SMALLEST as u64);
+}
