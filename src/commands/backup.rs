@@ -11,8 +11,10 @@ use tracing::{info, warn};
 use super::context::{Context, Gateway};
 use super::{schedule, show};
 
+mod hooked;
 mod jobs;
 mod record;
+mod summary;
 pub(crate) use record::JobReport;
 
 use crate::cache::Cache;
@@ -183,10 +185,7 @@ fn get_ready(args: &BackupArgs, ctx: &Context<'_>) -> anyhow::Result<Ready> {
 }
 
 pub(crate) fn run(ctx: Context<'_>, args: &BackupArgs) -> anyhow::Result<Outcome> {
-    if ctx.config().jobs.is_empty() && args.job.is_empty() {
-        return record::run_job(ctx, args, None).map(|report| report.outcome);
-    }
-    jobs::run(ctx, args)
+    hooked::run(ctx, args)
 }
 
 /// One backup: of the config's `source`, named by `job` when it is one of

@@ -41,16 +41,6 @@ impl Default for Hooks {
     }
 }
 
-impl Hooks {
-    /// No command at all.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.before.is_empty()
-            && self.after.is_empty()
-            && self.on_error.is_empty()
-            && self.finally.is_empty()
-    }
-}
-
 pub(crate) fn zero() -> Hooks {
     Hooks::default()
 }
