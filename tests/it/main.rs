@@ -25,6 +25,7 @@ mod filters;
 mod finishing;
 mod grid_harness;
 mod hardening_cli;
+mod healthchecks;
 mod hooks;
 mod hostile_gateway;
 mod https;
