@@ -218,3 +218,65 @@ fn a_top_level_source_that_matches_nothing_fails_as_one_job() {
     assert_eq!(jobs_of(&r, "summary"), ["beta"]);
     assert!(r.stderr.contains("nothing-*"), "{}", r.stderr);
 }
+
+/// `(MAX(leases.renewed), meta.last_lease_renewal)` of a cache.
+fn lease_times(cache: &Path) -> (Option<i64>, Option<String>) {
+    let conn = rusqlite::Connection::open(cache).unwrap();
+    let renewed = conn
+        .query_row("SELECT MAX(renewed) FROM leases", [], |r| r.get(0))
+        .unwrap();
+    let last = conn
+        .query_row(
+            "SELECT value FROM meta WHERE name = 'last_lease_renewal'",
+            [],
+            |r| r.get(0),
+        )
+        .ok();
+    (renewed, last)
+}
+
+#[test]
+fn backup_renews_leases_when_renew_every_days_is_due() {
+    let s = Setup::new("  - name: alpha\n    source:\n      path: 'DIR/a'\n");
+    // Larger than a literal cap, so that there is a lease to renew.
+    fs::write(s.dir.join("a").join("big"), "lease me\n".repeat(2000)).unwrap();
+    let text = fs::read_to_string(&s.cfg).unwrap();
+    fs::write(&s.cfg, format!("{text}lease:\n  renew_every_days: 7\n")).unwrap();
+    let cache = s.dir.join("cache.sqlite");
+    let at = |now: &str| {
+        lafs()
+            .arg("-c")
+            .arg(&s.cfg)
+            .arg("backup")
+            .env("LAFS_BACKUP_NOW", now)
+            .env("TZ", "UTC")
+            .caps_on_stdout()
+            .run()
+    };
+    // Never renewed: due at once, after the job.
+    let r = at("2024-01-07T03:00:00+00:00");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("check --leases:"), "{}", r.stderr);
+    let jan7 = 1_704_596_400;
+    assert_eq!(lease_times(&cache), (Some(jan7), Some(jan7.to_string())));
+    // Three days later: not due, nothing renewed.
+    let r = at("2024-01-10T03:00:00+00:00");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!r.stderr.contains("check --leases:"), "{}", r.stderr);
+    assert_eq!(lease_times(&cache), (Some(jan7), Some(jan7.to_string())));
+    // Eight days after the renewal: due again; every lease time moves.
+    let r = at("2024-01-15T03:00:00+00:00");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("check --leases:"), "{}", r.stderr);
+    let jan15 = jan7 + 8 * 86_400;
+    assert_eq!(lease_times(&cache), (Some(jan15), Some(jan15.to_string())));
+    let conn = rusqlite::Connection::open(&cache).unwrap();
+    let old: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM leases WHERE renewed < ?1",
+            [jan15],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(old, 0, "every reachable object's lease was renewed");
+}

@@ -14,6 +14,7 @@ use super::record::{record_hook_gate, run_job_summarized};
 use super::summary::{JobSummary, SummaryFile, document};
 use crate::cli::BackupArgs;
 use crate::commands::Context;
+use crate::commands::check::renew_if_due;
 use crate::config::Hooks;
 use crate::exit::{self, Outcome};
 use crate::healthchecks::Pinger;
@@ -47,13 +48,17 @@ pub(super) fn run(ctx: Context<'_>, args: &BackupArgs) -> anyhow::Result<Outcome
     let gate = hooks::before(global, Env::default());
     let skipped = matches!(gate, Gate::Skip(_));
     let (mut result, summaries) = match gate {
-        Gate::Go => match selected {
-            None => {
-                let (result, summary) = run_job_summarized(ctx, args, None);
-                (result.map(|r| r.outcome), vec![summary])
-            }
-            Some(selected) => jobs::run(&ctx, args, selected),
-        },
+        Gate::Go => {
+            let (result, summaries) = match selected {
+                None => {
+                    let (result, summary) =
+                        run_job_summarized(ctx.with_config(config.clone()), args, None);
+                    (result.map(|r| r.outcome), vec![summary])
+                }
+                Some(selected) => jobs::run(&ctx, args, selected),
+            };
+            (renew(&ctx, args, result), summaries)
+        }
         Gate::Skip(why) => {
             announce_skip(&ctx, None, &why);
             let summaries = match &selected {
@@ -93,6 +98,33 @@ pub(super) fn run(ctx: Context<'_>, args: &BackupArgs) -> anyhow::Result<Outcome
             code == 0 || code == 3,
             &document(code, &summaries).to_string(),
         );
+    }
+    result
+}
+
+/// `lease.renew_every_days`: the renewal, when due, after the jobs; its
+/// problems count into the run's exit status as `check --leases`'s would.
+fn renew(
+    ctx: &Context<'_>,
+    args: &BackupArgs,
+    result: anyhow::Result<Outcome>,
+) -> anyhow::Result<Outcome> {
+    let queue_only = args.queue_only.is_some() || ctx.config().operation.queue_only;
+    if queue_only {
+        return result;
+    }
+    let renewal = renew_if_due(ctx, args.lock_wait);
+    let renewal = match renewal {
+        Ok(None) => return result,
+        Ok(Some(outcome)) => Ok(outcome),
+        Err(err) => Err(err.context("the lease renewal after the backup (lease.renew_every_days)")),
+    };
+    if jobs::rank(code_of(&renewal)) > jobs::rank(code_of(&result)) {
+        return renewal;
+    }
+    if let Err(err) = &renewal {
+        // The run's own (worse) error is what is returned and printed.
+        eprintln!("lafs-backup: {}", exit::message(err));
     }
     result
 }
