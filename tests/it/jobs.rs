@@ -280,3 +280,142 @@ fn backup_renews_leases_when_renew_every_days_is_due() {
         .unwrap();
     assert_eq!(old, 0, "every reachable object's lease was renewed");
 }
+
+#[test]
+fn a_queue_path_on_the_command_line_needs_exactly_one_job() {
+    let s = Setup::new(THREE);
+    let queue = s.dir.join("given-queue");
+    for flag in ["--queue-only", "--reuse-queue"] {
+        let r = s.run(&["backup", flag, queue.to_str().unwrap()]);
+        assert_eq!(r.code, 2, "{}", r.stderr);
+        assert!(
+            r.stderr.contains(&format!(
+                "{flag} PATH with a config of several jobs: name exactly one with --job"
+            )),
+            "{}",
+            r.stderr
+        );
+    }
+    assert!(!queue.exists());
+    let r = s.run(&[
+        "backup",
+        "--job",
+        "alpha",
+        "--queue-only",
+        queue.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(queue.exists());
+    let r = s.run(&[
+        "--json",
+        "backup",
+        "--job",
+        "alpha",
+        "--reuse-queue",
+        queue.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(jobs_of(&r, "summary"), ["alpha"]);
+}
+
+/// The original tool's `core.yaml` (as in `config::tests`, with its paths
+/// and gateway made real), with a `jobs:` layer beside it.
+#[test]
+fn the_original_core_yaml_with_a_jobs_layer_beside_it_backs_up_each_job() {
+    let s = Setup::new("  - name: alpha\n    source:\n      path: 'DIR/a'\n");
+    let dir = &s.dir;
+    let core = dir.join("core.yaml");
+    fs::write(
+        &core,
+        format!(
+            r#"source:
+  # Path or glob pattern (to match path) to backup, required.
+  path: {dir}/b*
+  queue:
+    path: {dir}/queue.txt
+    check_mtime: true
+  entry_cache:
+    path: {dir}/entry_cache.sqlite
+    commit_after:
+      queries: 50
+      seconds: 10
+  pick_policy: alphasort_last
+
+destination:
+  url: {url}/uri
+  result:
+    print_to_stdout: true
+    append_to_file: {dir}/lafs-backup.caps
+  encoding:
+    xz:
+      enabled: true
+      options: {{options: {{level: 9}}}}
+      min_size: 5120
+      path_filter:
+        - '-\.(gz|bz2|zip|7z|rar|xz|lzma|jpe?g|png|mp[34]|ogg|avi|mkv)$'
+        - [500, '\.(txt|log|csv)$']
+
+http:
+  debug_requests: false
+  request_pool_options:
+    maxPersistentPerHost: 10
+  retry:
+    attempts: 2
+    delay: 0.2
+
+filter:
+  - '-/(?i)\.?svn(/.*|ignore)$'
+
+operation:
+  queue_only: false
+  reuse_queue: false
+  timeouts:
+    updates: [1200, 2400, 3600]
+
+logging:
+  warnings: true
+  sql_queries: false
+  version: 1
+  root:
+    level: custom
+    handlers: [console]
+
+manhole:
+  endpoint: tcp:8022:interface=localhost
+"#,
+            dir = dir.display(),
+            url = common::gateway_url()
+        ),
+    )
+    .unwrap();
+    let jobs = dir.join("jobs.yaml");
+    fs::write(
+        &jobs,
+        format!(
+            "jobs:\n  - name: alpha\n    source:\n      path: '{}'\n",
+            dir.join("a").display()
+        ),
+    )
+    .unwrap();
+    let r = lafs()
+        .arg("-c")
+        .arg(&core)
+        .arg("-c")
+        .arg(&jobs)
+        .args(["--json", "backup"])
+        .env("LAFS_BACKUP_NOW", "2024-01-07T03:00:00+00:00")
+        .env("TZ", "UTC")
+        .caps_on_stdout()
+        .run();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // The top-level source (the original's glob) is one more job, first.
+    assert_eq!(jobs_of(&r, "summary"), ["b", "alpha"], "{}", r.stdout);
+    assert!(
+        r.stderr.contains("ignoring config key manhole"),
+        "{}",
+        r.stderr
+    );
+    assert!(dir.join("queue.txt.alpha").exists());
+    let caps = fs::read_to_string(dir.join("lafs-backup.caps")).unwrap();
+    assert_eq!(caps.lines().count(), 2, "{caps}");
+}

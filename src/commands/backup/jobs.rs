@@ -66,6 +66,20 @@ pub(super) fn select(
         }
     }
     all.retain(|(name, _)| args.job.is_empty() || args.job.contains(name));
+    // One queue file named on the command line cannot serve several jobs.
+    let given = [
+        ("--queue-only", &args.queue_only),
+        ("--reuse-queue", &args.reuse_queue),
+    ];
+    for (flag, value) in given {
+        if matches!(value, Some(Some(_))) && all.len() > 1 {
+            return Err(UsageError(format!(
+                "{flag} PATH with a config of several jobs: name exactly one with --job                  (the config has: {})",
+                all.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+            ))
+            .into());
+        }
+    }
     Ok(all)
 }
 
