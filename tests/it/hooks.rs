@@ -339,3 +339,19 @@ fn bad_hook_config_names_file_line_and_key() {
         r.stderr
     );
 }
+
+#[test]
+fn plan_runs_no_hooks() {
+    let log = PathBuf::from("DIR/hooks.log");
+    let job_set =
+        set(&log, "", "")
+            .replace("\n  ", "\n      ")
+            .replacen("  before", "      before", 1);
+    let s = Setup::new(&format!(
+        "hooks:\n{}jobs:\n  - name: alpha\n    source: {{path: 'DIR/a'}}\n    hooks:\n{job_set}",
+        set(&log, "run-", "")
+    ));
+    let r = s.run(&["backup", "--plan"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(s.log().is_empty(), "{:?}", s.log());
+}

@@ -131,6 +131,9 @@ fn renew(
 
 /// One job of `jobs:` inside its own hooks; errors are printed naming it.
 pub(super) fn job(ctx: &Context<'_>, args: &BackupArgs, name: &str, hooks: &Hooks) -> JobSummary {
+    // `--plan` only prints: no hooks.
+    let none = Hooks::default();
+    let hooks = if args.plan { &none } else { hooks };
     let env = Env {
         job: Some(name),
         ..Env::default()
