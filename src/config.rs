@@ -19,6 +19,7 @@
 //! value. [`Config::to_yaml`] writes the result back (`emit`).
 
 mod emit;
+mod hooks;
 mod jobs;
 pub(crate) mod node;
 mod retention;
@@ -29,6 +30,7 @@ mod values;
 
 use std::path::{Path, PathBuf};
 
+pub(crate) use hooks::Hooks;
 pub(crate) use jobs::Job;
 pub(crate) use retention::Retention;
 use schema::{Item, Layer, section};
@@ -278,6 +280,9 @@ section! {
         /// `jobs`: named backups, each with its own source, filter and
         /// retention; empty when unset (`docs/config.md`).
         pub jobs: Vec<Job> => jobs,
+        /// `hooks`: commands run around the whole `backup` run
+        /// (`docs/hooks.md`); empty when unset.
+        pub hooks: Hooks => hooks,
     }
 }
 

@@ -79,6 +79,8 @@ pub(crate) mod encode;
 pub(crate) mod escape;
 pub(crate) mod exit;
 pub(crate) mod filter;
+pub(crate) mod healthchecks;
+pub(crate) mod hooks;
 pub(crate) mod logging;
 pub(crate) mod meta;
 pub(crate) mod names;

@@ -15,6 +15,8 @@ use crate::tahoe::Cap;
 const CURSOR_STARTED: &str = "lease_run_started";
 const CURSOR_TOTAL: &str = "lease_run_total";
 const CURSOR_LAST: &str = "lease_run_last";
+/// `meta` row: when the last complete lease renewal began (unix seconds).
+const LAST_RENEWAL: &str = "last_lease_renewal";
 
 /// The objects reachable from the backups' roots, each once: a recursive
 /// query seeded with `seed`, a `SELECT` of root caps (literal roots are
@@ -238,6 +240,31 @@ impl Cache {
         Ok(())
     }
 
+    /// When the last complete `check --leases` renewal (or the one
+    /// `backup` runs for `lease.renew_every_days`) began; `None`: never.
+    pub(crate) fn last_lease_renewal(&self) -> Result<Option<i64>, CacheError> {
+        let Some(value) = self.meta_value(LAST_RENEWAL, "reading the last lease renewal of")?
+        else {
+            return Ok(None);
+        };
+        value
+            .parse()
+            .map(Some)
+            .map_err(|_| self.corrupt("a last lease renewal time that is not a number"))
+    }
+
+    /// Records that a renewal begun at `started` went through every object,
+    /// in the open transaction.
+    pub(crate) fn set_last_lease_renewal(&mut self, started: i64) -> Result<(), CacheError> {
+        self.write(
+            "recording the last lease renewal in",
+            "INSERT INTO meta (name, value) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            [LAST_RENEWAL, started.to_string().as_str()],
+        )?;
+        Ok(())
+    }
+
     /// Forgets the cursor: the run finished, the next one starts over.
     pub(crate) fn clear_lease_cursor(&mut self) -> Result<(), CacheError> {
         for name in [CURSOR_STARTED, CURSOR_TOTAL, CURSOR_LAST] {
@@ -359,6 +386,16 @@ mod tests {
                 oldest: Some(50)
             }
         );
+    }
+
+    #[test]
+    fn the_last_complete_renewal_is_kept_in_meta() {
+        let (_dir, mut cache) = setup();
+        assert_eq!(cache.last_lease_renewal().unwrap(), None);
+        cache.set_last_lease_renewal(1_704_596_400).unwrap();
+        cache.set_last_lease_renewal(1_704_596_401).unwrap();
+        cache.commit().unwrap();
+        assert_eq!(cache.last_lease_renewal().unwrap(), Some(1_704_596_401));
     }
 
     #[test]

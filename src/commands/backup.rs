@@ -11,8 +11,10 @@ use tracing::{info, warn};
 use super::context::{Context, Gateway};
 use super::{schedule, show};
 
+mod hooked;
 mod jobs;
 mod record;
+mod summary;
 pub(crate) use record::JobReport;
 
 use crate::cache::Cache;
@@ -183,16 +185,7 @@ fn get_ready(args: &BackupArgs, ctx: &Context<'_>) -> anyhow::Result<Ready> {
 }
 
 pub(crate) fn run(ctx: Context<'_>, args: &BackupArgs) -> anyhow::Result<Outcome> {
-    let config = ctx.config().clone();
-    let outcome = if ctx.config().jobs.is_empty() && args.job.is_empty() {
-        record::run_job(ctx, args, None).map(|report| report.outcome)
-    } else {
-        jobs::run(ctx, args)
-    };
-    // `monitor.prometheus_textfile`, from the runs just recorded; never
-    // fails the run.
-    super::status::write_textfile(&config);
-    outcome
+    hooked::run(ctx, args)
 }
 
 /// One backup: of the config's `source`, named by `job` when it is one of
