@@ -360,10 +360,10 @@ fn plan_runs_no_hooks() {
 /// redacted (the builder fails the test if a cap reaches stderr).
 #[test]
 fn a_cap_printed_by_a_hook_is_redacted_in_the_log() {
-    let cap = "URI:DIR2-CHK:aaaaaaaaaaaaaaaaaaaaaaaaaa:\
+    let cap = "URI:CHK:aaaaaaaaaaaaaaaaaaaaaaaaaa:\
                bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb:1:1:100";
     let s = Setup::new(&format!(
-        "source:\n  path: 'DIR/a'\nhooks:\n  before:\n    - ['/bin/sh', '-c', 'echo {cap}; echo {cap} >&2']\n"
+        "hooks:\n  before:\n    - ['/bin/sh', '-c', 'echo {cap}; echo {cap} >&2']\njobs:\n  - name: alpha\n    source: {{path: 'DIR/a'}}\n"
     ));
     let r = s.run(&["backup"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
