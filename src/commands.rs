@@ -10,7 +10,9 @@ pub(crate) mod check;
 pub(crate) mod cleanup;
 pub(crate) mod completions;
 pub(crate) mod context;
+pub(crate) mod diff;
 pub(crate) mod dump_config;
+pub(crate) mod files;
 pub(crate) mod forget;
 pub(crate) mod list;
 pub(crate) mod ls;
@@ -72,6 +74,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Pin(ref args) => pin::run(&ctx, args, true),
         Command::Ls(ref args) => ls::run(&ctx, args),
         Command::Cat(ref args) => cat::run(&ctx, args),
+        Command::Diff(ref args) => diff::run(&ctx, args),
+        Command::Files(ref args) => files::run(&ctx, args),
         Command::Unpin(ref args) => pin::run(&ctx, args, false),
         Command::DumpConfig => dump_config::run(ctx.config()),
         // Handled before the config is loaded; the same call if ever here.
