@@ -26,6 +26,7 @@ mod finishing;
 mod grid_harness;
 mod hardening_cli;
 mod history_browse;
+mod history_diff;
 mod history_select;
 mod hostile_gateway;
 mod https;
