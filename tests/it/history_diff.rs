@@ -45,7 +45,8 @@ fn diff_of_two_backups_lists_prints_json_and_stat() {
     let r = run(&["diff", "tree@2", "tree@2"]);
     assert_eq!((r.code, r.stdout.as_str()), (0, ""), "{}", r.stderr);
     // JSON: one line per difference, then the summary.
-    let r = run(&["--json", "diff", "tree@1", "tree@3"]);
+    // (At --noise too: no cap on stderr, which `lafs()` checks.)
+    let r = run(&["--noise", "--json", "diff", "tree@1", "tree@3"]);
     assert_eq!(r.code, 4, "{}", r.stderr);
     let lines = r.json();
     let kinds: Vec<(&str, &str)> = lines
