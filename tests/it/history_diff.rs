@@ -250,3 +250,67 @@ fn diff_opens_only_the_directories_that_differ() {
     assert!(listings <= 2 * 3 + 2, "{listings} listings: {summary}");
     assert_eq!(listings, 8, "{summary}");
 }
+
+fn put(data: &[u8]) -> String {
+    let mut resp = common::http_agent()
+        .put(format!("{}/uri", common::gateway_url()))
+        .send(data)
+        .unwrap();
+    resp.body_mut().read_to_string().unwrap().trim().to_owned()
+}
+
+fn mkdir_immutable(children: &serde_json::Value) -> String {
+    let mut resp = common::http_agent()
+        .post(format!("{}/uri?t=mkdir-immutable", common::gateway_url()))
+        .header("Content-Type", "application/json")
+        .send(children.to_string().as_bytes())
+        .unwrap();
+    let body = resp.body_mut().read_to_string().unwrap();
+    assert_eq!(resp.status(), 200, "{body}");
+    body.trim().to_owned()
+}
+
+/// A hostile tree (names `..`, `a/b`, two edges naming `s`) against a
+/// clean one holding the same good entry: each hostile entry refused with a
+/// warning, never followed; no difference, so exit 3. Caps and
+/// `--gateway`: no config.
+#[test]
+fn a_hostile_tree_is_refused_per_entry() {
+    use base64::Engine as _;
+    use serde_json::json;
+    let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
+    let file = put(b"content that is longer than fifty-five bytes, so a CHK file");
+    let meta = json!({"uid": "0", "gid": "0", "mode": "100644", "mtime_ns": "1600000000000000000"});
+    let inner =
+        mkdir_immutable(&json!({"inside": ["filenode", {"ro_uri": file, "metadata": meta}]}));
+    let ok = json!(["filenode", {"ro_uri": file, "metadata": meta}]);
+    let clean = mkdir_immutable(&json!({ "ok": ok }));
+    let hostile = mkdir_immutable(&json!({
+        "..": ["filenode", {"ro_uri": file, "metadata": meta}],
+        "a/b": ["filenode", {"ro_uri": file, "metadata": meta}],
+        "s": ["filenode", {"ro_uri": file, "metadata": meta}],
+        "\\x73": ["dirnode", {"ro_uri": inner, "metadata": {"mode": "40755", "name_raw": b64(b"s")}}],
+        "ok": ok,
+    }));
+    let r = lafs()
+        .args([
+            "diff",
+            &clean,
+            &hostile,
+            "--gateway",
+            &common::gateway_url(),
+        ])
+        .known_cap(&clean)
+        .known_cap(&hostile)
+        .run();
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert_eq!(r.stdout, "");
+    for name in [
+        "..: refused",
+        "a/b: refused",
+        " s: refused",
+        "\\x73: refused",
+    ] {
+        assert!(r.stderr.contains(name), "{name}: {}", r.stderr);
+    }
+}

@@ -142,7 +142,12 @@ impl<'c, 's> Walker<'c, 's> {
     }
 
     fn refuse(&mut self, path: &[u8], why: impl std::fmt::Display) {
-        tracing::warn!("{}: refused: {why}", browse::shown(path));
+        self.refuse_shown(&browse::shown(path), why);
+    }
+
+    /// As [`Walker::refuse`], the path already in its display form.
+    fn refuse_shown(&mut self, shown: &str, why: impl std::fmt::Display) {
+        tracing::warn!("{shown}: refused: {why}");
         self.refused += 1;
     }
 
@@ -314,7 +319,13 @@ impl<'c, 's> Walker<'c, 's> {
                     .children(entry, path)
                     .map_err(crate::commands::browse_error)?;
                 for (edge, why) in &listing.refused {
-                    self.refuse(&join(path, edge.as_bytes()), why);
+                    // The edge name is already in its display form.
+                    let shown = if path.is_empty() {
+                        edge.clone()
+                    } else {
+                        format!("{}/{edge}", browse::shown(path))
+                    };
+                    self.refuse_shown(&shown, why);
                 }
                 Ok(Some(
                     listing
