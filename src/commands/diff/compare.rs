@@ -601,16 +601,17 @@ pub(crate) fn meta_differences(
     out
 }
 
-/// An mtime as local ISO 8601 time, with nanoseconds where it has them.
+/// An mtime as local ISO 8601 time, with the fraction of a second where
+/// it has one (`2024-01-01T03:00:00.5+00:00`); `@NS` when out of range.
 fn show_ns(ns: i128) -> String {
-    let secs = i64::try_from(ns.div_euclid(1_000_000_000)).unwrap_or(i64::MAX);
-    let frac = ns.rem_euclid(1_000_000_000);
-    let time = crate::commands::show::time(secs);
-    if frac == 0 {
-        time
-    } else {
-        format!("{time} (+{frac:09} ns)")
-    }
+    jiff::Timestamp::from_nanosecond(ns).map_or_else(
+        |_| format!("@{ns}"),
+        |t| {
+            t.to_zoned(jiff::tz::TimeZone::system())
+                .strftime("%Y-%m-%dT%H:%M:%S%.f%:z")
+                .to_string()
+        },
+    )
 }
 
 /// `a/b` from `a` and `b` (just `b` when `a` is empty).
