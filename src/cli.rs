@@ -138,6 +138,22 @@ pub enum Command {
     /// docs/monitoring.md.
     Status(StatusArgs),
 
+    /// Compare two backups, or a backup with a live directory: entries
+    /// added, removed and changed, with a unified diff of changed text files.
+    ///
+    /// A and B are one token each: a root cap, NAME, NAME@N, NAME@LABEL or
+    /// NAME@WHEN; B may be a live directory (an argument that contains `/`
+    /// or starts with `.`). Subtrees whose directories are the same objects
+    /// are never opened. Exit status: 0 no differences, 4 differences, 3
+    /// entries refused (none differing), 1 could not run, 2 usage.
+    Diff(DiffArgs),
+
+    /// What changed in a backup: `diff` of the latest backup of NAME (or the
+    /// one picked) against the previous backup of the name.
+    ///
+    /// Exit status as for `diff`.
+    Files(FilesArgs),
+
     /// Print the merged configuration as YAML that can be fed back with -c.
     #[command(name = "dump-config", alias = "dump_config")]
     DumpConfig,
@@ -296,6 +312,61 @@ pub struct CatArgs {
     /// For a symlink: write its target instead of refusing.
     #[arg(long)]
     pub readlink: bool,
+
+    #[command(flatten)]
+    pub pick: PickArgs,
+
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+}
+
+/// What `diff` and `files` print, and where they look.
+#[derive(Debug, Args)]
+pub struct DiffShowArgs {
+    /// Only these subtrees (paths relative to the roots).
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<std::ffi::OsString>,
+
+    /// Only the paths that differ, one per line (escaped), no prefix.
+    #[arg(long, conflicts_with = "stat")]
+    pub list: bool,
+
+    /// Only the counts of entries added, removed and changed.
+    #[arg(long)]
+    pub stat: bool,
+
+    /// Lines of context in the unified diff of a changed text file.
+    #[arg(short = 'U', long = "unified", value_name = "N", default_value_t = 3)]
+    pub unified: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The older side: a root cap, NAME, NAME@N, NAME@LABEL or NAME@WHEN.
+    #[arg(value_name = "A")]
+    pub a: String,
+
+    /// The newer side: a backup as A, or a live directory (contains `/` or
+    /// starts with `.`).
+    #[arg(value_name = "B")]
+    pub b: String,
+
+    #[command(flatten)]
+    pub show: DiffShowArgs,
+
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct FilesArgs {
+    /// The backup NAME (its latest backup unless --generation, --label or
+    /// --as-of), or NAME@N|LABEL|WHEN.
+    #[arg(value_name = "NAME")]
+    pub backup: String,
+
+    #[command(flatten)]
+    pub show: DiffShowArgs,
 
     #[command(flatten)]
     pub pick: PickArgs,

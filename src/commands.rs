@@ -11,7 +11,9 @@ pub(crate) mod check;
 pub(crate) mod cleanup;
 pub(crate) mod completions;
 pub(crate) mod context;
+pub(crate) mod diff;
 pub(crate) mod dump_config;
+pub(crate) mod files;
 pub(crate) mod find;
 pub(crate) mod forget;
 pub(crate) mod list;
@@ -78,6 +80,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Cat(ref args) => cat::run(&ctx, args),
         Command::Versions(ref args) => versions::run(&ctx, args),
         Command::Find(ref args) => find::run(&ctx, args),
+        Command::Diff(ref args) => diff::run(&ctx, args),
+        Command::Files(ref args) => files::run(&ctx, args),
         Command::Unpin(ref args) => pin::run(&ctx, args, false),
         Command::Status(ref args) => status::run(&ctx, args),
         Command::DumpConfig => dump_config::run(ctx.config()),

@@ -114,6 +114,20 @@ impl<'a> Selector<'a> {
         Ok(self)
     }
 
+    /// [`Selector::of_args`] with the flattened `--generation`, `--label`
+    /// and `--as-of` of the history commands.
+    pub(crate) fn of_pick(
+        arg: &'a str,
+        pick: &'a crate::cli::PickArgs,
+    ) -> Result<Selector<'a>, UsageError> {
+        Selector::of_args(
+            arg,
+            pick.generation,
+            pick.label.as_deref(),
+            pick.as_of.as_deref(),
+        )
+    }
+
     /// Reads `arg` and the three optional picks of a command that takes one
     /// backup (`restore`, `verify`, `pin`, …).
     pub(crate) fn of_args(

@@ -15,12 +15,7 @@ use crate::selector::Selector;
 use crate::tree::{self, Kind, Node};
 
 pub(crate) fn run(ctx: &Context<'_>, args: &LsArgs) -> anyhow::Result<Outcome> {
-    let selector = Selector::of_args(
-        &args.backup,
-        args.pick.generation,
-        args.pick.label.as_deref(),
-        args.pick.as_of.as_deref(),
-    )?;
+    let selector = Selector::of_pick(&args.backup, &args.pick)?;
     let gateway = ctx.interactive_gateway(args.gateway.gateway.as_deref(), args.gateway.timeout)?;
     let picked = ctx.pick(&selector)?;
     gateway.storage_servers()?;

@@ -97,6 +97,7 @@ fn the_same_mistakes_give_the_same_message_everywhere() {
         if token_only {
             commands.push([&["check"][..], sel].concat());
             commands.push([&["cleanup"][..], sel].concat());
+            commands.push([&["diff"][..], sel, &["tree"]].concat());
         }
         for args in commands {
             let r = run(&args);

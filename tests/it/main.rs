@@ -28,6 +28,7 @@ mod grid_harness;
 mod hardening_cli;
 mod healthchecks;
 mod history_browse;
+mod history_diff;
 mod history_select;
 mod history_versions;
 mod hooks;
