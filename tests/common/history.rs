@@ -11,7 +11,7 @@ use std::fs;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use super::{lafs, write_backup_config};
+use super::{Lafs, Run, lafs, write_backup_config};
 
 /// The start times of the three backups (UTC).
 pub(crate) const TIMES: [&str; 3] = [
@@ -90,5 +90,20 @@ impl History {
             cfg,
             caps: [first, second, third],
         }
+    }
+
+    /// The binary with the fixture's config and `TZ=UTC` (caps may appear
+    /// on stdout), not yet run.
+    pub(crate) fn lafs(&self) -> Lafs {
+        lafs()
+            .arg("-c")
+            .arg(&self.cfg)
+            .env("TZ", "UTC")
+            .caps_on_stdout()
+    }
+
+    /// Runs `args` with the fixture's config (see [`History::lafs`]).
+    pub(crate) fn run(args: &[&str]) -> Run {
+        History::get().lafs().args(args).run()
     }
 }

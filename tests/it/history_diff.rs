@@ -11,13 +11,7 @@ use crate::common::history::{F2, History};
 use crate::common::{self, Lafs, Run, lafs};
 
 fn run(args: &[&str]) -> Run {
-    lafs()
-        .arg("-c")
-        .arg(&History::get().cfg)
-        .args(args)
-        .env("TZ", "UTC")
-        .caps_on_stdout()
-        .run()
+    History::run(args)
 }
 
 #[test]

@@ -2,17 +2,11 @@
 //! the shared three-backup history, and the listings they cost (each
 //! distinct directory once).
 
+use crate::common::Run;
 use crate::common::history::{F1, F2, History};
-use crate::common::{Run, lafs};
 
 fn run(args: &[&str]) -> Run {
-    lafs()
-        .arg("-c")
-        .arg(&History::get().cfg)
-        .args(args)
-        .env("TZ", "UTC")
-        .caps_on_stdout()
-        .run()
+    History::run(args)
 }
 
 fn gens(line: &serde_json::Value) -> (u64, u64) {
