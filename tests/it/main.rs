@@ -32,6 +32,7 @@ mod labels;
 mod lifecycle_check;
 mod lifecycle_list_cleanup;
 mod lit_caps;
+mod mount;
 mod restore_formats;
 mod restore_grid;
 mod restore_options;
