@@ -371,3 +371,110 @@ fn hostile_tree_mounted_matches_the_source_read_only_and_unmounts_cleanly() {
     assert!(!is_mounted(&point));
     assert_eq!(fs::read_dir(&point).unwrap().count(), 0);
 }
+
+/// A backup whose tree is hostile (made by hand on the grid and recorded
+/// in the cache in place of a real one): names `..`, `a/b`, a raw name
+/// `../x`, two entries that decode to the same name. Each is refused (and
+/// logged, by its escaped name) and left out; a symlink pointing outside
+/// is shown as a symlink, never followed.
+#[test]
+fn hostile_listing_entries_are_refused_and_left_out() {
+    use base64::Engine as _;
+    use lafs_backup::{Client, Config};
+    use serde_json::json;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("hostile");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("f"), b"f").unwrap();
+    let cfg = common::write_backup_config(tmp.path(), &src, &common::gateway_url(), "");
+    common::lafs()
+        .arg("-c")
+        .arg(&cfg)
+        .arg("backup")
+        .caps_on_stdout()
+        .ok();
+
+    let defaults = Config::default();
+    let client = Client::new(
+        &format!("{}/uri", common::gateway_url()),
+        &defaults.http.retry,
+        &defaults.operation.timeouts.updates,
+    )
+    .unwrap();
+    let file = client
+        .upload_bytes(b"evil content that is longer than fifty-five bytes, so CHK")
+        .unwrap();
+    let file = file.as_str();
+    let outside = client.upload_bytes(b"/etc").unwrap();
+    let inner = client
+        .mkdir_immutable(
+            &json!({"inside": ["filenode", {"ro_uri": file, "metadata": {"mode": "100644"}}]})
+                .to_string(),
+        )
+        .unwrap();
+    let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
+    let root = client
+        .mkdir_immutable(
+            &json!({
+                "..": ["filenode", {"ro_uri": file, "metadata": {"mode": "100644"}}],
+                "a/b": ["filenode", {"ro_uri": file, "metadata": {"mode": "100644"}}],
+                "..\\x2fx": ["filenode", {"ro_uri": file, "metadata": {"mode": "100644", "name_raw": b64(b"../x")}}],
+                "s": ["filenode", {"ro_uri": outside.as_str(), "metadata": {"uid": "0", "gid": "0"}}],
+                "\\x73": ["dirnode", {"ro_uri": inner.as_str(), "metadata": {"mode": "40755", "name_raw": b64(b"s")}}],
+                "out": ["filenode", {"ro_uri": outside.as_str(), "metadata": {"uid": "0", "gid": "0"}}],
+                "ok": ["filenode", {"ro_uri": file, "metadata": {"mode": "100600"}}],
+            })
+            .to_string(),
+        )
+        .unwrap();
+    let db = rusqlite::Connection::open(tmp.path().join("cache.sqlite")).unwrap();
+    let changed = db
+        .execute("UPDATE backups SET root_cap = ?1", [root.as_str()])
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(db);
+
+    let point = tmp.path().join("mnt");
+    fs::create_dir(&point).unwrap();
+    let m = Mounted::start(&cfg, &point, &[]);
+    let latest = point.join("hostile/latest");
+    let mut names: Vec<String> = fs::read_dir(&latest)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["ok", "out"]);
+    assert_eq!(
+        fs::read(latest.join("ok")).unwrap(),
+        b"evil content that is longer than fifty-five bytes, so CHK"
+    );
+    assert!(
+        fs::symlink_metadata(latest.join("out"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(
+        fs::read_link(latest.join("out")).unwrap(),
+        Path::new("/etc")
+    );
+    for missing in ["..x", "s", "x", "inside"] {
+        assert!(!latest.join(missing).exists(), "{missing}");
+    }
+    Command::new("fusermount3")
+        .arg("-u")
+        .arg(&point)
+        .status()
+        .unwrap();
+    let run = m.wait_exit();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for name in ["..", "a/b", "..\\\\x2fx", "s", "\\\\x73"] {
+        let line = format!("/{name}: refused: ");
+        assert!(
+            run.stderr.lines().any(|l| l.contains(&line)),
+            "{name} not reported:\n{}",
+            run.stderr
+        );
+    }
+}
