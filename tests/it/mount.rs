@@ -134,20 +134,37 @@ impl Mounted {
         m
     }
 
-    /// Waits (at most 30 s) for the mount's process to end after an
-    /// unmount or a signal; returns what it printed.
-    fn wait_exit(mut self) -> common::Run {
+    /// Ends the mount with `how` (given the process id and the mount
+    /// point), then waits (at most 30 s) for its process to end by itself:
+    /// it must exit 0 and leave the mount point an empty directory, not
+    /// mounted. Returns what it printed.
+    fn end(mut self, how: impl FnOnce(u32, &Path)) -> common::Run {
         let mut run = self.run.take().unwrap();
+        how(run.id(), &self.point);
         let deadline = Instant::now() + Duration::from_secs(30);
         while run.try_wait().is_none() {
             assert!(
                 Instant::now() < deadline,
-                "the mount's process is still running 30 s after the unmount"
+                "the mount's process is still running 30 s after it was told to end"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        run.wait()
+        let run = run.wait();
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert!(!is_mounted(&self.point));
+        assert_eq!(fs::read_dir(&self.point).unwrap().count(), 0);
+        run
     }
+}
+
+/// `fusermount3 -u POINT` (for [`Mounted::end`]), which must work.
+fn fusermount_u(_pid: u32, point: &Path) {
+    let status = Command::new("fusermount3")
+        .arg("-u")
+        .arg(point)
+        .status()
+        .unwrap();
+    assert!(status.success(), "fusermount3 -u");
 }
 
 impl Drop for Mounted {
@@ -235,12 +252,8 @@ fn hostile_tree_mounted_matches_the_source_read_only_and_unmounts_cleanly() {
     let point = tmp.path().join("mnt");
     fs::create_dir(&point).unwrap();
     fs::write(point.join("x"), b"").unwrap();
-    let run = common::lafs()
-        .arg("-c")
-        .arg(&cfg)
-        .arg("mount")
-        .arg(&point)
-        .code(2);
+    let mount = || common::lafs().arg("-c").arg(&cfg).arg("mount").arg(&point);
+    let run = mount().code(2);
     assert!(
         run.stderr.contains(&point.display().to_string()),
         "{}",
@@ -249,13 +262,7 @@ fn hostile_tree_mounted_matches_the_source_read_only_and_unmounts_cleanly() {
     assert!(run.stderr.contains("not empty"), "{}", run.stderr);
     fs::remove_file(point.join("x")).unwrap();
     // A name without a backup: exit 2.
-    let run = common::lafs()
-        .arg("-c")
-        .arg(&cfg)
-        .arg("mount")
-        .arg(&point)
-        .arg("no-such-name")
-        .code(2);
+    let run = mount().arg("no-such-name").code(2);
     assert!(run.stderr.contains("no-such-name"), "{}", run.stderr);
 
     let m = Mounted::start(&cfg, &point, &["src"]);
@@ -335,16 +342,7 @@ fn hostile_tree_mounted_matches_the_source_read_only_and_unmounts_cleanly() {
 
     // Unmounted from outside: the process ends by itself, exit 0, and the
     // mount point is an empty directory again.
-    let status = Command::new("fusermount3")
-        .arg("-u")
-        .arg(&point)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let run = m.wait_exit();
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(!is_mounted(&point));
-    assert_eq!(fs::read_dir(&point).unwrap().count(), 0);
+    let run = m.end(fusermount_u);
     // Each directory listed once, though both backups were walked: the
     // unchanged `deep` subtree is the same cap, listed for the first.
     let listings = |suffix: &str| {
@@ -360,16 +358,13 @@ fn hostile_tree_mounted_matches_the_source_read_only_and_unmounts_cleanly() {
     // SIGTERM (as Ctrl-C's SIGINT) unmounts and exits 0.
     let m = Mounted::start(&cfg, &point, &[]);
     assert!(point.join("src/latest/a/0").exists());
-    let pid = m.run.as_ref().unwrap().id();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let run = m.wait_exit();
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(!is_mounted(&point));
-    assert_eq!(fs::read_dir(&point).unwrap().count(), 0);
+    m.end(|pid, _| {
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    });
 }
 
 /// A backup whose tree is hostile (made by hand on the grid and recorded
@@ -462,13 +457,7 @@ fn hostile_listing_entries_are_refused_and_left_out() {
     for missing in ["..x", "s", "x", "inside"] {
         assert!(!latest.join(missing).exists(), "{missing}");
     }
-    Command::new("fusermount3")
-        .arg("-u")
-        .arg(&point)
-        .status()
-        .unwrap();
-    let run = m.wait_exit();
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    let run = m.end(fusermount_u);
     for name in ["..", "a/b", "..\\\\x2fx", "s", "\\\\x73"] {
         let line = format!("/{name}: refused: ");
         assert!(
