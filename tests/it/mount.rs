@@ -359,11 +359,8 @@ fn hostile_tree_mounted_matches_the_source_read_only_and_unmounts_cleanly() {
     let m = Mounted::start(&cfg, &point, &[]);
     assert!(point.join("src/latest/a/0").exists());
     m.end(|pid, _| {
-        let status = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     });
 }
 
