@@ -665,6 +665,23 @@ fn parse_duration(text: &str, allow_zero: bool) -> Result<std::time::Duration, S
 mod tests {
     use super::*;
 
+    #[test]
+    fn mount_cache_sizes() {
+        assert_eq!(parse_size_arg("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size_arg("500M"), Ok(500 << 20));
+        assert_eq!(parse_size_arg("64k"), Ok(64 << 10));
+        assert_eq!(parse_size_arg("1048576"), Ok(1 << 20));
+        for bad in ["", "0", "1.5G", "G", "12 parsecs", "-1", "99999999999T"] {
+            assert!(parse_size_arg(bad).is_err(), "{bad:?}");
+        }
+        let cli = Cli::try_parse_from(["lafs-backup", "mount", "/mnt", "home"]).unwrap();
+        let Command::Mount(args) = cli.command else {
+            panic!("not mount")
+        };
+        assert_eq!(args.cache_size, 1 << 30);
+        assert_eq!(args.names, ["home"]);
+    }
+
     fn restore_args(args: &[&str]) -> RestoreArgs {
         let cli = Cli::try_parse_from([&["lafs-backup", "restore"], args].concat())
             .unwrap_or_else(|e| panic!("{args:?}: {e}"));
