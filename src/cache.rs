@@ -18,6 +18,7 @@ mod backups;
 mod key;
 mod leases;
 mod lock;
+mod rebuild;
 mod reclaim;
 mod runs;
 mod schema;
@@ -40,7 +41,8 @@ use crate::tahoe::Cap;
 
 pub(crate) use backups::ForgetPlan;
 pub(crate) use key::{DirChild, FileKey, ObjectKey, SymlinkKey, dir_key};
-pub(crate) use leases::StaleLeases;
+pub(crate) use leases::{LeaseAges, StaleLeases};
+pub(crate) use rebuild::{RebuiltBackup, lock_path_only};
 pub(crate) use runs::RunRecord;
 pub(crate) use schema::SCHEMA_VERSION;
 pub(crate) use verified::Coverage;
@@ -907,6 +909,27 @@ impl Cache {
                 [*name, value.as_str()],
             )?;
         }
+        self.commit()
+    }
+
+    /// The recovery catalog's cap `destination.catalog: auto` created,
+    /// if any (`docs/recovery.md`).
+    pub(crate) fn catalog_cap(&self) -> Result<Option<Cap>, CacheError> {
+        match self.meta_value("catalog_cap", "reading the recovery catalog's cap from")? {
+            Some(text) => self.parse_cap(&text).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Records the cap of the catalog `destination.catalog: auto` created,
+    /// so later runs reuse it. Committed at once.
+    pub(crate) fn set_catalog_cap(&mut self, cap: &Cap) -> Result<(), CacheError> {
+        self.write(
+            "recording the recovery catalog's cap in",
+            "INSERT INTO meta (name, value) VALUES ('catalog_cap', ?1)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            [cap.as_str()],
+        )?;
         self.commit()
     }
 

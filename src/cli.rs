@@ -116,6 +116,54 @@ pub enum Command {
     /// Unpin a backup pinned with `pin`.
     Unpin(PinArgs),
 
+    /// List a directory of a backup (or show one entry): names, and with
+    /// -l type, mode, owner, size, mtime and symlink target.
+    ///
+    /// Odd names are shown escaped (`\xNN`); with --json each entry is one
+    /// line with its raw path in base64 too. With --gateway and a root cap,
+    /// no config or cache is needed.
+    Ls(LsArgs),
+
+    /// Write one file of a backup to stdout: its exact, decoded bytes (a
+    /// symlink's target with --readlink).
+    ///
+    /// With --gateway and a root cap, no config or cache is needed.
+    Cat(CatArgs),
+
+    /// The distinct versions of each PATH across the backups of NAME,
+    /// oldest first: which backups hold each version, its size and mtime,
+    /// and where the path was deleted.
+    Versions(VersionsArgs),
+
+    /// The backups that hold paths matching a glob (or --regex), with each
+    /// match's path, size and mtime.
+    Find(FindArgs),
+
+    /// Show each job's last success, last run, kept backups and last check,
+    /// the lease horizon and the verification coverage, from the cache alone.
+    ///
+    /// Exit status: 0 when no `monitor` threshold (max_backup_age,
+    /// min_lease_days, max_unverified_days) is crossed, 4 when one is (each
+    /// named on stderr), 1 when the cache cannot be read. See
+    /// docs/monitoring.md.
+    Status(StatusArgs),
+
+    /// Compare two backups, or a backup with a live directory: entries
+    /// added, removed and changed, with a unified diff of changed text files.
+    ///
+    /// A and B are one token each: a root cap, NAME, NAME@N, NAME@LABEL or
+    /// NAME@WHEN; B may be a live directory (an argument that contains `/`
+    /// or starts with `.`). Subtrees whose directories are the same objects
+    /// are never opened. Exit status: 0 no differences, 4 differences, 3
+    /// entries refused (none differing), 1 could not run, 2 usage.
+    Diff(DiffArgs),
+
+    /// What changed in a backup: `diff` of the latest backup of NAME (or the
+    /// one picked) against the previous backup of the name.
+    ///
+    /// Exit status as for `diff`.
+    Files(FilesArgs),
+
     /// Print the merged configuration as YAML that can be fed back with -c.
     #[command(name = "dump-config", alias = "dump_config")]
     DumpConfig,
@@ -131,7 +179,56 @@ pub enum Command {
 
     /// Print the manual page (roff) on stdout, generated from this command
     /// line (needs no config): `lafs-backup man | man -l -`.
-    Man,
+    ///
+    /// `man SUBCOMMAND` prints that subcommand's page (all its options);
+    /// `man --dir DIR` writes every page (lafs-backup.1,
+    /// lafs-backup-backup.1, …) into DIR, for packaging.
+    Man(ManArgs),
+
+    /// Maintain the entry cache (source.entry_cache.path).
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+/// The subcommands of `cache`.
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Rebuild a lost or damaged entry cache from the grid: backups,
+    /// directory objects, references and the content index.
+    ///
+    /// The backups' root caps are the arguments, or the recovery catalog's
+    /// index (--catalog CAP, or the configured catalog: names, generations,
+    /// labels and times kept), or else the lines of
+    /// destination.result.append_to_file (names by the basename rule, times
+    /// from the lines; labels are lost). Every distinct file is downloaded
+    /// and hashed once. The next backup of an unchanged tree then uploads no
+    /// file and gives the same root cap. Exit status: 0 rebuilt, 1 failed
+    /// (the old cache is untouched), 2 usage error.
+    Rebuild(CacheRebuildArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CacheRebuildArgs {
+    /// Root caps of backups to rebuild from (never echoed).
+    #[arg(value_name = "CAP")]
+    pub caps: Vec<String>,
+
+    /// The backup name of the CAP arguments (default: the basename of
+    /// source.path).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Replace an existing cache (it is kept until the rebuilt one is
+    /// complete).
+    #[arg(long)]
+    pub force: bool,
+
+    /// Rebuild from the recovery catalog with this cap (every backup in
+    /// its index, with names, generations, labels and times). Without CAPs
+    /// or --catalog: the configured catalog (destination.catalog, or the
+    /// result file's `#recovery-catalog` line), else the result file.
+    #[arg(long, value_name = "CAP", conflicts_with_all = ["caps", "name"])]
+    pub catalog: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -152,6 +249,204 @@ pub enum CompletionShell {
     Fish,
 }
 
+/// Which backup of a NAME a history command means (docs/selecting-backups.md).
+#[derive(Debug, Args)]
+pub struct PickArgs {
+    /// With a NAME: this generation instead of the latest.
+    #[arg(long, value_name = "N")]
+    pub generation: Option<u64>,
+
+    /// With a NAME: the newest backup of the name with this retention label.
+    #[arg(long, value_name = "LABEL", conflicts_with = "generation")]
+    pub label: Option<String>,
+
+    /// With a NAME: the newest backup of the name that started at or before
+    /// WHEN: an ISO date (its end) or datetime, `today`, `yesterday`, or a
+    /// span such as `3 days ago` or `2w ago`.
+    #[arg(long, value_name = "WHEN", conflicts_with_all = ["generation", "label"])]
+    pub as_of: Option<String>,
+}
+
+/// How a read-only command reaches the gateway.
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// The gateway's web API URL (e.g. http://127.0.0.1:3456), instead of
+    /// destination.url from the config.
+    #[arg(long, value_name = "URL")]
+    pub gateway: Option<String>,
+
+    /// The most time each request to the gateway may take, retries
+    /// included: seconds, or a number with s, m or h (e.g. 30, 90s, 5m).
+    #[arg(long, value_name = "DURATION|SECONDS", value_parser = parse_duration_arg)]
+    pub timeout: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// The backup: a root cap, a backup name (its latest backup unless
+    /// --generation, --label or --as-of), or NAME@N|LABEL|WHEN.
+    #[arg(value_name = "CAP|NAME")]
+    pub backup: String,
+
+    /// The directory (or entry) in the backup, relative to its root;
+    /// default: the root.
+    #[arg(value_name = "PATH")]
+    pub path: Option<std::ffi::OsString>,
+
+    /// Long format: type and mode as `ls -l` shows them, uid, gid, size,
+    /// mtime, and a symlink's target.
+    #[arg(short = 'l', long = "long")]
+    pub long: bool,
+
+    /// Every entry below PATH, by its path relative to PATH, depth first.
+    #[arg(short = 'R', long = "recursive")]
+    pub recursive: bool,
+
+    #[command(flatten)]
+    pub pick: PickArgs,
+
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CatArgs {
+    /// The backup: a root cap, a backup name, or NAME@N|LABEL|WHEN.
+    #[arg(value_name = "CAP|NAME")]
+    pub backup: String,
+
+    /// The file in the backup, relative to its root.
+    #[arg(value_name = "PATH")]
+    pub path: std::ffi::OsString,
+
+    /// For a symlink: write its target instead of refusing.
+    #[arg(long)]
+    pub readlink: bool,
+
+    #[command(flatten)]
+    pub pick: PickArgs,
+
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+}
+
+/// What `diff` and `files` print, and where they look.
+#[derive(Debug, Args)]
+pub struct DiffShowArgs {
+    /// Only these subtrees (paths relative to the roots).
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<std::ffi::OsString>,
+
+    /// Only the paths that differ, one per line (escaped), no prefix.
+    #[arg(long, conflicts_with = "stat")]
+    pub list: bool,
+
+    /// Only the counts of entries added, removed and changed.
+    #[arg(long)]
+    pub stat: bool,
+
+    /// Lines of context in the unified diff of a changed text file.
+    #[arg(short = 'U', long = "unified", value_name = "N", default_value_t = 3)]
+    pub unified: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The older side: a root cap, NAME, NAME@N, NAME@LABEL or NAME@WHEN.
+    #[arg(value_name = "A")]
+    pub a: String,
+
+    /// The newer side: a backup as A, or a live directory (contains `/` or
+    /// starts with `.`).
+    #[arg(value_name = "B")]
+    pub b: String,
+
+    #[command(flatten)]
+    pub show: DiffShowArgs,
+
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct FilesArgs {
+    /// The backup NAME (its latest backup unless --generation, --label or
+    /// --as-of), or NAME@N|LABEL|WHEN.
+    #[arg(value_name = "NAME")]
+    pub backup: String,
+
+    #[command(flatten)]
+    pub show: DiffShowArgs,
+
+    #[command(flatten)]
+    pub pick: PickArgs,
+
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct VersionsArgs {
+    /// The backup name (as given, or in the escaped form `list` prints).
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    /// Paths in the backups, relative to their roots.
+    #[arg(value_name = "PATH", required = true)]
+    pub paths: Vec<std::ffi::OsString>,
+
+    /// One line per backup (present or absent) instead of one per version.
+    #[arg(long)]
+    pub all: bool,
+
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct FindArgs {
+    /// A glob (`*`, `?`, `[...]`) matched against each entry's name, or
+    /// against its whole path when it contains `/`; with --regex a regular
+    /// expression searched in the whole path. Odd bytes are matched in the
+    /// escaped form `ls` prints.
+    #[arg(value_name = "PATTERN")]
+    pub pattern: String,
+
+    /// The backup names to search; default: every recorded name.
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+
+    /// PATTERN is a regular expression.
+    #[arg(long)]
+    pub regex: bool,
+
+    /// Of each name, only the newest backup started at or before WHEN.
+    #[arg(long, value_name = "WHEN", conflicts_with_all = ["since", "until"])]
+    pub as_of: Option<String>,
+
+    /// Only backups started at or after WHEN (a date means its start).
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+
+    /// Only backups started at or before WHEN (a date means its end).
+    #[arg(long, value_name = "WHEN")]
+    pub until: Option<String>,
+
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// The subcommand whose page to print (default: the main page).
+    #[arg(value_name = "SUBCOMMAND", conflicts_with = "dir")]
+    pub subcommand: Option<String>,
+
+    /// Write every page into this directory instead of printing one.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// The backup: a root cap, or a backup name from the entry cache (its
@@ -160,9 +455,14 @@ pub struct RestoreArgs {
     pub backup: String,
 
     /// Where to restore: a directory (created if missing). It gets the
-    /// backup root's own metadata.
-    #[arg(value_name = "TARGET")]
-    pub target: std::path::PathBuf,
+    /// backup root's own metadata. Not with --stdout.
+    #[arg(value_name = "TARGET", required_unless_present = "stdout")]
+    pub target: Option<std::path::PathBuf>,
+
+    /// Write the one file PATH of the backup to stdout (its exact, decoded
+    /// bytes) instead of restoring into TARGET: the same as `cat`.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["target", "paths"])]
+    pub stdout: Option<std::ffi::OsString>,
 
     /// Restore only these paths of the backup (relative, e.g. etc/passwd or
     /// home/alice), or select with ordered '+REGEX'/'-REGEX' rules as in the
@@ -181,6 +481,17 @@ pub struct RestoreArgs {
     /// (`list` shows them) instead of the latest.
     #[arg(long, value_name = "LABEL", conflicts_with = "generation")]
     pub label: Option<String>,
+
+    /// With a NAME: the newest backup of the name that started at or before
+    /// WHEN: an ISO date (its end) or datetime, `today`, `yesterday`, or a
+    /// span such as `3 days ago` or `2w ago` (docs/selecting-backups.md).
+    #[arg(long, value_name = "WHEN", conflicts_with_all = ["generation", "label"])]
+    pub as_of: Option<String>,
+
+    /// Find NAME in the recovery catalog CAP instead of the entry cache: no
+    /// local state is needed (docs/recovery.md). The cap is never echoed.
+    #[arg(long, value_name = "CAP")]
+    pub catalog: Option<String>,
 
     /// The gateway's web API URL (e.g. http://127.0.0.1:3456), instead of
     /// destination.url from the config.
@@ -256,6 +567,12 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "LABEL", conflicts_with = "generation")]
     pub label: Option<String>,
 
+    /// With a NAME: the newest backup of the name that started at or before
+    /// WHEN: an ISO date (its end) or datetime, `today`, `yesterday`, or a
+    /// span such as `3 days ago` or `2w ago` (docs/selecting-backups.md).
+    #[arg(long, value_name = "WHEN", conflicts_with_all = ["generation", "label"])]
+    pub as_of: Option<String>,
+
     /// The gateway's web API URL, instead of destination.url.
     #[arg(long, value_name = "URL")]
     pub gateway: Option<String>,
@@ -281,12 +598,26 @@ pub struct VerifyArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print the Prometheus text that `monitor.prometheus_textfile` holds
+    /// instead of the table (not with --json).
+    #[arg(long)]
+    pub prometheus: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct ListArgs {
     /// Also list generations that have cache entries but no finished backup
     /// (interrupted runs), with their entry counts: all of them, or only the
     /// generations given.
     #[arg(short = 'g', long, value_name = "N", num_args = 0..)]
     pub generations: Option<Vec<u64>>,
+
+    /// List the backups the recovery catalog CAP records instead of the
+    /// entry cache's: needs only a gateway (destination.url), no local
+    /// state (docs/recovery.md). The cap is never echoed.
+    #[arg(long, value_name = "CAP", conflicts_with = "generations")]
+    pub catalog: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -451,6 +782,12 @@ pub struct PinArgs {
     /// The newest backup of NAME with this retention label.
     #[arg(long, value_name = "LABEL", conflicts_with = "generation")]
     pub label: Option<String>,
+
+    /// With a NAME: the newest backup of the name that started at or before
+    /// WHEN: an ISO date (its end) or datetime, `today`, `yesterday`, or a
+    /// span such as `3 days ago` or `2w ago` (docs/selecting-backups.md).
+    #[arg(long, value_name = "WHEN", conflicts_with_all = ["generation", "label"])]
+    pub as_of: Option<String>,
 
     /// Wait up to DURATION for another run to release the entry cache's
     /// lock instead of failing at once: seconds (90, 2.5) or a number with

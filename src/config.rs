@@ -19,6 +19,7 @@
 //! value. [`Config::to_yaml`] writes the result back (`emit`).
 
 mod emit;
+mod hooks;
 mod jobs;
 pub(crate) mod node;
 mod retention;
@@ -29,11 +30,13 @@ mod values;
 
 use std::path::{Path, PathBuf};
 
+pub(crate) use hooks::Hooks;
 pub(crate) use jobs::Job;
 pub(crate) use retention::Retention;
 use schema::{Item, Layer, section};
 use values::{
-    at_least_one, attempts, count_limit, filter_rules, max_age, monitor_url, secs_limit, url,
+    at_least_one, attempts, catalog, count_limit, filter_rules, max_age, monitor_url, secs_limit,
+    url,
 };
 
 pub(crate) use values::{CaFiles, LogLevel, MaxAge, RateSpec, RuleFiles, XzOptions, seconds};
@@ -277,6 +280,9 @@ section! {
         /// `jobs`: named backups, each with its own source, filter and
         /// retention; empty when unset (`docs/config.md`).
         pub jobs: Vec<Job> => jobs,
+        /// `hooks`: commands run around the whole `backup` run
+        /// (`docs/hooks.md`); empty when unset.
+        pub hooks: Hooks => hooks,
     }
 }
 
@@ -360,7 +366,7 @@ section! {
         pub result: ResultTargets,
         /// The recovery catalog: a mutable directory's cap, or `auto`
         /// (created on the first run); `None`: no catalog.
-        pub catalog: Option<String>,
+        pub catalog: Option<String> => catalog,
         /// `destination.encoding`: which files are compressed, and how.
         pub encoding: Encoding,
     }

@@ -69,7 +69,9 @@
 //! in vain (`unreachable_pub`, in `[lints]`). A new user of an item adds it
 //! to that one list.
 
+pub(crate) mod browse;
 pub(crate) mod cache;
+pub(crate) mod catalog;
 pub(crate) mod cli;
 pub(crate) mod clock;
 pub(crate) mod commands;
@@ -79,6 +81,8 @@ pub(crate) mod encode;
 pub(crate) mod escape;
 pub(crate) mod exit;
 pub(crate) mod filter;
+pub(crate) mod healthchecks;
+pub(crate) mod hooks;
 pub(crate) mod logging;
 pub(crate) mod meta;
 pub(crate) mod mount;
@@ -96,6 +100,7 @@ pub(crate) mod tahoe;
 pub(crate) mod tree;
 pub(crate) mod upload;
 pub(crate) mod verify;
+pub(crate) mod when;
 
 // The public API: exactly what the binary (src/main.rs), the integration
 // tests (tests/) and the examples (examples/) use, and nothing else, so that

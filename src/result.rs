@@ -32,6 +32,31 @@ pub(crate) fn result_line(time: &jiff::Zoned, source: &[u8], cap: &Cap) -> Strin
 /// directories 0700). A symlink at `path` is refused, never followed; an
 /// existing file that others may read is tightened to 0600 with a warning.
 pub(crate) fn append_to_file(path: &Path, source: &[u8], cap: &Cap) -> io::Result<()> {
+    append_line(path, |now| result_line(now, source, cap))
+}
+
+/// The second field of the line that records the recovery catalog
+/// (`destination.catalog: auto`): `TIME #recovery-catalog CAP`. The cap, a
+/// mutable directory's writecap (`URI:DIR2:`), tells it apart from a
+/// backup's line whatever a source path looks like: a backup's root is
+/// never a mutable directory. `cleanup` and `forget` never remove it.
+pub(crate) const CATALOG_FIELD: &str = "#recovery-catalog";
+
+/// Appends the recovery catalog's line ([`CATALOG_FIELD`]) to `path`, as
+/// [`append_to_file`] appends a backup's.
+pub(crate) fn append_catalog(path: &Path, cap: &Cap) -> io::Result<()> {
+    append_line(path, |now| {
+        format!(
+            "{} {CATALOG_FIELD} {}\n",
+            now.strftime("%Y-%m-%dT%H:%M:%S%.6f%:z"),
+            cap.as_str()
+        )
+    })
+}
+
+/// Appends the line `line(now)` under the file's lock; see
+/// [`append_to_file`].
+fn append_line(path: &Path, line: impl FnOnce(&jiff::Zoned) -> String) -> io::Result<()> {
     crate::queue::ensure_state_dir(path)?;
     let mut locked = loop {
         let file = OpenOptions::new()
@@ -75,7 +100,7 @@ pub(crate) fn append_to_file(path: &Path, source: &[u8], cap: &Cap) -> io::Resul
             break locked;
         }
     };
-    let line = result_line(&crate::clock::now_local(), source, cap);
+    let line = line(&crate::clock::now_local());
     // One write call: the line lands whole even for readers that do not lock.
     locked.write_all(line.as_bytes())?;
     locked.sync_data()

@@ -235,7 +235,7 @@ impl KeepDuration {
     }
 
     /// The instant this duration before `latest` (calendar arithmetic in `tz`).
-    fn before(&self, latest: i64, tz: &jiff::tz::TimeZone) -> Option<jiff::Timestamp> {
+    pub(crate) fn before(&self, latest: i64, tz: &jiff::tz::TimeZone) -> Option<jiff::Timestamp> {
         let zoned = jiff::Timestamp::from_second(latest)
             .ok()?
             .to_zoned(tz.clone());

@@ -23,7 +23,7 @@
 //! Every [`SelectError`] is a usage error (exit 2, `docs/exit-codes.md`).
 
 use std::io::{self, BufRead};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::cache::BackupRow;
 use crate::commands::show;
@@ -62,6 +62,9 @@ pub(crate) struct Selector<'a> {
     /// `--label L`: the newest backup of the name with that label (labels
     /// repeat across a policy's rotations).
     pub label: Option<&'a str>,
+    /// `--as-of WHEN` (Unix seconds, and the text given): the newest
+    /// backup of the name that started at or before it.
+    pub as_of: Option<(i64, &'a str)>,
 }
 
 impl<'a> Selector<'a> {
@@ -84,7 +87,58 @@ impl<'a> Selector<'a> {
             backup,
             generation,
             label: None,
+            as_of: None,
         })
+    }
+
+    /// Adds `--as-of WHEN` ([`crate::when`]), which goes with a name only
+    /// and with neither `--generation` nor `--label`.
+    pub(crate) fn with_as_of(mut self, as_of: Option<&'a str>) -> Result<Self, UsageError> {
+        let Some(text) = as_of else {
+            return Ok(self);
+        };
+        if matches!(self.backup, BackupArg::Cap(_)) {
+            return Err(UsageError(
+                "--as-of selects a backup of a backup NAME; it cannot be used with a cap".into(),
+            ));
+        }
+        if self.generation.is_some() || self.label.is_some() {
+            return Err(UsageError(
+                "--as-of, --generation and --label each select a backup of the NAME; give one"
+                    .into(),
+            ));
+        }
+        let when = crate::when::parse(text, &crate::clock::now_local())
+            .map_err(|e| UsageError(format!("--as-of: {e}")))?;
+        self.as_of = Some((when, text));
+        Ok(self)
+    }
+
+    /// [`Selector::of_args`] with the flattened `--generation`, `--label`
+    /// and `--as-of` of the history commands.
+    pub(crate) fn of_pick(
+        arg: &'a str,
+        pick: &'a crate::cli::PickArgs,
+    ) -> Result<Selector<'a>, UsageError> {
+        Selector::of_args(
+            arg,
+            pick.generation,
+            pick.label.as_deref(),
+            pick.as_of.as_deref(),
+        )
+    }
+
+    /// Reads `arg` and the three optional picks of a command that takes one
+    /// backup (`restore`, `verify`, `pin`, …).
+    pub(crate) fn of_args(
+        arg: &'a str,
+        generation: Option<u64>,
+        label: Option<&'a str>,
+        as_of: Option<&'a str>,
+    ) -> Result<Selector<'a>, UsageError> {
+        Selector::parse(arg, "BACKUP", generation)?
+            .with_label(label)?
+            .with_as_of(as_of)
     }
 
     /// Adds `--label`, which goes with a name only and not with
@@ -122,6 +176,17 @@ impl<'a> Selector<'a> {
         rows: &'r [BackupRow],
         cache: &Path,
     ) -> Result<Selected<'r>, SelectError> {
+        self.select_in(rows, &in_cache(cache))
+    }
+
+    /// [`Selector::select`] of `rows` from any source of recorded backups
+    /// (the entry cache, or the recovery catalog's index), which errors
+    /// name as `cache` ("the entry cache PATH", "the recovery catalog").
+    pub(crate) fn select_in<'r>(
+        &self,
+        rows: &'r [BackupRow],
+        cache: &str,
+    ) -> Result<Selected<'r>, SelectError> {
         let name = match &self.backup {
             BackupArg::Cap(cap) => {
                 return Ok(Selected::Cap {
@@ -131,32 +196,14 @@ impl<'a> Selector<'a> {
             }
             BackupArg::Name(name) => *name,
         };
-        let raw = name.as_bytes();
-        let as_given: Vec<&BackupRow> = rows.iter().filter(|r| r.name == raw).collect();
-        // The escaped reading, when it is valid and says something else.
-        let unescaped = crate::escape::unescape(raw).ok().filter(|u| u != raw);
-        let as_escaped: Vec<&BackupRow> = match &unescaped {
-            Some(u) => rows.iter().filter(|r| r.name == *u).collect(),
-            None => Vec::new(),
-        };
-        let matched = match (as_given.is_empty(), as_escaped.is_empty()) {
-            (true, true) => {
-                return Err(SelectError::UnknownName {
-                    name: quoted(name),
-                    cache: cache.to_owned(),
-                });
+        let matched = match named(rows, name, cache) {
+            Ok(matched) => matched,
+            // `NAME@N`, `NAME@LABEL`, `NAME@WHEN`: only when the whole text
+            // names no backup (a name with `@` in it wins as given).
+            Err(SelectError::UnknownName { .. }) if name.contains('@') => {
+                return self.select_token(rows, name, cache);
             }
-            (false, true) => as_given,
-            (true, false) => as_escaped,
-            (false, false) => {
-                return Err(SelectError::Ambiguous {
-                    name: quoted(name),
-                    backups: by_generation(as_given.into_iter().chain(as_escaped))
-                        .iter()
-                        .map(|r| format!("{}: {}", show::name(&r.name), describe(r)))
-                        .collect(),
-                });
-            }
+            Err(e) => return Err(e),
         };
         let matched = by_generation(matched.into_iter());
         let rows = match self.generation {
@@ -214,6 +261,22 @@ impl<'a> Selector<'a> {
                 }
             }
         };
+        let rows = match self.as_of {
+            None => rows,
+            Some((when, text)) => match as_of(&rows, when) {
+                Some(row) => vec![row],
+                None => {
+                    return Err(SelectError::NothingAsOf {
+                        name: quoted(name),
+                        when: quoted(text),
+                        at: show::time(when),
+                        first: rows
+                            .first()
+                            .map_or_else(String::new, |r| show::time(r.ts_start)),
+                    });
+                }
+            },
+        };
         // `rows` is not empty: an empty match returned above.
         match rows.last().copied() {
             Some(latest) => Ok(Selected::Named { latest, rows }),
@@ -223,6 +286,156 @@ impl<'a> Selector<'a> {
             }),
         }
     }
+}
+
+impl Selector<'_> {
+    /// The one-token form `NAME@SUFFIX` (split at the last `@`): after the
+    /// `@`, all digits are a generation, an exact label of the name is that
+    /// label, and a WHEN is `--as-of`. Readings that pick different backups
+    /// are refused with the candidates listed.
+    fn select_token<'r>(
+        &self,
+        rows: &'r [BackupRow],
+        token: &str,
+        cache: &str,
+    ) -> Result<Selected<'r>, SelectError> {
+        let Some((name, suffix)) = token.rsplit_once('@') else {
+            return Err(SelectError::UnknownName {
+                name: quoted(token),
+                cache: cache.to_owned(),
+            });
+        };
+        let matched = by_generation(named(rows, name, cache)?.into_iter());
+        if self.generation.is_some() || self.label.is_some() || self.as_of.is_some() {
+            return Err(SelectError::TwoPicks {
+                token: quoted(token),
+            });
+        }
+        let mut readings: Vec<(String, &BackupRow)> = Vec::new();
+        let digits = !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit());
+        if digits
+            && let Ok(g) = suffix.parse::<u64>()
+            && let Some(row) = matched.iter().copied().find(|r| r.generation == g)
+        {
+            readings.push((format!("generation {g}"), row));
+        }
+        if let Some(row) = matched
+            .iter()
+            .copied()
+            .rfind(|r| r.label.as_deref() == Some(suffix))
+        {
+            readings.push((format!("the label {}", quoted(suffix)), row));
+        }
+        let when = crate::when::parse(suffix, &crate::clock::now_local());
+        if let Ok(t) = &when
+            && let Some(row) = as_of(&matched, *t)
+        {
+            readings.push((
+                format!("as of {} ({})", quoted(suffix), show::time(*t)),
+                row,
+            ));
+        }
+        let first = readings.first().map(|(_, row)| row.id);
+        if let Some(first) = first {
+            if readings.iter().all(|(_, row)| row.id == first) {
+                let row = readings[0].1;
+                return Ok(Selected::Named {
+                    latest: row,
+                    rows: vec![row],
+                });
+            }
+            return Err(SelectError::AmbiguousToken {
+                token: quoted(token),
+                readings: readings
+                    .iter()
+                    .map(|(how, r)| format!("{how}: {}", describe(r)))
+                    .collect(),
+            });
+        }
+        let name_q = quoted(name);
+        Err(match when {
+            _ if digits => SelectError::UnknownGeneration {
+                name: name_q,
+                generation: suffix.parse().unwrap_or(u64::MAX),
+                cache: cache.to_owned(),
+                known: matched
+                    .iter()
+                    .map(|r| r.generation.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            },
+            Ok(t) => SelectError::NothingAsOf {
+                name: name_q,
+                when: quoted(suffix),
+                at: show::time(t),
+                first: matched
+                    .first()
+                    .map_or_else(String::new, |r| show::time(r.ts_start)),
+            },
+            Err(e) => SelectError::BadSuffix {
+                token: quoted(token),
+                name: name_q,
+                suffix: quoted(suffix),
+                why: e.to_string(),
+            },
+        })
+    }
+}
+
+/// The recorded backups of `name`, as given or in its escaped form, by
+/// generation (`versions`, `find`: every backup of a name).
+pub(crate) fn backups_of<'r>(
+    rows: &'r [BackupRow],
+    name: &str,
+    cache: &Path,
+) -> Result<Vec<&'r BackupRow>, SelectError> {
+    Ok(by_generation(
+        named(rows, name, &in_cache(cache))?.into_iter(),
+    ))
+}
+
+/// How an error names the entry cache at `path`.
+fn in_cache(path: &Path) -> String {
+    format!("the entry cache {}", path.display())
+}
+
+/// The recorded backups of `name`, as given or in its escaped form.
+fn named<'r>(
+    rows: &'r [BackupRow],
+    name: &str,
+    cache: &str,
+) -> Result<Vec<&'r BackupRow>, SelectError> {
+    let raw = name.as_bytes();
+    let as_given: Vec<&BackupRow> = rows.iter().filter(|r| r.name == raw).collect();
+    // The escaped reading, when it is valid and says something else.
+    let unescaped = crate::escape::unescape(raw).ok().filter(|u| u != raw);
+    let as_escaped: Vec<&BackupRow> = match &unescaped {
+        Some(u) => rows.iter().filter(|r| r.name == *u).collect(),
+        None => Vec::new(),
+    };
+    match (as_given.is_empty(), as_escaped.is_empty()) {
+        (true, true) => Err(SelectError::UnknownName {
+            name: quoted(name),
+            cache: cache.to_owned(),
+        }),
+        (false, true) => Ok(as_given),
+        (true, false) => Ok(as_escaped),
+        (false, false) => Err(SelectError::Ambiguous {
+            name: quoted(name),
+            backups: by_generation(as_given.into_iter().chain(as_escaped))
+                .iter()
+                .map(|r| format!("{}: {}", show::name(&r.name), describe(r)))
+                .collect(),
+        }),
+    }
+}
+
+/// The newest of `rows` (by generation) that started at or before `when`.
+fn as_of<'r>(rows: &[&'r BackupRow], when: i64) -> Option<&'r BackupRow> {
+    rows.iter()
+        .copied()
+        .filter(|r| r.ts_start <= when)
+        .max_by_key(|r| (r.ts_start, r.generation))
 }
 
 /// Rows by generation, oldest first (ties in cache order).
@@ -293,31 +506,28 @@ impl<'r> Selected<'r> {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SelectError {
     #[error(
-        "no backup named {name} in the entry cache {} (`lafs-backup list` shows the \
-         recorded backups; a cap starts with the \"URI\" prefix and a colon)",
-        cache.display()
+        "no backup named {name} in {cache} (`lafs-backup list` shows the \
+         recorded backups; a cap starts with the \"URI\" prefix and a colon)"
     )]
-    UnknownName { name: String, cache: PathBuf },
+    UnknownName { name: String, cache: String },
     #[error(
-        "no backup named {name} has generation {generation} in the entry cache {} \
-         (its generations: {known})",
-        cache.display()
+        "no backup named {name} has generation {generation} in {cache} \
+         (its generations: {known})"
     )]
     UnknownGeneration {
         name: String,
         generation: u64,
-        cache: PathBuf,
+        cache: String,
         known: String,
     },
     #[error(
-        "no backup named {name} has the label {label} in the entry cache {} \
-         (its labels: {known})",
-        cache.display()
+        "no backup named {name} has the label {label} in {cache} \
+         (its labels: {known})"
     )]
     UnknownLabel {
         name: String,
         label: String,
-        cache: PathBuf,
+        cache: String,
         known: String,
     },
     #[error(
@@ -326,6 +536,37 @@ pub(crate) enum SelectError {
         backups.iter().map(|b| format!("\n  {b}")).collect::<String>()
     )]
     Ambiguous { name: String, backups: Vec<String> },
+    #[error(
+        "no backup named {name} started at or before {when} ({at}){}",
+        if first.is_empty() { String::new() } else { format!("; its first backup started {first}") }
+    )]
+    NothingAsOf {
+        name: String,
+        when: String,
+        at: String,
+        first: String,
+    },
+    #[error(
+        "{token} can be read more than one way; give --generation, --label or --as-of          instead:{}",
+        readings.iter().map(|r| format!("\n  {r}")).collect::<String>()
+    )]
+    AmbiguousToken {
+        token: String,
+        readings: Vec<String>,
+    },
+    #[error(
+        "{token}: {suffix} is neither a generation nor a label of the backup {name}, nor a          time: {why}"
+    )]
+    BadSuffix {
+        token: String,
+        name: String,
+        suffix: String,
+        why: String,
+    },
+    #[error(
+        "{token} already says which backup of the name; it cannot be combined with          --generation, --label or --as-of"
+    )]
+    TwoPicks { token: String },
 }
 
 impl From<SelectError> for UsageError {
@@ -390,6 +631,24 @@ pub(crate) fn targets(given: &[String], stdin: impl BufRead) -> io::Result<Vec<G
 /// is not a cap, but it may hold one).
 pub(crate) fn quoted(name: &str) -> String {
     crate::tahoe::redact(&format!("{name:?}"))
+}
+
+/// A `--catalog CAP` argument: a directory cap in any spelling people
+/// paste (read-only is enough to read it); never quoted in an error.
+pub(crate) fn catalog_arg(text: &str) -> Result<Cap, UsageError> {
+    match user_cap::classify(text) {
+        UserCap::Cap(cap) if cap.is_dir() => Ok(cap),
+        UserCap::Cap(_) => Err(UsageError(
+            "--catalog: the cap is not a directory cap (the recovery catalog is a directory)"
+                .into(),
+        )),
+        UserCap::Malformed(why) => Err(malformed("--catalog", why)),
+        UserCap::NotACap => Err(UsageError(
+            "--catalog takes the recovery catalog's cap (a DIR2 or DIR2-RO cap), \
+             as printed when destination.catalog: auto created it"
+                .into(),
+        )),
+    }
 }
 
 /// The usage error for a text that looks like a cap but is not one.
@@ -648,5 +907,104 @@ mod tests {
                 .with_label(None)
                 .is_ok()
         );
+    }
+
+    /// Rows of `www` with generations 1..=4 started a day apart from
+    /// 2023-11-14T22:13:20Z, generation 2 labelled `5` and 3 `weekly`.
+    fn history() -> Vec<BackupRow> {
+        let mut rows: Vec<BackupRow> = (1..=4)
+            .map(|g| {
+                let mut r = row(i64::try_from(g).unwrap(), b"www", g);
+                r.ts_start = 1_700_000_000 + (g as i64 - 1) * 86_400;
+                r.ts_end = r.ts_start + 60;
+                r
+            })
+            .collect();
+        rows[1].label = Some("5".into());
+        rows[2].label = Some("weekly".into());
+        rows.push(row(9, b"mail@host", 7));
+        rows
+    }
+
+    fn pick_as_of(rows: &[BackupRow], arg: &str, when: &str) -> Result<Vec<u64>, String> {
+        let sel = Selector::of_args(arg, None, None, Some(when)).map_err(|e| e.0)?;
+        let picked = sel
+            .select(rows, Path::new("/c/cache.db"))
+            .map_err(|e| e.to_string())?;
+        Ok(picked.rows().iter().map(|r| r.generation).collect())
+    }
+
+    #[test]
+    fn as_of_picks_the_newest_backup_started_by_then() {
+        let rows = history();
+        assert_eq!(
+            pick_as_of(&rows, "www", "2023-11-14T22:13:20Z"),
+            Ok(vec![1])
+        );
+        assert_eq!(
+            pick_as_of(&rows, "www", "2023-11-16T00:00:00Z"),
+            Ok(vec![2])
+        );
+        assert_eq!(pick_as_of(&rows, "www", "2030-01-01"), Ok(vec![4]));
+        let e = pick_as_of(&rows, "www", "2023-11-14T22:13:19Z").unwrap_err();
+        assert!(
+            e.starts_with("no backup named \"www\" started at or before \"2023-11-14T22:13:19Z\""),
+            "{e}"
+        );
+        assert!(e.contains("its first backup started"), "{e}");
+        let e = pick_as_of(&rows, "www", "last week").unwrap_err();
+        assert!(e.starts_with("--as-of: \"last week\" is not a time"), "{e}");
+        let cap = rows[0].root_cap.as_str().to_owned();
+        assert!(
+            pick_as_of(&rows, &cap, "today")
+                .unwrap_err()
+                .contains("cannot be used with a cap")
+        );
+        let e = Selector::of_args("www", Some(1), None, Some("today"))
+            .unwrap_err()
+            .0;
+        assert!(e.contains("give one"), "{e}");
+    }
+
+    #[test]
+    fn one_token_selectors() {
+        let rows = history();
+        assert_eq!(pick(&rows, "www@3", None), Ok(vec![3]));
+        assert_eq!(pick(&rows, "www@weekly", None), Ok(vec![3]));
+        assert_eq!(pick(&rows, "www@2023-11-15T23:00:00Z", None), Ok(vec![2]));
+        assert_eq!(
+            pick(&rows, "www@2023-11-15", None),
+            Ok(vec![2]),
+            "a date is its end"
+        );
+        // A name with `@` that exists as given wins.
+        assert_eq!(pick(&rows, "mail@host", None), Ok(vec![7]));
+        // Generation 5 does not exist, so `@5` is the label: one reading.
+        assert_eq!(pick(&rows, "www@5", None), Ok(vec![2]));
+        let mut more = rows.clone();
+        more.push(row(10, b"www", 5));
+        let e = pick(&more, "www@5", None).unwrap_err();
+        assert!(
+            e.starts_with("\"www@5\" can be read more than one way"),
+            "{e}"
+        );
+        assert!(e.contains("\n  generation 5: generation 5,"), "{e}");
+        assert!(e.contains("\n  the label \"5\": generation 2,"), "{e}");
+        let e = pick(&rows, "www@9", None).unwrap_err();
+        assert!(
+            e.contains("has generation 9") && e.contains("generations: 1, 2, 3, 4"),
+            "{e}"
+        );
+        let e = pick(&rows, "www@2000-01-01", None).unwrap_err();
+        assert!(e.contains("started at or before \"2000-01-01\""), "{e}");
+        let e = pick(&rows, "www@nightly", None).unwrap_err();
+        assert!(
+            e.starts_with("\"www@nightly\": \"nightly\" is neither a generation nor a label"),
+            "{e}"
+        );
+        let e = pick(&rows, "nope@3", None).unwrap_err();
+        assert!(e.starts_with("no backup named \"nope\""), "{e}");
+        let e = pick(&rows, "www@3", Some(3)).unwrap_err();
+        assert!(e.contains("cannot be combined"), "{e}");
     }
 }

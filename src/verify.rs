@@ -421,15 +421,9 @@ impl Walker<'_, '_> {
         kind: Kind,
         mtime_slack_ns: i128,
     ) -> anyhow::Result<()> {
-        let captured = self.reader.capture(abs, md);
-        let (live, more_problems) = EdgeMeta::read(abs, &captured.meta, md);
-        for problem in captured.problems.iter().chain(&more_problems) {
-            // `acl_ids` is not compared: a name that no longer resolves is
-            // no difference in the tree.
-            if problem.contains("acl_ids left out") {
-                continue;
-            }
-            self.report("unreadable", rel, problem.clone())?;
+        let (live, problems) = live_meta(&mut self.reader, abs, md);
+        for problem in problems {
+            self.report("unreadable", rel, problem)?;
         }
         if (backup.uid, backup.gid) != (live.uid, live.gid) {
             self.report(
@@ -661,6 +655,27 @@ impl Walker<'_, '_> {
     }
 }
 
+/// The metadata of the live entry at `abs` (`md` its lstat) in the forms a
+/// backup records, read with the code the backup uses, and the problems
+/// met reading it. Shared by `verify` and `diff` against a live directory.
+pub(crate) fn live_meta(
+    reader: &mut meta::Reader,
+    abs: &Path,
+    md: &Metadata,
+) -> (EdgeMeta, Vec<String>) {
+    let captured = reader.capture(abs, md);
+    let (live, more_problems) = EdgeMeta::read(abs, &captured.meta, md);
+    let problems = captured
+        .problems
+        .into_iter()
+        .chain(more_problems)
+        // `acl_ids` is not compared: a name that no longer resolves is no
+        // difference in the tree.
+        .filter(|p| !p.contains("acl_ids left out"))
+        .collect();
+    (live, problems)
+}
+
 /// Which side of a content comparison failed.
 enum Side {
     Backup(io::Error),
@@ -732,7 +747,7 @@ fn show_ns(ns: i128) -> String {
 /// here shows as a number live (that is how `restore` applies it, by
 /// `acl_ids`), which matches the backup when it is the backup's id for
 /// that entry.
-fn same_acls(backup: &EdgeMeta, live: &EdgeMeta) -> bool {
+pub(crate) fn same_acls(backup: &EdgeMeta, live: &EdgeMeta) -> bool {
     if backup.acls == live.acls {
         return true;
     }

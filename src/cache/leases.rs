@@ -15,6 +15,8 @@ use crate::tahoe::Cap;
 const CURSOR_STARTED: &str = "lease_run_started";
 const CURSOR_TOTAL: &str = "lease_run_total";
 const CURSOR_LAST: &str = "lease_run_last";
+/// `meta` row: when the last complete lease renewal began (unix seconds).
+const LAST_RENEWAL: &str = "last_lease_renewal";
 
 /// The objects reachable from the backups' roots, each once: a recursive
 /// query seeded with `seed`, a `SELECT` of root caps (literal roots are
@@ -53,6 +55,19 @@ pub(crate) struct StaleBackup {
     pub(crate) name: Vec<u8>,
     /// How many of the stale objects this backup reaches.
     pub(crate) objects: u64,
+}
+
+/// The oldest lease renewal among the objects of the recorded backups
+/// ([`Cache::lease_ages`]): `status` and the textfile add
+/// `lease.duration_days` to it for the lease horizon.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct LeaseAges {
+    /// Distinct objects reachable from the recorded backups.
+    pub(crate) objects: u64,
+    /// Of those, the ones with no renewal recorded at all.
+    pub(crate) never: u64,
+    /// The oldest last renewal (Unix seconds) among the others, if any.
+    pub(crate) oldest: Option<i64>,
 }
 
 /// Where an unfinished `check --leases` run stopped.
@@ -143,6 +158,26 @@ impl Cache {
         Ok(out)
     }
 
+    /// How old the leases of the recorded backups' objects are: the same
+    /// walk and the same `leases` rows as [`Cache::stale_leases`] (an
+    /// upload records a renewal), reduced to the oldest renewal.
+    pub(crate) fn lease_ages(&self) -> Result<LeaseAges, CacheError> {
+        let (objects, never, oldest): (i64, i64, Option<i64>) = self
+            .conn
+            .prepare_cached(&format!(
+                "{} SELECT count(*), coalesce(sum(l.renewed IS NULL), 0), min(l.renewed)
+                 FROM r LEFT JOIN leases l ON l.cap = r.cap",
+                reachable_sql("SELECT root_cap FROM backups")
+            ))
+            .and_then(|mut stmt| stmt.query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
+            .map_err(|e| sql_err(&self.path, "reading the leases of", e))?;
+        Ok(LeaseAges {
+            objects: u64::try_from(objects).unwrap_or(0),
+            never: u64::try_from(never).unwrap_or(0),
+            oldest,
+        })
+    }
+
     /// Every object `check --leases` renews: the non-literal caps reachable
     /// from all recorded backups, each once, sorted by their text (the order
     /// the run's cursor follows).
@@ -202,6 +237,31 @@ impl Cache {
                 [*name, value.as_str()],
             )?;
         }
+        Ok(())
+    }
+
+    /// When the last complete `check --leases` renewal (or the one
+    /// `backup` runs for `lease.renew_every_days`) began; `None`: never.
+    pub(crate) fn last_lease_renewal(&self) -> Result<Option<i64>, CacheError> {
+        let Some(value) = self.meta_value(LAST_RENEWAL, "reading the last lease renewal of")?
+        else {
+            return Ok(None);
+        };
+        value
+            .parse()
+            .map(Some)
+            .map_err(|_| self.corrupt("a last lease renewal time that is not a number"))
+    }
+
+    /// Records that a renewal begun at `started` went through every object,
+    /// in the open transaction.
+    pub(crate) fn set_last_lease_renewal(&mut self, started: i64) -> Result<(), CacheError> {
+        self.write(
+            "recording the last lease renewal in",
+            "INSERT INTO meta (name, value) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            [LAST_RENEWAL, started.to_string().as_str()],
+        )?;
         Ok(())
     }
 
@@ -316,6 +376,26 @@ mod tests {
         assert_eq!((s.objects, s.never), (1, 1));
         let s = cache.stale_leases(0).unwrap();
         assert_eq!(s.objects, 1, "never renewed is always stale");
+        // The same set, reduced to the oldest renewal (d1 never renewed).
+        let ages = cache.lease_ages().unwrap();
+        assert_eq!(
+            ages,
+            LeaseAges {
+                objects: 6,
+                never: 1,
+                oldest: Some(50)
+            }
+        );
+    }
+
+    #[test]
+    fn the_last_complete_renewal_is_kept_in_meta() {
+        let (_dir, mut cache) = setup();
+        assert_eq!(cache.last_lease_renewal().unwrap(), None);
+        cache.set_last_lease_renewal(1_704_596_400).unwrap();
+        cache.set_last_lease_renewal(1_704_596_401).unwrap();
+        cache.commit().unwrap();
+        assert_eq!(cache.last_lease_renewal().unwrap(), Some(1_704_596_401));
     }
 
     #[test]

@@ -35,8 +35,6 @@ pub(crate) struct RunRecord {
     pub(crate) objects_reused: Option<u64>,
 }
 
-// The readers serve `status` (being built): remove the allows with it.
-#[allow(dead_code)]
 fn to_u64(v: Option<i64>) -> Option<u64> {
     v.and_then(|n| u64::try_from(n).ok())
 }
@@ -45,7 +43,6 @@ fn to_i64(v: Option<u64>) -> Option<i64> {
     v.map(|n| i64::try_from(n).unwrap_or(i64::MAX))
 }
 
-#[allow(dead_code)]
 fn read(r: &Row<'_>) -> rusqlite::Result<RunRecord> {
     let exit: i64 = r.get(4)?;
     Ok(RunRecord {
@@ -94,7 +91,6 @@ impl Cache {
     }
 
     /// The newest run of `name`, skipped ones included.
-    #[allow(dead_code)]
     pub(crate) fn last_run(&self, name: &[u8]) -> Result<Option<RunRecord>, CacheError> {
         self.conn
             .prepare_cached(&format!(
@@ -105,7 +101,6 @@ impl Cache {
     }
 
     /// The newest run of `name` that ended with exit 0 and was not skipped.
-    #[allow(dead_code)]
     pub(crate) fn last_successful_run(&self, name: &[u8]) -> Result<Option<RunRecord>, CacheError> {
         self.conn
             .prepare_cached(&format!(
@@ -117,7 +112,6 @@ impl Cache {
     }
 
     /// Every backup name with a recorded run, in byte order.
-    #[allow(dead_code)]
     pub(crate) fn run_names(&self) -> Result<Vec<Vec<u8>>, CacheError> {
         self.conn
             .prepare_cached("SELECT DISTINCT name FROM runs ORDER BY name")

@@ -293,6 +293,10 @@ mod tests {
         cache
             .set_lease_cursor(1, 1, &chk(2))
             .expect("set the cursor");
+        cache.set_catalog_cap(&chk(3)).expect("set the catalog cap");
+        cache
+            .set_last_lease_renewal(1)
+            .expect("set the last renewal");
         cache.close().expect("close");
         let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .expect("reopen read-only");

@@ -11,8 +11,10 @@ use tracing::{info, warn};
 use super::context::{Context, Gateway};
 use super::{schedule, show};
 
+mod hooked;
 mod jobs;
 mod record;
+mod summary;
 pub(crate) use record::JobReport;
 
 use crate::cache::Cache;
@@ -183,10 +185,7 @@ fn get_ready(args: &BackupArgs, ctx: &Context<'_>) -> anyhow::Result<Ready> {
 }
 
 pub(crate) fn run(ctx: Context<'_>, args: &BackupArgs) -> anyhow::Result<Outcome> {
-    if ctx.config().jobs.is_empty() && args.job.is_empty() {
-        return record::run_job(ctx, args, None).map(|report| report.outcome);
-    }
-    jobs::run(ctx, args)
+    hooked::run(ctx, args)
 }
 
 /// One backup: of the config's `source`, named by `job` when it is one of
@@ -515,6 +514,8 @@ fn upload_queue(
                 format!("linking the backup as {link:?} into destination.result.append_to_lafs_dir")
             })?;
     }
+    // The recovery catalog (docs/recovery.md): a failure only warns (exit 4).
+    let catalog = crate::catalog::after_backup(ctx, &client, id);
     queue::mark_done(queue_path)?;
 
     let name_text = String::from_utf8_lossy(name.as_encoded_bytes()).into_owned();
@@ -553,7 +554,9 @@ fn upload_queue(
             finished.seconds,
         );
     }
-    let outcome = if stats.skipped > 0 {
+    let outcome = if catalog != Outcome::Success {
+        catalog
+    } else if stats.skipped > 0 {
         Outcome::Partial
     } else {
         Outcome::Success

@@ -35,6 +35,7 @@ use crate::config::Timeouts;
 use crate::exit::{Outcome, UsageError};
 use crate::selector;
 use crate::tahoe::{CheckOptions, TahoeError};
+pub(crate) use leases::renew_if_due;
 use leases::{renew_leases, warn_stale};
 use report::Reporter;
 use sample::{Budget, verify_sample};

@@ -20,7 +20,8 @@ use crate::cli::Cli;
 use crate::config::{Config, Timeouts};
 use crate::exit::UsageError;
 use crate::progress::{self, Progress};
-use crate::tahoe::Client;
+use crate::selector::Selector;
+use crate::tahoe::{Cap, Client};
 
 /// What a command runs with; see the module doc.
 #[derive(Debug)]
@@ -160,6 +161,42 @@ impl<'a> Context<'a> {
             client,
             url,
             contact: Contact::Once,
+        })
+    }
+}
+
+/// One backup picked by a [`Selector`]: its root cap, and how messages
+/// name it.
+#[derive(Debug)]
+pub(crate) struct Picked {
+    /// The root cap. Never log it.
+    pub(crate) cap: Cap,
+    /// `NAME generation G`, or `#` and the cap's short id.
+    pub(crate) shown: String,
+}
+
+impl Context<'_> {
+    /// The one backup `selector` picks: a cap as it is (no cache needed),
+    /// else the latest backup the selector matches in the recorded cache.
+    pub(crate) fn pick(&self, selector: &Selector<'_>) -> anyhow::Result<Picked> {
+        if let Some(cap) = selector.cap() {
+            return Ok(Picked {
+                cap: cap.clone(),
+                shown: format!("#{}", cap.short_id()),
+            });
+        }
+        let cache = self.read_cache()?;
+        let rows = cache.backups()?;
+        let selected = selector
+            .select(&rows, cache.path())
+            .map_err(UsageError::from)?;
+        let shown = match selected.latest() {
+            Some(r) => format!("{} generation {}", super::show::name(&r.name), r.generation),
+            None => format!("#{}", selected.cap().short_id()),
+        };
+        Ok(Picked {
+            cap: selected.cap().clone(),
+            shown,
         })
     }
 }

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use anyhow::Context as _;
 use serde_json::json;
 
 use super::Context;
@@ -238,25 +239,28 @@ pub(crate) fn apply(
         .saturating_mul(86_400);
     let reclaimable = last_renewal.map(|t| t.saturating_add(lease_secs));
     let forgotten = plan.backups.len();
+    let catalog = unlink_from_catalog(ctx, &cache, &plan.backups, dry)?;
     let Carried {
         result_lines,
         links,
     } = carry_out(ctx, cache, &plan, dry)?;
     if json {
-        println!(
-            "{}",
-            json!({
-                "type": "retention",
-                "dry_run": dry,
-                "kept": kept,
-                "forgotten": forgotten,
-                "objects": unreferenced.len(),
-                "bytes": bytes,
-                "reclaimable_after": reclaimable.map(iso_time),
-                "result_lines": result_lines,
-                "links": links,
-            })
-        );
+        let mut line = json!({
+            "type": "retention",
+            "dry_run": dry,
+            "kept": kept,
+            "forgotten": forgotten,
+            "objects": unreferenced.len(),
+            "bytes": bytes,
+            "reclaimable_after": reclaimable.map(iso_time),
+            "result_lines": result_lines,
+            "links": links,
+        });
+        // Only with a catalog: the line is otherwise as it always was.
+        if let (Some(n), Some(map)) = (catalog, line.as_object_mut()) {
+            map.insert("catalog_links".into(), json!(n));
+        }
+        println!("{line}");
     } else {
         let verb = if dry { "would forget" } else { "forgot" };
         let mut line = format!(
@@ -283,6 +287,50 @@ pub(crate) fn apply(
         eprintln!("{line}");
     }
     Ok(())
+}
+
+/// Unlinks the forgotten backups from the recovery catalog
+/// (`destination.catalog`, docs/recovery.md) before anything else changes,
+/// so that a failure leaves them all recorded and running `forget` again
+/// completes it. Returns how many dated links went (`None` without a
+/// catalog; 0 when `dry`: the catalog is not read then).
+fn unlink_from_catalog(
+    ctx: &Context<'_>,
+    cache: &Cache,
+    forgotten: &[BackupRow],
+    dry: bool,
+) -> anyhow::Result<Option<usize>> {
+    let setting = ctx.config().destination.catalog.as_deref();
+    if setting.is_none() {
+        return Ok(None);
+    }
+    if dry || forgotten.is_empty() {
+        return Ok(Some(0));
+    }
+    unlink_configured(ctx, cache, setting, forgotten).map(Some)
+}
+
+fn unlink_configured(
+    ctx: &Context<'_>,
+    cache: &Cache,
+    setting: Option<&str>,
+    forgotten: &[BackupRow],
+) -> anyhow::Result<usize> {
+    let Some(catalog) = crate::catalog::configured(setting, cache)? else {
+        return Ok(0);
+    };
+    let gateway = ctx.gateway(None)?;
+    let n = crate::catalog::remove(&gateway.client, &catalog, forgotten).context(
+        "unlinking the forgotten backups from the recovery catalog (destination.catalog); \
+         nothing was forgotten yet",
+    )?;
+    if n > 0 || !ctx.json() {
+        eprintln!(
+            "lafs-backup: recovery catalog: unlinked {n} backup{}",
+            plural(n)
+        );
+    }
+    Ok(n)
 }
 
 /// A recorded backup as the policy sees it.

@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use anyhow::Context as _;
 use serde_json::json;
 
 use super::Context;
@@ -22,6 +23,9 @@ const NAMED_OBJECTS: usize = 5;
 
 pub(crate) fn run(ctx: &Context<'_>, args: &ListArgs) -> anyhow::Result<Outcome> {
     let json = ctx.json();
+    if let Some(text) = &args.catalog {
+        return from_catalog(ctx, text);
+    }
     let cache = ctx.read_cache()?;
     let backups = cache.backups()?;
     let referenced = cache.reachable_from(backups.iter().map(|b| b.root_cap.as_str()))?;
@@ -39,6 +43,37 @@ pub(crate) fn run(ctx: &Context<'_>, args: &ListArgs) -> anyhow::Result<Outcome>
     }
 
     lease_warning(json, ctx.config(), &cache, &backups, &referenced)?;
+    Ok(Outcome::Success)
+}
+
+/// `list --catalog CAP`: the backups the recovery catalog records, from
+/// the grid alone (no cache, result file or queue; docs/recovery.md). The
+/// catalog knows nothing of checks or pins: those columns say so.
+fn from_catalog(ctx: &Context<'_>, text: &str) -> anyhow::Result<Outcome> {
+    let catalog = crate::selector::catalog_arg(text)?;
+    let gateway = ctx.gateway(None)?;
+    gateway.storage_servers()?;
+    let entries = crate::catalog::read_index(&gateway.client, &catalog)
+        .context("reading the recovery catalog (--catalog)")?;
+    let rows: Vec<BackupRow> = entries
+        .iter()
+        .zip(1..)
+        .map(|(e, id)| e.to_row(id))
+        .collect();
+    if ctx.json() {
+        for (b, e) in rows.iter().zip(&entries) {
+            let mut line = backup_json(b);
+            if let Some(map) = line.as_object_mut() {
+                map.insert(
+                    "catalog_link".into(),
+                    json!(format!("{}/{}", crate::catalog::dir_name(&e.name), e.link)),
+                );
+            }
+            println!("{line}");
+        }
+    } else {
+        print_table(&rows);
+    }
     Ok(Outcome::Success)
 }
 

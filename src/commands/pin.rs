@@ -15,8 +15,12 @@ use crate::selector::{Selected, Selector};
 /// Pins (`pin` true) or unpins the backup(s) `args` select, and says what
 /// it did, one line per backup.
 pub(crate) fn run(ctx: &Context<'_>, args: &PinArgs, pin: bool) -> anyhow::Result<Outcome> {
-    let selector = Selector::parse(&args.backup, "BACKUP", args.generation)?
-        .with_label(args.label.as_deref())?;
+    let selector = Selector::of_args(
+        &args.backup,
+        args.generation,
+        args.label.as_deref(),
+        args.as_of.as_deref(),
+    )?;
     let mut cache = ctx.recorded_cache(args.lock_wait)?;
     let rows = cache.backups()?;
     let selected = selector

@@ -3,9 +3,11 @@
 
 use std::io::{self, Write};
 
+use anyhow::Context as _;
 use serde_json::json;
 use tracing::info;
 
+use super::context::Gateway;
 use super::{Context, show};
 use crate::cli::RestoreArgs;
 use crate::exit::{Outcome, UsageError};
@@ -17,9 +19,21 @@ use crate::tahoe::Cap;
 pub(crate) fn run(ctx: &Context<'_>, args: &RestoreArgs) -> anyhow::Result<Outcome> {
     let selection = Selection::parse(&args.paths).map_err(UsageError)?;
     let gateway = ctx.interactive_gateway(args.gateway.as_deref(), args.timeout)?;
-    let root = resolve(ctx, args)?;
+    let root = resolve(ctx, args, &gateway)?;
     gateway.storage_servers()?;
     let client = gateway.client;
+    let target = match (&args.target, &args.stdout) {
+        (_, Some(path)) => {
+            use std::os::unix::ffi::OsStrExt as _;
+            super::cat::write_file(&client, &root, path.as_bytes(), false)?;
+            return Ok(Outcome::Success);
+        }
+        (Some(target), None) => target,
+        // The command line requires one of them.
+        (None, None) => {
+            return Err(UsageError("restore needs a TARGET or --stdout PATH".into()).into());
+        }
+    };
     // At least 1: --concurrency's range and the config both refuse 0.
     let concurrency = args
         .concurrency
@@ -38,7 +52,7 @@ pub(crate) fn run(ctx: &Context<'_>, args: &RestoreArgs) -> anyhow::Result<Outco
     };
     // A bar on a terminal (nothing otherwise, and never with --json).
     let progress = ctx.progress(false);
-    let report = restore::run(&client, &root, &args.target, &opts, &progress);
+    let report = restore::run(&client, &root, target, &opts, &progress);
     progress.finish();
     let report = match report {
         Err(e @ restore::RestoreError::NotEmpty { .. }) => {
@@ -153,21 +167,52 @@ fn print_json(out: &mut impl Write, report: &Report, dry_run: bool) -> io::Resul
     )
 }
 
-/// The root cap: the argument itself, or the latest (or `--generation`)
-/// backup of that name in the entry cache ([`crate::selector`]).
-fn resolve(ctx: &Context<'_>, args: &RestoreArgs) -> anyhow::Result<Cap> {
-    let selector = Selector::parse(&args.backup, "BACKUP", args.generation)?
-        .with_label(args.label.as_deref())?;
+/// The root cap: the argument itself, or the latest (or `--generation`,
+/// `--label`, `--as-of`) backup of that name in the entry cache, or with
+/// `--catalog` in the recovery catalog ([`crate::selector`]).
+fn resolve(ctx: &Context<'_>, args: &RestoreArgs, gateway: &Gateway<'_>) -> anyhow::Result<Cap> {
+    let selector = Selector::of_args(
+        &args.backup,
+        args.generation,
+        args.label.as_deref(),
+        args.as_of.as_deref(),
+    )?;
+    let catalog = args
+        .catalog
+        .as_deref()
+        .map(crate::selector::catalog_arg)
+        .transpose()?;
     if let Some(cap) = selector.cap() {
+        if catalog.is_some() {
+            return Err(UsageError(
+                "--catalog finds a backup NAME; give the NAME, or the root cap without --catalog"
+                    .into(),
+            )
+            .into());
+        }
         if !cap.is_dir() {
             return Err(UsageError("the cap is not a directory cap".into()).into());
         }
         return Ok(cap.clone());
     }
-    let cache = ctx.read_cache()?;
-    let rows = cache.backups()?;
+    let (rows, origin) = match &catalog {
+        Some(catalog) => {
+            // First contact before reading: a stopped gateway is a clear
+            // error at once.
+            gateway.storage_servers()?;
+            let entries = crate::catalog::read_index(&gateway.client, catalog)
+                .context("reading the recovery catalog (--catalog)")?;
+            let rows = entries.iter().zip(1..).map(|(e, id)| e.to_row(id));
+            (rows.collect(), "the recovery catalog".to_owned())
+        }
+        None => {
+            let cache = ctx.read_cache()?;
+            let origin = format!("the entry cache {}", cache.path().display());
+            (cache.backups()?, origin)
+        }
+    };
     let selected = selector
-        .select(&rows, cache.path())
+        .select_in(&rows, &origin)
         .map_err(UsageError::from)?;
     if let Some(row) = selected.latest() {
         info!(

@@ -79,8 +79,12 @@ pub(crate) fn run(ctx: &Context<'_>, args: &VerifyArgs) -> anyhow::Result<Outcom
 /// The root cap to verify, and how messages name it (the backup name and
 /// generation, or `#` and the cap's short id).
 fn resolve(ctx: &Context<'_>, args: &VerifyArgs) -> anyhow::Result<(Cap, String)> {
-    let selector = Selector::parse(&args.backup, "BACKUP", args.generation)?
-        .with_label(args.label.as_deref())?;
+    let selector = Selector::of_args(
+        &args.backup,
+        args.generation,
+        args.label.as_deref(),
+        args.as_of.as_deref(),
+    )?;
     if let Some(cap) = selector.cap() {
         return Ok((cap.clone(), format!("#{}", cap.short_id())));
     }

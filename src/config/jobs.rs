@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 
 use super::emit::Out;
+use super::hooks::{self, Hooks};
 use super::node::{Kind, Node};
 use super::retention::{self, Retention};
 use super::schema::{Invalid, InvalidKind, Value, check_duplicates, join, parse_list};
@@ -38,6 +39,8 @@ pub struct Job {
     pub(crate) filter: Option<Vec<String>>,
     /// `retention`: replaces the top-level policy.
     pub(crate) retention: Option<Option<Retention>>,
+    /// `hooks`: run around this job (`docs/hooks.md`); empty when unset.
+    pub(crate) hooks: Hooks,
 }
 
 pub(crate) fn zero() -> Vec<Job> {
@@ -69,7 +72,7 @@ fn job(node: &Node, key: &str) -> Result<Job, Invalid> {
         return Err(Invalid::ty(
             node,
             key,
-            "a mapping (name, source, filter, retention)",
+            "a mapping (name, source, filter, retention, hooks)",
         ));
     };
     check_duplicates(entries, key)?;
@@ -98,6 +101,7 @@ fn job(node: &Node, key: &str) -> Result<Job, Invalid> {
             "source" => source(value, &child, &mut job, &mut path)?,
             "filter" => job.filter = Some(filter_rules::parse(value, &child)?),
             "retention" => job.retention = Some(retention::parse(value, &child)?),
+            "hooks" => job.hooks = hooks::parse(value, &child)?,
             _ => return Err(unknown(entry.key_line, &child)),
         }
     }
@@ -186,6 +190,9 @@ pub(crate) fn to_out(jobs: &[Job]) -> Out {
                 }
                 if let Some(r) = &j.retention {
                     map.push(("retention", retention::to_out(r)));
+                }
+                if j.hooks != Hooks::default() {
+                    map.push(("hooks", hooks::to_out(&j.hooks)));
                 }
                 Out::Map(map)
             })

@@ -1583,8 +1583,8 @@ fn bad_jobs_name_the_line_and_key() {
          duplicate job name \"a\" (first given on line 2)"
     );
     assert_error(
-        "jobs:\n  - name: a\n    source: {path: /a}\n    hooks: {}\n",
-        "cfg.yaml:4: unknown config key jobs job #1.hooks",
+        "jobs:\n  - name: a\n    source: {path: /a}\n    hooks: {bogus: []}\n",
+        "cfg.yaml:4: unknown config key jobs job #1.hooks.bogus",
     );
     assert_error(
         "jobs:\n  - name: a\n    source: {path: /a, entry_cache: {path: /c}}\n",
@@ -1603,4 +1603,48 @@ fn bad_jobs_name_the_line_and_key() {
         "without '/'",
     );
     assert_error("jobs: 3\n", "wrong type for jobs");
+}
+
+// ------------------------------------------------------------ hooks
+
+#[test]
+fn hooks_parse_globally_and_per_job_and_dump_back() {
+    let text = "hooks:\n  before: [[/bin/sh, -c, 'echo hi']]\n  finally:\n    - [env]\n  timeout: 7\n\
+                jobs:\n  - name: a\n    source: {path: /a}\n    hooks: {on_error: [[/bin/true, x]]}\n";
+    let config = config(text);
+    assert_eq!(config.hooks.before, [["/bin/sh", "-c", "echo hi"]]);
+    assert_eq!(config.hooks.finally, [["env"]]);
+    assert_eq!(config.hooks.timeout, 7);
+    assert!(config.hooks.after.is_empty());
+    assert_eq!(config.jobs[0].hooks.on_error, [["/bin/true", "x"]]);
+    assert_eq!(config.jobs[0].hooks.timeout, 300);
+    assert_eq!(Config::builtin().hooks, crate::config::Hooks::default());
+    let again = load_from_strs(&[("dump.yaml", &config.to_yaml())])
+        .unwrap()
+        .config;
+    assert_eq!(again.hooks, config.hooks);
+    assert_eq!(again.jobs[0].hooks, config.jobs[0].hooks);
+}
+
+#[test]
+fn bad_hooks_name_the_line_and_key() {
+    assert_error(
+        "hooks:\n  before: [[/bin/true]]\n  bfore: [[/bin/true]]\n",
+        "cfg.yaml:3: unknown config key hooks.bfore",
+    );
+    assert_error(
+        "hooks:\n  after:\n    - [/no/such/hook-program]\n",
+        "cfg.yaml:3: invalid value for hooks.after command #1: the program \"/no/such/hook-program\" is not an executable file",
+    );
+    assert_error(
+        "hooks:\n  after: [[no-such-hook-program-in-path]]\n",
+        "not an executable file (nor found in PATH)",
+    );
+    assert_error("hooks:\n  after: [[]]\n", "an empty command");
+    assert_error(
+        "hooks:\n  after: [/bin/true]\n",
+        "wrong type for hooks.after command #1",
+    );
+    assert_error("hooks:\n  timeout: 0\n", "invalid value for hooks.timeout");
+    assert_error("hooks: [1]\n", "wrong type for hooks");
 }

@@ -696,6 +696,58 @@ pub(crate) mod url {
     }
 }
 
+/// `destination.catalog`: `auto`, a mutable directory's writecap
+/// (`URI:DIR2:…`, in any spelling people paste), or `null` for none. The
+/// value is never quoted in an error: it is a secret.
+pub(crate) mod catalog {
+    use super::*;
+    use crate::tahoe::user_cap::{self, UserCap};
+
+    pub(crate) fn zero() -> Option<String> {
+        None
+    }
+
+    pub(crate) fn parse(node: &Node, key: &str) -> Result<Option<String>, Invalid> {
+        if matches!(node.kind, Kind::Null) {
+            return Ok(None);
+        }
+        let Kind::Str(text) = &node.kind else {
+            return Err(Invalid::ty(
+                node,
+                key,
+                "'auto' or a mutable directory's writecap (a DIR2 cap)",
+            ));
+        };
+        if text.trim() == "auto" {
+            return Ok(Some("auto".to_owned()));
+        }
+        let why = match user_cap::classify(text) {
+            UserCap::Cap(cap) if crate::catalog::is_writecap(&cap) => {
+                return Ok(Some(cap.as_str().to_owned()));
+            }
+            UserCap::Cap(_) => "it is a capability, but not a mutable directory's writecap \
+                                (a DIR2 cap); a read-only or immutable one cannot be \
+                                written to"
+                .to_owned(),
+            UserCap::Malformed(why) => format!(
+                "it looks like a Tahoe capability, but {why}; check that it was copied whole"
+            ),
+            UserCap::NotACap => {
+                "it is neither 'auto' nor a mutable directory's writecap (a DIR2 cap)".to_owned()
+            }
+        };
+        Err(Invalid::value(
+            node,
+            key,
+            format!("{why} (the value is not quoted here: a cap is a secret)"),
+        ))
+    }
+
+    pub(crate) fn to_out(value: &Option<String>) -> Out {
+        value.as_ref().map_or(Out::Null, |v| Out::Str(v.clone()))
+    }
+}
+
 /// `monitor.healthchecks_url`: an http(s) URL, or `null` for none.
 pub(crate) mod monitor_url {
     use super::*;

@@ -1199,7 +1199,9 @@ fn tls_error(err: &ureq::Error) -> Option<&rustls::Error> {
 
 /// The TLS settings for an `https://` gateway: rustls with the ring
 /// provider; the roots are the system's store plus `ca_files`.
-fn tls_config(ca_files: &[std::path::PathBuf]) -> Result<ureq::tls::TlsConfig, TahoeError> {
+pub(crate) fn tls_config(
+    ca_files: &[std::path::PathBuf],
+) -> Result<ureq::tls::TlsConfig, TahoeError> {
     // Errors of single entries of the system's store are skipped, as every
     // TLS client does: one bad file there must not stop backups.
     let mut roots: Vec<ureq::tls::Certificate<'static>> = rustls_native_certs::load_native_certs()

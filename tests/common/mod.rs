@@ -10,6 +10,7 @@
 //! no panic), so a test states only what is particular to it.
 
 pub(crate) mod fake_gateway;
+pub(crate) mod history;
 
 use std::ffi::{OsStr, OsString};
 use std::io::Write;

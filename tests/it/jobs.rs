@@ -218,3 +218,204 @@ fn a_top_level_source_that_matches_nothing_fails_as_one_job() {
     assert_eq!(jobs_of(&r, "summary"), ["beta"]);
     assert!(r.stderr.contains("nothing-*"), "{}", r.stderr);
 }
+
+/// `(MAX(leases.renewed), meta.last_lease_renewal)` of a cache.
+fn lease_times(cache: &Path) -> (Option<i64>, Option<String>) {
+    let conn = rusqlite::Connection::open(cache).unwrap();
+    let renewed = conn
+        .query_row("SELECT MAX(renewed) FROM leases", [], |r| r.get(0))
+        .unwrap();
+    let last = conn
+        .query_row(
+            "SELECT value FROM meta WHERE name = 'last_lease_renewal'",
+            [],
+            |r| r.get(0),
+        )
+        .ok();
+    (renewed, last)
+}
+
+#[test]
+fn backup_renews_leases_when_renew_every_days_is_due() {
+    let s = Setup::new("  - name: alpha\n    source:\n      path: 'DIR/a'\n");
+    // Larger than a literal cap, so that there is a lease to renew.
+    fs::write(s.dir.join("a").join("big"), "lease me\n".repeat(2000)).unwrap();
+    let text = fs::read_to_string(&s.cfg).unwrap();
+    fs::write(&s.cfg, format!("{text}lease:\n  renew_every_days: 7\n")).unwrap();
+    let cache = s.dir.join("cache.sqlite");
+    let at = |now: &str| {
+        lafs()
+            .arg("-c")
+            .arg(&s.cfg)
+            .arg("backup")
+            .env("LAFS_BACKUP_NOW", now)
+            .env("TZ", "UTC")
+            .caps_on_stdout()
+            .run()
+    };
+    // Never renewed: due at once, after the job.
+    let r = at("2024-01-07T03:00:00+00:00");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("check --leases:"), "{}", r.stderr);
+    let jan7 = 1_704_596_400;
+    assert_eq!(lease_times(&cache), (Some(jan7), Some(jan7.to_string())));
+    // Three days later: not due, nothing renewed.
+    let r = at("2024-01-10T03:00:00+00:00");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!r.stderr.contains("check --leases:"), "{}", r.stderr);
+    assert_eq!(lease_times(&cache), (Some(jan7), Some(jan7.to_string())));
+    // Eight days after the renewal: due again; every lease time moves.
+    let r = at("2024-01-15T03:00:00+00:00");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("check --leases:"), "{}", r.stderr);
+    let jan15 = jan7 + 8 * 86_400;
+    assert_eq!(lease_times(&cache), (Some(jan15), Some(jan15.to_string())));
+    let conn = rusqlite::Connection::open(&cache).unwrap();
+    let old: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM leases WHERE renewed < ?1",
+            [jan15],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(old, 0, "every reachable object's lease was renewed");
+}
+
+#[test]
+fn a_queue_path_on_the_command_line_needs_exactly_one_job() {
+    let s = Setup::new(THREE);
+    let queue = s.dir.join("given-queue");
+    for flag in ["--queue-only", "--reuse-queue"] {
+        let r = s.run(&["backup", flag, queue.to_str().unwrap()]);
+        assert_eq!(r.code, 2, "{}", r.stderr);
+        assert!(
+            r.stderr.contains(&format!(
+                "{flag} PATH with a config of several jobs: name exactly one with --job"
+            )),
+            "{}",
+            r.stderr
+        );
+    }
+    assert!(!queue.exists());
+    let r = s.run(&[
+        "backup",
+        "--job",
+        "alpha",
+        "--queue-only",
+        queue.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(queue.exists());
+    let r = s.run(&[
+        "--json",
+        "backup",
+        "--job",
+        "alpha",
+        "--reuse-queue",
+        queue.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(jobs_of(&r, "summary"), ["alpha"]);
+}
+
+/// The original tool's `core.yaml` (as in `config::tests`, with its paths
+/// and gateway made real), with a `jobs:` layer beside it.
+#[test]
+fn the_original_core_yaml_with_a_jobs_layer_beside_it_backs_up_each_job() {
+    let s = Setup::new("  - name: alpha\n    source:\n      path: 'DIR/a'\n");
+    let dir = &s.dir;
+    let core = dir.join("core.yaml");
+    fs::write(
+        &core,
+        format!(
+            r#"source:
+  # Path or glob pattern (to match path) to backup, required.
+  path: {dir}/b*
+  queue:
+    path: {dir}/queue.txt
+    check_mtime: true
+  entry_cache:
+    path: {dir}/entry_cache.sqlite
+    commit_after:
+      queries: 50
+      seconds: 10
+  pick_policy: alphasort_last
+
+destination:
+  url: {url}/uri
+  result:
+    print_to_stdout: true
+    append_to_file: {dir}/lafs-backup.caps
+  encoding:
+    xz:
+      enabled: true
+      options: {{options: {{level: 9}}}}
+      min_size: 5120
+      path_filter:
+        - '-\.(gz|bz2|zip|7z|rar|xz|lzma|jpe?g|png|mp[34]|ogg|avi|mkv)$'
+        - [500, '\.(txt|log|csv)$']
+
+http:
+  debug_requests: false
+  request_pool_options:
+    maxPersistentPerHost: 10
+  retry:
+    attempts: 2
+    delay: 0.2
+
+filter:
+  - '-/(?i)\.?svn(/.*|ignore)$'
+
+operation:
+  queue_only: false
+  reuse_queue: false
+  timeouts:
+    updates: [1200, 2400, 3600]
+
+logging:
+  warnings: true
+  sql_queries: false
+  version: 1
+  root:
+    level: custom
+    handlers: [console]
+
+manhole:
+  endpoint: tcp:8022:interface=localhost
+"#,
+            dir = dir.display(),
+            url = common::gateway_url()
+        ),
+    )
+    .unwrap();
+    let jobs = dir.join("jobs.yaml");
+    fs::write(
+        &jobs,
+        format!(
+            "jobs:\n  - name: alpha\n    source:\n      path: '{}'\n",
+            dir.join("a").display()
+        ),
+    )
+    .unwrap();
+    let r = lafs()
+        .arg("-c")
+        .arg(&core)
+        .arg("-c")
+        .arg(&jobs)
+        .args(["--json", "backup"])
+        .env("LAFS_BACKUP_NOW", "2024-01-07T03:00:00+00:00")
+        .env("TZ", "UTC")
+        .caps_on_stdout()
+        .run();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // The top-level source (the original's glob) is one more job, first.
+    assert_eq!(jobs_of(&r, "summary"), ["b", "alpha"], "{}", r.stdout);
+    assert!(
+        r.stderr.contains("ignoring config key manhole"),
+        "{}",
+        r.stderr
+    );
+    assert!(dir.join("queue.txt.alpha").exists());
+    let caps = fs::read_to_string(dir.join("lafs-backup.caps")).unwrap();
+    assert_eq!(caps.lines().count(), 2, "{caps}");
+}

@@ -5,8 +5,10 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+use super::hooked;
 use super::pick_source;
-use super::record::run_job;
+use super::record::run_job_summarized;
+use super::summary::JobSummary;
 use crate::cli::BackupArgs;
 use crate::commands::Context;
 use crate::config::{Config, Job};
@@ -14,7 +16,7 @@ use crate::exit::{self, Outcome, UsageError};
 use crate::scan;
 
 /// How bad a job's result is: 2 > 1 > 4 > 3 > 0 (`docs/config.md`).
-fn rank(code: u8) -> u8 {
+pub(super) fn rank(code: u8) -> u8 {
     match code {
         exit::USAGE => 4,
         exit::FATAL => 3,
@@ -24,7 +26,13 @@ fn rank(code: u8) -> u8 {
     }
 }
 
-pub(super) fn run(ctx: Context<'_>, args: &BackupArgs) -> anyhow::Result<Outcome> {
+/// The jobs a run with `jobs:` (or `--job`) runs, in order: each name with
+/// its derived config (`None`: the top-level source, as it is). A usage
+/// error (an unknown `--job`) runs nothing, hooks included.
+pub(super) fn select(
+    ctx: &Context<'_>,
+    args: &BackupArgs,
+) -> anyhow::Result<Vec<(String, Option<Config>)>> {
     let config = ctx.config();
     // The top-level source beside `jobs:` is one more job, named as today.
     let mut all: Vec<(String, Option<Config>)> = Vec::new();
@@ -57,19 +65,44 @@ pub(super) fn run(ctx: Context<'_>, args: &BackupArgs) -> anyhow::Result<Outcome
             .into());
         }
     }
-    let mut worst: (u8, Vec<String>) = (0, Vec::new());
-    for (name, derived) in all {
-        if !args.job.is_empty() && !args.job.contains(&name) {
-            continue;
+    all.retain(|(name, _)| args.job.is_empty() || args.job.contains(name));
+    // One queue file named on the command line cannot serve several jobs.
+    let given = [
+        ("--queue-only", &args.queue_only),
+        ("--reuse-queue", &args.reuse_queue),
+    ];
+    for (flag, value) in given {
+        if matches!(value, Some(Some(_))) && all.len() > 1 {
+            return Err(UsageError(format!(
+                "{flag} PATH with a config of several jobs: name exactly one with --job                  (the config has: {})",
+                all.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+            ))
+            .into());
         }
-        let job_ctx = ctx.with_config(derived.unwrap_or_else(|| config.clone()));
-        let code = match run_job(job_ctx, args, Some(&name)) {
-            Ok(report) => report.outcome.code(),
-            Err(err) => {
-                eprintln!("lafs-backup: job {name}: {}", exit::message(&err));
-                exit::code_for(&err)
+    }
+    Ok(all)
+}
+
+/// Runs the selected jobs, each inside its own hooks; returns the run's
+/// result (the worst job's) and each job's summary.
+pub(super) fn run(
+    ctx: &Context<'_>,
+    args: &BackupArgs,
+    selected: Vec<(String, Option<Config>)>,
+) -> (anyhow::Result<Outcome>, Vec<JobSummary>) {
+    let config = ctx.config();
+    let mut worst: (u8, Vec<String>) = (0, Vec::new());
+    let mut summaries = Vec::new();
+    for (name, derived) in selected {
+        let summary = match derived {
+            Some(derived) => {
+                let hooks = derived.hooks.clone();
+                hooked::job(&ctx.with_config(derived), args, &name, &hooks)
             }
+            None => run_unhooked(ctx.with_config(config.clone()), args, &name),
         };
+        let code = summary.exit;
+        summaries.push(summary);
         if rank(code) > rank(worst.0) {
             worst = (code, vec![name]);
         } else if rank(code) == rank(worst.0) && code != 0 {
@@ -78,13 +111,23 @@ pub(super) fn run(ctx: Context<'_>, args: &BackupArgs) -> anyhow::Result<Outcome
     }
     let (code, names) = worst;
     let failed = || format!("job(s) failed: {}", names.join(", "));
-    match code {
+    let result = match code {
         exit::USAGE => Err(UsageError(failed()).into()),
         exit::FATAL => Err(anyhow::anyhow!(failed())),
         4 => Ok(Outcome::Problems),
         3 => Ok(Outcome::Partial),
         _ => Ok(Outcome::Success),
+    };
+    (result, summaries)
+}
+
+/// One job without hooks of its own (the top-level source beside `jobs:`).
+fn run_unhooked(ctx: Context<'_>, args: &BackupArgs, name: &str) -> JobSummary {
+    let (result, summary) = run_job_summarized(ctx, args, Some(name));
+    if let Err(err) = &result {
+        eprintln!("lafs-backup: job {name}: {}", exit::message(err));
     }
+    summary
 }
 
 /// The shared config with the job's keys in place of the top-level ones.
@@ -118,5 +161,7 @@ fn derive(config: &Config, job: &Job) -> Config {
     if let Some(retention) = &job.retention {
         c.retention = retention.clone();
     }
+    // The job's hooks, for `hooked::job`; the top-level ones wrap the run.
+    c.hooks = job.hooks.clone();
     c
 }

@@ -8,15 +8,17 @@
 //! what failed, or another run holds its lock) costs a warning, never the
 //! job's own result.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::warn;
 
+use super::summary::JobSummary;
 use super::{job_name, run_one};
 use crate::cache::{Cache, RunRecord};
 use crate::cli::BackupArgs;
 use crate::clock;
 use crate::commands::Context;
+use crate::config::Config;
 use crate::exit::{self, Outcome};
 use crate::upload;
 
@@ -109,19 +111,92 @@ pub(crate) fn run_job(
         }
         Err(_) => None,
     };
-    if let (Some(record), Some(path)) = (record, &config.source.entry_cache.path) {
-        // A short wait: the lock is free unless another run holds it.
-        let opened = Cache::open_wait(
-            path,
-            &config.source.entry_cache.commit_after,
-            args.lock_wait.max(Duration::from_secs(5)),
-        );
-        if let Err(e) = opened.and_then(|mut cache| {
-            cache.record_run(&record)?;
-            cache.close()
-        }) {
-            warn!("could not record this run in the entry cache: {e}");
-        }
+    if let Some(record) = record {
+        store(&config, args, &record);
     }
     result
+}
+
+/// Writes one row of the `runs` table (best effort: a warning on failure).
+fn store(config: &Config, args: &BackupArgs, record: &RunRecord) {
+    let Some(path) = &config.source.entry_cache.path else {
+        return;
+    };
+    // A short wait: the lock is free unless another run holds it.
+    let opened = Cache::open_wait(
+        path,
+        &config.source.entry_cache.commit_after,
+        args.lock_wait.max(Duration::from_secs(5)),
+    );
+    if let Err(e) = opened.and_then(|mut cache| {
+        cache.record_run(record)?;
+        cache.close()
+    }) {
+        warn!("could not record this run in the entry cache: {e}");
+    }
+}
+
+/// The backup name of a job: its own, else the basename rule's (`None`
+/// when the source glob matches nothing).
+pub(super) fn name_of(config: &Config, job: Option<&str>) -> Option<String> {
+    match job {
+        Some(name) => Some(name.to_owned()),
+        None => job_name(config, None)
+            .ok()
+            .map(|n| n.to_string_lossy().into_owned()),
+    }
+}
+
+/// [`run_job`], timed, with its summary for hooks and monitors.
+pub(crate) fn run_job_summarized(
+    ctx: Context<'_>,
+    args: &BackupArgs,
+    job: Option<&str>,
+) -> (anyhow::Result<JobReport>, JobSummary) {
+    let name = name_of(ctx.config(), job).unwrap_or_default();
+    let started = Instant::now();
+    let result = run_job(ctx, args, job);
+    let summary = JobSummary::of(&name, job, &result, started.elapsed().as_secs_f64());
+    (result, summary)
+}
+
+/// Records a job that a `before` hook skipped (`skipped`, exit 0) or
+/// failed (exit 1, nothing backed up), and returns its summary. `--plan`
+/// runs no hooks, so this is always a backup run.
+pub(crate) fn record_hook_gate(
+    config: &Config,
+    args: &BackupArgs,
+    job: Option<&str>,
+    skipped: Option<String>,
+    error: Option<String>,
+) -> JobSummary {
+    let name = name_of(config, job);
+    let exit = if error.is_some() { exit::FATAL } else { 0 };
+    if let Some(name) = &name {
+        let now = clock::unix_now();
+        let not_a_run = args.queue_only.is_some() || config.operation.queue_only;
+        if !not_a_run {
+            store(
+                config,
+                args,
+                &RunRecord {
+                    name: name.as_bytes().to_vec(),
+                    job: job.map(str::to_owned),
+                    ts_start: now,
+                    ts_end: now,
+                    exit,
+                    skipped: skipped.clone(),
+                    ..RunRecord::default()
+                },
+            );
+        }
+    }
+    JobSummary {
+        name: name.unwrap_or_default(),
+        job: job.map(str::to_owned),
+        exit,
+        skipped,
+        error,
+        ..JobSummary::default()
+    }
 }

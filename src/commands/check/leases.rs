@@ -3,14 +3,17 @@
 //! stale-lease warning.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tracing::{debug, info};
 
 use super::Deadline;
 use super::report::{LeasesSummary, Reporter};
+use super::templates::Template;
 use super::tree::failure_report;
 use crate::cache::{Cache, unix_now};
+use crate::commands::Context;
+use crate::commands::show::LeaseWindow;
 use crate::config::Config;
 use crate::exit::Outcome;
 use crate::ratelimit::Limits;
@@ -36,6 +39,61 @@ pub(super) fn warn_stale(
     let days = unix_now().saturating_sub(older_than) / 86_400;
     report.stale_leases(&stale, days, json_line)?;
     Ok(stale.objects)
+}
+
+/// `check`'s default `--format` for an object report.
+const DEFAULT_FORMAT: &str = "{backup} {path} ({type}): {summary}";
+
+/// `lease.renew_every_days` for `backup`, after its jobs: when the last
+/// complete renewal began that many days ago or more (or never was), runs
+/// the `check --leases` renewal (resuming an interrupted one). `None`: not
+/// configured, not due, or no cache yet. Its reports go to stderr (or are
+/// `--json` lines), as `check --leases -e` would print them.
+pub(crate) fn renew_if_due(
+    ctx: &Context<'_>,
+    lock_wait: Duration,
+) -> anyhow::Result<Option<Outcome>> {
+    let config = ctx.config();
+    let Some(days) = config.lease.renew_every_days.filter(|d| *d > 0) else {
+        return Ok(None);
+    };
+    let Some(path) = &config.source.entry_cache.path else {
+        return Ok(None);
+    };
+    if !path.exists() {
+        // Every job failed before the cache was made: nothing to renew.
+        return Ok(None);
+    }
+    let mut cache = ctx.recorded_cache(lock_wait)?;
+    let every = i64::try_from(days.saturating_mul(86_400)).unwrap_or(i64::MAX);
+    if let Some(last) = cache.last_lease_renewal()?
+        && unix_now().saturating_sub(last) < every
+    {
+        info!(
+            "lease renewal not due (the last complete one began at {}; lease.renew_every_days: {days})",
+            crate::commands::show::time(last)
+        );
+        return Ok(None);
+    }
+    info!("lease.renew_every_days ({days}): renewing the leases of the recorded backups");
+    let gateway = ctx.gateway(None)?;
+    super::check_grid(&gateway)?;
+    let report = Reporter {
+        json: ctx.json(),
+        to_stderr: true,
+        format: Template::parse(DEFAULT_FORMAT).map_err(|e| anyhow::anyhow!("{e}"))?,
+        healthy_format: None,
+    };
+    let older_than = LeaseWindow::now(&config.lease).cutoff;
+    renew_leases(
+        &gateway.client,
+        &mut cache,
+        config,
+        &report,
+        older_than,
+        None,
+    )
+    .map(Some)
 }
 
 /// The result of one object's check in `check --leases`.
@@ -152,6 +210,8 @@ pub(super) fn renew_leases(
     }
     if fatal.is_none() && !stopped {
         cache.clear_lease_cursor()?;
+        // `lease.renew_every_days` counts from here.
+        cache.set_last_lease_renewal(run_started)?;
     }
     cache.commit()?;
     let requests = requests.load(Ordering::Relaxed);
