@@ -98,6 +98,16 @@ pub enum Command {
     /// Exit status: 0 identical, 4 different, 1 could not run.
     Verify(VerifyArgs),
 
+    /// Mount the recorded backups read-only (FUSE): MOUNTPOINT/NAME/<start
+    /// time>[_<label>]/… and NAME/latest, with the recorded names,
+    /// metadata and contents (docs/mount.md).
+    ///
+    /// Runs in the foreground until unmounted (`umount MOUNTPOINT`,
+    /// `fusermount3 -u MOUNTPOINT`) or interrupted (Ctrl-C, SIGTERM): then
+    /// it unmounts and exits 0. Exit status: 2 when MOUNTPOINT is not an
+    /// empty directory or a NAME has no backup, 1 when mounting fails.
+    Mount(MountArgs),
+
     /// Pin a backup: no retention policy forgets it, and `cleanup` forgets
     /// it only when it is named by its cap or generation. Without
     /// --generation or --label, the latest backup of NAME.
@@ -611,6 +621,28 @@ pub struct ListArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct MountArgs {
+    /// Where to mount: an empty directory.
+    #[arg(value_name = "MOUNTPOINT")]
+    pub mountpoint: std::path::PathBuf,
+
+    /// The backup names to show (as `list` shows them); all when none.
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+
+    /// Where decoded (decompressed) files are cached while mounted: a new
+    /// temporary directory inside this one (default: the system's temporary
+    /// directory), removed at unmount.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<std::path::PathBuf>,
+
+    /// The most bytes of decoded files kept in that cache (least recently
+    /// used first out); e.g. `1GiB`, `500M`, or a byte count.
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size_arg)]
+    pub cache_size: u64,
+}
+
+#[derive(Debug, Args)]
 pub struct CheckArgs {
     /// Backups to check: root caps, backup names (the latest backup of that
     /// name), or `-` to read caps from stdin, one per line.
@@ -905,6 +937,34 @@ pub(crate) fn parse_wait_arg(text: &str) -> Result<std::time::Duration, String> 
     parse_duration(text, true)
 }
 
+/// A size (`mount --cache-size`): bytes, or a whole number with `K`, `M`,
+/// `G` or `T` (also `KiB`… / `KB`…, all powers of 1024); more than zero.
+pub(crate) fn parse_size_arg(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let at = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(at);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(format!("{text:?} is not a size (e.g. 1GiB, 500M, 1048576)")),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (e.g. 1GiB, 500M, 1048576)"))?;
+    let bytes = n
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))?;
+    if bytes == 0 {
+        return Err("the size must be more than zero".into());
+    }
+    Ok(bytes)
+}
+
 /// One reading of every duration option: seconds, or a number with s, m,
 /// h or d; zero only where `allow_zero`.
 fn parse_duration(text: &str, allow_zero: bool) -> Result<std::time::Duration, String> {
@@ -941,6 +1001,23 @@ fn parse_duration(text: &str, allow_zero: bool) -> Result<std::time::Duration, S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mount_cache_sizes() {
+        assert_eq!(parse_size_arg("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size_arg("500M"), Ok(500 << 20));
+        assert_eq!(parse_size_arg("64k"), Ok(64 << 10));
+        assert_eq!(parse_size_arg("1048576"), Ok(1 << 20));
+        for bad in ["", "0", "1.5G", "G", "12 parsecs", "-1", "99999999999T"] {
+            assert!(parse_size_arg(bad).is_err(), "{bad:?}");
+        }
+        let cli = Cli::try_parse_from(["lafs-backup", "mount", "/mnt", "home"]).unwrap();
+        let Command::Mount(args) = cli.command else {
+            panic!("not mount")
+        };
+        assert_eq!(args.cache_size, 1 << 30);
+        assert_eq!(args.names, ["home"]);
+    }
 
     fn restore_args(args: &[&str]) -> RestoreArgs {
         let cli = Cli::try_parse_from([&["lafs-backup", "restore"], args].concat())

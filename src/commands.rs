@@ -19,6 +19,7 @@ pub(crate) mod forget;
 pub(crate) mod list;
 pub(crate) mod ls;
 pub(crate) mod man;
+pub(crate) mod mount;
 pub(crate) mod pin;
 pub(crate) mod restore;
 pub(crate) mod schedule;
@@ -75,6 +76,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Forget(ref args) => forget::run(&ctx, args),
         Command::Restore(ref args) => restore::run(&ctx, args),
         Command::Verify(ref args) => verify::run(&ctx, args),
+        Command::Mount(ref args) => mount::run(&ctx, args),
         Command::Pin(ref args) => pin::run(&ctx, args, true),
         Command::Ls(ref args) => ls::run(&ctx, args),
         Command::Cat(ref args) => cat::run(&ctx, args),

@@ -42,6 +42,8 @@
 //! - `upload`: a queue into an immutable tree on the grid.
 //! - `restore`: a backup tree into a local directory (`docs/restore.md`).
 //! - `verify`: a backup tree against a live tree (`docs/verify.md`).
+//! - `mount`: the recorded backups as a read-only FUSE file system
+//!   (`docs/mount.md`).
 //!
 //! **CLI**: from the command line to an exit code.
 //! - `cli`: the command line as clap parses it (the `--help` text).
@@ -83,6 +85,7 @@ pub(crate) mod healthchecks;
 pub(crate) mod hooks;
 pub(crate) mod logging;
 pub(crate) mod meta;
+pub(crate) mod mount;
 pub(crate) mod names;
 pub(crate) mod parallel;
 pub(crate) mod progress;

@@ -80,7 +80,15 @@ marker file matches. The grid runs in WORK/grid and is stopped and removed at
 the end (unless --keep). Logs, configs and JSON output of each run are in
 WORK/run/. Times are wall-clock (monotonic clock); the page cache is warm.
 A full run takes about 6-9 minutes on 2 cores (15+ with
---tahoe-rescan-entries 100000); --quick about 1 minute."""
+--tahoe-rescan-entries 100000); --quick about 1 minute.
+
+--mount runs only the `mount` case instead (on a grid of its own): a
+--mount-mb MiB (default 200) compressible text file stored with zstd and a
+32 MiB random file stored as it is are backed up, mounted with
+`lafs-backup mount`, and read through the mount in 1 MiB pieces at random
+offsets (each piece compared with the source): the first open (decoding
+into the disk cache), the random reads of both files, and the mount
+process's peak RSS (VmHWM, target under 64 MiB)."""
 
 
 # ----------------------------------------------------------------- helpers
@@ -983,6 +991,12 @@ def parse_args():
                    help="trees, grid, logs and results (default target/bench)")
     p.add_argument("--keep", action="store_true",
                    help="leave the grid running and keep the caches and queues in WORK/run")
+    p.add_argument("--mount", action="store_true",
+                   help="run only the `mount` case (see above), not the backup/restore benchmark")
+    p.add_argument("--mount-mb", type=int, default=200, metavar="N",
+                   help="size of the compressed file of the --mount case, in MiB (default 200)")
+    p.add_argument("--mount-reads", type=int, default=200, metavar="N",
+                   help="random 1 MiB reads of each file in the --mount case (default 200)")
     p.add_argument("--no-build", action="store_true",
                    help="(scripts/bench) skip `cargo build --release`")
     p.add_argument("--root", type=Path, help=argparse.SUPPRESS)
@@ -1021,6 +1035,155 @@ def round_order(kinds, rnd):
     return kinds if rnd % 2 == 0 else tuple(reversed(kinds))
 
 
+# ----------------------------------------------------------------- mount
+
+
+def mount_tree(trees, mb):
+    """A tree of one compressible text file of mb MiB (big.txt: lines of
+    words drawn from a small vocabulary, so zstd compresses it about 3-4x
+    without long repeats) and a 32 MiB random file (random.bin)."""
+    params = {"format": TREE_FORMAT, "kind": "mount", "mb": mb}
+
+    def fill(root):
+        rng = random.Random(LAYOUT_SEED)
+        words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9)))
+                 for _ in range(4096)]
+        with open(root / "big.txt", "wb") as f:
+            left, n = mb * MIB, 0
+            while left > 0:
+                lines = []
+                for _ in range(4096):
+                    n += 1
+                    lines.append(f"{n:09d} " + " ".join(rng.choices(words, k=10)) + "\n")
+                block = "".join(lines).encode()[:left]
+                f.write(block)
+                left -= len(block)
+        with open(root / "random.bin", "wb") as f:
+            f.write(rng.randbytes(32 * MIB))
+
+    return build_tree(trees, f"mount-{mb}", params, fill)
+
+
+def is_mountpoint(path):
+    target = str(Path(path).resolve())
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split(" ")[4] == target for line in f)
+
+
+def mount_main(args, facts, trees, run_dir):
+    """The --mount case: see DESCRIPTION."""
+    src = mount_tree(trees, args.mount_mb)
+    grid = Grid(args)
+    R = {"tree": {"path": str(src), "text_mib": args.mount_mb, "random_mib": 32}}
+    point = run_dir / "mnt"
+    point.mkdir()
+    try:
+        grid.start()
+        bench = Bench(args, grid)
+        cfg = run_dir / "mount.yaml"
+        cfg.write_text("\n".join([
+            "source:",
+            f"  path: {json.dumps(str(src))}",
+            f"  queue:\n    path: {json.dumps(str(run_dir / 'mount.queue'))}",
+            f"  entry_cache:\n    path: {json.dumps(str(run_dir / 'mount.cache'))}",
+            "destination:",
+            f"  url: {json.dumps(grid.url + '/uri')}",
+            "  encoding:\n    codec: zstd\n    xz:\n      path_filter:\n        - [0, '\\.txt$']",
+        ]) + "\n")
+        say(f"backing up {args.mount_mb} MiB of text (zstd) and 32 MiB of random bytes")
+        R["backup"] = bench.lafs(cfg, "mount-backup")
+        say(f"  {R['backup']['wall']:.1f} s")
+
+        holder = {}
+        out, err = bench._paths("mount")
+        cmd = [bench.bin, "-c", cfg, "--debug", "mount", "--cache-dir", run_dir, point]
+        runner = threading.Thread(target=lambda: holder.update(res=run_measured(cmd, out, err)))
+        runner.start()
+        t0 = time.monotonic()
+        while not is_mountpoint(point):
+            if not runner.is_alive() or time.monotonic() - t0 > 60:
+                runner.join(10)
+                raise BenchError(f"lafs-backup mount did not mount (log: {err})")
+            time.sleep(0.05)
+        R["mount_seconds"] = time.monotonic() - t0
+        name = src.name
+        backups = [p for p in (point / name).iterdir() if p.name != "latest"]
+        root = backups[0]
+        rng = random.Random(7)
+        try:
+            for fname in ("big.txt", "random.bin"):
+                size = (src / fname).stat().st_size
+                with open(src / fname, "rb") as want_f:
+                    t0 = time.monotonic()
+                    with open(root / fname, "rb") as f:
+                        first = f.read(MIB)
+                        opened = time.monotonic() - t0
+                        if first != want_f.read(MIB):
+                            raise BenchError(f"{fname}: the first MiB differs from the source")
+                        t1 = time.monotonic()
+                        for _ in range(args.mount_reads):
+                            at = rng.randrange(0, max(1, size - MIB))
+                            f.seek(at)
+                            got = f.read(MIB)
+                            want_f.seek(at)
+                            if got != want_f.read(MIB):
+                                raise BenchError(f"{fname}: 1 MiB at {at} differs from the source")
+                        reads = time.monotonic() - t1
+                R[fname] = {"size": size, "first_open_read": opened, "reads": args.mount_reads,
+                            "reads_seconds": reads}
+                say(f"  {fname}: open + first MiB {opened:.2f} s; {args.mount_reads} random 1 MiB "
+                    f"reads {reads:.2f} s; all match the source")
+        finally:
+            subprocess.run(["fusermount3", "-u", str(point)])
+            runner.join(60)
+        res = holder.get("res")
+        if res is None or res["rc"] != 0:
+            raise BenchError(f"lafs-backup mount did not end cleanly (log: {err})")
+        R["mount"] = res
+        say(f"  mount process: peak RSS {fmt_mib(res['maxrss_kib'])} MiB ({res['maxrss_method']}), "
+            f"CPU {res['cpu']:.1f} s")
+    except BenchError as e:
+        say(f"error: {e}")
+        if is_mountpoint(point):
+            subprocess.run(["fusermount3", "-u", "-z", str(point)])
+        grid.stop()
+        return 1
+    grid.stop()
+
+    rss = R["mount"]["maxrss_kib"]
+    lines = [
+        "# lafs-backup mount benchmark",
+        "",
+        f"{facts['date_utc']}, commit {facts['git']}, {facts['model']} ({facts['nproc']} CPUs "
+        f"available), {facts['mem_total']}, kernel {facts['kernel']}; grid: {args.shape}",
+        "",
+        "| what | result |",
+        "| --- | --- |",
+        f"| backup of {args.mount_mb} MiB text (zstd) + 32 MiB random | {fmt_s(R['backup']['wall'])} s |",
+        f"| mount until ready | {fmt_s(R['mount_seconds'])} s |",
+    ]
+    for fname, how in (("big.txt", "zstd: decoded into the disk cache on open"),
+                       ("random.bin", "stored as it is: ranged reads")):
+        r = R[fname]
+        lines += [
+            f"| {fname} ({r['size'] // MIB} MiB, {how}): open + first 1 MiB | {fmt_s(r['first_open_read'])} s |",
+            f"| {fname}: {r['reads']} random 1 MiB reads (each compared) | {fmt_s(r['reads_seconds'])} s |",
+        ]
+    lines.append(f"| peak RSS of the mount process ({R['mount']['maxrss_method']}) | "
+                 f"{fmt_mib(rss)} MiB ({'PASS' if rss is not None and rss < 64 * 1024 else 'FAIL'}: "
+                 "target under 64 MiB) |")
+    text = "\n".join(lines)
+    print(text)
+    results = args.work / "results"
+    results.mkdir(exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    (results / f"mount-{stamp}.md").write_text(text + "\n")
+    (results / f"mount-{stamp}.json").write_text(
+        json.dumps({"facts": facts, "runs": R}, indent=1, default=str) + "\n")
+    say(f"done in {time.monotonic() - T0:.0f} s; report: {results}/mount-{stamp}.md")
+    return 0
+
+
 def main():
     args = parse_args()
 
@@ -1036,6 +1199,8 @@ def main():
     if run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir()
+    if args.mount:
+        return mount_main(args, facts, trees, run_dir)
 
     # Trees first, while no grid burns CPU: one mixed tree per first run
     # (one layout, a content seed each), a warm-up tree, the rescan trees.

@@ -502,6 +502,65 @@ impl Client {
         self.download_at_most(cap, max, "the file")
     }
 
+    /// Bytes `offset .. offset + len` of a file cap whose content is
+    /// `size` bytes (`GET /uri/CAP` with `Range: bytes=A-B`; a `URI:LIT:`
+    /// cap is sliced locally), for `mount`'s reads of a file stored as it
+    /// is. The range is clipped to `size`; an empty one makes no request.
+    /// The reply is read with the range's length as its limit (one byte
+    /// more is [`TahoeError::TooLarge`]); a shorter body, or a `200` whole
+    /// body when only part was asked for, is [`TahoeError::Incomplete`] /
+    /// [`TahoeError::BadReply`], never a short result.
+    pub fn download_range(
+        &self,
+        cap: &Cap,
+        size: u64,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, TahoeError> {
+        let end = offset.saturating_add(len).min(size);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let want = end - offset;
+        if let Some(data) = lit::lit_data(cap) {
+            let (from, to) = (
+                usize::try_from(offset).unwrap_or(usize::MAX),
+                usize::try_from(end).unwrap_or(usize::MAX),
+            );
+            return data
+                .get(from..to)
+                .map(<[u8]>::to_vec)
+                .ok_or(TahoeError::Incomplete {
+                    expected: end,
+                    got: data.len() as u64,
+                });
+        }
+        let (url, _) = self.content_url(cap);
+        let range = format!("bytes={offset}-{}", end - 1);
+        self.with_retries("ranged download", Some(cap), |deadline| {
+            let timeout = time_left(deadline)?;
+            let result = self
+                .agent
+                .get(&url)
+                .header("Range", &range)
+                .config()
+                .timeout_global(timeout)
+                .build()
+                .call();
+            let reply = self.accept(result)?;
+            let status = reply.status().as_u16();
+            // A 200 is the whole file: fine only when that is the range.
+            if status != 206 && !(status == 200 && offset == 0 && end == size) {
+                return Err(TahoeError::BadReply(format!(
+                    "the gateway answered a ranged download with HTTP {status}"
+                )));
+            }
+            let data = self.read_body_bounded(reply, want, "the range of the file", None)?;
+            whole_body(data.len() as u64, None, Some(want))?;
+            Ok(data)
+        })
+    }
+
     /// Checks an object: `POST /uri/CAP?t=check&output=JSON` with
     /// `add-lease`, `verify`, `repair` as asked. Literal caps are healthy
     /// without a request. A missing object checked with `repair` is an

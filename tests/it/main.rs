@@ -39,6 +39,7 @@ mod labels;
 mod lifecycle_check;
 mod lifecycle_list_cleanup;
 mod lit_caps;
+mod mount;
 mod rebuild;
 mod restore_formats;
 mod restore_grid;
