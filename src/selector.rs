@@ -711,6 +711,7 @@ mod tests {
             label: None,
             priority: None,
             pinned: false,
+            kind: crate::cache::BackupKind::Tree,
         }
     }
 

@@ -13,6 +13,7 @@ use super::{schedule, show};
 
 mod jobs;
 mod record;
+mod stream;
 pub(crate) use record::JobReport;
 
 use crate::cache::Cache;
@@ -183,7 +184,7 @@ fn get_ready(args: &BackupArgs, ctx: &Context<'_>) -> anyhow::Result<Ready> {
 }
 
 pub(crate) fn run(ctx: Context<'_>, args: &BackupArgs) -> anyhow::Result<Outcome> {
-    if ctx.config().jobs.is_empty() && args.job.is_empty() {
+    if (ctx.config().jobs.is_empty() && args.job.is_empty()) || args.stdin.is_some() {
         return record::run_job(ctx, args, None).map(|report| report.outcome);
     }
     jobs::run(ctx, args)
@@ -199,6 +200,9 @@ pub(crate) fn run_one(
     apply_flags(args, ctx.config_mut());
     let ctx = ctx;
     let config = ctx.config();
+    if let Some((name, source)) = stream::source(config, args, job)? {
+        return stream::run(&ctx, args, job, &name, source);
+    }
     if config.operation.queue_only && config.operation.reuse_queue {
         return Err(UsageError(
             "operation.queue_only and operation.reuse_queue are both set: \

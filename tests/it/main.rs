@@ -44,6 +44,7 @@ mod scan_queue;
 mod scheduling;
 mod selector_context;
 mod state_safety;
+mod streams;
 mod tahoe_client;
 mod throughput;
 mod upload_grid;
