@@ -503,22 +503,13 @@ fn upload_queue(
     }
     drop(cache);
 
-    let results = &config.destination.result;
-    if results.print_to_stdout && !ctx.json() {
-        println!("{}", finished.root.as_str());
-    }
-    if let Some(file) = &results.append_to_file {
-        result::append_to_file(file, source.as_os_str().as_encoded_bytes(), &finished.root)
-            .with_context(|| format!("appending the result to {}", file.display()))?;
-    }
-    if let Some(dir) = &results.append_to_lafs_dir {
-        let link = names::edge_name(name.as_encoded_bytes(), false).name;
-        client
-            .link(dir.trim_matches('/'), &link, &finished.root)
-            .with_context(|| {
-                format!("linking the backup as {link:?} into destination.result.append_to_lafs_dir")
-            })?;
-    }
+    deliver(
+        ctx,
+        &client,
+        name.as_encoded_bytes(),
+        source.as_os_str().as_encoded_bytes(),
+        &finished.root,
+    )?;
     queue::mark_done(queue_path)?;
 
     let name_text = String::from_utf8_lossy(name.as_encoded_bytes()).into_owned();
@@ -567,6 +558,35 @@ fn upload_queue(
         stats,
         generation,
     })
+}
+
+/// Sends a recorded backup's root cap where `destination.result` says:
+/// stdout, the result file (with `source` as its source column), the
+/// result directory (linked as the backup `name`).
+fn deliver(
+    ctx: &Context<'_>,
+    client: &Client,
+    name: &[u8],
+    source: &[u8],
+    root: &crate::tahoe::Cap,
+) -> anyhow::Result<()> {
+    let results = &ctx.config().destination.result;
+    if results.print_to_stdout && !ctx.json() {
+        println!("{}", root.as_str());
+    }
+    if let Some(file) = &results.append_to_file {
+        result::append_to_file(file, source, root)
+            .with_context(|| format!("appending the result to {}", file.display()))?;
+    }
+    if let Some(dir) = &results.append_to_lafs_dir {
+        let link = names::edge_name(name, false).name;
+        client
+            .link(dir.trim_matches('/'), &link, root)
+            .with_context(|| {
+                format!("linking the backup as {link:?} into destination.result.append_to_lafs_dir")
+            })?;
+    }
+    Ok(())
 }
 
 /// Reads the whole queue once, so that a damaged queue is refused before any

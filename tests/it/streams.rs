@@ -103,14 +103,6 @@ impl OutputOk for common::Lafs {
     }
 }
 
-fn bytes_uploaded(url: &str) -> u64 {
-    let stats: serde_json::Value =
-        serde_json::from_slice(&common::http_get(&format!("{url}/statistics?t=json"))).unwrap();
-    stats["counters"]["uploader.bytes_uploaded"]
-        .as_u64()
-        .unwrap_or(0)
-}
-
 /// The directory listing of `cap`: name -> (type, cap, metadata).
 fn listing(url: &str, cap: &str) -> Vec<(String, String, String, Value)> {
     let text = common::http_get(&format!("{url}/uri/{}?t=json", cap.replace(':', "%3A")));
@@ -175,9 +167,9 @@ fn stdin_streams_round_trip_and_deduplicate() {
     assert!(no_config == data, "cat --gateway differs from the input");
 
     // The same again: nothing goes up.
-    let before = bytes_uploaded(grid.url());
+    let before = common::bytes_uploaded(grid.url());
     let again = s.backup_stdin("dump", &data);
-    assert_eq!(bytes_uploaded(grid.url()), before, "{again}");
+    assert_eq!(common::bytes_uploaded(grid.url()), before, "{again}");
     assert_eq!(again["chunks_uploaded"], 0);
     assert_eq!(again["root_cap"], first["root_cap"]);
 
@@ -187,9 +179,9 @@ fn stdin_streams_round_trip_and_deduplicate() {
         data.len() / 2..data.len() / 2,
         common::pseudo_random_bytes(64 << 10, 16),
     );
-    let before = bytes_uploaded(grid.url());
+    let before = common::bytes_uploaded(grid.url());
     let third = s.backup_stdin("dump", &changed);
-    let sent = bytes_uploaded(grid.url()) - before;
+    let sent = common::bytes_uploaded(grid.url()) - before;
     assert!(
         third["bytes_uploaded"].as_u64().unwrap() <= (64 << 10) + 3 * MAX_SIZE,
         "{third}"
@@ -415,6 +407,11 @@ fn leases_and_cleanup_reach_every_chunk() {
     let all: BTreeSet<&String> = o1.union(&o2).collect();
     assert_eq!(summary["objects"], all.len(), "{summary}");
     assert_eq!(summary["renewed"], all.len(), "{summary}");
+
+    // A deep check (the dir tree, as `tahoe deep-check` walks it) finds
+    // every object of a stream healthy.
+    let checked = s.lafs().args(["check", "a"]).run();
+    assert_eq!(checked.code, 0, "{}", checked.stderr);
 
     // Forget the first: what the second reaches stays known.
     s.lafs().args(["cleanup", r1]).known_cap(r1).ok();

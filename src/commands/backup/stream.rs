@@ -17,16 +17,14 @@ use std::time::Instant;
 use anyhow::Context as _;
 use tracing::{debug, info};
 
-use super::{JobReport, Label, check_grid, forget_after_backup, schedule, tag};
+use super::{JobReport, Label, check_grid, deliver, forget_after_backup, schedule, tag};
 use crate::cache::BackupKind;
 use crate::cli::BackupArgs;
 use crate::commands::Context;
 use crate::config::{Config, JobKind};
 use crate::encode::Encoder;
 use crate::exit::UsageError;
-use crate::names;
 use crate::progress;
-use crate::result;
 use crate::stream::store::{self, StreamError};
 use crate::upload;
 
@@ -163,26 +161,11 @@ pub(super) fn run(
     }
     drop(cache);
 
-    let results = &config.destination.result;
-    if results.print_to_stdout && !ctx.json() {
-        println!("{}", stored.root.as_str());
-    }
-    if let Some(file) = &results.append_to_file {
-        let what = match &source {
-            Source::Stdin => "-".to_owned(),
-            Source::Command(argv) => argv.join(" "),
-        };
-        result::append_to_file(file, what.as_bytes(), &stored.root)
-            .with_context(|| format!("appending the result to {}", file.display()))?;
-    }
-    if let Some(dir) = &results.append_to_lafs_dir {
-        let link = names::edge_name(name.as_bytes(), false).name;
-        client
-            .link(dir.trim_matches('/'), &link, &stored.root)
-            .with_context(|| {
-                format!("linking the backup as {link:?} into destination.result.append_to_lafs_dir")
-            })?;
-    }
+    let what = match &source {
+        Source::Stdin => "-".to_owned(),
+        Source::Command(argv) => argv.join(" "),
+    };
+    deliver(ctx, &client, name.as_bytes(), what.as_bytes(), &stored.root)?;
     if ctx.json() {
         let line = serde_json::json!({
             "type": "summary",
