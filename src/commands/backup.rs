@@ -237,16 +237,7 @@ pub(crate) fn run_one(
             args.lock_wait,
         )? {
             schedule::Verdict::Run { label, priority } => Label { label, priority },
-            schedule::Verdict::Skip(why) => {
-                if ctx.json() {
-                    let line = serde_json::json!({"type": "skipped", "reason": why});
-                    println!("{}", tag(line, job));
-                } else {
-                    eprintln!("lafs-backup: {why} (--ignore-schedule backs up anyway)");
-                }
-                report.skipped = Some(why);
-                return Ok(report);
-            }
+            schedule::Verdict::Skip(why) => return Ok(skipped(&ctx, job, report, why)),
         }
     };
     let ready = if config.operation.queue_only {
@@ -348,6 +339,18 @@ fn tag(mut line: serde_json::Value, job: Option<&str>) -> serde_json::Value {
         map.insert("job".into(), job.into());
     }
     line
+}
+
+/// A run the schedule skips: says why (a `skipped` line with `--json`).
+fn skipped(ctx: &Context<'_>, job: Option<&str>, mut report: JobReport, why: String) -> JobReport {
+    if ctx.json() {
+        let line = serde_json::json!({"type": "skipped", "reason": why});
+        println!("{}", tag(line, job));
+    } else {
+        eprintln!("lafs-backup: {why} (--ignore-schedule backs up anyway)");
+    }
+    report.skipped = Some(why);
+    report
 }
 
 /// The retention label (and tiers' priority) a new backup gets.

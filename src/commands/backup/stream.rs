@@ -17,7 +17,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use tracing::{debug, info};
 
-use super::{JobReport, Label, check_grid, deliver, forget_after_backup, schedule, tag};
+use super::{JobReport, Label, check_grid, deliver, forget_after_backup, schedule, skipped, tag};
 use crate::cache::BackupKind;
 use crate::cli::BackupArgs;
 use crate::commands::Context;
@@ -88,16 +88,7 @@ pub(super) fn run(
     let label = match schedule::verdict(ctx, name.as_bytes(), args.ignore_schedule, args.lock_wait)?
     {
         schedule::Verdict::Run { label, priority } => Label { label, priority },
-        schedule::Verdict::Skip(why) => {
-            if ctx.json() {
-                let line = serde_json::json!({"type": "skipped", "reason": why});
-                println!("{}", tag(line, job));
-            } else {
-                eprintln!("lafs-backup: {why} (--ignore-schedule backs up anyway)");
-            }
-            report.skipped = Some(why);
-            return Ok(report);
-        }
+        schedule::Verdict::Skip(why) => return Ok(skipped(ctx, job, report, why)),
     };
     ctx.backup_cache_path()?;
     let encoder = Encoder::new(&config.destination.encoding).map_err(UsageError)?;
