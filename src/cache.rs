@@ -40,7 +40,7 @@ use crate::config::CommitAfter;
 use crate::tahoe::Cap;
 
 pub(crate) use backups::ForgetPlan;
-pub(crate) use key::{DirChild, FileKey, ObjectKey, SymlinkKey, dir_key};
+pub(crate) use key::{DirChild, FileKey, KeyBuilder, ObjectKey, SymlinkKey, dir_key};
 pub(crate) use leases::{LeaseAges, StaleLeases};
 pub(crate) use rebuild::{RebuiltBackup, lock_path_only};
 pub(crate) use runs::RunRecord;
@@ -48,7 +48,7 @@ pub(crate) use schema::SCHEMA_VERSION;
 pub(crate) use verified::Coverage;
 // The unit tests of the cache's modules name these by their short path.
 #[cfg(test)]
-pub(crate) use {key::KeyBuilder, lock::lock_path, schema::APPLICATION_ID};
+pub(crate) use {lock::lock_path, schema::APPLICATION_ID};
 
 /// How often [`Cache::open_wait`] retries the lock.
 const LOCK_POLL: Duration = Duration::from_millis(200);
@@ -234,6 +234,36 @@ pub(crate) struct BackupRow {
     pub(crate) priority: Option<i64>,
     /// Marked by `pin`: no retention policy forgets it.
     pub(crate) pinned: bool,
+    /// A file tree or a stream (`docs/streams.md`).
+    pub(crate) kind: BackupKind,
+}
+
+/// What a backup holds: the `kind` column of `backups`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum BackupKind {
+    /// A file tree (every backup before schema version 5).
+    #[default]
+    Tree,
+    /// A stream (`backup --stdin`, a `kind: command` job).
+    Stream,
+}
+
+impl BackupKind {
+    /// The column's (and `list --json`'s) word.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            BackupKind::Tree => "tree",
+            BackupKind::Stream => "stream",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        match s {
+            "tree" => Some(BackupKind::Tree),
+            "stream" => Some(BackupKind::Stream),
+            _ => None,
+        }
+    }
 }
 
 /// The grid probe recorded when the cache was created.
@@ -659,13 +689,25 @@ impl Cache {
         entries: u64,
         bytes: u64,
     ) -> Result<i64, CacheError> {
+        self.finish_backup_of(BackupKind::Tree, name, root, entries, bytes)
+    }
+
+    /// [`Cache::finish_backup`] of a backup of this `kind`.
+    pub(crate) fn finish_backup_of(
+        &mut self,
+        kind: BackupKind,
+        name: &[u8],
+        root: &Cap,
+        entries: u64,
+        bytes: u64,
+    ) -> Result<i64, CacheError> {
         let generation = self.run_generation()?;
         let now = unix_now();
         let start = self.run_start.unwrap_or(now);
         self.write(
             "recording a backup in",
-            "INSERT INTO backups (name, root_cap, generation, ts_start, ts_end, entries, bytes)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO backups (name, root_cap, generation, ts_start, ts_end, entries, bytes, kind)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 name,
                 root.as_str(),
@@ -673,7 +715,8 @@ impl Cache {
                 start,
                 now,
                 to_sql(entries),
-                to_sql(bytes)
+                to_sql(bytes),
+                kind.as_str()
             ],
         )?;
         let id = self.conn.last_insert_rowid();
@@ -687,7 +730,7 @@ impl Cache {
             .conn
             .prepare_cached(
                 "SELECT id, name, root_cap, generation, ts_start, ts_end, entries, bytes, ts_check,
-                        label, priority, pinned
+                        label, priority, pinned, kind
                  FROM backups ORDER BY id",
             )
             .and_then(|mut stmt| {
@@ -706,6 +749,7 @@ impl Cache {
                             r.get::<_, Option<String>>(9)?,
                             r.get::<_, Option<i64>>(10)?,
                             r.get::<_, bool>(11)?,
+                            r.get::<_, String>(12)?,
                         ),
                     ))
                 })?
@@ -724,7 +768,7 @@ impl Cache {
                     entries,
                     bytes,
                     ts_check,
-                    (label, priority, pinned),
+                    (label, priority, pinned, kind),
                 )| {
                     let count =
                         |v: i64| u64::try_from(v).map_err(|_| self.corrupt("a negative count"));
@@ -741,6 +785,8 @@ impl Cache {
                         label,
                         priority,
                         pinned,
+                        kind: BackupKind::parse(&kind)
+                            .ok_or_else(|| self.corrupt("an unknown backup kind"))?,
                     })
                 },
             )

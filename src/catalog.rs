@@ -16,7 +16,7 @@
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::cache::{BackupRow, Cache, CacheError};
+use crate::cache::{BackupKind, BackupRow, Cache, CacheError};
 use crate::commands::Context;
 use crate::exit::Outcome;
 use crate::tahoe::{Cap, Client, TahoeError};
@@ -60,6 +60,8 @@ pub(crate) struct CatalogEntry {
     pub(crate) root_cap: Cap,
     /// Its child name in the name's directory.
     pub(crate) link: String,
+    /// A tree or a stream (`docs/streams.md`).
+    pub(crate) kind: BackupKind,
 }
 
 impl CatalogEntry {
@@ -75,6 +77,7 @@ impl CatalogEntry {
             bytes: row.bytes,
             root_cap: row.root_cap.clone(),
             link: link_name(row.ts_start, row.label.as_deref()),
+            kind: row.kind,
         }
     }
 
@@ -94,6 +97,7 @@ impl CatalogEntry {
             label: self.label.clone(),
             priority: None,
             pinned: false,
+            kind: self.kind,
         }
     }
 }
@@ -121,6 +125,13 @@ struct IndexEntry {
     bytes: u64,
     root_cap: String,
     link: String,
+    /// `tree` or `stream`; absent in indexes written before streams: a tree.
+    #[serde(default = "tree_kind")]
+    kind: String,
+}
+
+fn tree_kind() -> String {
+    BackupKind::Tree.as_str().to_owned()
 }
 
 /// Whether `cap` is a mutable directory's writecap, the only kind a
@@ -225,6 +236,7 @@ fn entry_of(name: &str, e: &IndexEntry) -> Result<CatalogEntry, CatalogError> {
         bytes: e.bytes,
         root_cap,
         link: e.link.clone(),
+        kind: BackupKind::parse(&e.kind).ok_or_else(|| bad("an unknown backup kind"))?,
     })
 }
 
@@ -305,6 +317,7 @@ fn index_entry(e: &CatalogEntry) -> IndexEntry {
         bytes: e.bytes,
         root_cap: e.root_cap.as_str().to_owned(),
         link: e.link.clone(),
+        kind: e.kind.as_str().to_owned(),
     }
 }
 
@@ -510,6 +523,7 @@ mod tests {
             bytes: 99,
             root_cap: cap,
             link: link_name(1_704_592_800, Some("daily")),
+            kind: BackupKind::Stream,
         };
         let stored = index_entry(&e);
         assert_eq!(stored.start, "2024-01-07T02:00:00Z");
@@ -517,6 +531,11 @@ mod tests {
         let back: IndexEntry = serde_json::from_str(&text).unwrap();
         let name = crate::commands::show::name(&e.name);
         assert_eq!(entry_of(&name, &back).unwrap(), e);
+        // An index written before streams has no `kind`: a tree.
+        let old = text.replace(",\"kind\":\"stream\"", "");
+        assert!(!old.contains("kind"), "{old}");
+        let back: IndexEntry = serde_json::from_str(&old).unwrap();
+        assert_eq!(entry_of(&name, &back).unwrap().kind, BackupKind::Tree);
         assert!(is_writecap(
             &Cap::parse(&format!("URI:DIR2:{}:{}", "a".repeat(26), "b".repeat(52))).unwrap()
         ));

@@ -125,7 +125,8 @@ pub enum Command {
     Ls(LsArgs),
 
     /// Write one file of a backup to stdout: its exact, decoded bytes (a
-    /// symlink's target with --readlink).
+    /// symlink's target with --readlink); without PATH, a stream backup's
+    /// exact bytes.
     ///
     /// With --gateway and a root cap, no config or cache is needed.
     Cat(CatArgs),
@@ -315,9 +316,11 @@ pub struct CatArgs {
     #[arg(value_name = "CAP|NAME")]
     pub backup: String,
 
-    /// The file in the backup, relative to its root.
+    /// The file in the backup, relative to its root. Without it, the
+    /// backup must be a stream backup (`backup --stdin`, a `kind: command`
+    /// job), whose exact bytes are written.
     #[arg(value_name = "PATH")]
-    pub path: std::ffi::OsString,
+    pub path: Option<std::ffi::OsString>,
 
     /// For a symlink: write its target instead of refusing.
     #[arg(long)]
@@ -554,9 +557,14 @@ pub struct VerifyArgs {
     #[arg(value_name = "CAP|NAME")]
     pub backup: String,
 
-    /// The live tree to compare it with.
-    #[arg(value_name = "PATH")]
-    pub path: std::path::PathBuf,
+    /// The live tree to compare it with (not with --stdin).
+    #[arg(value_name = "PATH", required_unless_present = "stdin")]
+    pub path: Option<std::path::PathBuf>,
+
+    /// Compare a stream backup with standard input instead of a tree with
+    /// PATH: the byte count and the first differing offset.
+    #[arg(long, conflicts_with_all = ["path", "content", "unfiltered"])]
+    pub stdin: bool,
 
     /// With a NAME: compare this generation instead of the latest.
     #[arg(long, value_name = "N")]
@@ -870,6 +878,12 @@ pub struct BackupArgs {
     /// source's backup name); repeatable. Default: every job.
     #[arg(long, value_name = "NAME")]
     pub job: Vec<String>,
+
+    /// Back up standard input as the stream backup NAME instead of a tree
+    /// (docs/streams.md): cut into chunks by content, each stored once.
+    /// Recorded only when stdin ends without a read error.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["queue_only", "reuse_queue", "job", "force_queue_rebuild", "plan"])]
+    pub stdin: Option<String>,
 }
 
 /// The arguments of `forget`.

@@ -18,6 +18,7 @@
 //! (`schema`): sections walk their mapping, leaves parse and validate their
 //! value. [`Config::to_yaml`] writes the result back (`emit`).
 
+mod chunking;
 mod emit;
 mod hooks;
 mod jobs;
@@ -30,8 +31,9 @@ mod values;
 
 use std::path::{Path, PathBuf};
 
+pub(crate) use chunking::{Chunking, limits as chunk_limits};
 pub(crate) use hooks::Hooks;
-pub(crate) use jobs::Job;
+pub(crate) use jobs::{Job, JobKind};
 pub(crate) use retention::Retention;
 use schema::{Item, Layer, section};
 use values::{
@@ -274,6 +276,8 @@ section! {
         pub logging: Logging,
         /// `monitor`: pings, metrics and the thresholds `status` checks.
         pub monitor: Monitor,
+        /// `chunking`: how streams are cut into chunks (`docs/streams.md`).
+        pub chunking: Chunking,
         /// `retention`: the policy `forget` applies (`docs/retention.md`);
         /// `None` when no policy is configured.
         pub retention: Option<Retention> => retention,

@@ -96,6 +96,7 @@ pub(crate) mod result;
 pub(crate) mod retention;
 pub(crate) mod scan;
 pub(crate) mod selector;
+pub(crate) mod stream;
 pub(crate) mod tahoe;
 pub(crate) mod tree;
 pub(crate) mod upload;

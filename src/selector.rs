@@ -758,6 +758,7 @@ mod tests {
             label: None,
             priority: None,
             pinned: false,
+            kind: crate::cache::BackupKind::Tree,
         }
     }
 

@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension};
 use super::{CacheError, sql_err, unix_now};
 
 /// The schema this build writes and reads.
-pub(crate) const SCHEMA_VERSION: u32 = 4;
+pub(crate) const SCHEMA_VERSION: u32 = 5;
 
 /// `PRAGMA application_id` of a lafs-backup cache: "LAFB".
 pub(crate) const APPLICATION_ID: i32 = 0x4C41_4642;
@@ -45,7 +45,8 @@ CREATE TABLE backups (
     ts_check   INTEGER NULL,
     label      TEXT NULL,
     priority   INTEGER NULL,
-    pinned     INTEGER NOT NULL DEFAULT 0 CHECK (pinned IN (0, 1))
+    pinned     INTEGER NOT NULL DEFAULT 0 CHECK (pinned IN (0, 1)),
+    kind       TEXT NOT NULL DEFAULT 'tree' CHECK (kind IN ('tree', 'stream'))
 );
 CREATE INDEX backups_generation ON backups (generation);
 CREATE INDEX backups_root_cap ON backups (root_cap);
@@ -120,6 +121,10 @@ const MIGRATIONS: &[&str] = &[
          objects_reused INTEGER NULL
      );
      CREATE INDEX runs_name ON runs (name, id);",
+    // 4 -> 5 (issue 15, streams): what a backup is, a file tree or a
+    // stream (docs/streams.md). Every backup before the upgrade is a tree.
+    "ALTER TABLE backups ADD COLUMN kind TEXT NOT NULL DEFAULT 'tree'
+         CHECK (kind IN ('tree', 'stream'));",
 ];
 
 const _: () = assert!(SCHEMA_VERSION as usize == MIGRATIONS.len() + 1);

@@ -1314,7 +1314,7 @@ fn a_v2_cache_gains_the_verified_table_in_place() {
         Cache::open_read_only(&path).unwrap_err(),
         CacheError::NeedsUpgrade {
             found: 2,
-            supported: 4,
+            supported: 5,
             ..
         }
     ));
@@ -1332,10 +1332,21 @@ fn a_v2_cache_gains_the_verified_table_in_place() {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .unwrap();
-    assert_eq!((version.as_str(), ts), ("4", 1_700_000_900), "latest kept");
+    assert_eq!((version.as_str(), ts), ("5", 1_700_000_900), "latest kept");
     let (_new_dir, new_path) = scratch();
     Cache::open(&new_path, &NO_LIMIT).unwrap().close().unwrap();
     assert_eq!(columns(&path, "verified"), columns(&new_path, "verified"));
     // And v3 -> v4 adds the runs table, identical to a new cache's.
     assert_eq!(columns(&path, "runs"), columns(&new_path, "runs"));
+    // And v4 -> v5 adds backups.kind, identical to a new cache's; every
+    // backup of before is a tree.
+    assert_eq!(columns(&path, "backups"), columns(&new_path, "backups"));
+    let cache = Cache::open_read_only(&path).unwrap();
+    assert!(
+        cache
+            .backups()
+            .unwrap()
+            .iter()
+            .all(|b| b.kind == BackupKind::Tree)
+    );
 }

@@ -14,6 +14,7 @@ use super::{schedule, show};
 mod hooked;
 mod jobs;
 mod record;
+mod stream;
 mod summary;
 pub(crate) use record::JobReport;
 
@@ -198,6 +199,9 @@ pub(crate) fn run_one(
     apply_flags(args, ctx.config_mut());
     let ctx = ctx;
     let config = ctx.config();
+    if let Some((name, source)) = stream::source(config, args, job)? {
+        return stream::run(&ctx, args, job, &name, source);
+    }
     if config.operation.queue_only && config.operation.reuse_queue {
         return Err(UsageError(
             "operation.queue_only and operation.reuse_queue are both set: \
@@ -232,16 +236,7 @@ pub(crate) fn run_one(
             args.lock_wait,
         )? {
             schedule::Verdict::Run { label, priority } => Label { label, priority },
-            schedule::Verdict::Skip(why) => {
-                if ctx.json() {
-                    let line = serde_json::json!({"type": "skipped", "reason": why});
-                    println!("{}", tag(line, job));
-                } else {
-                    eprintln!("lafs-backup: {why} (--ignore-schedule backs up anyway)");
-                }
-                report.skipped = Some(why);
-                return Ok(report);
-            }
+            schedule::Verdict::Skip(why) => return Ok(skipped(&ctx, job, report, why)),
         }
     };
     let ready = if config.operation.queue_only {
@@ -343,6 +338,18 @@ fn tag(mut line: serde_json::Value, job: Option<&str>) -> serde_json::Value {
         map.insert("job".into(), job.into());
     }
     line
+}
+
+/// A run the schedule skips: says why (a `skipped` line with `--json`).
+fn skipped(ctx: &Context<'_>, job: Option<&str>, mut report: JobReport, why: String) -> JobReport {
+    if ctx.json() {
+        let line = serde_json::json!({"type": "skipped", "reason": why});
+        println!("{}", tag(line, job));
+    } else {
+        eprintln!("lafs-backup: {why} (--ignore-schedule backs up anyway)");
+    }
+    report.skipped = Some(why);
+    report
 }
 
 /// The retention label (and tiers' priority) a new backup gets.
@@ -498,24 +505,16 @@ fn upload_queue(
     }
     drop(cache);
 
-    let results = &config.destination.result;
-    if results.print_to_stdout && !ctx.json() {
-        println!("{}", finished.root.as_str());
-    }
-    if let Some(file) = &results.append_to_file {
-        result::append_to_file(file, source.as_os_str().as_encoded_bytes(), &finished.root)
-            .with_context(|| format!("appending the result to {}", file.display()))?;
-    }
-    if let Some(dir) = &results.append_to_lafs_dir {
-        let link = names::edge_name(name.as_encoded_bytes(), false).name;
-        client
-            .link(dir.trim_matches('/'), &link, &finished.root)
-            .with_context(|| {
-                format!("linking the backup as {link:?} into destination.result.append_to_lafs_dir")
-            })?;
-    }
-    // The recovery catalog (docs/recovery.md): a failure only warns (exit 4).
-    let catalog = crate::catalog::after_backup(ctx, &client, id);
+    // The result targets, then the recovery catalog (docs/recovery.md: a
+    // failure there only warns, exit 4).
+    let catalog = deliver(
+        ctx,
+        &client,
+        id,
+        name.as_encoded_bytes(),
+        source.as_os_str().as_encoded_bytes(),
+        &finished.root,
+    )?;
     queue::mark_done(queue_path)?;
 
     let name_text = String::from_utf8_lossy(name.as_encoded_bytes()).into_owned();
@@ -566,6 +565,37 @@ fn upload_queue(
         stats,
         generation,
     })
+}
+
+/// Sends a recorded backup's root cap where `destination.result` says:
+/// stdout, the result file (with `source` as its source column), the
+/// result directory (linked as the backup `name`).
+fn deliver(
+    ctx: &Context<'_>,
+    client: &Client,
+    id: i64,
+    name: &[u8],
+    source: &[u8],
+    root: &crate::tahoe::Cap,
+) -> anyhow::Result<Outcome> {
+    let results = &ctx.config().destination.result;
+    if results.print_to_stdout && !ctx.json() {
+        println!("{}", root.as_str());
+    }
+    if let Some(file) = &results.append_to_file {
+        result::append_to_file(file, source, root)
+            .with_context(|| format!("appending the result to {}", file.display()))?;
+    }
+    if let Some(dir) = &results.append_to_lafs_dir {
+        let link = names::edge_name(name, false).name;
+        client
+            .link(dir.trim_matches('/'), &link, root)
+            .with_context(|| {
+                format!("linking the backup as {link:?} into destination.result.append_to_lafs_dir")
+            })?;
+    }
+    // The recovery catalog (row `id` of the cache): a failure only warns.
+    Ok(crate::catalog::after_backup(ctx, client, id))
 }
 
 /// Reads the whole queue once, so that a damaged queue is refused before any

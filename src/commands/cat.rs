@@ -9,6 +9,7 @@ use crate::browse::{self, Browser, Entry};
 use crate::cli::CatArgs;
 use crate::exit::{Outcome, UsageError};
 use crate::selector::Selector;
+use crate::stream;
 use crate::tree::Kind;
 
 pub(crate) fn run(ctx: &Context<'_>, args: &CatArgs) -> anyhow::Result<Outcome> {
@@ -16,13 +17,31 @@ pub(crate) fn run(ctx: &Context<'_>, args: &CatArgs) -> anyhow::Result<Outcome> 
     let gateway = ctx.interactive_gateway(args.gateway.gateway.as_deref(), args.gateway.timeout)?;
     let picked = ctx.pick(&selector)?;
     gateway.storage_servers()?;
-    write_file(
-        &gateway.client,
-        &picked.cap,
-        args.path.as_bytes(),
-        args.readlink,
-    )?;
+    match &args.path {
+        Some(path) => write_file(&gateway.client, &picked.cap, path.as_bytes(), args.readlink)?,
+        None => write_stream(&gateway.client, &picked.cap, &args.backup)?,
+    }
     Ok(Outcome::Success)
+}
+
+/// Writes the stream backup `root` (named `shown` by the user) to stdout:
+/// its exact bytes, each chunk's length and the total checked.
+fn write_stream(
+    client: &crate::tahoe::Client,
+    root: &crate::tahoe::Cap,
+    shown: &str,
+) -> anyhow::Result<()> {
+    let Some(layout) = stream::read::open(client, root)? else {
+        return Err(UsageError(format!(
+            "{shown}: is a tree backup: give the PATH of a file in it \
+             (cat without a PATH writes a stream backup)"
+        ))
+        .into());
+    };
+    let mut out = io::stdout().lock();
+    stream::read::for_each_chunk(client, &layout, |bytes| out.write_all(bytes))?;
+    out.flush()?;
+    Ok(())
 }
 
 /// Writes the file at `path` of the backup `root` to stdout.
@@ -33,6 +52,18 @@ pub(crate) fn write_file(
     readlink: bool,
 ) -> anyhow::Result<()> {
     let mut browser = Browser::new(client);
+    // The root's listing, which the lookup reuses: a stream has no paths.
+    let top = browser
+        .listing(root, true, b"")
+        .map_err(super::browse_error)?;
+    if top.root_meta.is_none() && browse::find_child(&top, stream::INDEX_NAME.as_bytes()).is_some()
+    {
+        return Err(UsageError(format!(
+            "{}: the backup is a stream backup, which has no paths: cat it without a PATH",
+            browse::shown(path)
+        ))
+        .into());
+    }
     let entry = browser.lookup(root, path).map_err(super::browse_error)?;
     let shown = browse::shown(path);
     let node = match &entry {

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::Context;
 use super::show::{self, LeaseWindow, name as show_name, time as iso_time};
-use crate::cache::{BackupRow, Cache};
+use crate::cache::{BackupKind, BackupRow, Cache};
 use crate::cli::ListArgs;
 use crate::config::Config;
 use crate::exit::Outcome;
@@ -91,6 +91,7 @@ fn backup_json(b: &BackupRow) -> serde_json::Value {
         "label": b.label,
         "priority": b.priority,
         "pinned": b.pinned,
+        "kind": b.kind.as_str(),
     })
 }
 
@@ -108,7 +109,12 @@ fn print_table(backups: &[BackupRow]) {
                 show_name(&b.name),
                 b.generation.to_string(),
                 iso_time(b.ts_end),
-                b.entries.to_string(),
+                // A stream's entries are its chunks, and say so: that is
+                // how the table tells a stream from a tree.
+                match b.kind {
+                    BackupKind::Tree => b.entries.to_string(),
+                    BackupKind::Stream => format!("{} chunks", b.entries),
+                },
                 human_bytes(b.bytes),
                 b.ts_check.map_or_else(|| "never".to_owned(), iso_time),
                 if b.pinned { "*" } else { "-" }.to_owned(),

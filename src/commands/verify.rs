@@ -4,7 +4,7 @@
 //!
 //! Caps never reach the output or the log: entries are named by their path.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 
 use serde_json::json;
 use tracing::info;
@@ -20,7 +20,12 @@ pub(crate) fn run(ctx: &Context<'_>, args: &VerifyArgs) -> anyhow::Result<Outcom
     let config = ctx.config();
     let (root, label) = resolve(ctx, args)?;
     let gateway = ctx.interactive_gateway(args.gateway.as_deref(), args.timeout)?;
-    info!("verifying {label} against {}", args.path.display());
+    let Some(path) = args.path.as_deref().filter(|_| !args.stdin) else {
+        info!("verifying {label} against stdin");
+        gateway.storage_servers()?;
+        return verify_stdin(&gateway.client, &root, &args.backup, ctx.json());
+    };
+    info!("verifying {label} against {}", path.display());
     gateway.storage_servers()?;
     let client = gateway.client;
 
@@ -55,7 +60,7 @@ pub(crate) fn run(ctx: &Context<'_>, args: &VerifyArgs) -> anyhow::Result<Outcom
         content: args.content,
         rules,
     };
-    let summary = verify::verify(&client, &root, &args.path, options, &mut sink)?;
+    let summary = verify::verify(&client, &root, path, options, &mut sink)?;
     if json {
         let line = json!({
             "type": "verify",
@@ -70,6 +75,76 @@ pub(crate) fn run(ctx: &Context<'_>, args: &VerifyArgs) -> anyhow::Result<Outcom
         summary.entries, summary.differences
     );
     Ok(if summary.differences == 0 {
+        Outcome::Success
+    } else {
+        Outcome::Problems
+    })
+}
+
+/// `verify SELECTOR --stdin`: compares the stream backup `root` with
+/// standard input, chunk by chunk (memory: one chunk); reports the byte
+/// counts and the first offset where they differ.
+fn verify_stdin(
+    client: &crate::tahoe::Client,
+    root: &Cap,
+    shown: &str,
+    json: bool,
+) -> anyhow::Result<Outcome> {
+    let Some(layout) = crate::stream::read::open(client, root)? else {
+        return Err(UsageError(format!(
+            "{shown}: is a tree backup: --stdin compares a stream backup; give the PATH of a tree"
+        ))
+        .into());
+    };
+    let mut input = io::stdin().lock();
+    let mut offset: u64 = 0;
+    let mut first_difference: Option<u64> = None;
+    let mut buf = Vec::new();
+    let mut input_ended = false;
+    crate::stream::read::for_each_chunk(client, &layout, |bytes| {
+        if first_difference.is_some() || input_ended {
+            return Ok(());
+        }
+        buf.clear();
+        let got = (&mut input)
+            .take(bytes.len() as u64)
+            .read_to_end(&mut buf)?;
+        if let Some(at) = bytes.iter().zip(&buf).position(|(a, b)| a != b) {
+            first_difference = Some(offset + at as u64);
+        } else if got < bytes.len() {
+            input_ended = true;
+            first_difference = Some(offset + got as u64);
+        }
+        offset += got as u64;
+        Ok(())
+    })?;
+    // The rest of the input: its length counts, its bytes differ anyway.
+    let rest = io::copy(&mut input, &mut io::sink())?;
+    let input_len = offset + rest;
+    if first_difference.is_none() && rest > 0 {
+        first_difference = Some(offset);
+    }
+    let backup_len = layout.index.size;
+    let mut out = io::stdout().lock();
+    if json {
+        let line = json!({
+            "type": "verify",
+            "kind": "stream",
+            "backup_bytes": backup_len,
+            "stdin_bytes": input_len,
+            "first_difference": first_difference,
+            "differences": u64::from(first_difference.is_some()),
+        });
+        writeln!(out, "{line}")?;
+    } else if let Some(at) = first_difference {
+        writeln!(
+            out,
+            "differ: the backup has {backup_len} bytes, stdin {input_len}; \
+             first difference at byte offset {at}"
+        )?;
+    }
+    out.flush()?;
+    Ok(if first_difference.is_none() {
         Outcome::Success
     } else {
         Outcome::Problems

@@ -41,6 +41,21 @@ pub struct Job {
     pub(crate) retention: Option<Option<Retention>>,
     /// `hooks`: run around this job (`docs/hooks.md`); empty when unset.
     pub(crate) hooks: Hooks,
+    /// `kind`: what the job backs up (`tree` unless given).
+    pub(crate) kind: JobKind,
+    /// `command`: the program and its arguments whose standard output a
+    /// `kind: command` job stores as a stream (`docs/streams.md`).
+    pub(crate) command: Vec<String>,
+}
+
+/// What a job backs up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum JobKind {
+    /// A file tree: `source.path` (the default).
+    #[default]
+    Tree,
+    /// A stream: the standard output of `command`.
+    Command,
 }
 
 pub(crate) fn zero() -> Vec<Job> {
@@ -82,6 +97,7 @@ fn job(node: &Node, key: &str) -> Result<Job, Invalid> {
     };
     let mut path = None;
     let mut name = None;
+    let mut command = None;
     for entry in entries {
         let child = join(key, &entry.key);
         let value = &entry.value;
@@ -102,11 +118,59 @@ fn job(node: &Node, key: &str) -> Result<Job, Invalid> {
             "filter" => job.filter = Some(filter_rules::parse(value, &child)?),
             "retention" => job.retention = Some(retention::parse(value, &child)?),
             "hooks" => job.hooks = hooks::parse(value, &child)?,
+            "kind" => {
+                job.kind = match String::parse(value, &child)?.as_str() {
+                    "tree" => JobKind::Tree,
+                    "command" => JobKind::Command,
+                    _ => return Err(Invalid::value(value, &child, "must be tree or command")),
+                };
+            }
+            "command" => {
+                let argv = parse_list(
+                    value,
+                    &child,
+                    "a list [PROGRAM, ARG...]",
+                    "argument",
+                    <String as Value>::parse,
+                )?;
+                command = Some((value, argv));
+            }
             _ => return Err(unknown(entry.key_line, &child)),
         }
     }
     job.name = name.ok_or_else(|| Invalid::value(node, &join(key, "name"), "missing"))?;
-    job.path = path.ok_or_else(|| Invalid::value(node, &join(key, "source.path"), "missing"))?;
+    match job.kind {
+        JobKind::Tree => {
+            if let Some((value, _)) = command {
+                return Err(Invalid::value(
+                    value,
+                    &join(key, "command"),
+                    "only a job of kind: command runs a command",
+                ));
+            }
+            job.path =
+                path.ok_or_else(|| Invalid::value(node, &join(key, "source.path"), "missing"))?;
+        }
+        JobKind::Command => {
+            let (value, argv) =
+                command.ok_or_else(|| Invalid::value(node, &join(key, "command"), "missing"))?;
+            if argv.first().is_none_or(String::is_empty) {
+                return Err(Invalid::value(
+                    value,
+                    &join(key, "command"),
+                    "an empty command: give the program and its arguments, [PROGRAM, ARG...]",
+                ));
+            }
+            if path.is_some() {
+                return Err(Invalid::value(
+                    node,
+                    &join(key, "source.path"),
+                    "a job of kind: command has no source.path (it stores the command's output)",
+                ));
+            }
+            job.command = argv;
+        }
+    }
     Ok(job)
 }
 
@@ -193,6 +257,15 @@ pub(crate) fn to_out(jobs: &[Job]) -> Out {
                 }
                 if j.hooks != Hooks::default() {
                     map.push(("hooks", hooks::to_out(&j.hooks)));
+                }
+                if j.kind == JobKind::Command {
+                    // Written only for command jobs: a tree job dumps as before.
+                    map.retain(|(k, _)| *k != "source");
+                    map.push(("kind", Out::Word("command")));
+                    map.push((
+                        "command",
+                        Out::Seq(j.command.iter().map(|a| Out::Str(a.clone())).collect()),
+                    ));
                 }
                 Out::Map(map)
             })

@@ -68,6 +68,16 @@ pub(crate) fn http_agent() -> ureq::Agent {
     ureq::Agent::new_with_config(config)
 }
 
+/// The gateway's `uploader.bytes_uploaded` counter (its statistics page):
+/// on a grid of the test's own, what the test's runs uploaded.
+pub(crate) fn bytes_uploaded(url: &str) -> u64 {
+    let stats: Value =
+        serde_json::from_slice(&http_get(&format!("{url}/statistics?t=json"))).unwrap();
+    stats["counters"]["uploader.bytes_uploaded"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
 /// `GET url` with `Accept: text/plain` (a 500 then carries a plain-text
 /// traceback); returns the body, up to 1 GiB. Panics if the request
 /// cannot be made; the status is not checked (see [`http_get_status`]).

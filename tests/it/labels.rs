@@ -378,6 +378,7 @@ fn a_v1_cache_is_refused_by_readers_and_upgraded_by_a_writer() {
              ALTER TABLE backups DROP COLUMN pinned;
              DROP TABLE verified;
              DROP TABLE runs;
+             ALTER TABLE backups DROP COLUMN kind;
              UPDATE meta SET value = '1' WHERE name = 'schema_version';",
         )
         .unwrap();
@@ -385,7 +386,7 @@ fn a_v1_cache_is_refused_by_readers_and_upgraded_by_a_writer() {
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(
         r.stderr
-            .contains("schema version 1, older than this lafs-backup's 4")
+            .contains("schema version 1, older than this lafs-backup's 5")
             && r.stderr
                 .contains("run a backup or check once to upgrade the cache"),
         "{}",

@@ -51,6 +51,7 @@ mod scheduling;
 mod selector_context;
 mod state_safety;
 mod status;
+mod streams;
 mod tahoe_client;
 mod throughput;
 mod upload_grid;

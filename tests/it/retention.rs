@@ -396,6 +396,7 @@ fn a_v1_cache_is_upgraded_by_a_scheduled_backup() {
          ALTER TABLE backups DROP COLUMN pinned;
          DROP TABLE verified;
          DROP TABLE runs;
+         ALTER TABLE backups DROP COLUMN kind;
          UPDATE meta SET value = '1' WHERE name = 'schema_version';",
     )
     .unwrap();

@@ -255,9 +255,9 @@ fn a_directory_swapped_for_a_symlink_is_not_followed() {
     fs::rename(s.source.join("dir"), s.tmp.path().join("moved")).unwrap();
     symlink(&outside, s.source.join("dir")).unwrap();
 
-    let before = bytes_uploaded(&s.url);
+    let before = common::bytes_uploaded(&s.url);
     let run = s.backup(&["--reuse-queue"]);
-    let after = bytes_uploaded(&s.url);
+    let after = common::bytes_uploaded(&s.url);
     assert_eq!(run.code, 3, "{}", run.stderr);
     assert!(run.stderr.contains("/dir"), "{}", run.stderr);
     // The source's small files go up; the outside file is 1 MiB.
@@ -276,14 +276,6 @@ fn a_directory_swapped_for_a_symlink_is_not_followed() {
         )
         .unwrap();
     assert_eq!(rows, 0, "the cache holds the outside file");
-}
-
-fn bytes_uploaded(url: &str) -> u64 {
-    let stats: serde_json::Value =
-        serde_json::from_slice(&common::http_get(&format!("{url}/statistics?t=json"))).unwrap();
-    stats["counters"]["uploader.bytes_uploaded"]
-        .as_u64()
-        .unwrap_or(0)
 }
 
 // ------------------------------------------------------------ item 3

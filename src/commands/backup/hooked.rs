@@ -23,7 +23,8 @@ use crate::hooks::{self, Ended, Env, Gate};
 /// The whole `backup` run.
 pub(super) fn run(ctx: Context<'_>, args: &BackupArgs) -> anyhow::Result<Outcome> {
     let config = ctx.config().clone();
-    let with_jobs = !config.jobs.is_empty() || !args.job.is_empty();
+    // `--stdin NAME` is one backup of its own, whatever jobs the config has.
+    let with_jobs = (!config.jobs.is_empty() || !args.job.is_empty()) && args.stdin.is_none();
     // A usage error (an unknown --job) runs nothing, hooks and pings included.
     let selected = if with_jobs {
         Some(jobs::select(&ctx, args)?)

@@ -1,0 +1,185 @@
+//! Stream backups: the bytes a program writes (or standard input), cut by
+//! content-defined chunking, each chunk stored once, the stream stored as
+//! an immutable directory of its chunks. `docs/streams.md` is the contract
+//! for the format; this module writes and reads exactly what it describes.
+//!
+//! The layout, chosen so that stock Tahoe tools (`tahoe deep-check`,
+//! `check --leases`, repair) reach every chunk by following directories:
+//!
+//! ```text
+//! ROOT (immutable directory)
+//!   .lafs-backup-stream   URI:LIT: (empty); the index is its edge metadata
+//!   g00000000             immutable directory of chunks 0..1023
+//!     c00000000           chunk 0 (a file; edge metadata: size, enc)
+//!     ...
+//!   g00000001             chunks 1024..2047
+//! ```
+//!
+//! Groups of [`GROUP`] chunks keep every directory small (a directory is
+//! one object, read and written whole) whatever the stream's length; the
+//! fixed-width names sort in stream order.
+//!
+//! The parts: [`chunker`] cuts a `Read` into chunks with bounded memory,
+//! [`store`] uploads them through the content index and builds the
+//! directories, [`read`] gets the exact bytes back.
+
+pub(crate) mod chunker;
+pub(crate) mod read;
+pub(crate) mod store;
+
+use serde_json::Value;
+
+use crate::config::Chunking;
+use crate::encode::Encoding;
+
+/// The name of the index entry in a stream's root directory.
+pub(crate) const INDEX_NAME: &str = ".lafs-backup-stream";
+
+/// The `format` value of the index.
+pub(crate) const FORMAT: &str = "lafs-backup-stream";
+
+/// The format version this build writes and reads.
+pub(crate) const VERSION: u64 = 1;
+
+/// The chunker, as the index names it.
+pub(crate) const CHUNKER: &str = "fastcdc-v2020";
+
+/// Chunks per group directory.
+pub(crate) const GROUP: u64 = 1024;
+
+/// The name of chunk `index` (counted from 0 over the whole stream).
+pub(crate) fn chunk_name(index: u64) -> String {
+    format!("c{index:08}")
+}
+
+/// The name of group `index`.
+pub(crate) fn group_name(index: u64) -> String {
+    format!("g{index:08}")
+}
+
+/// The index of a stream: what its root's `.lafs-backup-stream` edge says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Index {
+    /// The stream's length in bytes.
+    pub(crate) size: u64,
+    /// How many chunks it has.
+    pub(crate) chunks: u64,
+    /// The chunking it was cut with.
+    pub(crate) min_size: u64,
+    pub(crate) avg_size: u64,
+    pub(crate) max_size: u64,
+}
+
+impl Index {
+    /// The index of a stream of `size` bytes in `chunks` chunks cut with
+    /// `chunking`.
+    pub(crate) fn new(size: u64, chunks: u64, chunking: &Chunking) -> Index {
+        Index {
+            size,
+            chunks,
+            min_size: chunking.min_size,
+            avg_size: chunking.avg_size,
+            max_size: chunking.max_size,
+        }
+    }
+
+    /// The edge metadata, keys in exactly this order, numbers as decimal
+    /// strings (as in `docs/metadata.md`).
+    pub(crate) fn to_json(&self) -> String {
+        let groups = self.chunks.div_ceil(GROUP);
+        format!(
+            "{{\"format\":\"{FORMAT}\",\"version\":\"{VERSION}\",\"size\":\"{}\",\
+             \"chunks\":\"{}\",\"groups\":\"{groups}\",\"group_size\":\"{GROUP}\",\
+             \"chunker\":\"{CHUNKER}\",\"min_size\":\"{}\",\"avg_size\":\"{}\",\
+             \"max_size\":\"{}\"}}",
+            self.size, self.chunks, self.min_size, self.avg_size, self.max_size
+        )
+    }
+
+    /// Reads an index back; a newer version or another format is refused.
+    pub(crate) fn from_json(meta: &Value) -> Result<Index, String> {
+        let text = |key: &str| -> Result<&str, String> {
+            meta.get(key)
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("the stream index lacks {key:?}"))
+        };
+        let number = |key: &str| -> Result<u64, String> {
+            text(key)?
+                .parse::<u64>()
+                .map_err(|_| format!("the stream index's {key:?} is not a number"))
+        };
+        if text("format")? != FORMAT {
+            return Err("the stream index is of another format".into());
+        }
+        let version = number("version")?;
+        if version != VERSION {
+            return Err(format!(
+                "the stream has format version {version}; this lafs-backup reads version \
+                 {VERSION} (a newer lafs-backup wrote it)"
+            ));
+        }
+        let index = Index {
+            size: number("size")?,
+            chunks: number("chunks")?,
+            min_size: number("min_size")?,
+            avg_size: number("avg_size")?,
+            max_size: number("max_size")?,
+        };
+        if number("group_size")? != GROUP {
+            return Err("the stream index has another group size".into());
+        }
+        if number("groups")? != index.chunks.div_ceil(GROUP) {
+            return Err("the stream index's group count does not match its chunks".into());
+        }
+        Ok(index)
+    }
+}
+
+/// The edge metadata of a chunk: its length, and its encoding when stored
+/// compressed.
+pub(crate) fn chunk_meta(size: u64, enc: Option<Encoding>) -> String {
+    match enc {
+        None => format!("{{\"size\":\"{size}\"}}"),
+        Some(enc) => format!("{{\"size\":\"{size}\",\"enc\":\"{}\"}}", enc.as_str()),
+    }
+}
+
+/// The edge metadata of a group: its chunks and their bytes.
+pub(crate) fn group_meta(chunks: u64, size: u64) -> String {
+    format!("{{\"chunks\":\"{chunks}\",\"size\":\"{size}\"}}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_round_trips_and_is_pinned() {
+        let chunking = Chunking {
+            min_size: 1024,
+            avg_size: 4096,
+            max_size: 16384,
+        };
+        let index = Index::new(5000, 2, &chunking);
+        let json = index.to_json();
+        assert_eq!(
+            json,
+            "{\"format\":\"lafs-backup-stream\",\"version\":\"1\",\"size\":\"5000\",\
+             \"chunks\":\"2\",\"groups\":\"1\",\"group_size\":\"1024\",\
+             \"chunker\":\"fastcdc-v2020\",\"min_size\":\"1024\",\"avg_size\":\"4096\",\
+             \"max_size\":\"16384\"}"
+        );
+        let value: Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(Index::from_json(&value).unwrap(), index);
+        let newer = json.replace("\"version\":\"1\"", "\"version\":\"2\"");
+        let err = Index::from_json(&serde_json::from_str(&newer).unwrap()).unwrap_err();
+        assert!(err.contains("newer"), "{err}");
+        assert_eq!(chunk_name(3), "c00000003");
+        assert_eq!(group_name(1), "g00000001");
+        assert_eq!(chunk_meta(7, None), "{\"size\":\"7\"}");
+        assert_eq!(
+            chunk_meta(7, Some(Encoding::Zstd)),
+            "{\"size\":\"7\",\"enc\":\"zstd\"}"
+        );
+    }
+}

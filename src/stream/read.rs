@@ -1,0 +1,208 @@
+//! Reading a stream back: its layout from the root directory, then its
+//! chunks in order, each checked against the length its edge states, the
+//! whole against the index's chunk count and size (`docs/streams.md`).
+
+use std::io::{self, Read};
+
+use serde_json::Value;
+use thiserror::Error;
+
+use super::{GROUP, INDEX_NAME, Index, chunk_name, group_name};
+use crate::encode::{self, Encoding};
+use crate::names::ROOT_META_NAME;
+use crate::tahoe::{Cap, Client, TahoeError};
+
+/// Why a stream could not be read. Never contains a cap.
+#[derive(Debug, Error)]
+pub(crate) enum ReadError {
+    #[error("{what}: {source}")]
+    Tahoe {
+        what: String,
+        #[source]
+        source: TahoeError,
+    },
+    /// The directories do not hold a stream of this format.
+    #[error("the stream is damaged or not of this format: {0}")]
+    Format(String),
+    /// A chunk's content does not match its edge.
+    #[error("chunk {index}: {why}")]
+    Chunk { index: u64, why: String },
+    /// The consumer of the bytes failed (stdout closed, a comparison).
+    #[error("{0}")]
+    Sink(#[source] io::Error),
+}
+
+/// A stream's index and its group directories.
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    pub(crate) index: Index,
+    /// Each group's directory cap and its chunk count.
+    groups: Vec<(Cap, u64)>,
+}
+
+/// One entry of a directory listing: name, whether a directory, cap,
+/// metadata.
+type Entry = (String, bool, Option<Cap>, Value);
+
+fn list(client: &Client, dir: &Cap, what: &str) -> Result<Vec<Entry>, ReadError> {
+    let mut entries = client
+        .list_dir(dir, Vec::new, |acc: &mut Vec<Entry>, name, child| {
+            let is_dir = child.get(0).and_then(Value::as_str) == Some("dirnode");
+            let data = child.get(1);
+            let cap = data
+                .and_then(|d| d.get("ro_uri"))
+                .and_then(Value::as_str)
+                .and_then(|c| Cap::parse(c).ok());
+            let meta = data
+                .and_then(|d| d.get("metadata"))
+                .cloned()
+                .unwrap_or(Value::Null);
+            acc.push((name, is_dir, cap, meta));
+        })
+        .map_err(|source| ReadError::Tahoe {
+            what: format!("listing {what}"),
+            source,
+        })?;
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(entries)
+}
+
+fn number(meta: &Value, key: &str) -> Option<u64> {
+    meta.get(key)?.as_str()?.parse().ok()
+}
+
+/// The layout of the stream whose root directory is `root`, or `None`
+/// when `root` is not a stream (a tree backup's root).
+pub(crate) fn open(client: &Client, root: &Cap) -> Result<Option<Layout>, ReadError> {
+    if !root.is_dir() {
+        return Ok(None);
+    }
+    let entries = list(client, root, "the stream's root directory")?;
+    let has = |name: &str| entries.iter().any(|e| e.0 == name);
+    // A tree's root carries its own metadata entry; a stream's never does.
+    if !has(INDEX_NAME) || has(ROOT_META_NAME) {
+        return Ok(None);
+    }
+    let mut index = None;
+    let mut groups = Vec::new();
+    for (name, is_dir, cap, meta) in entries {
+        if name == INDEX_NAME {
+            index = Some(Index::from_json(&meta).map_err(ReadError::Format)?);
+            continue;
+        }
+        let expected = group_name(groups.len() as u64);
+        if name != expected || !is_dir {
+            return Err(ReadError::Format(format!(
+                "the root holds {name:?} where the group directory {expected} belongs"
+            )));
+        }
+        let cap = cap.ok_or_else(|| ReadError::Format(format!("{name} has no cap")))?;
+        let chunks = number(&meta, "chunks")
+            .ok_or_else(|| ReadError::Format(format!("{name} does not say its chunk count")))?;
+        groups.push((cap, chunks));
+    }
+    let index = index.ok_or_else(|| ReadError::Format("no index".into()))?;
+    if groups.len() as u64 != index.chunks.div_ceil(GROUP)
+        || groups.iter().map(|g| g.1).sum::<u64>() != index.chunks
+    {
+        return Err(ReadError::Format(
+            "the group directories do not hold the index's chunk count".into(),
+        ));
+    }
+    Ok(Some(Layout { index, groups }))
+}
+
+/// Hands every chunk's decoded bytes, in order, to `sink`, checking each
+/// chunk's length and, at the end, the chunk count and the total. Returns
+/// the bytes handed out.
+pub(crate) fn for_each_chunk(
+    client: &Client,
+    layout: &Layout,
+    mut sink: impl FnMut(&[u8]) -> io::Result<()>,
+) -> Result<u64, ReadError> {
+    let mut index = 0u64;
+    let mut total = 0u64;
+    for (g, (group, count)) in layout.groups.iter().enumerate() {
+        let entries = list(
+            client,
+            group,
+            &format!("the group {}", group_name(g as u64)),
+        )?;
+        if entries.len() as u64 != *count {
+            return Err(ReadError::Format(format!(
+                "the group {} holds {} chunks, its entry says {count}",
+                group_name(g as u64),
+                entries.len()
+            )));
+        }
+        for (name, is_dir, cap, meta) in entries {
+            if name != chunk_name(index) || is_dir {
+                return Err(ReadError::Format(format!(
+                    "{name:?} where chunk {} belongs",
+                    chunk_name(index)
+                )));
+            }
+            let bad = |why: String| ReadError::Chunk { index, why };
+            let cap = cap.ok_or_else(|| bad("no cap".into()))?;
+            let size = number(&meta, "size").ok_or_else(|| bad("no size".into()))?;
+            let enc = match meta.get("enc").and_then(Value::as_str) {
+                None => None,
+                Some(name) => Some(
+                    Encoding::from_name(name)
+                        .ok_or_else(|| bad(format!("unknown encoding {name:?}")))?,
+                ),
+            };
+            if size > layout.index.max_size {
+                return Err(bad(format!(
+                    "its edge says {size} bytes, more than the stream's max_size"
+                )));
+            }
+            let data =
+                read_chunk(client, &cap, size, enc, layout.index.max_size).map_err(
+                    |e| match e {
+                        ReadError::Chunk { why, .. } => ReadError::Chunk { index, why },
+                        other => other,
+                    },
+                )?;
+            sink(&data).map_err(ReadError::Sink)?;
+            total = total.saturating_add(size);
+            index += 1;
+        }
+    }
+    if index != layout.index.chunks || total != layout.index.size {
+        return Err(ReadError::Format(format!(
+            "read {index} chunks and {total} bytes; the index says {} chunks and {} bytes",
+            layout.index.chunks, layout.index.size
+        )));
+    }
+    Ok(total)
+}
+
+/// One chunk, downloaded (at most `max` stored bytes: a stored chunk is
+/// never larger than the chunk) and decoded; exactly `size` bytes.
+fn read_chunk(
+    client: &Client,
+    cap: &Cap,
+    size: u64,
+    enc: Option<Encoding>,
+    max: u64,
+) -> Result<Vec<u8>, ReadError> {
+    let stored = client
+        .download_at_most(cap, max, "a stream chunk")
+        .map_err(|source| ReadError::Tahoe {
+            what: "downloading a chunk".into(),
+            source,
+        })?;
+    let chunk_err = |why: String| ReadError::Chunk { index: 0, why };
+    let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    encode::decoder(enc, &stored[..])
+        .and_then(|d| d.take(size.saturating_add(1)).read_to_end(&mut data))
+        .map_err(|e| chunk_err(format!("cannot be decoded ({e})")))?;
+    if data.len() as u64 != size {
+        return Err(chunk_err(format!(
+            "holds {} bytes, its edge says {size}",
+            data.len()
+        )));
+    }
+    Ok(data)
+}
