@@ -138,7 +138,8 @@ impl fmt::Display for TarErrorKind {
 pub fn is_tar_error(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut next = Some(err);
     while let Some(e) = next {
-        if e.is::<TarError>() {
+        // `SplitError::Tar` is transparent: its source is the tar error's.
+        if e.is::<TarError>() || matches!(e.downcast_ref(), Some(SplitError::Tar(_))) {
             return true;
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>()

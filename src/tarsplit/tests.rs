@@ -397,6 +397,8 @@ fn is_tar_error_sees_tar_errors_through_io_and_anyhow_but_not_read_errors() {
             Err(io::Error::other("disk on fire"))
         }
     }
+    let err = Splitter::new(&b"z"[..]).next_event().err().unwrap();
+    assert!(is_tar_error(&err));
     let err = Splitter::new(Failing).next_event().err().unwrap();
     assert!(!is_tar_error(&err));
     assert!(matches!(err, SplitError::Read { offset: 0, .. }));

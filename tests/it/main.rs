@@ -51,6 +51,7 @@ mod selector_context;
 mod state_safety;
 mod status;
 mod tahoe_client;
+mod tarsplit;
 mod throughput;
 mod upload_grid;
 mod verify_grid;
