@@ -88,6 +88,15 @@ impl<R: Read> Splitter<R> {
         self.offset
     }
 
+    /// The input, and the bytes read from it that no event has handed out
+    /// yet. After a tar error the stream is, in order: the bytes of the
+    /// events so far (with whatever part of a payload was read), these
+    /// bytes, and the rest of the input; so `--tar-lenient` can go on
+    /// storing it as a plain stream without losing a byte.
+    pub fn into_parts(self) -> (R, Vec<u8>) {
+        (self.input, self.verbatim)
+    }
+
     /// The next piece of the stream, or `None` once it has ended. An error
     /// says the stream is not a valid tar ([`SplitError::Tar`]) or could not
     /// be read; after an error the splitter is not to be used again.
@@ -377,48 +386,19 @@ impl<R: Read> Splitter<R> {
     fn read_verbatim(&mut self, len: usize) -> Result<usize, SplitError> {
         let before = self.verbatim.len();
         self.verbatim.resize(before + len, 0);
-        let mut done = 0;
-        while done < len {
-            match self.input.read(&mut self.verbatim[before + done..]) {
-                Ok(0) => break,
-                Ok(n) => {
-                    done += n;
-                    self.offset += n as u64;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(source) => {
-                    self.verbatim.truncate(before + done);
-                    return Err(SplitError::Read {
-                        offset: self.offset,
-                        source,
-                    });
-                }
-            }
-        }
-        self.verbatim.truncate(before + done);
-        Ok(done)
+        let got = fill(
+            &mut self.input,
+            &mut self.offset,
+            &mut self.verbatim[before..],
+        );
+        self.verbatim
+            .truncate(before + got.as_ref().map_or(0, |&n| n));
+        got
     }
 
     /// Fills `buf` from the input as far as it goes.
     fn read_full(&mut self, buf: &mut [u8]) -> Result<usize, SplitError> {
-        let mut done = 0;
-        while done < buf.len() {
-            match self.input.read(&mut buf[done..]) {
-                Ok(0) => break,
-                Ok(n) => {
-                    done += n;
-                    self.offset += n as u64;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(source) => {
-                    return Err(SplitError::Read {
-                        offset: self.offset,
-                        source,
-                    });
-                }
-            }
-        }
-        Ok(done)
+        fill(&mut self.input, &mut self.offset, buf)
     }
 
     fn take_verbatim(&mut self) -> Option<Vec<u8>> {
@@ -446,6 +426,29 @@ impl<R: Read> Splitter<R> {
             },
         }
     }
+}
+
+/// Fills `buf` from `input` as far as it goes, counting the bytes read in
+/// `offset`; returns how many (fewer only at the end of the stream).
+fn fill(input: &mut impl Read, offset: &mut u64, buf: &mut [u8]) -> Result<usize, SplitError> {
+    let mut done = 0;
+    while done < buf.len() {
+        match input.read(&mut buf[done..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                done += n;
+                *offset += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(source) => {
+                return Err(SplitError::Read {
+                    offset: *offset,
+                    source,
+                });
+            }
+        }
+    }
+    Ok(done)
 }
 
 /// The padding after `size` bytes of member data, to the next block.

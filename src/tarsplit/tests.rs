@@ -525,11 +525,36 @@ fn sample_tar() -> Vec<u8> {
     tar
 }
 
-/// Splitting never panics or hangs: an error or the identical bytes back.
+/// Splitting never panics or hangs: the identical bytes back, or a tar
+/// error after which the events' bytes, the splitter's leftover bytes and
+/// the rest of the input are the input (what `--tar-lenient` relies on).
 fn split_is_total(bytes: &[u8]) {
     if let Ok(back) = round_trip(bytes) {
         assert_eq!(back, bytes);
+        return;
     }
+    let mut sp = Splitter::new(bytes);
+    let mut seen = Vec::new();
+    loop {
+        match sp.next_event() {
+            Ok(Some(Event::Verbatim(v))) => seen.extend(v),
+            Ok(Some(Event::Payload { mut reader, .. })) => {
+                if let Err(e) = reader.read_to_end(&mut seen) {
+                    assert!(is_tar_error(&e));
+                    break;
+                }
+            }
+            Ok(None) => panic!("split twice, once failing"),
+            Err(e) => {
+                assert!(is_tar_error(&e));
+                break;
+            }
+        }
+    }
+    let (rest, leftover) = sp.into_parts();
+    seen.extend(leftover);
+    seen.extend(rest);
+    assert!(seen == bytes, "bytes lost after a tar error");
 }
 
 proptest! {
