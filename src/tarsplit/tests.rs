@@ -597,3 +597,53 @@ fn the_sample_tar_splits_into_its_payloads() {
     );
     assert_eq!(round_trip(&tar).unwrap(), tar);
 }
+
+/// A reader that gives at most a few bytes a call, and is interrupted
+/// now and then, as a pipe may be.
+struct Trickle<'a> {
+    bytes: &'a [u8],
+    calls: usize,
+}
+
+impl Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.calls += 1;
+        if self.calls.is_multiple_of(5) {
+            return Err(io::ErrorKind::Interrupted.into());
+        }
+        let n = buf.len().min(self.calls % 13 + 1).min(self.bytes.len());
+        buf[..n].copy_from_slice(&self.bytes[..n]);
+        self.bytes = &self.bytes[n..];
+        Ok(n)
+    }
+}
+
+#[test]
+fn short_and_interrupted_reads_split_the_same() {
+    let mut tar = sample_tar();
+    tar.extend(b"trailing");
+    let (want, want_payloads) = split(&tar).unwrap();
+    let mut sp = Splitter::new(Trickle {
+        bytes: &tar,
+        calls: 0,
+    });
+    let mut records = Vec::new();
+    let mut payloads = Vec::new();
+    while let Some(e) = sp.next_event().unwrap() {
+        match e {
+            Event::Verbatim(v) => records.push(Record::Verbatim(v)),
+            Event::Payload {
+                path,
+                size,
+                mut reader,
+            } => {
+                let mut body = Vec::new();
+                reader.read_to_end(&mut body).unwrap();
+                records.push(Record::Payload { path, size });
+                payloads.push(body);
+            }
+        }
+    }
+    assert_eq!((records, payloads), (want, want_payloads));
+    assert_eq!(sp.offset(), tar.len() as u64);
+}
