@@ -98,6 +98,7 @@ pub(crate) mod scan;
 pub(crate) mod selector;
 pub(crate) mod stream;
 pub(crate) mod tahoe;
+pub(crate) mod tarsplit;
 pub(crate) mod tree;
 pub(crate) mod upload;
 pub(crate) mod verify;
@@ -127,4 +128,11 @@ pub use names::{ROOT_META_NAME, edge_name, raw_name};
 pub use cache::Cache;
 pub use config::{
     Codec, Config, Retry, RetryDelay, Timeouts, XzAction, XzRule, load as load_config,
+};
+// Tar streams (issue 15, TARzan): the splitter, its index, the joiner.
+pub use tarsplit::{
+    Event as TarEvent, IndexError as TarIndexError, IndexReader as TarIndexReader,
+    IndexWriter as TarIndexWriter, JoinError as TarJoinError, PayloadReader as TarPayloadReader,
+    Record as TarRecord, SplitError, Splitter as TarSplitter, TarError, TarErrorKind, is_tar_error,
+    join as tar_join,
 };

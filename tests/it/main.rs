@@ -53,6 +53,7 @@ mod state_safety;
 mod status;
 mod streams;
 mod tahoe_client;
+mod tarsplit;
 mod throughput;
 mod upload_grid;
 mod verify_grid;
