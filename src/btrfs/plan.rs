@@ -120,7 +120,7 @@ pub(crate) fn plan(members: &[Member], date: Date, schedule: &Schedule) -> Plan 
 
     let completes = || sorted.iter().filter(|m| m.kind == Kind::Complete);
     let earliest = completes().next();
-    let latest = completes().last();
+    let latest = completes().next_back();
 
     let due_day = u8::try_from(date.day()).is_ok_and(|d| schedule.backup_days.contains(&d));
     let create = sorted.is_empty() || (due_day && !sorted.iter().any(|m| m.date == date));
