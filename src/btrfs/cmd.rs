@@ -401,8 +401,8 @@ impl Snapshots {
     /// The dates of this backup's snapshots in the directory, oldest first.
     pub fn list(&self) -> Result<Vec<Date>, BtrfsError> {
         let io = |source| Failure::Io {
-            command: format!("reading the snapshot directory {}", self.dir.display()),
-            what: "listing it",
+            command: self.dir.display().to_string(),
+            what: "listing the snapshot directory",
             source,
         };
         let mut dates = Vec::new();
