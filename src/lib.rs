@@ -70,6 +70,7 @@
 //! to that one list.
 
 pub(crate) mod browse;
+pub(crate) mod btrfs;
 pub(crate) mod cache;
 pub(crate) mod catalog;
 pub(crate) mod cli;
@@ -123,6 +124,9 @@ pub use edge::{Child, EdgeMeta, children_json};
 pub use encode::{Encoder, Encoding, Prepared, is_file_changed};
 pub use meta::EntryMeta;
 pub use names::{ROOT_META_NAME, edge_name, raw_name};
+
+// btrfs: snapshots, `btrfs send` as a reader, `btrfs receive`.
+pub use btrfs::{Btrfs, BtrfsError, SendStream, Snapshots as BtrfsSnapshots};
 
 // State and configuration.
 pub use cache::Cache;

@@ -9,6 +9,7 @@
 //! place that asserts the invariants of every run (no capability leaked,
 //! no panic), so a test states only what is particular to it.
 
+pub(crate) mod btrfs;
 pub(crate) mod fake_gateway;
 pub(crate) mod history;
 

@@ -17,6 +17,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod btrfs;
 mod builder;
 mod catalog;
 mod config_cli;
