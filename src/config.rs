@@ -18,6 +18,7 @@
 //! (`schema`): sections walk their mapping, leaves parse and validate their
 //! value. [`Config::to_yaml`] writes the result back (`emit`).
 
+pub(crate) mod dumps;
 mod emit;
 mod hooks;
 mod jobs;

@@ -74,6 +74,7 @@ pub(crate) mod cli;
 pub(crate) mod clock;
 pub(crate) mod commands;
 pub(crate) mod config;
+pub(crate) mod dump;
 pub(crate) mod edge;
 pub(crate) mod encode;
 pub(crate) mod escape;
@@ -124,3 +125,4 @@ pub use cache::Cache;
 pub use config::{
     Codec, Config, Retry, RetryDelay, Timeouts, XzAction, XzRule, load as load_config,
 };
+pub use dump::{DumpError, DumpSource, DumpStream, dump_sources_from_yaml};
