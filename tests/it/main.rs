@@ -20,6 +20,7 @@ mod common;
 mod builder;
 mod catalog;
 mod config_cli;
+mod dumps;
 mod edge_golden;
 mod encode_grid;
 mod filters;
