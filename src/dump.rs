@@ -163,10 +163,14 @@ enum Inner {
 impl Read for DumpStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match &mut self.inner {
-            Inner::Command(run) => match &mut run.stdout {
-                Some(out) => out.read(buf),
-                None => Ok(0),
-            },
+            Inner::Command(run) => {
+                let n = match &mut run.stdout {
+                    Some(out) => out.read(buf)?,
+                    None => 0,
+                };
+                run.eof |= n == 0 && !buf.is_empty();
+                Ok(n)
+            }
             Inner::Copy { file, .. } => file.read(buf),
         }
     }
@@ -174,9 +178,8 @@ impl Read for DumpStream {
 
 impl DumpStream {
     /// Waits for the dump to end and says whether it succeeded. Call it
-    /// after reading to the end; called earlier, the program is cut off
-    /// (its output pipe closes) and the dump is reported as failed when the
-    /// program notices.
+    /// after reading to the end; called earlier, the dump is a failure and
+    /// its program is killed.
     pub fn finish(self) -> Result<(), DumpError> {
         match self.inner {
             Inner::Command(run) => run.finish(),
@@ -192,6 +195,8 @@ struct Run {
     program: String,
     child: Option<Child>,
     stdout: Option<ChildStdout>,
+    /// Whether a read met the end of stdout: only then may `finish` wait.
+    eof: bool,
     stderr: Option<JoinHandle<Vec<String>>>,
 }
 
@@ -224,7 +229,9 @@ impl Run {
                         lines.pop_front();
                     }
                     line.truncate(STDERR_LINE_MAX);
-                    let text = String::from_utf8_lossy(&line);
+                    // A dumped database may hold caps (a catalog); a
+                    // tool may quote its data in an error: never shown.
+                    let text = crate::tahoe::redact(&String::from_utf8_lossy(&line));
                     lines.push_back(text.trim_end().to_owned());
                     line.clear();
                 }
@@ -236,12 +243,21 @@ impl Run {
             program: program_shown,
             child: Some(child),
             stdout,
+            eof: false,
             stderr,
         })
     }
 
     /// Waits for the program; its status and stderr tail decide.
     fn finish(mut self) -> Result<(), DumpError> {
+        if !self.eof {
+            // The reader gave up (or never read): the program may be blocked
+            // on anything, so it is stopped, not waited for (Drop kills it).
+            return Err(DumpError::Invalid(format!(
+                "{}: the output of {} was not read to its end",
+                self.name, self.program
+            )));
+        }
         drop(self.stdout.take());
         let status = match self.child.take() {
             Some(mut child) => child.wait().map_err(|source| DumpError::Io {
@@ -308,6 +324,7 @@ fn list_lines(job: &str, argv: &[OsString]) -> Result<Vec<String>, DumpError> {
                 source,
             })?;
     }
+    run.eof = true;
     run.finish()?;
     Ok(String::from_utf8_lossy(&out)
         .lines()
@@ -744,7 +761,23 @@ mod tests {
         assert_eq!(stderr.last().map(String::as_str), Some("line30"));
         assert_eq!(stderr.first().map(String::as_str), Some("line11"));
 
-        let stream = sh("kill -9 $$").open().unwrap();
+        // Not read to its end: a failure, and the program does not linger.
+        let stream = sh("echo data; exec sleep 600").open().unwrap();
+        let err = stream.finish().unwrap_err().to_string();
+        assert!(err.contains("not read to its end"), "{err}");
+
+        let mut stream = sh("echo 'bad row URI:CHK:abc:def' >&2; exit 1")
+            .open()
+            .unwrap();
+        std::io::copy(&mut stream, &mut std::io::sink()).unwrap();
+        let err = stream.finish().unwrap_err().to_string();
+        assert!(
+            err.contains("bad row <cap #") && !err.contains("URI:"),
+            "{err}"
+        );
+
+        let mut stream = sh("kill -9 $$").open().unwrap();
+        std::io::copy(&mut stream, &mut std::io::sink()).unwrap();
         let err = stream.finish().unwrap_err().to_string();
         assert!(err.contains("killed by signal 9"), "{err}");
 

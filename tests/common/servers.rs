@@ -49,10 +49,10 @@ fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// Runs a command and panics with its output unless it succeeds.
+/// Runs a command and panics with its output unless it succeeds. Its
+/// stdin is `/dev/null` unless the caller set one (`output()`'s default).
 fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd
-        .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
@@ -211,23 +211,11 @@ impl Postgres {
         .arg(&self.dir)
         .arg("-d")
         .arg(db);
-        let out = match stdin {
-            Some(file) => {
-                let out = cmd
-                    .stdin(std::fs::File::open(file).unwrap())
-                    .output()
-                    .unwrap();
-                assert!(
-                    out.status.success(),
-                    "psql < {} failed: {}",
-                    file.display(),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                out
-            }
-            None => run_ok(cmd.arg("-c").arg(sql)),
+        match stdin {
+            Some(file) => cmd.stdin(std::fs::File::open(file).unwrap()),
+            None => cmd.arg("-c").arg(sql),
         };
-        String::from_utf8(out.stdout).unwrap()
+        String::from_utf8(run_ok(&mut cmd).stdout).unwrap()
     }
 }
 
@@ -336,20 +324,9 @@ impl Mariadb {
             cmd.arg(format!("--database={db}"));
         }
         match stdin {
-            Some(file) => {
-                let out = cmd
-                    .stdin(std::fs::File::open(file).unwrap())
-                    .output()
-                    .unwrap();
-                assert!(
-                    out.status.success(),
-                    "mariadb < {} failed: {}",
-                    file.display(),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                String::from_utf8(out.stdout).unwrap()
-            }
-            None => String::from_utf8(run_ok(cmd.arg("-e").arg(sql)).stdout).unwrap(),
-        }
+            Some(file) => cmd.stdin(std::fs::File::open(file).unwrap()),
+            None => cmd.arg("-e").arg(sql),
+        };
+        String::from_utf8(run_ok(&mut cmd).stdout).unwrap()
     }
 }
