@@ -59,7 +59,7 @@ pub enum DumpError {
         program: String,
         /// `exit code N` or `killed by signal S`.
         status: String,
-        /// Its last stderr lines (at most [`STDERR_TAIL_LINES`]).
+        /// Its last stderr lines (at most 20).
         stderr: Vec<String>,
     },
     /// A program could not be started, or its pipes failed.
@@ -334,7 +334,7 @@ fn list_lines(job: &str, argv: &[OsString]) -> Result<Vec<String>, DumpError> {
 }
 
 /// Parses a dump job's options from YAML (`kind` plus its keys) and lists
-/// its sources, as [`sources`] does; errors name the file as `file`.
+/// its sources, as the crate's `sources` does; errors name the file as `file`.
 pub fn dump_sources_from_yaml(
     job: &str,
     yaml: &str,
