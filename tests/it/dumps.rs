@@ -33,14 +33,17 @@ fn named<'a>(all: &'a [DumpSource], name: &str) -> &'a DumpSource {
         .unwrap_or_else(|| panic!("no source {name}"))
 }
 
-/// A script that runs `real` with its arguments, then dies by SIGKILL: its
-/// output is complete, yet the dump must count as failed.
-fn killed_after(dir: &Path, real: &Path) -> PathBuf {
+/// A script that runs `real` with its arguments, then dies by SIGKILL:
+/// with `cut`, after passing on only that many bytes of its output (killed
+/// halfway); without, after complete output. Either way the dump must
+/// count as failed.
+fn killed_after(dir: &Path, real: &Path, cut: Option<usize>) -> PathBuf {
     let script = dir.join("killed-dump");
+    let head = cut.map_or_else(String::new, |n| format!(" | head -c {n}"));
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\n'{}' \"$@\"\necho about to be killed >&2\nkill -9 $$\n",
+            "#!/bin/sh\n'{}' \"$@\"{head}\necho about to be killed >&2\nkill -9 $$\n",
             real.display()
         ),
     )
@@ -142,7 +145,7 @@ fn postgresql_failures_report_the_stderr_tail() {
 
     // Complete output, then killed: still a failure.
     pg.psql("postgres", "CREATE DATABASE dumps_pg_killed", None);
-    let script = killed_after(tmp.path(), &pg.tool("pg_dump"));
+    let script = killed_after(tmp.path(), &pg.tool("pg_dump"), None);
     let yaml = format!(
         "kind: postgresql\ndatabases: [dumps_pg_killed]\n{}pg_dump: {}\n",
         pg.job_yaml()
@@ -221,14 +224,14 @@ fn mariadb_each_database_dumped_with_an_option_file_and_restored() {
         assert_eq!(my.sql(Some("dumps_my_restored"), q, None), want, "{q}");
     }
 
-    // A wrong database and a killed tool fail, with the tool's words and
-    // without the password.
+    // A wrong database and a tool killed halfway fail, with the tool's
+    // words and without the password.
     let wrong = sources("db", &format!("{yaml}databases: [dumps_my_nope]\n"));
     let err = dump_to(&wrong[0], &tmp.path().join("x")).unwrap_err();
     assert!(!err.to_string().contains(password));
     assert_failed(err, "mysqldump", "dumps_my_nope");
     let real = which("mysqldump");
-    let script = killed_after(tmp.path(), &real);
+    let script = killed_after(tmp.path(), &real, Some(1000));
     let killed = sources(
         "db",
         &format!(
@@ -238,6 +241,9 @@ fn mariadb_each_database_dumped_with_an_option_file_and_restored() {
     );
     let err = dump_to(&killed[0], &tmp.path().join("y")).unwrap_err();
     assert_failed(err, "killed-dump", "about to be killed");
+    // It did stop halfway: 1000 bytes of a dump that is longer.
+    assert_eq!(std::fs::metadata(tmp.path().join("y")).unwrap().len(), 1000);
+    assert!(std::fs::metadata(&file).unwrap().len() > 1000);
 }
 
 fn which(program: &str) -> PathBuf {
