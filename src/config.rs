@@ -20,6 +20,7 @@
 
 mod btrfs;
 mod chunking;
+pub(crate) mod dumps;
 mod emit;
 mod hooks;
 mod jobs;

@@ -77,6 +77,7 @@ pub(crate) mod cli;
 pub(crate) mod clock;
 pub(crate) mod commands;
 pub(crate) mod config;
+pub(crate) mod dump;
 pub(crate) mod edge;
 pub(crate) mod encode;
 pub(crate) mod escape;
@@ -140,3 +141,4 @@ pub use tarsplit::{
     Record as TarRecord, SplitError, Splitter as TarSplitter, TarError, TarErrorKind, is_tar_error,
     join as tar_join,
 };
+pub use dump::{DumpError, DumpSource, DumpStream, dump_sources_from_yaml};

@@ -12,6 +12,7 @@
 pub(crate) mod btrfs;
 pub(crate) mod fake_gateway;
 pub(crate) mod history;
+pub(crate) mod servers;
 
 use std::ffi::{OsStr, OsString};
 use std::io::Write;

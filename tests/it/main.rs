@@ -21,6 +21,7 @@ mod btrfs;
 mod builder;
 mod catalog;
 mod config_cli;
+mod dumps;
 mod edge_golden;
 mod encode_grid;
 mod filters;

@@ -1,0 +1,509 @@
+//! The dump sources (issue 15 item 6) against real servers and tools, no
+//! grid: each dump is read through its source into a file, restored with
+//! the tool's own client into a fresh database or repository, and the
+//! result compared. Failures (a wrong database, a tool killed) must be
+//! reported with the tool's stderr tail, never as success.
+
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use lafs_backup::{DumpError, DumpSource, dump_sources_from_yaml};
+
+use crate::common::servers;
+
+fn sources(job: &str, yaml: &str) -> Vec<DumpSource> {
+    dump_sources_from_yaml(job, yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Reads a source to its end into `file`; the result of `finish`.
+fn dump_to(source: &DumpSource, file: &Path) -> Result<u64, DumpError> {
+    let mut stream = source.open()?;
+    let mut out = std::fs::File::create(file).unwrap();
+    let n = std::io::copy(&mut stream, &mut out).unwrap();
+    stream.finish().map(|()| n)
+}
+
+fn named<'a>(all: &'a [DumpSource], name: &str) -> &'a DumpSource {
+    all.iter()
+        .find(|s| s.name() == name)
+        .unwrap_or_else(|| panic!("no source {name}"))
+}
+
+/// A script that runs `real` with its arguments, then dies by SIGKILL:
+/// with `cut`, after passing on only that many bytes of its output (killed
+/// halfway); without, after complete output. Either way the dump must
+/// count as failed.
+fn killed_after(dir: &Path, real: &Path, cut: Option<usize>) -> PathBuf {
+    let script = dir.join("killed-dump");
+    let head = cut.map_or_else(String::new, |n| format!(" | head -c {n}"));
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n'{}' \"$@\"{head}\necho about to be killed >&2\nkill -9 $$\n",
+            real.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+fn assert_failed(err: DumpError, program_part: &str, stderr_part: &str) {
+    let text = err.to_string();
+    let DumpError::Failed {
+        program, stderr, ..
+    } = &err
+    else {
+        panic!("not a dump failure: {text}")
+    };
+    assert!(program.contains(program_part), "{text}");
+    assert!(
+        stderr.iter().any(|l| l.contains(stderr_part)),
+        "stderr tail lacks {stderr_part:?}: {text}"
+    );
+    assert!(text.contains(stderr_part), "{text}");
+}
+
+const PG_SCHEMA: &str = "
+CREATE TABLE people (id int PRIMARY KEY, name text NOT NULL, born date);
+CREATE TABLE notes (id serial PRIMARY KEY, person int REFERENCES people(id), body text);
+CREATE VIEW named AS SELECT p.name, n.body FROM people p JOIN notes n ON n.person = p.id;
+INSERT INTO people VALUES (1, 'Ada', '1815-12-10'), (2, 'Grace ''Amazing''', '1906-12-09'),
+  (3, 'Zoë \\ tab	here', NULL);
+INSERT INTO notes (person, body) SELECT 1 + i % 3, repeat('x', i) || ' note ' || i
+  FROM generate_series(1, 500) AS i;
+";
+
+const PG_QUERIES: [&str; 3] = [
+    "SELECT * FROM people ORDER BY id",
+    "SELECT * FROM notes ORDER BY id",
+    "SELECT count(*), max(name) FROM named",
+];
+
+#[test]
+fn postgresql_each_database_dumped_and_restored() {
+    let pg = servers::postgres();
+    let tmp = tempfile::tempdir().unwrap();
+    pg.psql("postgres", "CREATE DATABASE dumps_pg_src", None);
+    pg.psql("postgres", "CREATE DATABASE dumps_pg_second", None);
+    pg.psql("dumps_pg_src", PG_SCHEMA, None);
+
+    // `each` lists the server's databases (other tests add theirs).
+    let all = sources("nightly", &format!("kind: postgresql\n{}", pg.job_yaml()));
+    let names: Vec<_> = all.iter().map(DumpSource::name).collect();
+    for want in [
+        "nightly.dumps_pg_src",
+        "nightly.dumps_pg_second",
+        "nightly.postgres",
+    ] {
+        assert!(names.contains(&want), "{names:?}");
+    }
+    assert!(!names.iter().any(|n| n.contains("template")), "{names:?}");
+
+    let file = tmp.path().join("src.sql");
+    let n = dump_to(named(&all, "nightly.dumps_pg_src"), &file).unwrap();
+    assert!(n > 10_000, "{n} bytes");
+    pg.psql("postgres", "CREATE DATABASE dumps_pg_restored", None);
+    pg.psql("dumps_pg_restored", "", Some(&file));
+    for q in PG_QUERIES {
+        let want = pg.psql("dumps_pg_src", q, None);
+        assert!(!want.trim().is_empty(), "{q}");
+        assert_eq!(pg.psql("dumps_pg_restored", q, None), want, "{q}");
+    }
+
+    // `all`: one stream named after the job, `pg_dumpall`'s whole cluster.
+    let all = sources(
+        "cluster",
+        &format!("kind: postgresql\ndatabases: all\n{}", pg.job_yaml()),
+    );
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].name(), "cluster");
+    let whole = tmp.path().join("all.sql");
+    dump_to(&all[0], &whole).unwrap();
+    let text = std::fs::read_to_string(&whole).unwrap();
+    assert!(text.contains("dumps_pg_src") && text.contains("Grace"));
+}
+
+#[test]
+fn postgresql_failures_report_the_stderr_tail() {
+    let pg = servers::postgres();
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = sources(
+        "j",
+        &format!(
+            "kind: postgresql\ndatabases: [dumps_pg_no_such_db]\n{}",
+            pg.job_yaml()
+        ),
+    );
+    assert_eq!(missing[0].name(), "j.dumps_pg_no_such_db");
+    let err = dump_to(&missing[0], &tmp.path().join("x")).unwrap_err();
+    assert_failed(err, "pg_dump", "does not exist");
+
+    // Complete output, then killed: still a failure.
+    pg.psql("postgres", "CREATE DATABASE dumps_pg_killed", None);
+    let script = killed_after(tmp.path(), &pg.tool("pg_dump"), None);
+    let yaml = format!(
+        "kind: postgresql\ndatabases: [dumps_pg_killed]\n{}pg_dump: {}\n",
+        pg.job_yaml()
+            .replace(&format!("pg_dump: {}\n", pg.tool("pg_dump").display()), ""),
+        script.display()
+    );
+    let err = dump_to(&sources("j", &yaml)[0], &tmp.path().join("y")).unwrap_err();
+    assert!(err.to_string().contains("killed by signal 9"), "{err}");
+    assert_failed(err, "killed-dump", "about to be killed");
+}
+
+const MY_SCHEMA: &str = "
+CREATE TABLE people (id INT PRIMARY KEY, name VARCHAR(100) NOT NULL, born DATE) ENGINE=InnoDB;
+CREATE TABLE blobs (id INT AUTO_INCREMENT PRIMARY KEY, data BLOB) ENGINE=InnoDB;
+INSERT INTO people VALUES (1, 'Ada', '1815-12-10'), (2, 'Grace \\'Amazing\\'', '1906-12-09'),
+  (3, 'Zoë', NULL);
+INSERT INTO blobs (data) VALUES (UNHEX('00FF10')), (REPEAT('abc', 1000)), (NULL);
+";
+
+const MY_QUERIES: [&str; 2] = [
+    "SELECT * FROM people ORDER BY id",
+    "SELECT id, HEX(data) FROM blobs ORDER BY id",
+];
+
+#[test]
+fn mariadb_each_database_dumped_with_an_option_file_and_restored() {
+    let my = servers::mariadb();
+    let tmp = tempfile::tempdir().unwrap();
+    let password = "Pw-never-in-argv-7q";
+    my.sql(
+        None,
+        &format!(
+            "CREATE DATABASE dumps_my_src; CREATE DATABASE dumps_my_second;
+             CREATE USER IF NOT EXISTS 'dumper'@'localhost' IDENTIFIED BY '{password}';
+             GRANT SELECT, SHOW VIEW, LOCK TABLES, TRIGGER, EVENT ON *.* TO 'dumper'@'localhost';"
+        ),
+        None,
+    );
+    my.sql(Some("dumps_my_src"), MY_SCHEMA, None);
+    // The credentials live in the tool's own option file, not in the job.
+    let options = tmp.path().join("dumper.cnf");
+    std::fs::write(
+        &options,
+        format!("[client]\nuser=dumper\npassword={password}\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&options, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let yaml = format!(
+        "kind: mysql\nsocket: {}\ndefaults_extra_file: {}\n",
+        my.socket().display(),
+        options.display()
+    );
+    let all = sources("db", &yaml);
+    let names: Vec<_> = all.iter().map(DumpSource::name).collect();
+    assert!(names.contains(&"db.dumps_my_src"), "{names:?}");
+    assert!(names.contains(&"db.dumps_my_second"), "{names:?}");
+    for system in ["mysql", "sys", "information_schema", "performance_schema"] {
+        assert!(
+            !names.contains(&format!("db.{system}").as_str()),
+            "{names:?}"
+        );
+    }
+    for s in &all {
+        let argv = format!("{:?}", s.argv().unwrap());
+        assert!(!argv.contains(password), "{argv}");
+        assert!(argv.contains("--single-transaction"), "{argv}");
+    }
+
+    let file = tmp.path().join("src.sql");
+    dump_to(named(&all, "db.dumps_my_src"), &file).unwrap();
+    my.sql(None, "CREATE DATABASE dumps_my_restored", None);
+    my.sql(Some("dumps_my_restored"), "", Some(&file));
+    for q in MY_QUERIES {
+        let want = my.sql(Some("dumps_my_src"), q, None);
+        assert!(!want.trim().is_empty(), "{q}");
+        assert_eq!(my.sql(Some("dumps_my_restored"), q, None), want, "{q}");
+    }
+
+    // A wrong database and a tool killed halfway fail, with the tool's
+    // words and without the password.
+    let wrong = sources("db", &format!("{yaml}databases: [dumps_my_nope]\n"));
+    let err = dump_to(&wrong[0], &tmp.path().join("x")).unwrap_err();
+    assert!(!err.to_string().contains(password));
+    assert_failed(err, "mysqldump", "dumps_my_nope");
+    let real = which("mysqldump");
+    let script = killed_after(tmp.path(), &real, Some(1000));
+    let killed = sources(
+        "db",
+        &format!(
+            "{yaml}databases: [dumps_my_src]\nmysqldump: {}\n",
+            script.display()
+        ),
+    );
+    let err = dump_to(&killed[0], &tmp.path().join("y")).unwrap_err();
+    assert_failed(err, "killed-dump", "about to be killed");
+    // It did stop halfway: 1000 bytes of a dump that is longer.
+    assert_eq!(std::fs::metadata(tmp.path().join("y")).unwrap().len(), 1000);
+    assert!(std::fs::metadata(&file).unwrap().len() > 1000);
+}
+
+fn which(program: &str) -> PathBuf {
+    let out = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{program} not installed");
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// A writer keeps two tables in step (every transaction adds one row to
+/// each) while copies are taken: every copy must pass `integrity_check`
+/// and hold as many rows in one table as in the other.
+#[test]
+fn sqlite_copy_is_consistent_while_written() {
+    for journal in ["wal", "delete"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = tmp.path().join("live.db");
+        {
+            let conn = rusqlite::Connection::open(&db).unwrap();
+            conn.pragma_update(None, "journal_mode", journal).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE a (id INTEGER PRIMARY KEY, v TEXT);
+                 CREATE TABLE b (id INTEGER PRIMARY KEY, v TEXT);
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
+                 INSERT INTO a (v) SELECT hex(randomblob(100)) FROM n;
+                 INSERT INTO b (v) SELECT v FROM a;",
+            )
+            .unwrap();
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let written = Arc::new(AtomicU64::new(0));
+        let writer = {
+            let (db, stop, written) = (db.clone(), stop.clone(), written.clone());
+            std::thread::spawn(move || {
+                let mut conn = rusqlite::Connection::open(&db).unwrap();
+                conn.busy_timeout(std::time::Duration::from_secs(60))
+                    .unwrap();
+                while !stop.load(Ordering::SeqCst) {
+                    let tx = conn.transaction().unwrap();
+                    for _ in 0..50 {
+                        tx.execute("INSERT INTO a (v) VALUES (hex(randomblob(200)))", [])
+                            .unwrap();
+                        tx.execute("INSERT INTO b (v) VALUES ('x')", []).unwrap();
+                    }
+                    tx.commit().unwrap();
+                    written.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        };
+        let all = sources("app", &format!("kind: sqlite\npath: {}\n", db.display()));
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].name(), "app");
+        assert_eq!(all[0].argv(), None);
+        let mut rows_seen = Vec::new();
+        for i in 0..5 {
+            // Wait for the writer to be busy before each copy.
+            let before = written.load(Ordering::SeqCst);
+            while written.load(Ordering::SeqCst) < before + 2 {
+                std::thread::yield_now();
+            }
+            let copy = tmp.path().join(format!("copy{i}.db"));
+            dump_to(&all[0], &copy).unwrap();
+            let conn = rusqlite::Connection::open(&copy).unwrap();
+            let check: String = conn
+                .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(check, "ok", "{journal} copy {i}");
+            let (a, b): (i64, i64) = conn
+                .query_row(
+                    "SELECT (SELECT count(*) FROM a), (SELECT count(*) FROM b)",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .unwrap();
+            assert_eq!(a, b, "{journal} copy {i}: a torn transaction");
+            rows_seen.push(a);
+        }
+        stop.store(true, Ordering::SeqCst);
+        writer.join().unwrap();
+        assert!(
+            rows_seen.windows(2).all(|w| w[0] < w[1]),
+            "{journal}: the copies did not see the writes: {rows_seen:?}"
+        );
+    }
+
+    // A path that is not a database fails; none is created.
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("missing.db");
+    let all = sources(
+        "app",
+        &format!("kind: sqlite\npath: {}\n", missing.display()),
+    );
+    let err = all[0].open().err().expect("a missing database must fail");
+    assert!(err.to_string().contains("missing.db"), "{err}");
+    assert!(!missing.exists());
+}
+
+fn svn(args: &[&str], cwd: &Path) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn svnlook(args: &[&str], repo: &Path) -> Vec<u8> {
+    let out = Command::new("svnlook")
+        .arg(args[0])
+        .arg(repo)
+        .args(&args[1..])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "svnlook {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// A repository with 5 revisions under `parent`, made through `file://`.
+fn svn_repo_with_5_revisions(parent: &Path, name: &str) -> PathBuf {
+    let repo = parent.join(name);
+    let wc = parent.join(format!("{name}-wc"));
+    svn(&["svnadmin", "create", repo.to_str().unwrap()], parent);
+    let url = format!("file://{}", repo.display());
+    svn(
+        &["svn", "checkout", "-q", &url, wc.to_str().unwrap()],
+        parent,
+    );
+    for rev in 1..=5 {
+        std::fs::write(
+            wc.join(format!("file{rev}.txt")),
+            format!("new in r{rev}\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            wc.join("log.txt"),
+            format!("edited in r{rev}\n").repeat(rev),
+        )
+        .unwrap();
+        if rev == 1 {
+            svn(&["svn", "add", "-q", "log.txt"], &wc);
+        }
+        svn(&["svn", "add", "-q", &format!("file{rev}.txt")], &wc);
+        svn(&["svn", "commit", "-q", "-m", &format!("r{rev}")], &wc);
+    }
+    repo
+}
+
+#[test]
+fn subversion_dump_loads_into_a_fresh_repository() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repos = tmp.path().join("repos");
+    std::fs::create_dir(&repos).unwrap();
+    let one = svn_repo_with_5_revisions(&repos, "alpha");
+    svn_repo_with_5_revisions(&repos, "beta");
+    // Working copies and other dirs under the directory are not repositories.
+    std::fs::create_dir(repos.join("not-a-repo")).unwrap();
+
+    let single = sources(
+        "svn",
+        &format!("kind: subversion\nrepository: {}\n", one.display()),
+    );
+    assert_eq!(single.len(), 1);
+    assert_eq!(single[0].name(), "svn");
+    let all = sources(
+        "svn",
+        &format!("kind: subversion_dir\ndirectory: {}\n", repos.display()),
+    );
+    let names: Vec<_> = all.iter().map(DumpSource::name).collect();
+    assert_eq!(names, ["svn.alpha", "svn.beta"]);
+
+    for source in &all {
+        let repo = repos.join(source.name().trim_start_matches("svn."));
+        let file = tmp.path().join(format!("{}.dump", source.name()));
+        dump_to(source, &file).unwrap();
+        let fresh = tmp.path().join(format!("{}-loaded", source.name()));
+        svn(&["svnadmin", "create", fresh.to_str().unwrap()], tmp.path());
+        let out = Command::new("svnadmin")
+            .args(["load", "--quiet"])
+            .arg(&fresh)
+            .stdin(std::fs::File::open(&file).unwrap())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(svnlook(&["youngest"], &fresh), b"5\n");
+        assert_eq!(svnlook(&["youngest"], &repo), b"5\n");
+        for rev in ["1", "3", "5"] {
+            for path in ["log.txt", "file1.txt"] {
+                assert_eq!(
+                    svnlook(&["cat", "-r", rev, path], &fresh),
+                    svnlook(&["cat", "-r", rev, path], &repo),
+                    "{path}@{rev}"
+                );
+            }
+        }
+        assert_eq!(
+            svnlook(&["tree", "-r", "5"], &fresh),
+            svnlook(&["tree", "-r", "5"], &repo)
+        );
+    }
+
+    // A repository that is gone: svnadmin's failure, with its words.
+    let gone = sources(
+        "svn",
+        &format!(
+            "kind: subversion\nrepository: {}\n",
+            tmp.path().join("gone").display()
+        ),
+    );
+    let err = dump_to(&gone[0], &tmp.path().join("gone.dump")).unwrap_err();
+    assert_failed(err, "svnadmin", "gone");
+
+    // A directory without repositories is an error, not an empty success.
+    let err = dump_sources_from_yaml(
+        "svn",
+        &format!(
+            "kind: subversion_dir\ndirectory: {}\n",
+            repos.join("not-a-repo").display()
+        ),
+        "test.yaml",
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("no Subversion repository"),
+        "{err}"
+    );
+
+    // A stream read only in part, then dropped, leaves no process behind.
+    let mut stream = all[0].open().unwrap();
+    let mut head = [0u8; 16];
+    stream.read_exact(&mut head).unwrap();
+    assert!(head.starts_with(b"SVN-fs-dump"));
+    drop(stream);
+}
+
+#[test]
+fn a_missing_tool_is_a_usage_error_naming_it() {
+    let err = dump_sources_from_yaml(
+        "j",
+        "kind: subversion\nrepository: /r\nsvnadmin: /nonexistent/svnadmin\n",
+        "test.yaml",
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/svnadmin"), "{err}");
+    assert_eq!(
+        lafs_backup::exit_code(&anyhow::Error::from(err)),
+        2,
+        "a usage error"
+    );
+}
