@@ -135,10 +135,10 @@ pub use config::{
     Codec, Config, Retry, RetryDelay, Timeouts, XzAction, XzRule, load as load_config,
 };
 // Tar streams (issue 15, TARzan): the splitter, its index, the joiner.
+pub use dump::{DumpError, DumpSource, DumpStream, dump_sources_from_yaml};
 pub use tarsplit::{
     Event as TarEvent, IndexError as TarIndexError, IndexReader as TarIndexReader,
     IndexWriter as TarIndexWriter, JoinError as TarJoinError, PayloadReader as TarPayloadReader,
     Record as TarRecord, SplitError, Splitter as TarSplitter, TarError, TarErrorKind, is_tar_error,
     join as tar_join,
 };
-pub use dump::{DumpError, DumpSource, DumpStream, dump_sources_from_yaml};

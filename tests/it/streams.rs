@@ -218,6 +218,13 @@ fn stdin_streams_round_trip_and_deduplicate() {
         .code(4);
     assert!(short.stdout.contains("offset 1000"), "{}", short.stdout);
 
+    // restore has no tree to write: exit 2, pointing at cat.
+    let target = s.tmp.path().join("restored");
+    let r = s.lafs().args(["restore", "dump"]).arg(&target).code(2);
+    assert!(r.stderr.contains("is a stream backup"), "{}", r.stderr);
+    assert!(r.stderr.contains("lafs-backup cat"), "{}", r.stderr);
+    assert!(!target.exists(), "nothing was written");
+
     // list: the kind, as a --json key and in the table.
     let listed = s.backups();
     assert_eq!(listed.len(), 3);

@@ -157,7 +157,14 @@ pub(super) fn run(
         Source::Command(argv) => argv.join(" "),
     };
     // The result targets and the recovery catalog (a lagging catalog: exit 4).
-    let catalog = deliver(ctx, &client, id, name.as_bytes(), what.as_bytes(), &stored.root)?;
+    let catalog = deliver(
+        ctx,
+        &client,
+        id,
+        name.as_bytes(),
+        what.as_bytes(),
+        &stored.root,
+    )?;
     if ctx.json() {
         let line = serde_json::json!({
             "type": "summary",
