@@ -22,17 +22,6 @@ pub(crate) fn run(ctx: &Context<'_>, args: &RestoreArgs) -> anyhow::Result<Outco
     let root = resolve(ctx, args, &gateway)?;
     gateway.storage_servers()?;
     let client = gateway.client;
-    // A stream backup has no tree to restore (`docs/streams.md`): its
-    // bytes come back with `cat`. One root listing, which a tree's restore
-    // reads anyway.
-    if crate::stream::read::open(&client, &root)?.is_some() {
-        return Err(UsageError(format!(
-            "{}: is a stream backup, which restore cannot write as a tree:              `lafs-backup cat {}` writes its bytes to stdout",
-            crate::selector::quoted(&args.backup),
-            crate::selector::quoted(&args.backup)
-        ))
-        .into());
-    }
     let target = match (&args.target, &args.stdout) {
         (_, Some(path)) => {
             use std::os::unix::ffi::OsStrExt as _;
@@ -226,6 +215,19 @@ fn resolve(ctx: &Context<'_>, args: &RestoreArgs, gateway: &Gateway<'_>) -> anyh
         .select_in(&rows, &origin)
         .map_err(UsageError::from)?;
     if let Some(row) = selected.latest() {
+        // A stream backup has no tree to restore (`docs/streams.md`): its
+        // bytes come back with `cat`. (Known from the record, so it costs
+        // no request; a stream named by its bare cap is restored as the
+        // directory of chunks it is.)
+        if row.kind == crate::cache::BackupKind::Stream {
+            return Err(UsageError(format!(
+                "{}: is a stream backup, which restore cannot write as a tree: \
+                 `lafs-backup cat {}` writes its bytes to stdout",
+                crate::selector::quoted(&args.backup),
+                crate::selector::quoted(&args.backup)
+            ))
+            .into());
+        }
         info!(
             "restoring {} generation {} (#{})",
             show::name(&row.name),
