@@ -1088,6 +1088,20 @@ def is_mountpoint(path):
         return any(line.split(" ")[4] == target for line in f)
 
 
+def save_case_report(args, kind, lines, facts, runs):
+    """Prints a single case's report (--mount, --stream) and saves it with
+    its runs as WORK/results/KIND-STAMP.md and .json."""
+    text = "\n".join(lines)
+    print(text)
+    results = args.work / "results"
+    results.mkdir(exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    (results / f"{kind}-{stamp}.md").write_text(text + "\n")
+    (results / f"{kind}-{stamp}.json").write_text(
+        json.dumps({"facts": facts, "runs": runs}, indent=1, default=str) + "\n")
+    say(f"done in {time.monotonic() - T0:.0f} s; report: {results}/{kind}-{stamp}.md")
+
+
 def mount_main(args, facts, trees, run_dir):
     """The --mount case: see DESCRIPTION."""
     src = mount_tree(trees, args.mount_mb)
@@ -1190,15 +1204,7 @@ def mount_main(args, facts, trees, run_dir):
     lines.append(f"| peak RSS of the mount process ({R['mount']['maxrss_method']}) | "
                  f"{fmt_mib(rss)} MiB ({'PASS' if rss is not None and rss < 64 * 1024 else 'FAIL'}: "
                  "target under 64 MiB) |")
-    text = "\n".join(lines)
-    print(text)
-    results = args.work / "results"
-    results.mkdir(exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    (results / f"mount-{stamp}.md").write_text(text + "\n")
-    (results / f"mount-{stamp}.json").write_text(
-        json.dumps({"facts": facts, "runs": R}, indent=1, default=str) + "\n")
-    say(f"done in {time.monotonic() - T0:.0f} s; report: {results}/mount-{stamp}.md")
+    save_case_report(args, "mount", lines, facts, R)
     return 0
 
 
@@ -1296,15 +1302,7 @@ def stream_main(args, facts, trees, run_dir):
         f"| 1 MiB inserted in the middle | {fmt_s(R['insert']['wall'])} s, {ins} bytes uploaded "
         f"({'PASS' if ins is not None and ins <= bound else 'FAIL'}: at most 1 MiB + 3 x 4 MiB) |",
     ]
-    text = "\n".join(lines)
-    print(text)
-    results = args.work / "results"
-    results.mkdir(exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    (results / f"stream-{stamp}.md").write_text(text + "\n")
-    (results / f"stream-{stamp}.json").write_text(
-        json.dumps({"facts": facts, "runs": R}, indent=1, default=str) + "\n")
-    say(f"done in {time.monotonic() - T0:.0f} s; report: {results}/stream-{stamp}.md")
+    save_case_report(args, "stream", lines, facts, R)
     return 0
 
 
