@@ -17,13 +17,6 @@
 //! [`BtrfsKeys::finish`] for the required ones. `null` for a schedule key
 //! is its default, as a key left out.
 
-// Until `jobs` accepts `kind: btrfs` (issue 15's wiring), only the unit
-// tests call this; the wiring removes this.
-#![cfg_attr(
-    not(test),
-    expect(dead_code, reason = "hooked into `jobs` by issue 15's wiring")
-)]
-
 use std::path::PathBuf;
 
 use super::emit::Out;
@@ -54,16 +47,7 @@ pub(crate) struct BtrfsKeys {
 }
 
 impl BtrfsKeys {
-    /// The keys a `kind: btrfs` job has besides the common ones.
-    pub(crate) const KEYS: [&'static str; 5] = [
-        "subvolume",
-        "snapshot_dir",
-        "backup_days",
-        "max_incrementals",
-        "chain_lifetime_days",
-    ];
-
-    /// Takes `entry` of the job at `key` if it is one of [`Self::KEYS`]
+    /// Takes `entry` of the job at `key` if it is one of this kind's keys
     /// (`Ok(true)`); `Ok(false)`: not a btrfs key, the caller's to judge.
     pub(crate) fn take(&mut self, entry: &Entry, key: &str) -> Result<bool, Invalid> {
         let child = join(key, &entry.key);
@@ -309,6 +293,5 @@ mod tests {
         };
         let mut keys = BtrfsKeys::default();
         assert!(!keys.take(&entries[0], KEY).unwrap());
-        assert_eq!(BtrfsKeys::KEYS.len(), 5);
     }
 }

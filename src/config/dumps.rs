@@ -2,8 +2,8 @@
 //! `subversion`, `subversion_dir`; `docs/dumps.md`): one self-contained type
 //! per kind, parsed from one mapping that holds `kind` and that kind's keys.
 //!
-//! Not yet a key of `jobs[]`: the job schema hands a dump job's mapping to
-//! [`parse`] (the stream core decides where dump jobs sit in the config).
+//! The job schema (`jobs.rs`) hands a dump job's mapping, without the keys
+//! every job has (`name`, `retention`, `hooks`), to [`parse`].
 //! No key takes a password: the tools' own mechanisms (`.pgpass`,
 //! `PGPASSFILE`, MySQL option files) carry them, so a password is never in
 //! lafs-backup's config, its `config show` output or its logs.
@@ -11,6 +11,7 @@
 use std::path::PathBuf;
 
 use super::ConfigError;
+use super::emit::Out;
 use super::node::{Kind, Node};
 use super::schema::{Invalid, InvalidKind, Layer, Value, check_duplicates, join, parse_list};
 
@@ -302,6 +303,77 @@ impl Opts {
             }
         }
         Ok(())
+    }
+}
+
+/// The job's dump keys for the config dump (`kind` first), every one
+/// written out so that the dump parses back to the same job.
+pub(crate) fn to_out(dump: &Dump) -> Vec<(&'static str, Out)> {
+    let text = |s: &str| Out::Str(s.to_owned());
+    let texts = |v: &[String]| Out::Seq(v.iter().map(|s| text(s)).collect());
+    let opt_text = |s: &Option<String>| s.as_deref().map_or(Out::Null, text);
+    let path = |p: &PathBuf| p.to_out();
+    let databases = |d: &Databases| match d {
+        Databases::All => Out::Word("all"),
+        Databases::Each => Out::Word("each"),
+        Databases::Named(names) => texts(names),
+    };
+    let connection = |c: &Connection, socket: bool| {
+        let mut out = vec![
+            ("host", opt_text(&c.host)),
+            ("port", c.port.map_or(Out::Null, |p| Out::Int(p.into()))),
+            ("user", opt_text(&c.user)),
+        ];
+        if socket {
+            out.push(("socket", c.socket.as_ref().map_or(Out::Null, path)));
+        }
+        out
+    };
+    match dump {
+        Dump::Postgresql(pg) => {
+            let mut out = vec![
+                ("kind", Out::Word("postgresql")),
+                ("databases", databases(&pg.databases)),
+                ("exclude", texts(&pg.exclude)),
+            ];
+            out.extend(connection(&pg.connection, false));
+            out.extend([
+                ("extra_args", texts(&pg.extra_args)),
+                ("pg_dump", text(&pg.pg_dump)),
+                ("pg_dumpall", text(&pg.pg_dumpall)),
+                ("psql", text(&pg.psql)),
+            ]);
+            out
+        }
+        Dump::Mysql(my) => {
+            let mut out = vec![
+                ("kind", Out::Word("mysql")),
+                ("databases", databases(&my.databases)),
+                ("exclude", texts(&my.exclude)),
+            ];
+            out.extend(connection(&my.connection, true));
+            out.extend([
+                (
+                    "defaults_extra_file",
+                    my.defaults_extra_file.as_ref().map_or(Out::Null, path),
+                ),
+                ("extra_args", texts(&my.extra_args)),
+                ("mysqldump", text(&my.mysqldump)),
+                ("mysql", text(&my.mysql)),
+            ]);
+            out
+        }
+        Dump::Sqlite(sq) => vec![("kind", Out::Word("sqlite")), ("path", path(&sq.path))],
+        Dump::Subversion(svn) => vec![
+            ("kind", Out::Word("subversion")),
+            ("repository", path(&svn.repository)),
+            ("svnadmin", text(&svn.svnadmin)),
+        ],
+        Dump::SubversionDir(svn) => vec![
+            ("kind", Out::Word("subversion_dir")),
+            ("directory", path(&svn.directory)),
+            ("svnadmin", text(&svn.svnadmin)),
+        ],
     }
 }
 

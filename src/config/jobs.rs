@@ -7,6 +7,8 @@
 
 use std::path::PathBuf;
 
+use super::btrfs::{self as btrfs_keys, BtrfsJob, BtrfsKeys};
+use super::dumps::{self, Dump};
 use super::emit::Out;
 use super::hooks::{self, Hooks};
 use super::node::{Kind, Node};
@@ -46,6 +48,11 @@ pub struct Job {
     /// `command`: the program and its arguments whose standard output a
     /// `kind: command` job stores as a stream (`docs/streams.md`).
     pub(crate) command: Vec<String>,
+    /// A `kind: btrfs` job's own keys (`docs/btrfs.md`).
+    pub(crate) btrfs: Option<BtrfsJob>,
+    /// A dump job's own keys (`kind: postgresql`, `mysql`, `sqlite`,
+    /// `subversion` or `subversion_dir`; `docs/dumps.md`).
+    pub(crate) dump: Option<Dump>,
 }
 
 /// What a job backs up.
@@ -56,7 +63,24 @@ pub(crate) enum JobKind {
     Tree,
     /// A stream: the standard output of `command`.
     Command,
+    /// btrfs send streams of a subvolume on btrsend's schedule
+    /// ([`Job::btrfs`]).
+    Btrfs,
+    /// Database or repository dumps, one stream per database
+    /// ([`Job::dump`]).
+    Dump,
 }
+
+impl JobKind {
+    /// Whether the job stores streams (no source tree, no queue).
+    pub(crate) fn is_stream(self) -> bool {
+        self != JobKind::Tree
+    }
+}
+
+/// The keys every job takes whatever its kind; a dump kind's other keys
+/// are [`dumps::parse`]'s.
+const COMMON_KEYS: [&str; 4] = ["name", "kind", "retention", "hooks"];
 
 pub(crate) fn zero() -> Vec<Job> {
     Vec::new()
@@ -98,9 +122,45 @@ fn job(node: &Node, key: &str) -> Result<Job, Invalid> {
     let mut path = None;
     let mut name = None;
     let mut command = None;
+    // The kind decides which other keys the job takes, so it is read first.
+    let mut dump_kind = false;
+    if let Some(entry) = entries.iter().find(|e| e.key == "kind") {
+        let child = join(key, "kind");
+        let value = &entry.value;
+        let text = String::parse(value, &child)?;
+        job.kind = match text.as_str() {
+            "tree" => JobKind::Tree,
+            "command" => JobKind::Command,
+            "btrfs" => JobKind::Btrfs,
+            other if dumps::KINDS.contains(&other) => {
+                dump_kind = true;
+                JobKind::Dump
+            }
+            _ => {
+                return Err(Invalid::value(
+                    value,
+                    &child,
+                    format!(
+                        "must be tree, command, btrfs or a dump kind ({})",
+                        dumps::KINDS.join(", ")
+                    ),
+                ));
+            }
+        };
+    }
+    let mut btrfs = BtrfsKeys::default();
+    let mut dump_entries = Vec::new();
     for entry in entries {
         let child = join(key, &entry.key);
         let value = &entry.value;
+        if dump_kind && !COMMON_KEYS.contains(&entry.key.as_str()) {
+            // Checked, with the kind, by `dumps::parse` below.
+            dump_entries.push(entry.clone());
+            continue;
+        }
+        if job.kind == JobKind::Btrfs && btrfs.take(entry, key)? {
+            continue;
+        }
         match entry.key.as_str() {
             "name" => {
                 let n = String::parse(value, &child)?;
@@ -119,11 +179,9 @@ fn job(node: &Node, key: &str) -> Result<Job, Invalid> {
             "retention" => job.retention = Some(retention::parse(value, &child)?),
             "hooks" => job.hooks = hooks::parse(value, &child)?,
             "kind" => {
-                job.kind = match String::parse(value, &child)?.as_str() {
-                    "tree" => JobKind::Tree,
-                    "command" => JobKind::Command,
-                    _ => return Err(Invalid::value(value, &child, "must be tree or command")),
-                };
+                if dump_kind {
+                    dump_entries.push(entry.clone());
+                }
             }
             "command" => {
                 let argv = parse_list(
@@ -139,7 +197,31 @@ fn job(node: &Node, key: &str) -> Result<Job, Invalid> {
         }
     }
     job.name = name.ok_or_else(|| Invalid::value(node, &join(key, "name"), "missing"))?;
+    if job.kind.is_stream() && job.kind != JobKind::Command {
+        if let Some((value, _)) = command {
+            return Err(Invalid::value(
+                value,
+                &join(key, "command"),
+                "only a job of kind: command runs a command",
+            ));
+        }
+        if path.is_some() {
+            return Err(Invalid::value(
+                node,
+                &join(key, "source.path"),
+                "only a job of kind: tree has a source.path",
+            ));
+        }
+    }
     match job.kind {
+        JobKind::Btrfs => job.btrfs = Some(btrfs.finish(node, key)?),
+        JobKind::Dump => {
+            let only = Node {
+                line: node.line,
+                kind: Kind::Map(dump_entries),
+            };
+            job.dump = Some(dumps::parse(&only, key)?);
+        }
         JobKind::Tree => {
             if let Some((value, _)) = command {
                 return Err(Invalid::value(
@@ -258,14 +340,24 @@ pub(crate) fn to_out(jobs: &[Job]) -> Out {
                 if j.hooks != Hooks::default() {
                     map.push(("hooks", hooks::to_out(&j.hooks)));
                 }
-                if j.kind == JobKind::Command {
-                    // Written only for command jobs: a tree job dumps as before.
+                // Written only for stream jobs: a tree job dumps as before.
+                if j.kind.is_stream() {
                     map.retain(|(k, _)| *k != "source");
-                    map.push(("kind", Out::Word("command")));
-                    map.push((
-                        "command",
-                        Out::Seq(j.command.iter().map(|a| Out::Str(a.clone())).collect()),
-                    ));
+                }
+                match (j.kind, &j.btrfs, &j.dump) {
+                    (JobKind::Command, _, _) => {
+                        map.push(("kind", Out::Word("command")));
+                        map.push((
+                            "command",
+                            Out::Seq(j.command.iter().map(|a| Out::Str(a.clone())).collect()),
+                        ));
+                    }
+                    (JobKind::Btrfs, Some(b), _) => {
+                        map.push(("kind", Out::Word("btrfs")));
+                        map.extend(btrfs_keys::to_out(b));
+                    }
+                    (JobKind::Dump, _, Some(d)) => map.extend(dumps::to_out(d)),
+                    _ => {}
                 }
                 Out::Map(map)
             })

@@ -1648,3 +1648,102 @@ fn bad_hooks_name_the_line_and_key() {
     assert_error("hooks:\n  timeout: 0\n", "invalid value for hooks.timeout");
     assert_error("hooks: [1]\n", "wrong type for hooks");
 }
+
+// ------------------------------------------------------------ stream job kinds
+
+const STREAM_JOBS: &str = "jobs:
+  - name: vol
+    kind: btrfs
+    subvolume: /mnt/data/home
+    snapshot_dir: /mnt/data/.snapshots
+    max_incrementals: 5
+    retention: {keep: {last: 3}}
+  - name: pg
+    kind: postgresql
+    databases: [app, audit]
+    host: /run/pg
+    port: 5433
+    hooks: {finally: [[/bin/true]]}
+  - name: my
+    kind: mysql
+    databases: all
+    socket: /run/mysqld.sock
+    defaults_extra_file: /etc/backup-my.cnf
+  - name: lite
+    kind: sqlite
+    path: /var/lib/app.db
+  - name: svn
+    kind: subversion
+    repository: /srv/svn/main
+  - name: svns
+    kind: subversion_dir
+    directory: /srv/svn
+";
+
+#[test]
+fn stream_job_kinds_parse_and_round_trip() {
+    use crate::config::dumps::{Databases, Dump};
+    let config = config(STREAM_JOBS);
+    let kinds: Vec<JobKind> = config.jobs.iter().map(|j| j.kind).collect();
+    use JobKind::{Btrfs, Dump as D};
+    assert_eq!(kinds, [Btrfs, D, D, D, D, D]);
+    let vol = &config.jobs[0];
+    let btrfs = vol.btrfs.as_ref().unwrap();
+    assert_eq!(btrfs.subvolume, Path::new("/mnt/data/home"));
+    assert_eq!(btrfs.schedule.max_incrementals, 5);
+    assert_eq!(btrfs.schedule.backup_days, [1, 7, 14, 21]);
+    assert!(vol.retention.as_ref().is_some_and(Option::is_some));
+    let Some(Dump::Postgresql(pg)) = &config.jobs[1].dump else {
+        panic!("a postgresql job")
+    };
+    assert_eq!(
+        pg.databases,
+        Databases::Named(vec!["app".into(), "audit".into()])
+    );
+    assert_eq!(pg.connection.port, Some(5433));
+    assert_eq!(config.jobs[1].hooks.finally, [["/bin/true"]]);
+    assert!(matches!(&config.jobs[2].dump, Some(Dump::Mysql(m)) if m.databases == Databases::All));
+    assert!(matches!(&config.jobs[3].dump, Some(Dump::Sqlite(_))));
+    assert!(matches!(&config.jobs[5].dump, Some(Dump::SubversionDir(_))));
+    // The dump reads back to the same jobs.
+    let again = self::config(&config.to_yaml());
+    assert_eq!(again.to_yaml(), config.to_yaml());
+    let strip = |c: &Config| {
+        let mut jobs = c.jobs.clone();
+        jobs.iter_mut().for_each(|j| j.line = 0);
+        jobs
+    };
+    assert_eq!(strip(&again), strip(&config));
+}
+
+#[test]
+fn bad_stream_jobs_name_the_line_and_key() {
+    assert_error(
+        "jobs:\n  - name: a\n    kind: zfs\n",
+        "cfg.yaml:3: invalid value for jobs job #1.kind: must be tree, command, btrfs or a dump kind",
+    );
+    assert_error(
+        "jobs:\n  - name: a\n    kind: btrfs\n    subvolume: /x\n",
+        "invalid value for jobs job #1.snapshot_dir: missing",
+    );
+    assert_error(
+        "jobs:\n  - name: a\n    kind: btrfs\n    subvolume: /x\n    snapshot_dir: /s\n    source: {path: /a}\n",
+        "only a job of kind: tree has a source.path",
+    );
+    assert_error(
+        "jobs:\n  - name: a\n    kind: postgresql\n    subvolume: /x\n",
+        "cfg.yaml:4: unknown config key jobs job #1.subvolume",
+    );
+    assert_error(
+        "jobs:\n  - name: a\n    kind: sqlite\n    command: [x]\n",
+        "unknown config key jobs job #1.command",
+    );
+    assert_error(
+        "jobs:\n  - name: a\n    kind: btrfs\n    subvolume: /x\n    snapshot_dir: /s\n    command: [x]\n",
+        "only a job of kind: command runs a command",
+    );
+    assert_error(
+        "jobs:\n  - name: a\n    kind: subversion\n",
+        "needs jobs job #1.repository",
+    );
+}

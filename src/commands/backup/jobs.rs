@@ -11,7 +11,7 @@ use super::record::run_job_summarized;
 use super::summary::JobSummary;
 use crate::cli::BackupArgs;
 use crate::commands::Context;
-use crate::config::{Config, Job, JobKind};
+use crate::config::{Config, Job};
 use crate::exit::{self, Outcome, UsageError};
 use crate::scan;
 
@@ -133,9 +133,9 @@ fn run_unhooked(ctx: Context<'_>, args: &BackupArgs, name: &str) -> JobSummary {
 /// The shared config with the job's keys in place of the top-level ones.
 fn derive(config: &Config, job: &Job) -> Config {
     let mut c = config.clone();
-    if job.kind == JobKind::Command {
+    if job.kind.is_stream() {
         // A stream job: no source tree; the job's own entry tells the
-        // backup which command to run (`stream::source`).
+        // backup what to store (`stream::source`).
         c.jobs = vec![job.clone()];
         c.source.path = None;
         if let Some(retention) = &job.retention {

@@ -63,11 +63,22 @@ pub(super) fn source(
     let Some(job) = job else {
         return Ok(None);
     };
-    Ok(config
-        .jobs
-        .iter()
-        .find(|j| j.name == job && j.kind == JobKind::Command)
-        .map(|j| (j.name.clone(), Source::Command(j.command.clone()))))
+    let Some(job) = config.jobs.iter().find(|j| j.name == job) else {
+        return Ok(None);
+    };
+    match job.kind {
+        JobKind::Tree => Ok(None),
+        JobKind::Command => Ok(Some((
+            job.name.clone(),
+            Source::Command(job.command.clone()),
+        ))),
+        // Wired by the btrfs and dump work of issue 15 (in progress).
+        JobKind::Btrfs | JobKind::Dump => Err(UsageError(format!(
+            "job {}: this kind of job cannot be backed up by this build yet",
+            job.name
+        ))
+        .into()),
+    }
 }
 
 /// Backs up one stream.
