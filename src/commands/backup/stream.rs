@@ -43,6 +43,50 @@ pub(super) enum Source {
     Command(Vec<String>),
 }
 
+impl Source {
+    /// What the recovery catalog and result targets name as the source.
+    fn describe(&self) -> String {
+        match self {
+            Source::Stdin => "-".to_owned(),
+            Source::Command(argv) => argv.join(" "),
+        }
+    }
+
+    /// Starts the source (a command is spawned here).
+    fn start(&self, name: &str) -> anyhow::Result<Box<dyn Producer>> {
+        Ok(match self {
+            Source::Stdin => Box::new(StdinProducer),
+            Source::Command(argv) => Box::new(Running::start(argv, name)?),
+        })
+    }
+}
+
+/// A started source of stream bytes: read it to its end, then ask it
+/// whether it ended well. Failure is never success: a backup is recorded
+/// only when [`Producer::finish`] says so after every byte is stored.
+pub(super) trait Producer {
+    /// The bytes to store (taken once).
+    fn reader(&mut self) -> Box<dyn Read + '_>;
+    /// Whether the source ended well; `stored` is false when storing
+    /// failed (the source may then be stopped: nobody reads it any more,
+    /// and the storing error is the one to report).
+    fn finish(self: Box<Self>, stored: bool) -> anyhow::Result<()>;
+}
+
+/// Standard input: it ended well when it was read to its end without an
+/// error (a read error fails the storing itself).
+struct StdinProducer;
+
+impl Producer for StdinProducer {
+    fn reader(&mut self) -> Box<dyn Read + '_> {
+        Box::new(io::stdin().lock())
+    }
+
+    fn finish(self: Box<Self>, _stored: bool) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
 /// The stream this run backs up, if it is a stream backup: `--stdin NAME`,
 /// or a job of `kind: command` (whose derived config keeps its own entry
 /// in `jobs`, see `jobs::derive`). Returns the backup name and the source.
@@ -109,12 +153,9 @@ pub(super) fn run(
     check_grid(&gateway, &mut cache, args.allow_foreign_cache)?;
     let client = gateway.client;
 
-    // The command starts only once the gateway and the cache are ready: a
+    // The source starts only once the gateway and the cache are ready: a
     // dump is not made for nothing.
-    let mut running = match &source {
-        Source::Stdin => None,
-        Source::Command(argv) => Some(Running::start(argv, name)?),
-    };
+    let mut producer = source.start(name)?;
     let generation = cache.begin_run(config.operation.try_resume)?;
     info!("storing the stream {name} (generation {generation})");
     let options = store::Options {
@@ -122,26 +163,18 @@ pub(super) fn run(
         concurrency: usize::try_from(config.operation.concurrency).unwrap_or(usize::MAX),
     };
     let started = Instant::now();
-    let stored = {
-        let input: Box<dyn Read> = match running.as_mut().and_then(|r| r.child.stdout.take()) {
-            Some(stdout) => Box::new(stdout),
-            None => Box::new(io::stdin().lock()),
-        };
-        store::store(
-            &client,
-            &mut cache,
-            &encoder,
-            &config.chunking,
-            name.as_bytes(),
-            input,
-            options,
-        )
-    };
+    let stored = store::store(
+        &client,
+        &mut cache,
+        &encoder,
+        &config.chunking,
+        name.as_bytes(),
+        producer.reader(),
+        options,
+    );
     let seconds = started.elapsed().as_secs_f64();
-    // The command's end decides before anything is recorded.
-    if let Some(running) = running {
-        running.finish(stored.is_ok())?;
-    }
+    // The source's end decides before anything is recorded.
+    producer.finish(stored.is_ok())?;
     let stored = stored.map_err(|e| match e {
         StreamError::Read(err) => {
             anyhow::anyhow!("reading the stream {name}: {err}; nothing was recorded")
@@ -163,10 +196,7 @@ pub(super) fn run(
     }
     drop(cache);
 
-    let what = match &source {
-        Source::Stdin => "-".to_owned(),
-        Source::Command(argv) => argv.join(" "),
-    };
+    let what = source.describe();
     // The result targets and the recovery catalog (a lagging catalog: exit 4).
     let catalog = deliver(
         ctx,
@@ -266,11 +296,23 @@ impl Running {
             reader,
         })
     }
+}
+
+impl Producer for Running {
+    fn reader(&mut self) -> Box<dyn Read + '_> {
+        match self.child.stdout.as_mut() {
+            Some(stdout) => Box::new(stdout),
+            None => Box::new(io::empty()),
+        }
+    }
 
     /// Waits for the command (killing it first when the stream could not be
     /// stored: nobody reads its output any more) and fails unless it exited
     /// 0, showing its last stderr lines.
-    fn finish(mut self, stored: bool) -> anyhow::Result<()> {
+    fn finish(mut self: Box<Self>, stored: bool) -> anyhow::Result<()> {
+        // Closed first: a writer still holding the pipe gets EPIPE instead
+        // of blocking on it.
+        drop(self.child.stdout.take());
         if !stored {
             // It may be blocked writing into the pipe nobody reads.
             let _ = self.child.kill();
