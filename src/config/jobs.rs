@@ -46,6 +46,8 @@ pub struct Job {
     /// `command`: the program and its arguments whose standard output a
     /// `kind: command` job stores as a stream (`docs/streams.md`).
     pub(crate) command: Vec<String>,
+    /// `tar`: a `kind: command` job's output is a tar (`--tar`).
+    pub(crate) tar: bool,
 }
 
 /// What a job backs up.
@@ -98,6 +100,7 @@ fn job(node: &Node, key: &str) -> Result<Job, Invalid> {
     let mut path = None;
     let mut name = None;
     let mut command = None;
+    let mut tar = None;
     for entry in entries {
         let child = join(key, &entry.key);
         let value = &entry.value;
@@ -135,6 +138,10 @@ fn job(node: &Node, key: &str) -> Result<Job, Invalid> {
                 )?;
                 command = Some((value, argv));
             }
+            "tar" => {
+                job.tar = bool::parse(value, &child)?;
+                tar = Some(value);
+            }
             _ => return Err(unknown(entry.key_line, &child)),
         }
     }
@@ -170,6 +177,10 @@ fn job(node: &Node, key: &str) -> Result<Job, Invalid> {
             }
             job.command = argv;
         }
+    }
+    if let Some(value) = tar.filter(|_| job.kind != JobKind::Command) {
+        let why = "only a job of kind: command has a tar stream";
+        return Err(Invalid::value(value, &join(key, "tar"), why));
     }
     Ok(job)
 }
@@ -266,6 +277,9 @@ pub(crate) fn to_out(jobs: &[Job]) -> Out {
                         "command",
                         Out::Seq(j.command.iter().map(|a| Out::Str(a.clone())).collect()),
                     ));
+                    if j.tar {
+                        map.push(("tar", Out::Bool(true)));
+                    }
                 }
                 Out::Map(map)
             })
