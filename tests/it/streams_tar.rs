@@ -29,6 +29,11 @@ struct Setup {
 
 impl Setup {
     fn new(url: &str) -> Setup {
+        Setup::with(url, "")
+    }
+
+    /// With `extra` config (e.g. `jobs`) at the end.
+    fn with(url: &str, extra: &str) -> Setup {
         let tmp = tempfile::tempdir().unwrap();
         let config = tmp.path().join("cfg.yaml");
         // `tree/` is the source of a tree backup, when a test makes one.
@@ -36,7 +41,7 @@ impl Setup {
             &config,
             format!(
                 "source:\n  path: '{}'\n  queue:\n    path: '{}'\n  entry_cache:\n    path: '{}'\n\
-                 destination:\n  url: '{url}/uri'\n{}{CHUNKING}",
+                 destination:\n  url: '{url}/uri'\n{}{CHUNKING}{extra}",
                 tmp.path().join("tree").display(),
                 tmp.path().join("queue").display(),
                 tmp.path().join("cache.sqlite").display(),
@@ -515,5 +520,53 @@ fn tar_stream_format_golden() {
     assert!(
         got == expected,
         "the index stream is the serialised records"
+    );
+}
+
+/// A job of `kind: command` with `tar: true` stores its output as a tar
+/// stream; output that is not a tar fails it (exit 1, nothing recorded);
+/// `tar` on a tree job is a config error (exit 2).
+#[test]
+fn command_jobs_with_tar() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("x"), common::pseudo_random_bytes(40_000, 80)).unwrap();
+    fs::write(src.join("y"), b"why").unwrap();
+    let jobs = format!(
+        "jobs:\n  - name: t\n    kind: command\n    tar: true\n    \
+         command: [tar, -c, --format=gnu, -C, '{}', .]\n  \
+         - name: junk\n    kind: command\n    tar: true\n    command: [echo, hello]\n",
+        src.display()
+    );
+    let s = Setup::with(&common::gateway_url(), &jobs);
+    let run = s
+        .lafs()
+        .args(["--json", "backup", "--job", "t"])
+        .caps_on_stdout()
+        .ok();
+    let summary = &run.of_type("summary")[0];
+    assert_eq!(summary["layout"], "tar", "{summary}");
+    assert_eq!(summary["job"], "t", "{summary}");
+    assert_eq!(summary["payloads"], 2, "{summary}");
+    s.cat_cmp("t", &tar_c(&src, &["--format=gnu"]));
+
+    let failed = s.lafs().args(["backup", "--job", "junk"]).code(1);
+    assert!(
+        failed.stderr.contains("not a valid tar stream"),
+        "{}",
+        failed.stderr
+    );
+    assert_eq!(s.backups().len(), 1, "nothing more recorded");
+
+    let tree = Setup::with(
+        &common::gateway_url(),
+        "jobs:\n  - name: tr\n    tar: true\n    source: {path: /tmp}\n",
+    );
+    let bad = tree.lafs().arg("list").code(2);
+    assert!(
+        bad.stderr.contains("only a job of kind: command"),
+        "{}",
+        bad.stderr
     );
 }
