@@ -19,9 +19,15 @@
 //! one object, read and written whole) whatever the stream's length; the
 //! fixed-width names sort in stream order.
 //!
+//! A tar stream (`backup --stdin --tar`) has the layout `tar`: its regular
+//! members' payloads in the groups (`p00000000`, ...), and its record index
+//! (verbatim bytes and payload records) stored as a plain stream in the
+//! root's `index` directory.
+//!
 //! The parts: [`chunker`] cuts a `Read` into chunks with bounded memory,
 //! [`store`] uploads them through the content index and builds the
-//! directories, [`read`] gets the exact bytes back.
+//! directories, [`tar`] splits a tar into payloads and records and stores
+//! them with the same machinery, [`read`] gets the exact bytes back.
 
 pub(crate) mod chunker;
 pub(crate) mod read;

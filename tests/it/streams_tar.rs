@@ -551,6 +551,24 @@ fn command_jobs_with_tar() {
     assert_eq!(summary["payloads"], 2, "{summary}");
     s.cat_cmp("t", &tar_c(&src, &["--format=gnu"]));
 
+    // A tar command that fails halfway: its failure and stderr are shown.
+    let half = Setup::with(
+        &common::gateway_url(),
+        &format!(
+            "jobs:\n  - name: half\n    kind: command\n    tar: true\n    \
+             command: [sh, -c, \"tar -c -C '{}' . | head -c 3000; echo oops >&2; exit 3\"]\n",
+            src.display()
+        ),
+    );
+    let failed = half.lafs().args(["backup", "--job", "half"]).code(1);
+    assert!(failed.stderr.contains("oops"), "{}", failed.stderr);
+    assert!(
+        failed.stderr.contains("exited with status 3"),
+        "{}",
+        failed.stderr
+    );
+    assert!(half.backups().is_empty());
+
     let failed = s.lafs().args(["backup", "--job", "junk"]).code(1);
     assert!(
         failed.stderr.contains("not a valid tar stream"),

@@ -33,6 +33,10 @@ use crate::upload;
 /// How many of a failed command's last stderr lines are shown.
 const STDERR_LINES: usize = 20;
 
+/// How long a command whose output was not a valid tar may take to end by
+/// itself (its exit status then explains the short tar).
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The longest stderr line kept (longer ones are cut).
 const STDERR_LINE_MAX: usize = 1000;
 
@@ -155,7 +159,10 @@ pub(super) fn run(
     let seconds = started.elapsed().as_secs_f64();
     // The command's end decides before anything is recorded.
     if let Some(running) = running {
-        running.finish(stored.is_ok())?;
+        // A tar that ends too early is most often a command that failed:
+        // then its failure (and stderr) is the error to show.
+        let settle = matches!(stored, Err(StreamError::NotTar(_)));
+        running.finish(stored.is_ok(), settle)?;
     }
     let stored = stored.map_err(|e| match e {
         StreamError::Read(err) => {
@@ -422,10 +429,27 @@ impl Running {
     /// Waits for the command (killing it first when the stream could not be
     /// stored: nobody reads its output any more) and fails unless it exited
     /// 0, showing its last stderr lines.
-    fn finish(mut self, stored: bool) -> anyhow::Result<()> {
+    ///
+    /// With `settle` (the stream was not a valid tar), a command that
+    /// ends by itself within [`SETTLE`] is waited for, and its failure is
+    /// reported instead of the storing error.
+    fn finish(mut self, stored: bool, settle: bool) -> anyhow::Result<()> {
+        let mut ended_itself = false;
         if !stored {
-            // It may be blocked writing into the pipe nobody reads.
-            let _ = self.child.kill();
+            if settle {
+                let until = Instant::now() + SETTLE;
+                while Instant::now() < until {
+                    if matches!(self.child.try_wait(), Ok(Some(_))) {
+                        ended_itself = true;
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            }
+            if !ended_itself {
+                // It may be blocked writing into the pipe nobody reads.
+                let _ = self.child.kill();
+            }
         }
         let status = self.child.wait();
         if let Some(reader) = self.reader.take() {
@@ -433,7 +457,12 @@ impl Running {
         }
         let status =
             status.with_context(|| format!("waiting for the command {:?}", self.program))?;
-        if status.success() || !stored {
+        // SIGPIPE: it was still writing when the pipe was closed on it.
+        let sigpipe = {
+            use std::os::unix::process::ExitStatusExt as _;
+            status.signal() == Some(13)
+        };
+        if status.success() || (!stored && (!ended_itself || sigpipe)) {
             // When the storing failed, its error is the one to report.
             return Ok(());
         }
