@@ -265,3 +265,86 @@ impl<R: Read> Read for Tee<R> {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-member ustar archive of `data` named `f`, as bytes.
+    fn one_member(data: &[u8]) -> Vec<u8> {
+        let mut header = [0u8; 512];
+        header[0] = b'f';
+        header[100..107].copy_from_slice(b"0000644");
+        header[124..135].copy_from_slice(format!("{:011o}", data.len()).as_bytes());
+        header[136..147].copy_from_slice(b"00000000000");
+        header[156] = b'0';
+        header[257..263].copy_from_slice(b"ustar\0");
+        header[263..265].copy_from_slice(b"00");
+        header[148..156].fill(b' ');
+        let sum: u32 = header.iter().map(|&b| u32::from(b)).sum();
+        header[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+        let mut tar = header.to_vec();
+        tar.extend_from_slice(data);
+        tar.resize(tar.len().div_ceil(512) * 512 + 1024, 0);
+        tar
+    }
+
+    fn payload_of(tar: &[u8], in_memory: u64) -> Result<(Body, [u8; 32]), Taken> {
+        let mut sp = Splitter::new(tar);
+        loop {
+            match sp.next_event().unwrap().unwrap() {
+                Event::Verbatim(_) => {}
+                Event::Payload { size, reader, .. } => {
+                    return take_payload(reader, size, in_memory);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn payloads_are_held_in_memory_or_spooled_with_their_hash() {
+        let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        let tar = one_member(&data);
+        let want = *blake3::hash(&data).as_bytes();
+        let Ok((Body::Bytes(bytes), hash)) = payload_of(&tar, 5000) else {
+            panic!("in memory up to the limit");
+        };
+        assert_eq!((bytes, hash), (data.clone(), want));
+        let Ok((Body::File(mut file), hash)) = payload_of(&tar, 4999) else {
+            panic!("spooled past the limit");
+        };
+        let mut spooled = Vec::new();
+        file.rewind().unwrap();
+        file.read_to_end(&mut spooled).unwrap();
+        assert_eq!((spooled, hash), (data, want));
+    }
+
+    #[test]
+    fn a_tar_cut_inside_a_payload_is_a_tar_error_not_a_read_error() {
+        let tar = one_member(&[7u8; 3000]);
+        let cut = &tar[..2000];
+        match payload_of(cut, 1 << 20) {
+            Err(Taken::NotTar(why)) => {
+                assert!(why.contains("not a valid tar stream at byte 2000"), "{why}");
+            }
+            _ => panic!("a short payload is a tar error"),
+        }
+    }
+
+    #[test]
+    fn the_tee_copies_every_byte_read() {
+        let data: Vec<u8> = (0..70_000u32).map(|i| (i % 13) as u8).collect();
+        let mut tee = Tee {
+            inner: &data[..],
+            copy: Some(tempfile::tempfile().unwrap()),
+        };
+        let mut head = vec![0u8; 12_345];
+        tee.read_exact(&mut head).unwrap();
+        let Tee { inner, copy } = tee;
+        let mut copy = copy.unwrap();
+        copy.rewind().unwrap();
+        let mut replay = Vec::new();
+        copy.chain(inner).read_to_end(&mut replay).unwrap();
+        assert_eq!(replay, data);
+    }
+}
