@@ -347,4 +347,39 @@ mod tests {
         copy.chain(inner).read_to_end(&mut replay).unwrap();
         assert_eq!(replay, data);
     }
+
+    /// A command job's `tar: true` dumps and reloads; `tar: false` and an
+    /// unset `tar` dump as before (no key); a tree job's `tar` is refused.
+    #[test]
+    fn the_job_key_tar_dumps_only_when_true() {
+        let job = |tar: &str| {
+            format!("jobs:\n  - name: t\n    kind: command\n    command: [tar, -c, .]\n{tar}")
+        };
+        let with = crate::config::load_from_strs(&[("cfg", &job("    tar: true\n"))])
+            .unwrap()
+            .config;
+        assert!(with.jobs[0].tar);
+        let dump = with.to_yaml();
+        assert!(dump.contains("tar: true"), "{dump}");
+        let again = crate::config::load_from_strs(&[("dump", &dump)])
+            .unwrap()
+            .config;
+        // The same config but for the line numbers.
+        assert_eq!(again.to_yaml(), dump);
+        assert!(again.jobs[0].tar);
+        let unset = crate::config::load_from_strs(&[("cfg", &job(""))])
+            .unwrap()
+            .config;
+        let off = crate::config::load_from_strs(&[("cfg", &job("    tar: false\n"))])
+            .unwrap()
+            .config;
+        assert_eq!(off.to_yaml(), unset.to_yaml());
+        assert!(!unset.to_yaml().contains("tar:"));
+        let tree = "jobs:\n  - name: t\n    tar: true\n    source: {path: /tmp}\n";
+        let err = crate::config::load_from_strs(&[("cfg", tree)]).unwrap_err();
+        assert!(
+            err.to_string().contains("only a job of kind: command"),
+            "{err}"
+        );
+    }
 }
