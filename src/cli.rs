@@ -884,6 +884,18 @@ pub struct BackupArgs {
     /// Recorded only when stdin ends without a read error.
     #[arg(long, value_name = "NAME", conflicts_with_all = ["queue_only", "reuse_queue", "job", "force_queue_rebuild", "plan"])]
     pub stdin: Option<String>,
+
+    /// With --stdin: the stream is a tar archive; store each regular
+    /// member's payload as an object of its own, deduplicated by content,
+    /// and every other byte in the stream's index (docs/streams.md, "Tar
+    /// streams"). A stream that is not a valid tar fails the backup.
+    #[arg(long, requires = "stdin")]
+    pub tar: bool,
+
+    /// --tar, but a stream that is not a valid tar is stored as a plain
+    /// stream, with a warning.
+    #[arg(long, requires = "stdin")]
+    pub tar_lenient: bool,
 }
 
 /// The arguments of `forget`.

@@ -19,13 +19,20 @@
 //! one object, read and written whole) whatever the stream's length; the
 //! fixed-width names sort in stream order.
 //!
+//! A tar stream (`backup --stdin --tar`) has the layout `tar`: its regular
+//! members' payloads in the groups (`p00000000`, ...), and its record index
+//! (verbatim bytes and payload records) stored as a plain stream in the
+//! root's `index` directory.
+//!
 //! The parts: [`chunker`] cuts a `Read` into chunks with bounded memory,
 //! [`store`] uploads them through the content index and builds the
-//! directories, [`read`] gets the exact bytes back.
+//! directories, [`tar`] splits a tar into payloads and records and stores
+//! them with the same machinery, [`read`] gets the exact bytes back.
 
 pub(crate) mod chunker;
 pub(crate) mod read;
 pub(crate) mod store;
+pub(crate) mod tar;
 
 use serde_json::Value;
 
@@ -55,6 +62,110 @@ pub(crate) fn chunk_name(index: u64) -> String {
 /// The name of group `index`.
 pub(crate) fn group_name(index: u64) -> String {
     format!("g{index:08}")
+}
+
+/// The `layout` of a tar stream's index (a plain stream's index has no
+/// `layout` key; docs/streams.md, "Tar streams").
+pub(crate) const LAYOUT_TAR: &str = "tar";
+
+/// The name of a tar stream's record index, a plain stream (a directory
+/// of the root).
+pub(crate) const TAR_INDEX_DIR: &str = "index";
+
+/// The name of tar payload `index` (counted from 0 over the whole tar).
+pub(crate) fn payload_name(index: u64) -> String {
+    format!("p{index:08}")
+}
+
+/// How a stream is laid out, from its index's `layout` key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LayoutKind {
+    /// Chunks in groups (no `layout` key).
+    Plain,
+    /// A tar: payloads in groups, the record index a plain stream.
+    Tar,
+}
+
+/// The layout an index states; an unknown one is refused.
+pub(crate) fn layout_kind(meta: &Value) -> Result<LayoutKind, String> {
+    match meta.get("layout") {
+        None => Ok(LayoutKind::Plain),
+        Some(Value::String(l)) if l == LAYOUT_TAR => Ok(LayoutKind::Tar),
+        Some(other) => Err(format!(
+            "the stream has the layout {other}, which this lafs-backup does not read \
+             (a newer lafs-backup wrote it)"
+        )),
+    }
+}
+
+/// The index of a tar stream: what its root's `.lafs-backup-stream` edge
+/// says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TarIndex {
+    /// The tar's length in bytes.
+    pub(crate) size: u64,
+    /// How many payloads (regular members) it has.
+    pub(crate) payloads: u64,
+}
+
+impl TarIndex {
+    /// The edge metadata, keys in exactly this order, numbers as decimal
+    /// strings.
+    pub(crate) fn to_json(&self) -> String {
+        let groups = self.payloads.div_ceil(GROUP);
+        format!(
+            "{{\"format\":\"{FORMAT}\",\"version\":\"{VERSION}\",\"layout\":\"{LAYOUT_TAR}\",\
+             \"size\":\"{}\",\"payloads\":\"{}\",\"groups\":\"{groups}\",\
+             \"group_size\":\"{GROUP}\"}}",
+            self.size, self.payloads
+        )
+    }
+
+    /// Reads a tar index back (format and version as for [`Index`]).
+    pub(crate) fn from_json(meta: &Value) -> Result<TarIndex, String> {
+        check_format(meta)?;
+        if layout_kind(meta)? != LayoutKind::Tar {
+            return Err("the stream index is not of a tar".into());
+        }
+        let index = TarIndex {
+            size: number(meta, "size")?,
+            payloads: number(meta, "payloads")?,
+        };
+        if number(meta, "group_size")? != GROUP {
+            return Err("the stream index has another group size".into());
+        }
+        if number(meta, "groups")? != index.payloads.div_ceil(GROUP) {
+            return Err("the stream index's group count does not match its payloads".into());
+        }
+        Ok(index)
+    }
+}
+
+fn text<'a>(meta: &'a Value, key: &str) -> Result<&'a str, String> {
+    meta.get(key)
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("the stream index lacks {key:?}"))
+}
+
+fn number(meta: &Value, key: &str) -> Result<u64, String> {
+    text(meta, key)?
+        .parse::<u64>()
+        .map_err(|_| format!("the stream index's {key:?} is not a number"))
+}
+
+/// The format and version every stream index starts with.
+fn check_format(meta: &Value) -> Result<(), String> {
+    if text(meta, "format")? != FORMAT {
+        return Err("the stream index is of another format".into());
+    }
+    let version = number(meta, "version")?;
+    if version != VERSION {
+        return Err(format!(
+            "the stream has format version {version}; this lafs-backup reads version \
+             {VERSION} (a newer lafs-backup wrote it)"
+        ));
+    }
+    Ok(())
 }
 
 /// The index of a stream: what its root's `.lafs-backup-stream` edge says.
@@ -98,26 +209,11 @@ impl Index {
 
     /// Reads an index back; a newer version or another format is refused.
     pub(crate) fn from_json(meta: &Value) -> Result<Index, String> {
-        let text = |key: &str| -> Result<&str, String> {
-            meta.get(key)
-                .and_then(Value::as_str)
-                .ok_or_else(|| format!("the stream index lacks {key:?}"))
-        };
-        let number = |key: &str| -> Result<u64, String> {
-            text(key)?
-                .parse::<u64>()
-                .map_err(|_| format!("the stream index's {key:?} is not a number"))
-        };
-        if text("format")? != FORMAT {
-            return Err("the stream index is of another format".into());
+        check_format(meta)?;
+        if layout_kind(meta)? != LayoutKind::Plain {
+            return Err("the stream index is of a tar, not a plain stream".into());
         }
-        let version = number("version")?;
-        if version != VERSION {
-            return Err(format!(
-                "the stream has format version {version}; this lafs-backup reads version \
-                 {VERSION} (a newer lafs-backup wrote it)"
-            ));
-        }
+        let number = |key: &str| number(meta, key);
         let index = Index {
             size: number("size")?,
             chunks: number("chunks")?,
@@ -175,11 +271,35 @@ mod tests {
         let err = Index::from_json(&serde_json::from_str(&newer).unwrap()).unwrap_err();
         assert!(err.contains("newer"), "{err}");
         assert_eq!(chunk_name(3), "c00000003");
+        assert_eq!(payload_name(3), "p00000003");
         assert_eq!(group_name(1), "g00000001");
         assert_eq!(chunk_meta(7, None), "{\"size\":\"7\"}");
         assert_eq!(
             chunk_meta(7, Some(Encoding::Zstd)),
             "{\"size\":\"7\",\"enc\":\"zstd\"}"
         );
+    }
+
+    #[test]
+    fn tar_index_round_trips_and_is_pinned() {
+        let index = TarIndex {
+            size: 10240,
+            payloads: 1025,
+        };
+        let json = index.to_json();
+        assert_eq!(
+            json,
+            "{\"format\":\"lafs-backup-stream\",\"version\":\"1\",\"layout\":\"tar\",\
+             \"size\":\"10240\",\"payloads\":\"1025\",\"groups\":\"2\",\
+             \"group_size\":\"1024\"}"
+        );
+        let value: Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(TarIndex::from_json(&value).unwrap(), index);
+        assert_eq!(layout_kind(&value).unwrap(), LayoutKind::Tar);
+        // A plain reader refuses a tar index; an unknown layout is refused.
+        assert!(Index::from_json(&value).unwrap_err().contains("tar"));
+        let other = json.replace("\"tar\"", "\"zip\"");
+        let err = layout_kind(&serde_json::from_str(&other).unwrap()).unwrap_err();
+        assert!(err.contains("\"zip\"") && err.contains("newer"), "{err}");
     }
 }

@@ -1,6 +1,6 @@
 //! TARzan's tar splitter: a tar stream cut, as it passes, into the bytes a
 //! backup stores inline and the member payloads it stores as objects of their
-//! own (issue 15, item 4; `docs/tar-streams.md`).
+//! own (issue 15, item 4; `docs/streams.md`, "Tar streams").
 //!
 //! [`Splitter`] reads any [`Read`](std::io::Read) and yields [`Event`]s in
 //! stream order: [`Event::Verbatim`] for every byte that is not a regular

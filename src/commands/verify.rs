@@ -124,7 +124,7 @@ fn verify_stdin(
     if first_difference.is_none() && rest > 0 {
         first_difference = Some(offset);
     }
-    let backup_len = layout.index.size;
+    let backup_len = layout.size;
     let mut out = io::stdout().lock();
     if json {
         let line = json!({

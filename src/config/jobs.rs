@@ -53,6 +53,8 @@ pub struct Job {
     /// A dump job's own keys (`kind: postgresql`, `mysql`, `sqlite`,
     /// `subversion` or `subversion_dir`; `docs/dumps.md`).
     pub(crate) dump: Option<Dump>,
+    /// `tar`: a `kind: command` job's output is a tar (`--tar`).
+    pub(crate) tar: bool,
 }
 
 /// What a job backs up.
@@ -150,6 +152,7 @@ fn job(node: &Node, key: &str) -> Result<Job, Invalid> {
     }
     let mut btrfs = BtrfsKeys::default();
     let mut dump_entries = Vec::new();
+    let mut tar = None;
     for entry in entries {
         let child = join(key, &entry.key);
         let value = &entry.value;
@@ -192,6 +195,10 @@ fn job(node: &Node, key: &str) -> Result<Job, Invalid> {
                     <String as Value>::parse,
                 )?;
                 command = Some((value, argv));
+            }
+            "tar" => {
+                job.tar = bool::parse(value, &child)?;
+                tar = Some(value);
             }
             _ => return Err(unknown(entry.key_line, &child)),
         }
@@ -252,6 +259,10 @@ fn job(node: &Node, key: &str) -> Result<Job, Invalid> {
             }
             job.command = argv;
         }
+    }
+    if let Some(value) = tar.filter(|_| job.kind != JobKind::Command) {
+        let why = "only a job of kind: command has a tar stream";
+        return Err(Invalid::value(value, &join(key, "tar"), why));
     }
     Ok(job)
 }
@@ -351,6 +362,9 @@ pub(crate) fn to_out(jobs: &[Job]) -> Out {
                             "command",
                             Out::Seq(j.command.iter().map(|a| Out::Str(a.clone())).collect()),
                         ));
+                        if j.tar {
+                            map.push(("tar", Out::Bool(true)));
+                        }
                     }
                     (JobKind::Btrfs, Some(b), _) => {
                         map.push(("kind", Out::Word("btrfs")));

@@ -48,13 +48,16 @@ pub(crate) enum StreamError {
         #[source]
         source: TahoeError,
     },
-    /// Encoding a chunk (its temporary file) failed.
-    #[error("preparing chunk {index}: {source}")]
+    /// Encoding a chunk or payload (its temporary file) failed.
+    #[error("preparing {what}: {source}")]
     Prepare {
-        index: u64,
+        what: String,
         #[source]
         source: io::Error,
     },
+    /// With `--tar`: the stream is not a valid tar (offset and fault).
+    #[error("{0}")]
+    NotTar(String),
     #[error("{0}")]
     Other(String),
 }
@@ -107,10 +110,17 @@ struct Waiting {
     size: u64,
 }
 
-type Job = (u64, Vec<u8>, Option<Encoding>);
+/// What a worker uploads: bytes in memory (a chunk, a small payload) or a
+/// spooled temporary file (a large tar payload, never held in memory).
+pub(super) enum Body {
+    Bytes(Vec<u8>),
+    File(std::fs::File),
+}
+
+type Job = (u64, Body, Option<Encoding>);
 /// A chunk's content: the hash of its raw bytes and its rule's tag.
 type Content = ([u8; 32], String);
-type Done = (u64, Result<(Cap, Option<Encoding>), StreamError>);
+pub(super) type Done = (u64, Result<(Cap, Option<Encoding>), StreamError>);
 
 /// Stores the stream `source` (named `name`: the path the compression
 /// rules see) and returns its root directory.
@@ -124,6 +134,40 @@ pub(crate) fn store(
     options: Options,
 ) -> Result<Stored, StreamError> {
     let chunker = Chunker::new(source, chunking).map_err(StreamError::Other)?;
+    let naming = Naming {
+        item: chunk_name,
+        noun: "chunk",
+    };
+    with_writer(
+        client,
+        cache,
+        encoder,
+        name,
+        options,
+        naming,
+        |writer, done, concurrency| writer.run(chunker, done, concurrency, chunking),
+    )
+}
+
+/// How the items a [`Writer`] places are named: their directory entry and
+/// the word for them in messages.
+#[derive(Clone, Copy)]
+pub(super) struct Naming {
+    pub(super) item: fn(u64) -> String,
+    pub(super) noun: &'static str,
+}
+
+/// Runs `body` with a [`Writer`] whose uploads go to `options.concurrency`
+/// worker threads; the workers end with it.
+pub(super) fn with_writer<T>(
+    client: &Client,
+    cache: &mut Cache,
+    encoder: &Encoder,
+    name: &[u8],
+    options: Options,
+    naming: Naming,
+    body: impl FnOnce(&mut Writer<'_, '_>, &mpsc::Receiver<Done>, usize) -> Result<T, StreamError>,
+) -> Result<T, StreamError> {
     let concurrency = options.concurrency.max(1);
     let (job_tx, job_rx) = mpsc::sync_channel::<Job>(0);
     let (done_tx, done_rx) = mpsc::channel::<Done>();
@@ -140,7 +184,7 @@ pub(crate) fn store(
                     let Ok((index, data, decision)) = job else {
                         return;
                     };
-                    let result = upload_chunk(client, encoder, index, &data, decision);
+                    let result = upload_chunk(client, encoder, naming.noun, index, data, decision);
                     if done_tx.send((index, result)).is_err() {
                         return;
                     }
@@ -154,6 +198,7 @@ pub(crate) fn store(
             encoder,
             name,
             options,
+            naming,
             jobs: Some(job_tx),
             in_flight: 0,
             owners: HashMap::new(),
@@ -165,7 +210,7 @@ pub(crate) fn store(
             stats: Stats::default(),
             encoding_checked: false,
         };
-        let result = writer.run(chunker, &done_rx, concurrency, chunking);
+        let result = body(&mut writer, &done_rx, concurrency);
         // Closing the job channel ends the workers; the scope waits.
         writer.jobs = None;
         result
@@ -176,33 +221,44 @@ pub(crate) fn store(
 fn upload_chunk(
     client: &Client,
     encoder: &Encoder,
+    noun: &str,
     index: u64,
-    data: &[u8],
+    data: Body,
     decision: Option<Encoding>,
 ) -> Result<(Cap, Option<Encoding>), StreamError> {
-    let prepare = |e| StreamError::Prepare { index, source: e };
+    let prepare = |e| StreamError::Prepare {
+        what: format!("{noun} {index}"),
+        source: e,
+    };
     // The encoder prepares files: the chunk goes through an unlinked
     // temporary file, so compression and its "not smaller" check are the
     // tree upload's own.
-    let mut file = tempfile::tempfile().map_err(prepare)?;
-    file.write_all(data).map_err(prepare)?;
+    let mut file = match data {
+        Body::Bytes(data) => {
+            let mut file = tempfile::tempfile().map_err(prepare)?;
+            file.write_all(&data).map_err(prepare)?;
+            file
+        }
+        Body::File(file) => file,
+    };
     file.rewind().map_err(prepare)?;
     let prepared = encoder.prepare_file(file, decision).map_err(prepare)?;
     let cap = client
         .upload(|| prepared.open())
         .map_err(|source| StreamError::Tahoe {
-            what: format!("uploading chunk {index}"),
+            what: format!("uploading {noun} {index}"),
             source,
         })?;
     Ok((cap, prepared.encoding))
 }
 
-struct Writer<'a, 'c> {
-    client: &'a Client,
-    cache: &'c mut Cache,
+pub(super) struct Writer<'a, 'c> {
+    pub(super) client: &'a Client,
+    pub(super) cache: &'c mut Cache,
     encoder: &'a Encoder,
     name: &'a [u8],
     options: Options,
+    naming: Naming,
     jobs: Option<mpsc::SyncSender<Job>>,
     in_flight: usize,
     /// Content being uploaded: (hash, rule tag) → the chunk uploading it.
@@ -217,7 +273,7 @@ struct Writer<'a, 'c> {
     next_group: u64,
     /// The chunk count, once the stream ended.
     total: Option<u64>,
-    stats: Stats,
+    pub(super) stats: Stats,
     /// Whether a fresh upload's k/N were compared with the cache's probe.
     encoding_checked: bool,
 }
@@ -236,31 +292,58 @@ impl Writer<'_, '_> {
             self.stats.bytes = self.stats.bytes.saturating_add(data.len() as u64);
             self.chunk(index, data)?;
             index += 1;
-            while let Ok(result) = done.try_recv() {
-                self.done(result)?;
-            }
-            while self.in_flight > concurrency {
-                self.wait(done)?;
-            }
-            self.cache.maybe_commit()?;
+            self.pump(done, concurrency)?;
         }
-        self.total = Some(index);
-        self.stats.chunks = index;
-        while self.in_flight > 0 {
-            self.wait(done)?;
-        }
-        self.write_groups()?;
-        if self.next_group != index.div_ceil(GROUP) || !self.placed.is_empty() {
-            return Err(StreamError::Other(
-                "internal error: a chunk of the stream was never placed".into(),
-            ));
-        }
-        let root = self.write_root(&Index::new(self.stats.bytes, index, chunking))?;
+        self.finish_items(index, done)?;
+        let root = self.write_root(
+            Index::new(self.stats.bytes, index, chunking).to_json(),
+            None,
+        )?;
         self.cache.commit()?;
         Ok(Stored {
             root,
             stats: self.stats,
         })
+    }
+
+    /// After an item was handed over: takes the finished uploads, waits
+    /// while more than `concurrency` are in flight (so memory stays a few
+    /// items), commits the cache now and then.
+    pub(super) fn pump(
+        &mut self,
+        done: &mpsc::Receiver<Done>,
+        concurrency: usize,
+    ) -> Result<(), StreamError> {
+        while let Ok(result) = done.try_recv() {
+            self.done(result)?;
+        }
+        while self.in_flight > concurrency {
+            self.wait(done)?;
+        }
+        self.cache.maybe_commit()?;
+        Ok(())
+    }
+
+    /// The items ended at `count`: waits for every upload and writes the
+    /// last groups.
+    pub(super) fn finish_items(
+        &mut self,
+        count: u64,
+        done: &mpsc::Receiver<Done>,
+    ) -> Result<(), StreamError> {
+        self.total = Some(count);
+        self.stats.chunks = count;
+        while self.in_flight > 0 {
+            self.wait(done)?;
+        }
+        self.write_groups()?;
+        if self.next_group != count.div_ceil(GROUP) || !self.placed.is_empty() {
+            return Err(StreamError::Other(format!(
+                "internal error: a {} of the stream was never placed",
+                self.naming.noun
+            )));
+        }
+        Ok(())
     }
 
     fn wait(&mut self, done: &mpsc::Receiver<Done>) -> Result<(), StreamError> {
@@ -276,7 +359,22 @@ impl Writer<'_, '_> {
     fn chunk(&mut self, index: u64, data: Vec<u8>) -> Result<(), StreamError> {
         let size = data.len() as u64;
         let hash = *blake3::hash(&data).as_bytes();
-        let decision = self.encoder.choose(self.name, size);
+        let name = self.name;
+        self.item(index, Body::Bytes(data), size, hash, name)
+    }
+
+    /// Item `index` (a chunk, a tar payload) of `size` bytes hashing to
+    /// `hash`, encoded by the rules as if at `path`: found in the content
+    /// index, waiting for an identical one, or sent to a worker.
+    pub(super) fn item(
+        &mut self,
+        index: u64,
+        data: Body,
+        size: u64,
+        hash: [u8; 32],
+        path: &[u8],
+    ) -> Result<(), StreamError> {
+        let decision = self.encoder.choose(path, size);
         let rule_tag = self.encoder.decision_tag(decision);
         if self.options.dedup {
             // What the rules want first; raw bytes too, as a chunk (or file)
@@ -322,6 +420,20 @@ impl Writer<'_, '_> {
             ));
         }
         Ok(())
+    }
+
+    /// Item `index` is the literal `cap` (at most 55 bytes, the bytes in
+    /// the cap itself): placed without a request, counted as found.
+    pub(super) fn literal(&mut self, index: u64, cap: Cap, size: u64) -> Result<(), StreamError> {
+        self.stats.chunks_reused += 1;
+        self.place(
+            index,
+            Placed {
+                cap,
+                size,
+                enc: None,
+            },
+        )
     }
 
     /// An upload came back.
@@ -397,7 +509,7 @@ impl Writer<'_, '_> {
                 .into_iter()
                 .map(|(i, p)| {
                     let meta = chunk_meta(p.size, p.enc);
-                    (file_child(chunk_name(i), p.cap), meta)
+                    (file_child((self.naming.item)(i), p.cap), meta)
                 })
                 .collect();
             let cap = self.mkdir(&children)?;
@@ -406,22 +518,24 @@ impl Writer<'_, '_> {
         }
     }
 
-    fn write_root(&mut self, index: &Index) -> Result<Cap, StreamError> {
+    /// The root: the index entry with `index_json`, the groups, and
+    /// `extra` (a tar stream's index directory) when given.
+    pub(super) fn write_root(
+        &mut self,
+        index_json: String,
+        extra: Option<(Child, String)>,
+    ) -> Result<Cap, StreamError> {
         let mut children = vec![(
             file_child(INDEX_NAME.to_owned(), Cap::empty_literal()),
-            index.to_json(),
+            index_json,
         )];
         for (i, (cap, chunks, size)) in self.groups.iter().enumerate() {
             children.push((
-                Child {
-                    name: group_name(i as u64),
-                    cap: cap.clone(),
-                    is_dir: true,
-                    meta: EdgeMeta::default(),
-                },
+                dir_child(group_name(i as u64), cap.clone()),
                 group_meta(*chunks, *size),
             ));
         }
+        children.extend(extra);
         self.mkdir(&children)
     }
 
@@ -450,6 +564,16 @@ impl Writer<'_, '_> {
         self.stats.dirs_created += 1;
         debug!(children = children.len(), "created a stream directory");
         Ok(cap)
+    }
+}
+
+/// A directory entry for a directory body (as [`file_child`]).
+pub(super) fn dir_child(name: String, cap: Cap) -> Child {
+    Child {
+        name,
+        cap,
+        is_dir: true,
+        meta: EdgeMeta::default(),
     }
 }
 

@@ -2,7 +2,7 @@
 //! compact, versioned, length-prefixed binary form, and [`join`], which
 //! gives the tar back from the index and the payload objects.
 //!
-//! The form (version 1; `docs/tar-streams.md`, pinned by a golden test):
+//! The form (version 1; `docs/streams.md`, "Tar streams", pinned by a golden test):
 //!
 //! ```text
 //! index    = magic version record* end

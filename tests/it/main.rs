@@ -54,6 +54,7 @@ mod selector_context;
 mod state_safety;
 mod status;
 mod streams;
+mod streams_tar;
 mod tahoe_client;
 mod tarsplit;
 mod throughput;

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::Context as _;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::{JobReport, Label, check_grid, deliver, forget_after_backup, schedule, skipped, tag};
 use crate::cache::BackupKind;
@@ -26,10 +26,16 @@ use crate::encode::Encoder;
 use crate::exit::UsageError;
 use crate::progress;
 use crate::stream::store::{self, StreamError};
+use crate::stream::tar::{self, TarStats, TarStored};
+use crate::tahoe::Cap;
 use crate::upload;
 
 /// How many of a failed command's last stderr lines are shown.
 const STDERR_LINES: usize = 20;
+
+/// How long a command whose output was not a valid tar may take to end by
+/// itself (its exit status then explains the short tar).
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The longest stderr line kept (longer ones are cut).
 const STDERR_LINE_MAX: usize = 1000;
@@ -71,6 +77,9 @@ pub(super) trait Producer {
     /// failed (the source may then be stopped: nobody reads it any more,
     /// and the storing error is the one to report).
     fn finish(self: Box<Self>, stored: bool) -> anyhow::Result<()>;
+    /// Storing stopped early (not a valid tar): give the source a moment to
+    /// end by itself, so that its own failure, if any, is what is reported.
+    fn settle(&mut self) {}
 }
 
 /// Standard input: it ended well when it was read to its end without an
@@ -162,34 +171,65 @@ pub(super) fn run(
         dedup: !config.operation.disable_deduplication,
         concurrency: usize::try_from(config.operation.concurrency).unwrap_or(usize::MAX),
     };
+    let tar = tar_mode(config, args, job);
     let started = Instant::now();
-    let stored = store::store(
-        &client,
-        &mut cache,
-        &encoder,
-        &config.chunking,
-        name.as_bytes(),
-        producer.reader(),
-        options,
-    );
+    let stored = {
+        let input = producer.reader();
+        match tar {
+            TarMode::Off => store::store(
+                &client,
+                &mut cache,
+                &encoder,
+                &config.chunking,
+                name.as_bytes(),
+                input,
+                options,
+            )
+            .map(Summary::Plain),
+            TarMode::Strict | TarMode::Lenient => tar::store_tar(
+                &client,
+                &mut cache,
+                &encoder,
+                &config.chunking,
+                name.as_bytes(),
+                input,
+                options,
+                tar == TarMode::Lenient,
+            )
+            .map(|stored| match stored {
+                TarStored::Tar { root, stats } => Summary::Tar { root, stats },
+                TarStored::Plain { stored, why } => {
+                    warn!(
+                        "the stream {name} is not a valid tar ({why}); \
+                         it was stored as a plain stream (--tar-lenient)"
+                    );
+                    Summary::Plain(stored)
+                }
+            }),
+        }
+    };
     let seconds = started.elapsed().as_secs_f64();
     // The source's end decides before anything is recorded.
+    if matches!(stored, Err(StreamError::NotTar(_))) {
+        // A tar that ends too early is most often a command that failed:
+        // then its failure (and stderr) is the error to show.
+        producer.settle();
+    }
     producer.finish(stored.is_ok())?;
     let stored = stored.map_err(|e| match e {
         StreamError::Read(err) => {
             anyhow::anyhow!("reading the stream {name}: {err}; nothing was recorded")
         }
+        StreamError::NotTar(why) => anyhow::anyhow!(
+            "the stream {name} is {why} (--tar; --tar-lenient stores such a stream \
+             as a plain stream); nothing was recorded"
+        ),
         other => anyhow::Error::new(other)
             .context(format!("storing the stream {name}; nothing was recorded")),
     })?;
-    let stats = stored.stats;
-    let id = cache.finish_backup_of(
-        BackupKind::Stream,
-        name.as_bytes(),
-        &stored.root,
-        stats.chunks,
-        stats.bytes,
-    )?;
+    let root = stored.root().clone();
+    let (objects, bytes) = stored.recorded();
+    let id = cache.finish_backup_of(BackupKind::Stream, name.as_bytes(), &root, objects, bytes)?;
     if label.label.is_some() {
         cache.set_label(id, label.label.as_deref(), label.priority)?;
         cache.commit()?;
@@ -198,22 +238,131 @@ pub(super) fn run(
 
     let what = source.describe();
     // The result targets and the recovery catalog (a lagging catalog: exit 4).
-    let catalog = deliver(
-        ctx,
-        &client,
-        id,
-        name.as_bytes(),
-        what.as_bytes(),
-        &stored.root,
-    )?;
+    let catalog = deliver(ctx, &client, id, name.as_bytes(), what.as_bytes(), &root)?;
+    let common = Common {
+        name,
+        generation,
+        label: label.label.as_deref(),
+        root: &root,
+        seconds,
+    };
+    let stats = match &stored {
+        Summary::Plain(stored) => {
+            show_plain(ctx, job, &common, &stored.stats);
+            stored.stats
+        }
+        Summary::Tar { stats, .. } => {
+            show_tar(ctx, job, &common, stats);
+            let (p, i) = (stats.payloads, stats.index);
+            store::Stats {
+                chunks: p.chunks + i.chunks,
+                bytes: stats.size,
+                chunks_uploaded: p.chunks_uploaded + i.chunks_uploaded,
+                bytes_uploaded: p.bytes_uploaded.saturating_add(i.bytes_uploaded),
+                chunks_reused: p.chunks_reused + i.chunks_reused,
+                dirs_created: p.dirs_created + i.dirs_created,
+                dirs_reused: p.dirs_reused + i.dirs_reused,
+            }
+        }
+    };
+    report.entries = Some(objects);
+    report.generation = Some(generation);
+    report.upload = Some(upload::Stats {
+        entries: objects,
+        files_uploaded: stats.chunks_uploaded,
+        dirs_created: stats.dirs_created,
+        unchanged: 0,
+        content_reused: stats.chunks_reused,
+        skipped: 0,
+        bytes_read: stats.bytes_uploaded,
+        bytes_total: bytes,
+    });
+    report.outcome = report.outcome.max(catalog);
+    // As for trees: the policy runs only after a complete backup.
+    if report.outcome == crate::exit::Outcome::Success {
+        forget_after_backup(ctx, args, name.as_bytes())?;
+    }
+    Ok(report)
+}
+
+/// Whether, and how, the stream is split as a tar (`--tar`,
+/// `--tar-lenient`, a command job's `tar: true`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TarMode {
+    Off,
+    Strict,
+    Lenient,
+}
+
+fn tar_mode(config: &Config, args: &BackupArgs, job: Option<&str>) -> TarMode {
+    if args.tar_lenient {
+        return TarMode::Lenient;
+    }
+    if args.tar {
+        return TarMode::Strict;
+    }
+    let job_tar = args.stdin.is_none()
+        && job.is_some_and(|job| {
+            config
+                .jobs
+                .iter()
+                .any(|j| j.name == job && j.kind == JobKind::Command && j.tar)
+        });
+    if job_tar {
+        TarMode::Strict
+    } else {
+        TarMode::Off
+    }
+}
+
+/// What was stored: a plain stream, or a tar stream.
+enum Summary {
+    Plain(store::Stored),
+    Tar { root: Cap, stats: TarStats },
+}
+
+impl Summary {
+    fn root(&self) -> &Cap {
+        match self {
+            Summary::Plain(stored) => &stored.root,
+            Summary::Tar { root, .. } => root,
+        }
+    }
+
+    /// What the backup record counts: its objects (chunks; payloads and
+    /// index chunks) and the stream's length.
+    fn recorded(&self) -> (u64, u64) {
+        match self {
+            Summary::Plain(stored) => (stored.stats.chunks, stored.stats.bytes),
+            Summary::Tar { stats, .. } => (stats.payloads.chunks + stats.index.chunks, stats.size),
+        }
+    }
+}
+
+/// What every summary line says.
+struct Common<'a> {
+    name: &'a str,
+    generation: u64,
+    label: Option<&'a str>,
+    root: &'a Cap,
+    seconds: f64,
+}
+
+fn show_plain(ctx: &Context<'_>, job: Option<&str>, c: &Common<'_>, stats: &store::Stats) {
+    let Common {
+        name,
+        generation,
+        seconds,
+        ..
+    } = *c;
     if ctx.json() {
         let line = serde_json::json!({
             "type": "summary",
             "kind": "stream",
             "name": name,
             "generation": generation,
-            "label": label.label,
-            "root_cap": stored.root.as_str(),
+            "label": c.label,
+            "root_cap": c.root.as_str(),
             "chunks": stats.chunks,
             "chunks_uploaded": stats.chunks_uploaded,
             "chunks_reused": stats.chunks_reused,
@@ -233,24 +382,53 @@ pub(super) fn run(
             stats.chunks_reused,
         );
     }
-    report.entries = Some(stats.chunks);
-    report.generation = Some(generation);
-    report.upload = Some(upload::Stats {
-        entries: stats.chunks,
-        files_uploaded: stats.chunks_uploaded,
-        dirs_created: stats.dirs_created,
-        unchanged: 0,
-        content_reused: stats.chunks_reused,
-        skipped: 0,
-        bytes_read: stats.bytes_uploaded,
-        bytes_total: stats.bytes,
-    });
-    report.outcome = report.outcome.max(catalog);
-    // As for trees: the policy runs only after a complete backup.
-    if report.outcome == crate::exit::Outcome::Success {
-        forget_after_backup(ctx, args, name.as_bytes())?;
+}
+
+fn show_tar(ctx: &Context<'_>, job: Option<&str>, c: &Common<'_>, stats: &TarStats) {
+    let Common {
+        name,
+        generation,
+        seconds,
+        ..
+    } = *c;
+    let (p, i) = (&stats.payloads, &stats.index);
+    if ctx.json() {
+        let line = serde_json::json!({
+            "type": "summary",
+            "kind": "stream",
+            "layout": "tar",
+            "name": name,
+            "generation": generation,
+            "label": c.label,
+            "root_cap": c.root.as_str(),
+            "payloads": p.chunks,
+            "payloads_uploaded": p.chunks_uploaded,
+            "payloads_reused": p.chunks_reused,
+            "payload_bytes": p.bytes,
+            "chunks": i.chunks,
+            "chunks_uploaded": i.chunks_uploaded,
+            "chunks_reused": i.chunks_reused,
+            "index_bytes": i.bytes,
+            "bytes_total": stats.size,
+            "bytes_uploaded": p.bytes_uploaded.saturating_add(i.bytes_uploaded),
+            "seconds": super::show::json_seconds(seconds),
+        });
+        println!("{}", tag(line, job));
+    } else {
+        eprintln!(
+            "lafs-backup: backup {name} (generation {generation}): tar stream of {}: \
+             {} payloads, {} uploaded ({}), {} found by content; index of {} in {} chunks, \
+             {} uploaded; {seconds:.1}s",
+            progress::human_bytes(stats.size),
+            p.chunks,
+            p.chunks_uploaded,
+            progress::human_bytes(p.bytes_uploaded),
+            p.chunks_reused,
+            progress::human_bytes(i.bytes),
+            i.chunks,
+            i.chunks_uploaded,
+        );
     }
-    Ok(report)
 }
 
 /// A running command whose stdout is the stream.
@@ -260,6 +438,8 @@ struct Running {
     /// Its last stderr lines, collected by a thread.
     stderr: Arc<Mutex<VecDeque<String>>>,
     reader: Option<std::thread::JoinHandle<()>>,
+    /// It ended by itself while [`Producer::settle`] waited.
+    ended_itself: bool,
 }
 
 impl Running {
@@ -294,6 +474,7 @@ impl Running {
             program: program.clone(),
             stderr,
             reader,
+            ended_itself: false,
         })
     }
 }
@@ -306,14 +487,31 @@ impl Producer for Running {
         }
     }
 
+    /// Gives the command up to [`SETTLE`] to end by itself.
+    fn settle(&mut self) {
+        let until = Instant::now() + SETTLE;
+        while Instant::now() < until {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                self.ended_itself = true;
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Waits for the command (killing it first when the stream could not be
     /// stored: nobody reads its output any more) and fails unless it exited
     /// 0, showing its last stderr lines.
+    ///
+    /// After [`Producer::settle`] (the stream was not a valid tar), a
+    /// command that ended by itself is reported when it failed, instead of
+    /// the storing error.
     fn finish(mut self: Box<Self>, stored: bool) -> anyhow::Result<()> {
         // Closed first: a writer still holding the pipe gets EPIPE instead
         // of blocking on it.
         drop(self.child.stdout.take());
-        if !stored {
+        let ended_itself = self.ended_itself;
+        if !stored && !ended_itself {
             // It may be blocked writing into the pipe nobody reads.
             let _ = self.child.kill();
         }
@@ -323,7 +521,12 @@ impl Producer for Running {
         }
         let status =
             status.with_context(|| format!("waiting for the command {:?}", self.program))?;
-        if status.success() || !stored {
+        // SIGPIPE: it was still writing when the pipe was closed on it.
+        let sigpipe = {
+            use std::os::unix::process::ExitStatusExt as _;
+            status.signal() == Some(13)
+        };
+        if status.success() || (!stored && (!ended_itself || sigpipe)) {
             // When the storing failed, its error is the one to report.
             return Ok(());
         }
