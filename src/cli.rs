@@ -882,8 +882,14 @@ pub struct BackupArgs {
     /// Back up standard input as the stream backup NAME instead of a tree
     /// (docs/streams.md): cut into chunks by content, each stored once.
     /// Recorded only when stdin ends without a read error.
-    #[arg(long, value_name = "NAME", conflicts_with_all = ["queue_only", "reuse_queue", "job", "force_queue_rebuild", "plan"])]
-    pub stdin: Option<String>,
+    /// NAME may also come last, after the other options
+    /// (`backup --stdin --tar NAME`).
+    #[arg(long, value_name = "NAME", num_args = 0..=1, conflicts_with_all = ["queue_only", "reuse_queue", "job", "force_queue_rebuild", "plan"])]
+    pub stdin: Option<Option<String>>,
+
+    /// The NAME of --stdin, when it is not given right after it.
+    #[arg(value_name = "NAME", requires = "stdin")]
+    pub stdin_name: Option<String>,
 
     /// With --stdin: the stream is a tar archive; store each regular
     /// member's payload as an object of its own, deduplicated by content,
@@ -896,6 +902,21 @@ pub struct BackupArgs {
     /// stream, with a warning.
     #[arg(long, requires = "stdin")]
     pub tar_lenient: bool,
+}
+
+impl BackupArgs {
+    /// `--stdin NAME` or `--stdin … NAME`: `Some("")` when `--stdin` came
+    /// without a name (an error for the stream code to report), `None`
+    /// without `--stdin`.
+    pub(crate) fn stdin_name(&self) -> Option<&str> {
+        let given = self.stdin.as_ref()?;
+        Some(
+            given
+                .as_deref()
+                .or(self.stdin_name.as_deref())
+                .unwrap_or(""),
+        )
+    }
 }
 
 /// The arguments of `forget`.

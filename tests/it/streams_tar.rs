@@ -369,6 +369,24 @@ fn streams_that_are_not_tars() {
     for flag in ["--tar", "--tar-lenient"] {
         s.lafs().args(["backup", flag]).arg(s.tmp.path()).code(2);
     }
+
+    // The spelling, NAME last, is the same backup.
+    s.lafs()
+        .args(["backup", "--stdin", "--tar", "last"])
+        .write_stdin(tar.clone())
+        .caps_on_stdout()
+        .ok();
+    s.cat_cmp("last", &tar);
+    let nameless = s
+        .lafs()
+        .args(["backup", "--stdin", "--tar"])
+        .write_stdin(tar.clone())
+        .code(2);
+    assert!(
+        nameless.stderr.contains("--stdin needs the backup NAME"),
+        "{}",
+        nameless.stderr
+    );
 }
 
 /// `check --leases` renews every object of a tar stream (root, payload

@@ -24,7 +24,8 @@ use crate::hooks::{self, Ended, Env, Gate};
 pub(super) fn run(ctx: Context<'_>, args: &BackupArgs) -> anyhow::Result<Outcome> {
     let config = ctx.config().clone();
     // `--stdin NAME` is one backup of its own, whatever jobs the config has.
-    let with_jobs = (!config.jobs.is_empty() || !args.job.is_empty()) && args.stdin.is_none();
+    let with_jobs =
+        (!config.jobs.is_empty() || !args.job.is_empty()) && args.stdin_name().is_none();
     // A usage error (an unknown --job) runs nothing, hooks and pings included.
     let selected = if with_jobs {
         Some(jobs::select(&ctx, args)?)

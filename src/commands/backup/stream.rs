@@ -104,14 +104,20 @@ pub(super) fn source(
     args: &BackupArgs,
     job: Option<&str>,
 ) -> anyhow::Result<Option<(String, Source)>> {
-    if let Some(name) = &args.stdin {
-        if name.is_empty() || name.contains('/') || name.contains('\0') {
+    if let Some(name) = args.stdin_name() {
+        if name.is_empty() {
+            return Err(UsageError(
+                "--stdin needs the backup NAME (--stdin NAME, or NAME last)".into(),
+            )
+            .into());
+        }
+        if name.contains('/') || name.contains('\0') {
             return Err(UsageError(format!(
                 "--stdin {name:?}: a backup name must be non-empty, without '/'"
             ))
             .into());
         }
-        return Ok(Some((name.clone(), Source::Stdin)));
+        return Ok(Some((name.to_owned(), Source::Stdin)));
     }
     let Some(job) = job else {
         return Ok(None);
@@ -301,7 +307,7 @@ fn tar_mode(config: &Config, args: &BackupArgs, job: Option<&str>) -> TarMode {
     if args.tar {
         return TarMode::Strict;
     }
-    let job_tar = args.stdin.is_none()
+    let job_tar = args.stdin_name().is_none()
         && job.is_some_and(|job| {
             config
                 .jobs
