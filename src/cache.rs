@@ -15,6 +15,7 @@
 //! or key bytes.
 
 mod backups;
+mod btrfs;
 mod key;
 mod leases;
 mod lock;
@@ -40,6 +41,7 @@ use crate::config::CommitAfter;
 use crate::tahoe::Cap;
 
 pub(crate) use backups::ForgetPlan;
+pub(crate) use btrfs::RecordedMember;
 pub(crate) use key::{DirChild, FileKey, KeyBuilder, ObjectKey, SymlinkKey, dir_key};
 pub(crate) use leases::{LeaseAges, StaleLeases};
 pub(crate) use rebuild::{RebuiltBackup, lock_path_only};

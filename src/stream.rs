@@ -68,6 +68,10 @@ pub(crate) struct Index {
     pub(crate) min_size: u64,
     pub(crate) avg_size: u64,
     pub(crate) max_size: u64,
+    /// A btrfs send stream's plan facts (`docs/btrfs.md`): the keys
+    /// `btrfs_date` and `btrfs_send` (`c` or `i YYYY-MM-DD`) after the
+    /// others; `None` (no such keys) for every other stream.
+    pub(crate) btrfs: Option<crate::btrfs::plan::Member>,
 }
 
 impl Index {
@@ -80,6 +84,7 @@ impl Index {
             min_size: chunking.min_size,
             avg_size: chunking.avg_size,
             max_size: chunking.max_size,
+            btrfs: None,
         }
     }
 
@@ -87,11 +92,23 @@ impl Index {
     /// strings (as in `docs/metadata.md`).
     pub(crate) fn to_json(&self) -> String {
         let groups = self.chunks.div_ceil(GROUP);
+        // A btrfs member's facts go last, so that every other stream's
+        // index is byte for byte what it always was.
+        let btrfs = self
+            .btrfs
+            .map(|m| {
+                format!(
+                    ",\"btrfs_date\":\"{}\",\"btrfs_send\":\"{}\"",
+                    m.date.strftime("%Y-%m-%d"),
+                    m.kind
+                )
+            })
+            .unwrap_or_default();
         format!(
             "{{\"format\":\"{FORMAT}\",\"version\":\"{VERSION}\",\"size\":\"{}\",\
              \"chunks\":\"{}\",\"groups\":\"{groups}\",\"group_size\":\"{GROUP}\",\
              \"chunker\":\"{CHUNKER}\",\"min_size\":\"{}\",\"avg_size\":\"{}\",\
-             \"max_size\":\"{}\"}}",
+             \"max_size\":\"{}\"{btrfs}}}",
             self.size, self.chunks, self.min_size, self.avg_size, self.max_size
         )
     }
@@ -124,6 +141,7 @@ impl Index {
             min_size: number("min_size")?,
             avg_size: number("avg_size")?,
             max_size: number("max_size")?,
+            btrfs: btrfs_member(meta)?,
         };
         if number("group_size")? != GROUP {
             return Err("the stream index has another group size".into());
@@ -132,6 +150,22 @@ impl Index {
             return Err("the stream index's group count does not match its chunks".into());
         }
         Ok(index)
+    }
+}
+
+/// The btrfs facts of an index, when it has them (both keys or neither).
+fn btrfs_member(meta: &Value) -> Result<Option<crate::btrfs::plan::Member>, String> {
+    let key = |k: &str| meta.get(k).and_then(Value::as_str);
+    match (key("btrfs_date"), key("btrfs_send")) {
+        (None, None) => Ok(None),
+        (Some(date), Some(send)) => crate::btrfs::plan::Member::parse(date, send)
+            .map(Some)
+            .ok_or_else(|| {
+                format!(
+                    "the stream index's btrfs facts {date:?} {send:?} are not a date and a plan"
+                )
+            }),
+        _ => Err("the stream index has only one of btrfs_date and btrfs_send".into()),
     }
 }
 

@@ -67,6 +67,8 @@ pub(crate) struct Options {
     pub(crate) dedup: bool,
     /// Upload threads, at least 1.
     pub(crate) concurrency: usize,
+    /// A btrfs send stream's plan facts, written into its index.
+    pub(crate) btrfs: Option<crate::btrfs::plan::Member>,
 }
 
 /// Counts of one stored stream.
@@ -255,7 +257,10 @@ impl Writer<'_, '_> {
                 "internal error: a chunk of the stream was never placed".into(),
             ));
         }
-        let root = self.write_root(&Index::new(self.stats.bytes, index, chunking))?;
+        let root = self.write_root(&Index {
+            btrfs: self.options.btrfs,
+            ..Index::new(self.stats.bytes, index, chunking)
+        })?;
         self.cache.commit()?;
         Ok(Stored {
             root,
