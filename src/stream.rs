@@ -187,6 +187,56 @@ pub(crate) fn group_meta(chunks: u64, size: u64) -> String {
 mod tests {
     use super::*;
 
+    /// A btrfs member's facts follow the other keys (pinned), read back;
+    /// half of them, or bad ones, are refused.
+    #[test]
+    fn btrfs_facts_round_trip_and_are_pinned() {
+        use crate::btrfs::plan::{Kind, Member};
+        let chunking = Chunking {
+            min_size: 1024,
+            avg_size: 4096,
+            max_size: 16384,
+        };
+        let d = |s: &str| s.parse::<jiff::civil::Date>().unwrap();
+        let plain = Index::new(5000, 2, &chunking).to_json();
+        for (kind, text) in [
+            (Kind::Complete, "c"),
+            (
+                Kind::Incremental {
+                    parent: d("2000-01-01"),
+                },
+                "i 2000-01-01",
+            ),
+        ] {
+            let index = Index {
+                btrfs: Some(Member {
+                    date: d("2000-01-07"),
+                    kind,
+                }),
+                ..Index::new(5000, 2, &chunking)
+            };
+            let json = index.to_json();
+            assert_eq!(
+                json,
+                format!(
+                    "{},\"btrfs_date\":\"2000-01-07\",\"btrfs_send\":\"{text}\"}}",
+                    plain.trim_end_matches('}')
+                )
+            );
+            let value: Value = serde_json::from_str(&json).unwrap();
+            assert_eq!(Index::from_json(&value).unwrap(), index);
+        }
+        let bad = |extra: &str| {
+            let json = format!("{},{extra}}}", plain.trim_end_matches('}'));
+            Index::from_json(&serde_json::from_str(&json).unwrap()).unwrap_err()
+        };
+        assert!(bad("\"btrfs_date\":\"2000-01-07\"").contains("only one"));
+        assert!(bad("\"btrfs_date\":\"2000-1-7\",\"btrfs_send\":\"c\"").contains("btrfs"));
+        assert!(
+            bad("\"btrfs_date\":\"2000-01-07\",\"btrfs_send\":\"x 2000-01-01\"").contains("btrfs")
+        );
+    }
+
     #[test]
     fn index_round_trips_and_is_pinned() {
         let chunking = Chunking {

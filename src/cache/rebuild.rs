@@ -82,4 +82,23 @@ impl Cache {
         self.commit()?;
         Ok(id)
     }
+
+    /// Makes the rebuilt backup `id` the stream backup whose index is
+    /// `index` (`docs/streams.md`): its kind, its chunks and length, and a
+    /// btrfs member's facts (`docs/btrfs.md`); commits.
+    pub(crate) fn set_rebuilt_stream(
+        &mut self,
+        id: i64,
+        index: &crate::stream::Index,
+    ) -> Result<(), CacheError> {
+        self.write(
+            "recording a rebuilt stream in",
+            "UPDATE backups SET kind = 'stream', entries = ?2, bytes = ?3 WHERE id = ?1",
+            params![id, to_sql(index.chunks), to_sql(index.size)],
+        )?;
+        if let Some(member) = &index.btrfs {
+            self.set_btrfs_member(id, member)?;
+        }
+        self.commit()
+    }
 }

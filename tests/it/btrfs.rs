@@ -7,7 +7,11 @@
 //! needed as parents go; a failed send is never a whole stream; a path that
 //! is not a subvolume, and a missing `btrfs`, are clear usage errors.
 //!
-//! The streams are not stored on the grid here: the stream backups do that.
+//! Then the wired commands against the local grid: a `kind: btrfs` job on
+//! simulated dates (`LAFS_BACKUP_NOW`, `TZ=UTC`) follows the planner,
+//! restarts and expires chains, prunes snapshots, and `receive --as-of`
+//! gives a middle date's tree; `send --date` keeps btrsend's contract; a
+//! failed send records nothing.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -274,7 +278,7 @@ fn a_btrfs_job_follows_the_planner_expires_chains_and_receives() {
     );
     let backup = |date: &str| {
         let run = at(&config, date)
-            .args(["backup", "--job", "home"])
+            .args(["--noise", "backup", "--job", "home"])
             .caps_on_stdout()
             .ok();
         // A copy of what the job's snapshot holds, kept out of its reach.
@@ -392,7 +396,7 @@ fn a_btrfs_job_follows_the_planner_expires_chains_and_receives() {
     // btrfs: the tree of 01-04, entry by entry.
     let dst = LoopBtrfs::new();
     let run = at(&config, "2000-01-06")
-        .args(["receive", "home", "--as-of", "2000-01-04"])
+        .args(["--noise", "receive", "home", "--as-of", "2000-01-04"])
         .arg(dst.mnt())
         .ok();
     assert!(run.stdout.is_empty(), "{}", run.stdout);
@@ -443,7 +447,7 @@ fn send_date_keeps_btrsends_contract() {
     let config = grid_config(tmp.path(), "");
     let send = |date: &str, stdin: &[u8]| {
         at(&config, date)
-            .args(["send", "--date", date, "wrapped"])
+            .args(["--noise", "send", "--date", date, "wrapped"])
             .write_stdin(stdin.to_vec())
     };
 
@@ -500,6 +504,26 @@ fn send_date_keeps_btrsends_contract() {
         .arg(dst.mnt())
         .ok();
     assert_same_tree(&s2, &dst.mnt().join("wrapped-2000-01-07"));
+
+    // The facts survive `cache rebuild` (they are in each stream's index
+    // on the grid): the planner sees the same chain, and the next due date
+    // of the chain is `i` against its newest member.
+    let caps = roots(tmp.path(), "wrapped");
+    at(&config, "2000-01-14")
+        .args(["cache", "rebuild", "--force", "--name", "wrapped"])
+        .args(&caps)
+        .ok();
+    assert_eq!(
+        recorded(tmp.path(), "wrapped"),
+        [r("2000-01-01", None), r("2000-01-07", Some("2000-01-01"))]
+    );
+    let list = at(&config, "2000-01-14")
+        .args(["--json", "list"])
+        .caps_on_stdout()
+        .ok()
+        .of_type("backup");
+    assert!(list.iter().all(|b| b["kind"] == "stream"), "{list:?}");
+    assert_eq!(send("2000-01-14", b"").code(1).stdout, "i 2000-01-07\n");
 
     // A stream backup that is not a btrfs member: receive refuses it.
     at(&config, "2000-01-14")
