@@ -24,6 +24,23 @@ fn text(date: Date) -> String {
 }
 
 impl Cache {
+    /// [`Cache::finish_backup_of`] of a stream backup that is the btrfs
+    /// member `member`: the row and its facts commit together, so that no
+    /// member is ever recorded without them.
+    pub(crate) fn finish_btrfs_backup(
+        &mut self,
+        name: &[u8],
+        root: &crate::tahoe::Cap,
+        entries: u64,
+        bytes: u64,
+        member: &Member,
+    ) -> Result<i64, CacheError> {
+        let id = self.insert_backup(super::BackupKind::Stream, name, root, entries, bytes)?;
+        self.set_btrfs_member(id, member)?;
+        self.commit()?;
+        Ok(id)
+    }
+
     /// Records backup `id` as the btrfs member `member` (committed with the
     /// caller's next commit).
     pub(crate) fn set_btrfs_member(&mut self, id: i64, member: &Member) -> Result<(), CacheError> {

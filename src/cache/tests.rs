@@ -1379,11 +1379,10 @@ fn btrfs_members_are_recorded_and_forgotten_with_their_rows() {
     cache
         .finish_backup_of(BackupKind::Stream, b"other", &dir2(3), 1, 1)
         .unwrap();
+    // The row and its facts in one commit.
     let second = cache
-        .finish_backup_of(BackupKind::Stream, b"home", &dir2(2), 1, 1)
+        .finish_btrfs_backup(b"home", &dir2(2), 1, 1, &i)
         .unwrap();
-    cache.set_btrfs_member(second, &i).unwrap();
-    cache.commit().unwrap();
     let members = cache.btrfs_members(b"home").unwrap();
     assert_eq!(
         members.iter().map(|m| (m.id, m.member)).collect::<Vec<_>>(),

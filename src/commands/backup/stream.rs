@@ -212,17 +212,22 @@ pub(super) fn run(
             .context(format!("storing the stream {name}; nothing was recorded")),
     })?;
     let stats = stored.stats;
-    let id = cache.finish_backup_of(
-        BackupKind::Stream,
-        name.as_bytes(),
-        &stored.root,
-        stats.chunks,
-        stats.bytes,
-    )?;
-    if let Some(member) = source.btrfs_member() {
-        cache.set_btrfs_member(id, &member)?;
-        cache.commit()?;
-    }
+    let id = match source.btrfs_member() {
+        Some(member) => cache.finish_btrfs_backup(
+            name.as_bytes(),
+            &stored.root,
+            stats.chunks,
+            stats.bytes,
+            &member,
+        )?,
+        None => cache.finish_backup_of(
+            BackupKind::Stream,
+            name.as_bytes(),
+            &stored.root,
+            stats.chunks,
+            stats.bytes,
+        )?,
+    };
     if label.label.is_some() {
         cache.set_label(id, label.label.as_deref(), label.priority)?;
         cache.commit()?;
