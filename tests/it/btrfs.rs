@@ -608,3 +608,106 @@ fn a_btrfs_job_refuses_a_non_subvolume_and_records_no_failed_send() {
     // The failed date's snapshot stays for the next run.
     assert!(snapshots.join("data-2000-01-07").exists());
 }
+
+/// btrsend's planner vectors through `send --date` with real send streams
+/// (the wrapper's part played by the test): on btrsend's test dates
+/// (2000-01-01 `c`, 01-07 `i 2000-01-01`, eleven incrementals, `c` on
+/// 04-01, and on 06-21 the first chain forgotten while chain 2 gets
+/// `i 2000-06-14`), and called every day the first chain goes on 06-19
+/// (the days between due days change nothing but the expiry, so 06-18 and
+/// 06-19 stand for them). The 12-stream chain left is received whole.
+#[test]
+fn btrsends_vectors_hold_through_send_date() {
+    let src = LoopBtrfs::new();
+    let vol = src.subvolume("vol");
+    let snaps = BtrfsSnapshots::new(Btrfs::default(), src.dir("snapshots"), "vol");
+    // btrsend's due days from 01-01 to 06-21, each with its plan line and
+    // the stream btrsend's wrapper would send for it.
+    let mut table: Vec<(String, String, Vec<u8>)> = Vec::new();
+    let mut previous: Option<String> = None;
+    for month in 1..=6 {
+        for day in [1, 7, 14, 21] {
+            let date = format!("2000-{month:02}-{day:02}");
+            std::fs::write(vol.join(format!("{date}.txt")), date.as_bytes()).unwrap();
+            let snapshot = snaps.take(&vol, d(&date)).unwrap();
+            let line = match &previous {
+                Some(p) if date != "2000-04-01" => format!("i {p}"),
+                _ => "c".to_owned(),
+            };
+            let parent = line.strip_prefix("i ").map(|p| snaps.path(d(p)));
+            let stream = send_bytes(&snapshot, parent.as_deref());
+            table.push((date.clone(), line, stream));
+            previous = Some(date);
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let config = grid_config(tmp.path(), "");
+    let send = |name: &str, date: &str, stdin: &[u8]| {
+        at(&config, date)
+            .args(["send", "--date", date, name])
+            .write_stdin(stdin.to_vec())
+            .ok()
+    };
+    let (last, before) = table.split_last().unwrap();
+    assert_eq!(
+        (last.0.as_str(), last.1.as_str()),
+        ("2000-06-21", "i 2000-06-14")
+    );
+
+    for name in ["btrsend", "daily"] {
+        for (date, line, stream) in before {
+            let run = send(name, date, stream);
+            assert_eq!(run.stdout, format!("{line}\n"), "{name} on {date}");
+            if name == "btrsend" && date == "2000-01-07" {
+                // btrsend's test also asks again, and on other days.
+                for again in ["2000-01-01", "2000-01-02", "2000-01-08"] {
+                    assert_eq!(send(name, again, b"unread").stdout, "", "{again}");
+                }
+            }
+        }
+        assert_eq!(recorded(tmp.path(), name).len(), 23, "{name}");
+    }
+
+    // btrsend's test: 06-21 forgets chain 1 and sends chain 2's eleventh
+    // incremental.
+    let run = send("btrsend", &last.0, &last.2);
+    assert_eq!(run.stdout, "i 2000-06-14\n");
+    assert!(
+        run.stderr.contains("forgetting its 12 member(s)"),
+        "{}",
+        run.stderr
+    );
+    let chain2: Vec<_> = table[12..]
+        .iter()
+        .map(|(date, line, _)| r(date, line.strip_prefix("i ")))
+        .collect();
+    assert_eq!(chain2.len(), 12);
+    assert_eq!(recorded(tmp.path(), "btrsend"), chain2);
+
+    // Called every day: nothing on 06-18; chain 1 goes on 06-19, nothing
+    // sent; 06-21 sends the same incremental.
+    assert_eq!(send("daily", "2000-06-18", b"unread").stdout, "");
+    assert_eq!(recorded(tmp.path(), "daily").len(), 23);
+    let run = send("daily", "2000-06-19", b"unread");
+    assert_eq!(run.stdout, "");
+    assert!(
+        run.stderr.contains("forgetting its 12 member(s)"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(recorded(tmp.path(), "daily"), chain2[..11]);
+    assert_eq!(send("daily", &last.0, &last.2).stdout, "i 2000-06-14\n");
+    assert_eq!(recorded(tmp.path(), "daily"), chain2);
+
+    // The chain left, 12 streams in one receive: the snapshot of 06-21.
+    let dst = LoopBtrfs::new();
+    let run = at(&config, "2000-06-22")
+        .args(["receive", "daily"])
+        .arg(dst.mnt())
+        .ok();
+    assert!(run.stderr.contains("12 stream(s)"), "{}", run.stderr);
+    assert_same_tree(
+        &snaps.path(d("2000-06-21")),
+        &dst.mnt().join("vol-2000-06-21"),
+    );
+}
