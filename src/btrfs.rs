@@ -12,6 +12,7 @@
 //! module knows nothing of the grid.
 
 pub(crate) mod cmd;
+pub(crate) mod frames;
 pub(crate) mod plan;
 
 pub use cmd::{Btrfs, BtrfsError, SendStream, Snapshots};

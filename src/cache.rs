@@ -15,6 +15,7 @@
 //! or key bytes.
 
 mod backups;
+mod btrfs;
 mod key;
 mod leases;
 mod lock;
@@ -40,6 +41,7 @@ use crate::config::CommitAfter;
 use crate::tahoe::Cap;
 
 pub(crate) use backups::ForgetPlan;
+pub(crate) use btrfs::RecordedMember;
 pub(crate) use key::{DirChild, FileKey, KeyBuilder, ObjectKey, SymlinkKey, dir_key};
 pub(crate) use leases::{LeaseAges, StaleLeases};
 pub(crate) use rebuild::{RebuiltBackup, lock_path_only};
@@ -701,6 +703,21 @@ impl Cache {
         entries: u64,
         bytes: u64,
     ) -> Result<i64, CacheError> {
+        let id = self.insert_backup(kind, name, root, entries, bytes)?;
+        self.commit()?;
+        Ok(id)
+    }
+
+    /// The `backups` row of a finished backup of this run, not yet
+    /// committed (so that what goes with it commits with it).
+    fn insert_backup(
+        &mut self,
+        kind: BackupKind,
+        name: &[u8],
+        root: &Cap,
+        entries: u64,
+        bytes: u64,
+    ) -> Result<i64, CacheError> {
         let generation = self.run_generation()?;
         let now = unix_now();
         let start = self.run_start.unwrap_or(now);
@@ -719,9 +736,7 @@ impl Cache {
                 kind.as_str()
             ],
         )?;
-        let id = self.conn.last_insert_rowid();
-        self.commit()?;
-        Ok(id)
+        Ok(self.conn.last_insert_rowid())
     }
 
     /// Every finished backup, oldest first.

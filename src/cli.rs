@@ -165,6 +165,24 @@ pub enum Command {
     /// Exit status as for `diff`.
     Files(FilesArgs),
 
+    /// btrsend's contract (docs/btrfs.md): print the plan line for DATE
+    /// (nothing, `c`, or `i YYYY-MM-DD`) on stdout, then store the `btrfs
+    /// send` stream read on stdin as the backup NAME.
+    ///
+    /// stdout carries only the plan line; the root cap goes only to the
+    /// result file and the recovery catalog. When nothing is due, stdin is
+    /// not read. The oldest chain is forgotten once its newest member is
+    /// chain_lifetime_days old. NAME need not be a configured job (then
+    /// btrsend's default schedule applies). Exit status: 0 stored or
+    /// nothing due, 1 the stream failed or ended early (nothing recorded),
+    /// 2 usage.
+    Send(SendArgs),
+
+    /// Restore a btrfs backup: pipe the chain of the member picked (the
+    /// newest, or --as-of WHEN) into `btrfs receive DEST`, complete stream
+    /// first (docs/btrfs.md).
+    Receive(ReceiveArgs),
+
     /// Print the merged configuration as YAML that can be fed back with -c.
     #[command(name = "dump-config", alias = "dump_config")]
     DumpConfig,
@@ -331,6 +349,40 @@ pub struct CatArgs {
 
     #[command(flatten)]
     pub gateway: GatewayArgs,
+}
+
+/// The arguments of `send`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// The date the stream is for, YYYY-MM-DD.
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub date: String,
+
+    /// The backup name (a `kind: btrfs` job's name, or any name).
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    /// Wait up to DURATION for another run to release the entry cache's
+    /// lock instead of failing at once (as for backup).
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_wait_arg)]
+    pub lock_wait: std::time::Duration,
+}
+
+/// The arguments of `receive`.
+#[derive(Debug, Args)]
+pub struct ReceiveArgs {
+    /// The btrfs backup's name.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    /// The member to restore: the newest that started at or before WHEN
+    /// (as for `restore --as-of`); default: the newest.
+    #[arg(long, value_name = "WHEN")]
+    pub as_of: Option<String>,
+
+    /// Where `btrfs receive` makes the snapshots: a directory on a btrfs.
+    #[arg(value_name = "DEST")]
+    pub dest: PathBuf,
 }
 
 /// What `diff` and `files` print, and where they look.

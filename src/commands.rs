@@ -21,8 +21,10 @@ pub(crate) mod ls;
 pub(crate) mod man;
 pub(crate) mod mount;
 pub(crate) mod pin;
+pub(crate) mod receive;
 pub(crate) mod restore;
 pub(crate) mod schedule;
+pub(crate) mod send;
 pub(crate) mod show;
 pub(crate) mod status;
 pub(crate) mod verify;
@@ -86,6 +88,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Files(ref args) => files::run(&ctx, args),
         Command::Unpin(ref args) => pin::run(&ctx, args, false),
         Command::Status(ref args) => status::run(&ctx, args),
+        Command::Send(ref args) => send::run(ctx, args),
+        Command::Receive(ref args) => receive::run(&ctx, args),
         Command::DumpConfig => dump_config::run(ctx.config()),
         Command::Cache(CacheCommand::Rebuild(ref args)) => cache_rebuild::run(&ctx, args),
         // Handled before the config is loaded; the same call if ever here.

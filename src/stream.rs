@@ -179,6 +179,10 @@ pub(crate) struct Index {
     pub(crate) min_size: u64,
     pub(crate) avg_size: u64,
     pub(crate) max_size: u64,
+    /// A btrfs send stream's plan facts (`docs/btrfs.md`): the keys
+    /// `btrfs_date` and `btrfs_send` (`c` or `i YYYY-MM-DD`) after the
+    /// others; `None` (no such keys) for every other stream.
+    pub(crate) btrfs: Option<crate::btrfs::plan::Member>,
 }
 
 impl Index {
@@ -191,6 +195,7 @@ impl Index {
             min_size: chunking.min_size,
             avg_size: chunking.avg_size,
             max_size: chunking.max_size,
+            btrfs: None,
         }
     }
 
@@ -198,11 +203,23 @@ impl Index {
     /// strings (as in `docs/metadata.md`).
     pub(crate) fn to_json(&self) -> String {
         let groups = self.chunks.div_ceil(GROUP);
+        // A btrfs member's facts go last, so that every other stream's
+        // index is byte for byte what it always was.
+        let btrfs = self
+            .btrfs
+            .map(|m| {
+                format!(
+                    ",\"btrfs_date\":\"{}\",\"btrfs_send\":\"{}\"",
+                    m.date.strftime("%Y-%m-%d"),
+                    m.kind
+                )
+            })
+            .unwrap_or_default();
         format!(
             "{{\"format\":\"{FORMAT}\",\"version\":\"{VERSION}\",\"size\":\"{}\",\
              \"chunks\":\"{}\",\"groups\":\"{groups}\",\"group_size\":\"{GROUP}\",\
              \"chunker\":\"{CHUNKER}\",\"min_size\":\"{}\",\"avg_size\":\"{}\",\
-             \"max_size\":\"{}\"}}",
+             \"max_size\":\"{}\"{btrfs}}}",
             self.size, self.chunks, self.min_size, self.avg_size, self.max_size
         )
     }
@@ -220,6 +237,7 @@ impl Index {
             min_size: number("min_size")?,
             avg_size: number("avg_size")?,
             max_size: number("max_size")?,
+            btrfs: btrfs_member(meta)?,
         };
         if number("group_size")? != GROUP {
             return Err("the stream index has another group size".into());
@@ -228,6 +246,22 @@ impl Index {
             return Err("the stream index's group count does not match its chunks".into());
         }
         Ok(index)
+    }
+}
+
+/// The btrfs facts of an index, when it has them (both keys or neither).
+fn btrfs_member(meta: &Value) -> Result<Option<crate::btrfs::plan::Member>, String> {
+    let key = |k: &str| meta.get(k).and_then(Value::as_str);
+    match (key("btrfs_date"), key("btrfs_send")) {
+        (None, None) => Ok(None),
+        (Some(date), Some(send)) => crate::btrfs::plan::Member::parse(date, send)
+            .map(Some)
+            .ok_or_else(|| {
+                format!(
+                    "the stream index's btrfs facts {date:?} {send:?} are not a date and a plan"
+                )
+            }),
+        _ => Err("the stream index has only one of btrfs_date and btrfs_send".into()),
     }
 }
 
@@ -248,6 +282,56 @@ pub(crate) fn group_meta(chunks: u64, size: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A btrfs member's facts follow the other keys (pinned), read back;
+    /// half of them, or bad ones, are refused.
+    #[test]
+    fn btrfs_facts_round_trip_and_are_pinned() {
+        use crate::btrfs::plan::{Kind, Member};
+        let chunking = Chunking {
+            min_size: 1024,
+            avg_size: 4096,
+            max_size: 16384,
+        };
+        let d = |s: &str| s.parse::<jiff::civil::Date>().unwrap();
+        let plain = Index::new(5000, 2, &chunking).to_json();
+        for (kind, text) in [
+            (Kind::Complete, "c"),
+            (
+                Kind::Incremental {
+                    parent: d("2000-01-01"),
+                },
+                "i 2000-01-01",
+            ),
+        ] {
+            let index = Index {
+                btrfs: Some(Member {
+                    date: d("2000-01-07"),
+                    kind,
+                }),
+                ..Index::new(5000, 2, &chunking)
+            };
+            let json = index.to_json();
+            assert_eq!(
+                json,
+                format!(
+                    "{},\"btrfs_date\":\"2000-01-07\",\"btrfs_send\":\"{text}\"}}",
+                    plain.trim_end_matches('}')
+                )
+            );
+            let value: Value = serde_json::from_str(&json).unwrap();
+            assert_eq!(Index::from_json(&value).unwrap(), index);
+        }
+        let bad = |extra: &str| {
+            let json = format!("{},{extra}}}", plain.trim_end_matches('}'));
+            Index::from_json(&serde_json::from_str(&json).unwrap()).unwrap_err()
+        };
+        assert!(bad("\"btrfs_date\":\"2000-01-07\"").contains("only one"));
+        assert!(bad("\"btrfs_date\":\"2000-1-7\",\"btrfs_send\":\"c\"").contains("btrfs"));
+        assert!(
+            bad("\"btrfs_date\":\"2000-01-07\",\"btrfs_send\":\"x 2000-01-01\"").contains("btrfs")
+        );
+    }
 
     #[test]
     fn index_round_trips_and_is_pinned() {

@@ -25,13 +25,6 @@
 //! that stream could never be restored. Here the stream is `c` instead
 //! ([`Plan::complete_instead`] says so).
 
-// Until `send --date` and `kind: btrfs` jobs call the planner (issue 15's
-// wiring), only its unit tests do; the wiring removes this.
-#![cfg_attr(
-    not(test),
-    expect(dead_code, reason = "the planner is called by issue 15's wiring")
-)]
-
 use std::fmt;
 
 use jiff::ToSpan;
@@ -88,6 +81,36 @@ pub(crate) struct Member {
     pub(crate) date: Date,
     /// Complete, or incremental against which date.
     pub(crate) kind: Kind,
+}
+
+impl Kind {
+    /// Reads a plan line's text back (`c`, `i YYYY-MM-DD`), as the stream
+    /// index stores it.
+    pub(crate) fn parse(text: &str) -> Option<Kind> {
+        match text.split_once(' ') {
+            None if text == "c" => Some(Kind::Complete),
+            Some(("i", date)) => Some(Kind::Incremental {
+                parent: parse_date(date)?,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// A date written exactly `YYYY-MM-DD` (no other form jiff would take).
+pub(crate) fn parse_date(text: &str) -> Option<Date> {
+    let date: Date = text.parse().ok()?;
+    (text.len() == 10 && date.strftime("%Y-%m-%d").to_string() == text).then_some(date)
+}
+
+impl Member {
+    /// A member from its stored facts: its date and its plan text.
+    pub(crate) fn parse(date: &str, send: &str) -> Option<Member> {
+        Some(Member {
+            date: parse_date(date)?,
+            kind: Kind::parse(send)?,
+        })
+    }
 }
 
 /// What one call of the planner decides.

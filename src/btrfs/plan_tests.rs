@@ -289,3 +289,47 @@ fn plan_line_formats() {
         "i 0999-02-03\n"
     );
 }
+
+/// The plan line's text reads back (the stream index stores it); dates
+/// are exactly `YYYY-MM-DD`.
+#[test]
+fn plan_texts_and_dates_read_back() {
+    for kind in [
+        Kind::Complete,
+        Kind::Incremental {
+            parent: d("2000-01-01"),
+        },
+    ] {
+        assert_eq!(Kind::parse(&kind.to_string()), Some(kind));
+    }
+    for bad in [
+        "",
+        "C",
+        "c ",
+        "i",
+        "i 2000-1-1",
+        "i  2000-01-01",
+        "x 2000-01-01",
+    ] {
+        assert_eq!(Kind::parse(bad), None, "{bad:?}");
+    }
+    assert_eq!(parse_date("2000-02-29"), Some(d("2000-02-29")));
+    for bad in [
+        "2000-02-30",
+        "2000-1-07",
+        "20000-01-07",
+        "2000-01-07T00:00",
+        " 2000-01-07",
+    ] {
+        assert_eq!(parse_date(bad), None, "{bad:?}");
+    }
+    assert_eq!(
+        Member::parse("2000-01-07", "i 2000-01-01"),
+        Some(Member {
+            date: d("2000-01-07"),
+            kind: Kind::Incremental {
+                parent: d("2000-01-01")
+            }
+        })
+    );
+}

@@ -82,4 +82,24 @@ impl Cache {
         self.commit()?;
         Ok(id)
     }
+
+    /// Makes the rebuilt backup `id` a stream backup (`docs/streams.md`):
+    /// its kind, its objects and length, and a btrfs member's facts
+    /// (`docs/btrfs.md`), as `stream::read::Layout::recorded` gives them;
+    /// commits.
+    pub(crate) fn set_rebuilt_stream(
+        &mut self,
+        id: i64,
+        (entries, size, btrfs): (u64, u64, Option<&crate::btrfs::plan::Member>),
+    ) -> Result<(), CacheError> {
+        self.write(
+            "recording a rebuilt stream in",
+            "UPDATE backups SET kind = 'stream', entries = ?2, bytes = ?3 WHERE id = ?1",
+            params![id, to_sql(entries), to_sql(size)],
+        )?;
+        if let Some(member) = btrfs {
+            self.set_btrfs_member(id, member)?;
+        }
+        self.commit()
+    }
 }

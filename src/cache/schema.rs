@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension};
 use super::{CacheError, sql_err, unix_now};
 
 /// The schema this build writes and reads.
-pub(crate) const SCHEMA_VERSION: u32 = 5;
+pub(crate) const SCHEMA_VERSION: u32 = 6;
 
 /// `PRAGMA application_id` of a lafs-backup cache: "LAFB".
 pub(crate) const APPLICATION_ID: i32 = 0x4C41_4642;
@@ -46,7 +46,9 @@ CREATE TABLE backups (
     label      TEXT NULL,
     priority   INTEGER NULL,
     pinned     INTEGER NOT NULL DEFAULT 0 CHECK (pinned IN (0, 1)),
-    kind       TEXT NOT NULL DEFAULT 'tree' CHECK (kind IN ('tree', 'stream'))
+    kind       TEXT NOT NULL DEFAULT 'tree' CHECK (kind IN ('tree', 'stream')),
+    btrfs_date   TEXT NULL,
+    btrfs_parent TEXT NULL
 );
 CREATE INDEX backups_generation ON backups (generation);
 CREATE INDEX backups_root_cap ON backups (root_cap);
@@ -125,6 +127,11 @@ const MIGRATIONS: &[&str] = &[
     // stream (docs/streams.md). Every backup before the upgrade is a tree.
     "ALTER TABLE backups ADD COLUMN kind TEXT NOT NULL DEFAULT 'tree'
          CHECK (kind IN ('tree', 'stream'));",
+    // 5 -> 6 (issue 15, btrfs): a btrfs send stream's plan facts, its date
+    // and (for an incremental) its parent's date (docs/btrfs.md). No backup
+    // before the upgrade is a btrfs member.
+    "ALTER TABLE backups ADD COLUMN btrfs_date TEXT NULL;
+     ALTER TABLE backups ADD COLUMN btrfs_parent TEXT NULL;",
 ];
 
 const _: () = assert!(SCHEMA_VERSION as usize == MIGRATIONS.len() + 1);

@@ -1314,7 +1314,7 @@ fn a_v2_cache_gains_the_verified_table_in_place() {
         Cache::open_read_only(&path).unwrap_err(),
         CacheError::NeedsUpgrade {
             found: 2,
-            supported: 5,
+            supported: 6,
             ..
         }
     ));
@@ -1332,14 +1332,15 @@ fn a_v2_cache_gains_the_verified_table_in_place() {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .unwrap();
-    assert_eq!((version.as_str(), ts), ("5", 1_700_000_900), "latest kept");
+    assert_eq!((version.as_str(), ts), ("6", 1_700_000_900), "latest kept");
     let (_new_dir, new_path) = scratch();
     Cache::open(&new_path, &NO_LIMIT).unwrap().close().unwrap();
     assert_eq!(columns(&path, "verified"), columns(&new_path, "verified"));
     // And v3 -> v4 adds the runs table, identical to a new cache's.
     assert_eq!(columns(&path, "runs"), columns(&new_path, "runs"));
     // And v4 -> v5 adds backups.kind, identical to a new cache's; every
-    // backup of before is a tree.
+    // backup of before is a tree; v5 -> v6 adds backups.btrfs_date and
+    // btrfs_parent (no backup of before is a btrfs member).
     assert_eq!(columns(&path, "backups"), columns(&new_path, "backups"));
     let cache = Cache::open_read_only(&path).unwrap();
     assert!(
@@ -1349,4 +1350,53 @@ fn a_v2_cache_gains_the_verified_table_in_place() {
             .iter()
             .all(|b| b.kind == BackupKind::Tree)
     );
+    assert!(cache.btrfs_members(b"src").unwrap().is_empty());
+}
+
+/// A btrfs member's facts are recorded with its row, read back per name in
+/// row order, and go with the row when it is forgotten.
+#[test]
+fn btrfs_members_are_recorded_and_forgotten_with_their_rows() {
+    use crate::btrfs::plan::{Kind, Member};
+    let d = |s: &str| s.parse::<jiff::civil::Date>().unwrap();
+    let (_dir, path) = scratch();
+    let mut cache = Cache::open(&path, &NO_LIMIT).unwrap();
+    cache.begin_run(false).unwrap();
+    let c = Member {
+        date: d("2000-01-01"),
+        kind: Kind::Complete,
+    };
+    let i = Member {
+        date: d("2000-01-07"),
+        kind: Kind::Incremental {
+            parent: d("2000-01-01"),
+        },
+    };
+    let first = cache
+        .finish_backup_of(BackupKind::Stream, b"home", &dir2(1), 1, 1)
+        .unwrap();
+    cache.set_btrfs_member(first, &c).unwrap();
+    cache
+        .finish_backup_of(BackupKind::Stream, b"other", &dir2(3), 1, 1)
+        .unwrap();
+    // The row and its facts in one commit.
+    let second = cache
+        .finish_btrfs_backup(b"home", &dir2(2), 1, 1, &i)
+        .unwrap();
+    let members = cache.btrfs_members(b"home").unwrap();
+    assert_eq!(
+        members.iter().map(|m| (m.id, m.member)).collect::<Vec<_>>(),
+        [(first, c), (second, i)]
+    );
+    assert!(cache.btrfs_members(b"other").unwrap().is_empty());
+    let plan = cache
+        .plan_forget(
+            &std::collections::BTreeSet::from([first]),
+            &std::collections::BTreeSet::new(),
+            None,
+        )
+        .unwrap();
+    cache.apply_forget(&plan).unwrap();
+    let members = cache.btrfs_members(b"home").unwrap();
+    assert_eq!(members.iter().map(|m| m.member).collect::<Vec<_>>(), [i]);
 }

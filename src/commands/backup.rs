@@ -11,11 +11,13 @@ use tracing::{info, warn};
 use super::context::{Context, Gateway};
 use super::{schedule, show};
 
+mod btrfs;
 mod hooked;
 mod jobs;
 mod record;
 mod stream;
 mod summary;
+pub(crate) use btrfs::send_date;
 pub(crate) use record::JobReport;
 
 use crate::cache::Cache;

@@ -511,7 +511,7 @@ pub(crate) fn rebuild(
         let (entries, bytes) = walk
             .dir(&root.cap, None, 0, i)
             .with_context(|| format!("{}: rebuilding its backup tree", what()))?;
-        walk.cache.record_rebuilt_backup(&RebuiltBackup {
+        let id = walk.cache.record_rebuilt_backup(&RebuiltBackup {
             name: &root.name,
             root: &root.cap,
             ts_start: root.ts_start,
@@ -520,6 +520,17 @@ pub(crate) fn rebuild(
             bytes,
             label: root.label.as_deref(),
         })?;
+        // A root without a tree's metadata entry may be a stream backup:
+        // its kind, counts and btrfs facts come from its index.
+        if walk
+            .listed
+            .get(root.cap.as_str())
+            .is_some_and(|l| l.root_meta.is_none())
+            && let Some(layout) = crate::stream::read::open(client, &root.cap)
+                .with_context(|| format!("{}: reading its stream index", what()))?
+        {
+            walk.cache.set_rebuilt_stream(id, layout.recorded())?;
+        }
         walk.summary.backups += 1;
         info!("rebuilt {} from {}", show_name(&root.name), root.origin);
     }

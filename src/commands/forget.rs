@@ -226,7 +226,22 @@ pub(crate) fn apply(
             }
         }
     }
-    let plan = cache.plan_forget(&forget_ids, &generations, None)?;
+    forget_chosen(ctx, cache, &forget_ids, &generations, kept, dry)
+}
+
+/// Forgets the backups `forget_ids` (of `generations`) that a policy, or
+/// the btrfs chain expiry (`docs/btrfs.md`), chose, with `kept` kept:
+/// the catalog, the cache, the result targets, and the summary.
+pub(crate) fn forget_chosen(
+    ctx: &Context<'_>,
+    cache: Cache,
+    forget_ids: &BTreeSet<i64>,
+    generations: &BTreeSet<u64>,
+    kept: usize,
+    dry: bool,
+) -> anyhow::Result<()> {
+    let json = ctx.json();
+    let plan = cache.plan_forget(forget_ids, generations, None)?;
     let unreferenced: Vec<&str> = plan.unreferenced().collect();
     let bytes: u64 = unreferenced
         .iter()

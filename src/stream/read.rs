@@ -51,6 +51,20 @@ pub(crate) struct Layout {
     kind: Kind,
 }
 
+impl Layout {
+    /// What a backup record counts for this stream: its objects (chunks;
+    /// for a tar, payloads and the record index's chunks), its length, and
+    /// the btrfs facts of a send stream (`cache rebuild` records these).
+    pub(crate) fn recorded(&self) -> (u64, u64, Option<&crate::btrfs::plan::Member>) {
+        match &self.kind {
+            Kind::Plain(plain) => (plain.index.chunks, self.size, plain.index.btrfs.as_ref()),
+            Kind::Tar { index, records, .. } => {
+                (index.payloads + records.index.chunks, self.size, None)
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Kind {
     Plain(Plain),

@@ -70,6 +70,8 @@ pub(crate) struct Options {
     pub(crate) dedup: bool,
     /// Upload threads, at least 1.
     pub(crate) concurrency: usize,
+    /// A btrfs send stream's plan facts, written into its index.
+    pub(crate) btrfs: Option<crate::btrfs::plan::Member>,
 }
 
 /// Counts of one stored stream.
@@ -296,7 +298,11 @@ impl Writer<'_, '_> {
         }
         self.finish_items(index, done)?;
         let root = self.write_root(
-            Index::new(self.stats.bytes, index, chunking).to_json(),
+            Index {
+                btrfs: self.options.btrfs,
+                ..Index::new(self.stats.bytes, index, chunking)
+            }
+            .to_json(),
             None,
         )?;
         self.cache.commit()?;

@@ -379,6 +379,8 @@ fn a_v1_cache_is_refused_by_readers_and_upgraded_by_a_writer() {
              DROP TABLE verified;
              DROP TABLE runs;
              ALTER TABLE backups DROP COLUMN kind;
+             ALTER TABLE backups DROP COLUMN btrfs_date;
+             ALTER TABLE backups DROP COLUMN btrfs_parent;
              UPDATE meta SET value = '1' WHERE name = 'schema_version';",
         )
         .unwrap();
@@ -386,7 +388,7 @@ fn a_v1_cache_is_refused_by_readers_and_upgraded_by_a_writer() {
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(
         r.stderr
-            .contains("schema version 1, older than this lafs-backup's 5")
+            .contains("schema version 1, older than this lafs-backup's 6")
             && r.stderr
                 .contains("run a backup or check once to upgrade the cache"),
         "{}",

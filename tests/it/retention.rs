@@ -397,6 +397,8 @@ fn a_v1_cache_is_upgraded_by_a_scheduled_backup() {
          DROP TABLE verified;
          DROP TABLE runs;
          ALTER TABLE backups DROP COLUMN kind;
+         ALTER TABLE backups DROP COLUMN btrfs_date;
+         ALTER TABLE backups DROP COLUMN btrfs_parent;
          UPDATE meta SET value = '1' WHERE name = 'schema_version';",
     )
     .unwrap();

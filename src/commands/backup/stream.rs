@@ -47,6 +47,11 @@ pub(super) enum Source {
     Stdin,
     /// The standard output of this program and its arguments.
     Command(Vec<String>),
+    /// A job of `kind: btrfs`: planned, snapshotted and sent by
+    /// `super::btrfs` (`docs/btrfs.md`), which comes back with `Btrfs`.
+    BtrfsJob(Box<crate::config::Job>),
+    /// One planned btrfs send stream, recorded with its plan facts.
+    Btrfs(super::btrfs::Planned),
 }
 
 impl Source {
@@ -55,6 +60,8 @@ impl Source {
         match self {
             Source::Stdin => "-".to_owned(),
             Source::Command(argv) => argv.join(" "),
+            Source::BtrfsJob(job) => job.name.clone(),
+            Source::Btrfs(planned) => planned.describe(),
         }
     }
 
@@ -63,7 +70,21 @@ impl Source {
         Ok(match self {
             Source::Stdin => Box::new(StdinProducer),
             Source::Command(argv) => Box::new(Running::start(argv, name)?),
+            Source::Btrfs(planned) => planned.start()?,
+            Source::BtrfsJob(_) => {
+                return Err(anyhow::anyhow!(
+                    "internal error: a btrfs job is started through its plan"
+                ));
+            }
         })
+    }
+
+    /// A btrfs stream's plan facts, recorded with it.
+    fn btrfs_member(&self) -> Option<crate::btrfs::plan::Member> {
+        match self {
+            Source::Btrfs(planned) => Some(planned.member),
+            _ => None,
+        }
     }
 }
 
@@ -131,8 +152,12 @@ pub(super) fn source(
             job.name.clone(),
             Source::Command(job.command.clone()),
         ))),
-        // Wired by the btrfs and dump work of issue 15 (in progress).
-        JobKind::Btrfs | JobKind::Dump => Err(UsageError(format!(
+        JobKind::Btrfs => Ok(Some((
+            job.name.clone(),
+            Source::BtrfsJob(Box::new(job.clone())),
+        ))),
+        // Wired by the dump work of issue 15 (in progress).
+        JobKind::Dump => Err(UsageError(format!(
             "job {}: this kind of job cannot be backed up by this build yet",
             job.name
         ))
@@ -148,6 +173,9 @@ pub(super) fn run(
     name: &str,
     source: Source,
 ) -> anyhow::Result<JobReport> {
+    if let Source::BtrfsJob(btrfs) = &source {
+        return super::btrfs::run_job(ctx, args, job, name, btrfs);
+    }
     let config = ctx.config();
     let mut report = JobReport::new(name.as_bytes());
     if args.plan || config.operation.queue_only {
@@ -176,6 +204,7 @@ pub(super) fn run(
     let options = store::Options {
         dedup: !config.operation.disable_deduplication,
         concurrency: usize::try_from(config.operation.concurrency).unwrap_or(usize::MAX),
+        btrfs: source.btrfs_member(),
     };
     let tar = tar_mode(config, args, job);
     let started = Instant::now();
@@ -235,7 +264,14 @@ pub(super) fn run(
     })?;
     let root = stored.root().clone();
     let (objects, bytes) = stored.recorded();
-    let id = cache.finish_backup_of(BackupKind::Stream, name.as_bytes(), &root, objects, bytes)?;
+    let id = match source.btrfs_member() {
+        Some(member) => {
+            cache.finish_btrfs_backup(name.as_bytes(), &root, objects, bytes, &member)?
+        }
+        None => {
+            cache.finish_backup_of(BackupKind::Stream, name.as_bytes(), &root, objects, bytes)?
+        }
+    };
     if label.label.is_some() {
         cache.set_label(id, label.label.as_deref(), label.priority)?;
         cache.commit()?;
