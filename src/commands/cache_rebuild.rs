@@ -630,7 +630,12 @@ impl Walk<'_> {
                 Kind::File | Kind::Symlink => {
                     let size = node.meta.size.or(node.stored_size).unwrap_or(0);
                     bytes += size;
+                    // A chunked file's cap is its chunk directory, never a
+                    // whole file's content: it stays out of the content
+                    // index (its chunks go up again, to the same caps, the
+                    // next time the file changes).
                     if !node.cap.is_literal()
+                        && !node.meta.chunked
                         && self
                             .file_seen
                             .insert(node.cap.as_str().to_owned(), ())

@@ -374,6 +374,7 @@ fn read_real_files() {
         mtime_ns: Some(1_700_000_000_123_456_789),
         size: None,
         enc: None,
+        chunked: false,
         caps: Some("cap_net_raw=ep".into()),
         acls: Some(acls.into()),
         acl_ids: Some("u::rw-,u:0:rwx,g::r--,m::rwx,o::r--".into()),
