@@ -7,7 +7,9 @@
 //! without the key, give the same trees as before.
 
 use crate::common;
+use crate::mount::{Mounted, fusermount_u};
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt as _;
@@ -333,4 +335,94 @@ fn chunked_files_read_as_files_and_unset_configs_give_the_same_trees() {
         fs::read(out.join("vm.img")).unwrap() == then,
         "tree@1 restored other bytes"
     );
+}
+
+/// Every non-literal cap reachable from `root` by following directories,
+/// as `tahoe deep-check` walks them (chunk directories included).
+fn tree_objects(url: &str, root: &str) -> BTreeSet<String> {
+    let mut all = BTreeSet::from([root.to_owned()]);
+    let mut todo = vec![root.to_owned()];
+    while let Some(dir) = todo.pop() {
+        for (_, kind, cap, _) in listing(url, &dir) {
+            if kind == "dirnode" && !cap.starts_with("URI:DIR2-LIT:") {
+                todo.push(cap.clone());
+            }
+            all.insert(cap);
+        }
+    }
+    all.retain(|c| !c.starts_with("URI:LIT:") && !c.starts_with("URI:DIR2-LIT:"));
+    all
+}
+
+/// `check --leases` renews, and `check` finds healthy, every chunk of a
+/// chunked file; `cleanup` of one backup keeps the chunks a kept one
+/// shares and forgets the rest; `mount` reads the file through its chunks.
+#[test]
+fn leases_check_cleanup_and_mount_reach_the_chunks() {
+    let url = common::gateway_url();
+    let t = Tree::new(&url);
+    let seed = u64::from(std::process::id()) << 8;
+    let big = t.src().join("data.bin");
+    write_random(&big, 1 << 20, seed);
+    let cfg = t.config(
+        "state",
+        &format!("{SMALL_CHUNKING}  files:\n    min_size: 100000\n"),
+    );
+    let r1 = common::backup_root_cap(&cfg);
+    rewrite(&big, 500_000, 50_000, seed + 1);
+    let r2 = common::backup_root_cap(&cfg);
+    let (o1, o2) = (tree_objects(&url, &r1), tree_objects(&url, &r2));
+    assert!(o1.len() > 10, "{}", o1.len());
+    assert!(
+        o1.intersection(&o2).count() >= 5,
+        "the versions share chunks"
+    );
+
+    let run = t
+        .lafs(&cfg)
+        .args(["--json", "check", "--leases"])
+        .caps_on_stdout()
+        .ok();
+    let summary = &run.of_type("leases")[0];
+    let all: BTreeSet<&String> = o1.union(&o2).collect();
+    assert_eq!(summary["objects"], all.len(), "{summary}");
+    assert_eq!(summary["renewed"], all.len(), "{summary}");
+    let checked = t.lafs(&cfg).args(["check", "tree"]).run();
+    assert_eq!(checked.code, 0, "{}", checked.stderr);
+
+    // mount: the chunked file reads as the file.
+    let point = t.tmp.path().join("mnt");
+    fs::create_dir(&point).unwrap();
+    let m = Mounted::start(&cfg, &point, &["tree"]);
+    let mounted = point.join("tree/latest/data.bin");
+    let md = fs::metadata(&mounted).unwrap();
+    assert!(md.is_file());
+    assert_eq!(md.len(), 1 << 20);
+    assert!(fs::read(&mounted).unwrap() == fs::read(&big).unwrap());
+    m.end(fusermount_u);
+
+    // Forget the first: what the second reaches stays known.
+    t.lafs(&cfg).args(["cleanup", &r1]).known_cap(&r1).ok();
+    let db = rusqlite::Connection::open(t.tmp.path().join("state/cache.sqlite")).unwrap();
+    let known: BTreeSet<String> = db
+        .prepare("SELECT cap FROM objects")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for cap in &o2 {
+        assert!(
+            known.contains(cap),
+            "an object of the kept backup was forgotten"
+        );
+    }
+    assert!(
+        o1.difference(&o2).all(|c| !known.contains(c)),
+        "an object only the forgotten backup had is still known"
+    );
+    // The kept backup still restores exactly.
+    let out = t.tmp.path().join("restored");
+    t.lafs(&cfg).args(["restore", "tree"]).arg(&out).ok();
+    assert!(cmp(&big, &out.join("data.bin")));
 }
