@@ -337,3 +337,36 @@ impl Read for ChunkedFile<'_> {
         Ok(n)
     }
 }
+
+/// One group of a chunk directory: its cap, and each chunk's cap,
+/// encoding and decoded length.
+pub(crate) type GroupObjects = (Cap, Vec<(Cap, Option<Encoding>, u64)>);
+
+/// The objects of the chunk directory `root` (a stream's root, or a
+/// chunked file's directory), group by group, for `cache rebuild`: what it
+/// records as directory children and hashes into the content index.
+pub(crate) fn objects(client: &Client, root: &Cap) -> Result<Vec<GroupObjects>, ReadError> {
+    let layout = open(client, root)?
+        .ok_or_else(|| ReadError::Format("the directory holds no chunk index".into()))?;
+    let mut out = Vec::with_capacity(layout.groups.len());
+    for (g, (group, _)) in layout.groups.iter().enumerate() {
+        let entries = list(
+            client,
+            group,
+            &format!("the group {}", group_name(g as u64)),
+        )?;
+        let mut chunks = Vec::with_capacity(entries.len());
+        for (name, _, cap, meta) in entries {
+            let bad = || ReadError::Format(format!("{name:?} of a group is not a chunk"));
+            let cap = cap.ok_or_else(bad)?;
+            let size = number(&meta, "size").ok_or_else(bad)?;
+            let enc = match meta.get("enc").and_then(Value::as_str) {
+                None => None,
+                Some(codec) => Some(Encoding::from_name(codec).ok_or_else(bad)?),
+            };
+            chunks.push((cap, enc, size));
+        }
+        out.push((group.clone(), chunks));
+    }
+    Ok(out)
+}
