@@ -2,9 +2,10 @@
 //! against the real local grid: a file a rule selects is stored like a
 //! stream (its edge marked `"chunked":"v1"`), so a 200 MiB file with 1 MiB
 //! rewritten in the middle uploads a few chunks; restore, `verify
-//! --content`, `cat`, `ls -l`, `find`, `diff`, `versions` and `cleanup`
-//! treat it as the file it is; files below the threshold, and configs
-//! without the key, give the same trees as before.
+//! --content`, `cat`, `ls -l`, `find`, `diff`, `versions` and `mount`
+//! treat it as the file it is; `check` (`--repair`, `--leases`), `cleanup`
+//! and `cache rebuild` reach its chunks; files below the threshold, and
+//! configs without the key, give the same trees as before.
 
 use crate::common;
 use crate::mount::{Mounted, fusermount_u};
@@ -458,4 +459,48 @@ fn a_rebuilt_cache_knows_the_chunks_of_chunked_files() {
     let sent = common::bytes_uploaded(grid.url()) - before;
     assert_eq!(second, first);
     assert!(sent < 100_000, "{sent} bytes went up after the rebuild");
+}
+
+/// The storage index of `cap` (from the gateway's check of it).
+fn storage_index(url: &str, cap: &str) -> String {
+    let mut resp = common::http_agent()
+        .post(format!(
+            "{url}/uri/{}?t=check&output=JSON",
+            cap.replace(':', "%3A")
+        ))
+        .send_empty()
+        .unwrap();
+    let v: Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+    v["storage-index"].as_str().unwrap().to_owned()
+}
+
+/// `check` finds a chunk of a chunked file that lost a share, and `check
+/// --repair` repairs it (a 2-of-3 grid of the test's own).
+#[test]
+fn check_repair_reaches_a_damaged_chunk() {
+    let grid = common::PrivateGrid::start_3n();
+    let t = Tree::new(grid.url());
+    write_random(&t.src().join("data.bin"), 400_000, 21);
+    let cfg = t.config(
+        "state",
+        &format!("{SMALL_CHUNKING}  files:\n    min_size: 100000\n"),
+    );
+    let root = common::backup_root_cap(&cfg);
+    let (_, chunks, _) = child(grid.url(), &root, "data.bin");
+    let (_, group, _) = child(grid.url(), &chunks, "g00000000");
+    let (_, chunk, _) = child(grid.url(), &group, "c00000001");
+    let si = storage_index(grid.url(), &chunk);
+    let dirs = common::share_dirs(grid.dir(), &si);
+    assert_eq!(dirs.len(), 3, "one share on each storage node");
+    fs::remove_dir_all(&dirs[0]).unwrap();
+
+    let run = t.lafs(&cfg).args(["check", "tree"]).run();
+    assert_eq!(run.code, 4, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("Not Healthy"), "{}", run.stdout);
+    assert!(run.stdout.contains("data.bin"), "{}", run.stdout);
+    let run = t.lafs(&cfg).args(["check", "--repair", "tree"]).run();
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("1 repaired"), "{}", run.stderr);
+    let run = t.lafs(&cfg).args(["check", "tree"]).run();
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
 }
