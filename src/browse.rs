@@ -20,6 +20,7 @@ use std::sync::Arc;
 use crate::edge::EdgeMeta;
 use crate::encode;
 use crate::escape;
+use crate::stream::read::{ChunkedFile, ReadError};
 use crate::tahoe::{Cap, Client, TahoeError};
 use crate::tree::{self, Kind, Listing, MAX_DEPTH, Node, TreeError};
 
@@ -54,6 +55,13 @@ pub(crate) enum BrowseError {
         path: String,
         #[source]
         source: TahoeError,
+    },
+    /// Reading a chunked file's content failed (a chunk, or its list).
+    #[error("reading {path}: {source}")]
+    Chunks {
+        path: String,
+        #[source]
+        source: ReadError,
     },
 }
 
@@ -247,6 +255,9 @@ pub(crate) fn copy_content(
     path: &[u8],
     out: &mut dyn io::Write,
 ) -> Result<u64, BrowseError> {
+    if node.meta.chunked {
+        return copy_chunked(client, node, path, out);
+    }
     let mut written: u64 = 0;
     let mut attempts = 0;
     let result = client.download_with_max(&node.cap, node.stored_size, |body| {
@@ -285,6 +296,44 @@ pub(crate) fn copy_content(
         });
     }
     Ok(written)
+}
+
+/// [`copy_content`] of a chunked file: its chunks in order, each retried
+/// by the client on its own (nothing written is ever repeated), lengths
+/// and the total checked against the chunk index and the edge's size.
+fn copy_chunked(
+    client: &Client,
+    node: &Node,
+    path: &[u8],
+    out: &mut dyn io::Write,
+) -> Result<u64, BrowseError> {
+    let chunks = |source| BrowseError::Chunks {
+        path: shown(path),
+        source,
+    };
+    let size = node.meta.size.unwrap_or(0);
+    let mut reader = ChunkedFile::open(client, &node.cap, size).map_err(chunks)?;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut written = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) => {
+                // The chunk reader's own errors carry their ReadError.
+                let source = match e.downcast::<ReadError>() {
+                    Ok(read) => read,
+                    Err(other) => ReadError::Sink(other),
+                };
+                return Err(chunks(source));
+            }
+        };
+        if n == 0 {
+            return Ok(written);
+        }
+        out.write_all(&buf[..n])
+            .map_err(|e| chunks(ReadError::Sink(e)))?;
+        written += n as u64;
+    }
 }
 
 /// What an entry is, as `--json` lines name it.
@@ -350,7 +399,7 @@ pub(crate) fn size_of(node: &Node) -> Option<u64> {
         Kind::File => node
             .meta
             .size
-            .filter(|_| node.meta.enc.is_some())
+            .filter(|_| node.meta.enc.is_some() || node.meta.chunked)
             .or(node.stored_size),
         Kind::Symlink => node.stored_size,
         _ => None,

@@ -46,7 +46,7 @@ pub(crate) fn browse_error(e: crate::browse::BrowseError) -> anyhow::Error {
         B::NotFound { .. } | B::NotADirectory { .. } | B::Dotdot { .. } | B::TooDeep { .. } => {
             crate::exit::UsageError(e.to_string()).into()
         }
-        B::List { .. } | B::Read { .. } => e.into(),
+        B::List { .. } | B::Read { .. } | B::Chunks { .. } => e.into(),
     }
 }
 

@@ -33,7 +33,7 @@ mod values;
 
 use std::path::{Path, PathBuf};
 
-pub(crate) use chunking::{Chunking, limits as chunk_limits};
+pub(crate) use chunking::{ChunkRules, Chunking, ChunkingConfig, limits as chunk_limits};
 pub(crate) use hooks::Hooks;
 pub(crate) use jobs::{Job, JobKind};
 pub(crate) use retention::Retention;
@@ -279,7 +279,7 @@ section! {
         /// `monitor`: pings, metrics and the thresholds `status` checks.
         pub monitor: Monitor,
         /// `chunking`: how streams are cut into chunks (`docs/streams.md`).
-        pub chunking: Chunking,
+        pub chunking: ChunkingConfig,
         /// `retention`: the policy `forget` applies (`docs/retention.md`);
         /// `None` when no policy is configured.
         pub retention: Option<Retention> => retention,

@@ -31,10 +31,14 @@ pub struct EdgeMeta {
     pub mode: Option<u32>,
     /// Nanoseconds since the epoch.
     pub mtime_ns: Option<i128>,
-    /// The original size; set only together with `enc`.
+    /// The original size; set only together with `enc` or `chunked`.
     pub size: Option<u64>,
     /// How the stored content is encoded (`xz`, `zstd`); `None`: as it is.
     pub enc: Option<Encoding>,
+    /// A regular file stored chunked (`"chunked":"v1"`): the child is a
+    /// stream-layout immutable directory (`docs/streams.md`), not a
+    /// directory of the tree.
+    pub chunked: bool,
     /// libcap text, spaces as `;` (as in the queue).
     pub caps: Option<String>,
     /// Short ACL text with names, default entries prefixed `d:` (as in the queue).
@@ -51,6 +55,9 @@ pub struct EdgeMeta {
     /// The raw file name, when the edge name is its escaped form.
     pub name_raw: Option<Vec<u8>>,
 }
+
+/// The value of the `chunked` key this build writes and reads.
+pub(crate) const CHUNKED_V1: &str = "v1";
 
 /// Why an edge's metadata could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -115,11 +122,16 @@ impl EdgeMeta {
             out.push_str(&serde_json::to_string(&secs).unwrap_or_default());
             push_str_field(out, f, "mtime_ns", &ns.to_string());
         }
+        if (self.enc.is_some() || self.chunked)
+            && let Some(size) = self.size
+        {
+            push_str_field(out, f, "size", &size.to_string());
+        }
         if let Some(enc) = self.enc {
-            if let Some(size) = self.size {
-                push_str_field(out, f, "size", &size.to_string());
-            }
             push_str_field(out, f, "enc", enc.as_str());
+        }
+        if self.chunked {
+            push_str_field(out, f, "chunked", CHUNKED_V1);
         }
         if let Some(caps) = &self.caps {
             push_str_field(out, f, "caps", caps);
@@ -240,6 +252,22 @@ impl EdgeMeta {
                 None => return Err(bad("enc", format!("unknown encoding {name:?}"))),
             },
         };
+        meta.chunked = match get_str("chunked")? {
+            None => false,
+            Some(CHUNKED_V1) => true,
+            Some(other) => {
+                return Err(bad(
+                    "chunked",
+                    format!(
+                        "unknown chunked-file format {other:?} (a newer lafs-backup wrote it; \
+                         this one reads {CHUNKED_V1:?})"
+                    ),
+                ));
+            }
+        };
+        if meta.chunked && meta.size.is_none() {
+            return Err(bad("size", "a chunked file must state its size"));
+        }
         meta.caps = get_str("caps")?.map(str::to_owned);
         meta.acls = get_str("acls")?.map(str::to_owned);
         meta.acl_ids = get_str("acl_ids")?.map(str::to_owned);
@@ -312,6 +340,7 @@ impl EdgeMeta {
             mtime_ns: Some(mtime_ns),
             size: None,
             enc: None,
+            chunked: false,
             caps: queue.caps.clone(),
             acls: queue.acls.clone(),
             acl_ids,
@@ -737,6 +766,7 @@ mod tests {
                     // size is only written together with enc.
                     size,
                     enc: size.map(|_| Encoding::Xz),
+                    chunked: false,
                     caps,
                     acls,
                     acl_ids,
@@ -786,6 +816,7 @@ mod tests {
             mtime_ns: Some(1_500_000_000),
             size: Some(3),
             enc: Some(Encoding::Xz),
+            chunked: false,
             caps: Some("c".into()),
             acls: Some("a".into()),
             acl_ids: Some("i".into()),
@@ -798,6 +829,32 @@ mod tests {
             m.to_json(),
             r#"{"uid":"1","gid":"2","mode":"100600","mtime":1.5,"mtime_ns":"1500000000","size":"3","enc":"xz","caps":"c","acls":"a","acl_ids":"i","xattrs":{"user.x":"dg=="},"rdev":"4:5","hlink":"6:7","name_raw":"bg=="}"#
         );
+    }
+
+    #[test]
+    fn chunked_files_carry_size_and_marker() {
+        let m = EdgeMeta {
+            uid: 1,
+            gid: 2,
+            mode: Some(0o100600),
+            mtime_ns: Some(1_500_000_000),
+            size: Some(209_715_200),
+            chunked: true,
+            ..EdgeMeta::default()
+        };
+        let json = m.to_json();
+        assert_eq!(
+            json,
+            r#"{"uid":"1","gid":"2","mode":"100600","mtime":1.5,"mtime_ns":"1500000000","size":"209715200","chunked":"v1"}"#
+        );
+        let value: Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(EdgeMeta::from_json(&value).unwrap(), m);
+        let newer: Value = serde_json::from_str(&json.replace("\"v1\"", "\"v2\"")).unwrap();
+        let err = EdgeMeta::from_json(&newer).unwrap_err().to_string();
+        assert!(err.contains("newer"), "{err}");
+        let sizeless: Value =
+            serde_json::from_str(&json.replace(r#""size":"209715200","#, "")).unwrap();
+        assert!(EdgeMeta::from_json(&sizeless).is_err());
     }
 
     proptest! {

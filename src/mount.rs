@@ -43,6 +43,7 @@ use crate::escape;
 use crate::meta::acl::{ACCESS_XATTR, DEFAULT_XATTR};
 use crate::meta::{CAPS_XATTR, S_IFMT};
 use crate::restore::apply::encode_acls;
+use crate::stream::read::ChunkedFile;
 use crate::tahoe::{Cap, Client, SYMLINK_TARGET_LIMIT};
 use crate::tree::{self, Kind, Listing};
 
@@ -379,7 +380,7 @@ impl BackupFs {
                     }
                 }
                 Kind::File => {
-                    let size = if child.meta.enc.is_some() {
+                    let size = if child.meta.enc.is_some() || child.meta.chunked {
                         child.meta.size
                     } else {
                         child.stored_size.or_else(|| child.cap.size())
@@ -575,13 +576,14 @@ impl BackupFs {
                 _ => return Err(Errno::EINVAL),
             }
         };
-        let Some(enc) = meta.enc else {
+        let enc = meta.enc;
+        if enc.is_none() && !meta.chunked {
             return Ok(Handle::Ranged {
                 cap,
                 size,
                 chunk: Mutex::new(None),
             });
-        };
+        }
         // The object's key, hashed: a cache key is no secret to keep.
         let key = blake3::hash(cap.object_key().as_bytes())
             .to_hex()
@@ -589,9 +591,16 @@ impl BackupFs {
         let file = self
             .disk
             .get(&key, size, |file| {
+                if meta.chunked {
+                    // A chunked file is read whole into the disk cache, like
+                    // a compressed one: its chunks in order, lengths checked.
+                    let chunks =
+                        ChunkedFile::open(&self.client, &cap, size).map_err(|e| e.to_string())?;
+                    return disk::copy_into(chunks, file, size).map_err(|e| e.to_string());
+                }
                 self.client
                     .download_with(&cap, |stored| {
-                        disk::copy_into(crate::encode::decoder(Some(enc), stored)?, file, size)
+                        disk::copy_into(crate::encode::decoder(enc, stored)?, file, size)
                     })
                     .map_err(|e| e.to_string())
             })

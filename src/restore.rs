@@ -46,6 +46,7 @@ use crate::edge::EdgeMeta;
 use crate::escape;
 use crate::filter::Filter;
 use crate::progress::Progress;
+use crate::stream::read::ChunkedFile;
 use crate::tahoe::{Cap, Client, SYMLINK_TARGET_LIMIT};
 use crate::tree::{self, Kind, Node};
 
@@ -872,7 +873,7 @@ fn same_as_backup(st: &FileStat, node: &Node) -> bool {
         Kind::Dir => false,
     };
     let want_size = match node.kind {
-        Kind::File if node.meta.enc.is_some() => node.meta.size,
+        Kind::File if node.meta.enc.is_some() || node.meta.chunked => node.meta.size,
         Kind::File | Kind::Symlink => node.stored_size.or(node.cap.size()),
         _ => None,
     };
@@ -933,16 +934,26 @@ fn create_temp(
             )
             .map_err(|e| format!("cannot create: {e}"))?;
             let file = File::from(fd);
-            let expect = node.meta.enc.and(node.meta.size);
-            // Streamed: a file of any size costs a fixed buffer, not its size.
-            let len = shared
-                .client
-                // A cap that states no size (not one this tool makes) may
-                // not send more than the listing says it stores.
-                .download_with_max(&node.cap, node.stored_size, |body| {
-                    content::write(&file, body, node.meta.enc, expect)
-                })
-                .map_err(|e| format!("download failed: {e}"))?;
+            let len = if node.meta.chunked {
+                // A chunked file (`docs/streams.md`): its chunks in order,
+                // each length-checked, one in memory at a time.
+                let size = node.meta.size.unwrap_or(0);
+                let mut chunks = ChunkedFile::open(shared.client, &node.cap, size)
+                    .map_err(|e| format!("download failed: {e}"))?;
+                content::write(&file, &mut chunks, None, Some(size))
+                    .map_err(|e| format!("download failed: {e}"))?
+            } else {
+                let expect = node.meta.enc.and(node.meta.size);
+                // Streamed: a file of any size costs a fixed buffer, not its size.
+                shared
+                    .client
+                    // A cap that states no size (not one this tool makes) may
+                    // not send more than the listing says it stores.
+                    .download_with_max(&node.cap, node.stored_size, |body| {
+                        content::write(&file, body, node.meta.enc, expect)
+                    })
+                    .map_err(|e| format!("download failed: {e}"))?
+            };
             shared.bytes.fetch_add(len, Ordering::Relaxed);
             problems.extend(apply::apply(
                 &At::Open(&file),

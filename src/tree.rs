@@ -262,9 +262,21 @@ fn parse_child(edge_name: &str, child: &Value) -> Result<Node, String> {
             if !cap.is_dir() {
                 return Err("a dirnode whose cap is not a directory cap".into());
             }
-            Kind::Dir
+            if meta.chunked {
+                // A regular file stored chunked: its directory is the
+                // file's chunk list (`docs/streams.md`), read as the file.
+                match meta.mode.map(|m| m & S_IFMT) {
+                    None | Some(0 | S_IFREG) => Kind::File,
+                    Some(_) => return Err("a chunked file whose mode is not a file's".into()),
+                }
+            } else {
+                Kind::Dir
+            }
         }
         "filenode" => {
+            if meta.chunked {
+                return Err("a chunked file stored as a file node".into());
+            }
             if cap.is_dir() {
                 return Err("a filenode whose cap is a directory cap".into());
             }

@@ -35,6 +35,7 @@ use thiserror::Error;
 use tracing::{debug, trace, warn};
 
 use crate::cache::{self, Cache, CacheError, DirChild, FileKey, ObjectKey, ObjectKind, SymlinkKey};
+use crate::config::{ChunkRules, Chunking, ChunkingConfig};
 use crate::edge::{self, Child, EdgeMeta};
 use crate::encode::{Encoder, Encoding, Prepared};
 use crate::meta::{EntryMeta, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, ctime_ns, mtime_ns};
@@ -43,6 +44,7 @@ use crate::progress::Progress;
 use crate::queue::{self, Format, QueueError};
 use crate::ratelimit::Limits;
 use crate::scan::display_path;
+use crate::stream::store::StreamError;
 use crate::tahoe::{self, Cap, CheckReport, Client, TahoeError};
 
 pub(crate) use worker::random_probe;
@@ -168,16 +170,46 @@ struct FileTask {
     name: String,
     meta: EdgeMeta,
     decision: Option<Encoding>,
+    /// Stored chunked (`chunking.files`): a stream-layout directory.
+    chunked: bool,
     prepared: Option<Arc<Prepared>>,
     /// Content hash and encoding tag, once prepared.
     content: Option<([u8; 32], String)>,
 }
 
 impl FileTask {
-    /// The edge says how the stored object is encoded, and its original size.
+    /// The edge says how the stored object is encoded, and its original
+    /// size; a chunked file says so, with its size.
     fn set_encoding(&mut self, enc: Option<Encoding>) {
+        if self.chunked {
+            self.meta.chunked = true;
+            self.meta.enc = None;
+            self.meta.size = Some(self.md.size());
+            return;
+        }
         self.meta.enc = enc;
         self.meta.size = enc.map(|_| self.md.size());
+    }
+}
+
+/// `chunking.files`: which files are stored chunked, and how they are cut.
+pub(crate) struct ChunkedFiles {
+    rules: ChunkRules,
+    sizes: Chunking,
+}
+
+impl ChunkedFiles {
+    /// The compiled `chunking.files` of `config`, `None` when it is unset;
+    /// the error names the key (a usage error: exit 2).
+    pub(crate) fn from_config(config: &ChunkingConfig) -> Result<Option<ChunkedFiles>, String> {
+        let Some(files) = &config.files else {
+            return Ok(None);
+        };
+        config.check()?;
+        Ok(Some(ChunkedFiles {
+            rules: files.compile()?,
+            sizes: config.sizes.clone(),
+        }))
     }
 }
 
@@ -232,6 +264,8 @@ pub(crate) struct Uploader<'a> {
     jobs: Option<Sender<Job>>,
     root: Option<Cap>,
     format: Format,
+    /// `chunking.files`, when configured.
+    chunked_files: Option<ChunkedFiles>,
 }
 
 fn unix_now() -> i64 {
@@ -288,7 +322,25 @@ impl<'a> Uploader<'a> {
             jobs: None,
             root: None,
             format: Format::V1,
+            chunked_files: None,
         }
+    }
+
+    /// Stores the regular files `files.rules` select chunked, cut with
+    /// `files.sizes` (`chunking.files`, `docs/streams.md`).
+    pub(crate) fn with_chunked_files(mut self, files: ChunkedFiles) -> Self {
+        self.chunked_files = Some(files);
+        self
+    }
+
+    /// Whether the regular file at `path` of `size` bytes is stored
+    /// chunked. Files small enough to live in their cap never are.
+    fn is_chunked(&self, path: &[u8], size: u64) -> bool {
+        size > tahoe::LIT_THRESHOLD
+            && self
+                .chunked_files
+                .as_ref()
+                .is_some_and(|f| f.rules.chooses(path, size))
     }
 
     /// An upper bound of the objects and bytes that may go up: every entry
@@ -314,6 +366,7 @@ impl<'a> Uploader<'a> {
             };
             if queue_type == S_IFREG {
                 let decision = self.encoder.choose(&entry.path, md.size());
+                let chunked = self.is_chunked(&entry.path, md.size());
                 if decision.is_none() && md.size() <= tahoe::LIT_THRESHOLD {
                     continue;
                 }
@@ -321,7 +374,7 @@ impl<'a> Uploader<'a> {
                 let name = names::edge_name(raw_name, parent.is_empty());
                 let (mut meta, _) = EdgeMeta::read(&xattr_path, &entry.meta, &md);
                 meta.name_raw = name.raw;
-                let key = self.file_key(&entry.path, &meta, &md, decision);
+                let key = self.file_key(&entry.path, &meta, &md, decision, chunked);
                 if !self.options.dedup || self.cache.lookup(&key)?.is_none() {
                     objects += 1;
                     bytes = bytes.saturating_add(md.size());
@@ -656,14 +709,27 @@ impl<'a> Uploader<'a> {
     }
 
     /// The metadata key of a regular file; `decision` is
-    /// `self.encoder.choose(path, md.size())`.
+    /// `self.encoder.choose(path, md.size())`, `chunked`
+    /// `self.is_chunked(path, md.size())`. A chunked file's encoding tag
+    /// names the chunking too, so a file that becomes chunked (or is cut
+    /// with other sizes) is stored again, and one that stops being chunked
+    /// is not taken for its chunk directory.
     fn file_key(
         &self,
         path: &[u8],
         meta: &EdgeMeta,
         md: &Metadata,
         decision: Option<Encoding>,
+        chunked: bool,
     ) -> ObjectKey {
+        let mut encoding = self.encoder.decision_tag(decision);
+        if chunked && let Some(files) = &self.chunked_files {
+            let c = &files.sizes;
+            encoding = format!(
+                "chunked:v1:{}:{}:{}:{encoding}",
+                c.min_size, c.avg_size, c.max_size
+            );
+        }
         FileKey {
             path,
             meta_json: &meta.to_json(),
@@ -671,7 +737,7 @@ impl<'a> Uploader<'a> {
             ctime_ns: ctime_ns(md),
             size: md.size(),
             inode: md.ino(),
-            encoding: &self.encoder.decision_tag(decision),
+            encoding: &encoding,
         }
         .key()
     }
@@ -719,7 +785,8 @@ impl<'a> Uploader<'a> {
         // content probe may still decide against compressing): it must be
         // known without opening the file.
         let decision = self.encoder.choose(path, md.size());
-        let key = self.file_key(path, &meta, &md, decision);
+        let chunked = self.is_chunked(path, md.size());
+        let key = self.file_key(path, &meta, &md, decision, chunked);
         let mut task = FileTask {
             slot,
             path: path.to_vec(),
@@ -728,6 +795,7 @@ impl<'a> Uploader<'a> {
             name,
             meta,
             decision,
+            chunked,
             prepared: None,
             content: None,
         };
@@ -750,6 +818,9 @@ impl<'a> Uploader<'a> {
     /// A file the metadata cache does not know: literal-sized ones are
     /// encoded here, the others go to a worker to be read and hashed.
     fn file_miss(&mut self, task: FileTask) -> Result<(), UploadError> {
+        if task.chunked {
+            return self.chunked_file(task);
+        }
         if task.decision.is_none() && task.md.size() <= tahoe::LIT_THRESHOLD {
             return self.literal_file(task);
         }
@@ -809,10 +880,92 @@ impl<'a> Uploader<'a> {
             Slot::Done(Child {
                 name: task.name,
                 cap,
-                is_dir: false,
+                // A chunked file's object is its chunk directory: a
+                // `dirnode` for Tahoe (so stock tools follow it to every
+                // chunk), a file by its edge's `chunked` marker.
+                is_dir: task.chunked,
                 meta: task.meta,
             }),
         )
+    }
+
+    /// A chunked file the metadata cache does not know: cut and stored
+    /// like a stream, here on the coordinator (the stream store runs its
+    /// own `concurrency` upload threads and holds a few chunks at most);
+    /// chunks already stored, by any file or stream, are not uploaded
+    /// again. A file that changed while it was read is skipped, as a
+    /// literal file is: its chunks would mix two versions.
+    fn chunked_file(&mut self, mut task: FileTask) -> Result<(), UploadError> {
+        let file = match self.tree()?.open_file(&task.path, &task.md) {
+            Ok(file) => file,
+            Err(e) => return self.skip_unread(task, &e),
+        };
+        let Some(files) = self.chunked_files.as_ref() else {
+            return Err(UploadError::Source(
+                "internal error: a chunked file without chunking.files".into(),
+            ));
+        };
+        let options = crate::stream::store::Options {
+            dedup: self.options.dedup,
+            concurrency: self.options.concurrency,
+        };
+        let stored = crate::stream::store::store(
+            self.client,
+            self.cache,
+            self.encoder,
+            &files.sizes,
+            &task.path,
+            file,
+            options,
+        );
+        let stored = match stored {
+            Ok(stored) => stored,
+            Err(StreamError::Read(e)) => {
+                let path = task.path.clone();
+                return self.skip(task.slot, &path, &format!("cannot be read ({e})"));
+            }
+            Err(StreamError::Cache(e)) => return Err(e.into()),
+            Err(StreamError::Tahoe { what, source }) => {
+                return Err(UploadError::Tahoe {
+                    what: format!("{what} of {}", display_path(&task.path)),
+                    source,
+                });
+            }
+            Err(other) => {
+                return Err(UploadError::Source(format!(
+                    "{}: {other}",
+                    display_path(&task.path)
+                )));
+            }
+        };
+        let still = self.tree()?.lstat(&task.path);
+        let whole = stored.stats.bytes == task.md.size();
+        if !whole || !still.is_ok_and(|after| unchanged(&task.md, &after)) {
+            let path = task.path.clone();
+            return self.skip(task.slot, &path, "changed while it was read");
+        }
+        let own = stored.stats.chunks_uploaded > 0 || stored.stats.dirs_created > 0;
+        if own {
+            self.stats.files_uploaded += 1;
+            self.stats.bytes_read = self
+                .stats
+                .bytes_read
+                .saturating_add(stored.stats.bytes_uploaded);
+            self.progress.object_done(task.md.size());
+        } else {
+            self.stats.content_reused += 1;
+            self.progress.shrink_total(1, task.md.size());
+        }
+        self.cache
+            .record(&task.key, &stored.root, ObjectKind::Dir, own)?;
+        debug!(
+            path = %display_path(&task.path),
+            chunks = stored.stats.chunks,
+            uploaded = stored.stats.chunks_uploaded,
+            "stored chunked"
+        );
+        task.set_encoding(None);
+        self.finish_file(task, stored.root)
     }
 
     fn symlink(

@@ -28,6 +28,7 @@ use crate::encode;
 use crate::filter::{self, Filter, LocalRules};
 use crate::meta::{self, S_IFMT};
 use crate::scan::display_path;
+use crate::stream::read::{ChunkedFile, ReadError};
 use crate::tahoe::{Cap, Client, SYMLINK_TARGET_LIMIT, TahoeError};
 use crate::tree::{self, Kind, Node};
 
@@ -562,7 +563,7 @@ impl Walker<'_, '_> {
     }
 
     fn file(&mut self, rel: &[u8], abs: &Path, md: &Metadata, node: &Node) -> anyhow::Result<()> {
-        let backup_size = if node.meta.enc.is_some() {
+        let backup_size = if node.meta.enc.is_some() || node.meta.chunked {
             node.meta.size
         } else {
             node.stored_size.or_else(|| node.cap.size())
@@ -580,6 +581,9 @@ impl Walker<'_, '_> {
             Ok(f) => f,
             Err(e) => return self.report("unreadable", rel, format!("cannot open: {e}")),
         };
+        if node.meta.chunked {
+            return self.chunked_file(rel, &live, node);
+        }
         // Streamed from the gateway: a file of any size costs a buffer.
         let enc = node.meta.enc;
         let downloaded = self
@@ -617,6 +621,40 @@ impl Walker<'_, '_> {
                 "content",
                 rel,
                 format!("the backup's content cannot be decoded: {e}"),
+            ),
+            Err(Side::Live(e)) => self.report("unreadable", rel, format!("cannot read: {e}")),
+        }
+    }
+
+    /// `--content` of a chunked file: its chunks, in order, against the
+    /// live file. A damaged chunk list is reported as content that cannot
+    /// be read back; a gateway that fails stops the run, as for files.
+    fn chunked_file(&mut self, rel: &[u8], live: &File, node: &Node) -> anyhow::Result<()> {
+        let size = node.meta.size.unwrap_or(0);
+        let backup = match ChunkedFile::open(self.client, &node.cap, size) {
+            Ok(backup) => backup,
+            Err(e @ ReadError::Tahoe { .. }) => {
+                return Err(anyhow::Error::from(e).context(format!(
+                    "cannot download the backup's {}",
+                    display_path(rel)
+                )));
+            }
+            Err(e) => {
+                return self.report(
+                    "content",
+                    rel,
+                    format!("the backup's chunks cannot be read back: {e}"),
+                );
+            }
+        };
+        let mut live = live;
+        match same_bytes(backup, &mut live) {
+            Ok(true) => Ok(()),
+            Ok(false) => self.report("content", rel, "differs".to_owned()),
+            Err(Side::Backup(e)) => self.report(
+                "content",
+                rel,
+                format!("the backup's chunks cannot be read back: {e}"),
             ),
             Err(Side::Live(e)) => self.report("unreadable", rel, format!("cannot read: {e}")),
         }

@@ -164,6 +164,7 @@ fn get_ready(args: &BackupArgs, ctx: &Context<'_>) -> anyhow::Result<Ready> {
     ctx.backup_cache_path()?;
     let source = pick_source(config)?;
     let encoder = Encoder::new(&config.destination.encoding).map_err(UsageError)?;
+    upload::ChunkedFiles::from_config(&config.chunking).map_err(UsageError)?;
     let bytes_limit = match &args.limit_upload {
         Some(text) => Some(ratelimit::parse_rate(text).map_err(UsageError)?),
         None => config.operation.rate_limit.bytes,
@@ -484,6 +485,9 @@ fn upload_queue(
         &source,
         options,
     );
+    if let Some(files) = upload::ChunkedFiles::from_config(&config.chunking).map_err(UsageError)? {
+        uploader = uploader.with_chunked_files(files);
+    }
     if progress.mode() != progress::Mode::Off {
         let (objects, bytes) = uploader
             .estimate(queue_path)

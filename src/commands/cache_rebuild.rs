@@ -38,6 +38,7 @@ use crate::encode::{self, Encoder, Encoding};
 use crate::exit::{Outcome, UsageError};
 use crate::names::ROOT_META_NAME;
 use crate::progress::{self, Progress};
+use crate::stream;
 use crate::tahoe::user_cap::{self, UserCap};
 use crate::tahoe::{Cap, Client};
 use crate::tree::{self, Kind, MAX_DEPTH};
@@ -641,7 +642,19 @@ impl Walk<'_> {
                 Kind::File | Kind::Symlink => {
                     let size = node.meta.size.or(node.stored_size).unwrap_or(0);
                     bytes += size;
-                    if !node.cap.is_literal()
+                    // A chunked file's cap is its chunk directory, never a
+                    // whole file's content: its chunks go into the content
+                    // index instead, as the upload put them there.
+                    if node.meta.chunked {
+                        if !node.cap.is_literal()
+                            && self
+                                .file_seen
+                                .insert(node.cap.as_str().to_owned(), ())
+                                .is_none()
+                        {
+                            self.chunks(&node.cap, depth, root)?;
+                        }
+                    } else if !node.cap.is_literal()
                         && self
                             .file_seen
                             .insert(node.cap.as_str().to_owned(), ())
@@ -685,6 +698,38 @@ impl Walk<'_> {
             entries,
             bytes,
         })
+    }
+}
+
+impl Walk<'_> {
+    /// The chunk directory of a chunked file: its groups and chunks are
+    /// recorded as directory children (so `forget` and `cleanup` follow
+    /// them), and each chunk is hashed into the content index like a file.
+    fn chunks(&mut self, dir: &Cap, depth: usize, root: usize) -> anyhow::Result<()> {
+        let groups = stream::read::objects(self.client, dir).map_err(|e| {
+            anyhow::anyhow!(
+                "a chunked file {} levels below the root cannot be listed: {e}",
+                depth + 1
+            )
+        })?;
+        let group_caps: Vec<&Cap> = groups.iter().map(|(g, _)| g).collect();
+        self.cache.record_children(dir, &group_caps)?;
+        for (group, chunks) in &groups {
+            let caps: Vec<&Cap> = chunks.iter().map(|(c, _, _)| c).collect();
+            self.cache.record_children(group, &caps)?;
+            for (cap, enc, size) in chunks {
+                if !cap.is_literal() && self.file_seen.insert(cap.as_str().to_owned(), ()).is_none()
+                {
+                    self.files.push(FileWork {
+                        cap: cap.clone(),
+                        enc: *enc,
+                        stored: *size,
+                        root,
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 }
 

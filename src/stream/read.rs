@@ -579,3 +579,167 @@ fn read_chunk(
     }
     Ok(data)
 }
+
+/// A file of a tree backup stored chunked (`"chunked":"v1"` on its
+/// edge), read as one byte stream: its chunk directory's index is checked
+/// against the edge's `size`, then each group is listed and each chunk
+/// downloaded, decoded and length-checked as it is reached (one chunk in
+/// memory at a time), and the end checks the chunk count and the total,
+/// as `cat` does for a stream. A damaged chunk list is an
+/// [`io::Error`] wrapping the [`ReadError`].
+pub(crate) struct ChunkedFile<'a> {
+    client: &'a Client,
+    layout: Layout,
+    /// The next group to list.
+    group: usize,
+    /// The chunks of the current group not yet read.
+    entries: std::vec::IntoIter<Entry>,
+    /// The next chunk's index over the whole file, and the bytes so far.
+    index: u64,
+    total: u64,
+    chunk: Vec<u8>,
+    at: usize,
+    ended: bool,
+}
+
+impl<'a> ChunkedFile<'a> {
+    /// Opens the chunk directory `dir` of a file whose edge says `size`.
+    pub(crate) fn open(client: &'a Client, dir: &Cap, size: u64) -> Result<Self, ReadError> {
+        let layout = open(client, dir)?.ok_or_else(|| {
+            ReadError::Format("the chunked file's directory holds no chunk index".into())
+        })?;
+        if layout.index.size != size {
+            return Err(ReadError::Format(format!(
+                "the chunk index says {} bytes, the file's edge says {size}",
+                layout.index.size
+            )));
+        }
+        Ok(ChunkedFile {
+            client,
+            layout,
+            group: 0,
+            entries: Vec::new().into_iter(),
+            index: 0,
+            total: 0,
+            chunk: Vec::new(),
+            at: 0,
+            ended: false,
+        })
+    }
+
+    /// The next chunk's decoded bytes, or `None` at a well-formed end.
+    fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, ReadError> {
+        loop {
+            if let Some((name, is_dir, cap, meta)) = self.entries.next() {
+                let index = self.index;
+                if name != chunk_name(index) || is_dir {
+                    return Err(ReadError::Format(format!(
+                        "{name:?} where chunk {} belongs",
+                        chunk_name(index)
+                    )));
+                }
+                let bad = |why: String| ReadError::Chunk { index, why };
+                let cap = cap.ok_or_else(|| bad("no cap".into()))?;
+                let size = number(&meta, "size").ok_or_else(|| bad("no size".into()))?;
+                let enc = match meta.get("enc").and_then(Value::as_str) {
+                    None => None,
+                    Some(name) => Some(
+                        Encoding::from_name(name)
+                            .ok_or_else(|| bad(format!("unknown encoding {name:?}")))?,
+                    ),
+                };
+                let max = self.layout.index.max_size;
+                if size > max {
+                    return Err(bad(format!(
+                        "its edge says {size} bytes, more than the stream's max_size"
+                    )));
+                }
+                let data = read_chunk(self.client, &cap, size, enc, max).map_err(|e| match e {
+                    ReadError::Chunk { why, .. } => ReadError::Chunk { index, why },
+                    other => other,
+                })?;
+                self.index += 1;
+                self.total = self.total.saturating_add(size);
+                return Ok(Some(data));
+            }
+            let Some((group, count)) = self.layout.groups.get(self.group) else {
+                let index = &self.layout.index;
+                if self.index != index.chunks || self.total != index.size {
+                    return Err(ReadError::Format(format!(
+                        "read {} chunks and {} bytes; the index says {} chunks and {} bytes",
+                        self.index, self.total, index.chunks, index.size
+                    )));
+                }
+                return Ok(None);
+            };
+            let name = group_name(self.group as u64);
+            let entries = list(self.client, group, &format!("the group {name}"))?;
+            if entries.len() as u64 != *count {
+                return Err(ReadError::Format(format!(
+                    "the group {name} holds {} chunks, its entry says {count}",
+                    entries.len()
+                )));
+            }
+            self.entries = entries.into_iter();
+            self.group += 1;
+        }
+    }
+}
+
+impl Read for ChunkedFile<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at >= self.chunk.len() {
+            if self.ended {
+                return Ok(0);
+            }
+            match self.next_chunk().map_err(io::Error::other)? {
+                Some(chunk) => {
+                    self.chunk = chunk;
+                    self.at = 0;
+                }
+                None => {
+                    self.ended = true;
+                    self.chunk = Vec::new();
+                    self.at = 0;
+                }
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// One group of a chunk directory: its cap, and each chunk's cap,
+/// encoding and decoded length.
+pub(crate) type GroupObjects = (Cap, Vec<(Cap, Option<Encoding>, u64)>);
+
+/// The objects of the chunk directory `root` (a stream's root, or a
+/// chunked file's directory), group by group, for `cache rebuild`: what it
+/// records as directory children and hashes into the content index.
+pub(crate) fn objects(client: &Client, root: &Cap) -> Result<Vec<GroupObjects>, ReadError> {
+    let layout = open(client, root)?
+        .ok_or_else(|| ReadError::Format("the directory holds no chunk index".into()))?;
+    let mut out = Vec::with_capacity(layout.groups.len());
+    for (g, (group, _)) in layout.groups.iter().enumerate() {
+        let entries = list(
+            client,
+            group,
+            &format!("the group {}", group_name(g as u64)),
+        )?;
+        let mut chunks = Vec::with_capacity(entries.len());
+        for (name, _, cap, meta) in entries {
+            let bad = || ReadError::Format(format!("{name:?} of a group is not a chunk"));
+            let cap = cap.ok_or_else(bad)?;
+            let size = number(&meta, "size").ok_or_else(bad)?;
+            let enc = match meta.get("enc").and_then(Value::as_str) {
+                None => None,
+                Some(codec) => Some(Encoding::from_name(codec).ok_or_else(bad)?),
+            };
+            chunks.push((cap, enc, size));
+        }
+        out.push((group.clone(), chunks));
+    }
+    Ok(out)
+}

@@ -50,6 +50,15 @@ fn golden() -> Vec<(&'static str, EdgeMeta, &'static str)> {
             r#"{"uid":"1000","gid":"100","mode":"100640","mtime":1712345678.9,"mtime_ns":"1712345678900000000","size":"1048576","enc":"xz"}"#,
         ),
         (
+            "chunked file",
+            EdgeMeta {
+                size: Some(209_715_200),
+                chunked: true,
+                ..base.clone()
+            },
+            r#"{"uid":"1000","gid":"100","mode":"100644","mtime":1700000000.1234567,"mtime_ns":"1700000000123456789","size":"209715200","chunked":"v1"}"#,
+        ),
+        (
             "symlink",
             EdgeMeta {
                 mode: None,
@@ -374,6 +383,7 @@ fn read_real_files() {
         mtime_ns: Some(1_700_000_000_123_456_789),
         size: None,
         enc: None,
+        chunked: false,
         caps: Some("cap_net_raw=ep".into()),
         acls: Some(acls.into()),
         acl_ids: Some("u::rw-,u:0:rwx,g::r--,m::rwx,o::r--".into()),

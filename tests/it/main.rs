@@ -20,6 +20,7 @@ mod common;
 mod btrfs;
 mod builder;
 mod catalog;
+mod chunked_files;
 mod config_cli;
 mod dumps;
 mod edge_golden;

@@ -102,7 +102,7 @@ fn compare(source: &Path, mounted: &Path) {
 
 /// A mount in the background: unmounted (lazily, so a failing test never
 /// leaves a dangling mount point) and its process ended on drop.
-struct Mounted {
+pub(crate) struct Mounted {
     run: Option<common::Running>,
     point: PathBuf,
 }
@@ -110,7 +110,7 @@ struct Mounted {
 impl Mounted {
     /// `lafs-backup -c CFG --noise mount POINT ARGS`, waiting (at most 60 s)
     /// until the mount shows the backups.
-    fn start(cfg: &Path, point: &Path, args: &[&str]) -> Mounted {
+    pub(crate) fn start(cfg: &Path, point: &Path, args: &[&str]) -> Mounted {
         let run = common::lafs()
             .arg("-c")
             .arg(cfg)
@@ -138,7 +138,7 @@ impl Mounted {
     /// point), then waits (at most 30 s) for its process to end by itself:
     /// it must exit 0 and leave the mount point an empty directory, not
     /// mounted. Returns what it printed.
-    fn end(mut self, how: impl FnOnce(u32, &Path)) -> common::Run {
+    pub(crate) fn end(mut self, how: impl FnOnce(u32, &Path)) -> common::Run {
         let mut run = self.run.take().unwrap();
         how(run.id(), &self.point);
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -158,7 +158,7 @@ impl Mounted {
 }
 
 /// `fusermount3 -u POINT` (for [`Mounted::end`]), which must work.
-fn fusermount_u(_pid: u32, point: &Path) {
+pub(crate) fn fusermount_u(_pid: u32, point: &Path) {
     let status = Command::new("fusermount3")
         .arg("-u")
         .arg(point)
