@@ -908,6 +908,7 @@ impl<'a> Uploader<'a> {
         let options = crate::stream::store::Options {
             dedup: self.options.dedup,
             concurrency: self.options.concurrency,
+            btrfs: None,
         };
         let stored = crate::stream::store::store(
             self.client,

@@ -589,7 +589,7 @@ fn read_chunk(
 /// [`io::Error`] wrapping the [`ReadError`].
 pub(crate) struct ChunkedFile<'a> {
     client: &'a Client,
-    layout: Layout,
+    layout: Plain,
     /// The next group to list.
     group: usize,
     /// The chunks of the current group not yet read.
@@ -608,6 +608,11 @@ impl<'a> ChunkedFile<'a> {
         let layout = open(client, dir)?.ok_or_else(|| {
             ReadError::Format("the chunked file's directory holds no chunk index".into())
         })?;
+        let Kind::Plain(layout) = layout.kind else {
+            return Err(ReadError::Format(
+                "the chunked file's directory holds a tar stream, not chunks".into(),
+            ));
+        };
         if layout.index.size != size {
             return Err(ReadError::Format(format!(
                 "the chunk index says {} bytes, the file's edge says {size}",
@@ -638,7 +643,11 @@ impl<'a> ChunkedFile<'a> {
                         chunk_name(index)
                     )));
                 }
-                let bad = |why: String| ReadError::Chunk { index, why };
+                let bad = |why: String| ReadError::Chunk {
+                    noun: "chunk",
+                    index,
+                    why,
+                };
                 let cap = cap.ok_or_else(|| bad("no cap".into()))?;
                 let size = number(&meta, "size").ok_or_else(|| bad("no size".into()))?;
                 let enc = match meta.get("enc").and_then(Value::as_str) {
@@ -655,7 +664,7 @@ impl<'a> ChunkedFile<'a> {
                     )));
                 }
                 let data = read_chunk(self.client, &cap, size, enc, max).map_err(|e| match e {
-                    ReadError::Chunk { why, .. } => ReadError::Chunk { index, why },
+                    ReadError::Chunk { why, .. } => bad(why),
                     other => other,
                 })?;
                 self.index += 1;
@@ -715,12 +724,17 @@ impl Read for ChunkedFile<'_> {
 /// encoding and decoded length.
 pub(crate) type GroupObjects = (Cap, Vec<(Cap, Option<Encoding>, u64)>);
 
-/// The objects of the chunk directory `root` (a stream's root, or a
+/// The objects of the chunk directory `root` (a plain stream's root, or a
 /// chunked file's directory), group by group, for `cache rebuild`: what it
 /// records as directory children and hashes into the content index.
 pub(crate) fn objects(client: &Client, root: &Cap) -> Result<Vec<GroupObjects>, ReadError> {
     let layout = open(client, root)?
         .ok_or_else(|| ReadError::Format("the directory holds no chunk index".into()))?;
+    let Kind::Plain(layout) = layout.kind else {
+        return Err(ReadError::Format(
+            "the directory holds a tar stream, not chunks".into(),
+        ));
+    };
     let mut out = Vec::with_capacity(layout.groups.len());
     for (g, (group, _)) in layout.groups.iter().enumerate() {
         let entries = list(
