@@ -11,6 +11,7 @@ use tracing::{info, warn};
 use super::context::{Context, Gateway};
 use super::{schedule, show};
 
+mod dumps;
 mod hooked;
 mod jobs;
 mod record;

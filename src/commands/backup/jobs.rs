@@ -94,19 +94,26 @@ pub(super) fn run(
     let mut worst: (u8, Vec<String>) = (0, Vec::new());
     let mut summaries = Vec::new();
     for (name, derived) in selected {
-        let summary = match derived {
+        let of_job = match derived {
             Some(derived) => {
                 let hooks = derived.hooks.clone();
                 hooked::job(&ctx.with_config(derived), args, &name, &hooks)
             }
-            None => run_unhooked(ctx.with_config(config.clone()), args, &name),
+            None => vec![run_unhooked(ctx.with_config(config.clone()), args, &name)],
         };
-        let code = summary.exit;
-        summaries.push(summary);
-        if rank(code) > rank(worst.0) {
-            worst = (code, vec![name]);
-        } else if rank(code) == rank(worst.0) && code != 0 {
-            worst.1.push(name);
+        for summary in of_job {
+            let code = summary.exit;
+            // A dump job's databases are named by their backup names.
+            let shown = match &summary.job {
+                Some(job) if *job == name && !summary.name.is_empty() => summary.name.clone(),
+                _ => name.clone(),
+            };
+            summaries.push(summary);
+            if rank(code) > rank(worst.0) {
+                worst = (code, vec![shown]);
+            } else if rank(code) == rank(worst.0) && code != 0 {
+                worst.1.push(shown);
+            }
         }
     }
     let (code, names) = worst;
@@ -141,6 +148,8 @@ fn derive(config: &Config, job: &Job) -> Config {
         if let Some(retention) = &job.retention {
             c.retention = retention.clone();
         }
+        // Its own hooks, as for a tree job (the top-level ones wrap the run).
+        c.hooks = job.hooks.clone();
         return c;
     }
     c.jobs = Vec::new();

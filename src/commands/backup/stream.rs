@@ -41,6 +41,8 @@ pub(super) enum Source {
     Stdin,
     /// The standard output of this program and its arguments.
     Command(Vec<String>),
+    /// One database or repository of a dump job (`super::dumps`).
+    Dump(crate::dump::DumpSource),
 }
 
 impl Source {
@@ -49,6 +51,7 @@ impl Source {
         match self {
             Source::Stdin => "-".to_owned(),
             Source::Command(argv) => argv.join(" "),
+            Source::Dump(dump) => dump.describe(),
         }
     }
 
@@ -57,6 +60,7 @@ impl Source {
         Ok(match self {
             Source::Stdin => Box::new(StdinProducer),
             Source::Command(argv) => Box::new(Running::start(argv, name)?),
+            Source::Dump(dump) => super::dumps::producer(dump)?,
         })
     }
 }
@@ -116,8 +120,14 @@ pub(super) fn source(
             job.name.clone(),
             Source::Command(job.command.clone()),
         ))),
-        // Wired by the btrfs and dump work of issue 15 (in progress).
-        JobKind::Btrfs | JobKind::Dump => Err(UsageError(format!(
+        // A dump job gives one stream per database: `hooked::job` runs it
+        // through `dumps::run`, never as one stream.
+        JobKind::Dump => Err(anyhow::anyhow!(
+            "job {}: a dump job is backed up one database at a time (dumps::run)",
+            job.name
+        )),
+        // Wired by the btrfs work of issue 15 (in progress).
+        JobKind::Btrfs => Err(UsageError(format!(
             "job {}: this kind of job cannot be backed up by this build yet",
             job.name
         ))
