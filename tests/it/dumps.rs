@@ -778,6 +778,13 @@ fn postgresql_job_one_backup_per_database() {
         ]
     );
 
+    // `--job JOB.DB`: that database only; one the job lacks is exit 2.
+    let (_, one) = s.backup(&["--job", "pg.wire_pg_small"], 0);
+    assert_eq!(one.keys().collect::<Vec<_>>(), ["pg.wire_pg_small"]);
+    let run = s.lafs().args(["backup", "--job", "pg.wire_pg_nope"]).code(2);
+    assert!(run.stderr.contains("wire_pg_nope"), "{}", run.stderr);
+    assert_eq!(s.listed().len(), 5);
+
     // Each dump, `cat | psql` into a fresh database: the same results.
     for (selector, db, want) in [
         ("pg.wire_pg_big@1", "wire_pg_restored1", first_results),
@@ -975,7 +982,8 @@ fn svn_commit(wc: &Path, files: &[(String, Vec<u8>)], message: &str) {
 
 /// A `subversion_dir` job: one backup per repository; 5 revisions, then
 /// 2 more: the second run uploads well under half its bytes; `svnadmin
-/// load` of the `cat` gives the same youngest revision and file contents.
+/// load` of the `cat` gives the same youngest revision and file contents;
+/// `forget` keeps the job's `retention` per repository.
 #[test]
 fn subversion_dir_job_one_backup_per_repository() {
     let s = Job::new("");
@@ -1011,7 +1019,8 @@ fn subversion_dir_job_one_backup_per_repository() {
         wcs.push((repo, wc));
     }
     s.write(&format!(
-        "  - name: svn\n    kind: subversion_dir\n    directory: {}\n",
+        "  - name: svn\n    kind: subversion_dir\n    directory: {}\n\
+         \x20   retention:\n      keep: {{last: 1}}\n",
         repos.display()
     ));
     let (_, first) = s.backup(&[], 0);
@@ -1062,6 +1071,13 @@ fn subversion_dir_job_one_backup_per_repository() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(svnlook(&["youngest"], &fresh), b"7\n");
+    // The job's own retention applies to each of its backup names.
+    assert_eq!(
+        s.listed(),
+        ["svn.alpha", "svn.alpha", "svn.beta", "svn.beta"]
+    );
+    s.lafs().arg("forget").ok();
+    assert_eq!(s.listed(), ["svn.alpha", "svn.beta"]);
     for (rev, path) in [
         ("7", "log.txt"),
         ("7", "new7.bin"),

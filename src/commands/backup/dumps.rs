@@ -22,7 +22,7 @@ use crate::cli::BackupArgs;
 use crate::commands::Context;
 use crate::config::{Config, JobKind};
 use crate::dump::{DumpSource, DumpStream};
-use crate::exit;
+use crate::exit::{self, UsageError};
 
 /// Whether `job` is one of the config's dump jobs.
 pub(super) fn is_dump(config: &Config, job: &str) -> bool {
@@ -30,6 +30,37 @@ pub(super) fn is_dump(config: &Config, job: &str) -> bool {
         .jobs
         .iter()
         .any(|j| j.name == job && j.kind == JobKind::Dump)
+}
+
+/// The dump job a `--job JOB.DB` names: the longest dump job name that
+/// prefixes it with a dot, unless it is a job's own name.
+pub(super) fn job_of<'a>(config: &'a Config, wanted: &str) -> Option<&'a str> {
+    if config.jobs.iter().any(|j| j.name == wanted) {
+        return None;
+    }
+    config
+        .jobs
+        .iter()
+        .filter(|j| j.kind == JobKind::Dump)
+        .map(|j| j.name.as_str())
+        .filter(|job| {
+            wanted
+                .strip_prefix(job)
+                .is_some_and(|rest| rest.len() > 1 && rest.starts_with('.'))
+        })
+        .max_by_key(|job| job.len())
+}
+
+/// The backup names of `job` that `--job JOB.DB` asks for (none: all).
+fn wanted_names<'a>(config: &Config, args: &'a BackupArgs, job: &str) -> Vec<&'a str> {
+    if args.job.iter().any(|w| w == job) {
+        return Vec::new();
+    }
+    args.job
+        .iter()
+        .filter(|w| job_of(config, w) == Some(job))
+        .map(String::as_str)
+        .collect()
 }
 
 /// Runs the dump job `job` of the (derived) config: lists its databases,
@@ -69,6 +100,15 @@ pub(super) fn run(mut ctx: Context<'_>, args: &BackupArgs, job: &str) -> Vec<Job
             return vec![whole_job(result, started.elapsed().as_secs_f64())];
         }
     };
+    let sources = match pick(&config, args, job, sources) {
+        Ok(sources) => sources,
+        Err(err) => {
+            // A mistyped `--job JOB.DB` is not a run of the job: not recorded.
+            let result = Err(err);
+            print_error(job, &result);
+            return vec![whole_job(result, started.elapsed().as_secs_f64())];
+        }
+    };
     let mut summaries = Vec::with_capacity(sources.len());
     for source in sources {
         let name = source.name().to_owned();
@@ -86,6 +126,31 @@ pub(super) fn run(mut ctx: Context<'_>, args: &BackupArgs, job: &str) -> Vec<Job
         ));
     }
     summaries
+}
+
+/// The sources `--job JOB.DB` asks for (all when none is named); a name
+/// the job does not have is a usage error.
+fn pick(
+    config: &Config,
+    args: &BackupArgs,
+    job: &str,
+    sources: Vec<DumpSource>,
+) -> anyhow::Result<Vec<DumpSource>> {
+    let wanted = wanted_names(config, args, job);
+    for name in &wanted {
+        if !sources.iter().any(|s| s.name() == *name) {
+            let have: Vec<&str> = sources.iter().map(DumpSource::name).collect();
+            return Err(UsageError(format!(
+                "--job {name}: the job {job} has no such database or repository (it has: {})",
+                have.join(", ")
+            ))
+            .into());
+        }
+    }
+    Ok(sources
+        .into_iter()
+        .filter(|s| wanted.is_empty() || wanted.contains(&s.name()))
+        .collect())
 }
 
 fn print_error(job: &str, result: &anyhow::Result<JobReport>) {

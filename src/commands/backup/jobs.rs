@@ -56,7 +56,7 @@ pub(super) fn select(
         all.push((job.name.clone(), Some(derive(config, job))));
     }
     for wanted in &args.job {
-        if !all.iter().any(|(n, _)| n == wanted) {
+        if !all.iter().any(|(n, _)| n == wanted) && super::dumps::job_of(config, wanted).is_none() {
             let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
             return Err(UsageError(format!(
                 "--job {wanted}: no such job (the config has: {})",
@@ -65,7 +65,15 @@ pub(super) fn select(
             .into());
         }
     }
-    all.retain(|(name, _)| args.job.is_empty() || args.job.contains(name));
+    // `--job JOB.DB` selects the dump job JOB (`dumps::run` keeps only DB).
+    all.retain(|(name, _)| {
+        args.job.is_empty()
+            || args.job.contains(name)
+            || args
+                .job
+                .iter()
+                .any(|w| super::dumps::job_of(config, w) == Some(name.as_str()))
+    });
     // One queue file named on the command line cannot serve several jobs.
     let given = [
         ("--queue-only", &args.queue_only),
