@@ -1244,6 +1244,19 @@ def stream_input(trees, mb, insert_mib=0):
     return build_tree(trees, name, params, fill) / "stream.bin"
 
 
+def summary_of(res, out):
+    """res["summary"]: the (last) `summary` line of a `--json backup`'s
+    stdout file, without its root cap."""
+    for line in Path(out).read_text().splitlines():
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if obj.get("type") == "summary":
+            obj.pop("root_cap", None)  # a cap is a secret, even here
+            res["summary"] = obj
+
+
 def stream_main(args, facts, trees, run_dir):
     """The --stream case: see DESCRIPTION."""
     data = stream_input(trees, args.stream_mb)
@@ -1270,14 +1283,7 @@ def stream_main(args, facts, trees, run_dir):
             out, err = bench._paths(label)
             res = run_measured(cmd, out, err, stdin=path)
             check_rc(res, f"backup --stdin ({label})", err)
-            for line in Path(out).read_text().splitlines():
-                try:
-                    obj = json.loads(line)
-                except ValueError:
-                    continue
-                if obj.get("type") == "summary":
-                    obj.pop("root_cap", None)  # a cap is a secret, even here
-                    res["summary"] = obj
+            summary_of(res, out)
             say(f"  {label}: {res['wall']:.1f} s, peak RSS {fmt_mib(res['maxrss_kib'])} MiB, "
                 f"uploaded {res.get('summary', {}).get('bytes_uploaded', '?')} bytes")
             return res
@@ -1407,14 +1413,7 @@ def dump_main(args, facts, run_dir):
             out, err = bench._paths(label)
             res = run_measured(cmd, out, err)
             check_rc(res, f"backup of the dump job ({label})", err)
-            for line in Path(out).read_text().splitlines():
-                try:
-                    obj = json.loads(line)
-                except ValueError:
-                    continue
-                if obj.get("type") == "summary":
-                    obj.pop("root_cap", None)  # a cap is a secret, even here
-                    res["summary"] = obj
+            summary_of(res, out)
             sm = res.get("summary", {})
             say(f"  {label}: {res['wall']:.1f} s, dump {sm.get('bytes_total', '?')} bytes in "
                 f"{sm.get('chunks', '?')} chunks, uploaded {sm.get('bytes_uploaded', '?')} bytes")

@@ -255,37 +255,41 @@ fn which(program: &str) -> PathBuf {
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
-/// A writer keeps two tables in step (every transaction adds one row to
-/// each) while copies are taken: every copy must pass `integrity_check`
-/// and hold as many rows in one table as in the other.
-#[test]
-fn sqlite_copy_is_consistent_while_written() {
-    for journal in ["wal", "delete"] {
-        let tmp = tempfile::tempdir().unwrap();
-        let db = tmp.path().join("live.db");
-        {
-            let conn = rusqlite::Connection::open(&db).unwrap();
-            conn.pragma_update(None, "journal_mode", journal).unwrap();
-            conn.execute_batch(
-                "CREATE TABLE a (id INTEGER PRIMARY KEY, v TEXT);
-                 CREATE TABLE b (id INTEGER PRIMARY KEY, v TEXT);
-                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
-                 INSERT INTO a (v) SELECT hex(randomblob(100)) FROM n;
-                 INSERT INTO b (v) SELECT v FROM a;",
-            )
-            .unwrap();
-        }
+/// A SQLite database of two tables kept in step (every transaction adds
+/// one row to each) by a writer thread until `stop`.
+struct LiveSqlite {
+    stop: Arc<AtomicBool>,
+    /// Transactions committed so far.
+    written: Arc<AtomicU64>,
+    writer: std::thread::JoinHandle<()>,
+}
+
+impl LiveSqlite {
+    /// Creates `db` (`journal` mode, `rows` rows in each table) and starts
+    /// writing `per_tx` rows a transaction.
+    fn start(db: &Path, journal: &str, rows: u32, per_tx: u32) -> LiveSqlite {
+        let conn = rusqlite::Connection::open(db).unwrap();
+        conn.pragma_update(None, "journal_mode", journal).unwrap();
+        conn.execute_batch(&format!(
+            "CREATE TABLE a (id INTEGER PRIMARY KEY, v TEXT);
+             CREATE TABLE b (id INTEGER PRIMARY KEY, v TEXT);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows})
+             INSERT INTO a (v) SELECT hex(randomblob(100)) FROM n;
+             INSERT INTO b (v) SELECT v FROM a;"
+        ))
+        .unwrap();
+        drop(conn);
         let stop = Arc::new(AtomicBool::new(false));
         let written = Arc::new(AtomicU64::new(0));
         let writer = {
-            let (db, stop, written) = (db.clone(), stop.clone(), written.clone());
+            let (db, stop, written) = (db.to_owned(), stop.clone(), written.clone());
             std::thread::spawn(move || {
                 let mut conn = rusqlite::Connection::open(&db).unwrap();
                 conn.busy_timeout(std::time::Duration::from_secs(60))
                     .unwrap();
                 while !stop.load(Ordering::SeqCst) {
                     let tx = conn.transaction().unwrap();
-                    for _ in 0..50 {
+                    for _ in 0..per_tx {
                         tx.execute("INSERT INTO a (v) VALUES (hex(randomblob(200)))", [])
                             .unwrap();
                         tx.execute("INSERT INTO b (v) VALUES ('x')", []).unwrap();
@@ -295,6 +299,59 @@ fn sqlite_copy_is_consistent_while_written() {
                 }
             })
         };
+        LiveSqlite {
+            stop,
+            written,
+            writer,
+        }
+    }
+
+    fn written(&self) -> u64 {
+        self.written.load(Ordering::SeqCst)
+    }
+
+    /// Waits for `n` more transactions.
+    fn wait_for(&self, n: u64) {
+        let before = self.written();
+        while self.written() < before + n {
+            std::thread::yield_now();
+        }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.writer.join().unwrap();
+    }
+}
+
+/// `integrity_check` of a copy, and its rows in `a`, which must equal
+/// those in `b` (no torn transaction).
+fn check_copy(copy: &Path, what: &str) -> i64 {
+    let conn = rusqlite::Connection::open(copy).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok", "{what}");
+    let (a, b): (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM a), (SELECT count(*) FROM b)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(a, b, "{what}: a torn transaction");
+    a
+}
+
+/// A writer keeps two tables in step (every transaction adds one row to
+/// each) while copies are taken: every copy must pass `integrity_check`
+/// and hold as many rows in one table as in the other.
+#[test]
+fn sqlite_copy_is_consistent_while_written() {
+    for journal in ["wal", "delete"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = tmp.path().join("live.db");
+        let live = LiveSqlite::start(&db, journal, 20000, 50);
         let all = sources("app", &format!("kind: sqlite\npath: {}\n", db.display()));
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].name(), "app");
@@ -302,29 +359,12 @@ fn sqlite_copy_is_consistent_while_written() {
         let mut rows_seen = Vec::new();
         for i in 0..5 {
             // Wait for the writer to be busy before each copy.
-            let before = written.load(Ordering::SeqCst);
-            while written.load(Ordering::SeqCst) < before + 2 {
-                std::thread::yield_now();
-            }
+            live.wait_for(2);
             let copy = tmp.path().join(format!("copy{i}.db"));
             dump_to(&all[0], &copy).unwrap();
-            let conn = rusqlite::Connection::open(&copy).unwrap();
-            let check: String = conn
-                .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-                .unwrap();
-            assert_eq!(check, "ok", "{journal} copy {i}");
-            let (a, b): (i64, i64) = conn
-                .query_row(
-                    "SELECT (SELECT count(*) FROM a), (SELECT count(*) FROM b)",
-                    [],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .unwrap();
-            assert_eq!(a, b, "{journal} copy {i}: a torn transaction");
-            rows_seen.push(a);
+            rows_seen.push(check_copy(&copy, &format!("{journal} copy {i}")));
         }
-        stop.store(true, Ordering::SeqCst);
-        writer.join().unwrap();
+        live.stop();
         assert!(
             rows_seen.windows(2).all(|w| w[0] < w[1]),
             "{journal}: the copies did not see the writes: {rows_seen:?}"
@@ -781,7 +821,10 @@ fn postgresql_job_one_backup_per_database() {
     // `--job JOB.DB`: that database only; one the job lacks is exit 2.
     let (_, one) = s.backup(&["--job", "pg.wire_pg_small"], 0);
     assert_eq!(one.keys().collect::<Vec<_>>(), ["pg.wire_pg_small"]);
-    let run = s.lafs().args(["backup", "--job", "pg.wire_pg_nope"]).code(2);
+    let run = s
+        .lafs()
+        .args(["backup", "--job", "pg.wire_pg_nope"])
+        .code(2);
     assert!(run.stderr.contains("wire_pg_nope"), "{}", run.stderr);
     assert_eq!(s.listed().len(), 5);
 
@@ -904,67 +947,20 @@ fn mariadb_job_one_backup_per_database() {
 fn sqlite_job_written_to_during_the_backup() {
     let s = Job::new("");
     let db = s.tmp.path().join("live.db");
-    {
-        let conn = rusqlite::Connection::open(&db).unwrap();
-        conn.pragma_update(None, "journal_mode", "wal").unwrap();
-        conn.execute_batch(
-            "CREATE TABLE a (id INTEGER PRIMARY KEY, v TEXT);
-             CREATE TABLE b (id INTEGER PRIMARY KEY, v TEXT);
-             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000)
-             INSERT INTO a (v) SELECT hex(randomblob(100)) FROM n;
-             INSERT INTO b (v) SELECT v FROM a;",
-        )
-        .unwrap();
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let written = Arc::new(AtomicU64::new(0));
-    let writer = {
-        let (db, stop, written) = (db.clone(), stop.clone(), written.clone());
-        std::thread::spawn(move || {
-            let mut conn = rusqlite::Connection::open(&db).unwrap();
-            conn.busy_timeout(std::time::Duration::from_secs(60))
-                .unwrap();
-            while !stop.load(Ordering::SeqCst) {
-                let tx = conn.transaction().unwrap();
-                for _ in 0..20 {
-                    tx.execute("INSERT INTO a (v) VALUES (hex(randomblob(200)))", [])
-                        .unwrap();
-                    tx.execute("INSERT INTO b (v) VALUES ('x')", []).unwrap();
-                }
-                tx.commit().unwrap();
-                written.fetch_add(1, Ordering::SeqCst);
-            }
-        })
-    };
-    while written.load(Ordering::SeqCst) < 3 {
-        std::thread::yield_now();
-    }
+    let live = LiveSqlite::start(&db, "wal", 5000, 20);
+    live.wait_for(3);
     s.write(&format!(
         "  - name: app\n    kind: sqlite\n    path: {}\n",
         db.display()
     ));
+    let before = live.written();
     let (_, first) = s.backup(&[], 0);
-    let during = written.load(Ordering::SeqCst);
-    stop.store(true, Ordering::SeqCst);
-    writer.join().unwrap();
-    assert!(during > 3, "the writer did not write during the backup");
+    let during = live.written() - before;
+    live.stop();
+    assert!(during > 0, "the writer did not write during the backup");
     assert!(first.contains_key("app"), "{first:?}");
     assert_eq!(s.listed(), ["app"]);
-    let copy = s.cat("app");
-    let conn = rusqlite::Connection::open(&copy).unwrap();
-    let check: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(check, "ok");
-    let (a, b): (i64, i64) = conn
-        .query_row(
-            "SELECT (SELECT count(*) FROM a), (SELECT count(*) FROM b)",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
-    assert_eq!(a, b, "a torn transaction");
-    assert!(a >= 5000);
+    assert!(check_copy(&s.cat("app"), "the restored copy") >= 5000);
 }
 
 /// Commits `files` (name, content) in the working copy, one revision.
