@@ -411,6 +411,23 @@ fn svnlook(args: &[&str], repo: &Path) -> Vec<u8> {
     out.stdout
 }
 
+/// `svnadmin create FRESH`, then `svnadmin load FRESH < DUMP`.
+fn svn_load(dump: &Path, fresh: &Path) {
+    let parent = fresh.parent().unwrap();
+    svn(&["svnadmin", "create", fresh.to_str().unwrap()], parent);
+    let out = Command::new("svnadmin")
+        .args(["load", "--quiet"])
+        .arg(fresh)
+        .stdin(std::fs::File::open(dump).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A repository with 5 revisions under `parent`, made through `file://`.
 fn svn_repo_with_5_revisions(parent: &Path, name: &str) -> PathBuf {
     let repo = parent.join(name);
@@ -469,18 +486,7 @@ fn subversion_dump_loads_into_a_fresh_repository() {
         let file = tmp.path().join(format!("{}.dump", source.name()));
         dump_to(source, &file).unwrap();
         let fresh = tmp.path().join(format!("{}-loaded", source.name()));
-        svn(&["svnadmin", "create", fresh.to_str().unwrap()], tmp.path());
-        let out = Command::new("svnadmin")
-            .args(["load", "--quiet"])
-            .arg(&fresh)
-            .stdin(std::fs::File::open(&file).unwrap())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        svn_load(&file, &fresh);
         assert_eq!(svnlook(&["youngest"], &fresh), b"5\n");
         assert_eq!(svnlook(&["youngest"], &repo), b"5\n");
         for rev in ["1", "3", "5"] {
@@ -1051,21 +1057,7 @@ fn subversion_dir_job_one_backup_per_repository() {
 
     let dump = s.cat("svn.alpha");
     let fresh = s.tmp.path().join("alpha-loaded");
-    svn(
-        &["svnadmin", "create", fresh.to_str().unwrap()],
-        s.tmp.path(),
-    );
-    let out = Command::new("svnadmin")
-        .args(["load", "--quiet"])
-        .arg(&fresh)
-        .stdin(std::fs::File::open(&dump).unwrap())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    svn_load(&dump, &fresh);
     assert_eq!(svnlook(&["youngest"], &fresh), b"7\n");
     // The job's own retention applies to each of its backup names.
     assert_eq!(
