@@ -170,6 +170,28 @@ const MY_QUERIES: [&str; 2] = [
     "SELECT id, HEX(data) FROM blobs ORDER BY id",
 ];
 
+/// A MariaDB user `user` with `password` and the rights mysqldump needs;
+/// its credentials in the tool's own option file (mode 0600) in `dir`,
+/// never in the job: the file's path.
+fn dump_user(my: &servers::Mariadb, dir: &Path, user: &str, password: &str) -> PathBuf {
+    my.sql(
+        None,
+        &format!(
+            "CREATE USER IF NOT EXISTS '{user}'@'localhost' IDENTIFIED BY '{password}';
+             GRANT SELECT, SHOW VIEW, LOCK TABLES, TRIGGER, EVENT ON *.* TO '{user}'@'localhost';"
+        ),
+        None,
+    );
+    let options = dir.join(format!("{user}.cnf"));
+    std::fs::write(
+        &options,
+        format!("[client]\nuser={user}\npassword={password}\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&options, std::fs::Permissions::from_mode(0o600)).unwrap();
+    options
+}
+
 #[test]
 fn mariadb_each_database_dumped_with_an_option_file_and_restored() {
     let my = servers::mariadb();
@@ -177,22 +199,11 @@ fn mariadb_each_database_dumped_with_an_option_file_and_restored() {
     let password = "Pw-never-in-argv-7q";
     my.sql(
         None,
-        &format!(
-            "CREATE DATABASE dumps_my_src; CREATE DATABASE dumps_my_second;
-             CREATE USER IF NOT EXISTS 'dumper'@'localhost' IDENTIFIED BY '{password}';
-             GRANT SELECT, SHOW VIEW, LOCK TABLES, TRIGGER, EVENT ON *.* TO 'dumper'@'localhost';"
-        ),
+        "CREATE DATABASE dumps_my_src; CREATE DATABASE dumps_my_second;",
         None,
     );
     my.sql(Some("dumps_my_src"), MY_SCHEMA, None);
-    // The credentials live in the tool's own option file, not in the job.
-    let options = tmp.path().join("dumper.cnf");
-    std::fs::write(
-        &options,
-        format!("[client]\nuser=dumper\npassword={password}\n"),
-    )
-    .unwrap();
-    std::fs::set_permissions(&options, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let options = dump_user(my, tmp.path(), "dumper", password);
     let yaml = format!(
         "kind: mysql\nsocket: {}\ndefaults_extra_file: {}\n",
         my.socket().display(),
@@ -884,11 +895,7 @@ fn mariadb_job_one_backup_per_database() {
     let secret = "Wire-pw-never-shown-4z";
     my.sql(
         None,
-        &format!(
-            "CREATE DATABASE wire_my_big; CREATE DATABASE wire_my_small;
-             CREATE USER IF NOT EXISTS 'wirer'@'localhost' IDENTIFIED BY '{secret}';
-             GRANT SELECT, SHOW VIEW, LOCK TABLES, TRIGGER, EVENT ON *.* TO 'wirer'@'localhost';"
-        ),
+        "CREATE DATABASE wire_my_big; CREATE DATABASE wire_my_small;",
         None,
     );
     my.sql(Some("wire_my_big"), MY_BIG, None);
@@ -900,13 +907,7 @@ fn mariadb_job_one_backup_per_database() {
     let first_results = my_results(my, "wire_my_big");
 
     let s = Job::new("");
-    let options = s.tmp.path().join("wirer.cnf");
-    std::fs::write(
-        &options,
-        format!("[client]\nuser=wirer\npassword={secret}\n"),
-    )
-    .unwrap();
-    std::fs::set_permissions(&options, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let options = dump_user(my, s.tmp.path(), "wirer", secret);
     s.write(&format!(
         "  - name: my\n    kind: mysql\n    databases: [wire_my_big, wire_my_small]\n\
          \x20   socket: {}\n    defaults_extra_file: {}\n",
