@@ -927,7 +927,8 @@ pub struct BackupArgs {
     pub plan: bool,
 
     /// Run only the job NAME of the config's `jobs` (or the top-level
-    /// source's backup name); repeatable. Default: every job.
+    /// source's backup name; a dump job's `NAME.DATABASE`: only that
+    /// database); repeatable. Default: every job.
     #[arg(long, value_name = "NAME")]
     pub job: Vec<String>,
 

@@ -130,6 +130,20 @@ impl DumpSource {
         }
     }
 
+    /// What the recovery catalog and result targets name as the backup's
+    /// source: the program and its arguments (never a password), or the
+    /// SQLite database's path.
+    pub fn describe(&self) -> String {
+        match &self.how {
+            How::Command(argv) => argv
+                .iter()
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" "),
+            How::Sqlite(path) => format!("sqlite {}", path.display()),
+        }
+    }
+
     /// Starts the dump. Read the stream to its end, then call
     /// [`DumpStream::finish`]: only `Ok` from it means the bytes are a
     /// complete dump.

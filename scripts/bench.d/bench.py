@@ -105,7 +105,15 @@ under a `chunking.files` rule (default chunking) is backed up, backed up
 again unchanged, then again after 1 MiB of it was rewritten in the middle
 (same size, new mtime): the wall times and the bytes each run uploaded (the
 run's summary and the gateway's `uploader.bytes_uploaded` counter; target
-for the changed run: under 8 MiB)."""
+for the changed run: under 8 MiB).
+
+--dump runs only the database dump case instead (on a grid of its own): a
+throwaway PostgreSQL cluster (Debian's postgresql, a unix socket in
+WORK/run) gets a database of --dump-rows rows (default 1,000,000: a plain
+pg_dump of about 100 MiB); a `kind: postgresql` job backs it up (default
+chunking), then again unchanged, then again after 10,000 rows (about 1 MiB
+of dump) are appended to its table: the bytes each run uploaded against
+the dump's size."""
 
 
 # ----------------------------------------------------------------- helpers
@@ -1025,6 +1033,10 @@ def parse_args():
                    help="run only the chunked-file case (see above), not the backup/restore benchmark")
     p.add_argument("--chunked-mb", type=int, default=200, metavar="N",
                    help="size of the file of the --chunked-file case, in MiB (default 200)")
+    p.add_argument("--dump", action="store_true",
+                   help="run only the database dump case (see above)")
+    p.add_argument("--dump-rows", type=int, default=1_000_000, metavar="N",
+                   help="rows of the --dump case's database (default 1000000, ~100 MiB of dump)")
     p.add_argument("--mount-reads", type=int, default=200, metavar="N",
                    help="random 1 MiB reads of each file in the --mount case (default 200)")
     p.add_argument("--no-build", action="store_true",
@@ -1244,6 +1256,19 @@ def stream_input(trees, mb, insert_mib=0):
     return build_tree(trees, name, params, fill) / "stream.bin"
 
 
+def summary_of(res, out):
+    """res["summary"]: the (last) `summary` line of a `--json backup`'s
+    stdout file, without its root cap."""
+    for line in Path(out).read_text().splitlines():
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if obj.get("type") == "summary":
+            obj.pop("root_cap", None)  # a cap is a secret, even here
+            res["summary"] = obj
+
+
 def stream_main(args, facts, trees, run_dir):
     """The --stream case: see DESCRIPTION."""
     data = stream_input(trees, args.stream_mb)
@@ -1270,14 +1295,7 @@ def stream_main(args, facts, trees, run_dir):
             out, err = bench._paths(label)
             res = run_measured(cmd, out, err, stdin=path)
             check_rc(res, f"backup --stdin ({label})", err)
-            for line in Path(out).read_text().splitlines():
-                try:
-                    obj = json.loads(line)
-                except ValueError:
-                    continue
-                if obj.get("type") == "summary":
-                    obj.pop("root_cap", None)  # a cap is a secret, even here
-                    res["summary"] = obj
+            summary_of(res, out)
             say(f"  {label}: {res['wall']:.1f} s, peak RSS {fmt_mib(res['maxrss_kib'])} MiB, "
                 f"uploaded {res.get('summary', {}).get('bytes_uploaded', '?')} bytes")
             return res
@@ -1399,6 +1417,138 @@ def chunked_main(args, facts, trees, run_dir):
         f"| {changed} ({'PASS' if changed < 8 * MIB else 'FAIL'}: target under 8 MiB) |",
     ]
     save_case_report(args, "chunked", lines, facts, R)
+# ----------------------------------------------------------------- dump
+
+
+class Postgres:
+    """A throwaway PostgreSQL cluster on a unix socket in DIR (trust
+    authentication, superuser postgres), as tests/common/servers.rs makes."""
+
+    def __init__(self, dir):
+        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+                      key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
+        if not bins:
+            raise BenchError("no /usr/lib/postgresql/*/bin/initdb: install Debian's postgresql")
+        self.bin = bins[-1].parent
+        self.dir = dir
+        self.started = False
+
+    def owner(self, *cmd):
+        cmd = [str(c) for c in cmd]
+        return (["runuser", "-u", "postgres", "--"] + cmd) if os.geteuid() == 0 else cmd
+
+    def start(self):
+        self.dir.mkdir()
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+        run_checked(self.owner(self.bin / "initdb", "-A", "trust", "-U", "postgres", "-E", "UTF8",
+                               "--locale=C", "--no-sync", "-D", self.dir / "data"))
+        # The server keeps pg_ctl's pipes open: it gets none.
+        r = subprocess.run(self.owner(self.bin / "pg_ctl", "-w", "-t", "60", "-D", self.dir / "data",
+                                      "-l", self.dir / "log", "-o",
+                                      f"-k {self.dir} -c listen_addresses= -c fsync=off", "start"),
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+        if r.returncode != 0:
+            raise BenchError(f"pg_ctl start failed; see {self.dir / 'log'}")
+        self.started = True
+
+    def psql(self, db, sql):
+        return run_checked([self.bin / "psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+                            "-U", "postgres", "-h", self.dir, "-d", db, "-c", sql]).stdout
+
+    def stop(self):
+        if self.started:
+            subprocess.run(self.owner(self.bin / "pg_ctl", "-m", "fast", "-D", self.dir / "data",
+                                      "stop"), stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.started = False
+
+
+def dump_main(args, facts, run_dir):
+    """The --dump case: see DESCRIPTION."""
+    grid = Grid(args)
+    pg = Postgres(run_dir / "pg")
+    R = {"rows": args.dump_rows}
+    try:
+        say("starting a throwaway PostgreSQL cluster")
+        pg.start()
+        pg.psql("postgres", "CREATE DATABASE bench")
+        say(f"filling the database with {args.dump_rows} rows")
+        t0 = time.monotonic()
+        pg.psql("bench", "CREATE TABLE events (id bigint PRIMARY KEY, at timestamptz, "
+                         "kind text, body text)")
+        pg.psql("bench", "INSERT INTO events SELECT i, timestamptz '2024-01-01' + i * interval '1 s', "
+                         "'kind-' || (i % 13), md5(i::text) || ' ' || md5((i * 7)::text) "
+                         f"FROM generate_series(1, {args.dump_rows}) AS i")
+        R["fill_s"] = time.monotonic() - t0
+        grid.start()
+        bench = Bench(args, grid)
+        cfg = run_dir / "dump.yaml"
+        cfg.write_text("\n".join([
+            "source:",
+            f"  entry_cache:\n    path: {json.dumps(str(run_dir / 'dump.cache'))}",
+            "destination:",
+            f"  url: {json.dumps(grid.url + '/uri')}",
+            "  result:\n    print_to_stdout: false",
+            "jobs:",
+            "  - name: pg",
+            "    kind: postgresql",
+            "    databases: [bench]",
+            f"    host: {json.dumps(str(pg.dir))}",
+            "    user: postgres",
+            f"    pg_dump: {json.dumps(str(pg.bin / 'pg_dump'))}",
+            f"    psql: {json.dumps(str(pg.bin / 'psql'))}",
+        ]) + "\n")
+
+        def backup(label):
+            cmd = [bench.bin, "-c", cfg, "--json", "backup"]
+            out, err = bench._paths(label)
+            res = run_measured(cmd, out, err)
+            check_rc(res, f"backup of the dump job ({label})", err)
+            summary_of(res, out)
+            sm = res.get("summary", {})
+            say(f"  {label}: {res['wall']:.1f} s, dump {sm.get('bytes_total', '?')} bytes in "
+                f"{sm.get('chunks', '?')} chunks, uploaded {sm.get('bytes_uploaded', '?')} bytes")
+            return res
+
+        say("backup of the dump job: first, unchanged, after appending 10,000 rows")
+        R["first"] = backup("dump-first")
+        R["rerun"] = backup("dump-rerun")
+        n = args.dump_rows
+        pg.psql("bench", "INSERT INTO events SELECT i, timestamptz '2024-01-01' + i * interval '1 s', "
+                         "'appended', md5(i::text) || ' ' || md5((i * 7)::text) "
+                         f"FROM generate_series({n + 1}, {n + 10000}) AS i")
+        R["append"] = backup("dump-append")
+    except BenchError as e:
+        say(f"error: {e}")
+        pg.stop()
+        grid.stop()
+        return 1
+    pg.stop()
+    grid.stop()
+
+    def row(label, res):
+        sm = res.get("summary", {})
+        up, total = sm.get("bytes_uploaded"), sm.get("bytes_total")
+        share = f"{up / total:.4f}" if up is not None and total else "?"
+        return (f"| {label} | {fmt_s(res['wall'])} s | {total} | {sm.get('chunks')} | "
+                f"{sm.get('chunks_uploaded')} | {up} | {share} |")
+
+    lines = [
+        "# lafs-backup database dump benchmark",
+        "",
+        f"{facts['date_utc']}, commit {facts['git']}, {facts['model']} ({facts['nproc']} CPUs "
+        f"available), {facts['mem_total']}, kernel {facts['kernel']}; grid: {args.shape}; "
+        f"PostgreSQL {pg.bin.parent.name}, {args.dump_rows} rows (filled in {R['fill_s']:.1f} s)",
+        "",
+        "| run | time | dump bytes | chunks | chunks uploaded | bytes uploaded | uploaded / dump |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        row("first backup", R["first"]),
+        row("unchanged re-run", R["rerun"]),
+        row("10,000 rows appended", R["append"]),
+    ]
+    save_case_report(args, "dump", lines, facts, R)
     return 0
 
 
@@ -1423,6 +1573,8 @@ def main():
         return stream_main(args, facts, trees, run_dir)
     if args.chunked_file:
         return chunked_main(args, facts, trees, run_dir)
+    if args.dump:
+        return dump_main(args, facts, run_dir)
 
     # Trees first, while no grid burns CPU: one mixed tree per first run
     # (one layout, a content seed each), a warm-up tree, the rescan trees.

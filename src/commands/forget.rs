@@ -38,6 +38,8 @@ pub(crate) struct Policies {
     default: Option<Policy>,
     /// A job's own `retention` (`None`: that job has no policy), by name.
     by_name: BTreeMap<Vec<u8>, Option<Policy>>,
+    /// A dump job's own `retention`, for its `<job>.<database>` names.
+    dump_jobs: Vec<(Vec<u8>, Option<Policy>)>,
 }
 
 impl Policies {
@@ -46,12 +48,25 @@ impl Policies {
         Policies {
             default: Some(policy),
             by_name: BTreeMap::new(),
+            dump_jobs: Vec::new(),
         }
     }
 
     fn for_name(&self, name: &[u8]) -> Option<&Policy> {
-        match self.by_name.get(name) {
-            Some(own) => own.as_ref(),
+        if let Some(own) = self.by_name.get(name) {
+            return own.as_ref();
+        }
+        // A dump job's backups are `<job>.<database>`: the longest job name
+        // that prefixes the name (with its dot) gives the policy.
+        let dump = self
+            .dump_jobs
+            .iter()
+            .filter(|(job, _)| {
+                name.len() > job.len() && name.starts_with(job) && name[job.len()] == b'.'
+            })
+            .max_by_key(|(job, _)| job.len());
+        match dump {
+            Some((_, own)) => own.as_ref(),
             None => self.default.as_ref(),
         }
     }
@@ -99,7 +114,22 @@ fn policies_for(ctx: &Context<'_>, args: &ForgetArgs) -> anyhow::Result<Policies
             retention::KeepRules::default(),
         )));
     }
-    Ok(Policies { default, by_name })
+    let dump_jobs = config
+        .jobs
+        .iter()
+        .filter(|j| j.kind == crate::config::JobKind::Dump)
+        .filter_map(|j| {
+            Some((
+                j.name.as_bytes().to_vec(),
+                by_name.get(j.name.as_bytes())?.clone(),
+            ))
+        })
+        .collect();
+    Ok(Policies {
+        default,
+        by_name,
+        dump_jobs,
+    })
 }
 
 /// The `--keep-*` flags as a `keep` policy, `None` when none is given.

@@ -135,7 +135,13 @@ fn renew(
 }
 
 /// One job of `jobs:` inside its own hooks; errors are printed naming it.
-pub(super) fn job(ctx: &Context<'_>, args: &BackupArgs, name: &str, hooks: &Hooks) -> JobSummary {
+/// One summary per backup name: a dump job gives one per database.
+pub(super) fn job(
+    ctx: &Context<'_>,
+    args: &BackupArgs,
+    name: &str,
+    hooks: &Hooks,
+) -> Vec<JobSummary> {
     // `--plan` only prints: no hooks.
     let none = Hooks::default();
     let hooks = if args.plan { &none } else { hooks };
@@ -145,30 +151,52 @@ pub(super) fn job(ctx: &Context<'_>, args: &BackupArgs, name: &str, hooks: &Hook
     };
     let gate = hooks::before(hooks, env);
     let skipped = matches!(gate, Gate::Skip(_));
-    let mut summary = match gate {
+    let mut summaries = match gate {
+        Gate::Go if super::dumps::is_dump(ctx.config(), name) => {
+            super::dumps::run(ctx.with_config(ctx.config().clone()), args, name)
+        }
         Gate::Go => {
             let job_ctx = ctx.with_config(ctx.config().clone());
             let (result, summary) = run_job_summarized(job_ctx, args, Some(name));
             if let Err(err) = &result {
                 eprintln!("lafs-backup: job {name}: {}", exit::message(err));
             }
-            summary
+            vec![summary]
         }
         Gate::Skip(why) => {
             announce_skip(ctx, Some(name), &why);
-            record_hook_gate(ctx.config(), args, Some(name), Some(why), None)
+            vec![record_hook_gate(
+                ctx.config(),
+                args,
+                Some(name),
+                Some(why),
+                None,
+            )]
         }
         Gate::Fail(why) => {
             let message = format!("{why}; nothing was backed up");
             eprintln!("lafs-backup: job {name}: {message}");
-            record_hook_gate(ctx.config(), args, Some(name), None, Some(message))
+            vec![record_hook_gate(
+                ctx.config(),
+                args,
+                Some(name),
+                None,
+                Some(message),
+            )]
         }
     };
-    let doc = document(summary.exit, std::slice::from_ref(&summary));
-    if !after(hooks, Some(name), summary.exit, skipped, &doc) && summary.exit == 0 {
-        summary.exit = Outcome::Partial.code();
+    let code = summaries
+        .iter()
+        .map(|s| s.exit)
+        .max_by_key(|code| jobs::rank(*code))
+        .unwrap_or(0);
+    let doc = document(code, &summaries);
+    if !after(hooks, Some(name), code, skipped, &doc) && code == 0 {
+        for summary in &mut summaries {
+            summary.exit = Outcome::Partial.code();
+        }
     }
-    summary
+    summaries
 }
 
 /// Runs `after` or `on_error`, then `finally`, with the summary file;

@@ -56,7 +56,7 @@ pub(super) fn select(
         all.push((job.name.clone(), Some(derive(config, job))));
     }
     for wanted in &args.job {
-        if !all.iter().any(|(n, _)| n == wanted) {
+        if !all.iter().any(|(n, _)| n == wanted) && super::dumps::job_of(config, wanted).is_none() {
             let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
             return Err(UsageError(format!(
                 "--job {wanted}: no such job (the config has: {})",
@@ -65,7 +65,15 @@ pub(super) fn select(
             .into());
         }
     }
-    all.retain(|(name, _)| args.job.is_empty() || args.job.contains(name));
+    // `--job JOB.DB` selects the dump job JOB (`dumps::run` keeps only DB).
+    all.retain(|(name, _)| {
+        args.job.is_empty()
+            || args.job.contains(name)
+            || args
+                .job
+                .iter()
+                .any(|w| super::dumps::job_of(config, w) == Some(name.as_str()))
+    });
     // One queue file named on the command line cannot serve several jobs.
     let given = [
         ("--queue-only", &args.queue_only),
@@ -94,19 +102,26 @@ pub(super) fn run(
     let mut worst: (u8, Vec<String>) = (0, Vec::new());
     let mut summaries = Vec::new();
     for (name, derived) in selected {
-        let summary = match derived {
+        let of_job = match derived {
             Some(derived) => {
                 let hooks = derived.hooks.clone();
                 hooked::job(&ctx.with_config(derived), args, &name, &hooks)
             }
-            None => run_unhooked(ctx.with_config(config.clone()), args, &name),
+            None => vec![run_unhooked(ctx.with_config(config.clone()), args, &name)],
         };
-        let code = summary.exit;
-        summaries.push(summary);
-        if rank(code) > rank(worst.0) {
-            worst = (code, vec![name]);
-        } else if rank(code) == rank(worst.0) && code != 0 {
-            worst.1.push(name);
+        for summary in of_job {
+            let code = summary.exit;
+            // A dump job's databases are named by their backup names.
+            let shown = match &summary.job {
+                Some(job) if *job == name && !summary.name.is_empty() => summary.name.clone(),
+                _ => name.clone(),
+            };
+            summaries.push(summary);
+            if rank(code) > rank(worst.0) {
+                worst = (code, vec![shown]);
+            } else if rank(code) == rank(worst.0) && code != 0 {
+                worst.1.push(shown);
+            }
         }
     }
     let (code, names) = worst;
@@ -141,6 +156,8 @@ fn derive(config: &Config, job: &Job) -> Config {
         if let Some(retention) = &job.retention {
             c.retention = retention.clone();
         }
+        // Its own hooks, as for a tree job (the top-level ones wrap the run).
+        c.hooks = job.hooks.clone();
         return c;
     }
     c.jobs = Vec::new();

@@ -82,37 +82,49 @@ pub(crate) fn run_job(
     args: &BackupArgs,
     job: Option<&str>,
 ) -> anyhow::Result<JobReport> {
-    let ts_start = clock::unix_now();
     let config = ctx.config().clone();
+    // On an error, the name is the job's, else the basename rule's (which
+    // fails when the source glob matched nothing: then nothing is known to
+    // record under).
+    let name_on_error = || match job {
+        Some(name) => Some(name.as_bytes().to_vec()),
+        None => job_name(&config, None)
+            .ok()
+            .map(|n| n.as_encoded_bytes().to_vec()),
+    };
+    recorded(&config, args, job, name_on_error, || {
+        run_one(ctx, args, job)
+    })
+}
+
+/// Runs `run` and records it in the `runs` table under the report's name
+/// (an error: under `name_on_error`'s), for the job `job`.
+pub(super) fn recorded(
+    config: &Config,
+    args: &BackupArgs,
+    job: Option<&str>,
+    name_on_error: impl FnOnce() -> Option<Vec<u8>>,
+    run: impl FnOnce() -> anyhow::Result<JobReport>,
+) -> anyhow::Result<JobReport> {
+    let ts_start = clock::unix_now();
     let not_a_run = args.plan || args.queue_only.is_some() || config.operation.queue_only;
-    let result = run_one(ctx, args, job);
+    let result = run();
     let ts_end = clock::unix_now();
     let record = match &result {
         Ok(report) if report.is_run => Some(report.record(job, ts_start, ts_end)),
         Ok(_) => None,
-        Err(err) if !not_a_run => {
-            // The name is the job's, else the basename rule's (which fails
-            // when the source glob matched nothing: then nothing is known to
-            // record under).
-            let name = match job {
-                Some(name) => Some(name.as_bytes().to_vec()),
-                None => job_name(&config, None)
-                    .ok()
-                    .map(|n| n.as_encoded_bytes().to_vec()),
-            };
-            name.map(|name| RunRecord {
-                name,
-                job: job.map(str::to_owned),
-                ts_start,
-                ts_end,
-                exit: exit::code_for(err),
-                ..RunRecord::default()
-            })
-        }
+        Err(err) if !not_a_run => name_on_error().map(|name| RunRecord {
+            name,
+            job: job.map(str::to_owned),
+            ts_start,
+            ts_end,
+            exit: exit::code_for(err),
+            ..RunRecord::default()
+        }),
         Err(_) => None,
     };
     if let Some(record) = record {
-        store(&config, args, &record);
+        store(config, args, &record);
     }
     result
 }

@@ -52,6 +52,8 @@ pub(super) enum Source {
     BtrfsJob(Box<crate::config::Job>),
     /// One planned btrfs send stream, recorded with its plan facts.
     Btrfs(super::btrfs::Planned),
+    /// One database or repository of a dump job (`super::dumps`).
+    Dump(crate::dump::DumpSource),
 }
 
 impl Source {
@@ -62,6 +64,7 @@ impl Source {
             Source::Command(argv) => argv.join(" "),
             Source::BtrfsJob(job) => job.name.clone(),
             Source::Btrfs(planned) => planned.describe(),
+            Source::Dump(dump) => dump.describe(),
         }
     }
 
@@ -76,6 +79,7 @@ impl Source {
                     "internal error: a btrfs job is started through its plan"
                 ));
             }
+            Source::Dump(dump) => super::dumps::producer(dump)?,
         })
     }
 
@@ -156,12 +160,12 @@ pub(super) fn source(
             job.name.clone(),
             Source::BtrfsJob(Box::new(job.clone())),
         ))),
-        // Wired by the dump work of issue 15 (in progress).
-        JobKind::Dump => Err(UsageError(format!(
-            "job {}: this kind of job cannot be backed up by this build yet",
+        // A dump job gives one stream per database: `hooked::job` runs it
+        // through `dumps::run`, never as one stream.
+        JobKind::Dump => Err(anyhow::anyhow!(
+            "job {}: a dump job is backed up one database at a time (dumps::run)",
             job.name
-        ))
-        .into()),
+        )),
     }
 }
 

@@ -119,7 +119,9 @@ fn job_names(config: &Config, cache: Option<&Cache>) -> anyhow::Result<Vec<Vec<u
             .unwrap_or_else(|_| pattern.into());
         names.push(name.as_encoded_bytes().to_vec());
     }
-    names.extend(config.jobs.iter().map(|j| j.name.as_bytes().to_vec()));
+    for job in &config.jobs {
+        names.extend(dump_names(config, job, cache)?);
+    }
     if names.is_empty()
         && let Some(cache) = cache
     {
@@ -128,6 +130,36 @@ fn job_names(config: &Config, cache: Option<&Cache>) -> anyhow::Result<Vec<Vec<u
         names = all.into_iter().collect();
     }
     Ok(names)
+}
+
+/// A job's backup names: its own, or for a dump job (one backup per
+/// database, `docs/dumps.md`) the names `<job>` and `<job>.*` the cache has
+/// runs or backups of (its own name when it has none yet), minus other
+/// jobs' names.
+fn dump_names(
+    config: &Config,
+    job: &crate::config::Job,
+    cache: Option<&Cache>,
+) -> anyhow::Result<Vec<Vec<u8>>> {
+    let own = job.name.as_bytes().to_vec();
+    let Some(cache) = cache.filter(|_| job.kind == crate::config::JobKind::Dump) else {
+        return Ok(vec![own]);
+    };
+    let prefix = format!("{}.", job.name).into_bytes();
+    let mut all: BTreeSet<Vec<u8>> = cache.run_names()?.into_iter().collect();
+    all.extend(cache.backups()?.into_iter().map(|b| b.name));
+    let found: Vec<Vec<u8>> = all
+        .into_iter()
+        .filter(|n| *n == own || n.starts_with(&prefix))
+        .filter(|n| {
+            *n == own
+                || !config
+                    .jobs
+                    .iter()
+                    .any(|j| j.name.as_bytes() == n.as_slice())
+        })
+        .collect();
+    Ok(if found.is_empty() { vec![own] } else { found })
 }
 
 /// Collects the status of `config`'s jobs from `cache` (`None`: there is
