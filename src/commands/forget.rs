@@ -13,7 +13,8 @@ use serde_json::json;
 use super::Context;
 use super::cleanup::{Carried, carry_out};
 use super::show::{name as show_name, plural, time as iso_time};
-use crate::cache::{BackupRow, Cache};
+use crate::btrfs;
+use crate::cache::{BackupRow, Cache, RecordedMember};
 use crate::cli::ForgetArgs;
 use crate::exit::{Outcome, UsageError};
 use crate::retention::{self, Candidate, Decision, Policy};
@@ -239,14 +240,25 @@ pub(crate) fn apply(
         };
         let by_generation: BTreeMap<u64, &Decision> =
             decisions.iter().map(|d| (d.generation, d)).collect();
+        // A btrfs stream is received on top of its parent's: the parents
+        // of what the policy keeps are kept too (`docs/btrfs.md`).
+        let members = cache.btrfs_members(name)?;
+        let parents = needed_parents(&members, |m| {
+            by_generation.get(&m.generation).is_none_or(|d| d.keep)
+        });
         for b in backups {
             // A backup the policy did not mention is kept: forgetting needs
             // a reason.
-            let keep = by_generation.get(&b.generation).is_none_or(|d| d.keep);
-            let reasons: Vec<String> = by_generation
+            let mut keep = by_generation.get(&b.generation).is_none_or(|d| d.keep);
+            let mut reasons: Vec<String> = by_generation
                 .get(&b.generation)
                 .map(|d| d.reasons.clone())
                 .unwrap_or_else(|| vec!["no decision (kept)".into()]);
+            if !keep && parents.contains(&b.id) {
+                keep = true;
+                reasons
+                    .push("the parent of a kept btrfs stream (receiving it needs this one)".into());
+            }
             report(json, dry, name, b, keep, &reasons);
             if keep {
                 kept += 1;
@@ -257,6 +269,28 @@ pub(crate) fn apply(
         }
     }
     forget_chosen(ctx, cache, &forget_ids, &generations, kept, dry)
+}
+
+/// The btrfs members (ids) that members `kept` says are kept need as
+/// parents, directly or through other parents: a chain is received from
+/// its `c` up, so forgetting a parent breaks every member after it.
+fn needed_parents(
+    members: &[RecordedMember],
+    kept: impl Fn(&RecordedMember) -> bool,
+) -> BTreeSet<i64> {
+    let by_date: BTreeMap<_, &RecordedMember> =
+        members.iter().map(|m| (m.member.date, m)).collect();
+    let mut needed = BTreeSet::new();
+    let mut todo: Vec<&RecordedMember> = members.iter().filter(|m| kept(m)).collect();
+    while let Some(m) = todo.pop() {
+        if let btrfs::plan::Kind::Incremental { parent } = m.member.kind
+            && let Some(p) = by_date.get(&parent)
+            && needed.insert(p.id)
+        {
+            todo.push(p);
+        }
+    }
+    needed
 }
 
 /// Forgets the backups `forget_ids` (of `generations`) that a policy, or
@@ -422,5 +456,47 @@ fn report(json: bool, dry: bool, name: &[u8], b: &BackupRow, keep: bool, reasons
                 .unwrap_or_default(),
             reasons.join(", ")
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::btrfs::plan::{Kind, Member};
+
+    fn member(id: i64, day: &str, parent: Option<&str>) -> RecordedMember {
+        let date = |s: &str| s.parse().unwrap();
+        RecordedMember {
+            id,
+            generation: id as u64,
+            member: Member {
+                date: date(day),
+                kind: match parent {
+                    None => Kind::Complete,
+                    Some(p) => Kind::Incremental { parent: date(p) },
+                },
+            },
+        }
+    }
+
+    #[test]
+    fn the_parents_of_kept_btrfs_members_are_kept() {
+        // Chain 1: 1 <- 2 <- 3; chain 2: 4 <- 5.
+        let members = [
+            member(1, "2000-01-01", None),
+            member(2, "2000-01-07", Some("2000-01-01")),
+            member(3, "2000-01-14", Some("2000-01-07")),
+            member(4, "2000-02-01", None),
+            member(5, "2000-02-07", Some("2000-02-01")),
+        ];
+        let ids = |kept: &[i64]| {
+            needed_parents(&members, |m| kept.contains(&m.id))
+                .into_iter()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&[3]), [1, 2]);
+        assert_eq!(ids(&[2, 5]), [1, 4]);
+        assert_eq!(ids(&[1, 4]), Vec::<i64>::new());
+        assert_eq!(ids(&[]), Vec::<i64>::new());
     }
 }

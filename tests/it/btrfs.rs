@@ -710,4 +710,16 @@ fn btrsends_vectors_hold_through_send_date() {
         &snaps.path(d("2000-06-21")),
         &dst.mnt().join("vol-2000-06-21"),
     );
+
+    // A retention policy keeps the parents of what it keeps: `--keep-last
+    // 1` keeps 06-21 and, through it, the whole chain it is received on.
+    let run = at(&config, "2000-06-22")
+        .args(["forget", "--keep-last", "1", "daily"])
+        .ok();
+    assert!(
+        run.stderr.contains("the parent of a kept btrfs stream"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(recorded(tmp.path(), "daily"), chain2);
 }
