@@ -12,6 +12,7 @@ use super::context::{Context, Gateway};
 use super::{schedule, show};
 
 mod btrfs;
+mod command;
 mod dumps;
 mod hooked;
 mod jobs;
