@@ -415,10 +415,19 @@ fn leases_and_cleanup_reach_every_chunk() {
     assert_eq!(summary["objects"], all.len(), "{summary}");
     assert_eq!(summary["renewed"], all.len(), "{summary}");
 
-    // A deep check (the dir tree, as `tahoe deep-check` walks it) finds
-    // every object of a stream healthy.
-    let checked = s.lafs().args(["check", "a"]).run();
-    assert_eq!(checked.code, 0, "{}", checked.stderr);
+    // A deep check with repair (the dir tree, as `tahoe deep-check
+    // --repair` walks it) reaches every object of a stream, all healthy.
+    let run = s
+        .lafs()
+        .args(["--json", "check", "--repair", "a"])
+        .caps_on_stdout()
+        .ok();
+    let checked = &run.of_type("backup")[0];
+    // `objects` counts the literal index entry too.
+    assert_eq!(checked["literal"], 1, "{checked}");
+    assert_eq!(checked["objects"], o1.len() + 1, "{checked}");
+    assert_eq!(checked["leases_renewed"], o1.len(), "{checked}");
+    assert_eq!(checked["unhealthy"], 0, "{checked}");
 
     // Forget the first: what the second reaches stays known.
     s.lafs().args(["cleanup", r1]).known_cap(r1).ok();
