@@ -300,6 +300,15 @@ fn a_btrfs_job_follows_the_planner_expires_chains_and_receives() {
     backup(&day(1));
     assert_eq!(recorded(tmp.path(), "home"), [r("2000-01-01", None)]);
     change(&data);
+    // --plan says what the run would do, and changes nothing.
+    let plan = at(&config, &day(2))
+        .args(["backup", "--plan", "--job", "home"])
+        .ok();
+    assert_eq!(
+        plan.stdout,
+        format!("home (btrfs {}): due: send i 2000-01-01\n", data.display())
+    );
+    assert_eq!(recorded(tmp.path(), "home"), [r("2000-01-01", None)]);
     backup(&day(2));
     assert_eq!(
         recorded(tmp.path(), "home"),

@@ -110,6 +110,40 @@ impl Producer for Sending {
     }
 }
 
+/// `backup --plan` of a btrfs job: due or not, the plan line, and the
+/// members the expiry would forget (`docs/btrfs.md`).
+fn print_plan(ctx: &Context<'_>, name: &str, subvolume: &std::path::Path, plan: &Plan) {
+    let send = plan.send.map(|k| k.to_string());
+    let forget: Vec<String> = plan
+        .forget
+        .iter()
+        .map(|d| d.strftime("%Y-%m-%d").to_string())
+        .collect();
+    let due = if send.is_some() { "due" } else { "not due" };
+    if ctx.json() {
+        println!(
+            "{}",
+            serde_json::json!({
+                "type": "plan",
+                "name": name,
+                "source": subvolume.display().to_string(),
+                "due": due,
+                "send": send,
+                "would_forget": forget,
+            })
+        );
+        return;
+    }
+    let what = send.map(|s| format!(": send {s}")).unwrap_or_default();
+    println!("{name} (btrfs {}): {due}{what}", subvolume.display());
+    if !forget.is_empty() {
+        println!(
+            "  then forget the oldest chain, the members of {}",
+            forget.join(", ")
+        );
+    }
+}
+
 /// The plan for `date` from the members recorded under `name`.
 fn plan_for(
     ctx: &Context<'_>,
@@ -175,7 +209,14 @@ pub(super) fn run_job(
             "job {name}: internal error: a btrfs job without its keys"
         ));
     };
-    if args.plan || ctx.config().operation.queue_only {
+    if ctx.config().operation.queue_only {
+        return Ok(report.not_a_run());
+    }
+    if args.plan {
+        // What a run today would do; the cache is read, nothing changes.
+        let date = crate::clock::now_local().date();
+        let plan = plan_for(ctx, args.lock_wait, name, date, &keys.schedule)?;
+        print_plan(ctx, name, &keys.subvolume, &plan);
         return Ok(report.not_a_run());
     }
     let btrfs = Btrfs::default();
