@@ -87,6 +87,43 @@ pub(crate) fn http_get(url: &str) -> Vec<u8> {
     http_get_status(url).1
 }
 
+/// The children of the directory `cap` on the gateway `url`, sorted by
+/// name: (name, node type, read-only cap, edge metadata).
+pub(crate) fn dir_listing(url: &str, cap: &str) -> Vec<(String, String, String, Value)> {
+    let text = http_get(&format!("{url}/uri/{}?t=json", cap.replace(':', "%3A")));
+    let v: Value = serde_json::from_slice(&text).unwrap();
+    let mut out: Vec<_> = v[1]["children"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(name, child)| {
+            (
+                name.clone(),
+                child[0].as_str().unwrap().to_owned(),
+                child[1]["ro_uri"].as_str().unwrap().to_owned(),
+                child[1]["metadata"].clone(),
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// Every non-literal object reachable from `cap` by following
+/// directories, `cap` included (what `tahoe deep-check` walks).
+pub(crate) fn reachable_objects(url: &str, cap: &str) -> std::collections::BTreeSet<String> {
+    let mut all = std::collections::BTreeSet::from([cap.to_owned()]);
+    for (_, kind, child, _) in dir_listing(url, cap) {
+        if kind == "dirnode" {
+            all.extend(reachable_objects(url, &child));
+        } else {
+            all.insert(child);
+        }
+    }
+    all.retain(|c| !c.starts_with("URI:LIT:") && !c.starts_with("URI:DIR2-LIT:"));
+    all
+}
+
 /// [`http_get`], with the response's status.
 pub(crate) fn http_get_status(url: &str) -> (u16, Vec<u8>) {
     let mut resp = http_agent()

@@ -86,29 +86,8 @@ fn rewrite(path: &Path, offset: u64, len: usize, seed: u64) {
         .unwrap();
 }
 
-/// The children of the directory `cap`: name -> (node type, cap, metadata).
-fn listing(url: &str, cap: &str) -> Vec<(String, String, String, Value)> {
-    let text = common::http_get(&format!("{url}/uri/{}?t=json", cap.replace(':', "%3A")));
-    let v: Value = serde_json::from_slice(&text).unwrap();
-    let mut out: Vec<_> = v[1]["children"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(name, child)| {
-            (
-                name.clone(),
-                child[0].as_str().unwrap().to_owned(),
-                child[1]["ro_uri"].as_str().unwrap().to_owned(),
-                child[1]["metadata"].clone(),
-            )
-        })
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
-}
-
 fn child(url: &str, dir: &str, name: &str) -> (String, String, Value) {
-    let (_, kind, cap, meta) = listing(url, dir)
+    let (_, kind, cap, meta) = common::dir_listing(url, dir)
         .into_iter()
         .find(|c| c.0 == name)
         .unwrap_or_else(|| panic!("no {name}"));
@@ -151,7 +130,7 @@ fn a_200_mib_file_with_1_mib_rewritten_uploads_a_few_chunks() {
         Some("100"),
         "{meta}"
     );
-    let index = listing(grid.url(), &chunks1);
+    let index = common::dir_listing(grid.url(), &chunks1);
     assert_eq!(index[0].0, ".lafs-backup-stream");
     assert_eq!(index[0].3["size"], (200u64 << 20).to_string());
     // Below the threshold: a whole file, as before.
@@ -344,7 +323,7 @@ fn tree_objects(url: &str, root: &str) -> BTreeSet<String> {
     let mut all = BTreeSet::from([root.to_owned()]);
     let mut todo = vec![root.to_owned()];
     while let Some(dir) = todo.pop() {
-        for (_, kind, cap, _) in listing(url, &dir) {
+        for (_, kind, cap, _) in common::dir_listing(url, &dir) {
             if kind == "dirnode" && !cap.starts_with("URI:DIR2-LIT:") {
                 todo.push(cap.clone());
             }

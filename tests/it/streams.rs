@@ -103,35 +103,14 @@ impl OutputOk for common::Lafs {
     }
 }
 
-/// The directory listing of `cap`: name -> (type, cap, metadata).
-fn listing(url: &str, cap: &str) -> Vec<(String, String, String, Value)> {
-    let text = common::http_get(&format!("{url}/uri/{}?t=json", cap.replace(':', "%3A")));
-    let v: Value = serde_json::from_slice(&text).unwrap();
-    let mut out: Vec<_> = v[1]["children"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(name, child)| {
-            (
-                name.clone(),
-                child[0].as_str().unwrap().to_owned(),
-                child[1]["ro_uri"].as_str().unwrap().to_owned(),
-                child[1]["metadata"].clone(),
-            )
-        })
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
-}
-
 /// The non-literal caps of a stream: its root, groups and chunks.
 fn stream_objects(url: &str, root: &str) -> BTreeSet<String> {
     let mut all = BTreeSet::from([root.to_owned()]);
-    for (name, kind, cap, _) in listing(url, root) {
+    for (name, kind, cap, _) in common::dir_listing(url, root) {
         if kind == "dirnode" {
             assert!(name.starts_with('g'), "{name}");
             all.insert(cap.clone());
-            for (_, _, chunk, _) in listing(url, &cap) {
+            for (_, _, chunk, _) in common::dir_listing(url, &cap) {
                 all.insert(chunk);
             }
         }
@@ -469,7 +448,7 @@ fn stream_format_golden() {
     let summary = s.backup_stdin("golden", &data);
     let root = summary["root_cap"].as_str().unwrap();
     let chunks = summary["chunks"].as_u64().unwrap();
-    let top = listing(&s.url, root);
+    let top = common::dir_listing(&s.url, root);
     assert_eq!(top.len(), 2, "{top:?}");
     let (name, kind, cap, meta) = &top[0];
     assert_eq!(name, ".lafs-backup-stream");
@@ -497,7 +476,7 @@ fn stream_format_golden() {
         own(meta),
         parse(format!("{{\"chunks\":\"{chunks}\",\"size\":\"300000\"}}"))
     );
-    let inner = listing(&s.url, group);
+    let inner = common::dir_listing(&s.url, group);
     let names: Vec<&str> = inner.iter().map(|c| c.0.as_str()).collect();
     let expected: Vec<String> = (0..chunks).map(|i| format!("c{i:08}")).collect();
     assert_eq!(names, expected);

@@ -159,41 +159,6 @@ fn payload_count(tar: &[u8]) -> u64 {
     n
 }
 
-/// The directory listing of `cap`: name -> (type, cap, metadata).
-fn listing(url: &str, cap: &str) -> Vec<(String, String, String, Value)> {
-    let text = common::http_get(&format!("{url}/uri/{}?t=json", cap.replace(':', "%3A")));
-    let v: Value = serde_json::from_slice(&text).unwrap();
-    let mut out: Vec<_> = v[1]["children"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(name, child)| {
-            (
-                name.clone(),
-                child[0].as_str().unwrap().to_owned(),
-                child[1]["ro_uri"].as_str().unwrap().to_owned(),
-                child[1]["metadata"].clone(),
-            )
-        })
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
-}
-
-/// Every non-literal object reachable from `cap` by following directories.
-fn objects(url: &str, cap: &str) -> BTreeSet<String> {
-    let mut all = BTreeSet::from([cap.to_owned()]);
-    for (_, kind, child, _) in listing(url, cap) {
-        if kind == "dirnode" {
-            all.extend(objects(url, &child));
-        } else {
-            all.insert(child);
-        }
-    }
-    all.retain(|c| !c.starts_with("URI:LIT:") && !c.starts_with("URI:DIR2-LIT:"));
-    all
-}
-
 /// The hostile tree in GNU and pax formats, and with `--sparse`, through
 /// `backup --stdin --tar`: `cat` gives each tar back identical (`cmp`);
 /// the same tar again uploads nothing; one file changed uploads its
@@ -412,8 +377,8 @@ fn leases_check_and_cleanup_reach_every_payload() {
         first["root_cap"].as_str().unwrap(),
         second["root_cap"].as_str().unwrap(),
     );
-    let o1 = objects(&s.url, r1);
-    let o2 = objects(&s.url, r2);
+    let o1 = common::reachable_objects(&s.url, r1);
+    let o2 = common::reachable_objects(&s.url, r2);
     // Root, payload group, 6 payloads, index directory and its group, at
     // least one index chunk.
     assert!(o1.len() >= 11, "{}", o1.len());
@@ -487,7 +452,7 @@ fn tar_stream_format_golden() {
     );
     let summary = s.backup("golden", "--tar", &tar);
     let cap = summary["root_cap"].as_str().unwrap();
-    let top = listing(&s.url, cap);
+    let top = common::dir_listing(&s.url, cap);
     let names: Vec<&str> = top.iter().map(|e| e.0.as_str()).collect();
     assert_eq!(names, [".lafs-backup-stream", "g00000000", "index"]);
     let own = |m: &Value| {
@@ -509,7 +474,7 @@ fn tar_stream_format_golden() {
         own(&top[1].3),
         parse("{\"chunks\":\"2\",\"size\":\"3700\"}".into())
     );
-    let payloads = listing(&s.url, &top[1].2);
+    let payloads = common::dir_listing(&s.url, &top[1].2);
     let names: Vec<&str> = payloads.iter().map(|e| e.0.as_str()).collect();
     assert_eq!(names, ["p00000000", "p00000001"]);
     for ((_, kind, pcap, meta), want) in payloads.iter().zip([&a, &b]) {
@@ -531,7 +496,7 @@ fn tar_stream_format_golden() {
     }
     let expected = expected.finish().unwrap();
     assert!(expected.starts_with(b"LBTARIDX\x01V"));
-    let index = listing(&s.url, &top[2].2);
+    let index = common::dir_listing(&s.url, &top[2].2);
     assert_eq!(top[2].1, "dirnode");
     assert_eq!(index[0].0, ".lafs-backup-stream");
     assert_eq!(index[0].3["size"], expected.len().to_string());
