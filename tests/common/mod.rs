@@ -124,6 +124,54 @@ pub(crate) fn reachable_objects(url: &str, cap: &str) -> std::collections::BTree
     all
 }
 
+/// `check --leases` renews exactly the objects two backups reach (`o1`,
+/// `o2`, as [`reachable_objects`] gives them) and no other.
+pub(crate) fn assert_leases_renew(
+    lafs: impl Fn() -> Lafs,
+    o1: &std::collections::BTreeSet<String>,
+    o2: &std::collections::BTreeSet<String>,
+) {
+    let run = lafs()
+        .args(["--json", "check", "--leases"])
+        .caps_on_stdout()
+        .ok();
+    let summary = &run.of_type("leases")[0];
+    let all = o1.union(o2).count();
+    assert_eq!(summary["objects"], all, "{summary}");
+    assert_eq!(summary["renewed"], all, "{summary}");
+}
+
+/// `cleanup` of the first of two backups (root `r1`, objects `o1`) keeps
+/// in the cache `cache` every object the second reaches (`o2`) and none
+/// that only the first reached.
+pub(crate) fn assert_cleanup_keeps_shared(
+    lafs: impl Fn() -> Lafs,
+    cache: &Path,
+    r1: &str,
+    o1: &std::collections::BTreeSet<String>,
+    o2: &std::collections::BTreeSet<String>,
+) {
+    lafs().args(["cleanup", r1]).known_cap(r1).ok();
+    let db = rusqlite::Connection::open(cache).unwrap();
+    let known: std::collections::BTreeSet<String> = db
+        .prepare("SELECT cap FROM objects")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let lost: Vec<&String> = o2.iter().filter(|c| !known.contains(*c)).collect();
+    assert!(
+        lost.is_empty(),
+        "objects of the kept backup were forgotten: {}",
+        lost.len()
+    );
+    assert!(
+        o1.difference(o2).all(|c| !known.contains(c)),
+        "an object only the forgotten backup reached is still known"
+    );
+}
+
 /// [`http_get`], with the response's status.
 pub(crate) fn http_get_status(url: &str) -> (u16, Vec<u8>) {
     let mut resp = http_agent()

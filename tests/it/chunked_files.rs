@@ -358,15 +358,7 @@ fn leases_check_cleanup_and_mount_reach_the_chunks() {
         "the versions share chunks"
     );
 
-    let run = t
-        .lafs(&cfg)
-        .args(["--json", "check", "--leases"])
-        .caps_on_stdout()
-        .ok();
-    let summary = &run.of_type("leases")[0];
-    let all: BTreeSet<&String> = o1.union(&o2).collect();
-    assert_eq!(summary["objects"], all.len(), "{summary}");
-    assert_eq!(summary["renewed"], all.len(), "{summary}");
+    common::assert_leases_renew(|| t.lafs(&cfg), &o1, &o2);
     let checked = t.lafs(&cfg).args(["check", "tree"]).run();
     assert_eq!(checked.code, 0, "{}", checked.stderr);
 
@@ -382,25 +374,8 @@ fn leases_check_cleanup_and_mount_reach_the_chunks() {
     m.end(fusermount_u);
 
     // Forget the first: what the second reaches stays known.
-    t.lafs(&cfg).args(["cleanup", &r1]).known_cap(&r1).ok();
-    let db = rusqlite::Connection::open(t.tmp.path().join("state/cache.sqlite")).unwrap();
-    let known: BTreeSet<String> = db
-        .prepare("SELECT cap FROM objects")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    for cap in &o2 {
-        assert!(
-            known.contains(cap),
-            "an object of the kept backup was forgotten"
-        );
-    }
-    assert!(
-        o1.difference(&o2).all(|c| !known.contains(c)),
-        "an object only the forgotten backup had is still known"
-    );
+    let cache = t.tmp.path().join("state/cache.sqlite");
+    common::assert_cleanup_keeps_shared(|| t.lafs(&cfg), &cache, &r1, &o1, &o2);
     // The kept backup still restores exactly.
     let out = t.tmp.path().join("restored");
     t.lafs(&cfg).args(["restore", "tree"]).arg(&out).ok();

@@ -8,13 +8,11 @@
 
 use crate::common;
 
-use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use lafs_backup::{TarEvent, TarIndexWriter, TarSplitter};
-use rusqlite::Connection;
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -384,15 +382,7 @@ fn leases_check_and_cleanup_reach_every_payload() {
     assert!(o1.len() >= 11, "{}", o1.len());
     assert!(o1.intersection(&o2).count() >= 6, "the tars share payloads");
 
-    let run = s
-        .lafs()
-        .args(["--json", "check", "--leases"])
-        .caps_on_stdout()
-        .ok();
-    let summary = &run.of_type("leases")[0];
-    let all: BTreeSet<&String> = o1.union(&o2).collect();
-    assert_eq!(summary["objects"], all.len(), "{summary}");
-    assert_eq!(summary["renewed"], all.len(), "{summary}");
+    common::assert_leases_renew(|| s.lafs(), &o1, &o2);
     // A deep check with repair (as `tahoe deep-check --repair` walks the
     // directories) reaches every object of the tar, all healthy.
     let run = s
@@ -407,23 +397,8 @@ fn leases_check_and_cleanup_reach_every_payload() {
     assert_eq!(checked["leases_renewed"], o1.len(), "{checked}");
     assert_eq!(checked["unhealthy"], 0, "{checked}");
 
-    s.lafs().args(["cleanup", r1]).known_cap(r1).ok();
-    let db = Connection::open(s.tmp.path().join("cache.sqlite")).unwrap();
-    let known: BTreeSet<String> = db
-        .prepare("SELECT cap FROM objects")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    assert!(
-        o2.iter().all(|c| known.contains(c)),
-        "a kept object was forgotten"
-    );
-    assert!(
-        o1.difference(&o2).all(|c| !known.contains(c)),
-        "an object only the forgotten tar had is still known"
-    );
+    let cache = s.tmp.path().join("cache.sqlite");
+    common::assert_cleanup_keeps_shared(|| s.lafs(), &cache, r1, &o1, &o2);
 }
 
 /// The tar layout of docs/streams.md, pinned: the root's entries, the
