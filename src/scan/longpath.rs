@@ -94,21 +94,20 @@ impl DirPath {
                 Ok(DirPath::plain(proc_path(&fd).join(name), Some(fd)))
             }
             // Ends in `..` or `.`: open it whole.
-            _ => {
-                let fd = Arc::new(open_long(path)?);
-                Ok(DirPath::plain(proc_path(&fd), Some(fd)))
-            }
+            _ => DirPath::resolve(path),
         }
     }
 
     /// The directory at `path` (any length), links followed all the way
     /// like `canonicalize`: named through its own descriptor when long.
+    /// (`/proc/self/fd/N/.`: `lstat` of the bare magic link would see a
+    /// link.)
     pub(crate) fn resolve(path: &Path) -> io::Result<DirPath> {
         if path.as_os_str().len() <= SHORT {
             return Ok(DirPath::plain(path.to_owned(), None));
         }
         let fd = Arc::new(open_long(path)?);
-        Ok(DirPath::plain(proc_path(&fd), Some(fd)))
+        Ok(DirPath::plain(proc_path(&fd).join("."), Some(fd)))
     }
 
     fn plain(path: PathBuf, held: Option<Arc<OwnedFd>>) -> DirPath {
@@ -209,6 +208,9 @@ mod tests {
         );
         let dir = DirPath::new(&bottom).unwrap();
         assert!(dir.path().as_os_str().len() <= SHORT + 256);
+        assert!(fs::symlink_metadata(dir.path()).unwrap().is_dir());
+        let resolved = DirPath::resolve(&bottom).unwrap();
+        assert!(fs::symlink_metadata(resolved.path()).unwrap().is_dir());
         fs::write(dir.entry(OsStr::new("f")).unwrap(), b"x").unwrap();
         // Walking down from the top reaches the same file.
         let mut walk = DirPath::new(t.path()).unwrap();
