@@ -32,6 +32,8 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::Path;
+
+use crate::scan::longpath::{self, DirPath};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -230,8 +232,14 @@ pub(crate) fn run(
             path: target.display().to_string(),
             source,
         };
-        std::fs::create_dir_all(target).map_err(target_err)?;
-        let target_dir = Arc::new(open_dir_path(target).map_err(target_err)?);
+        // TARGET may be longer than PATH_MAX: made and opened a chunk at a
+        // time; everything below it is reached from its descriptor.
+        longpath::create_dir_all(target).map_err(target_err)?;
+        let target_dir = Arc::new(
+            DirPath::resolve(target)
+                .and_then(|dir| open_dir_path(dir.path()))
+                .map_err(target_err)?,
+        );
         progress.set_total(plan.objects, plan.bytes);
         let workers = opts.concurrency.max(1);
         let (tx, rx) = sync_channel::<Job>(workers * 2);
@@ -1139,7 +1147,7 @@ fn is_device(node: &Node) -> bool {
 /// (leftovers of an interrupted restore aside): one refusal up front, not
 /// one per entry.
 fn refuse_non_empty(target: &Path) -> Result<(), RestoreError> {
-    let entries = match std::fs::read_dir(target) {
+    let entries = match DirPath::resolve(target).and_then(|dir| std::fs::read_dir(dir.path())) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         // Not a directory, unreadable: the restore's own open reports it.

@@ -23,6 +23,9 @@ use crate::filter::{self, Filter, LocalRules};
 use crate::meta::{self, EntryMeta};
 use crate::queue::{self, QueueError};
 
+pub(crate) mod longpath;
+use longpath::DirPath;
+
 /// What the bytes of a valid `CACHEDIR.TAG` start with
 /// (<https://bford.info/cachedir/>).
 const CACHEDIR_TAG_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
@@ -87,7 +90,8 @@ pub(crate) fn display_path(rel: &[u8]) -> String {
 
 struct Frame {
     rel: Vec<u8>,
-    abs: PathBuf,
+    /// The directory, by a path short enough for the kernel however deep.
+    dir: DirPath,
     meta: EntryMeta,
     /// Remaining children, in reverse byte order so `pop` yields the next.
     pending: Vec<OsString>,
@@ -114,7 +118,8 @@ pub(crate) fn scan(
         path: root.to_owned(),
         source,
     };
-    let root_md = fs::symlink_metadata(root).map_err(root_err)?;
+    let root_dir = DirPath::new(root).map_err(root_err)?;
+    let root_md = fs::symlink_metadata(root_dir.path()).map_err(root_err)?;
     if !root_md.is_dir() {
         return Err(ScanError::RootNotDir(root.to_owned()));
     }
@@ -125,12 +130,12 @@ pub(crate) fn scan(
         reader: meta::Reader::default(),
         stats: Stats::default(),
     };
-    let root_meta = walker.capture(root, b"", &root_md);
-    let pending = list_dir(root).map_err(root_err)?;
-    let local = walker.local_rules(root, b"");
+    let root_meta = walker.capture(root_dir.path(), b"", &root_md);
+    let pending = list_dir(root_dir.path()).map_err(root_err)?;
+    let local = walker.local_rules(root_dir.path(), b"");
     let mut stack = vec![Frame {
         rel: Vec::new(),
-        abs: root.to_owned(),
+        dir: root_dir,
         meta: root_meta,
         pending,
         local,
@@ -142,13 +147,19 @@ pub(crate) fn scan(
             walker.emit(out, &done.rel, &done.meta)?;
             continue;
         };
-        let abs = frame.abs.join(&name);
         let mut rel = frame.rel.clone();
         if !rel.is_empty() {
             rel.push(b'/');
         }
         rel.extend_from_slice(name.as_bytes());
-        if let Some(child) = walker.visit(out, abs, rel, &stack)? {
+        let dir = match frame.dir.child(&name) {
+            Ok(dir) => dir,
+            Err(e) => {
+                walker.problem(&rel, &describe(&e));
+                continue;
+            }
+        };
+        if let Some(child) = walker.visit(out, dir, rel, &stack)? {
             stack.push(child);
         }
     }
@@ -162,11 +173,12 @@ impl Walker<'_> {
     fn visit(
         &mut self,
         out: &mut queue::Writer,
-        abs: PathBuf,
+        dir: DirPath,
         rel: Vec<u8>,
         open: &[Frame],
     ) -> Result<Option<Frame>, ScanError> {
-        let md = match fs::symlink_metadata(&abs) {
+        let abs = dir.path();
+        let md = match fs::symlink_metadata(abs) {
             Ok(md) => md,
             Err(e) => {
                 self.problem(&rel, &describe(&e));
@@ -188,12 +200,12 @@ impl Walker<'_> {
             self.stats.excluded += 1;
             return Ok(None);
         }
-        if is_dir && filter::has_skip_file(&abs) {
+        if is_dir && filter::has_skip_file(abs) {
             info!(path = %display_path(&rel), "leaving out a directory holding .lafs-backup-skip");
             self.stats.excluded += 1;
             return Ok(None);
         }
-        let meta = self.capture(&abs, &rel, &md);
+        let meta = self.capture(abs, &rel, &md);
         if !is_dir {
             self.emit(out, &rel, &meta)?;
             return Ok(None);
@@ -204,7 +216,7 @@ impl Walker<'_> {
             info!(path = %display_path(&rel), "not descending into another filesystem");
             self.stats.other_filesystems += 1;
             Vec::new()
-        } else if self.options.exclude_caches && has_cachedir_tag(&abs) {
+        } else if self.options.exclude_caches && has_cachedir_tag(abs) {
             info!(path = %display_path(&rel), "skipping the contents of a cache directory (CACHEDIR.TAG)");
             self.stats.caches += 1;
             let tag = OsString::from_vec(CACHEDIR_TAG.to_vec());
@@ -217,7 +229,7 @@ impl Walker<'_> {
                 Vec::new()
             }
         } else {
-            match list_dir(&abs) {
+            match list_dir(abs) {
                 Ok(names) => names,
                 Err(e) => {
                     // The directory itself is still recorded with its
@@ -227,10 +239,10 @@ impl Walker<'_> {
                 }
             }
         };
-        let local = self.local_rules(&abs, &rel);
+        let local = self.local_rules(abs, &rel);
         Ok(Some(Frame {
             rel,
-            abs,
+            dir,
             meta,
             pending,
             local,
@@ -322,26 +334,93 @@ pub(crate) enum PickError {
 }
 
 /// Resolves `source.path`: a path, or a glob whose last match in byte order
-/// is backed up (so `weekly.*` picks the newest of dated snapshots).
+/// is backed up (so `weekly.*` picks the newest of dated snapshots). Names
+/// are matched as bytes: one that is not valid UTF-8 (`caf\xff`) matches
+/// too, each invalid byte being one character for `?` and `*`.
 pub(crate) fn pick_source(pattern: &str) -> Result<PathBuf, PickError> {
+    // Compiled by the glob crate first: the same syntax and messages.
     let paths = glob::glob(pattern).map_err(|e| PickError::BadPattern {
         pattern: pattern.to_owned(),
         message: e.to_string(),
     })?;
-    let mut best: Option<PathBuf> = None;
-    for path in paths {
-        let path = path.map_err(|e| PickError::Io {
-            pattern: pattern.to_owned(),
-            source: e.into(),
-        })?;
-        if best
-            .as_ref()
-            .is_none_or(|b| path.as_os_str().as_bytes() > b.as_os_str().as_bytes())
-        {
-            best = Some(path);
+    let io_err = |source| PickError::Io {
+        pattern: pattern.to_owned(),
+        source,
+    };
+    let matches = if pattern.contains("**") {
+        // Recursive wildcards: the glob crate's walk (UTF-8 names only).
+        paths
+            .map(|p| p.map_err(|e| io_err(e.into())))
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        expand_bytes(pattern).map_err(io_err)?
+    };
+    matches
+        .into_iter()
+        .max_by(|a, b| a.as_os_str().as_bytes().cmp(b.as_os_str().as_bytes()))
+        .ok_or_else(|| PickError::NoMatch(pattern.to_owned()))
+}
+
+/// The paths `pattern` (no `**`) matches, walking one component at a time
+/// like the glob crate but matching every name, valid UTF-8 or not.
+fn expand_bytes(pattern: &str) -> io::Result<Vec<PathBuf>> {
+    use std::path::Component;
+    let options = glob::MatchOptions::new();
+    let mut found = vec![PathBuf::new()];
+    for component in Path::new(pattern).components() {
+        let Component::Normal(part) = component else {
+            // `/`, `.` and `..` are taken as they are.
+            for path in &mut found {
+                path.push(component.as_os_str());
+            }
+            continue;
+        };
+        let text = part.to_string_lossy();
+        if !text.contains(['*', '?', '[']) {
+            for path in &mut found {
+                path.push(part);
+            }
+            continue;
         }
+        let Ok(compiled) = glob::Pattern::new(&text) else {
+            // Checked by the glob crate already; nothing matches otherwise.
+            return Ok(Vec::new());
+        };
+        let mut next = Vec::new();
+        for dir in found {
+            let listed = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir.as_path()
+            };
+            if !listed.is_dir() {
+                continue;
+            }
+            for entry in fs::read_dir(listed)? {
+                let name = entry?.file_name();
+                if compiled.matches_with(&match_text(name.as_bytes()), options) {
+                    next.push(dir.join(name));
+                }
+            }
+        }
+        found = next;
     }
-    best.ok_or_else(|| PickError::NoMatch(pattern.to_owned()))
+    found.retain(|p| !p.as_os_str().is_empty() && (p.exists() || fs::symlink_metadata(p).is_ok()));
+    Ok(found)
+}
+
+/// A name as text for a glob: itself when valid UTF-8, else with each byte
+/// that is not part of a valid character replaced by U+FFFD.
+fn match_text(name: &[u8]) -> std::borrow::Cow<'_, str> {
+    if let Ok(text) = std::str::from_utf8(name) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(name.len() + 8);
+    for chunk in name.utf8_chunks() {
+        out.push_str(chunk.valid());
+        out.extend(chunk.invalid().iter().map(|_| char::REPLACEMENT_CHARACTER));
+    }
+    out.into()
 }
 
 /// The backup's name: the picked source's last path component.
@@ -355,6 +434,7 @@ pub(crate) fn backup_name(source: &Path) -> OsString {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::OsStr;
     use std::os::unix::fs::symlink;
 
     fn scan_to_lines(root: &Path, rules: &[&str], options: Options) -> (Vec<String>, Stats) {
@@ -548,5 +628,31 @@ mod tests {
         let literal = t.path().join("weekly.2012-12-31");
         assert_eq!(pick_source(literal.to_str().unwrap()).unwrap(), literal);
         assert!(pick_source("/nonexistent/lafs-backup-test").is_err());
+    }
+
+    #[test]
+    fn pick_source_matches_names_that_are_not_utf8() {
+        let t = tempfile::tempdir().unwrap();
+        let odd = t.path().join(OsStr::from_bytes(b"caf\xff"));
+        fs::create_dir(&odd).unwrap();
+        fs::create_dir(t.path().join("cab")).unwrap();
+        let base = t.path().display();
+        assert_eq!(pick_source(&format!("{base}/caf*")).unwrap(), odd);
+        assert_eq!(pick_source(&format!("{base}/ca??")).unwrap(), odd);
+        assert_eq!(pick_source(&format!("{base}/caf?")).unwrap(), odd);
+        // A wildcard in a middle component, a literal after it.
+        fs::create_dir(odd.join("sub")).unwrap();
+        assert_eq!(
+            pick_source(&format!("{base}/caf*/sub")).unwrap(),
+            odd.join("sub")
+        );
+        assert!(matches!(
+            pick_source(&format!("{base}/caf*/nope")),
+            Err(PickError::NoMatch(_))
+        ));
+        assert!(matches!(
+            pick_source(&format!("{base}/[")),
+            Err(PickError::BadPattern { .. })
+        ));
     }
 }

@@ -28,6 +28,7 @@ use crate::encode;
 use crate::filter::{self, Filter, LocalRules};
 use crate::meta::{self, S_IFMT};
 use crate::scan::display_path;
+use crate::scan::longpath::{self, DirPath};
 use crate::stream::read::{ChunkedFile, ReadError};
 use crate::tahoe::{Cap, Client, SYMLINK_TARGET_LIMIT, TahoeError};
 use crate::tree::{self, Kind, Node};
@@ -132,10 +133,18 @@ pub(crate) fn verify(
     options: Options,
     sink: &mut dyn FnMut(&Difference) -> io::Result<()>,
 ) -> anyhow::Result<Summary> {
-    let live_root = fs::canonicalize(live)
-        .with_context(|| format!("cannot open the live tree {}", live.display()))?;
-    let md = fs::symlink_metadata(&live_root)
-        .with_context(|| format!("cannot read {}", live_root.display()))?;
+    // A path too long for the kernel is resolved a chunk at a time, like
+    // `canonicalize` (links followed); below it, entries are named through
+    // held directory descriptors.
+    let live_dir = if live.as_os_str().len() <= longpath::SHORT {
+        fs::canonicalize(live).and_then(|p| DirPath::new(&p))
+    } else {
+        DirPath::resolve(live)
+    }
+    .with_context(|| format!("cannot open the live tree {}", live.display()))?;
+    let live_root = live_dir.path();
+    let md = fs::symlink_metadata(live_root)
+        .with_context(|| format!("cannot read {}", live.display()))?;
     if !md.is_dir() {
         anyhow::bail!("{} is not a directory", live.display());
     }
@@ -154,9 +163,9 @@ pub(crate) fn verify(
     let listing =
         tree::list(client, root, true).context("cannot list the backup's root directory")?;
     if let Some(root_meta) = &listing.root_meta {
-        walker.compare_meta(b"", &live_root, &md, root_meta, Kind::Dir, 0)?;
+        walker.compare_meta(b"", live_root, &md, root_meta, Kind::Dir, 0)?;
     }
-    walker.directory(Vec::new(), &live_root, listing)?;
+    walker.directory(Vec::new(), &live_dir, listing)?;
     walker.hard_links()?;
     Ok(walker.summary)
 }
@@ -230,9 +239,10 @@ impl Walker<'_, '_> {
     fn directory(
         &mut self,
         rel: Vec<u8>,
-        abs: &Path,
+        dir: &DirPath,
         listing: tree::Listing,
     ) -> anyhow::Result<()> {
+        let abs = dir.path();
         let parent_shown = display_path(&rel);
         for (edge, why) in &listing.refused {
             let path = if rel.is_empty() {
@@ -276,7 +286,7 @@ impl Walker<'_, '_> {
         };
         let pushed = local.is_some();
         self.local.extend(local);
-        let result = self.compare_children(&rel, abs, live_names, listing.children);
+        let result = self.compare_children(&rel, dir, live_names, listing.children);
         if pushed {
             self.local.pop();
         }
@@ -287,10 +297,11 @@ impl Walker<'_, '_> {
     fn compare_children(
         &mut self,
         rel: &[u8],
-        abs: &Path,
+        dir: &DirPath,
         live_names: Vec<Vec<u8>>,
         children: Vec<Node>,
     ) -> anyhow::Result<()> {
+        let abs = dir.path();
         let dir_left_out = self
             .options
             .rules
@@ -314,10 +325,12 @@ impl Walker<'_, '_> {
                 Ordering::Greater => {
                     let name = live_iter.next().expect("peeked");
                     let child = join_rel(rel, &name);
-                    let child_abs = abs.join(std::ffi::OsStr::from_bytes(&name));
+                    let child_abs = dir.entry(std::ffi::OsStr::from_bytes(&name));
                     let left_out = self.options.rules.as_ref().is_some_and(|r| {
                         let is_tag = name == b"CACHEDIR.TAG";
-                        r.left_out(&child, &child_abs, dir_left_out && !is_tag, &self.local)
+                        child_abs.as_ref().is_ok_and(|child_abs| {
+                            r.left_out(&child, child_abs, dir_left_out && !is_tag, &self.local)
+                        })
                     });
                     if !left_out {
                         self.report("extra", &child, String::new())?;
@@ -327,8 +340,11 @@ impl Walker<'_, '_> {
                     let node = backup_iter.next().expect("peeked");
                     let name = live_iter.next().expect("peeked");
                     self.summary.entries += 1;
-                    let child_abs = abs.join(std::ffi::OsStr::from_bytes(&name));
-                    self.entry(join_rel(rel, &name), &child_abs, node)?;
+                    let child = join_rel(rel, &name);
+                    match dir.child(std::ffi::OsStr::from_bytes(&name)) {
+                        Ok(child_dir) => self.entry(child, child_dir, node)?,
+                        Err(e) => self.report("unreadable", &child, format!("cannot open: {e}"))?,
+                    }
                 }
             }
         }
@@ -336,7 +352,8 @@ impl Walker<'_, '_> {
     }
 
     /// Compares one backup entry with the live entry of the same name.
-    fn entry(&mut self, rel: Vec<u8>, abs: &Path, node: Node) -> anyhow::Result<()> {
+    fn entry(&mut self, rel: Vec<u8>, dir: DirPath, node: Node) -> anyhow::Result<()> {
+        let abs = dir.path();
         let md = match fs::symlink_metadata(abs) {
             Ok(md) => md,
             // Removed since the directory was listed.
@@ -400,7 +417,7 @@ impl Walker<'_, '_> {
                 };
                 self.ancestors
                     .push((node.cap.object_key(), display_path(&rel)));
-                let result = self.directory(rel, abs, listing);
+                let result = self.directory(rel, &dir, listing);
                 self.ancestors.pop();
                 result?;
             }

@@ -10,6 +10,7 @@
 //! no panic), so a test states only what is particular to it.
 
 pub(crate) mod btrfs;
+pub(crate) mod deep;
 pub(crate) mod fake_gateway;
 pub(crate) mod history;
 pub(crate) mod servers;

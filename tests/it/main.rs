@@ -42,6 +42,7 @@ mod labels;
 mod lifecycle_check;
 mod lifecycle_list_cleanup;
 mod lit_caps;
+mod long_paths;
 mod mount;
 mod rebuild;
 mod restore_formats;
