@@ -25,6 +25,7 @@
 //! `prepare` fails the upload instead of being recorded under the hash of
 //! other bytes. Memory use is bounded whatever the file size.
 
+mod bytes;
 mod prepare;
 #[cfg(test)]
 mod tests;

@@ -23,7 +23,7 @@ const PROBE_LEVEL: i32 = 1;
 const PROBE_MIN_SAVING: u64 = 20;
 
 /// The read buffer.
-const CHUNK: usize = 128 << 10;
+pub(super) const CHUNK: usize = 128 << 10;
 
 /// What to upload for one file, made by [`Encoder::prepare`].
 #[derive(Debug)]

@@ -517,3 +517,56 @@ fn large_file_streams() {
         assert!(decoded == data, "{codec:?} round trip");
     }
 }
+
+// ------------------------------------------------------- bytes in memory
+
+/// `prepare_bytes` (a stream's chunk, no temporary file) gives the body and
+/// encoding that `prepare_file` gives for the same bytes in a file: the
+/// same rules, probe, codec output and "not smaller" check.
+#[test]
+fn bytes_in_memory_encode_as_the_file_path_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut half = text(300_000);
+    half.extend(random(300_000, b"half"));
+    let cases: [(&str, Vec<u8>); 6] = [
+        ("empty", Vec::new()),
+        ("tiny text", text(200)),
+        ("text", text(PROBE_SIZE + 1)),
+        ("large text", text(3 << 20)),
+        ("random", random(1 << 20, b"in memory")),
+        ("text then random", half),
+    ];
+    for (what, data) in cases {
+        let path = write(dir.path(), "f", &data);
+        for codec in [Codec::Xz, Codec::Zstd] {
+            for probe in [true, false] {
+                let mut e = encoder(codec);
+                if !probe {
+                    e.probe_size = 0;
+                }
+                for decision in [None, Some(codec.into())] {
+                    let file = e.prepare(&path, decision).unwrap();
+                    let mem = e.prepare_bytes(data.clone(), decision).unwrap();
+                    let case = format!("{what}, {codec:?}, probe {probe}, {decision:?}");
+                    assert_eq!(mem.encoding, file.encoding, "{case}");
+                    assert!(mem.body == body(&file), "{case}: bodies differ");
+                    assert!(decode(mem.encoding, &mem.body) == data, "{case}");
+                }
+            }
+        }
+    }
+}
+
+/// A compressed form that would not be smaller is given up for the raw
+/// bytes (the in-memory sink never grows to the chunk's size).
+#[test]
+fn bytes_in_memory_not_smaller_are_sent_raw() {
+    for codec in [Codec::Xz, Codec::Zstd] {
+        let mut e = encoder(codec);
+        e.probe_size = 0;
+        let data = random(100_000, b"not smaller");
+        let p = e.prepare_bytes(data.clone(), Some(codec.into())).unwrap();
+        assert_eq!(p.encoding, None, "{codec:?}");
+        assert!(p.body == data);
+    }
+}

@@ -17,7 +17,7 @@
 //! generation).
 
 use std::collections::HashMap;
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Read, Seek};
 use std::sync::mpsc;
 
 use thiserror::Error;
@@ -232,25 +232,24 @@ fn upload_chunk(
         what: format!("{noun} {index}"),
         source: e,
     };
-    // The encoder prepares files: the chunk goes through an unlinked
-    // temporary file, so compression and its "not smaller" check are the
-    // tree upload's own.
+    let uploading = |source| StreamError::Tahoe {
+        what: format!("uploading {noun} {index}"),
+        source,
+    };
     let mut file = match data {
+        // Already in memory (at most `max_size`, hashed by the caller):
+        // encoded and sent from there, as one Content-Length body, with
+        // the rules, probe and "not smaller" check of a file.
         Body::Bytes(data) => {
-            let mut file = tempfile::tempfile().map_err(prepare)?;
-            file.write_all(&data).map_err(prepare)?;
-            file
+            let prepared = encoder.prepare_bytes(data, decision).map_err(prepare)?;
+            let cap = client.upload_bytes(&prepared.body).map_err(uploading)?;
+            return Ok((cap, prepared.encoding));
         }
         Body::File(file) => file,
     };
     file.rewind().map_err(prepare)?;
     let prepared = encoder.prepare_file(file, decision).map_err(prepare)?;
-    let cap = client
-        .upload(|| prepared.open())
-        .map_err(|source| StreamError::Tahoe {
-            what: format!("uploading {noun} {index}"),
-            source,
-        })?;
+    let cap = client.upload(|| prepared.open()).map_err(uploading)?;
     Ok((cap, prepared.encoding))
 }
 
