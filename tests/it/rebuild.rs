@@ -26,7 +26,8 @@ impl Setup {
         let dir = tmp.path().to_owned();
         let src = dir.join("data");
         fs::create_dir_all(src.join("sub")).unwrap();
-        // Compressed by xz (over min_size 5120, repetitive).
+        // Compressed by the default codec, zstd (over min_size 5120,
+        // repetitive).
         fs::write(src.join("text.txt"), "all work and no play\n".repeat(2000)).unwrap();
         // Does not compress: stored as it is.
         fs::write(
