@@ -377,6 +377,31 @@ mod tests {
     }
 
     #[test]
+    fn coverage_on_a_large_cache_matches_the_in_memory_count() {
+        let (_dir, mut cache, roots) = synthetic();
+        let recorded: Vec<&str> = roots[..6].iter().map(Cap::as_str).collect();
+        let mut set: Vec<String> = in_memory(&cache, &recorded).into_iter().collect();
+        set.sort();
+        for (i, cap) in set.iter().enumerate().filter(|(i, _)| i % 3 == 0) {
+            let ts = 1000 + i64::try_from(i).unwrap();
+            cache.set_verified(&Cap::parse(cap).unwrap(), ts).unwrap();
+        }
+        cache.commit().unwrap();
+        let c = cache.coverage().unwrap();
+        assert_eq!(c.objects, set.len() as u64);
+        assert_eq!(c.verified, set.len().div_ceil(3) as u64);
+        assert_eq!(c.oldest, Some(1000));
+        // Some object is never verified, and every backup has the same
+        // start: the oldest is the answer.
+        let start = cache.backups().unwrap()[0].ts_start;
+        assert_eq!(cache.never_verified_since().unwrap(), Some(start));
+        for cap in &set {
+            cache.set_verified(&Cap::parse(cap).unwrap(), 5000).unwrap();
+        }
+        assert_eq!(cache.never_verified_since().unwrap(), None);
+    }
+
+    #[test]
     fn a_read_only_cache_computes_reachability_too() {
         let (dir, cache, roots) = synthetic();
         drop(cache);
