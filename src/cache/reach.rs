@@ -99,12 +99,7 @@ impl Cache {
         let action = "computing the objects reachable from backups in";
         let err = |e| sql_err(&self.path, action, e);
         let roots_table = table.roots_name();
-        self.conn
-            .execute_batch(&format!(
-                "DROP TABLE IF EXISTS {roots_table};
-                 CREATE TABLE {roots_table} (cap TEXT PRIMARY KEY NOT NULL) WITHOUT ROWID;"
-            ))
-            .map_err(err)?;
+        self.new_cap_table(&roots_table)?;
         {
             let mut insert = self
                 .conn
@@ -130,12 +125,7 @@ impl Cache {
         let action = "computing the objects reachable from backups in";
         let err = |e| sql_err(&self.path, action, e);
         let name = table.name();
-        self.conn
-            .execute_batch(&format!(
-                "DROP TABLE IF EXISTS {name};
-                 CREATE TABLE {name} (cap TEXT PRIMARY KEY NOT NULL) WITHOUT ROWID;"
-            ))
-            .map_err(err)?;
+        self.new_cap_table(name)?;
         let len = self
             .conn
             .execute(
@@ -156,6 +146,17 @@ impl Cache {
             table,
             len: len as u64,
         })
+    }
+
+    /// Creates the temporary table `name` (qualified with `temp.`) of
+    /// caps, empty, replacing any table of that name.
+    pub(crate) fn new_cap_table(&self, name: &str) -> Result<(), CacheError> {
+        self.conn
+            .execute_batch(&format!(
+                "DROP TABLE IF EXISTS {name};
+                 CREATE TABLE {name} (cap TEXT PRIMARY KEY NOT NULL) WITHOUT ROWID;"
+            ))
+            .map_err(|e| sql_err(&self.path, "creating a temporary table for", e))
     }
 
     /// Whether `cap` is in `reach`.

@@ -102,14 +102,8 @@ impl Cache {
                     .collect()
             })
             .map_err(err)?;
-        self.conn
-            .execute_batch(
-                "DROP TABLE IF EXISTS temp.verify_seen;
-                 DROP TABLE IF EXISTS temp.verify_fresh;
-                 CREATE TABLE temp.verify_seen (cap TEXT PRIMARY KEY NOT NULL) WITHOUT ROWID;
-                 CREATE TABLE temp.verify_fresh (cap TEXT PRIMARY KEY NOT NULL) WITHOUT ROWID;",
-            )
-            .map_err(err)?;
+        self.new_cap_table("temp.verify_seen")?;
+        self.new_cap_table("temp.verify_fresh")?;
         let walk = format!(
             "INSERT INTO temp.verify_fresh (cap)
              WITH RECURSIVE r(cap) AS (
