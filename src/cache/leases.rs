@@ -194,26 +194,32 @@ impl Cache {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Cap>, CacheError> {
-        let caps: Vec<String> = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT cap FROM {} WHERE ?1 IS NULL OR cap > ?1 ORDER BY cap LIMIT ?2",
-                set.table()
-            ))
-            .and_then(|mut stmt| {
-                stmt.query_map(
-                    params![after, i64::try_from(limit).unwrap_or(i64::MAX)],
-                    |r| r.get(0),
-                )?
-                .collect()
-            })
-            .map_err(|e| {
-                sql_err(
-                    &self.path,
-                    "reading the objects reachable from backups in",
-                    e,
-                )
-            })?;
+        // Two statements rather than `?1 IS NULL OR cap > ?1`, so that each
+        // page is a seek in the primary key, not a scan of the whole set.
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let table = set.table();
+        let caps: Vec<String> = match after {
+            Some(after) => self
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT cap FROM {table} WHERE cap > ?1 ORDER BY cap LIMIT ?2"
+                ))
+                .and_then(|mut stmt| {
+                    stmt.query_map(params![after, limit], |r| r.get(0))?
+                        .collect()
+                }),
+            None => self
+                .conn
+                .prepare_cached(&format!("SELECT cap FROM {table} ORDER BY cap LIMIT ?1"))
+                .and_then(|mut stmt| stmt.query_map([limit], |r| r.get(0))?.collect()),
+        }
+        .map_err(|e| {
+            sql_err(
+                &self.path,
+                "reading the objects reachable from backups in",
+                e,
+            )
+        })?;
         caps.iter().map(|c| self.parse_cap(c)).collect()
     }
 
