@@ -19,6 +19,7 @@ mod btrfs;
 mod key;
 mod leases;
 mod lock;
+mod reach;
 mod rebuild;
 mod reclaim;
 mod runs;
@@ -27,7 +28,6 @@ mod schema;
 mod tests;
 mod verified;
 
-use std::collections::HashSet;
 use std::fmt;
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -44,6 +44,7 @@ pub(crate) use backups::ForgetPlan;
 pub(crate) use btrfs::RecordedMember;
 pub(crate) use key::{DirChild, FileKey, KeyBuilder, ObjectKey, SymlinkKey, dir_key};
 pub(crate) use leases::{LeaseAges, StaleLeases};
+pub(crate) use reach::{Reach, ReachTable};
 pub(crate) use rebuild::{RebuiltBackup, lock_path_only};
 pub(crate) use runs::RunRecord;
 pub(crate) use schema::SCHEMA_VERSION;
@@ -648,38 +649,6 @@ impl Cache {
             )?;
         }
         Ok(())
-    }
-
-    /// Every non-literal cap reachable from `roots` (the roots included)
-    /// through the recorded directory children.
-    pub(crate) fn reachable_from<'a>(
-        &self,
-        roots: impl IntoIterator<Item = &'a str>,
-    ) -> Result<HashSet<String>, CacheError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT child_cap FROM dir_children WHERE dir_cap = ?1")
-            .map_err(|e| sql_err(&self.path, "reading references in", e))?;
-        let mut seen: HashSet<String> = HashSet::new();
-        let mut todo: Vec<String> = Vec::new();
-        for root in roots {
-            if !is_literal(root) && seen.insert(root.to_owned()) {
-                todo.push(root.to_owned());
-            }
-        }
-        while let Some(dir) = todo.pop() {
-            let children = stmt
-                .query_map([&dir], |r| r.get::<_, String>(0))
-                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| sql_err(&self.path, "reading references in", e))?;
-            for child in children {
-                if !seen.contains(&child) {
-                    seen.insert(child.clone());
-                    todo.push(child);
-                }
-            }
-        }
-        Ok(seen)
     }
 
     /// Records a finished backup of this run and commits.

@@ -420,6 +420,9 @@ section! {
         pub min_size: Option<u64>,
         /// Settings of the xz codec (level, extreme).
         pub options: Option<XzOptions>,
+        /// How many xz encoders may run at the same time in the process
+        /// (each takes ~94 MiB at preset 6).
+        pub max_parallel: u64,
         /// Ordered rules; empty when null.
         pub path_filter: Vec<XzRule>,
     }

@@ -7,12 +7,13 @@
 //! to a swept generation; the `leases`, `content` and `dir_children` rows
 //! of a cap go when, in addition, nothing left in the cache reaches it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use rusqlite::{TransactionBehavior, params};
 
-use super::{BackupRow, Cache, CacheError, is_literal, sql_err, to_sql};
+use super::reach::not_literal;
+use super::{BackupRow, Cache, CacheError, Reach, ReachTable, is_literal, sql_err, to_sql};
 
 /// A generation with `objects` rows that no recorded backup reaches and no
 /// finished backup of its own (an interrupted run, or rows left by one).
@@ -34,8 +35,26 @@ struct Sweep<'a> {
 }
 
 impl Sweep<'_> {
-    fn covers(&self, generation: u64) -> bool {
-        self.generations.contains(&generation) || self.up_to.is_some_and(|g| generation <= g)
+    /// The SQL condition that the generation expression `column` is swept
+    /// (the numbers are written into the SQL: they are integers).
+    fn sql(&self, column: &str) -> String {
+        let mut terms: Vec<String> = Vec::new();
+        if !self.generations.is_empty() {
+            let list: Vec<String> = self
+                .generations
+                .iter()
+                .map(|g| to_sql(*g).to_string())
+                .collect();
+            terms.push(format!("{column} IN ({})", list.join(", ")));
+        }
+        if let Some(g) = self.up_to {
+            terms.push(format!("{column} <= {}", to_sql(g)));
+        }
+        if terms.is_empty() {
+            "0".to_owned()
+        } else {
+            format!("({})", terms.join(" OR "))
+        }
     }
 }
 
@@ -101,42 +120,31 @@ impl Cache {
     /// generations whose rows are all reached are left out.
     pub(crate) fn dangling_generations(
         &self,
-        referenced: &HashSet<String>,
+        referenced: &Reach,
     ) -> Result<Vec<DanglingGeneration>, CacheError> {
+        let action = "reading the generations of";
         let mut stmt = self
             .conn
-            .prepare(
-                "SELECT o.generation, o.cap FROM objects o
-                 WHERE NOT EXISTS (SELECT 1 FROM backups b WHERE b.generation = o.generation)",
-            )
-            .map_err(|e| sql_err(&self.path, "reading the generations of", e))?;
-        let mut rows = stmt
-            .query([])
-            .map_err(|e| sql_err(&self.path, "reading the generations of", e))?;
-        let mut counts: BTreeMap<u64, u64> = BTreeMap::new();
-        while let Some(row) = rows
-            .next()
-            .map_err(|e| sql_err(&self.path, "reading the generations of", e))?
-        {
-            let generation: i64 = row
-                .get(0)
-                .map_err(|e| sql_err(&self.path, "reading the generations of", e))?;
-            let cap: String = row
-                .get(1)
-                .map_err(|e| sql_err(&self.path, "reading the generations of", e))?;
-            let generation =
-                u64::try_from(generation).map_err(|_| self.corrupt("a negative generation"))?;
-            if !referenced.contains(&cap) {
-                *counts.entry(generation).or_default() += 1;
-            }
+            .prepare(&format!(
+                "SELECT o.generation, count(*) FROM objects o
+                 WHERE NOT EXISTS (SELECT 1 FROM backups b WHERE b.generation = o.generation)
+                   AND NOT {}
+                 GROUP BY o.generation ORDER BY o.generation",
+                referenced.has("o.cap")
+            ))
+            .map_err(|e| sql_err(&self.path, action, e))?;
+        let mut rows = stmt.query([]).map_err(|e| sql_err(&self.path, action, e))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| sql_err(&self.path, action, e))? {
+            let generation: i64 = row.get(0).map_err(|e| sql_err(&self.path, action, e))?;
+            let entries: i64 = row.get(1).map_err(|e| sql_err(&self.path, action, e))?;
+            out.push(DanglingGeneration {
+                generation: u64::try_from(generation)
+                    .map_err(|_| self.corrupt("a negative generation"))?,
+                entries: u64::try_from(entries).unwrap_or(0),
+            });
         }
-        Ok(counts
-            .into_iter()
-            .map(|(generation, entries)| DanglingGeneration {
-                generation,
-                entries,
-            })
-            .collect())
+        Ok(out)
     }
 
     /// How many `objects` rows have this generation.
@@ -149,33 +157,44 @@ impl Cache {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    /// The non-literal caps among `caps` whose lease this cache has not
+    /// The non-literal caps of `reach` whose lease this cache has not
     /// renewed since `cutoff` (Unix seconds): renewed before it, or never
-    /// recorded. Sorted.
-    pub(crate) fn leases_not_renewed_since<'a>(
+    /// recorded. Sorted (byte order).
+    pub(crate) fn leases_not_renewed_since(
         &self,
-        caps: impl IntoIterator<Item = &'a str>,
+        reach: &Reach,
         cutoff: i64,
     ) -> Result<Vec<String>, CacheError> {
-        let mut stmt = self
+        self.conn
+            .prepare(&format!(
+                "SELECT r.cap FROM {} r LEFT JOIN leases l ON l.cap = r.cap
+                 WHERE (l.renewed IS NULL OR l.renewed < ?1) AND {}
+                 ORDER BY r.cap",
+                reach.table(),
+                not_literal("r.cap")
+            ))
+            .and_then(|mut stmt| stmt.query_map([cutoff], |r| r.get(0))?.collect())
+            .map_err(|e| sql_err(&self.path, "reading the leases of", e))
+    }
+
+    /// How many caps [`Cache::leases_not_renewed_since`] would return for
+    /// `reach` and `cutoff`, counted in SQLite.
+    pub(crate) fn count_leases_not_renewed_since(
+        &self,
+        reach: &Reach,
+        cutoff: i64,
+    ) -> Result<u64, CacheError> {
+        let n: i64 = self
             .conn
-            .prepare_cached("SELECT renewed FROM leases WHERE cap = ?1")
+            .prepare(&format!(
+                "SELECT count(*) FROM {} r LEFT JOIN leases l ON l.cap = r.cap
+                 WHERE (l.renewed IS NULL OR l.renewed < ?1) AND {}",
+                reach.table(),
+                not_literal("r.cap")
+            ))
+            .and_then(|mut stmt| stmt.query_row([cutoff], |r| r.get(0)))
             .map_err(|e| sql_err(&self.path, "reading the leases of", e))?;
-        let mut stale = Vec::new();
-        for cap in caps {
-            if is_literal(cap) {
-                continue;
-            }
-            let renewed: Option<i64> = stmt
-                .query_row([cap], |r| r.get(0))
-                .optional()
-                .map_err(|e| sql_err(&self.path, "reading the leases of", e))?;
-            if renewed.is_none_or(|t| t < cutoff) {
-                stale.push(cap.to_owned());
-            }
-        }
-        stale.sort_unstable();
-        Ok(stale)
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     /// Works out what forgetting the backups with these row ids, and
@@ -205,46 +224,77 @@ impl Cache {
             .iter()
             .map(|b| b.root_cap.as_str().to_owned())
             .collect();
-        let keep = self.reachable_from(kept_roots.iter().map(String::as_str))?;
-        let forgotten = self.reachable_from(backups.iter().map(|b| b.root_cap.as_str()))?;
+        // The reachable sets live in temporary tables (`reach.rs`): the
+        // kept backups usually reach nearly every object of the cache.
+        let keep = self.reach(ReachTable::Kept, kept_roots.iter().map(String::as_str))?;
+        let forgotten = self.reach(
+            ReachTable::Forgotten,
+            backups.iter().map(|b| b.root_cap.as_str()),
+        )?;
 
         let action = "reading the objects of";
+        let negative: bool = self
+            .conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM objects WHERE generation < 0)",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| sql_err(&self.path, action, e))?;
+        if negative {
+            return Err(self.corrupt("a negative generation"));
+        }
+        let swept = sweep.sql("o.generation");
         let mut stmt = self
             .conn
-            .prepare("SELECT key, cap, generation FROM objects")
+            .prepare(&format!(
+                "SELECT o.key, o.cap FROM objects o
+                 WHERE NOT {} AND ({} OR {swept})",
+                keep.has("o.cap"),
+                forgotten.has("o.cap"),
+            ))
             .map_err(|e| sql_err(&self.path, action, e))?;
         let mut rows = stmt.query([]).map_err(|e| sql_err(&self.path, action, e))?;
         let mut keys = Vec::new();
         // Caps of the rows that go, with how many of their rows go.
         let mut deleted_caps: HashMap<String, u64> = HashMap::new();
-        // Remaining rows whose caps no kept backup reaches: what they reach
-        // must keep its references.
-        let mut remaining_outside: HashSet<String> = HashSet::new();
         while let Some(row) = rows.next().map_err(|e| sql_err(&self.path, action, e))? {
             let key: Vec<u8> = row.get(0).map_err(|e| sql_err(&self.path, action, e))?;
             let cap: String = row.get(1).map_err(|e| sql_err(&self.path, action, e))?;
-            let generation: i64 = row.get(2).map_err(|e| sql_err(&self.path, action, e))?;
-            let generation =
-                u64::try_from(generation).map_err(|_| self.corrupt("a negative generation"))?;
-            if keep.contains(&cap) {
-                continue;
-            }
-            if forgotten.contains(&cap) || sweep.covers(generation) {
-                keys.push(key);
-                *deleted_caps.entry(cap).or_default() += 1;
-            } else if !is_literal(&cap) {
-                remaining_outside.insert(cap);
-            }
+            keys.push(key);
+            *deleted_caps.entry(cap).or_default() += 1;
         }
         drop(rows);
         drop(stmt);
-        let still_reached = self.reachable_from(remaining_outside.iter().map(String::as_str))?;
-        let gone: BTreeSet<String> = deleted_caps
-            .keys()
-            .chain(forgotten.iter())
-            .filter(|c| !is_literal(c) && !keep.contains(*c) && !still_reached.contains(*c))
-            .cloned()
-            .collect();
+        // Remaining rows whose caps no kept backup reaches: what they reach
+        // must keep its references.
+        let still_reached = self.reach_seeded(
+            ReachTable::Remaining,
+            &format!(
+                "SELECT o.cap AS cap FROM objects o
+                 WHERE NOT {} AND NOT {} AND NOT {swept}",
+                keep.has("o.cap"),
+                forgotten.has("o.cap"),
+            ),
+        )?;
+        let mut gone: BTreeSet<String> = self
+            .conn
+            .prepare(&format!(
+                "SELECT f.cap FROM {} f WHERE {} AND NOT {} AND NOT {}",
+                forgotten.table(),
+                not_literal("f.cap"),
+                keep.has("f.cap"),
+                still_reached.has("f.cap"),
+            ))
+            .and_then(|mut stmt| stmt.query_map([], |r| r.get(0))?.collect())
+            .map_err(|e| sql_err(&self.path, action, e))?;
+        for cap in deleted_caps.keys() {
+            // Not kept: the query above only returns rows no kept backup
+            // reaches.
+            if !is_literal(cap) && !self.reach_contains(&still_reached, cap)? {
+                gone.insert(cap.clone());
+            }
+        }
         // Objects the cache forgets: caps that lose all their rows, and
         // unreferenced caps that had none.
         let mut count_rows = self
@@ -481,7 +531,7 @@ mod tests {
             .collect();
         let referenced = w
             .cache
-            .reachable_from(roots.iter().map(String::as_str))
+            .reach(ReachTable::Recorded, roots.iter().map(String::as_str))
             .unwrap();
         // Generation 4 wrote d4, f4 (bumped) and f7; f4 is in backup B.
         assert_eq!(
@@ -575,10 +625,15 @@ mod tests {
             .unwrap();
         let caps = [chk(2), chk(3), chk(6), chk(5)];
         let lit = "URI:LIT:nbswy3dp";
-        let stale = w
+        let reach = w
             .cache
-            .leases_not_renewed_since(caps.iter().map(Cap::as_str).chain([lit]), 100)
+            .reach(ReachTable::One, caps.iter().map(Cap::as_str).chain([lit]))
             .unwrap();
+        let stale = w.cache.leases_not_renewed_since(&reach, 100).unwrap();
+        assert_eq!(
+            w.cache.count_leases_not_renewed_since(&reach, 100).unwrap(),
+            2
+        );
         let mut want = vec![chk(3).as_str().to_owned(), chk(6).as_str().to_owned()];
         want.sort();
         assert_eq!(stale, want);

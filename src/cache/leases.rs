@@ -8,7 +8,7 @@
 
 use rusqlite::params;
 
-use super::{Cache, CacheError, sql_err};
+use super::{Cache, CacheError, Reach, ReachTable, sql_err};
 use crate::tahoe::Cap;
 
 /// The `meta` rows of an unfinished `check --leases` run.
@@ -179,20 +179,75 @@ impl Cache {
     }
 
     /// Every object `check --leases` renews: the non-literal caps reachable
-    /// from all recorded backups, each once, sorted by their text (the order
-    /// the run's cursor follows).
-    pub(crate) fn lease_renewal_set(&self) -> Result<Vec<Cap>, CacheError> {
-        let roots: Vec<String> = self
-            .conn
-            .prepare_cached("SELECT DISTINCT root_cap FROM backups")
-            .and_then(|mut stmt| stmt.query_map([], |r| r.get(0))?.collect())
-            .map_err(|e| sql_err(&self.path, "reading the backups of", e))?;
-        let mut caps: Vec<String> = self
-            .reachable_from(roots.iter().map(String::as_str))?
-            .into_iter()
-            .collect();
-        caps.sort_unstable();
+    /// from all recorded backups, each once, in a temporary table
+    /// ([`Cache::reach`]); the run reads it in cap order a page at a time
+    /// ([`Cache::lease_set_page`]).
+    pub(crate) fn lease_set(&self) -> Result<Reach, CacheError> {
+        self.reach_seeded(ReachTable::Recorded, "SELECT root_cap AS cap FROM backups")
+    }
+
+    /// Up to `limit` caps of `set` after `after` (from the first when
+    /// `None`), sorted by their text (the order the run's cursor follows).
+    pub(crate) fn lease_set_page(
+        &self,
+        set: &Reach,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Cap>, CacheError> {
+        // Two statements rather than `?1 IS NULL OR cap > ?1`, so that each
+        // page is a seek in the primary key, not a scan of the whole set.
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let table = set.table();
+        let caps: Vec<String> = match after {
+            Some(after) => self
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT cap FROM {table} WHERE cap > ?1 ORDER BY cap LIMIT ?2"
+                ))
+                .and_then(|mut stmt| {
+                    stmt.query_map(params![after, limit], |r| r.get(0))?
+                        .collect()
+                }),
+            None => self
+                .conn
+                .prepare_cached(&format!("SELECT cap FROM {table} ORDER BY cap LIMIT ?1"))
+                .and_then(|mut stmt| stmt.query_map([limit], |r| r.get(0))?.collect()),
+        }
+        .map_err(|e| {
+            sql_err(
+                &self.path,
+                "reading the objects reachable from backups in",
+                e,
+            )
+        })?;
         caps.iter().map(|c| self.parse_cap(c)).collect()
+    }
+
+    /// How many caps of `set` sort at or before `last`: where a run
+    /// resumed after `last` starts.
+    pub(crate) fn lease_set_rank(&self, set: &Reach, last: &str) -> Result<u64, CacheError> {
+        let n: i64 = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT count(*) FROM {} WHERE cap <= ?1",
+                set.table()
+            ))
+            .and_then(|mut stmt| stmt.query_row([last], |r| r.get(0)))
+            .map_err(|e| {
+                sql_err(
+                    &self.path,
+                    "reading the objects reachable from backups in",
+                    e,
+                )
+            })?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// The whole of [`Cache::lease_set`] as a sorted list, for
+    /// `check --verify-sample`, which orders it by verification time.
+    pub(crate) fn lease_renewal_set(&self) -> Result<Vec<Cap>, CacheError> {
+        let set = self.lease_set()?;
+        self.lease_set_page(&set, None, usize::MAX)
     }
 
     /// The cursor of an unfinished `check --leases` run, if any.

@@ -7,7 +7,7 @@
 //! in the cap itself, have no shares to verify, and are never part of it
 //! (they count as covered).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use super::{Cache, CacheError, sql_err};
 use crate::tahoe::Cap;
@@ -62,28 +62,38 @@ impl Cache {
         )
     }
 
-    /// The verification coverage of the objects the recorded backups reach.
+    /// The verification coverage of the objects the recorded backups reach,
+    /// counted in SQLite over the reachable set's temporary table
+    /// ([`Cache::lease_set`]).
     pub(crate) fn coverage(&self) -> Result<Coverage, CacheError> {
-        let order = self.verify_sample_order()?;
-        let mut c = Coverage {
-            objects: order.len() as u64,
-            ..Coverage::default()
-        };
-        for ts in order.iter().filter_map(|o| o.verified) {
-            c.verified += 1;
-            c.oldest = Some(c.oldest.map_or(ts, |old: i64| old.min(ts)));
-        }
-        Ok(c)
+        let set = self.lease_set()?;
+        let (verified, oldest): (i64, Option<i64>) = self
+            .conn
+            .prepare(&format!(
+                "SELECT count(v.ts), min(v.ts) FROM {} r LEFT JOIN verified v ON v.cap = r.cap",
+                set.table()
+            ))
+            .and_then(|mut stmt| stmt.query_row([], |r| Ok((r.get(0)?, r.get(1)?))))
+            .map_err(|e| sql_err(&self.path, "reading the verifications of", e))?;
+        Ok(Coverage {
+            objects: set.len(),
+            verified: u64::try_from(verified).unwrap_or(0),
+            oldest,
+        })
     }
 
     /// The start of the oldest recorded backup that reaches an object never
     /// verified: such an object has gone unverified at least since then (its
     /// upload, or later when the backup that uploaded it was forgotten).
     /// `None` when every object was verified. Backups are walked oldest
-    /// first over one shared `seen` set, so the walk stops at the first
-    /// backup with a never-verified object and visits each object once.
+    /// first, in SQLite: each walk adds the objects it reaches that no
+    /// earlier walk did to a temporary table of seen objects (so the walks
+    /// together visit each object once, and stop at objects seen before),
+    /// and the first backup whose new objects include a never-verified one
+    /// is the answer.
     pub(crate) fn never_verified_since(&self) -> Result<Option<i64>, CacheError> {
-        let times = self.verification_times()?;
+        let action = "reading the verifications of";
+        let err = |e| sql_err(&self.path, action, e);
         let roots: Vec<(String, i64)> = self
             .conn
             .prepare_cached("SELECT root_cap, ts_start FROM backups ORDER BY ts_start, id")
@@ -91,33 +101,52 @@ impl Cache {
                 stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
                     .collect()
             })
-            .map_err(|e| sql_err(&self.path, "reading the backups of", e))?;
-        let mut children = self
-            .conn
-            .prepare_cached("SELECT child_cap FROM dir_children WHERE dir_cap = ?1")
-            .map_err(|e| sql_err(&self.path, "reading references in", e))?;
-        let mut seen: HashSet<String> = HashSet::new();
+            .map_err(err)?;
+        self.new_cap_table("temp.verify_seen")?;
+        self.new_cap_table("temp.verify_fresh")?;
+        let walk = format!(
+            "INSERT INTO temp.verify_fresh (cap)
+             WITH RECURSIVE r(cap) AS (
+                 SELECT ?1 WHERE {}
+                   AND NOT EXISTS (SELECT 1 FROM temp.verify_seen s WHERE s.cap = ?1)
+                 UNION
+                 SELECT d.child_cap FROM dir_children d JOIN r ON d.dir_cap = r.cap
+                 WHERE {}
+                   AND NOT EXISTS (SELECT 1 FROM temp.verify_seen s WHERE s.cap = d.child_cap))
+             SELECT cap FROM r",
+            super::reach::not_literal("?1"),
+            super::reach::not_literal("d.child_cap"),
+        );
+        let mut found = None;
         for (root, ts_start) in roots {
-            if super::is_literal(&root) || !seen.insert(root.clone()) {
-                continue;
+            self.conn
+                .execute("DELETE FROM temp.verify_fresh", [])
+                .map_err(err)?;
+            self.conn.execute(&walk, [&root]).map_err(err)?;
+            let unverified: bool = self
+                .conn
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM temp.verify_fresh f
+                     WHERE NOT EXISTS (SELECT 1 FROM verified v WHERE v.cap = f.cap))",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(err)?;
+            if unverified {
+                found = Some(ts_start);
+                break;
             }
-            let mut todo = vec![root];
-            while let Some(cap) = todo.pop() {
-                if !times.contains_key(&cap) {
-                    return Ok(Some(ts_start));
-                }
-                let kids = children
-                    .query_map([&cap], |r| r.get::<_, String>(0))
-                    .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-                    .map_err(|e| sql_err(&self.path, "reading references in", e))?;
-                for kid in kids {
-                    if !super::is_literal(&kid) && seen.insert(kid.clone()) {
-                        todo.push(kid);
-                    }
-                }
-            }
+            self.conn
+                .execute(
+                    "INSERT OR IGNORE INTO temp.verify_seen (cap) SELECT cap FROM temp.verify_fresh",
+                    [],
+                )
+                .map_err(err)?;
         }
-        Ok(None)
+        self.conn
+            .execute_batch("DROP TABLE temp.verify_seen; DROP TABLE temp.verify_fresh;")
+            .map_err(err)?;
+        Ok(found)
     }
 
     fn verification_times(&self) -> Result<HashMap<String, i64>, CacheError> {

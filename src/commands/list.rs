@@ -1,14 +1,14 @@
 //! `list`: the recorded backups, oldest first, from the entry cache alone
 //! (no grid). See `docs/lifecycle.md`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use anyhow::Context as _;
 use serde_json::json;
 
 use super::Context;
 use super::show::{self, LeaseWindow, name as show_name, time as iso_time};
-use crate::cache::{BackupKind, BackupRow, Cache};
+use crate::cache::{BackupKind, BackupRow, Cache, Reach, ReachTable};
 use crate::cli::ListArgs;
 use crate::config::Config;
 use crate::exit::Outcome;
@@ -28,7 +28,11 @@ pub(crate) fn run(ctx: &Context<'_>, args: &ListArgs) -> anyhow::Result<Outcome>
     }
     let cache = ctx.read_cache()?;
     let backups = cache.backups()?;
-    let referenced = cache.reachable_from(backups.iter().map(|b| b.root_cap.as_str()))?;
+    // In a temporary table of the cache (computed in SQLite, not held).
+    let referenced = cache.reach(
+        ReachTable::Recorded,
+        backups.iter().map(|b| b.root_cap.as_str()),
+    )?;
 
     if json {
         for b in &backups {
@@ -164,7 +168,7 @@ fn print_dangling(
     json: bool,
     cache: &Cache,
     backups: &[BackupRow],
-    referenced: &HashSet<String>,
+    referenced: &Reach,
     wanted: &[u64],
 ) -> anyhow::Result<()> {
     let dangling: Vec<_> = cache
@@ -216,30 +220,30 @@ fn lease_warning(
     config: &Config,
     cache: &Cache,
     backups: &[BackupRow],
-    referenced: &HashSet<String>,
+    referenced: &Reach,
 ) -> anyhow::Result<()> {
     let lease = &config.lease;
     let LeaseWindow { days, cutoff } = LeaseWindow::now(lease);
-    let stale = cache.leases_not_renewed_since(referenced.iter().map(String::as_str), cutoff)?;
+    let stale = cache.leases_not_renewed_since(referenced, cutoff)?;
     if stale.is_empty() {
         return Ok(());
     }
-    let stale_set: HashSet<&str> = stale.iter().map(String::as_str).collect();
     // Per backup when the walks stay cheap; one walk per distinct root
     // (the backups of an unchanged tree share their root cap).
     let mut per_backup = Vec::new();
-    if backups.len().saturating_mul(referenced.len()) <= PER_BACKUP_BUDGET {
-        let mut per_root: HashMap<&str, usize> = HashMap::new();
+    let referenced_len = usize::try_from(referenced.len()).unwrap_or(usize::MAX);
+    if backups.len().saturating_mul(referenced_len) <= PER_BACKUP_BUDGET {
+        let mut per_root: HashMap<&str, u64> = HashMap::new();
         for b in backups {
             let root = b.root_cap.as_str();
             let n = match per_root.get(root) {
                 Some(&n) => n,
                 None => {
-                    let reach = cache.reachable_from([root])?;
-                    let n = reach
-                        .iter()
-                        .filter(|c| stale_set.contains(c.as_str()))
-                        .count();
+                    // The stale objects this backup reaches: its own
+                    // reachable set (a subset of `referenced`) counted
+                    // against the leases by the same rule, in SQLite.
+                    let reach = cache.reach(ReachTable::One, [root])?;
+                    let n = cache.count_leases_not_renewed_since(&reach, cutoff)?;
                     per_root.insert(root, n);
                     n
                 }

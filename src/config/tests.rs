@@ -73,6 +73,9 @@ fn base_config_has_the_documented_defaults() {
     assert_eq!(xz.min_size, Some(5120));
     assert_eq!(xz.options, None);
     assert!(xz.path_filter.is_empty());
+    // zstd since issue 16: an xz encoder at preset 6 alone takes ~94 MiB.
+    assert_eq!(c.destination.encoding.codec, Codec::Zstd);
+    assert_eq!(xz.max_parallel, 1);
     assert!(c.filter.is_empty());
     assert!(!c.operation.queue_only);
     assert!(!c.operation.reuse_queue);

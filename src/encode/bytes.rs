@@ -15,6 +15,7 @@ use std::io::{self, Write};
 
 use liblzma::stream::{Check, Stream};
 
+use super::gate::XzSlot;
 use super::prepare::{CHUNK, compressible};
 use super::{Encoder, Encoding};
 
@@ -69,6 +70,8 @@ impl Encoder {
         let pieces = std::iter::once(&data[..head]).chain(data[head..].chunks(CHUNK));
         let out = match codec {
             Encoding::Xz => {
+                // The process-wide xz limit holds for chunks too (`gate`).
+                let _slot = XzSlot::acquire(self.xz_max_parallel);
                 let stream = Stream::new_easy_encoder(self.xz_preset(), Check::Crc64)
                     .map_err(|e| io::Error::other(format!("xz encoder: {e}")))?;
                 let mut w = liblzma::write::XzEncoder::new_stream(out, stream);

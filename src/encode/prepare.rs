@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use liblzma::stream::{Check, Stream};
 
+use super::gate::XzSlot;
 use super::{Encoder, Encoding};
 
 /// How many leading bytes of a file the probe compresses.
@@ -166,9 +167,11 @@ impl Encoder {
         };
         Ok(match codec {
             Encoding::Xz => {
+                // Taken before the encoder allocates its ~94 MiB.
+                let slot = XzSlot::acquire(self.xz_max_parallel);
                 let stream = Stream::new_easy_encoder(self.xz_preset(), Check::Crc64)
                     .map_err(|e| io::Error::other(format!("xz encoder: {e}")))?;
-                Compressor::Xz(liblzma::write::XzEncoder::new_stream(out, stream))
+                Compressor::Xz(liblzma::write::XzEncoder::new_stream(out, stream), slot)
             }
             Encoding::Zstd => {
                 let mut encoder = zstd::stream::write::Encoder::new(out, self.zstd_level)?;
@@ -241,21 +244,23 @@ fn hash_rest(
 
 /// A compressing writer into the spool.
 enum Compressor {
-    Xz(liblzma::write::XzEncoder<Counting>),
+    /// The encoder with its slot of the process-wide xz limit, freed when
+    /// the encoder is dropped (after `finish`, or on an error).
+    Xz(liblzma::write::XzEncoder<Counting>, XzSlot),
     Zstd(zstd::stream::write::Encoder<'static, Counting>),
 }
 
 impl Compressor {
     fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
         match self {
-            Compressor::Xz(w) => w.write_all(data),
+            Compressor::Xz(w, _) => w.write_all(data),
             Compressor::Zstd(w) => w.write_all(data),
         }
     }
 
     fn finish(self) -> io::Result<Counting> {
         match self {
-            Compressor::Xz(w) => w.finish(),
+            Compressor::Xz(w, _slot) => w.finish(),
             Compressor::Zstd(w) => w.finish(),
         }
     }

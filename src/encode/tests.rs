@@ -229,6 +229,58 @@ fn bad_settings_name_the_key() {
 }
 
 #[test]
+fn xz_max_parallel_must_be_at_least_one() {
+    let mut c = config(Codec::Xz, Some(0), &[]);
+    c.xz.max_parallel = 0;
+    let err = Encoder::new(&c).unwrap_err();
+    assert!(
+        err.starts_with("destination.encoding.xz.max_parallel: must be at least 1, not 0"),
+        "{err}"
+    );
+    c.xz.max_parallel = 3;
+    assert_eq!(Encoder::new(&c).unwrap().xz_max_parallel, 3);
+}
+
+#[test]
+fn the_base_config_compresses_with_zstd() {
+    let e = Encoder::new(&crate::config::Config::default().destination.encoding).unwrap();
+    assert_eq!(e.codec(), Encoding::Zstd);
+    assert_eq!(e.xz_max_parallel, 1);
+    let decision = e.choose(b"notes.txt", 10_000);
+    assert_eq!(decision, Some(Encoding::Zstd));
+    assert_eq!(e.decision_tag(decision), "enc:zstd:3");
+}
+
+#[test]
+fn a_second_xz_encoder_waits_for_the_slot_of_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = text(200_000);
+    let path = write(dir.path(), "t.txt", &data);
+    let mut c = config(Codec::Xz, Some(0), &[]);
+    c.xz.max_parallel = 1;
+    let e = Encoder::new(&c).unwrap();
+    // Hold the only slot, as a first upload worker compressing would.
+    let held = gate::XzSlot::acquire(1);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        let prepared = e.prepare(&path, Some(Encoding::Xz));
+        tx.send(()).unwrap();
+        prepared
+    });
+    assert!(
+        rx.recv_timeout(std::time::Duration::from_millis(300))
+            .is_err(),
+        "a second xz encoder ran while the only slot was held"
+    );
+    drop(held);
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the waiting encoder runs once the slot is free");
+    let prepared = worker.join().unwrap().unwrap();
+    assert_eq!(prepared.encoding, Some(Encoding::Xz));
+    assert!(decode(prepared.encoding, &body(&prepared)) == data);
+}
+
+#[test]
 fn encoding_names_round_trip() {
     for e in [Encoding::Xz, Encoding::Zstd] {
         assert_eq!(Encoding::from_name(e.as_str()), Some(e));

@@ -121,8 +121,9 @@ fn a_moved_large_file_is_not_uploaded_again() {
     let root = children(second["root_cap"].as_str().unwrap());
     let b = children(child(&root, "b").0);
     let (_, meta) = child(&b, "moved.bin");
+    // zstd: the base config's codec since issue 16.
     assert_eq!(
-        meta["enc"], "xz",
+        meta["enc"], "zstd",
         "the reused object keeps its encoding on the edge"
     );
 }
@@ -167,6 +168,33 @@ fn zstd_compresses_text_and_leaves_random_content_alone() {
 }
 
 #[test]
+fn codec_xz_with_the_original_tools_options_still_compresses_with_xz() {
+    // The original tool's {options: {level: N}} form, with the codec that
+    // was its only one (the default before issue 16) named explicitly.
+    let s = setup(
+        "  encoding:\n    codec: xz\n    xz:\n      max_parallel: 1\n      \
+         options: {options: {level: 1}}\n",
+    );
+    let text = "a line of ordinary text that compresses well\n".repeat(400);
+    fs::write(s.source.join("a.txt"), &text).unwrap();
+    fs::write(s.source.join("b.txt"), text.repeat(2)).unwrap();
+    let summary = backup(&s.config, &[]);
+    assert_eq!(summary["files_uploaded"], 2);
+    let root = children(summary["root_cap"].as_str().unwrap());
+    let url = common::gateway_url();
+    for name in ["a.txt", "b.txt"] {
+        let (cap, meta) = child(&root, name);
+        assert_eq!(meta["enc"], "xz", "{name}");
+        let stored = common::http_get(&format!("{url}/uri/{cap}"));
+        let mut decoded = Vec::new();
+        liblzma::read::XzDecoder::new(&stored[..])
+            .read_to_end(&mut decoded)
+            .unwrap();
+        assert!(decoded == fs::read(s.source.join(name)).unwrap(), "{name}");
+    }
+}
+
+#[test]
 fn flipping_a_rule_reuploads_exactly_the_files_whose_decision_changed() {
     let s = setup("");
     let text = "compressible log line\n".repeat(400); // 8.8 kB, above min_size
@@ -176,7 +204,8 @@ fn flipping_a_rule_reuploads_exactly_the_files_whose_decision_changed() {
     let first = backup(&s.config, &[]);
     assert_eq!(first["files_uploaded"], 3);
     let root = children(first["root_cap"].as_str().unwrap());
-    assert_eq!(child(&root, "a.log").1["enc"], "xz");
+    // zstd: the base config's codec since issue 16.
+    assert_eq!(child(&root, "a.log").1["enc"], "zstd");
     // Now .log files are never compressed: a.log and b.log change their
     // decision, c.dat does not.
     let flipped = s.config.with_file_name("flip.yaml");
@@ -201,7 +230,7 @@ fn flipping_a_rule_reuploads_exactly_the_files_whose_decision_changed() {
     assert!(second["unchanged"].as_u64().unwrap() >= 1);
     let root = children(second["root_cap"].as_str().unwrap());
     assert!(child(&root, "a.log").1.get("enc").is_none());
-    assert_eq!(child(&root, "c.dat").1["enc"], "xz");
+    assert_eq!(child(&root, "c.dat").1["enc"], "zstd");
 }
 
 #[test]

@@ -115,30 +115,36 @@ pub(super) fn renew_leases(
 ) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     let stale_before = cache.stale_leases(older_than)?.objects;
-    let set = cache.lease_renewal_set()?;
+    // The set lives in a temporary table of the cache, read a batch at a
+    // time in cap order: memory does not grow with the number of objects.
+    let set = cache.lease_set()?;
+    let total = usize::try_from(set.len()).unwrap_or(usize::MAX);
     // An interrupted run is continued, unless it began so long ago that
     // what it renewed is due again soon: then everything is renewed now.
     let max_age = unix_now().saturating_sub(older_than) / 2;
     let cursor = cache
         .lease_cursor()?
         .filter(|c| unix_now().saturating_sub(c.started) <= max_age);
+    // The last cap done: the next batch starts after it.
+    let mut after: Option<String> = None;
     let (first, run_started) = match cursor {
         Some(cursor) => {
-            let done = set.partition_point(|c| c.as_str() <= cursor.last.as_str());
+            let done = cache.lease_set_rank(&set, cursor.last.as_str())?;
+            let done = usize::try_from(done).unwrap_or(usize::MAX);
             info!(
                 "continuing the lease renewal begun at {} ({done} of {} objects done then; \
-                 {} now)",
+                 {total} now)",
                 crate::commands::show::time(cursor.started),
                 cursor.total,
-                set.len()
             );
+            after = Some(cursor.last);
             (done, cursor.started)
         }
         None => (0, unix_now()),
     };
     info!(
         "renewing the leases of {} object(s) reachable from the recorded backups",
-        set.len() - first
+        total - first
     );
     let limits = Limits::new(None, config.operation.rate_limit.objects.as_ref());
     let workers = usize::try_from(config.operation.concurrency)
@@ -151,7 +157,7 @@ pub(super) fn renew_leases(
     let mut next = first;
     let mut fatal: Option<TahoeError> = None;
     let mut stopped = false;
-    while next < set.len() && fatal.is_none() {
+    while next < total && fatal.is_none() {
         // The first batch always runs, so every run makes progress.
         if next > first && deadline.is_some_and(Deadline::passed) {
             // The cursor was saved after the last batch: the next run
@@ -159,7 +165,11 @@ pub(super) fn renew_leases(
             stopped = true;
             break;
         }
-        let chunk = &set[next..(next + batch).min(set.len())];
+        let chunk = cache.lease_set_page(&set, after.as_deref(), batch)?;
+        if chunk.is_empty() {
+            break;
+        }
+        let chunk = &chunk[..];
         let outcomes = check_batch(client, &limits, &requests, chunk, workers);
         // Results in cap order. The cursor only covers the objects before
         // the first failure of the gateway; leases renewed after it are
@@ -199,13 +209,14 @@ pub(super) fn renew_leases(
             }
         }
         if done > 0 {
-            cache.set_lease_cursor(run_started, set.len() as u64, &chunk[done - 1])?;
+            cache.set_lease_cursor(run_started, total as u64, &chunk[done - 1])?;
             cache.commit()?;
+            after = Some(chunk[done - 1].as_str().to_owned());
         }
         next += done;
         if last_progress.elapsed().as_secs() >= LEASE_PROGRESS_EVERY_SECS {
             last_progress = Instant::now();
-            info!("lease renewal: {next} of {} objects done", set.len());
+            info!("lease renewal: {next} of {total} objects done");
         }
     }
     if fatal.is_none() && !stopped {
@@ -217,7 +228,7 @@ pub(super) fn renew_leases(
     let requests = requests.load(Ordering::Relaxed);
     let stale_after = warn_stale(cache, report, older_than, false)?;
     report.leases_summary(&LeasesSummary {
-        objects: set.len(),
+        objects: total,
         resumed_at: first,
         renewed,
         unhealthy,
@@ -230,15 +241,14 @@ pub(super) fn renew_leases(
     })?;
     if let Some(err) = fatal {
         return Err(anyhow::Error::new(err).context(format!(
-            "renewing leases stopped after {next} of {} objects (the next \
-             `check --leases` continues from there)",
-            set.len()
+            "renewing leases stopped after {next} of {total} objects (the next \
+             `check --leases` continues from there)"
         )));
     }
     if let (true, Some(deadline)) = (stopped, deadline) {
         report.not_finished(
             deadline,
-            &format!("{next} of {} objects done", set.len()),
+            &format!("{next} of {total} objects done"),
             "the next `check --leases` continues from there",
         )?;
         return Ok(Outcome::Problems);
