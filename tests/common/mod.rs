@@ -194,6 +194,25 @@ pub(crate) fn assert_cleanup_keeps_shared(
     );
 }
 
+/// `tar c` of `root`'s contents with `args`, as Debian's GNU tar writes it.
+pub(crate) fn tar_c(root: &Path, args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new("tar")
+        .env("LC_ALL", "C")
+        .arg("-c")
+        .args(args)
+        .arg("-C")
+        .arg(root)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tar {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// [`http_get`], with the response's status.
 pub(crate) fn http_get_status(url: &str) -> (u16, Vec<u8>) {
     let mut resp = http_agent()
