@@ -24,6 +24,7 @@ mod rebuild;
 mod reclaim;
 mod runs;
 mod schema;
+mod subtrees;
 #[cfg(test)]
 mod tests;
 mod verified;
@@ -295,8 +296,6 @@ pub struct Cache {
     /// Rows changed since the last COMMIT that count toward
     /// `commit_after.queries`.
     pending: u64,
-    /// Whether uncounted writes (generation marks) wait for a COMMIT.
-    uncounted: bool,
     last_commit: Instant,
     /// 0 until [`Cache::begin_run`].
     generation: u64,
@@ -360,7 +359,6 @@ impl Cache {
             max_writes,
             max_age,
             pending: 0,
-            uncounted: false,
             last_commit: Instant::now(),
             generation: 0,
             run_start: None,
@@ -421,7 +419,6 @@ impl Cache {
             max_writes: None,
             max_age: None,
             pending: 0,
-            uncounted: false,
             last_commit: Instant::now(),
             generation: 0,
             run_start: None,
@@ -536,26 +533,6 @@ impl Cache {
         }))
     }
 
-    /// Marks a reused object as used by this run (gives it this run's
-    /// generation). No write if it already has it.
-    pub(crate) fn mark_used(&mut self, key: &ObjectKey) -> Result<(), CacheError> {
-        let generation = self.run_generation()?;
-        let n = self.write(
-            "marking an object used in",
-            "UPDATE objects SET generation = ?1, ts = ?2 WHERE key = ?3 AND generation <> ?1",
-            params![generation, unix_now(), &key.as_bytes()[..]],
-        )?;
-        // A re-run of an unchanged tree marks every object: counting those
-        // toward commit_after.queries would commit (and fsync) every few
-        // dozen entries for rows whose loss costs nothing (a lost mark only
-        // leaves an object on an older generation; nothing is re-uploaded
-        // and references keep it). They are committed with the next counted
-        // write, by commit_after.seconds, or at the end of the run.
-        self.pending = self.pending.saturating_sub(n);
-        self.uncounted |= n > 0;
-        Ok(())
-    }
-
     /// Records (or replaces) the object under `key` with this run's
     /// generation. `uploaded_now`: the gateway just stored it, which renews
     /// its lease. Only pass caps the gateway returned for this content.
@@ -620,6 +597,9 @@ impl Cache {
             "DELETE FROM content WHERE cap = ?1",
             [cap.as_str()],
         )?;
+        // The object may be beneath any recorded subtree: none can be
+        // trusted to skip it any more.
+        self.forget_subtrees()?;
         Ok(n)
     }
 
@@ -885,7 +865,6 @@ impl Cache {
     }
 
     /// When this cache last renewed the lease of `cap`, Unix seconds.
-    #[cfg(test)]
     pub(crate) fn lease_renewed(&self, cap: &Cap) -> Result<Option<i64>, CacheError> {
         self.conn
             .prepare_cached("SELECT renewed FROM leases WHERE cap = ?1")
@@ -997,7 +976,7 @@ impl Cache {
     /// Commits if `commit_after.queries` rows were written, or
     /// `commit_after.seconds` passed, since the last COMMIT.
     pub(crate) fn maybe_commit(&mut self) -> Result<(), CacheError> {
-        if self.pending == 0 && !self.uncounted {
+        if self.pending == 0 {
             return Ok(());
         }
         let by_count = self.max_writes.is_some_and(|q| self.pending >= q);
@@ -1018,7 +997,6 @@ impl Cache {
                 .map_err(|e| sql_err(&self.path, "committing to", e))?;
         }
         self.pending = 0;
-        self.uncounted = false;
         self.last_commit = Instant::now();
         Ok(())
     }

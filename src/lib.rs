@@ -99,6 +99,7 @@ pub(crate) mod retention;
 pub(crate) mod scan;
 pub(crate) mod selector;
 pub(crate) mod stream;
+pub(crate) mod subtree;
 pub(crate) mod tahoe;
 pub(crate) mod tarsplit;
 pub(crate) mod tree;

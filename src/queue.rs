@@ -9,7 +9,10 @@
 //! Format v2 is v1 with a header that binds the queue to the source it was
 //! made from: `#lafs-backup-queue v2 written=T dev=D ino=I source=PATH`, so
 //! that a queue is never resumed for another tree (or a stale one for the
-//! same tree). The reader accepts v1 and v2.
+//! same tree). Format v3 (what `backup` writes since issue 16) is v2 whose
+//! directory lines may say that the whole directory is unchanged and reused
+//! from the cache: `PATH META#subtree=SIG:ENTRIES:BYTES`, with none of its
+//! entries listed (`crate::subtree`). The reader accepts v1, v2 and v3.
 //!
 //! Files written by the original lafs-backup-tool have no header and no
 //! escaping; the reader accepts them too.
@@ -19,7 +22,7 @@
 //! symlink is replaced, never written through.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -28,11 +31,15 @@ use thiserror::Error;
 
 use crate::escape;
 use crate::meta::EntryMeta;
+use crate::subtree::{self, Reused};
 
 pub(crate) const HEADER: &str = "#lafs-backup-queue v1";
 
 /// The start of a v2 header line; the binding's fields follow.
 pub(crate) const HEADER_V2: &str = "#lafs-backup-queue v2";
+
+/// The start of a v3 header line: the v2 fields, and reused lines allowed.
+pub(crate) const HEADER_V3: &str = "#lafs-backup-queue v3";
 
 /// What a v2 queue is bound to: the source tree it lists, and when the scan
 /// wrote it.
@@ -69,11 +76,12 @@ impl Binding {
         self.source == current.source && self.dev == current.dev && self.ino == current.ino
     }
 
-    /// The v2 header line, without its newline. The source path comes last
-    /// and is escaped like queue paths, so it may hold spaces.
+    /// The header line (v3, the v2 fields), without its newline. The
+    /// source path comes last and is escaped like queue paths, so it may
+    /// hold spaces.
     pub(crate) fn header(&self) -> String {
         format!(
-            "{HEADER_V2} written={} dev={} ino={} source={}",
+            "{HEADER_V3} written={} dev={} ino={} source={}",
             self.written,
             self.dev,
             self.ino,
@@ -206,6 +214,9 @@ pub(crate) struct Entry {
     /// Raw path bytes relative to the source root; empty for the root.
     pub path: Vec<u8>,
     pub meta: EntryMeta,
+    /// v3: a directory reused whole from the cache; nothing beneath it is
+    /// listed.
+    pub reused: Option<Reused>,
 }
 
 /// Which dialect a queue file is written in.
@@ -214,6 +225,8 @@ pub(crate) enum Format {
     V1,
     /// V1 lines under a header that binds the queue to its source.
     V2,
+    /// V2 with reused directory lines.
+    V3,
     /// The original tool's headerless, unescaped lines.
     Legacy,
 }
@@ -256,10 +269,22 @@ pub(crate) fn parse_line(line: &[u8], format: Format) -> Result<Entry, String> {
     let Some(split) = line.iter().rposition(|&b| b == b' ') else {
         return Err("no space between path and metadata".into());
     };
-    let (path, meta) = (&line[..split], &line[split + 1..]);
+    let (path, mut meta) = (&line[..split], &line[split + 1..]);
+    let mut reused = None;
+    if format == Format::V3
+        && let Some(at) = find(meta, subtree::MARKER.as_bytes())
+    {
+        reused = Some(Reused::parse(&meta[at + subtree::MARKER.len()..])?);
+        meta = &meta[..at];
+    }
     let meta = EntryMeta::parse_queue_field(meta).map_err(|e| e.to_string())?;
+    if reused.is_some() && meta.mode.is_none_or(|m| m & 0o170_000 != 0o040_000) {
+        return Err("only a directory can be reused (#subtree=)".into());
+    }
     let path = match format {
-        Format::V1 | Format::V2 => escape::unescape(path).map_err(|e| format!("path: {e}"))?,
+        Format::V1 | Format::V2 | Format::V3 => {
+            escape::unescape(path).map_err(|e| format!("path: {e}"))?
+        }
         Format::Legacy => path.to_vec(),
     };
     if path.first() == Some(&b'/') || path.last() == Some(&b'/') && path.len() > 1 {
@@ -271,7 +296,11 @@ pub(crate) fn parse_line(line: &[u8], format: Format) -> Result<Entry, String> {
     {
         return Err("path has an empty, '.' or '..' component, or a NUL byte".into());
     }
-    Ok(Entry { path, meta })
+    Ok(Entry { path, meta, reused })
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Writes a queue to a temporary file beside its destination and renames it
@@ -280,10 +309,26 @@ pub(crate) fn parse_line(line: &[u8], format: Format) -> Result<Entry, String> {
 /// number of entries.
 pub(crate) struct Writer {
     dest: PathBuf,
-    out: BufWriter<tempfile::NamedTempFile>,
+    file: tempfile::NamedTempFile,
+    /// Lines not yet written to `file`. Kept by hand rather than in a
+    /// `BufWriter` so that [`truncate_to`](Self::truncate_to) can drop lines
+    /// still in memory without a system call.
+    buf: Vec<u8>,
+    /// Bytes already in `file`.
+    flushed: u64,
     line: Vec<u8>,
     entries: u64,
 }
+
+/// A place in a queue being written, to go back to
+/// ([`Writer::truncate_to`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Mark {
+    offset: u64,
+    entries: u64,
+}
+
+const WRITE_CHUNK: usize = 256 * 1024;
 
 impl Writer {
     /// A v1 queue (no binding): for tests.
@@ -305,35 +350,94 @@ impl Writer {
             .suffix(".tmp")
             .tempfile_in(dir)
             .map_err(|e| QueueError::io(dest, e))?;
-        let mut out = BufWriter::with_capacity(256 * 1024, tmp);
-        writeln!(out, "{header}").map_err(|e| QueueError::io(dest, e))?;
+        let mut buf = Vec::with_capacity(WRITE_CHUNK + 4096);
+        buf.extend_from_slice(header.as_bytes());
+        buf.push(b'\n');
         Ok(Self {
             dest: dest.to_owned(),
-            out,
+            file: tmp,
+            buf,
+            flushed: 0,
             line: Vec::with_capacity(256),
             entries: 0,
         })
     }
 
     pub(crate) fn push(&mut self, path: &[u8], meta: &EntryMeta) -> Result<(), QueueError> {
+        self.push_line(path, meta, None)
+    }
+
+    /// A directory reused whole (v3): nothing beneath it may be listed.
+    pub(crate) fn push_reused(
+        &mut self,
+        path: &[u8],
+        meta: &EntryMeta,
+        reused: &Reused,
+    ) -> Result<(), QueueError> {
+        self.push_line(path, meta, Some(reused))
+    }
+
+    fn push_line(
+        &mut self,
+        path: &[u8],
+        meta: &EntryMeta,
+        reused: Option<&Reused>,
+    ) -> Result<(), QueueError> {
         self.line.clear();
         format_line(path, meta, &mut self.line);
+        if let Some(reused) = reused {
+            reused.write(&mut self.line);
+        }
         self.line.push(b'\n');
-        self.out
-            .write_all(&self.line)
-            .map_err(|e| QueueError::io(&self.dest, e))?;
+        self.buf.extend_from_slice(&self.line);
         self.entries += 1;
+        if self.buf.len() >= WRITE_CHUNK {
+            self.flush_buf()?;
+        }
+        Ok(())
+    }
+
+    fn flush_buf(&mut self) -> Result<(), QueueError> {
+        self.file
+            .write_all(&self.buf)
+            .map_err(|e| QueueError::io(&self.dest, e))?;
+        self.flushed += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Where the next line will go.
+    pub(crate) fn mark(&self) -> Mark {
+        Mark {
+            offset: self.flushed + self.buf.len() as u64,
+            entries: self.entries,
+        }
+    }
+
+    /// Drops every line written since `mark`.
+    pub(crate) fn truncate_to(&mut self, mark: Mark) -> Result<(), QueueError> {
+        if mark.offset >= self.flushed {
+            let keep = usize::try_from(mark.offset - self.flushed).unwrap_or(usize::MAX);
+            self.buf.truncate(keep);
+        } else {
+            use std::io::Seek as _;
+            self.buf.clear();
+            let file = self.file.as_file_mut();
+            file.set_len(mark.offset)
+                .and_then(|()| file.seek(io::SeekFrom::Start(mark.offset)).map(|_| ()))
+                .map_err(|e| QueueError::io(&self.dest, e))?;
+            self.flushed = mark.offset;
+        }
+        self.entries = mark.entries;
         Ok(())
     }
 
     /// Flushes, fsyncs and renames the queue into place; returns the number
     /// of entries written.
-    pub(crate) fn finish(self) -> Result<u64, QueueError> {
+    pub(crate) fn finish(mut self) -> Result<u64, QueueError> {
+        self.flush_buf()?;
         let dest = self.dest;
-        let tmp = self
-            .out
-            .into_inner()
-            .map_err(|e| QueueError::io(&dest, e.into_error()))?;
+        let tmp = self.file;
         tmp.as_file()
             .sync_all()
             .map_err(|e| QueueError::io(&dest, e))?;
@@ -379,7 +483,15 @@ impl<R: BufRead> Reader<R> {
         let mut binding = None;
         let (format, pending, line_no) = if stripped == HEADER.as_bytes() {
             (Format::V1, None, 1)
-        } else if let Some(fields) = stripped.strip_prefix(format!("{HEADER_V2} ").as_bytes()) {
+        } else if let Some((fields, format)) = stripped
+            .strip_prefix(format!("{HEADER_V2} ").as_bytes())
+            .map(|f| (f, Format::V2))
+            .or_else(|| {
+                stripped
+                    .strip_prefix(format!("{HEADER_V3} ").as_bytes())
+                    .map(|f| (f, Format::V3))
+            })
+        {
             binding = Some(
                 Binding::parse_fields(fields).map_err(|reason| QueueError::Parse {
                     path: path.to_owned(),
@@ -387,13 +499,13 @@ impl<R: BufRead> Reader<R> {
                     reason,
                 })?,
             );
-            (Format::V2, None, 1)
+            (format, None, 1)
         } else if stripped.starts_with(b"#lafs-backup-queue ") {
             return Err(QueueError::Parse {
                 path: path.to_owned(),
                 line: 1,
                 reason: format!(
-                    "unsupported queue format {:?} (this version reads v1, v2 and the original tool's files)",
+                    "unsupported queue format {:?} (this version reads v1, v2, v3 and the original tool's files)",
                     String::from_utf8_lossy(stripped)
                 ),
             });
@@ -655,6 +767,40 @@ mod tests {
 
     #[test]
     fn golden_v2_file() {
+        // Written by the previous release; still read (without reused lines).
+        let q = Path::new("queue");
+        let text = b"#lafs-backup-queue v2 written=1765000000 dev=2049 ino=131074 source=/srv/my data\\x0a\\\\\n\
+             a 0:0:100644\n \
+             0:0:40700\n";
+        let mut reader = Reader::new(q, &text[..]).unwrap();
+        assert_eq!(reader.format(), Format::V2);
+        assert_eq!(
+            reader.binding(),
+            Some(&Binding {
+                written: 1_765_000_000,
+                dev: 2049,
+                ino: 131_074,
+                source: b"/srv/my data\n\\".to_vec(),
+            })
+        );
+        let entries: Vec<_> = reader.by_ref().collect::<Result<_, _>>().unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(reader.line_no(), 3);
+        // A v2 queue has no reused lines: the marker is just a bad field.
+        let text = format!(
+            "#lafs-backup-queue v2 written=1 dev=2 ino=3 source=/a\n 0:0:40700#subtree={}:1:2\n",
+            "ab".repeat(32)
+        );
+        let err = Reader::new(q, text.as_bytes())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn golden_v3_file_with_reused_lines_and_truncation() {
         let dir = tempfile::tempdir().unwrap();
         let q = dir.path().join("queue");
         let binding = Binding {
@@ -663,23 +809,75 @@ mod tests {
             ino: 131_074,
             source: b"/srv/my data\n\\".to_vec(),
         };
+        let reused = Reused {
+            sig: crate::cache::ObjectKey::from_array([0x5a; 32]),
+            entries: 3,
+            bytes: 70,
+        };
         let mut w = Writer::create_bound(&q, &binding).unwrap();
         w.push(b"a", &meta("0:0:100644")).unwrap();
+        let start = w.mark();
+        w.push(b"d/x", &meta("0:0:100644")).unwrap();
+        w.push(b"d/y", &meta("0:0:100644")).unwrap();
+        // d turned out unchanged: its entries go, one reused line stays.
+        w.truncate_to(start).unwrap();
+        w.push_reused(b"d", &meta("0:0:40755"), &reused).unwrap();
         w.push(b"", &meta("0:0:40700")).unwrap();
-        w.finish().unwrap();
+        assert_eq!(w.finish().unwrap(), 3);
         let text = fs::read(&q).unwrap();
         assert_eq!(
             String::from_utf8(text.clone()).unwrap(),
-            "#lafs-backup-queue v2 written=1765000000 dev=2049 ino=131074 source=/srv/my data\\x0a\\\\\n\
-             a 0:0:100644\n \
-             0:0:40700\n"
+            format!(
+                "#lafs-backup-queue v3 written=1765000000 dev=2049 ino=131074 source=/srv/my data\\x0a\\\\\n\
+                 a 0:0:100644\n\
+                 d 0:0:40755#subtree={}:3:70\n \
+                 0:0:40700\n",
+                "5a".repeat(32)
+            )
         );
         let mut reader = Reader::new(&q, &text[..]).unwrap();
-        assert_eq!(reader.format(), Format::V2);
+        assert_eq!(reader.format(), Format::V3);
         assert_eq!(reader.binding(), Some(&binding));
         let entries: Vec<_> = reader.by_ref().collect::<Result<_, _>>().unwrap();
-        assert_eq!(entries.len(), 2);
-        assert_eq!(reader.line_no(), 3);
+        assert_eq!(entries.len(), 3);
+        assert_eq!(entries[0].reused, None);
+        assert_eq!(entries[1].path, b"d");
+        assert_eq!(entries[1].reused, Some(reused));
+        // Only directories are reused; a damaged marker names its line.
+        for bad in [
+            format!("f 0:0:100644#subtree={}:1:2", "ab".repeat(32)),
+            "d 0:0:40755#subtree=zz:1:2".to_owned(),
+        ] {
+            let text = format!("#lafs-backup-queue v3 written=1 dev=2 ino=3 source=/a\n{bad}\n");
+            let err = Reader::new(&q, text.as_bytes())
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap_err();
+            assert!(err.to_string().contains("line 2"), "{err}");
+        }
+    }
+
+    #[test]
+    fn truncation_reaches_back_past_what_was_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = dir.path().join("queue");
+        let mut w = Writer::create(&q).unwrap();
+        let start = w.mark();
+        // More than one write chunk: the first lines are in the file already.
+        let long = vec![b'n'; 200];
+        for i in 0..3000u32 {
+            let mut path = long.clone();
+            path.extend_from_slice(format!("{i:05}").as_bytes());
+            w.push(&path, &meta("0:0:100644")).unwrap();
+        }
+        w.truncate_to(start).unwrap();
+        w.push(b"", &meta("0:0:40700")).unwrap();
+        assert_eq!(w.finish().unwrap(), 1);
+        assert_eq!(
+            fs::read(&q).unwrap(),
+            b"#lafs-backup-queue v1\n 0:0:40700\n"
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::escape;
 use crate::filter::{self, Filter, LocalRules};
 use crate::meta::{self, EntryMeta};
 use crate::queue::{self, QueueError};
+use crate::subtree::{Reused, SigBuilder};
 
 pub(crate) mod longpath;
 use longpath::DirPath;
@@ -63,6 +64,9 @@ pub(crate) struct Stats {
     pub other_filesystems: u64,
     /// Directories whose contents were skipped because of a `CACHEDIR.TAG`.
     pub caches: u64,
+    /// Directories found unchanged in the cache and queued as one reused
+    /// line each (their entries are counted in `entries` all the same).
+    pub reused_dirs: u64,
 }
 
 #[derive(Debug, Error)]
@@ -97,6 +101,32 @@ struct Frame {
     pending: Vec<OsString>,
     /// The rules of this directory's `.lafs-backup-exclude`, if any.
     local: Option<LocalRules>,
+    /// The directory's own `lstat`, for its parent's signature.
+    md: Metadata,
+    /// What a reuse of the directory needs (`None` without [`Reuse`]).
+    sub: Option<SubFrame>,
+}
+
+/// A directory's subtree, as far as walked: its signature so far, where its
+/// first line went in the queue, and its counts.
+struct SubFrame {
+    sig: SigBuilder,
+    start: queue::Mark,
+    /// Entries beneath the directory (not itself).
+    entries: u64,
+    /// Bytes of the regular files beneath it.
+    bytes: u64,
+    /// `stats.problems` when the directory was entered: any problem reported
+    /// before it is left is beneath it, and keeps it from being reused.
+    problems_before: u64,
+}
+
+/// How the scan finds unchanged directories (`crate::subtree`): the
+/// settings fingerprint, and whether the cache holds a fresh subtree for a
+/// signature.
+pub(crate) struct Reuse<'a> {
+    pub(crate) fingerprint: [u8; 32],
+    pub(crate) known: &'a dyn Fn(&crate::cache::ObjectKey) -> bool,
 }
 
 struct Walker<'a> {
@@ -105,14 +135,40 @@ struct Walker<'a> {
     root_dev: u64,
     reader: meta::Reader,
     stats: Stats,
+    reuse: Option<&'a Reuse<'a>>,
+}
+
+/// What [`Walker::visit`] found. One at a time, never stored: the size of
+/// the directory variant does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Visited {
+    /// Nothing queued (excluded, vanished).
+    Nothing,
+    /// A non-directory, queued.
+    Leaf(Metadata, EntryMeta),
+    /// A directory to descend.
+    Dir(Frame),
 }
 
 /// Scans `root` into `out`, which the caller finishes.
+#[cfg(test)]
 pub(crate) fn scan(
     root: &Path,
     filter: &Filter,
     options: Options,
     out: &mut queue::Writer,
+) -> Result<Stats, ScanError> {
+    scan_reusing(root, filter, options, out, None)
+}
+
+/// [`scan`], writing a directory the cache holds unchanged as one reused
+/// line instead of its whole subtree.
+pub(crate) fn scan_reusing(
+    root: &Path,
+    filter: &Filter,
+    options: Options,
+    out: &mut queue::Writer,
+    reuse: Option<&Reuse<'_>>,
 ) -> Result<Stats, ScanError> {
     let root_err = |source| ScanError::Root {
         path: root.to_owned(),
@@ -129,22 +185,34 @@ pub(crate) fn scan(
         root_dev: root_md.dev(),
         reader: meta::Reader::default(),
         stats: Stats::default(),
+        reuse,
     };
     let root_meta = walker.capture(root_dir.path(), b"", &root_md);
     let pending = list_dir(root_dir.path()).map_err(root_err)?;
     let local = walker.local_rules(root_dir.path(), b"");
+    let sub = walker.sub_frame(out, b"");
     let mut stack = vec![Frame {
         rel: Vec::new(),
         dir: root_dir,
         meta: root_meta,
         pending,
         local,
+        md: root_md,
+        sub,
     }];
 
     while let Some(frame) = stack.last_mut() {
         let Some(name) = frame.pending.pop() else {
-            let done = stack.pop().expect("the loop just saw a frame");
-            walker.emit(out, &done.rel, &done.meta)?;
+            let mut done = stack.pop().expect("the loop just saw a frame");
+            let left = walker.leave(out, &mut done)?;
+            if let Some(parent) = stack.last_mut()
+                && let (Some(psub), Some((sig, entries, bytes))) = (&mut parent.sub, left)
+            {
+                let (_, name) = split_last(&done.rel);
+                psub.sig.child(name, &done.md, &done.meta, Some(&sig));
+                psub.entries += 1 + entries;
+                psub.bytes = psub.bytes.saturating_add(bytes);
+            }
             continue;
         };
         let mut rel = frame.rel.clone();
@@ -159,11 +227,29 @@ pub(crate) fn scan(
                 continue;
             }
         };
-        if let Some(child) = walker.visit(out, dir, rel, &stack)? {
-            stack.push(child);
+        match walker.visit(out, dir, rel, &stack)? {
+            Visited::Nothing => {}
+            Visited::Dir(child) => stack.push(child),
+            Visited::Leaf(md, meta) => {
+                if let Some(sub) = stack.last_mut().and_then(|f| f.sub.as_mut()) {
+                    sub.sig.child(name.as_bytes(), &md, &meta, None);
+                    sub.entries += 1;
+                    if md.is_file() {
+                        sub.bytes = sub.bytes.saturating_add(md.size());
+                    }
+                }
+            }
         }
     }
     Ok(walker.stats)
+}
+
+/// `(parent, last component)` of a relative path.
+fn split_last(rel: &[u8]) -> (&[u8], &[u8]) {
+    match rel.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&rel[..i], &rel[i + 1..]),
+        None => (b"", rel),
+    }
 }
 
 impl Walker<'_> {
@@ -176,20 +262,20 @@ impl Walker<'_> {
         dir: DirPath,
         rel: Vec<u8>,
         open: &[Frame],
-    ) -> Result<Option<Frame>, ScanError> {
+    ) -> Result<Visited, ScanError> {
         let abs = dir.path();
         let md = match fs::symlink_metadata(abs) {
             Ok(md) => md,
             Err(e) => {
                 self.problem(&rel, &describe(&e));
-                return Ok(None);
+                return Ok(Visited::Nothing);
             }
         };
         let is_dir = md.is_dir();
         if !self.filter.includes(&rel, is_dir) {
             trace!(path = %display_path(&rel), "excluded by filter");
             self.stats.excluded += 1;
-            return Ok(None);
+            return Ok(Visited::Nothing);
         }
         if open
             .iter()
@@ -198,17 +284,17 @@ impl Walker<'_> {
         {
             trace!(path = %display_path(&rel), "excluded by a .lafs-backup-exclude");
             self.stats.excluded += 1;
-            return Ok(None);
+            return Ok(Visited::Nothing);
         }
         if is_dir && filter::has_skip_file(abs) {
             info!(path = %display_path(&rel), "leaving out a directory holding .lafs-backup-skip");
             self.stats.excluded += 1;
-            return Ok(None);
+            return Ok(Visited::Nothing);
         }
         let meta = self.capture(abs, &rel, &md);
         if !is_dir {
             self.emit(out, &rel, &meta)?;
-            return Ok(None);
+            return Ok(Visited::Leaf(md, meta));
         }
         let pending = if self.options.one_file_system && md.dev() != self.root_dev {
             // Like `tar --one-file-system`: the mount point itself is kept
@@ -240,13 +326,63 @@ impl Walker<'_> {
             }
         };
         let local = self.local_rules(abs, &rel);
-        Ok(Some(Frame {
+        let sub = self.sub_frame(out, &rel);
+        Ok(Visited::Dir(Frame {
             rel,
             dir,
             meta,
             pending,
             local,
+            md,
+            sub,
         }))
+    }
+
+    /// A new directory's subtree state, when reusing.
+    fn sub_frame(&self, out: &queue::Writer, rel: &[u8]) -> Option<SubFrame> {
+        let reuse = self.reuse?;
+        Some(SubFrame {
+            sig: SigBuilder::new(&reuse.fingerprint, rel),
+            start: out.mark(),
+            entries: 0,
+            bytes: 0,
+            problems_before: self.stats.problems,
+        })
+    }
+
+    /// Writes a walked directory's own line: a reused line in place of
+    /// everything queued beneath it when the cache holds it unchanged and
+    /// nothing beneath it had a problem. Returns its signature.
+    fn leave(
+        &mut self,
+        out: &mut queue::Writer,
+        done: &mut Frame,
+    ) -> Result<Option<(crate::cache::ObjectKey, u64, u64)>, ScanError> {
+        let (Some(reuse), Some(mut sub)) = (self.reuse, done.sub.take()) else {
+            self.emit(out, &done.rel, &done.meta)?;
+            return Ok(None);
+        };
+        if done.rel.is_empty() {
+            // The root's own metadata is stored inside the root directory
+            // (it has no parent edge), so its signature covers it too.
+            sub.sig.child(b"", &done.md, &done.meta, None);
+        }
+        let sig = sub.sig.finish();
+        if self.stats.problems == sub.problems_before && (reuse.known)(&sig) {
+            out.truncate_to(sub.start)?;
+            let reused = Reused {
+                sig,
+                entries: sub.entries,
+                bytes: sub.bytes,
+            };
+            trace!(path = %display_path(&done.rel), entries = sub.entries, "unchanged subtree");
+            out.push_reused(&done.rel, &done.meta, &reused)?;
+            self.stats.entries += 1;
+            self.stats.reused_dirs += 1;
+        } else {
+            self.emit(out, &done.rel, &done.meta)?;
+        }
+        Ok(Some((sig, sub.entries, sub.bytes)))
     }
 
     /// The directory's `.lafs-backup-exclude` rules. A file that cannot be

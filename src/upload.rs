@@ -50,6 +50,8 @@ use crate::tahoe::{self, Cap, CheckReport, Client, TahoeError};
 pub(crate) use worker::random_probe;
 use worker::{Done, Failure, Job, JobId, Shared};
 
+use crate::subtree::{Reused, SigBuilder};
+
 /// What the upload needs besides the queue, decided by the command.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Options {
@@ -61,6 +63,11 @@ pub(crate) struct Options {
     pub reuse_check_secs: i64,
     /// Worker threads, at least 1.
     pub concurrency: usize,
+    /// The settings fingerprint of subtree signatures (`crate::subtree`):
+    /// with it, every directory completed with nothing skipped beneath it
+    /// is recorded in the cache's `subtrees`, and the queue's reused lines
+    /// are taken from there. `None`: neither.
+    pub subtrees: Option<[u8; 32]>,
 }
 
 /// Counts of one upload, for the summary line and the `backups` row.
@@ -99,6 +106,13 @@ pub(crate) enum UploadError {
     GridDown(String),
     #[error("{0}")]
     Source(String),
+    /// A reused queue line names a subtree the cache no longer holds (or
+    /// whose leases are due a check): the queue must be made again.
+    #[error(
+        "{0}: the queue reuses this directory whole, but the cache no longer holds it \
+         (or its leases are due a check); scan again (backup -f)"
+    )]
+    SubtreeGone(String),
     #[error("{what}: {source}")]
     Tahoe {
         what: String,
@@ -144,6 +158,14 @@ struct Frame {
     last_name: Vec<u8>,
     /// Set when the directory's own queue line has been read.
     closed: Option<ClosedDir>,
+    /// The directory's subtree signature so far (`crate::subtree`), fed
+    /// with each child as its line is read.
+    sig: Option<SigBuilder>,
+    /// Nothing beneath was skipped or changed during the upload: the
+    /// finished directory may be recorded as a subtree.
+    clean: bool,
+    /// The oldest lease renewal of anything beneath (Unix seconds).
+    oldest: i64,
 }
 
 struct ClosedDir {
@@ -152,6 +174,8 @@ struct ClosedDir {
     meta: EdgeMeta,
     /// `None` for the root.
     parent: Option<SlotRef>,
+    /// The directory's subtree signature, to record with its cap.
+    sig: Option<ObjectKey>,
 }
 
 /// The work in flight for one object, keyed by job id.
@@ -350,6 +374,10 @@ impl<'a> Uploader<'a> {
         let (mut objects, mut bytes) = (0u64, 0u64);
         for entry in queue::Reader::open(queue_path)? {
             let entry = entry?;
+            if entry.reused.is_some() {
+                // Nothing in it goes up.
+                continue;
+            }
             let queue_type = entry.meta.mode.map_or(S_IFLNK, |m| m & S_IFMT);
             if queue_type == S_IFDIR {
                 objects += 1;
@@ -466,7 +494,7 @@ impl<'a> Uploader<'a> {
                 ));
             }
             root_seen = entry.path.is_empty();
-            self.entry(line, &entry.path, &entry.meta)?;
+            self.entry(line, &entry.path, &entry.meta, entry.reused.as_ref())?;
             while let Ok(result) = done.try_recv() {
                 self.handle(result)?;
             }
@@ -532,9 +560,14 @@ impl<'a> Uploader<'a> {
 
     // ------------------------------------------------------------ frames
 
-    fn new_frame(&mut self, first_line: u64) -> FrameId {
+    fn new_frame(&mut self, first_line: u64, dir: &[u8]) -> FrameId {
         let id = self.next_frame;
         self.next_frame += 1;
+        let sig = self
+            .options
+            .subtrees
+            .as_ref()
+            .map(|fp| SigBuilder::new(fp, dir));
         self.frames.insert(
             id,
             Frame {
@@ -543,9 +576,43 @@ impl<'a> Uploader<'a> {
                 first_line,
                 last_name: Vec::new(),
                 closed: None,
+                sig,
+                clean: true,
+                oldest: self.now,
             },
         );
         id
+    }
+
+    /// Lowers the oldest lease beneath the directory of `frame`.
+    fn note_lease(&mut self, frame: FrameId, renewed: i64) {
+        if let Some(f) = self.frames.get_mut(&frame) {
+            f.oldest = f.oldest.min(renewed);
+        }
+    }
+
+    /// Something beneath the directory of `frame` was left out or changed:
+    /// it must not be recorded as an unchanged subtree.
+    fn taint(&mut self, frame: FrameId) {
+        if let Some(f) = self.frames.get_mut(&frame) {
+            f.clean = false;
+        }
+    }
+
+    /// The subtree signature of the directory at `path`, whose children (if
+    /// any) have all been fed to its frame.
+    fn dir_sig(&mut self, path: &[u8], md: &Metadata, meta: &EntryMeta) -> Option<ObjectKey> {
+        let fp = self.options.subtrees?;
+        let mut builder = match self.open.get(path) {
+            Some(id) => self.frames.get_mut(id)?.sig.take()?,
+            None => SigBuilder::new(&fp, path),
+        };
+        if path.is_empty() {
+            // The root's own metadata is stored inside it (as the scan's
+            // signature says too).
+            builder.child(b"", md, meta, None);
+        }
+        Some(builder.finish())
     }
 
     /// Reserves the next slot of the (open) directory at `parent`.
@@ -554,7 +621,7 @@ impl<'a> Uploader<'a> {
         let frame_id = match self.open.get(parent) {
             Some(&id) => id,
             None => {
-                let id = self.new_frame(line);
+                let id = self.new_frame(line, parent);
                 self.open.insert(parent.to_vec(), id);
                 id
             }
@@ -585,6 +652,8 @@ impl<'a> Uploader<'a> {
     fn fill(&mut self, slot: SlotRef, value: Slot) -> Result<(), UploadError> {
         if matches!(value, Slot::Done(_)) {
             self.stats.entries += 1;
+        } else {
+            self.taint(slot.frame);
         }
         let ready = {
             // The directory itself was skipped (it vanished): what was in
@@ -610,7 +679,13 @@ impl<'a> Uploader<'a> {
 
     // ------------------------------------------------------------ entries
 
-    fn entry(&mut self, line: u64, path: &[u8], queue_meta: &EntryMeta) -> Result<(), UploadError> {
+    fn entry(
+        &mut self,
+        line: u64,
+        path: &[u8],
+        queue_meta: &EntryMeta,
+        reused: Option<&Reused>,
+    ) -> Result<(), UploadError> {
         let is_root = path.is_empty();
         if is_root && !queue_meta.is_dir() {
             return Err(order_error(line, path, "the root must be a directory"));
@@ -675,13 +750,37 @@ impl<'a> Uploader<'a> {
             }
         };
         let (mut meta, problems) = EdgeMeta::read(&xattr_path, queue_meta, &md);
+        if !problems.is_empty()
+            && let Some(slot) = slot
+        {
+            self.taint(slot.frame);
+        }
         for problem in problems {
             warn!("{}: {problem}", display_path(path));
             self.stats.skipped += 1;
         }
         meta.name_raw = raw;
+        // The parent's signature takes this entry as the scan saw it; a
+        // directory's own signature is complete now (its children came
+        // before it).
+        let sig = match (queue_type, reused) {
+            (S_IFDIR, Some(r)) => Some(r.sig),
+            (S_IFDIR, None) => self.dir_sig(path, &md, queue_meta),
+            _ => None,
+        };
+        if let Some(slot) = slot
+            && let Some(builder) = self
+                .frames
+                .get_mut(&slot.frame)
+                .and_then(|f| f.sig.as_mut())
+        {
+            builder.child(raw_name, &md, queue_meta, sig.as_ref());
+        }
+        if let Some(reused) = reused {
+            return self.reused_dir(line, path, name, meta, slot, reused);
+        }
         match queue_type {
-            S_IFDIR => self.close_dir(line, path, name, meta, slot),
+            S_IFDIR => self.close_dir(line, path, name, meta, slot, sig),
             S_IFREG => {
                 // Sizes come from the file system: sparse files may claim
                 // exabytes, so the sums saturate rather than panic.
@@ -771,7 +870,10 @@ impl<'a> Uploader<'a> {
         Ok(if stale {
             Lookup::Stale(cached.cap, enc)
         } else {
-            Lookup::Hit(cached.cap, enc)
+            // Not stale: a lease time is recorded, or the cap is literal
+            // (no lease to lapse).
+            let renewed = cached.lease_renewed.unwrap_or(i64::MAX);
+            Lookup::Hit(cached.cap, enc, renewed)
         })
     }
 
@@ -802,8 +904,8 @@ impl<'a> Uploader<'a> {
             content: None,
         };
         match self.lookup(&key)? {
-            Lookup::Hit(cap, enc) => {
-                self.cache.mark_used(&key)?;
+            Lookup::Hit(cap, enc, renewed) => {
+                self.note_lease(slot.frame, renewed);
                 self.stats.unchanged += 1;
                 trace!(path = %display_path(path), "unchanged");
                 task.set_encoding(enc);
@@ -1002,8 +1104,8 @@ impl<'a> Uploader<'a> {
             content: (hash, TAG_NONE.to_owned()),
         };
         match self.lookup(&key)? {
-            Lookup::Hit(cap, _) => {
-                self.cache.mark_used(&key)?;
+            Lookup::Hit(cap, _, renewed) => {
+                self.note_lease(slot.frame, renewed);
                 self.stats.unchanged += 1;
                 self.progress.shrink_total(1, 0);
                 self.finish_symlink(task, cap)
@@ -1027,6 +1129,8 @@ impl<'a> Uploader<'a> {
         {
             self.cache
                 .record(&task.key, &cap, ObjectKind::File, false)?;
+            let renewed = self.cache.lease_renewed(&cap)?.unwrap_or(0);
+            self.note_lease(task.slot.frame, renewed);
             self.stats.content_reused += 1;
             self.progress.shrink_total(1, 0);
             return self.finish_symlink(task, cap);
@@ -1079,10 +1183,11 @@ impl<'a> Uploader<'a> {
         name: String,
         meta: EdgeMeta,
         parent: Option<SlotRef>,
+        sig: Option<ObjectKey>,
     ) -> Result<(), UploadError> {
         let frame_id = match self.open.remove(path) {
             Some(id) => id,
-            None => self.new_frame(line),
+            None => self.new_frame(line, path),
         };
         if parent.is_none() {
             // The root: nothing may still wait for a directory line.
@@ -1108,6 +1213,7 @@ impl<'a> Uploader<'a> {
                 name,
                 meta,
                 parent,
+                sig,
             });
             frame.missing == 0
         };
@@ -1167,8 +1273,8 @@ impl<'a> Uploader<'a> {
         let key = cache::dir_key(&meta.to_json(), &key_children);
         let stale = match self.lookup(&key)? {
             // The common case of a re-run: no request body is needed.
-            Lookup::Hit(cap, _) => {
-                self.cache.mark_used(&key)?;
+            Lookup::Hit(cap, _, renewed) => {
+                self.note_lease(frame_id, renewed);
                 self.stats.unchanged += 1;
                 self.progress.shrink_total(1, 0);
                 return self.finish_dir(frame_id, cap);
@@ -1212,6 +1318,64 @@ impl<'a> Uploader<'a> {
         self.upload_once(Task::Dir(task), content, |id| Job::Mkdir { id, body })
     }
 
+    /// A directory the scan found unchanged (a reused queue line): its cap
+    /// comes from the cache's `subtrees`, and nothing beneath it is visited.
+    fn reused_dir(
+        &mut self,
+        line: u64,
+        path: &[u8],
+        name: String,
+        meta: EdgeMeta,
+        parent: Option<SlotRef>,
+        reused: &Reused,
+    ) -> Result<(), UploadError> {
+        if self.open.contains_key(path) {
+            return Err(order_error(
+                line,
+                path,
+                "a directory reused whole (#subtree=) cannot have entries listed before it",
+            ));
+        }
+        let found = match self.options.subtrees {
+            Some(_) => self.cache.subtree(&reused.sig)?,
+            None => None,
+        };
+        let fresh = found.filter(|s| {
+            // Saturating: the time comes from the cache file.
+            self.now.saturating_sub(s.leased) < self.options.reuse_check_secs
+        });
+        let Some(subtree) = fresh else {
+            return Err(UploadError::SubtreeGone(display_path(path)));
+        };
+        trace!(path = %display_path(path), entries = reused.entries, "unchanged subtree");
+        self.stats.entries = self.stats.entries.saturating_add(reused.entries);
+        self.stats.unchanged = self
+            .stats
+            .unchanged
+            .saturating_add(reused.entries)
+            .saturating_add(1);
+        self.stats.bytes_total = self.stats.bytes_total.saturating_add(reused.bytes);
+        match parent {
+            None => {
+                self.stats.entries += 1;
+                self.root = Some(subtree.cap);
+                Ok(())
+            }
+            Some(slot) => {
+                self.note_lease(slot.frame, subtree.leased);
+                self.fill(
+                    slot,
+                    Slot::Done(Child {
+                        name,
+                        cap: subtree.cap,
+                        is_dir: true,
+                        meta,
+                    }),
+                )
+            }
+        }
+    }
+
     fn finish_dir(&mut self, frame_id: FrameId, cap: Cap) -> Result<(), UploadError> {
         let Some(frame) = self.frames.remove(&frame_id) else {
             return Ok(());
@@ -1219,6 +1383,17 @@ impl<'a> Uploader<'a> {
         let Some(closed) = frame.closed else {
             return Ok(());
         };
+        if let Some(sig) = &closed.sig
+            && frame.clean
+        {
+            self.cache.record_subtree(sig, &cap, frame.oldest)?;
+        }
+        if let Some(slot) = closed.parent {
+            if !frame.clean {
+                self.taint(slot.frame);
+            }
+            self.note_lease(slot.frame, frame.oldest);
+        }
         match closed.parent {
             None => {
                 self.stats.entries += 1;
@@ -1287,6 +1462,8 @@ impl<'a> Uploader<'a> {
             let enc = task.meta.enc.map(Encoding::as_str);
             self.cache
                 .record_encoded(&task.key, &cap, ObjectKind::File, enc, false)?;
+            let renewed = self.cache.lease_renewed(&cap)?.unwrap_or(0);
+            self.note_lease(task.slot.frame, renewed);
             self.stats.content_reused += 1;
             self.progress.shrink_total(1, task.md.size());
             trace!(path = %display_path(&task.path), "content already stored");
@@ -1451,7 +1628,8 @@ impl<'a> Uploader<'a> {
                     // metadata moved on. Keep it out of the key cache so the
                     // next run looks again.
                     _ => {
-                        debug!(path = %display_path(&task.path), "metadata changed during the upload")
+                        debug!(path = %display_path(&task.path), "metadata changed during the upload");
+                        self.taint(task.slot.frame);
                     }
                 }
                 self.finish_file(task, cap)
@@ -1501,7 +1679,6 @@ impl<'a> Uploader<'a> {
         };
         if report.healthy {
             self.cache.set_lease_renewed(&cap, self.now)?;
-            self.cache.mark_used(&key)?;
             self.stats.unchanged += 1;
             return match task {
                 Task::File(t) => {
@@ -1536,8 +1713,9 @@ impl<'a> Uploader<'a> {
 }
 
 enum Lookup {
-    /// Reuse this cap; for a file, with this content encoding.
-    Hit(Cap, Option<Encoding>),
+    /// Reuse this cap; for a file, with this content encoding. With the
+    /// time this cache last renewed its lease.
+    Hit(Cap, Option<Encoding>, i64),
     /// The same, once a check confirms the object is still healthy.
     Stale(Cap, Option<Encoding>),
     Miss,
@@ -1605,6 +1783,7 @@ mod tests {
             dedup: true,
             reuse_check_secs: 0,
             concurrency: 2,
+            subtrees: Some([7; 32]),
         };
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut uploader = Uploader::new(

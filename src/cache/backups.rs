@@ -371,6 +371,7 @@ impl Cache {
                         Ok(())
                     })?;
                 }
+                tx.execute(super::subtrees::DROP_ORPHANS, [])?;
                 Ok(())
             })
             .map_err(|e| sql_err(&path, action, e))?;

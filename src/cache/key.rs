@@ -40,6 +40,11 @@ impl ObjectKey {
         ObjectKey(bytes)
     }
 
+    /// A key read back from where it was written (a queue's reused line).
+    pub(crate) const fn from_array(bytes: [u8; 32]) -> Self {
+        ObjectKey(bytes)
+    }
+
     pub(crate) const fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
@@ -76,10 +81,30 @@ impl KeyBuilder {
     }
 
     fn field(mut self, tag: u8, data: &[u8]) -> Self {
+        self.put(tag, data);
+        self
+    }
+
+    /// Adds one field in place (for builders fed in a loop).
+    fn put(&mut self, tag: u8, data: &[u8]) {
         self.hasher.update([tag]);
         self.hasher.update((data.len() as u64).to_be_bytes());
         self.hasher.update(data);
-        self
+    }
+
+    /// [`bytes`](Self::bytes) in place.
+    pub(crate) fn put_bytes(&mut self, data: &[u8]) {
+        self.put(TAG_BYTES, data);
+    }
+
+    /// [`u64`](Self::u64) in place.
+    pub(crate) fn put_u64(&mut self, value: u64) {
+        self.put(TAG_U64, &value.to_be_bytes());
+    }
+
+    /// [`i128`](Self::i128) in place.
+    pub(crate) fn put_i128(&mut self, value: i128) {
+        self.put(TAG_I128, &value.to_be_bytes());
     }
 
     /// Raw bytes (a path, a symlink target).

@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension};
 use super::{CacheError, sql_err, unix_now};
 
 /// The schema this build writes and reads.
-pub(crate) const SCHEMA_VERSION: u32 = 6;
+pub(crate) const SCHEMA_VERSION: u32 = 7;
 
 /// `PRAGMA application_id` of a lafs-backup cache: "LAFB".
 pub(crate) const APPLICATION_ID: i32 = 0x4C41_4642;
@@ -90,6 +90,14 @@ CREATE TABLE runs (
     objects_reused INTEGER NULL
 );
 CREATE INDEX runs_name ON runs (name, id);
+
+CREATE TABLE subtrees (
+    sig        BLOB PRIMARY KEY NOT NULL CHECK (length(sig) = 32),
+    cap        TEXT NOT NULL,
+    leased     INTEGER NOT NULL,
+    generation INTEGER NOT NULL CHECK (generation >= 1)
+) WITHOUT ROWID;
+CREATE INDEX subtrees_cap ON subtrees (cap);
 ";
 
 /// `MIGRATIONS[i]` upgrades schema version `i + 1` to `i + 2`, run in one
@@ -132,6 +140,17 @@ const MIGRATIONS: &[&str] = &[
     // before the upgrade is a btrfs member.
     "ALTER TABLE backups ADD COLUMN btrfs_date TEXT NULL;
      ALTER TABLE backups ADD COLUMN btrfs_parent TEXT NULL;",
+    // 6 -> 7 (issue 16, unchanged subtrees skipped wholesale): a directory's
+    // subtree signature and the cap it was stored as (src/subtree.rs). None
+    // is known before the upgrade: the first run after it takes the
+    // per-entry path once and records them.
+    "CREATE TABLE subtrees (
+         sig        BLOB PRIMARY KEY NOT NULL CHECK (length(sig) = 32),
+         cap        TEXT NOT NULL,
+         leased     INTEGER NOT NULL,
+         generation INTEGER NOT NULL CHECK (generation >= 1)
+     ) WITHOUT ROWID;
+     CREATE INDEX subtrees_cap ON subtrees (cap);",
 ];
 
 const _: () = assert!(SCHEMA_VERSION as usize == MIGRATIONS.len() + 1);

@@ -118,6 +118,7 @@ fn creates_schema_with_private_modes() {
             "meta",
             "objects",
             "runs",
+            "subtrees",
             "verified"
         ]
     );
@@ -430,7 +431,7 @@ fn writes_before_a_run_are_refused() {
 // ---------------------------------------------------------------- objects
 
 #[test]
-fn lookup_record_mark_used_forget() {
+fn lookup_record_forget() {
     let (_dir, path) = scratch();
     let mut cache = Cache::open(&path, &NO_LIMIT).unwrap();
     cache.begin_run(false).unwrap();
@@ -455,17 +456,11 @@ fn lookup_record_mark_used_forget() {
         "Debug hides caps"
     );
 
+    // A reuse writes nothing (issue 16): the row keeps the generation that
+    // recorded it; references, not marks, say which backups need it.
     cache.begin_run(false).unwrap();
     cache.commit().unwrap();
-    let before = cache.pending;
-    cache.mark_used(&key(1)).unwrap();
-    // Marks do not count toward commit_after.queries, but wait for a commit.
-    assert_eq!(cache.pending, before);
-    assert!(cache.uncounted);
-    assert_eq!(cache.lookup(&key(1)).unwrap().unwrap().generation, 2);
-    cache.commit().unwrap();
-    cache.mark_used(&key(1)).unwrap();
-    assert!(!cache.uncounted, "already this generation: no write");
+    assert_eq!(cache.lookup(&key(1)).unwrap().unwrap().generation, 1);
     assert_eq!(cache.lookup(&key(2)).unwrap().unwrap().generation, 1);
 
     // Replacing a key's cap.
@@ -1315,7 +1310,7 @@ fn a_v2_cache_gains_the_verified_table_in_place() {
         Cache::open_read_only(&path).unwrap_err(),
         CacheError::NeedsUpgrade {
             found: 2,
-            supported: 6,
+            supported: 7,
             ..
         }
     ));
@@ -1333,7 +1328,7 @@ fn a_v2_cache_gains_the_verified_table_in_place() {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .unwrap();
-    assert_eq!((version.as_str(), ts), ("6", 1_700_000_900), "latest kept");
+    assert_eq!((version.as_str(), ts), ("7", 1_700_000_900), "latest kept");
     let (_new_dir, new_path) = scratch();
     Cache::open(&new_path, &NO_LIMIT).unwrap().close().unwrap();
     assert_eq!(columns(&path, "verified"), columns(&new_path, "verified"));
@@ -1352,6 +1347,14 @@ fn a_v2_cache_gains_the_verified_table_in_place() {
             .all(|b| b.kind == BackupKind::Tree)
     );
     assert!(cache.btrfs_members(b"src").unwrap().is_empty());
+    // And v6 -> v7 adds the subtrees table, identical to a new cache's
+    // (empty: the first run after the upgrade records them).
+    assert_eq!(columns(&path, "subtrees"), columns(&new_path, "subtrees"));
+    let subtrees: i64 = Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT count(*) FROM subtrees", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(subtrees, 0);
 }
 
 /// A btrfs member's facts are recorded with its row, read back per name in

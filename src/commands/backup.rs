@@ -252,7 +252,21 @@ pub(crate) fn run_one(
     let source = pick_source(config)?;
     let current = queue::Binding::of(&source)
         .with_context(|| format!("reading the source root {}", source.display()))?;
-    let (plan, not_resumed) = plan(config, &queue_path, &current);
+    let (mut plan, not_resumed) = plan(config, &queue_path, &current);
+    if plan != QueuePlan::Scan
+        && let Some(ready) = &ready
+        && let Some(gone) = subtree_gone(config, &queue_path, &ready.cache)?
+    {
+        // The cache changed since the queue was written (a cleanup, an
+        // unhealthy object, leases due a check): the reused directory must be
+        // listed entry by entry again, so the whole queue is made again.
+        warn!(
+            "the queue {} reuses {gone} whole, which the cache no longer vouches for; \
+             scanning again",
+            queue_path.display()
+        );
+        plan = QueuePlan::Scan;
+    }
     if let Some(why) = not_resumed {
         info!(
             "not resuming the unfinished queue {}: {why}; scanning again",
@@ -262,7 +276,8 @@ pub(crate) fn run_one(
     let mut outcome = Outcome::Success;
     let entries = match plan {
         QueuePlan::Scan => {
-            let report = scan_source(config, &queue_path, &current)?;
+            let cache = ready.as_ref().map(|r| &r.cache);
+            let report = scan_source(config, &queue_path, &current, cache)?;
             if report.stats.problems > 0 {
                 outcome = Outcome::Partial;
             }
@@ -473,9 +488,9 @@ fn upload_queue(
     );
     let options = upload::Options {
         dedup: !config.operation.disable_deduplication,
-        reuse_check_secs: i64::try_from(config.lease.reuse_check_days.saturating_mul(86_400))
-            .unwrap_or(i64::MAX),
+        reuse_check_secs: reuse_check_secs(config),
         concurrency: usize::try_from(config.operation.concurrency).unwrap_or(usize::MAX),
+        subtrees: subtree_fingerprint(config),
     };
     let progress = Arc::new(ctx.progress(args.json_progress));
     let mut uploader = Uploader::new(
@@ -626,10 +641,71 @@ struct ScanReport {
     seconds: f64,
 }
 
+/// The subtree signatures' settings fingerprint (`crate::subtree`): the
+/// settings that shape what a tree's objects are. `None` when deduplication
+/// is off (nothing is looked up, so nothing is reused whole either).
+fn subtree_fingerprint(config: &Config) -> Option<[u8; 32]> {
+    if config.operation.disable_deduplication {
+        return None;
+    }
+    Some(crate::subtree::fingerprint(&format!(
+        "encoding {:?}; chunking {:?}",
+        config.destination.encoding, config.chunking
+    )))
+}
+
+/// How old the oldest lease beneath a reused directory may be: the age at
+/// which an object is checked before reuse (`lease.reuse_check_days`).
+fn reuse_check_secs(config: &Config) -> i64 {
+    i64::try_from(config.lease.reuse_check_days.saturating_mul(86_400)).unwrap_or(i64::MAX)
+}
+
+/// Whether the cache holds a subtree for `sig` that may be reused now.
+fn subtree_fresh(cache: &Cache, sig: &crate::cache::ObjectKey, max_age: i64) -> bool {
+    match cache.subtree(sig) {
+        Ok(found) => {
+            found.is_some_and(|s| crate::clock::unix_now().saturating_sub(s.leased) < max_age)
+        }
+        Err(e) => {
+            // Not reusing costs time, never data; the upload phase reports
+            // a cache that really is broken.
+            tracing::debug!("looking up a subtree: {e}");
+            false
+        }
+    }
+}
+
+/// The first reused line of the queue whose subtree the cache no longer
+/// vouches for, as a display path.
+fn subtree_gone(
+    config: &Config,
+    queue_path: &Path,
+    cache: &Cache,
+) -> anyhow::Result<Option<String>> {
+    let max_age = reuse_check_secs(config);
+    let Ok(reader) = queue::Reader::open(queue_path) else {
+        // A missing or unreadable queue is reported where it is read.
+        return Ok(None);
+    };
+    for entry in reader {
+        let Ok(entry) = entry else {
+            return Ok(None);
+        };
+        if let Some(reused) = &entry.reused
+            && (subtree_fingerprint(config).is_none()
+                || !subtree_fresh(cache, &reused.sig, max_age))
+        {
+            return Ok(Some(scan::display_path(&entry.path)));
+        }
+    }
+    Ok(None)
+}
+
 fn scan_source(
     config: &Config,
     queue_path: &Path,
     binding: &queue::Binding,
+    cache: Option<&Cache>,
 ) -> anyhow::Result<ScanReport> {
     let source = pick_source(config)?;
     let filter = crate::filter::source_filter(config)?;
@@ -644,8 +720,26 @@ fn scan_source(
         queue_path.display()
     );
     let mut writer = queue::Writer::create_bound(queue_path, binding)?;
-    let stats = scan::scan(&source, &filter, options, &mut writer)
+    let max_age = reuse_check_secs(config);
+    let known = |sig: &crate::cache::ObjectKey| {
+        cache.is_some_and(|cache| subtree_fresh(cache, sig, max_age))
+    };
+    let reuse = match (cache, subtree_fingerprint(config)) {
+        (Some(_), Some(fingerprint)) => Some(scan::Reuse {
+            fingerprint,
+            known: &known,
+        }),
+        _ => None,
+    };
+    let stats = scan::scan_reusing(&source, &filter, options, &mut writer, reuse.as_ref())
         .with_context(|| format!("scanning {}", source.display()))?;
+    if stats.reused_dirs > 0 {
+        info!(
+            "{} unchanged director{} reused whole",
+            stats.reused_dirs,
+            if stats.reused_dirs == 1 { "y" } else { "ies" }
+        );
+    }
     writer.finish()?;
     Ok(ScanReport {
         source,

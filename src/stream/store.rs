@@ -552,7 +552,6 @@ impl Writer<'_, '_> {
         if self.options.dedup
             && let Some(cached) = self.cache.lookup(&key)?
         {
-            self.cache.mark_used(&key)?;
             self.stats.dirs_reused += 1;
             return Ok(cached.cap);
         }

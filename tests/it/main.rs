@@ -57,6 +57,7 @@ mod state_safety;
 mod status;
 mod streams;
 mod streams_tar;
+mod subtrees;
 mod tahoe_client;
 mod tarsplit;
 mod throughput;
