@@ -205,7 +205,7 @@ pub(crate) struct Cached {
     /// The content encoding the object was stored with (`xz`, `zstd`), for
     /// a file; the edge's `enc` must say it on every reuse.
     pub(crate) enc: Option<String>,
-    /// The generation of the last run that used the object.
+    /// The generation of the run that recorded the object.
     #[cfg_attr(not(test), expect(dead_code, reason = "only the unit tests read it"))]
     pub(crate) generation: u64,
     /// When this cache last renewed (or created) the object's lease, Unix

@@ -378,6 +378,7 @@ fn a_v1_cache_is_refused_by_readers_and_upgraded_by_a_writer() {
              ALTER TABLE backups DROP COLUMN pinned;
              DROP TABLE verified;
              DROP TABLE runs;
+             DROP TABLE subtrees;
              ALTER TABLE backups DROP COLUMN kind;
              ALTER TABLE backups DROP COLUMN btrfs_date;
              ALTER TABLE backups DROP COLUMN btrfs_parent;
@@ -388,7 +389,7 @@ fn a_v1_cache_is_refused_by_readers_and_upgraded_by_a_writer() {
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(
         r.stderr
-            .contains("schema version 1, older than this lafs-backup's 6")
+            .contains("schema version 1, older than this lafs-backup's 7")
             && r.stderr
                 .contains("run a backup or check once to upgrade the cache"),
         "{}",

@@ -396,6 +396,7 @@ fn a_v1_cache_is_upgraded_by_a_scheduled_backup() {
          ALTER TABLE backups DROP COLUMN pinned;
          DROP TABLE verified;
          DROP TABLE runs;
+         DROP TABLE subtrees;
          ALTER TABLE backups DROP COLUMN kind;
          ALTER TABLE backups DROP COLUMN btrfs_date;
          ALTER TABLE backups DROP COLUMN btrfs_parent;

@@ -15,25 +15,25 @@ use std::process::Command;
 
 use tempfile::TempDir;
 
-/// `backup` writes format v2: its header line binds the queue to the
+/// `backup` writes format v3: its header line binds the queue to the
 /// source (`written=T dev=D ino=I source=PATH`, see docs/queue-format.md).
-const HEADER: &[u8] = b"#lafs-backup-queue v2 written=";
+const HEADER: &[u8] = b"#lafs-backup-queue v3 written=";
 
 /// The queue's body: everything after its header line.
 fn body_of(bytes: &[u8]) -> &[u8] {
-    assert!(bytes.starts_with(HEADER), "queue lacks the v2 header");
+    assert!(bytes.starts_with(HEADER), "queue lacks the v3 header");
     let end = bytes
         .iter()
         .position(|&b| b == b'\n')
         .expect("a header line");
     let header = std::str::from_utf8(&bytes[..end]).expect("the header is UTF-8");
-    assert!(valid_v2_header(header), "malformed v2 header: {header:?}");
+    assert!(valid_header(header), "malformed v3 header: {header:?}");
     &bytes[end + 1..]
 }
 
-/// `#lafs-backup-queue v2 written=N dev=N ino=N source=/...`.
-fn valid_v2_header(header: &str) -> bool {
-    let Some(rest) = header.strip_prefix("#lafs-backup-queue v2 ") else {
+/// `#lafs-backup-queue v3 written=N dev=N ino=N source=/...`.
+fn valid_header(header: &str) -> bool {
+    let Some(rest) = header.strip_prefix("#lafs-backup-queue v3 ") else {
         return false;
     };
     let mut parts = rest.splitn(4, ' ');
