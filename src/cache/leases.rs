@@ -243,8 +243,8 @@ impl Cache {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    /// The whole of [`Cache::lease_set`] as a sorted list, for
-    /// `check --verify-sample`, which orders it by verification time.
+    /// The whole of [`Cache::lease_set`] as a sorted list (tests).
+    #[cfg(test)]
     pub(crate) fn lease_renewal_set(&self) -> Result<Vec<Cap>, CacheError> {
         let set = self.lease_set()?;
         self.lease_set_page(&set, None, usize::MAX)

@@ -3,13 +3,16 @@
 //! which a run verifies them (least recently verified first), and the
 //! coverage reported by `check`.
 //!
-//! The set is [`Cache::lease_renewal_set`]'s: literal caps hold their data
+//! The set is [`Cache::lease_set`]'s: literal caps hold their data
 //! in the cap itself, have no shares to verify, and are never part of it
 //! (they count as covered).
 
-use std::collections::HashMap;
+use rusqlite::params;
 
 use super::{Cache, CacheError, sql_err};
+
+/// The temporary table of a `check --verify-sample` run's order.
+const SAMPLE_ORDER: &str = "temp.sample_order";
 use crate::tahoe::Cap;
 
 /// One object to verify, with its last verification (Unix seconds).
@@ -35,20 +38,61 @@ impl Cache {
     /// verified first: never verified ones, then by verification time, ties
     /// in cap order. Verifying a prefix of this each run is what makes a
     /// budget of PCT % cover everything within `ceil(100 / PCT)` runs.
-    pub(crate) fn verify_sample_order(&self) -> Result<Vec<SampleObject>, CacheError> {
-        let set = self.lease_renewal_set()?;
-        let times = self.verification_times()?;
-        let mut out: Vec<SampleObject> = set
-            .into_iter()
-            .map(|cap| SampleObject {
-                verified: times.get(cap.as_str()).copied(),
-                cap,
+    ///
+    /// The order is fixed when this is called (verifying objects during the
+    /// run does not move them) and kept in a temporary table, numbered in
+    /// order, that [`Cache::sample_page`] reads a page at a time: memory does
+    /// not grow with the number of objects. Returns how many there are.
+    pub(crate) fn verify_sample_order(&self) -> Result<u64, CacheError> {
+        let set = self.lease_set()?;
+        let err = |e| sql_err(&self.path, "ordering the verifications of", e);
+        self.conn
+            .execute_batch(&format!(
+                "DROP TABLE IF EXISTS {SAMPLE_ORDER};
+                 CREATE TABLE {SAMPLE_ORDER} (
+                     n   INTEGER PRIMARY KEY,
+                     cap TEXT NOT NULL,
+                     ts  INTEGER NULL);
+                 INSERT INTO {SAMPLE_ORDER} (cap, ts)
+                     SELECT r.cap, v.ts FROM {} r LEFT JOIN verified v ON v.cap = r.cap
+                     ORDER BY v.ts IS NOT NULL, v.ts, r.cap;",
+                set.table()
+            ))
+            .map_err(err)?;
+        Ok(set.len())
+    }
+
+    /// Up to `limit` objects of the order [`Cache::verify_sample_order`]
+    /// made, from position `from` (0 for the first).
+    pub(crate) fn sample_page(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<SampleObject>, CacheError> {
+        let rows: Vec<(String, Option<i64>)> = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT cap, ts FROM {SAMPLE_ORDER} WHERE n > ?1 ORDER BY n LIMIT ?2"
+            ))
+            .and_then(|mut stmt| {
+                stmt.query_map(
+                    params![
+                        i64::try_from(from).unwrap_or(i64::MAX),
+                        i64::try_from(limit).unwrap_or(i64::MAX)
+                    ],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?
+                .collect()
             })
-            .collect();
-        // `Option` orders `None` first; the sort is stable, so equal times
-        // stay in cap order.
-        out.sort_by_key(|o| o.verified);
-        Ok(out)
+            .map_err(|e| sql_err(&self.path, "reading the verification order of", e))?;
+        rows.into_iter()
+            .map(|(cap, verified)| {
+                Ok(SampleObject {
+                    cap: self.parse_cap(&cap)?,
+                    verified,
+                })
+            })
+            .collect()
     }
 
     /// Records that `cap` was verified at `ts`, in the open transaction.
@@ -148,16 +192,6 @@ impl Cache {
             .map_err(err)?;
         Ok(found)
     }
-
-    fn verification_times(&self) -> Result<HashMap<String, i64>, CacheError> {
-        self.conn
-            .prepare_cached("SELECT cap, ts FROM verified")
-            .and_then(|mut stmt| {
-                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                    .collect()
-            })
-            .map_err(|e| sql_err(&self.path, "reading the verifications of", e))
-    }
 }
 
 #[cfg(test)]
@@ -167,6 +201,53 @@ mod tests {
 
     fn cap(kind: &str, i: u64) -> Cap {
         Cap::parse(&format!("URI:{kind}:k{i:04}:u{i:04}:2:3:{}", 1000 + i)).unwrap()
+    }
+
+    #[test]
+    fn the_sample_order_is_fixed_and_read_in_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = CommitAfter {
+            queries: None,
+            seconds: None,
+        };
+        let mut cache = Cache::open(&dir.path().join("c.sqlite"), &limits).unwrap();
+        let d = cap("DIR2-CHK", 1);
+        let files: Vec<Cap> = (1..=5).map(|i| cap("CHK", i)).collect();
+        cache.begin_run(false).unwrap();
+        cache
+            .record_children(&d, &files.iter().collect::<Vec<_>>())
+            .unwrap();
+        cache.finish_backup(b"b", &d, 6, 0).unwrap();
+        cache.set_verified(&files[1], 300).unwrap();
+        cache.set_verified(&files[3], 100).unwrap();
+        cache.commit().unwrap();
+        assert_eq!(cache.verify_sample_order().unwrap(), 6);
+        let mut seen = Vec::new();
+        let mut from = 0;
+        loop {
+            let page = cache.sample_page(from, 2).unwrap();
+            if page.is_empty() {
+                break;
+            }
+            from += page.len() as u64;
+            for o in page {
+                // Verifying during the run does not move anything.
+                cache.set_verified(&o.cap, 1000).unwrap();
+                seen.push((o.cap.as_str().to_owned(), o.verified));
+            }
+        }
+        let expected = vec![
+            // Never verified, in cap order (the directory's cap sorts
+            // after the files' "URI:CHK:").
+            (files[0].as_str().to_owned(), None),
+            (files[2].as_str().to_owned(), None),
+            (files[4].as_str().to_owned(), None),
+            (d.as_str().to_owned(), None),
+            // Then the oldest verification first.
+            (files[3].as_str().to_owned(), Some(100)),
+            (files[1].as_str().to_owned(), Some(300)),
+        ];
+        assert_eq!(seen, expected);
     }
 
     #[test]

@@ -18,6 +18,9 @@ use crate::commands::show;
 use crate::exit::Outcome;
 use crate::tahoe::{CheckOptions, Client, TahoeError};
 
+/// Objects read from the cache at a time.
+const PAGE: usize = 512;
+
 /// How much one run of `check --verify-sample` may verify.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) enum Budget {
@@ -81,14 +84,15 @@ pub(super) fn verify_sample(
     max_duration: Option<&Deadline>,
 ) -> anyhow::Result<Outcome> {
     let started = Instant::now();
-    let order = cache.verify_sample_order()?;
+    // The order lives in the cache's temporary table, read a page at a
+    // time: memory stays flat however many objects the backups reach.
+    let total = usize::try_from(cache.verify_sample_order()?).unwrap_or(usize::MAX);
     let (take, time_limit) = match budget {
-        Budget::Percent(p) => (Budget::objects(p, order.len()), None),
-        Budget::Time(d) => (order.len(), Some(Deadline::new(d))),
+        Budget::Percent(p) => (Budget::objects(p, total), None),
+        Budget::Time(d) => (total, Some(Deadline::new(d))),
     };
     info!(
-        "verifying up to {take} of {} object(s) reachable from the recorded backups (budget {})",
-        order.len(),
+        "verifying up to {take} of {total} object(s) reachable from the recorded backups (budget {})",
         budget.describe()
     );
     let opts = CheckOptions {
@@ -98,7 +102,24 @@ pub(super) fn verify_sample(
     };
     let (mut verified, mut unhealthy, mut errors) = (0u64, 0u64, 0u64);
     let mut fatal: Option<TahoeError> = None;
-    for (done, object) in order.iter().take(take).enumerate() {
+    let mut page = Vec::new().into_iter();
+    let mut read = 0u64;
+    for done in 0..take {
+        let Some(object) = page
+            .next()
+            .map(Ok)
+            .or_else(|| match cache.sample_page(read, PAGE) {
+                Ok(next) => {
+                    read += next.len() as u64;
+                    page = next.into_iter();
+                    page.next().map(Ok)
+                }
+                Err(e) => Some(Err(e)),
+            })
+        else {
+            break;
+        };
+        let object = object?;
         // The first object always runs, so every run makes progress.
         let passed = |d: Option<&Deadline>| d.is_some_and(Deadline::passed);
         if done > 0 && (passed(time_limit.as_ref()) || passed(max_duration)) {
