@@ -189,7 +189,11 @@ impl Reader {
         if file_type.is_symlink() {
             return Captured { meta, problems };
         }
-        if file_type.is_file() {
+        // One listing instead of a read per attribute: most entries have
+        // none of them, and the scan of an unchanged tree is mostly these
+        // system calls. Where the listing fails, each is read as before.
+        let listed = Listed::of(path);
+        if file_type.is_file() && listed.caps {
             match read_xattr(path, CAPS_XATTR) {
                 Ok(Some(raw)) => match capctl::FileCaps::unpack_attrs(&raw) {
                     Ok(caps) => meta.caps = Some(caps.to_string().replace(' ', ";")),
@@ -199,7 +203,7 @@ impl Reader {
                 Err(e) => problems.push(format!("file capabilities unreadable: {e}")),
             }
         }
-        match self.acl_text(path, md, file_type.is_dir()) {
+        match self.acl_text(path, md, file_type.is_dir(), &listed) {
             Ok(acls) => meta.acls = acls,
             Err(e) => problems.push(e),
         }
@@ -211,6 +215,7 @@ impl Reader {
         path: &Path,
         md: &Metadata,
         is_dir: bool,
+        listed: &Listed,
     ) -> Result<Option<String>, String> {
         let decode = |name: &str| -> Result<Option<Acl>, String> {
             match read_xattr(path, name) {
@@ -221,8 +226,12 @@ impl Reader {
                 Err(e) => Err(format!("ACL unreadable: {e}")),
             }
         };
-        let access = decode(acl::ACCESS_XATTR)?;
-        let default = if is_dir {
+        let access = if listed.access {
+            decode(acl::ACCESS_XATTR)?
+        } else {
+            None
+        };
+        let default = if is_dir && listed.default {
             decode(acl::DEFAULT_XATTR)?
         } else {
             None
@@ -243,6 +252,41 @@ impl Reader {
 }
 
 /// `lgetxattr`, with "this filesystem has no xattrs" treated as "none".
+/// Which of the attributes the queue records an entry has, by its xattr
+/// listing (`llistxattr`); all `true` when the listing failed, so that each
+/// is read (and its own error reported) as before.
+struct Listed {
+    caps: bool,
+    access: bool,
+    default: bool,
+}
+
+impl Listed {
+    fn of(path: &Path) -> Listed {
+        match xattr::list(path) {
+            Ok(names) => {
+                let mut listed = Listed {
+                    caps: false,
+                    access: false,
+                    default: false,
+                };
+                for name in names {
+                    let name = name.as_encoded_bytes();
+                    listed.caps |= name == CAPS_XATTR.as_bytes();
+                    listed.access |= name == acl::ACCESS_XATTR.as_bytes();
+                    listed.default |= name == acl::DEFAULT_XATTR.as_bytes();
+                }
+                listed
+            }
+            Err(_) => Listed {
+                caps: true,
+                access: true,
+                default: true,
+            },
+        }
+    }
+}
+
 fn read_xattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
     match xattr::get(path, name) {
         Ok(v) => Ok(v),
