@@ -78,9 +78,27 @@ fn mul_add(out: &mut [u8], input: &[u8], c: u8) {
         1 => out.iter_mut().zip(input).for_each(|(o, i)| *o ^= i),
         _ => {
             let row = &mul_table()[usize::from(c)];
-            out.iter_mut()
-                .zip(input)
-                .for_each(|(o, i)| *o ^= row[usize::from(*i)]);
+            // Plain indexing, 8 bytes a step: fast with optimisation, and
+            // bearable without (the test profile builds this crate at
+            // opt-level 0, and the vector test encodes 101-of-256).
+            let len = out.len().min(input.len());
+            let (out, input) = (&mut out[..len], &input[..len]);
+            let mut i = 0;
+            while i + 8 <= len {
+                out[i] ^= row[input[i] as usize];
+                out[i + 1] ^= row[input[i + 1] as usize];
+                out[i + 2] ^= row[input[i + 2] as usize];
+                out[i + 3] ^= row[input[i + 3] as usize];
+                out[i + 4] ^= row[input[i + 4] as usize];
+                out[i + 5] ^= row[input[i + 5] as usize];
+                out[i + 6] ^= row[input[i + 6] as usize];
+                out[i + 7] ^= row[input[i + 7] as usize];
+                i += 8;
+            }
+            while i < len {
+                out[i] ^= row[input[i] as usize];
+                i += 1;
+            }
         }
     }
 }
