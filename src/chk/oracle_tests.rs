@@ -59,7 +59,10 @@ const ORACLE: &str = r#"
 import json, sys, zfec
 from allmydata.util import hashutil
 from allmydata import hashtree, uri, dirnode
+from allmydata.interfaces import IFilesystemNode
+from zope.interface import implementer
 
+@implementer(IFilesystemNode)
 class Node:
     def __init__(self, cap): self.cap = cap
     def raise_error(self): pass
@@ -337,4 +340,42 @@ fn tahoe_chk_vectors() {
         workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
     });
     assert!(failures.is_empty(), "{} of 120 CHK vectors differ:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// Encoding throughput, for docs/chk.md: `cargo test --release --lib
+/// chk::oracle_tests::encode_throughput -- --ignored --nocapture`. No
+/// timing assertion (the machine is shared).
+#[test]
+#[ignore = "a measurement, run in release mode by hand"]
+fn encode_throughput() {
+    let mut rng = Rng(7);
+    let data = rng.bytes(64 << 20);
+    for (k, n) in [(3, 10), (1, 1), (2, 3)] {
+        let params = Params::new(k, n).unwrap();
+        let start = std::time::Instant::now();
+        let key = super::encode::convergence_key(&mut &data[..], data.len() as u64, &params, b"s").unwrap();
+        let hashed = start.elapsed();
+        let plan = super::encode::Plan::new(params, data.len() as u64).unwrap();
+        let mut sink = Discard;
+        super::encode::Encoder::new(plan, key)
+            .unwrap()
+            .encode(&mut &data[..], Some(b"s"), &mut sink)
+            .unwrap();
+        let total = start.elapsed();
+        let mib = data.len() as f64 / f64::from(1 << 20);
+        eprintln!(
+            "{k}-of-{n}: 64 MiB encoded (both passes) at {:.0} MiB/s; key pass alone {:.0} MiB/s",
+            mib / total.as_secs_f64(),
+            mib / hashed.as_secs_f64()
+        );
+    }
+}
+
+/// A sink that drops the shares.
+struct Discard;
+
+impl super::encode::ShareSink for Discard {
+    fn write(&mut self, _: u16, _: u64, _: &[u8]) -> Result<(), super::ChkError> {
+        Ok(())
+    }
 }
