@@ -379,3 +379,126 @@ impl super::encode::ShareSink for Discard {
         Ok(())
     }
 }
+
+/// The 3-node grid of `scripts/test` (2-of-3, HTTPS): its gateway and
+/// convergence secret, when the test runs with the grids up.
+fn grid_3n() -> Option<(crate::tahoe::Client, Params, Vec<u8>)> {
+    let url = std::env::var("LAFS_TEST_GATEWAY_3N").ok()?;
+    let dir = PathBuf::from(std::env::var_os("LAFS_TEST_GRID_3N_DIR")?);
+    let env = std::fs::read_to_string(dir.join("grid.env")).ok()?;
+    let var = |name: &str| -> Option<u16> {
+        env.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .map(|v| v.trim_matches('\''))
+            .and_then(|v| v.parse().ok())
+    };
+    let params = Params::new(var("LAFS_GRID_SHARES_NEEDED")?, var("LAFS_GRID_SHARES_TOTAL")?).ok()?;
+    // The node keeps its secret in base32 (`Client._convergence`).
+    let text = std::fs::read_to_string(dir.join("gateway/private/convergence")).ok()?;
+    let secret = crate::tahoe::base32::decode(text.trim())?;
+    let client = crate::tahoe::Client::new(
+        &format!("{url}/uri"),
+        &crate::config::Retry {
+            attempts: 3,
+            delay: crate::config::RetryDelay::Fixed(0.2),
+        },
+        &crate::config::Timeouts::PerAttempt(vec![120.0, 120.0]),
+    )
+    .ok()?;
+    Some((client, params, secret))
+}
+
+/// The gateway as the oracle: `PUT /uri` and `mkdir-immutable` give the
+/// caps computed here, for awkward sizes, names and every metadata key.
+#[test]
+fn gateway_gives_the_same_caps() {
+    let Some((client, params, secret)) = grid_3n() else {
+        eprintln!("SKIP gateway_gives_the_same_caps: no 3-node grid (run it through scripts/test)");
+        return;
+    };
+    let k = u64::from(params.k);
+    let mib = super::DEFAULT_MAX_SEGMENT_SIZE;
+    let mut rng = Rng(0xdead_beef);
+    let mut sizes: Vec<u64> = (0..=56).collect();
+    sizes.extend([mib - 1, mib, mib + 1, 1000 * k - 1, 1000 * k, 1000 * k + 1, 3 * mib + 5, 2 * mib]);
+    sizes.extend((0..4).map(|_| 57 + rng.below(3 * mib)));
+    let mut caps = Vec::new();
+    for size in sizes {
+        let data = rng.bytes(size as usize);
+        let ours = match cap::lit_uri(&data) {
+            Some(lit) => lit,
+            None => encode_bytes(&data, &params, &secret).unwrap().0.cap.to_uri(),
+        };
+        let theirs = client.upload_bytes(&data).unwrap();
+        assert!(ours == theirs.as_str(), "a {size}-byte file: our cap differs from the gateway's");
+        caps.push(theirs);
+    }
+    // Every metadata key lafs-backup writes, and awkward names.
+    let full = crate::edge::EdgeMeta {
+        uid: 1000,
+        gid: 100,
+        mode: Some(0o100644),
+        mtime_ns: Some(1_700_000_000_123_456_789),
+        size: Some(123_456),
+        enc: Some(crate::encode::Encoding::Zstd),
+        chunked: false,
+        caps: Some("cap_net_raw=ep".into()),
+        acls: Some("user::rw-,user:bob:r--,group::r--,mask::r--,other::---".into()),
+        acl_ids: Some("user::rw-,user:1001:r--,group::r--,mask::r--,other::---".into()),
+        xattrs: vec![("user.a".into(), b"\x00\xffv".to_vec()), ("user.\u{e9}".into(), b"x".to_vec())],
+        rdev: Some((8, 1)),
+        hlink: Some((2049, 123_456)),
+        name_raw: None,
+    };
+    let ctl = crate::names::edge_name(b"ctl\x01\x7f\xff name", false);
+    let names = ["a\u{301} nfd".to_string(), "\u{1F600} non-bmp".into(), "quote \" \\ back".into(), ctl.name.clone()];
+    let mut kids: Vec<crate::edge::Child> = names
+        .iter()
+        .zip(&caps[50..])
+        .map(|(name, cap)| crate::edge::Child {
+            name: name.clone(),
+            cap: cap.clone(),
+            is_dir: false,
+            meta: crate::edge::EdgeMeta {
+                name_raw: ctl.raw.clone().filter(|_| *name == ctl.name),
+                ..full.clone()
+            },
+        })
+        .collect();
+    kids.push(crate::edge::Child {
+        name: "plain".into(),
+        cap: caps[60].clone(),
+        is_dir: false,
+        meta: crate::edge::EdgeMeta {
+            uid: 0,
+            gid: 0,
+            mode: None,
+            ..Default::default()
+        },
+    });
+    let dircap = client.mkdir_immutable(&crate::edge::children_json(&kids)).unwrap();
+    let metas: Vec<String> = kids.iter().map(|c| c.meta.to_json()).collect();
+    let ours: Vec<Child<'_>> = kids
+        .iter()
+        .zip(&metas)
+        .map(|(c, m)| Child { name: &c.name, cap: c.cap.as_str(), metadata: m })
+        .collect();
+    let ours = super::dirnode::encode_dir(&ours, &params, &secret).unwrap();
+    assert!(ours.cap == dircap.as_str(), "our DIR2-CHK cap differs from mkdir-immutable's");
+    // A directory holding a directory.
+    let parent = [crate::edge::Child {
+        name: "sub".into(),
+        cap: dircap.clone(),
+        is_dir: true,
+        meta: full.clone(),
+    }];
+    let theirs = client.mkdir_immutable(&crate::edge::children_json(&parent)).unwrap();
+    let meta = full.to_json();
+    let ours = super::dirnode::encode_dir(
+        &[Child { name: "sub", cap: dircap.as_str(), metadata: &meta }],
+        &params,
+        &secret,
+    )
+    .unwrap();
+    assert!(ours.cap == theirs.as_str(), "nested directory cap differs");
+}
