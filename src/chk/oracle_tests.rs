@@ -425,12 +425,18 @@ fn gateway_gives_the_same_caps() {
     let mut caps = Vec::new();
     for size in sizes {
         let data = rng.bytes(size as usize);
-        let ours = match cap::lit_uri(&data) {
-            Some(lit) => lit,
-            None => encode_bytes(&data, &params, &secret).unwrap().0.cap.to_uri(),
+        let (ours, shares) = match cap::lit_uri(&data) {
+            Some(lit) => (lit, Vec::new()),
+            None => {
+                let (enc, shares) = encode_bytes(&data, &params, &secret).unwrap();
+                (enc.cap.to_uri(), shares)
+            }
         };
         let theirs = client.upload_bytes(&data).unwrap();
         assert!(ours == theirs.as_str(), "a {size}-byte file: our cap differs from the gateway's");
+        if size == 3 * mib + 5 {
+            stored_shares_agree(&ours, &shares, &data);
+        }
         caps.push(theirs);
     }
     // Every metadata key lafs-backup writes, and awkward names.
@@ -501,4 +507,40 @@ fn gateway_gives_the_same_caps() {
     )
     .unwrap();
     assert!(ours.cap == theirs.as_str(), "nested directory cap differs");
+}
+
+/// The shares the gateway stored for `cap` on the 3-node grid's disks are
+/// byte for byte the ones encoded here, and any k of them decode to `data`.
+fn stored_shares_agree(cap_text: &str, ours: &[Vec<u8>], data: &[u8]) {
+    let cap = cap::ChkCap::parse(cap_text).unwrap();
+    let si = crate::tahoe::base32::encode(&cap.storage_index());
+    let grid = PathBuf::from(std::env::var_os("LAFS_TEST_GRID_3N_DIR").unwrap());
+    let mut stored: Vec<(u16, Vec<u8>)> = Vec::new();
+    for node in std::fs::read_dir(&grid).unwrap().flatten() {
+        let dir = node.path().join("storage/shares").join(&si[..2]).join(&si);
+        for f in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let shnum: u16 = f.file_name().to_string_lossy().parse().unwrap();
+            let file = std::fs::read(f.path()).unwrap();
+            // The server's container: a 12-byte header (version, share
+            // length, lease count), the share, then the leases.
+            let len = u32::from_be_bytes(file[4..8].try_into().unwrap()) as usize;
+            stored.push((shnum, file[12..12 + len].to_vec()));
+        }
+    }
+    stored.sort();
+    assert_eq!(stored.len(), ours.len(), "every share stored once");
+    for (shnum, share) in &stored {
+        assert!(*share == ours[usize::from(*shnum)], "stored share {shnum} differs from ours");
+    }
+    let k = usize::from(cap.k);
+    for skip in 0..stored.len() {
+        let pick: Vec<(u16, &[u8])> = stored
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != skip)
+            .take(k)
+            .map(|(_, (s, d))| (*s, d.as_slice()))
+            .collect();
+        assert!(super::decode::decode_bytes(&cap, &pick).unwrap() == data, "decode without share {skip}");
+    }
 }
