@@ -59,25 +59,91 @@ impl HashTree {
 
     /// The node indexes needed to check leaf `leafnum` against the root
     /// (`needed_hashes`): the siblings on the way up, and the leaf itself if
-    /// `include_leaf`; ascending. (Tahoe iterates a Python set here; its
-    /// order does not matter to readers, which take (index, hash) pairs.)
+    /// `include_leaf`. Tahoe returns a Python set, and the share hash chain
+    /// is written in its iteration order; [`PySet`] reproduces that order,
+    /// so the shares written here are byte for byte the gateway's.
     pub(crate) fn needed_hashes(&self, leafnum: usize, include_leaf: bool) -> Vec<usize> {
         let mut here = self.first_leaf + leafnum;
-        let mut needed = Vec::new();
-        if include_leaf {
-            needed.push(here);
-        }
+        let mut set = PySet::new();
         while here != 0 {
-            needed.push(Self::sibling(here));
+            set.add(Self::sibling(here));
             here = (here - 1) / 2;
         }
-        needed.sort_unstable();
-        needed
+        if include_leaf {
+            set.add(self.first_leaf + leafnum);
+        }
+        set.items()
     }
 
     /// Node `i`.
     pub(crate) fn get(&self, i: usize) -> Option<&Hash> {
         self.nodes.get(i)
+    }
+}
+
+/// The iteration order of a CPython 3 `set` of small non-negative ints
+/// (whose hash is the int itself), built by adding them one by one:
+/// `Objects/setobject.c`'s open addressing (8 slots to start, linear probes
+/// of 9, then perturbation; growth to 4× the entries when 3/5 full). Only
+/// the order matters here, and readers do not depend on it.
+struct PySet {
+    table: Vec<Option<usize>>,
+    fill: usize,
+}
+
+impl PySet {
+    const LINEAR_PROBES: usize = 9;
+
+    fn new() -> PySet {
+        PySet {
+            table: vec![None; 8],
+            fill: 0,
+        }
+    }
+
+    /// The slot for `key`: where it is, or the first free one on its path.
+    fn slot(table: &[Option<usize>], key: usize) -> usize {
+        let mask = table.len() - 1;
+        let mut perturb = key;
+        let mut i = key & mask;
+        loop {
+            let probes = if i + Self::LINEAR_PROBES <= mask { Self::LINEAR_PROBES } else { 0 };
+            for j in i..=i + probes {
+                match table[j] {
+                    None => return j,
+                    Some(k) if k == key => return j,
+                    Some(_) => {}
+                }
+            }
+            perturb >>= 5;
+            i = (i * 5 + 1 + perturb) & mask;
+        }
+    }
+
+    fn add(&mut self, key: usize) {
+        let at = Self::slot(&self.table, key);
+        if self.table[at].is_some() {
+            return;
+        }
+        self.table[at] = Some(key);
+        self.fill += 1;
+        let mask = self.table.len() - 1;
+        if self.fill * 5 >= mask * 3 {
+            let min_used = self.fill * 4;
+            let mut size = 8;
+            while size <= min_used {
+                size <<= 1;
+            }
+            let old = std::mem::replace(&mut self.table, vec![None; size]);
+            for key in old.into_iter().flatten() {
+                let at = Self::slot(&self.table, key);
+                self.table[at] = Some(key);
+            }
+        }
+    }
+
+    fn items(&self) -> Vec<usize> {
+        self.table.iter().flatten().copied().collect()
     }
 }
 
@@ -145,6 +211,10 @@ mod tests {
         );
         assert_eq!(HashTree::new(&leaves(1)).nodes().len(), 1);
         assert_eq!(t.needed_hashes(0, true), vec![2, 3, 4]);
+        // A resized set: iteration in slot order, not sorted.
+        let big = HashTree::new(&leaves(100));
+        // (tahoe-lafs 1.20.0 on Python 3.11: list(t.needed_hashes(5, True))).
+        assert_eq!(big.needed_hashes(5, true), vec![66, 131, 4, 2, 132, 8, 16, 31]);
         assert_eq!(share_hash_count(1), 1);
         assert_eq!(share_hash_count(3), 3);
         assert_eq!(share_hash_count(10), 5);
