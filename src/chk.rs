@@ -28,6 +28,7 @@ pub(crate) mod encode;
 pub(crate) mod hash;
 pub(crate) mod hashtree;
 pub(crate) mod layout;
+pub(crate) mod spki;
 pub(crate) mod uri_ext;
 pub(crate) mod zfec;
 

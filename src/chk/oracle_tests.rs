@@ -255,11 +255,12 @@ struct Zfec {
     segment_size: u64,
 }
 
-/// `integration/vectors/test_vectors.yaml` of the tahoe-lafs 1.20.0 sdist,
+/// A file of the tahoe-lafs 1.20.0 sdist (`member`, a path inside it),
 /// fetched once with the venv's pip into the venv's directory.
-fn vectors_yaml(venv: &std::path::Path) -> Result<String, String> {
+fn sdist_file(venv: &std::path::Path, member: &str) -> Result<String, String> {
     let dir = venv.join("vectors-1.20.0");
-    let yaml = dir.join("test_vectors.yaml");
+    let name = member.rsplit('/').next().unwrap_or(member);
+    let yaml = dir.join(name);
     if let Ok(text) = std::fs::read_to_string(&yaml) {
         return Ok(text);
     }
@@ -278,14 +279,14 @@ fn vectors_yaml(venv: &std::path::Path) -> Result<String, String> {
     let out = Command::new("tar")
         .arg("-xzOf")
         .arg(&sdist)
-        .arg("tahoe_lafs-1.20.0/integration/vectors/test_vectors.yaml")
+        .arg(format!("tahoe_lafs-1.20.0/{member}"))
         .output()
         .map_err(|e| format!("tar: {e}"))?;
     if !out.status.success() {
-        return Err("the sdist has no integration/vectors/test_vectors.yaml".into());
+        return Err(format!("the sdist has no {member}"));
     }
     // Written aside then renamed: a concurrent run never reads half a file.
-    let tmp = dir.join(format!("test_vectors.yaml.{}", std::process::id()));
+    let tmp = dir.join(format!("{name}.{}", std::process::id()));
     std::fs::write(&tmp, &out.stdout).map_err(|e| e.to_string())?;
     std::fs::rename(&tmp, &yaml).map_err(|e| e.to_string())?;
     String::from_utf8(out.stdout).map_err(|e| e.to_string())
@@ -297,7 +298,7 @@ fn tahoe_chk_vectors() {
         eprintln!("SKIP tahoe_chk_vectors: no tahoe-lafs venv (scripts/dev-grid venv makes one)");
         return;
     };
-    let text = match vectors_yaml(&venv) {
+    let text = match sdist_file(&venv, "integration/vectors/test_vectors.yaml") {
         Ok(t) => t,
         Err(e) => {
             eprintln!("SKIP tahoe_chk_vectors: {e}");
@@ -543,4 +544,49 @@ fn stored_shares_agree(cap_text: &str, ours: &[Vec<u8>], data: &[u8]) {
             .collect();
         assert!(super::decode::decode_bytes(&cap, &pick).unwrap() == data, "decode without share {skip}");
     }
+}
+
+#[derive(Deserialize)]
+struct SpkiVectors {
+    vector: Vec<SpkiCase>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct SpkiCase {
+    expected_hash: String,
+    expected_spki: String,
+    certificate: String,
+}
+
+/// Tahoe's SPKI hash vectors (`src/allmydata/test/data/
+/// spki-hash-test-vectors.yaml` of the 1.20.0 sdist).
+#[test]
+fn tahoe_spki_vectors() {
+    let Some(venv) = venv() else {
+        eprintln!("SKIP tahoe_spki_vectors: no tahoe-lafs venv (scripts/dev-grid venv makes one)");
+        return;
+    };
+    let text = match sdist_file(&venv, "src/allmydata/test/data/spki-hash-test-vectors.yaml") {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("SKIP tahoe_spki_vectors: {e}");
+            return;
+        }
+    };
+    let vectors: SpkiVectors = serde_saphyr::from_str(&text).unwrap();
+    assert!(!vectors.vector.is_empty());
+    for case in &vectors.vector {
+        let b64: String = case
+            .certificate
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .map(str::trim)
+            .collect();
+        let der = BASE64.decode(b64).unwrap();
+        let spki = super::spki::spki_of_certificate(&der).unwrap();
+        assert_eq!(BASE64.encode(spki), case.expected_spki.trim());
+        assert_eq!(super::spki::spki_hash(&der).unwrap(), case.expected_hash.trim());
+    }
+    eprintln!("{} SPKI hash vectors pass", vectors.vector.len());
 }
