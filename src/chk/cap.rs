@@ -116,8 +116,7 @@ mod tests {
     #[test]
     fn round_trip_and_errors() {
         // A cap the gateway made (tests/it/lit_caps.rs's grid, 2-of-3).
-        let text =
-            "URI:CHK:mcdi47z6bo54osot7psx2wceme:7q26tmtwq6yawrpwimodqaoayv3xdbqqdyzxp47q7ebemjr5ekbq:2:3:100000";
+        let text = "URI:CHK:mcdi47z6bo54osot7psx2wceme:7q26tmtwq6yawrpwimodqaoayv3xdbqqdyzxp47q7ebemjr5ekbq:2:3:100000";
         let cap = ChkCap::parse(text).unwrap();
         assert_eq!((cap.k, cap.n, cap.size, cap.dir), (2, 3, 100_000, false));
         assert_eq!(cap.to_uri(), text);

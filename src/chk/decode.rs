@@ -16,6 +16,7 @@ use std::io::Write;
 
 use aes::cipher::StreamCipher as _;
 
+use super::ChkError;
 use super::cap::ChkCap;
 use super::encode::cipher;
 use super::hash::{self, CIPHERTEXT_SEGMENT_TAG, CIPHERTEXT_TAG, Hash, TaggedHasher};
@@ -23,7 +24,6 @@ use super::hashtree::{HashTree, roundup_pow2, verify_chain};
 use super::layout::{Layout, tree_bytes};
 use super::uri_ext::Ueb;
 use super::zfec::Fec;
-use super::ChkError;
 
 /// The largest UEB accepted (Tahoe's are ~450 bytes); a larger length field
 /// is a corrupt share, not a reason to allocate.
@@ -51,7 +51,9 @@ impl ShareSource for MemShare<'_> {
     }
 
     fn read(&mut self, offset: u64, len: u64) -> Result<Vec<u8>, ChkError> {
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(self.data.len());
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(self.data.len());
         let end = usize::try_from(offset.saturating_add(len))
             .unwrap_or(usize::MAX)
             .min(self.data.len());
@@ -60,8 +62,15 @@ impl ShareSource for MemShare<'_> {
 }
 
 /// Reads exactly `len` bytes or says the share is truncated.
-fn read_exact(src: &mut dyn ShareSource, offset: u64, len: u64, what: &str) -> Result<Vec<u8>, String> {
-    let data = src.read(offset, len).map_err(|e| format!("reading {what}: {e}"))?;
+fn read_exact(
+    src: &mut dyn ShareSource,
+    offset: u64,
+    len: u64,
+    what: &str,
+) -> Result<Vec<u8>, String> {
+    let data = src
+        .read(offset, len)
+        .map_err(|e| format!("reading {what}: {e}"))?;
     if data.len() as u64 != len {
         return Err(format!("truncated in {what}"));
     }
@@ -81,7 +90,9 @@ fn check_share<'a>(
     cap: &ChkCap,
     src: &'a mut dyn ShareSource,
 ) -> Result<(Checked<'a>, Ueb), String> {
-    let header = src.read(0, 0x44).map_err(|e| format!("reading the header: {e}"))?;
+    let header = src
+        .read(0, 0x44)
+        .map_err(|e| format!("reading the header: {e}"))?;
     let layout = Layout::parse(&header)?;
     let width = layout.field_size();
     let len_field = read_exact(src, layout.uri_extension, width, "the UEB length")?;
@@ -108,7 +119,7 @@ fn check_share<'a>(
         || layout.crypttext_hash_tree - layout.plaintext_hash_tree != tree
         || layout.block_hashes - layout.crypttext_hash_tree != tree
         || layout.share_hashes - layout.block_hashes != tree
-        || (layout.uri_extension - layout.share_hashes) % 34 != 0
+        || !(layout.uri_extension - layout.share_hashes).is_multiple_of(34)
     {
         return Err("its offsets do not fit the UEB's sizes".into());
     }
@@ -199,7 +210,12 @@ pub(crate) fn decode(
     let tree = tree_bytes(ueb.num_segments);
     let mut crypttext_leaves = None;
     for c in good.iter_mut() {
-        let nodes = match read_exact(c.src, c.layout.crypttext_hash_tree, tree, "the crypttext hash tree") {
+        let nodes = match read_exact(
+            c.src,
+            c.layout.crypttext_hash_tree,
+            tree,
+            "the crypttext hash tree",
+        ) {
             Ok(n) => n,
             Err(e) => {
                 problems.push(format!("share {}: {e}", c.src.shnum()));
@@ -219,7 +235,10 @@ pub(crate) fn decode(
         problems.push(format!("share {}: bad crypttext hash tree", c.src.shnum()));
     }
     let crypttext_leaves = crypttext_leaves.ok_or_else(|| {
-        ChkError::Corrupt(format!("no share has a good crypttext hash tree ({})", problems.join("; ")))
+        ChkError::Corrupt(format!(
+            "no share has a good crypttext hash tree ({})",
+            problems.join("; ")
+        ))
     })?;
     let fec = Fec::new(k, usize::from(ueb.total_shares))?;
     let mut aes = cipher(&cap.key);
@@ -275,7 +294,9 @@ pub(crate) fn decode(
         }
         crypttext.update(&segment);
         if is_tail && crypttext.clone().finish() != ueb.crypttext_hash {
-            return Err(ChkError::Corrupt("the crypttext does not match its hash".into()));
+            return Err(ChkError::Corrupt(
+                "the crypttext does not match its hash".into(),
+            ));
         }
         aes.apply_keystream(&mut segment);
         out.write_all(&segment)
@@ -290,7 +311,8 @@ pub(crate) fn decode_bytes(cap: &ChkCap, shares: &[(u16, &[u8])]) -> Result<Vec<
         .iter()
         .map(|&(shnum, data)| MemShare { shnum, data })
         .collect();
-    let mut srcs: Vec<&mut dyn ShareSource> = mem.iter_mut().map(|m| m as &mut dyn ShareSource).collect();
+    let mut srcs: Vec<&mut dyn ShareSource> =
+        mem.iter_mut().map(|m| m as &mut dyn ShareSource).collect();
     let mut out = Vec::new();
     decode(cap, &mut srcs, &mut out)?;
     Ok(out)
@@ -307,7 +329,9 @@ mod tests {
     }
 
     fn shares_of(shares: &[Vec<u8>], pick: &[u16]) -> Vec<(u16, Vec<u8>)> {
-        pick.iter().map(|&s| (s, shares[usize::from(s)].clone())).collect()
+        pick.iter()
+            .map(|&s| (s, shares[usize::from(s)].clone()))
+            .collect()
     }
 
     fn run(cap: &ChkCap, shares: &[(u16, Vec<u8>)]) -> Result<Vec<u8>, ChkError> {
@@ -322,7 +346,11 @@ mod tests {
             let data = sample(len);
             let (enc, shares) = encode_bytes(&data, &p, b"c").unwrap();
             for pick in [[0, 1, 2], [4, 5, 6], [6, 0, 3], [1, 5, 2]] {
-                assert_eq!(run(&enc.cap, &shares_of(&shares, &pick)).unwrap(), data, "{len} {pick:?}");
+                assert_eq!(
+                    run(&enc.cap, &shares_of(&shares, &pick)).unwrap(),
+                    data,
+                    "{len} {pick:?}"
+                );
             }
         }
     }
@@ -339,7 +367,10 @@ mod tests {
         assert_eq!(run(&enc.cap, &bad).unwrap(), data);
         // ... but with only two shares it is an error naming the block.
         let err = run(&enc.cap, &bad[..2]).unwrap_err().to_string();
-        assert!(err.contains("block 1 does not match its block hash"), "{err}");
+        assert!(
+            err.contains("block 1 does not match its block hash"),
+            "{err}"
+        );
         // A wrong share hash chain.
         let mut bad = shares_of(&shares, &[0, 1]);
         let at = plan.layout.share_hashes as usize + 5;

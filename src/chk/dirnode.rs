@@ -31,11 +31,15 @@ pub(crate) struct Child<'a> {
 
 /// The packed contents of an immutable directory.
 pub(crate) fn pack(children: &[Child<'_>]) -> Result<Vec<u8>, ChkError> {
-    let mut entries: Vec<(String, &Child<'_>)> =
-        children.iter().map(|c| (c.name.nfc().collect(), c)).collect();
+    let mut entries: Vec<(String, &Child<'_>)> = children
+        .iter()
+        .map(|c| (c.name.nfc().collect(), c))
+        .collect();
     entries.sort_by(|a, b| a.0.cmp(&b.0));
     if entries.windows(2).any(|w| w[0].0 == w[1].0) {
-        return Err(ChkError::Dir("two children with the same (NFC) name".into()));
+        return Err(ChkError::Dir(
+            "two children with the same (NFC) name".into(),
+        ));
     }
     let mut out = Vec::new();
     for (name, child) in entries {
@@ -251,7 +255,10 @@ impl Parser<'_> {
                     let rest = std::str::from_utf8(&self.s[self.i..])
                         .or_else(|e| std::str::from_utf8(&self.s[self.i..self.i + e.valid_up_to()]))
                         .map_err(|_| self.err("invalid UTF-8"))?;
-                    let ch = rest.chars().next().ok_or_else(|| self.err("invalid UTF-8"))?;
+                    let ch = rest
+                        .chars()
+                        .next()
+                        .ok_or_else(|| self.err("invalid UTF-8"))?;
                     self.i += ch.len_utf8();
                     let mut buf = [0u16; 2];
                     units.extend_from_slice(ch.encode_utf16(&mut buf));
@@ -359,7 +366,11 @@ pub(crate) fn python_float_repr(v: f64) -> String {
             out.push('.');
             out.push_str(&digits[1..]);
         }
-        out.push_str(&format!("e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs()));
+        out.push_str(&format!(
+            "e{}{:02}",
+            if exp < 0 { '-' } else { '+' },
+            exp.abs()
+        ));
     }
     out
 }
@@ -371,18 +382,37 @@ mod tests {
     #[test]
     fn json_as_python_writes_it() {
         let cases = [
-            (r#"{"a":1,"b":[true,false,null],"c":{}}"#, r#"{"a": 1, "b": [true, false, null], "c": {}}"#),
-            (r#"{"z":"é😀\u0001\n\"\\/"}"#, r#"{"z": "\u00e9\ud83d\ude00\u0001\n\"\\/"}"#),
+            (
+                r#"{"a":1,"b":[true,false,null],"c":{}}"#,
+                r#"{"a": 1, "b": [true, false, null], "c": {}}"#,
+            ),
+            (
+                r#"{"z":"é😀\u0001\n\"\\/"}"#,
+                r#"{"z": "\u00e9\ud83d\ude00\u0001\n\"\\/"}"#,
+            ),
             (r#"{"b":2,"a":1}"#, r#"{"b": 2, "a": 1}"#),
-            (r#"[1.5, -0, 1e16, 1.5e-5, 0.0001, 100.0, 1E400, "\u007f"]"#,
-             r#"[1.5, 0, 1e+16, 1.5e-05, 0.0001, 100.0, Infinity, "\u007f"]"#),
-            (r#"[1234567890123456789012, 123456789012345678.0, -0.0, 1700000000.123456]"#,
-             "[1234567890123456789012, 1.2345678901234568e+17, -0.0, 1700000000.123456]"),
+            (
+                r#"[1.5, -0, 1e16, 1.5e-5, 0.0001, 100.0, 1E400, "\u007f"]"#,
+                r#"[1.5, 0, 1e+16, 1.5e-05, 0.0001, 100.0, Infinity, "\u007f"]"#,
+            ),
+            (
+                r#"[1234567890123456789012, 123456789012345678.0, -0.0, 1700000000.123456]"#,
+                "[1234567890123456789012, 1.2345678901234568e+17, -0.0, 1700000000.123456]",
+            ),
         ];
         for (input, want) in cases {
             assert_eq!(python_json(input).unwrap(), want, "{input}");
         }
-        for bad in ["", "{", r#"{"a" 1}"#, "[01]", r#"{"a":1,"a":2}"#, "[1,]", "\"\u{1}\"", "nul"] {
+        for bad in [
+            "",
+            "{",
+            r#"{"a" 1}"#,
+            "[01]",
+            r#"{"a":1,"a":2}"#,
+            "[1,]",
+            "\"\u{1}\"",
+            "nul",
+        ] {
             assert!(python_json(bad).is_err(), "{bad}");
         }
     }
@@ -390,8 +420,16 @@ mod tests {
     #[test]
     fn packs_sorted_nfc_children() {
         let kids = [
-            Child { name: "b", cap: "URI:LIT:mjqxe", metadata: "{}" },
-            Child { name: "a\u{301}", cap: "URI:LIT:nbswy3dp", metadata: r#"{"k":"v"}"# },
+            Child {
+                name: "b",
+                cap: "URI:LIT:mjqxe",
+                metadata: "{}",
+            },
+            Child {
+                name: "a\u{301}",
+                cap: "URI:LIT:nbswy3dp",
+                metadata: r#"{"k":"v"}"#,
+            },
         ];
         let packed = pack(&kids).unwrap();
         let text = String::from_utf8(packed).unwrap();
@@ -399,8 +437,19 @@ mod tests {
             text,
             "29:1:b,13:URI:LIT:mjqxe,0:,2:{},,42:2:\u{e1},16:URI:LIT:nbswy3dp,0:,10:{\"k\": \"v\"},,"
         );
-        let dup = [kids[1].clone(), Child { name: "\u{e1}", ..kids[0].clone() }];
+        let dup = [
+            kids[1].clone(),
+            Child {
+                name: "\u{e1}",
+                ..kids[0].clone()
+            },
+        ];
         assert!(pack(&dup).is_err());
-        assert_eq!(encode_dir(&[], &Params::new(2, 3).unwrap(), b"s").unwrap().cap, "URI:DIR2-LIT:");
+        assert_eq!(
+            encode_dir(&[], &Params::new(2, 3).unwrap(), b"s")
+                .unwrap()
+                .cap,
+            "URI:DIR2-LIT:"
+        );
     }
 }

@@ -22,7 +22,9 @@ use aes::Aes128;
 use aes::cipher::{KeyIvInit as _, StreamCipher as _};
 
 use super::cap::ChkCap;
-use super::hash::{self, CIPHERTEXT_SEGMENT_TAG, CIPHERTEXT_TAG, ConvergenceHasher, Hash, TaggedHasher};
+use super::hash::{
+    self, CIPHERTEXT_SEGMENT_TAG, CIPHERTEXT_TAG, ConvergenceHasher, Hash, TaggedHasher,
+};
 use super::hashtree::{HashTree, share_hash_count};
 use super::layout::Layout;
 use super::uri_ext::Ueb;
@@ -92,7 +94,9 @@ pub(crate) fn convergence_key(
         hasher.update(&buf[..got]);
     }
     if total != size {
-        return Err(ChkError::Changed(format!("{total} bytes read, {size} expected")));
+        return Err(ChkError::Changed(format!(
+            "{total} bytes read, {size} expected"
+        )));
     }
     Ok(hasher.finish())
 }
@@ -125,7 +129,9 @@ impl Plan {
     /// The plan of a `size`-byte file (size ≥ 1) under `params`.
     pub(crate) fn new(params: Params, size: u64) -> Result<Plan, ChkError> {
         if size == 0 {
-            return Err(ChkError::Params("an empty file has a LIT cap, not a CHK one".into()));
+            return Err(ChkError::Params(
+                "an empty file has a LIT cap, not a CHK one".into(),
+            ));
         }
         let k = u64::from(params.k);
         let segment_size = params.segment_size(size);
@@ -262,7 +268,9 @@ impl Encoder {
         if let Some(c) = check
             && c.finish() != self.key
         {
-            return Err(ChkError::Changed("its content differs from the first read".into()));
+            return Err(ChkError::Changed(
+                "its content differs from the first read".into(),
+            ));
         }
         debug_assert_eq!(offset, layout.plaintext_hash_tree);
         let crypttext_tree = HashTree::new(&segment_hashes);
@@ -289,11 +297,11 @@ impl Encoder {
             (packed.len() as u64).to_be_bytes().to_vec()
         };
         ueb_field.extend_from_slice(&packed);
-        for shnum in 0..n {
+        for (shnum, block_tree) in block_trees.iter().enumerate() {
             let s = shnum as u16;
             sink.write(s, layout.plaintext_hash_tree, &zero_tree)?;
             sink.write(s, layout.crypttext_hash_tree, &crypttext_nodes)?;
-            sink.write(s, layout.block_hashes, &block_trees[shnum].nodes().concat())?;
+            sink.write(s, layout.block_hashes, &block_tree.nodes().concat())?;
             let mut chain = Vec::new();
             for i in share_tree.needed_hashes(shnum, true) {
                 let h = share_tree.get(i).copied().unwrap_or([0; 32]);
@@ -344,7 +352,14 @@ mod tests {
         assert_eq!(plan.num_segments, 8);
         assert_eq!(plan.layout.data_size, 333_334);
         let small = Plan::new(p, 56).unwrap();
-        assert_eq!((small.segment_size, small.num_segments, small.tail_padded_size), (57, 1, 57));
+        assert_eq!(
+            (
+                small.segment_size,
+                small.num_segments,
+                small.tail_padded_size
+            ),
+            (57, 1, 57)
+        );
         assert!(Plan::new(p, 0).is_err());
     }
 
@@ -368,14 +383,20 @@ mod tests {
         let mut changed = data.clone();
         changed[500] = 8;
         let mut sink = vec![Vec::new(); 3];
-        let err = enc.encode(&mut &changed[..], Some(b"s"), &mut sink).unwrap_err();
+        let err = enc
+            .encode(&mut &changed[..], Some(b"s"), &mut sink)
+            .unwrap_err();
         assert!(matches!(err, ChkError::Changed(_)), "{err}");
         let mut sink = vec![Vec::new(); 3];
-        let err = enc.encode(&mut &data[..999], Some(b"s"), &mut sink).unwrap_err();
+        let err = enc
+            .encode(&mut &data[..999], Some(b"s"), &mut sink)
+            .unwrap_err();
         assert!(matches!(err, ChkError::Changed(_)), "{err}");
         let longer = vec![7u8; 1001];
         let mut sink = vec![Vec::new(); 3];
-        let err = enc.encode(&mut &longer[..], Some(b"s"), &mut sink).unwrap_err();
+        let err = enc
+            .encode(&mut &longer[..], Some(b"s"), &mut sink)
+            .unwrap_err();
         assert!(matches!(err, ChkError::Changed(_)), "{err}");
         assert!(convergence_key(&mut &data[..999], 1000, &p, b"s").is_err());
     }

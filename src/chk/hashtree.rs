@@ -107,11 +107,15 @@ impl PySet {
         let mut perturb = key;
         let mut i = key & mask;
         loop {
-            let probes = if i + Self::LINEAR_PROBES <= mask { Self::LINEAR_PROBES } else { 0 };
-            for j in i..=i + probes {
-                match table[j] {
+            let probes = if i + Self::LINEAR_PROBES <= mask {
+                Self::LINEAR_PROBES
+            } else {
+                0
+            };
+            for (j, entry) in table.iter().enumerate().skip(i).take(probes + 1) {
+                match entry {
                     None => return j,
-                    Some(k) if k == key => return j,
+                    Some(k) if *k == key => return j,
                     Some(_) => {}
                 }
             }
@@ -165,7 +169,9 @@ pub(crate) fn verify_chain(
 ) -> Result<(), String> {
     let first_leaf = roundup_pow2(num_leaves) - 1;
     if leafnum >= roundup_pow2(num_leaves) {
-        return Err(format!("leaf {leafnum} outside a tree of {num_leaves} leaves"));
+        return Err(format!(
+            "leaf {leafnum} outside a tree of {num_leaves} leaves"
+        ));
     }
     let lookup = |i: usize| pairs.iter().find(|(j, _)| *j == i).map(|(_, h)| *h);
     let mut here = first_leaf + leafnum;
@@ -214,7 +220,10 @@ mod tests {
         // A resized set: iteration in slot order, not sorted.
         let big = HashTree::new(&leaves(100));
         // (tahoe-lafs 1.20.0 on Python 3.11: list(t.needed_hashes(5, True))).
-        assert_eq!(big.needed_hashes(5, true), vec![66, 131, 4, 2, 132, 8, 16, 31]);
+        assert_eq!(
+            big.needed_hashes(5, true),
+            vec![66, 131, 4, 2, 132, 8, 16, 31]
+        );
         assert_eq!(share_hash_count(1), 1);
         assert_eq!(share_hash_count(3), 3);
         assert_eq!(share_hash_count(10), 5);

@@ -92,11 +92,23 @@ json.dump(out, sys.stdout)
 #[test]
 fn python_oracle_agrees() {
     let Some(venv) = venv() else {
-        eprintln!("SKIP python_oracle_agrees: no tahoe-lafs venv (scripts/dev-grid venv makes one)");
+        eprintln!(
+            "SKIP python_oracle_agrees: no tahoe-lafs venv (scripts/dev-grid venv makes one)"
+        );
         return;
     };
     let mut rng = Rng(0x5eed_1234_abcd_0001);
-    let zfec_params = [(1, 1), (1, 3), (2, 3), (3, 10), (5, 7), (13, 20), (71, 255), (101, 256), (255, 256)];
+    let zfec_params = [
+        (1, 1),
+        (1, 3),
+        (2, 3),
+        (3, 10),
+        (5, 7),
+        (13, 20),
+        (71, 255),
+        (101, 256),
+        (255, 256),
+    ];
     let zfec_cases: Vec<(usize, usize, Vec<Vec<u8>>)> = zfec_params
         .iter()
         .map(|&(k, n)| {
@@ -104,16 +116,26 @@ fn python_oracle_agrees() {
             (k, n, (0..k).map(|_| rng.bytes(len)).collect())
         })
         .collect();
-    let key_cases: Vec<(u16, u16, u64, Vec<u8>, Vec<u8>)> = (0..12)
+    // (k, n, segment size, data, secret)
+    type KeyCase = (u16, u16, u64, Vec<u8>, Vec<u8>);
+    let key_cases: Vec<KeyCase> = (0..12)
         .map(|i| {
             let k = 1 + rng.below(10) as u16;
             let n = k + rng.below(5) as u16;
             let len = rng.below(3000) as usize;
             let data = rng.bytes(len);
-            (k, n, 1 + rng.below(1 << 20), data, rng.bytes(if i % 2 == 0 { 16 } else { 5 }))
+            (
+                k,
+                n,
+                1 + rng.below(1 << 20),
+                data,
+                rng.bytes(if i % 2 == 0 { 16 } else { 5 }),
+            )
         })
         .collect();
-    let tree_sizes: Vec<usize> = (1..=40).chain([63, 64, 65, 100, 127, 128, 129, 200, 255, 256]).collect();
+    let tree_sizes: Vec<usize> = (1..=40)
+        .chain([63, 64, 65, 100, 127, 128, 129, 200, 255, 256])
+        .collect();
     let uebs: Vec<Ueb> = (0..5)
         .map(|_| {
             let k = 1 + rng.below(10) as u16;
@@ -150,8 +172,16 @@ fn python_oracle_agrees() {
     // quotes) and every shape of metadata value.
     let dirs: Vec<Vec<(&str, &str, &str)>> = vec![
         vec![
-            ("a\u{301}b", "URI:LIT:nbswy3dp", r#"{"v":"1","mtime_ns":"1700000000123456789","size":"5"}"#),
-            ("z 😀 \\x01 \"q\"", "URI:CHK:mcdi47z6bo54osot7psx2wceme:7q26tmtwq6yawrpwimodqaoayv3xdbqqdyzxp47q7ebemjr5ekbq:2:3:100000", r#"{"a":[1,2.5,-0,1e16,1.5e-7,true,null],"é":{"x":"\u0001\u007f\ud83d\ude00/"}}"#),
+            (
+                "a\u{301}b",
+                "URI:LIT:nbswy3dp",
+                r#"{"v":"1","mtime_ns":"1700000000123456789","size":"5"}"#,
+            ),
+            (
+                "z 😀 \\x01 \"q\"",
+                "URI:CHK:mcdi47z6bo54osot7psx2wceme:7q26tmtwq6yawrpwimodqaoayv3xdbqqdyzxp47q7ebemjr5ekbq:2:3:100000",
+                r#"{"a":[1,2.5,-0,1e16,1.5e-7,true,null],"é":{"x":"\u0001\u007f\ud83d\ude00/"}}"#,
+            ),
             ("Ω", "URI:DIR2-LIT:", "{}"),
             ("\u{1F600}", "imm.URI:LIT:", r#"{"b":2,"a":1}"#),
         ],
@@ -186,12 +216,21 @@ fn python_oracle_agrees() {
     assert!(output.status.success(), "the Python oracle failed");
     let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let strs = |v: &serde_json::Value| -> Vec<String> {
-        v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect()
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect()
     };
 
     for ((k, n, blocks), want) in zfec_cases.iter().zip(answer["zfec"].as_array().unwrap()) {
         let inputs: Vec<&[u8]> = blocks.iter().map(Vec::as_slice).collect();
-        let ours: Vec<String> = Fec::new(*k, *n).unwrap().encode(&inputs).iter().map(|s| hex(s)).collect();
+        let ours: Vec<String> = Fec::new(*k, *n)
+            .unwrap()
+            .encode(&inputs)
+            .iter()
+            .map(|s| hex(s))
+            .collect();
         assert_eq!(ours, strs(want), "zfec {k}-of-{n}");
     }
     for ((k, n, seg, data, secret), want) in key_cases.iter().zip(strs(&answer["key"])) {
@@ -204,7 +243,11 @@ fn python_oracle_agrees() {
         let t = HashTree::new(&leaves);
         assert_eq!(hex(&t.root()), want[0].as_str().unwrap(), "tree of {n}");
         let needed: Vec<Vec<usize>> = (0..*n).map(|i| t.needed_hashes(i, true)).collect();
-        assert_eq!(serde_json::json!(needed), want[1], "needed hashes, tree of {n}");
+        assert_eq!(
+            serde_json::json!(needed),
+            want[1],
+            "needed hashes, tree of {n}"
+        );
     }
     for (u, want) in uebs.iter().zip(strs(&answer["ueb"])) {
         assert_eq!(hex(&u.pack()), want, "UEB");
@@ -216,7 +259,11 @@ fn python_oracle_agrees() {
     for (d, want) in dirs.iter().zip(strs(&answer["dir"])) {
         let kids: Vec<Child<'_>> = d
             .iter()
-            .map(|&(name, cap, metadata)| Child { name, cap, metadata })
+            .map(|&(name, cap, metadata)| Child {
+                name,
+                cap,
+                metadata,
+            })
             .collect();
         assert_eq!(hex(&pack(&kids).unwrap()), want, "directory packing");
     }
@@ -268,7 +315,15 @@ fn sdist_file(venv: &std::path::Path, member: &str) -> Result<String, String> {
     let sdist = dir.join("tahoe_lafs-1.20.0.tar.gz");
     if !sdist.exists() {
         let status = Command::new(venv.join("bin/pip"))
-            .args(["download", "--quiet", "--no-deps", "--no-binary", ":all:", "tahoe-lafs==1.20.0", "-d"])
+            .args([
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "tahoe-lafs==1.20.0",
+                "-d",
+            ])
             .arg(&dir)
             .status()
             .map_err(|e| format!("pip: {e}"))?;
@@ -306,7 +361,11 @@ fn tahoe_chk_vectors() {
         }
     };
     let vectors: Vectors = serde_saphyr::from_str(&text).unwrap();
-    let chk: Vec<&Case> = vectors.vector.iter().filter(|c| c.format.kind == "chk").collect();
+    let chk: Vec<&Case> = vectors
+        .vector
+        .iter()
+        .filter(|c| c.format.kind == "chk")
+        .collect();
     assert_eq!(vectors.vector.len(), 360);
     assert_eq!(chk.len(), 120);
     // Two workers: the 71-of-255 and 101-of-256 cases are most of the work.
@@ -319,13 +378,23 @@ fn tahoe_chk_vectors() {
                     let mut failures = Vec::new();
                     for case in chk.iter().skip(w).step_by(2) {
                         let seed = BASE64.decode(&case.sample.seed).unwrap();
-                        let data: Vec<u8> = seed.iter().copied().cycle().take(case.sample.length).collect();
+                        let data: Vec<u8> = seed
+                            .iter()
+                            .copied()
+                            .cycle()
+                            .take(case.sample.length)
+                            .collect();
                         let secret = BASE64.decode(&case.convergence).unwrap();
                         let z = &case.zfec;
-                        let params = Params::with_segment_size(z.required, z.total, z.segment_size).unwrap();
+                        let params =
+                            Params::with_segment_size(z.required, z.total, z.segment_size).unwrap();
                         let got = match cap::lit_uri(&data) {
                             Some(lit) => lit,
-                            None => encode_bytes(&data, &params, &secret).unwrap().0.cap.to_uri(),
+                            None => encode_bytes(&data, &params, &secret)
+                                .unwrap()
+                                .0
+                                .cap
+                                .to_uri(),
                         };
                         if got != case.expected {
                             failures.push(format!(
@@ -338,9 +407,17 @@ fn tahoe_chk_vectors() {
                 })
             })
             .collect();
-        workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
     });
-    assert!(failures.is_empty(), "{} of 120 CHK vectors differ:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of 120 CHK vectors differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 /// Encoding throughput, for docs/chk.md: `cargo test --release --lib
@@ -354,7 +431,8 @@ fn encode_throughput() {
     for (k, n) in [(3, 10), (1, 1), (2, 3)] {
         let params = Params::new(k, n).unwrap();
         let start = std::time::Instant::now();
-        let key = super::encode::convergence_key(&mut &data[..], data.len() as u64, &params, b"s").unwrap();
+        let key = super::encode::convergence_key(&mut &data[..], data.len() as u64, &params, b"s")
+            .unwrap();
         let hashed = start.elapsed();
         let plan = super::encode::Plan::new(params, data.len() as u64).unwrap();
         let mut sink = Discard;
@@ -393,7 +471,11 @@ fn grid_3n() -> Option<(crate::tahoe::Client, Params, Vec<u8>)> {
             .map(|v| v.trim_matches('\''))
             .and_then(|v| v.parse().ok())
     };
-    let params = Params::new(var("LAFS_GRID_SHARES_NEEDED")?, var("LAFS_GRID_SHARES_TOTAL")?).ok()?;
+    let params = Params::new(
+        var("LAFS_GRID_SHARES_NEEDED")?,
+        var("LAFS_GRID_SHARES_TOTAL")?,
+    )
+    .ok()?;
     // The node keeps its secret in base32 (`Client._convergence`).
     let text = std::fs::read_to_string(dir.join("gateway/private/convergence")).ok()?;
     let secret = crate::tahoe::base32::decode(text.trim())?;
@@ -421,7 +503,16 @@ fn gateway_gives_the_same_caps() {
     let mib = super::DEFAULT_MAX_SEGMENT_SIZE;
     let mut rng = Rng(0xdead_beef);
     let mut sizes: Vec<u64> = (0..=56).collect();
-    sizes.extend([mib - 1, mib, mib + 1, 1000 * k - 1, 1000 * k, 1000 * k + 1, 3 * mib + 5, 2 * mib]);
+    sizes.extend([
+        mib - 1,
+        mib,
+        mib + 1,
+        1000 * k - 1,
+        1000 * k,
+        1000 * k + 1,
+        3 * mib + 5,
+        2 * mib,
+    ]);
     sizes.extend((0..4).map(|_| 57 + rng.below(3 * mib)));
     let mut caps = Vec::new();
     for size in sizes {
@@ -434,7 +525,10 @@ fn gateway_gives_the_same_caps() {
             }
         };
         let theirs = client.upload_bytes(&data).unwrap();
-        assert!(ours == theirs.as_str(), "a {size}-byte file: our cap differs from the gateway's");
+        assert!(
+            ours == theirs.as_str(),
+            "a {size}-byte file: our cap differs from the gateway's"
+        );
         if size == 3 * mib + 5 {
             stored_shares_agree(&ours, &shares, &data);
         }
@@ -452,13 +546,21 @@ fn gateway_gives_the_same_caps() {
         caps: Some("cap_net_raw=ep".into()),
         acls: Some("user::rw-,user:bob:r--,group::r--,mask::r--,other::---".into()),
         acl_ids: Some("user::rw-,user:1001:r--,group::r--,mask::r--,other::---".into()),
-        xattrs: vec![("user.a".into(), b"\x00\xffv".to_vec()), ("user.\u{e9}".into(), b"x".to_vec())],
+        xattrs: vec![
+            ("user.a".into(), b"\x00\xffv".to_vec()),
+            ("user.\u{e9}".into(), b"x".to_vec()),
+        ],
         rdev: Some((8, 1)),
         hlink: Some((2049, 123_456)),
         name_raw: None,
     };
     let ctl = crate::names::edge_name(b"ctl\x01\x7f\xff name", false);
-    let names = ["a\u{301} nfd".to_string(), "\u{1F600} non-bmp".into(), "quote \" \\ back".into(), ctl.name.clone()];
+    let names = [
+        "a\u{301} nfd".to_string(),
+        "\u{1F600} non-bmp".into(),
+        "quote \" \\ back".into(),
+        ctl.name.clone(),
+    ];
     let mut kids: Vec<crate::edge::Child> = names
         .iter()
         .zip(&caps[50..])
@@ -483,15 +585,24 @@ fn gateway_gives_the_same_caps() {
             ..Default::default()
         },
     });
-    let dircap = client.mkdir_immutable(&crate::edge::children_json(&kids)).unwrap();
+    let dircap = client
+        .mkdir_immutable(&crate::edge::children_json(&kids))
+        .unwrap();
     let metas: Vec<String> = kids.iter().map(|c| c.meta.to_json()).collect();
     let ours: Vec<Child<'_>> = kids
         .iter()
         .zip(&metas)
-        .map(|(c, m)| Child { name: &c.name, cap: c.cap.as_str(), metadata: m })
+        .map(|(c, m)| Child {
+            name: &c.name,
+            cap: c.cap.as_str(),
+            metadata: m,
+        })
         .collect();
     let ours = super::dirnode::encode_dir(&ours, &params, &secret).unwrap();
-    assert!(ours.cap == dircap.as_str(), "our DIR2-CHK cap differs from mkdir-immutable's");
+    assert!(
+        ours.cap == dircap.as_str(),
+        "our DIR2-CHK cap differs from mkdir-immutable's"
+    );
     // A directory holding a directory.
     let parent = [crate::edge::Child {
         name: "sub".into(),
@@ -499,10 +610,16 @@ fn gateway_gives_the_same_caps() {
         is_dir: true,
         meta: full.clone(),
     }];
-    let theirs = client.mkdir_immutable(&crate::edge::children_json(&parent)).unwrap();
+    let theirs = client
+        .mkdir_immutable(&crate::edge::children_json(&parent))
+        .unwrap();
     let meta = full.to_json();
     let ours = super::dirnode::encode_dir(
-        &[Child { name: "sub", cap: dircap.as_str(), metadata: &meta }],
+        &[Child {
+            name: "sub",
+            cap: dircap.as_str(),
+            metadata: &meta,
+        }],
         &params,
         &secret,
     )
@@ -531,7 +648,10 @@ fn stored_shares_agree(cap_text: &str, ours: &[Vec<u8>], data: &[u8]) {
     stored.sort();
     assert_eq!(stored.len(), ours.len(), "every share stored once");
     for (shnum, share) in &stored {
-        assert!(*share == ours[usize::from(*shnum)], "stored share {shnum} differs from ours");
+        assert!(
+            *share == ours[usize::from(*shnum)],
+            "stored share {shnum} differs from ours"
+        );
     }
     let k = usize::from(cap.k);
     for skip in 0..stored.len() {
@@ -542,7 +662,10 @@ fn stored_shares_agree(cap_text: &str, ours: &[Vec<u8>], data: &[u8]) {
             .take(k)
             .map(|(_, (s, d))| (*s, d.as_slice()))
             .collect();
-        assert!(super::decode::decode_bytes(&cap, &pick).unwrap() == data, "decode without share {skip}");
+        assert!(
+            super::decode::decode_bytes(&cap, &pick).unwrap() == data,
+            "decode without share {skip}"
+        );
     }
 }
 
@@ -586,7 +709,10 @@ fn tahoe_spki_vectors() {
         let der = BASE64.decode(b64).unwrap();
         let spki = super::spki::spki_of_certificate(&der).unwrap();
         assert_eq!(BASE64.encode(spki), case.expected_spki.trim());
-        assert_eq!(super::spki::spki_hash(&der).unwrap(), case.expected_hash.trim());
+        assert_eq!(
+            super::spki::spki_hash(&der).unwrap(),
+            case.expected_hash.trim()
+        );
     }
     eprintln!("{} SPKI hash vectors pass", vectors.vector.len());
 }

@@ -32,7 +32,10 @@ fn tlv(data: &[u8]) -> Option<(Tlv<'_>, &[u8])> {
             return None;
         }
         let bytes = data.get(2..2 + n)?;
-        (bytes.iter().fold(0usize, |a, &b| (a << 8) | usize::from(b)), 2 + n)
+        (
+            bytes.iter().fold(0usize, |a, &b| (a << 8) | usize::from(b)),
+            2 + n,
+        )
     };
     let end = header.checked_add(len)?;
     let whole = data.get(..end)?;

@@ -136,7 +136,7 @@ impl Ueb {
         let k = u64::from(ueb.needed_shares);
         if ueb.needed_shares > ueb.total_shares
             || ueb.segment_size == 0
-            || ueb.segment_size % k != 0
+            || !ueb.segment_size.is_multiple_of(k)
             || ueb.size == 0
             || ueb.num_segments != ueb.size.div_ceil(ueb.segment_size)
         {

@@ -235,7 +235,9 @@ impl Fec {
                 )));
             }
             if block.len() != len {
-                return Err(ChkError::Params("zfec decode: blocks of different sizes".into()));
+                return Err(ChkError::Params(
+                    "zfec decode: blocks of different sizes".into(),
+                ));
             }
         }
         let mut m = Vec::with_capacity(k * k);
@@ -284,7 +286,11 @@ mod tests {
         for a in 0..10 {
             for b in a + 1..10 {
                 for c in b + 1..10 {
-                    let pick = [(a, &shares[a][..]), (b, &shares[b][..]), (c, &shares[c][..])];
+                    let pick = [
+                        (a, &shares[a][..]),
+                        (b, &shares[b][..]),
+                        (c, &shares[c][..]),
+                    ];
                     assert_eq!(fec.decode(&pick).unwrap(), data, "{a} {b} {c}");
                 }
             }
