@@ -77,6 +77,20 @@ fn read_exact(
     Ok(data)
 }
 
+/// The first `count` leaves of a stored complete tree (`nodes`, root
+/// first, of the size [`tree_bytes`] gives for `count` leaves). The stored
+/// inner nodes are not trusted: callers rebuild the tree from the leaves.
+fn tree_leaves(nodes: &[u8], count: u64) -> Vec<Hash> {
+    let first_leaf = (roundup_pow2(count as usize) - 1) * 32;
+    nodes
+        .get(first_leaf..)
+        .unwrap_or_default()
+        .chunks_exact(32)
+        .take(count as usize)
+        .map(|c| c.try_into().unwrap_or([0; 32]))
+        .collect()
+}
+
 /// A share whose UEB and hash chain are good.
 struct Checked<'a> {
     src: &'a mut dyn ShareSource,
@@ -124,12 +138,7 @@ fn check_share<'a>(
         return Err("its offsets do not fit the UEB's sizes".into());
     }
     let nodes = read_exact(src, layout.block_hashes, tree, "the block hash tree")?;
-    let first_leaf = (roundup_pow2(ueb.num_segments as usize) - 1) * 32;
-    let block_leaves: Vec<Hash> = nodes[first_leaf..]
-        .chunks_exact(32)
-        .take(ueb.num_segments as usize)
-        .map(|c| c.try_into().unwrap_or([0; 32]))
-        .collect();
+    let block_leaves = tree_leaves(&nodes, ueb.num_segments);
     let block_root = HashTree::new(&block_leaves).root();
     let chain_len = layout.uri_extension - layout.share_hashes;
     if chain_len > 34 * 512 {
@@ -222,12 +231,7 @@ pub(crate) fn decode(
                 continue;
             }
         };
-        let first_leaf = (roundup_pow2(ueb.num_segments as usize) - 1) * 32;
-        let leaves: Vec<Hash> = nodes[first_leaf..]
-            .chunks_exact(32)
-            .take(ueb.num_segments as usize)
-            .map(|c| c.try_into().unwrap_or([0; 32]))
-            .collect();
+        let leaves = tree_leaves(&nodes, ueb.num_segments);
         if HashTree::new(&leaves).root() == ueb.crypttext_root_hash {
             crypttext_leaves = Some(leaves);
             break;

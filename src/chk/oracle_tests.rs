@@ -347,18 +347,23 @@ fn sdist_file(venv: &std::path::Path, member: &str) -> Result<String, String> {
     String::from_utf8(out.stdout).map_err(|e| e.to_string())
 }
 
+/// [`sdist_file`], or `None` after printing why `test` is skipped.
+fn sdist_file_or_skip(test: &str, member: &str) -> Option<String> {
+    let Some(venv) = venv() else {
+        eprintln!("SKIP {test}: no tahoe-lafs venv (scripts/dev-grid venv makes one)");
+        return None;
+    };
+    sdist_file(&venv, member)
+        .map_err(|e| eprintln!("SKIP {test}: {e}"))
+        .ok()
+}
+
 #[test]
 fn tahoe_chk_vectors() {
-    let Some(venv) = venv() else {
-        eprintln!("SKIP tahoe_chk_vectors: no tahoe-lafs venv (scripts/dev-grid venv makes one)");
+    let Some(text) =
+        sdist_file_or_skip("tahoe_chk_vectors", "integration/vectors/test_vectors.yaml")
+    else {
         return;
-    };
-    let text = match sdist_file(&venv, "integration/vectors/test_vectors.yaml") {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("SKIP tahoe_chk_vectors: {e}");
-            return;
-        }
     };
     let vectors: Vectors = serde_saphyr::from_str(&text).unwrap();
     let chk: Vec<&Case> = vectors
@@ -686,16 +691,11 @@ struct SpkiCase {
 /// spki-hash-test-vectors.yaml` of the 1.20.0 sdist).
 #[test]
 fn tahoe_spki_vectors() {
-    let Some(venv) = venv() else {
-        eprintln!("SKIP tahoe_spki_vectors: no tahoe-lafs venv (scripts/dev-grid venv makes one)");
+    let Some(text) = sdist_file_or_skip(
+        "tahoe_spki_vectors",
+        "src/allmydata/test/data/spki-hash-test-vectors.yaml",
+    ) else {
         return;
-    };
-    let text = match sdist_file(&venv, "src/allmydata/test/data/spki-hash-test-vectors.yaml") {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("SKIP tahoe_spki_vectors: {e}");
-            return;
-        }
     };
     let vectors: SpkiVectors = serde_saphyr::from_str(&text).unwrap();
     assert!(!vectors.vector.is_empty());
