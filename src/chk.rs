@@ -44,6 +44,15 @@ pub(crate) const LIT_THRESHOLD: u64 = 55;
 /// gateway uses it for every `PUT /uri` and `mkdir-immutable`.
 pub(crate) const DEFAULT_MAX_SEGMENT_SIZE: u64 = 1024 * 1024;
 
+/// The most segments an object may have here: 16 TiB at 1 MiB segments.
+/// It bounds what a decoder reads and keeps for the hash trees (32 bytes a
+/// segment a tree) whatever a share claims, and keeps every size and offset
+/// computation far from overflow.
+pub(crate) const MAX_SEGMENTS: u64 = 1 << 24;
+
+/// The largest maximum segment size accepted (Tahoe's default is 1 MiB).
+pub(crate) const MAX_SEGMENT_SIZE_LIMIT: u64 = 1 << 30;
+
 /// The encoding parameters of an upload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Params {
@@ -73,8 +82,10 @@ impl Params {
                 "shares {k}-of-{n}: need 1 <= k <= n <= 256"
             )));
         }
-        if max_segment_size == 0 {
-            return Err(ChkError::Params("a segment size of 0".into()));
+        if max_segment_size == 0 || max_segment_size > MAX_SEGMENT_SIZE_LIMIT {
+            return Err(ChkError::Params(format!(
+                "a maximum segment size of {max_segment_size} (need 1 to {MAX_SEGMENT_SIZE_LIMIT})"
+            )));
         }
         Ok(Params {
             k,

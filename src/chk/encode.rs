@@ -136,6 +136,12 @@ impl Plan {
         let k = u64::from(params.k);
         let segment_size = params.segment_size(size);
         let num_segments = size.div_ceil(segment_size);
+        if num_segments > super::MAX_SEGMENTS {
+            return Err(ChkError::Params(format!(
+                "a {size}-byte file makes more than {} segments",
+                super::MAX_SEGMENTS
+            )));
+        }
         let tail_size = match size % segment_size {
             0 => segment_size,
             t => t,
@@ -361,6 +367,8 @@ mod tests {
             (57, 1, 57)
         );
         assert!(Plan::new(p, 0).is_err());
+        assert!(Plan::new(p, u64::MAX).is_err());
+        assert!(Params::with_segment_size(3, 10, u64::MAX).is_err());
     }
 
     #[test]

@@ -32,8 +32,13 @@ pub(crate) struct Layout {
 }
 
 /// The size of a complete hash tree over `leaves` leaves, in bytes.
+/// Callers bound `leaves` by [`super::MAX_SEGMENTS`]; beyond that the
+/// result saturates instead of overflowing.
 pub(crate) fn tree_bytes(leaves: u64) -> u64 {
-    let width = roundup_pow2(usize::try_from(leaves).unwrap_or(usize::MAX)) as u64;
+    if leaves > super::MAX_SEGMENTS {
+        return u64::MAX;
+    }
+    let width = roundup_pow2(leaves as usize) as u64;
     (2 * width - 1) * 32
 }
 

@@ -139,6 +139,8 @@ impl Ueb {
             || !ueb.segment_size.is_multiple_of(k)
             || ueb.size == 0
             || ueb.num_segments != ueb.size.div_ceil(ueb.segment_size)
+            || ueb.num_segments > super::MAX_SEGMENTS
+            || ueb.segment_size > super::MAX_SEGMENT_SIZE_LIMIT
         {
             return Err("inconsistent sizes or share counts".into());
         }
@@ -206,5 +208,11 @@ mod tests {
         let text = String::from_utf8(sample().pack()).unwrap_or_default();
         assert!(Ueb::unpack(text.replace("crs", "xyz").as_bytes()).is_err());
         assert!(Ueb::unpack(b"size:99999999999999999999:1,").is_err());
+        let mut huge = sample();
+        huge.segment_size = 3;
+        huge.size = 3 << 40;
+        huge.num_segments = 1 << 40;
+        huge.tail_padded_size = 3;
+        assert!(Ueb::unpack(&huge.pack()).is_err(), "too many segments");
     }
 }
