@@ -360,6 +360,19 @@ mod tests {
     }
 
     #[test]
+    fn three_of_ten_from_any_three() {
+        // Several segments and a padded tail; check shares only, mixed, primary.
+        let p = Params::with_segment_size(3, 10, 4096).unwrap();
+        let data = sample(4096 * 3 + 1001);
+        let (enc, shares) = encode_bytes(&data, &p, b"c").unwrap();
+        for pick in [[7, 8, 9], [0, 5, 9], [2, 1, 0], [3, 6, 4]] {
+            let got = run(&enc.cap, &shares_of(&shares, &pick)).unwrap();
+            assert!(got == data, "{pick:?}");
+        }
+        assert!(run(&enc.cap, &shares_of(&shares, &[1, 2])).is_err());
+    }
+
+    #[test]
     fn corruption_is_detected_and_routed_around() {
         let p = Params::with_segment_size(2, 4, 1000).unwrap();
         let data = sample(5000);
