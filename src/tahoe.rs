@@ -15,7 +15,7 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
-mod base32;
+pub(crate) mod base32;
 mod client;
 mod deep_check;
 mod error;

@@ -1,0 +1,417 @@
+//! CHK decoding (`allmydata/immutable/downloader/`): any k good shares of
+//! the object give the plaintext, and every hash is checked on the way.
+//!
+//! For each share offered: its header is parsed, its UEB must hash to the
+//! cap's UEB hash and agree with the cap, its block hash tree (rebuilt from
+//! its leaves) must lead, through the share's hash chain, to the UEB's share
+//! root hash. The crypttext hash tree of one share must have the UEB's
+//! crypttext root. Then, segment by segment: each block must hash to its
+//! leaf (a share whose block does not is dropped and another one used), the
+//! decoded crypttext segment must hash to its crypttext tree leaf, and at
+//! the end the whole crypttext to the UEB's crypttext hash. A failure is an
+//! error naming what failed, never a panic, and no byte of an unchecked
+//! segment is written.
+
+use std::io::Write;
+
+use aes::cipher::StreamCipher as _;
+
+use super::ChkError;
+use super::cap::ChkCap;
+use super::encode::cipher;
+use super::hash::{self, CIPHERTEXT_SEGMENT_TAG, CIPHERTEXT_TAG, Hash, TaggedHasher};
+use super::hashtree::{HashTree, roundup_pow2, verify_chain};
+use super::layout::{Layout, tree_bytes};
+use super::uri_ext::Ueb;
+use super::zfec::Fec;
+
+/// The largest UEB accepted (Tahoe's are ~450 bytes); a larger length field
+/// is a corrupt share, not a reason to allocate.
+const MAX_UEB: u64 = 64 * 1024;
+
+/// One share to read from: a local file, bytes in memory, a storage server.
+pub(crate) trait ShareSource {
+    /// The share number.
+    fn shnum(&self) -> u16;
+    /// Up to `len` bytes at `offset` (fewer only at the end of the share).
+    fn read(&mut self, offset: u64, len: u64) -> Result<Vec<u8>, ChkError>;
+}
+
+/// A share in memory.
+pub(crate) struct MemShare<'a> {
+    /// The share number.
+    pub(crate) shnum: u16,
+    /// The share's bytes.
+    pub(crate) data: &'a [u8],
+}
+
+impl ShareSource for MemShare<'_> {
+    fn shnum(&self) -> u16 {
+        self.shnum
+    }
+
+    fn read(&mut self, offset: u64, len: u64) -> Result<Vec<u8>, ChkError> {
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(self.data.len());
+        let end = usize::try_from(offset.saturating_add(len))
+            .unwrap_or(usize::MAX)
+            .min(self.data.len());
+        Ok(self.data[start..end].to_vec())
+    }
+}
+
+/// Reads exactly `len` bytes or says the share is truncated.
+fn read_exact(
+    src: &mut dyn ShareSource,
+    offset: u64,
+    len: u64,
+    what: &str,
+) -> Result<Vec<u8>, String> {
+    let data = src
+        .read(offset, len)
+        .map_err(|e| format!("reading {what}: {e}"))?;
+    if data.len() as u64 != len {
+        return Err(format!("truncated in {what}"));
+    }
+    Ok(data)
+}
+
+/// The first `count` leaves of a stored complete tree (`nodes`, root
+/// first, of the size [`tree_bytes`] gives for `count` leaves). The stored
+/// inner nodes are not trusted: callers rebuild the tree from the leaves.
+fn tree_leaves(nodes: &[u8], count: u64) -> Vec<Hash> {
+    let first_leaf = (roundup_pow2(count as usize) - 1) * 32;
+    nodes
+        .get(first_leaf..)
+        .unwrap_or_default()
+        .chunks_exact(32)
+        .take(count as usize)
+        .map(|c| c.try_into().unwrap_or([0; 32]))
+        .collect()
+}
+
+/// A share whose UEB and hash chain are good.
+struct Checked<'a> {
+    src: &'a mut dyn ShareSource,
+    layout: Layout,
+    /// The leaves of its block hash tree.
+    block_leaves: Vec<Hash>,
+}
+
+/// Reads and checks the share's header, UEB and hash chain; the UEB too.
+fn check_share<'a>(
+    cap: &ChkCap,
+    src: &'a mut dyn ShareSource,
+) -> Result<(Checked<'a>, Ueb), String> {
+    let header = src
+        .read(0, 0x44)
+        .map_err(|e| format!("reading the header: {e}"))?;
+    let layout = Layout::parse(&header)?;
+    let width = layout.field_size();
+    let len_field = read_exact(src, layout.uri_extension, width, "the UEB length")?;
+    let ueb_len = len_field.iter().fold(0u64, |a, &b| (a << 8) | u64::from(b));
+    if ueb_len > MAX_UEB {
+        return Err(format!("a UEB length of {ueb_len} bytes"));
+    }
+    let packed = read_exact(src, layout.uri_extension + width, ueb_len, "the UEB")?;
+    if hash::uri_extension_hash(&packed) != cap.ueb_hash {
+        return Err("its UEB does not match the cap's UEB hash".into());
+    }
+    let ueb = Ueb::unpack(&packed).map_err(|e| format!("bad UEB: {e}"))?;
+    if ueb.size != cap.size || ueb.needed_shares != cap.k || ueb.total_shares != cap.n {
+        return Err("its UEB disagrees with the cap".into());
+    }
+    let shnum = src.shnum();
+    if shnum >= cap.n {
+        return Err(format!("share number {shnum} of a {}-share object", cap.n));
+    }
+    let tree = tree_bytes(ueb.num_segments);
+    let k = u64::from(ueb.needed_shares);
+    if layout.data_size != ueb.size.div_ceil(k)
+        || layout.plaintext_hash_tree - layout.data != layout.data_size
+        || layout.crypttext_hash_tree - layout.plaintext_hash_tree != tree
+        || layout.block_hashes - layout.crypttext_hash_tree != tree
+        || layout.share_hashes - layout.block_hashes != tree
+        || !(layout.uri_extension - layout.share_hashes).is_multiple_of(34)
+    {
+        return Err("its offsets do not fit the UEB's sizes".into());
+    }
+    let nodes = read_exact(src, layout.block_hashes, tree, "the block hash tree")?;
+    let block_leaves = tree_leaves(&nodes, ueb.num_segments);
+    let block_root = HashTree::new(&block_leaves).root();
+    let chain_len = layout.uri_extension - layout.share_hashes;
+    if chain_len > 34 * 512 {
+        return Err("an oversized share hash chain".into());
+    }
+    let chain = read_exact(src, layout.share_hashes, chain_len, "the share hash chain")?;
+    let pairs: Vec<(usize, Hash)> = chain
+        .chunks_exact(34)
+        .map(|c| {
+            let i = usize::from(u16::from_be_bytes([c[0], c[1]]));
+            (i, c[2..].try_into().unwrap_or([0; 32]))
+        })
+        .collect();
+    verify_chain(
+        &ueb.share_root_hash,
+        usize::from(ueb.total_shares),
+        usize::from(shnum),
+        &block_root,
+        &pairs,
+    )
+    .map_err(|e| format!("bad share hash chain: {e}"))?;
+    Ok((
+        Checked {
+            src,
+            layout,
+            block_leaves,
+        },
+        ueb,
+    ))
+}
+
+/// Decodes the object of `cap` from `shares` into `out`: its plaintext, or
+/// (for a `DIR2-CHK` cap) the packed directory. The shares must be those
+/// stored under the cap's storage index: the hashes check the ciphertext,
+/// and nothing in a share can check the key (Tahoe's UEB has no plaintext
+/// hash), which the storage index is derived from.
+pub(crate) fn decode(
+    cap: &ChkCap,
+    shares: &mut [&mut dyn ShareSource],
+    out: &mut impl Write,
+) -> Result<(), ChkError> {
+    let k = usize::from(cap.k);
+    let mut good: Vec<Checked<'_>> = Vec::new();
+    let mut ueb: Option<Ueb> = None;
+    let mut problems: Vec<String> = Vec::new();
+    let mut seen = Vec::new();
+    for src in shares.iter_mut() {
+        let shnum = src.shnum();
+        if seen.contains(&shnum) {
+            continue;
+        }
+        match check_share(cap, &mut **src) {
+            Ok((c, u)) => {
+                seen.push(shnum);
+                ueb = Some(u);
+                good.push(c);
+            }
+            Err(e) => problems.push(format!("share {shnum}: {e}")),
+        }
+    }
+    let not_enough = |good: usize, problems: &[String]| ChkError::NotEnoughShares {
+        good,
+        needed: k,
+        detail: if problems.is_empty() {
+            "no other shares".into()
+        } else {
+            problems.join("; ")
+        },
+    };
+    let Some(ueb) = ueb else {
+        return Err(not_enough(0, &problems));
+    };
+    if good.len() < k {
+        return Err(not_enough(good.len(), &problems));
+    }
+    // Primary shares first: decoding them is a copy.
+    good.sort_by_key(|c| c.src.shnum());
+    let tree = tree_bytes(ueb.num_segments);
+    let mut crypttext_leaves = None;
+    for c in good.iter_mut() {
+        let nodes = match read_exact(
+            c.src,
+            c.layout.crypttext_hash_tree,
+            tree,
+            "the crypttext hash tree",
+        ) {
+            Ok(n) => n,
+            Err(e) => {
+                problems.push(format!("share {}: {e}", c.src.shnum()));
+                continue;
+            }
+        };
+        let leaves = tree_leaves(&nodes, ueb.num_segments);
+        if HashTree::new(&leaves).root() == ueb.crypttext_root_hash {
+            crypttext_leaves = Some(leaves);
+            break;
+        }
+        problems.push(format!("share {}: bad crypttext hash tree", c.src.shnum()));
+    }
+    let crypttext_leaves = crypttext_leaves.ok_or_else(|| {
+        ChkError::Corrupt(format!(
+            "no share has a good crypttext hash tree ({})",
+            problems.join("; ")
+        ))
+    })?;
+    let fec = Fec::new(k, usize::from(ueb.total_shares))?;
+    let mut aes = cipher(&cap.key);
+    let mut crypttext = TaggedHasher::new(CIPHERTEXT_TAG);
+    let block_size = ueb.segment_size / u64::from(cap.k);
+    let mut active: Vec<usize> = (0..k).collect();
+    let mut spare: Vec<usize> = (k..good.len()).collect();
+    for segnum in 0..ueb.num_segments {
+        let is_tail = segnum + 1 == ueb.num_segments;
+        let (len, this_block) = if is_tail {
+            let tail = ueb.size - segnum * ueb.segment_size;
+            (tail, ueb.tail_padded_size / u64::from(cap.k))
+        } else {
+            (ueb.segment_size, block_size)
+        };
+        let mut blocks: Vec<(usize, Vec<u8>)> = Vec::with_capacity(k);
+        let mut slot = 0;
+        while blocks.len() < k {
+            let idx = active[slot];
+            let c = &mut good[idx];
+            let shnum = c.src.shnum();
+            let offset = c.layout.data + segnum * block_size;
+            let checked = read_exact(c.src, offset, this_block, &format!("block {segnum}"))
+                .and_then(|b| {
+                    if c.block_leaves.get(segnum as usize) == Some(&hash::block_hash(&b)) {
+                        Ok(b)
+                    } else {
+                        Err(format!("block {segnum} does not match its block hash"))
+                    }
+                });
+            match checked {
+                Ok(b) => {
+                    blocks.push((usize::from(shnum), b));
+                    slot += 1;
+                }
+                Err(e) => {
+                    problems.push(format!("share {shnum}: {e}"));
+                    let Some(next) = spare.pop() else {
+                        return Err(not_enough(k - 1, &problems));
+                    };
+                    active[slot] = next;
+                }
+            }
+        }
+        let pick: Vec<(usize, &[u8])> = blocks.iter().map(|(s, b)| (*s, b.as_slice())).collect();
+        let mut segment: Vec<u8> = fec.decode(&pick)?.concat();
+        segment.truncate(len as usize);
+        let leaf = hash::tagged_hash(CIPHERTEXT_SEGMENT_TAG, &segment);
+        if crypttext_leaves.get(segnum as usize) != Some(&leaf) {
+            return Err(ChkError::Corrupt(format!(
+                "segment {segnum} does not match its crypttext hash"
+            )));
+        }
+        crypttext.update(&segment);
+        if is_tail && crypttext.clone().finish() != ueb.crypttext_hash {
+            return Err(ChkError::Corrupt(
+                "the crypttext does not match its hash".into(),
+            ));
+        }
+        aes.apply_keystream(&mut segment);
+        out.write_all(&segment)
+            .map_err(|e| ChkError::io("writing the plaintext", e))?;
+    }
+    Ok(())
+}
+
+/// Decodes in-memory shares (number, bytes) into a vector.
+pub(crate) fn decode_bytes(cap: &ChkCap, shares: &[(u16, &[u8])]) -> Result<Vec<u8>, ChkError> {
+    let mut mem: Vec<MemShare<'_>> = shares
+        .iter()
+        .map(|&(shnum, data)| MemShare { shnum, data })
+        .collect();
+    let mut srcs: Vec<&mut dyn ShareSource> =
+        mem.iter_mut().map(|m| m as &mut dyn ShareSource).collect();
+    let mut out = Vec::new();
+    decode(cap, &mut srcs, &mut out)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Params;
+    use super::super::encode::encode_bytes;
+    use super::*;
+
+    fn sample(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    fn shares_of(shares: &[Vec<u8>], pick: &[u16]) -> Vec<(u16, Vec<u8>)> {
+        pick.iter()
+            .map(|&s| (s, shares[usize::from(s)].clone()))
+            .collect()
+    }
+
+    fn run(cap: &ChkCap, shares: &[(u16, Vec<u8>)]) -> Result<Vec<u8>, ChkError> {
+        let refs: Vec<(u16, &[u8])> = shares.iter().map(|(s, d)| (*s, d.as_slice())).collect();
+        decode_bytes(cap, &refs)
+    }
+
+    #[test]
+    fn any_k_shares_decode() {
+        let p = Params::with_segment_size(3, 7, 999).unwrap();
+        for len in [56, 998, 999, 1000, 3000, 4001] {
+            let data = sample(len);
+            let (enc, shares) = encode_bytes(&data, &p, b"c").unwrap();
+            for pick in [[0, 1, 2], [4, 5, 6], [6, 0, 3], [1, 5, 2]] {
+                assert_eq!(
+                    run(&enc.cap, &shares_of(&shares, &pick)).unwrap(),
+                    data,
+                    "{len} {pick:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn three_of_ten_from_any_three() {
+        // Several segments and a padded tail; check shares only, mixed, primary.
+        let p = Params::with_segment_size(3, 10, 4096).unwrap();
+        let data = sample(4096 * 3 + 1001);
+        let (enc, shares) = encode_bytes(&data, &p, b"c").unwrap();
+        for pick in [[7, 8, 9], [0, 5, 9], [2, 1, 0], [3, 6, 4]] {
+            let got = run(&enc.cap, &shares_of(&shares, &pick)).unwrap();
+            assert!(got == data, "{pick:?}");
+        }
+        assert!(run(&enc.cap, &shares_of(&shares, &[1, 2])).is_err());
+    }
+
+    #[test]
+    fn corruption_is_detected_and_routed_around() {
+        let p = Params::with_segment_size(2, 4, 1000).unwrap();
+        let data = sample(5000);
+        let (enc, shares) = encode_bytes(&data, &p, b"c").unwrap();
+        let plan = super::super::encode::Plan::new(p, 5000).unwrap();
+        // A flipped byte in a block of share 0: share 2 takes its place.
+        let mut bad = shares_of(&shares, &[0, 1, 2]);
+        bad[0].1[plan.layout.data as usize + 600] ^= 1;
+        assert_eq!(run(&enc.cap, &bad).unwrap(), data);
+        // ... but with only two shares it is an error naming the block.
+        let err = run(&enc.cap, &bad[..2]).unwrap_err().to_string();
+        assert!(
+            err.contains("block 1 does not match its block hash"),
+            "{err}"
+        );
+        // A wrong share hash chain.
+        let mut bad = shares_of(&shares, &[0, 1]);
+        let at = plan.layout.share_hashes as usize + 5;
+        bad[1].1[at] ^= 1;
+        let err = run(&enc.cap, &bad).unwrap_err().to_string();
+        assert!(err.contains("share 1: bad share hash chain"), "{err}");
+        // A wrong UEB.
+        let mut bad = shares_of(&shares, &[0, 1]);
+        let last = bad[0].1.len() - 3;
+        bad[0].1[last] ^= 1;
+        let err = run(&enc.cap, &bad).unwrap_err().to_string();
+        assert!(err.contains("UEB does not match"), "{err}");
+        // A wrong block hash tree leaf.
+        let mut bad = shares_of(&shares, &[0, 1]);
+        let at = plan.layout.block_hashes as usize + 32 * 7 + 1;
+        bad[0].1[at] ^= 1;
+        let err = run(&enc.cap, &bad).unwrap_err().to_string();
+        assert!(err.contains("share 0: bad share hash chain"), "{err}");
+        // Truncated shares and garbage: errors, never a panic.
+        for cut in [0, 3, 0x24, 200, shares[0].len() - 1] {
+            let t = vec![(0u16, shares[0][..cut].to_vec()), (1, shares[1].clone())];
+            assert!(run(&enc.cap, &t).is_err(), "{cut}");
+        }
+        let junk = vec![(0u16, vec![0xff; 300]), (1, vec![0; 300])];
+        assert!(run(&enc.cap, &junk).is_err());
+    }
+}
