@@ -241,6 +241,19 @@ pub(crate) fn run(
             for _ in 0..workers {
                 s.spawn(|| worker(&shared, &rx, &target_dir.file));
             }
+            // The totals, counted beside the restore; the bar appears when
+            // they are known.
+            s.spawn(|| {
+                let Ok(listing) = tree::list(client, root, true) else {
+                    return;
+                };
+                let (dirs, objects, bytes) = Count::totals(opts, &list, root, listing);
+                info!(
+                    "{dirs} directories listed: {objects} entries, {bytes} bytes of content \
+                     to restore"
+                );
+                progress.set_total(objects, bytes);
+            });
             walk.walk_dir(&shared, listing, false, Some(&target_dir), Some(&tx));
             drop(tx);
         });
@@ -250,10 +263,12 @@ pub(crate) fn run(
             shared.problems(".", problems);
         }
     }
-    info!(
-        "{} directories listed: {} entries, {} bytes of content to restore",
-        walk.dirs_listed, walk.objects, walk.bytes
-    );
+    if opts.dry_run {
+        info!(
+            "{} directories listed: {} entries, {} bytes of content to restore",
+            walk.dirs_listed, walk.objects, walk.bytes
+        );
+    }
     if let Selection::Paths(paths) = &opts.selection {
         for (i, p) in paths.iter().enumerate() {
             if !walk.matched.contains(&i) {
@@ -597,9 +612,6 @@ impl<'l> Walk<'l> {
                 {
                     self.objects += 1;
                     self.bytes += node_bytes(&node);
-                    if dir.is_some() {
-                        shared.progress.set_total(self.objects, self.bytes);
-                    }
                 }
                 self.leaf(shared, dir, node, tx);
             }
@@ -718,6 +730,93 @@ impl<'l> Walk<'l> {
                 &display(&unsent.0.rel),
                 "internal error: the workers stopped".into(),
             );
+        }
+    }
+}
+
+/// What the selection holds, for the progress display's totals: a walk of
+/// its own beside the restore's, listing each selected directory a second
+/// time but holding no more than the restore's walk does (the listings on
+/// its path), so the totals are known early without the restore holding
+/// its plan. It reports nothing: the restore's walk meets the same
+/// problems and reports them.
+struct Count<'l> {
+    opts: &'l Options,
+    list: &'l Lister<'l>,
+    /// Object keys on the current path (cycles), and the path.
+    keys: Vec<String>,
+    rel: Vec<Vec<u8>>,
+    matched: HashSet<usize>,
+    /// Hard-linked inodes counted (link candidates only).
+    hlinks: HashSet<(u64, u64)>,
+    dirs: u64,
+    objects: u64,
+    bytes: u64,
+}
+
+impl<'l> Count<'l> {
+    /// Counts the tree under `root` (listed as `listing`): (directories
+    /// listed, non-directories to restore with hard links counted once,
+    /// their content bytes).
+    fn totals(
+        opts: &'l Options,
+        list: &'l Lister<'l>,
+        root: &Cap,
+        listing: tree::Listing,
+    ) -> (u64, u64, u64) {
+        let mut count = Count {
+            opts,
+            list,
+            keys: vec![root.object_key()],
+            rel: Vec::new(),
+            matched: HashSet::new(),
+            hlinks: HashSet::new(),
+            dirs: 1,
+            objects: 0,
+            bytes: 0,
+        };
+        count.dir(listing, false);
+        (count.dirs, count.objects, count.bytes)
+    }
+
+    fn dir(&mut self, listing: tree::Listing, selected: bool) {
+        for node in listing.children {
+            self.rel.push(node.name.clone());
+            self.entry(node, selected);
+            self.rel.pop();
+        }
+    }
+
+    fn entry(&mut self, node: Node, parent_selected: bool) {
+        let is_dir = node.kind == Kind::Dir;
+        match select(
+            &mut self.matched,
+            self.opts,
+            &self.rel,
+            is_dir,
+            parent_selected,
+        ) {
+            Selected::No | Selected::Ancestor if !is_dir => {}
+            Selected::No => {}
+            sel if is_dir => {
+                let ancestors = self.keys.iter().map(|k| (k.as_str(), String::new));
+                if tree::refuse_descent(&node.cap, self.rel.len(), ancestors).is_some() {
+                    return;
+                }
+                let Ok(listing) = (self.list)(&node.cap) else {
+                    return;
+                };
+                self.dirs += 1;
+                self.keys.push(node.cap.object_key());
+                self.dir(listing, matches!(sel, Selected::Yes));
+                self.keys.pop();
+            }
+            _ => {
+                if node.meta.hlink.is_none_or(|h| self.hlinks.insert(h)) {
+                    self.objects += 1;
+                    self.bytes += node_bytes(&node);
+                }
+            }
         }
     }
 }
@@ -1223,6 +1322,8 @@ mod tests {
         let mut walk = Walk::new(&list, &root);
         let listing = list(&root).unwrap();
         walk.walk_dir(&shared, listing, false, None, None);
+        let counted = Count::totals(&opts, &list, &root, list(&root).unwrap());
+        assert_eq!(counted, (walk.dirs_listed, walk.objects, walk.bytes));
         assert!(shared.failures.lock().unwrap().is_empty());
         assert_eq!(
             walk.planned.len(),
