@@ -15,13 +15,14 @@
 //!   `RENAME_NOREPLACE` unless `--overwrite`): an interrupted restore leaves
 //!   no half-written file under a real name.
 //!
-//! Order: first every selected directory is listed (once each, a level at
-//! a time, `concurrency` listings in flight), so the totals are known
-//! before anything is written; then the plan is walked depth-first on the
-//! calling thread (directories created as they are met, mode 0700) while a
-//! pool of `concurrency` workers downloads files and makes symlinks and
-//! special files; then hard links (`linkat` to the first name restored);
-//! then the directories' metadata, children before parents; TARGET's last.
+//! Order: the tree is walked depth-first on the calling thread, one
+//! directory listed at a time and made (mode 0700) when its listing
+//! arrives, its entries handed to a pool of `concurrency` workers as they
+//! are met (files, symlinks, special files, and later names of hard links,
+//! linked once the first name is restored); no plan is held ([`Walk`]). A
+//! directory's metadata is set when it is finished ([`OpenDir`]); TARGET's
+//! last. The progress totals are counted by a second walk beside it
+//! ([`Count`]).
 
 pub(crate) mod apply;
 mod content;
