@@ -43,7 +43,9 @@ use values::{
     url,
 };
 
-pub(crate) use values::{CaFiles, LogLevel, MaxAge, RateSpec, RuleFiles, XzOptions, seconds};
+pub(crate) use values::{
+    CaFiles, LogLevel, MaxAge, RateSpec, RuleFiles, XzOptions, rules_choose, seconds,
+};
 pub use values::{Codec, RetryDelay, Timeouts, XzAction, XzRule};
 
 /// The base config: every key with its default, commented for users.

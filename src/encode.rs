@@ -197,20 +197,7 @@ impl Encoder {
         if !self.enabled {
             return None;
         }
-        let mut subject = Vec::with_capacity(rel_path.len() + 1);
-        subject.push(b'/');
-        subject.extend_from_slice(rel_path);
-        let action = self
-            .rules
-            .iter()
-            .find(|(_, re)| re.is_match(&subject))
-            .map_or(XzAction::UseMinSize, |(action, _)| *action);
-        let compress = match action {
-            XzAction::Never => false,
-            XzAction::UseMinSize => self.min_size.is_some_and(|min| size >= min),
-            XzAction::AtLeast(min) => size >= min,
-        };
-        compress.then_some(self.codec)
+        config::rules_choose(&self.rules, self.min_size, rel_path, size).then_some(self.codec)
     }
 
     /// The dedup-key tag of a rule decision: `enc:none`, or the codec with

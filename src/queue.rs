@@ -51,8 +51,10 @@ pub(crate) struct Binding {
 impl Binding {
     /// The binding of a queue scanned now from `source`.
     pub(crate) fn of(source: &Path) -> io::Result<Binding> {
-        let resolved = fs::canonicalize(source)?;
-        let md = fs::metadata(&resolved)?;
+        // Of any length: a root below a chain longer than PATH_MAX is
+        // resolved a component at a time, and stat'ed through a descriptor.
+        let resolved = crate::scan::longpath::canonicalize(source)?;
+        let md = fs::metadata(crate::scan::longpath::DirPath::resolve(&resolved)?.path())?;
         Ok(Binding {
             written: crate::cache::unix_now(),
             dev: md.dev(),
@@ -548,6 +550,34 @@ mod tests {
         assert_eq!(entries[4].path, b"");
         // No temporary file is left beside the queue.
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_source_root_longer_than_path_max_is_bound_written_and_read_back() {
+        let t = tempfile::tempdir().unwrap();
+        let name = "r".repeat(200);
+        let mut root = t.path().to_owned();
+        for _ in 0..25 {
+            root.push(&name);
+        }
+        crate::scan::longpath::create_dir_all(&root).unwrap();
+        assert!(root.as_os_str().len() > 5_000);
+        // Named with `.` and `..` on the way: bound to the resolved path.
+        let mut roundabout = root.clone();
+        roundabout.push(".");
+        roundabout.push(&name);
+        roundabout.push("..");
+        crate::scan::longpath::create_dir_all(&roundabout.join(&name)).unwrap();
+        let binding = Binding::of(&roundabout).unwrap();
+        assert_eq!(binding.source, root.as_os_str().as_bytes());
+        let q = t.path().join("queue");
+        let mut w = Writer::create_bound(&q, &binding).unwrap();
+        w.push(b"", &meta("0:0:40700")).unwrap();
+        w.finish().unwrap();
+        let reader = Reader::open(&q).unwrap();
+        let read = reader.binding().unwrap();
+        assert_eq!(read, &binding);
+        assert!(read.same_source(&Binding::of(&root).unwrap()));
     }
 
     #[test]

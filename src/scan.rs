@@ -393,10 +393,14 @@ fn expand_bytes(pattern: &str) -> io::Result<Vec<PathBuf>> {
             } else {
                 dir.as_path()
             };
-            if !listed.is_dir() {
+            // Of any length: listed through a descriptor past PATH_MAX.
+            let Ok(listed) = DirPath::resolve(listed) else {
+                continue;
+            };
+            if !listed.path().is_dir() {
                 continue;
             }
-            for entry in fs::read_dir(listed)? {
+            for entry in fs::read_dir(listed.path())? {
                 let name = entry?.file_name();
                 if compiled.matches_with(&match_text(name.as_bytes()), options) {
                     next.push(dir.join(name));
@@ -405,7 +409,11 @@ fn expand_bytes(pattern: &str) -> io::Result<Vec<PathBuf>> {
         }
         found = next;
     }
-    found.retain(|p| !p.as_os_str().is_empty() && (p.exists() || fs::symlink_metadata(p).is_ok()));
+    // There (a dangling link too), whatever the length of its path.
+    found.retain(|p| {
+        !p.as_os_str().is_empty()
+            && DirPath::new(p).is_ok_and(|d| fs::symlink_metadata(d.path()).is_ok())
+    });
     Ok(found)
 }
 

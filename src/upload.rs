@@ -623,7 +623,9 @@ impl<'a> Uploader<'a> {
         // Below the root, everything is reached through held directory
         // descriptors without following links (see `source.rs`).
         let md = if is_root {
-            fs::symlink_metadata(&self.source)
+            // Through its parent's descriptor when longer than PATH_MAX.
+            crate::scan::longpath::DirPath::new(&self.source)
+                .and_then(|root| fs::symlink_metadata(root.path()))
         } else {
             self.tree()?.lstat(path)
         };

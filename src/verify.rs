@@ -133,15 +133,12 @@ pub(crate) fn verify(
     options: Options,
     sink: &mut dyn FnMut(&Difference) -> io::Result<()>,
 ) -> anyhow::Result<Summary> {
-    // A path too long for the kernel is resolved a chunk at a time, like
-    // `canonicalize` (links followed); below it, entries are named through
-    // held directory descriptors.
-    let live_dir = if live.as_os_str().len() <= longpath::SHORT {
-        fs::canonicalize(live).and_then(|p| DirPath::new(&p))
-    } else {
-        DirPath::resolve(live)
-    }
-    .with_context(|| format!("cannot open the live tree {}", live.display()))?;
+    // Resolved like `canonicalize` (links followed), also where the path
+    // or what it resolves to is too long for the kernel; below it, entries
+    // are named through held directory descriptors.
+    let live_dir = longpath::canonicalize(live)
+        .and_then(|p| DirPath::new(&p))
+        .with_context(|| format!("cannot open the live tree {}", live.display()))?;
     let live_root = live_dir.path();
     let md = fs::symlink_metadata(live_root)
         .with_context(|| format!("cannot read {}", live.display()))?;

@@ -130,6 +130,19 @@ def say(msg):
     print(f"[bench {time.monotonic() - T0:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
 
+def config_head(run_dir, name, url, tree=None):
+    """The first lines of a bench config: the source (with `tree`, its path
+    and queue), the entry cache NAME.cache in RUN_DIR, the gateway URL."""
+    lines = ["source:"]
+    if tree is not None:
+        lines += [f"  path: {json.dumps(str(tree))}",
+                  f"  queue:\n    path: {json.dumps(str(run_dir / (name + '.queue')))}"]
+    lines += [f"  entry_cache:\n    path: {json.dumps(str(run_dir / (name + '.cache')))}",
+              "destination:",
+              f"  url: {json.dumps(url + '/uri')}"]
+    return lines
+
+
 class BenchError(Exception):
     pass
 
@@ -579,16 +592,7 @@ class Bench:
 
     def lafs_config(self, name, tree, compress):
         cfg = self.run_dir / f"{name}.yaml"
-        lines = [
-            "source:",
-            f"  path: {json.dumps(str(tree))}",
-            "  queue:",
-            f"    path: {json.dumps(str(self.run_dir / (name + '.queue')))}",
-            "  entry_cache:",
-            f"    path: {json.dumps(str(self.run_dir / (name + '.cache')))}",
-            "destination:",
-            f"  url: {json.dumps(self.grid.url + '/uri')}",
-        ]
+        lines = config_head(self.run_dir, name, self.grid.url, tree)
         if not compress:
             lines += ["  encoding:", "    xz:", "      enabled: false"]
         if self.args.concurrency and not self.has_concurrency_flag:
@@ -1145,13 +1149,7 @@ def mount_main(args, facts, trees, run_dir):
         grid.start()
         bench = Bench(args, grid)
         cfg = run_dir / "mount.yaml"
-        cfg.write_text("\n".join([
-            "source:",
-            f"  path: {json.dumps(str(src))}",
-            f"  queue:\n    path: {json.dumps(str(run_dir / 'mount.queue'))}",
-            f"  entry_cache:\n    path: {json.dumps(str(run_dir / 'mount.cache'))}",
-            "destination:",
-            f"  url: {json.dumps(grid.url + '/uri')}",
+        cfg.write_text("\n".join(config_head(run_dir, "mount", grid.url, src) + [
             "  encoding:\n    codec: zstd\n    xz:\n      path_filter:\n        - [0, '\\.txt$']",
         ]) + "\n")
         say(f"backing up {args.mount_mb} MiB of text (zstd) and 32 MiB of random bytes")
@@ -1296,11 +1294,7 @@ def stream_main(args, facts, trees, run_dir):
         grid.start()
         bench = Bench(args, grid)
         cfg = run_dir / "stream.yaml"
-        cfg.write_text("\n".join([
-            "source:",
-            f"  entry_cache:\n    path: {json.dumps(str(run_dir / 'stream.cache'))}",
-            "destination:",
-            f"  url: {json.dumps(grid.url + '/uri')}",
+        cfg.write_text("\n".join(config_head(run_dir, "stream", grid.url) + [
             "  result:\n    print_to_stdout: false",
         ] + extra) + "\n")
         R["load_before"] = os.getloadavg()
@@ -1394,13 +1388,7 @@ def chunked_main(args, facts, trees, run_dir):
         grid.start()
         bench = Bench(args, grid)
         cfg = run_dir / "chunked.yaml"
-        cfg.write_text("\n".join([
-            "source:",
-            f"  path: {json.dumps(str(src))}",
-            f"  queue:\n    path: {json.dumps(str(run_dir / 'chunked.queue'))}",
-            f"  entry_cache:\n    path: {json.dumps(str(run_dir / 'chunked.cache'))}",
-            "destination:",
-            f"  url: {json.dumps(grid.url + '/uri')}",
+        cfg.write_text("\n".join(config_head(run_dir, "chunked", grid.url, src) + [
             "  result:\n    print_to_stdout: false",
             "chunking:\n  files:\n    min_size: 16777216",
         ]) + "\n")
@@ -1518,11 +1506,7 @@ def dump_main(args, facts, run_dir):
         grid.start()
         bench = Bench(args, grid)
         cfg = run_dir / "dump.yaml"
-        cfg.write_text("\n".join([
-            "source:",
-            f"  entry_cache:\n    path: {json.dumps(str(run_dir / 'dump.cache'))}",
-            "destination:",
-            f"  url: {json.dumps(grid.url + '/uri')}",
+        cfg.write_text("\n".join(config_head(run_dir, "dump", grid.url) + [
             "  result:\n    print_to_stdout: false",
             "jobs:",
             "  - name: pg",

@@ -216,19 +216,7 @@ impl ChunkRules {
     /// `'/' + rel_path` decides, no match means "at least `min_size`". No
     /// I/O: this goes into the file's dedup key.
     pub(crate) fn chooses(&self, rel_path: &[u8], size: u64) -> bool {
-        let mut subject = Vec::with_capacity(rel_path.len() + 1);
-        subject.push(b'/');
-        subject.extend_from_slice(rel_path);
-        let action = self
-            .rules
-            .iter()
-            .find(|(_, re)| re.is_match(&subject))
-            .map_or(XzAction::UseMinSize, |(action, _)| *action);
-        match action {
-            XzAction::Never => false,
-            XzAction::UseMinSize => self.min_size.is_some_and(|min| size >= min),
-            XzAction::AtLeast(min) => size >= min,
-        }
+        super::values::rules_choose(&self.rules, self.min_size, rel_path, size)
     }
 }
 

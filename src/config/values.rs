@@ -554,6 +554,32 @@ pub enum XzAction {
     AtLeast(u64),
 }
 
+/// The decision of compiled size-and-path rules for a regular file at
+/// `rel_path` (relative to the source root) of `size` bytes: the rules
+/// are tried in order against `'/' + rel_path`, as the original tool did;
+/// the first match decides, and no match means "at least `min_size`
+/// bytes" (never, when `min_size` is `None`). Used by the compression
+/// rules and by `chunking.files`; no I/O, so it can go into dedup keys.
+pub(crate) fn rules_choose(
+    rules: &[(XzAction, regex::bytes::Regex)],
+    min_size: Option<u64>,
+    rel_path: &[u8],
+    size: u64,
+) -> bool {
+    let mut subject = Vec::with_capacity(rel_path.len() + 1);
+    subject.push(b'/');
+    subject.extend_from_slice(rel_path);
+    let action = rules
+        .iter()
+        .find(|(_, re)| re.is_match(&subject))
+        .map_or(XzAction::UseMinSize, |(action, _)| *action);
+    match action {
+        XzAction::Never => false,
+        XzAction::UseMinSize => min_size.is_some_and(|min| size >= min),
+        XzAction::AtLeast(min) => size >= min,
+    }
+}
+
 impl XzRule {
     fn parse(node: &Node, key: &str) -> Result<Self, Invalid> {
         const EXPECTED: &str = "a rule '+REGEX' or '-REGEX', or a pair [SIZE, REGEX], \

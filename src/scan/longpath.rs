@@ -160,6 +160,70 @@ impl DirPath {
     }
 }
 
+/// Symbolic links followed at most while resolving one path (the
+/// kernel's own limit, `MAXSYMLINKS`).
+const MAX_LINKS: usize = 40;
+
+/// `fs::canonicalize` for a path of any length, and for a resolved path
+/// longer than `PATH_MAX` (where `realpath` fails with `ENAMETOOLONG`):
+/// the same absolute path, links followed, `.` and `..` removed.
+pub(crate) fn canonicalize(path: &Path) -> io::Result<PathBuf> {
+    if path.as_os_str().len() <= SHORT {
+        match fs::canonicalize(path) {
+            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENAMETOOLONG as i32) => {}
+            other => return other,
+        }
+    }
+    let path = if path.is_absolute() {
+        path.to_owned()
+    } else {
+        std::env::current_dir()?.join(path)
+    };
+    // Resolved a component at a time, as `realpath` does: `resolved` is
+    // canonical so far, so `..` is its parent; a link's target is put in
+    // front of what is left.
+    let mut todo: Vec<PathBuf> = path
+        .components()
+        .rev()
+        .map(|c| PathBuf::from(c.as_os_str()))
+        .collect();
+    let mut resolved = PathBuf::from("/");
+    let mut links = 0;
+    while let Some(part) = todo.pop() {
+        match part.as_os_str().as_bytes() {
+            b"/" => resolved = PathBuf::from("/"),
+            b"." => {}
+            b".." => {
+                resolved.pop();
+            }
+            _ => {
+                let candidate = resolved.join(&part);
+                let at = DirPath::new(&candidate)?;
+                let md = fs::symlink_metadata(at.path())?;
+                if md.file_type().is_symlink() {
+                    links += 1;
+                    if links > MAX_LINKS {
+                        return Err(io::Error::from(nix::errno::Errno::ELOOP));
+                    }
+                    let target = fs::read_link(at.path())?;
+                    todo.extend(
+                        target
+                            .components()
+                            .rev()
+                            .map(|c| PathBuf::from(c.as_os_str())),
+                    );
+                } else {
+                    if !md.is_dir() && !todo.is_empty() {
+                        return Err(io::Error::from(nix::errno::Errno::ENOTDIR));
+                    }
+                    resolved = candidate;
+                }
+            }
+        }
+    }
+    Ok(resolved)
+}
+
 /// `fs::create_dir_all` for a path of any length.
 pub(crate) fn create_dir_all(path: &Path) -> io::Result<()> {
     if path.as_os_str().len() <= SHORT {
@@ -224,6 +288,45 @@ mod tests {
         );
         // Re-creating is fine.
         create_dir_all(&bottom).unwrap();
+    }
+
+    #[test]
+    fn canonicalize_follows_links_past_path_max() {
+        let t = tempfile::tempdir().unwrap();
+        let top = fs::canonicalize(t.path()).unwrap();
+        let bottom = deep(&top, 30);
+        // A link half way down (a link's target must itself be short), and
+        // a short path through it that resolves past PATH_MAX.
+        let half: PathBuf = std::iter::repeat_n("n".repeat(200), 15).collect();
+        let mid = DirPath::new(&top.join(&half)).unwrap();
+        std::os::unix::fs::symlink(&half, mid.entry(OsStr::new("down")).unwrap()).unwrap();
+        std::os::unix::fs::symlink(half.join("down"), top.join("link")).unwrap();
+        assert_eq!(canonicalize(&top.join("link")).unwrap(), bottom);
+        assert_eq!(
+            canonicalize(&top.join("link/./x/..")).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+        fs::write(
+            DirPath::new(&bottom)
+                .unwrap()
+                .entry(OsStr::new("f"))
+                .unwrap(),
+            b"",
+        )
+        .unwrap();
+        assert_eq!(
+            canonicalize(&top.join("link/f/.."))
+                .unwrap_err()
+                .raw_os_error(),
+            Some(20)
+        );
+        assert_eq!(canonicalize(&top.join("link/f")).unwrap(), bottom.join("f"));
+        // A loop is an error, as for the kernel.
+        std::os::unix::fs::symlink("loop", top.join("loop")).unwrap();
+        assert!(canonicalize(&top.join("loop")).is_err());
+        // Short paths resolve as `fs::canonicalize` does.
+        assert_eq!(canonicalize(&top.join(".")).unwrap(), top);
+        assert_eq!(canonicalize(t.path()).unwrap(), top);
     }
 
     #[test]

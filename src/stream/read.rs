@@ -255,7 +255,7 @@ struct Item {
 /// reached (memory: one group's listing).
 struct Walk<'a> {
     client: &'a Client,
-    groups: &'a [(Cap, u64)],
+    groups: std::borrow::Cow<'a, [(Cap, u64)]>,
     name: fn(u64) -> String,
     noun: &'static str,
     group: usize,
@@ -266,7 +266,7 @@ struct Walk<'a> {
 impl<'a> Walk<'a> {
     fn new(
         client: &'a Client,
-        groups: &'a [(Cap, u64)],
+        groups: std::borrow::Cow<'a, [(Cap, u64)]>,
         name: fn(u64) -> String,
         noun: &'static str,
     ) -> Walk<'a> {
@@ -340,7 +340,7 @@ struct Chunks<'a> {
 impl<'a> Chunks<'a> {
     fn new(client: &'a Client, plain: &'a Plain) -> Chunks<'a> {
         Chunks {
-            walk: Walk::new(client, &plain.groups, chunk_name, "chunk"),
+            walk: Walk::new(client, (&plain.groups[..]).into(), chunk_name, "chunk"),
             plain,
             total: 0,
             ended: false,
@@ -442,7 +442,7 @@ fn join(
         at: 0,
     };
     let mut records = IndexReader::new(input).map_err(index_error)?;
-    let mut payloads = Walk::new(client, groups, payload_name, "payload");
+    let mut payloads = Walk::new(client, groups.into(), payload_name, "payload");
     let mut total = 0u64;
     while let Some(record) = records.next_record().map_err(index_error)? {
         match record {
@@ -589,13 +589,11 @@ fn read_chunk(
 /// [`io::Error`] wrapping the [`ReadError`].
 pub(crate) struct ChunkedFile<'a> {
     client: &'a Client,
-    layout: Plain,
-    /// The next group to list.
-    group: usize,
-    /// The chunks of the current group not yet read.
-    entries: std::vec::IntoIter<Entry>,
-    /// The next chunk's index over the whole file, and the bytes so far.
-    index: u64,
+    /// The chunks, group by group, each group listed when reached.
+    walk: Walk<'a>,
+    /// The chunk index the file was stored with.
+    index: Index,
+    /// The bytes read so far.
     total: u64,
     chunk: Vec<u8>,
     at: usize,
@@ -621,10 +619,8 @@ impl<'a> ChunkedFile<'a> {
         }
         Ok(ChunkedFile {
             client,
-            layout,
-            group: 0,
-            entries: Vec::new().into_iter(),
-            index: 0,
+            walk: Walk::new(client, layout.groups.into(), chunk_name, "chunk"),
+            index: layout.index,
             total: 0,
             chunk: Vec::new(),
             at: 0,
@@ -634,64 +630,35 @@ impl<'a> ChunkedFile<'a> {
 
     /// The next chunk's decoded bytes, or `None` at a well-formed end.
     fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, ReadError> {
-        loop {
-            if let Some((name, is_dir, cap, meta)) = self.entries.next() {
-                let index = self.index;
-                if name != chunk_name(index) || is_dir {
-                    return Err(ReadError::Format(format!(
-                        "{name:?} where chunk {} belongs",
-                        chunk_name(index)
-                    )));
-                }
-                let bad = |why: String| ReadError::Chunk {
-                    noun: "chunk",
-                    index,
-                    why,
-                };
-                let cap = cap.ok_or_else(|| bad("no cap".into()))?;
-                let size = number(&meta, "size").ok_or_else(|| bad("no size".into()))?;
-                let enc = match meta.get("enc").and_then(Value::as_str) {
-                    None => None,
-                    Some(name) => Some(
-                        Encoding::from_name(name)
-                            .ok_or_else(|| bad(format!("unknown encoding {name:?}")))?,
-                    ),
-                };
-                let max = self.layout.index.max_size;
-                if size > max {
-                    return Err(bad(format!(
-                        "its edge says {size} bytes, more than the stream's max_size"
-                    )));
-                }
-                let data = read_chunk(self.client, &cap, size, enc, max).map_err(|e| match e {
-                    ReadError::Chunk { why, .. } => bad(why),
-                    other => other,
-                })?;
-                self.index += 1;
-                self.total = self.total.saturating_add(size);
-                return Ok(Some(data));
-            }
-            let Some((group, count)) = self.layout.groups.get(self.group) else {
-                let index = &self.layout.index;
-                if self.index != index.chunks || self.total != index.size {
-                    return Err(ReadError::Format(format!(
-                        "read {} chunks and {} bytes; the index says {} chunks and {} bytes",
-                        self.index, self.total, index.chunks, index.size
-                    )));
-                }
-                return Ok(None);
-            };
-            let name = group_name(self.group as u64);
-            let entries = list(self.client, group, &format!("the group {name}"))?;
-            if entries.len() as u64 != *count {
+        let Some(item) = self.walk.next_item()? else {
+            let index = &self.index;
+            if self.walk.index != index.chunks || self.total != index.size {
                 return Err(ReadError::Format(format!(
-                    "the group {name} holds {} chunks, its entry says {count}",
-                    entries.len()
+                    "read {} chunks and {} bytes; the index says {} chunks and {} bytes",
+                    self.walk.index, self.total, index.chunks, index.size
                 )));
             }
-            self.entries = entries.into_iter();
-            self.group += 1;
+            return Ok(None);
+        };
+        let bad = |why: String| ReadError::Chunk {
+            noun: "chunk",
+            index: item.index,
+            why,
+        };
+        let max = self.index.max_size;
+        if item.size > max {
+            return Err(bad(format!(
+                "its edge says {} bytes, more than the stream's max_size",
+                item.size
+            )));
         }
+        let data =
+            read_chunk(self.client, &item.cap, item.size, item.enc, max).map_err(|e| match e {
+                ReadError::Chunk { why, .. } => bad(why),
+                other => other,
+            })?;
+        self.total = self.total.saturating_add(item.size);
+        Ok(Some(data))
     }
 }
 

@@ -60,7 +60,8 @@ impl SourceTree {
     /// Opens the source root, the trust anchor: the path the user named
     /// (the scan has refused a root that is a symlink).
     pub(super) fn open(root: &Path) -> io::Result<SourceTree> {
-        let root_fd = File::open(root)?;
+        // A root longer than PATH_MAX is opened a chunk at a time.
+        let root_fd = File::open(crate::scan::longpath::DirPath::resolve(root)?.path())?;
         if !root_fd.metadata()?.is_dir() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -194,6 +195,14 @@ impl SourceTree {
     /// next call on this tree. Without `/proc`, the plain path.
     pub(super) fn fd_path(&mut self, path: &[u8]) -> io::Result<PathBuf> {
         if path.is_empty() {
+            // `.` in the held root: short whatever the root's length, and
+            // the root itself (not the magic link) for `lgetxattr`.
+            if self.proc_fd {
+                return Ok(PathBuf::from(format!(
+                    "/proc/self/fd/{}/.",
+                    self.root_fd.as_raw_fd()
+                )));
+            }
             return Ok(self.root.clone());
         }
         let (parent, name) = super::split_path(path);

@@ -142,6 +142,27 @@ pub(crate) fn assert_leases_renew(
     assert_eq!(summary["renewed"], all, "{summary}");
 }
 
+/// `check --repair SELECTOR` (a deep check with repair, as `tahoe
+/// deep-check --repair` walks the directories) reaches every object of a
+/// backup (`objects`, as [`reachable_objects`] gives them) plus `literal`
+/// literal entries, all healthy, and renews each object's lease.
+pub(crate) fn assert_repair_reaches(
+    lafs: impl Fn() -> Lafs,
+    selector: &str,
+    objects: &std::collections::BTreeSet<String>,
+    literal: usize,
+) {
+    let run = lafs()
+        .args(["--json", "check", "--repair", selector])
+        .caps_on_stdout()
+        .ok();
+    let checked = &run.of_type("backup")[0];
+    assert_eq!(checked["literal"], literal, "{checked}");
+    assert_eq!(checked["objects"], objects.len() + literal, "{checked}");
+    assert_eq!(checked["leases_renewed"], objects.len(), "{checked}");
+    assert_eq!(checked["unhealthy"], 0, "{checked}");
+}
+
 /// `cleanup` of the first of two backups (root `r1`, objects `o1`) keeps
 /// in the cache `cache` every object the second reaches (`o2`) and none
 /// that only the first reached.
@@ -171,6 +192,25 @@ pub(crate) fn assert_cleanup_keeps_shared(
         o1.difference(o2).all(|c| !known.contains(c)),
         "an object only the forgotten backup reached is still known"
     );
+}
+
+/// `tar c` of `root`'s contents with `args`, as Debian's GNU tar writes it.
+pub(crate) fn tar_c(root: &Path, args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new("tar")
+        .env("LC_ALL", "C")
+        .arg("-c")
+        .args(args)
+        .arg("-C")
+        .arg(root)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tar {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
 
 /// [`http_get`], with the response's status.

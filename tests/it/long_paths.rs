@@ -63,6 +63,20 @@ fn run_ok(cfg: &Path, args: &[&OsStr]) -> String {
     run.stdout
 }
 
+/// `lafs-backup -c CFG --json backup` must exit 0 without "too long": its
+/// summary line.
+fn backup_summary(cfg: &Path) -> serde_json::Value {
+    let run = common::lafs()
+        .arg("-c")
+        .arg(cfg)
+        .args(["--json", "backup"])
+        .caps_on_stdout()
+        .run();
+    assert_eq!(run.code, 0, "nothing skipped: {}", run.stderr);
+    assert!(!run.stderr.contains("too long"), "{}", run.stderr);
+    run.of_type("summary").remove(0)
+}
+
 #[test]
 fn a_chain_longer_than_path_max_is_backed_up_restored_verified_and_checked() {
     let tmp = tempfile::tempdir().unwrap();
@@ -70,16 +84,7 @@ fn a_chain_longer_than_path_max_is_backed_up_restored_verified_and_checked() {
     let bottom = build_deep_source(&src);
     let cfg = common::write_backup_config(tmp.path(), &src, &common::gateway_url(), "");
 
-    let run = common::lafs()
-        .arg("-c")
-        .arg(&cfg)
-        .args(["--json", "backup"])
-        .caps_on_stdout()
-        .run();
-    assert_eq!(run.code, 0, "nothing skipped: {}", run.stderr);
-    assert!(!run.stderr.contains("too long"), "{}", run.stderr);
-    let summary = run.of_type("summary");
-    let summary = &summary[0];
+    let summary = &backup_summary(&cfg);
     assert_eq!(summary["skipped"], 0, "{summary}");
     // The root, 40 directories, `middle`, `f`, `f2` and `link`.
     assert_eq!(summary["entries"], 45, "{summary}");
@@ -169,4 +174,81 @@ fn a_source_glob_matches_a_directory_whose_name_is_not_utf8() {
         .run();
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(std::fs::read(target.join("f")).unwrap(), b"in caf\\xff");
+}
+
+#[test]
+fn a_source_path_longer_than_path_max_is_backed_up_restored_and_verified() {
+    let tmp = tempfile::tempdir().unwrap();
+    let top = tmp.path().join("top");
+    std::fs::create_dir(&top).unwrap();
+    // The source root is the bottom of a chain longer than PATH_MAX.
+    let mid = deep::chain(&deep::open_dir(&top), &long_name(b's'), 12);
+    let bottom = deep::chain(&mid, &long_name(b's'), 13);
+    let src_fd = deep::mkdir_in(&bottom, b"src");
+    deep::write_in(&src_fd, b"f", b"in a long source\n");
+    let sub = deep::mkdir_in(&src_fd, b"sub");
+    deep::write_in(&sub, b"g", b"below it\n");
+    let mut src = top.clone();
+    for _ in 0..25 {
+        src.push(OsStr::from_bytes(&long_name(b's')));
+    }
+    src.push("src");
+    assert!(src.as_os_str().len() > 5_000);
+    let cfg = common::write_backup_config(tmp.path(), &src, &common::gateway_url(), "");
+
+    let summary = backup_summary(&cfg);
+    assert_eq!(summary["skipped"], 0, "{summary}");
+    assert_eq!(summary["entries"], 4, "{summary}");
+    let cap = summary["root_cap"].as_str().unwrap().to_owned();
+    // A second run binds its queue to the same long root: the same backup.
+    assert_eq!(backup_summary(&cfg)["root_cap"], cap.as_str());
+
+    let target = tmp.path().join("restored");
+    let run = common::lafs()
+        .args(["restore", "--gateway", &common::gateway_url(), &cap])
+        .arg(&target)
+        .run();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let source = deep::walk(&src);
+    assert_eq!(source, deep::walk(&target));
+    for live in [&target, &src] {
+        let run = common::lafs()
+            .args([
+                "verify",
+                "--content",
+                "--gateway",
+                &common::gateway_url(),
+                &cap,
+            ])
+            .arg(live)
+            .run();
+        assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+        assert_eq!(run.stdout, "", "no difference");
+    }
+
+    // A short live path that is a symlink into the long tree (through a
+    // second link half way: a link's target is shorter than PATH_MAX):
+    // verify follows it like `realpath` would, past PATH_MAX.
+    let rest: PathBuf = std::iter::repeat_n(OsStr::from_bytes(&long_name(b's')), 13)
+        .chain([OsStr::new("src")])
+        .collect();
+    symlinkat(&rest, &mid, OsStr::new("down")).unwrap();
+    let first: PathBuf = std::iter::once(OsStr::new("top"))
+        .chain(std::iter::repeat_n(OsStr::from_bytes(&long_name(b's')), 12))
+        .chain([OsStr::new("down")])
+        .collect();
+    let link = tmp.path().join("link");
+    std::os::unix::fs::symlink(&first, &link).unwrap();
+    let run = common::lafs()
+        .args([
+            "verify",
+            "--content",
+            "--gateway",
+            &common::gateway_url(),
+            &cap,
+        ])
+        .arg(&link)
+        .run();
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.stdout, "", "no difference");
 }

@@ -100,25 +100,6 @@ impl Setup {
     }
 }
 
-/// `tar c` of `root`'s contents with `args`, as Debian's GNU tar writes it.
-fn tar_c(root: &Path, args: &[&str]) -> Vec<u8> {
-    let out = Command::new("tar")
-        .env("LC_ALL", "C")
-        .arg("-c")
-        .args(args)
-        .arg("-C")
-        .arg(root)
-        .arg(".")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "tar {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
 /// The hostile tree, random files (one larger than `max_size`, so that its
 /// payload is spooled to a file) and a sparse file with 8 KiB of data.
 fn tar_tree(root: &Path) {
@@ -170,7 +151,7 @@ fn tar_streams_round_trip_and_upload_only_changed_payloads() {
     fs::create_dir(&root).unwrap();
     tar_tree(&root);
 
-    let gnu = tar_c(&root, &["--format=gnu"]);
+    let gnu = common::tar_c(&root, &["--format=gnu"]);
     let first = s.backup("t", "--tar", &gnu);
     assert_eq!(first["kind"], "stream");
     assert_eq!(first["layout"], "tar");
@@ -193,7 +174,7 @@ fn tar_streams_round_trip_and_upload_only_changed_payloads() {
         ("sp", &["--format=gnu", "--sparse"][..]),
         ("spx", &["--format=pax", "--sparse"][..]),
     ] {
-        let tar = tar_c(&root, args);
+        let tar = common::tar_c(&root, args);
         let summary = s.backup(name, "--tar", &tar);
         assert_eq!(summary["payloads"], payload_count(&tar), "{summary}");
         let uploaded = summary["payloads_uploaded"].as_u64().unwrap();
@@ -209,7 +190,7 @@ fn tar_streams_round_trip_and_upload_only_changed_payloads() {
         common::pseudo_random_bytes(300_000, 9),
     )
     .unwrap();
-    let changed = tar_c(&root, &["--format=gnu"]);
+    let changed = common::tar_c(&root, &["--format=gnu"]);
     let before = common::bytes_uploaded(grid.url());
     let third = s.backup("t", "--tar", &changed);
     let sent = common::bytes_uploaded(grid.url()) - before;
@@ -253,7 +234,7 @@ fn payloads_stored_by_a_tree_backup_are_found_by_content() {
     fs::write(root.join("two"), common::pseudo_random_bytes(5_000, 32)).unwrap();
     let tree = s.lafs().args(["--json", "backup"]).caps_on_stdout().ok();
     assert_eq!(tree.of_type("summary").len(), 1, "{}", tree.stdout);
-    let tar = tar_c(&root, &["--format=pax"]);
+    let tar = common::tar_c(&root, &["--format=pax"]);
     let summary = s.backup("tarred", "--tar", &tar);
     assert_eq!(summary["payloads"], 2, "{summary}");
     assert_eq!(summary["payloads_uploaded"], 0, "{summary}");
@@ -297,7 +278,7 @@ fn streams_that_are_not_tars() {
     fs::create_dir(&root).unwrap();
     fs::write(root.join("a"), common::pseudo_random_bytes(50_000, 42)).unwrap();
     fs::write(root.join("b"), common::pseudo_random_bytes(200_000, 43)).unwrap();
-    let tar = tar_c(&root, &["--format=gnu"]);
+    let tar = common::tar_c(&root, &["--format=gnu"]);
     let cut = &tar[..tar.len() - 100_000];
     let failed = s
         .lafs()
@@ -368,9 +349,9 @@ fn leases_check_and_cleanup_reach_every_payload() {
         )
         .unwrap();
     }
-    let first = s.backup("a", "--tar", &tar_c(&root, &["--format=pax"]));
+    let first = s.backup("a", "--tar", &common::tar_c(&root, &["--format=pax"]));
     fs::write(root.join("f6"), common::pseudo_random_bytes(20_000, 60)).unwrap();
-    let second = s.backup("b", "--tar", &tar_c(&root, &["--format=pax"]));
+    let second = s.backup("b", "--tar", &common::tar_c(&root, &["--format=pax"]));
     let (r1, r2) = (
         first["root_cap"].as_str().unwrap(),
         second["root_cap"].as_str().unwrap(),
@@ -383,19 +364,9 @@ fn leases_check_and_cleanup_reach_every_payload() {
     assert!(o1.intersection(&o2).count() >= 6, "the tars share payloads");
 
     common::assert_leases_renew(|| s.lafs(), &o1, &o2);
-    // A deep check with repair (as `tahoe deep-check --repair` walks the
-    // directories) reaches every object of the tar, all healthy.
-    let run = s
-        .lafs()
-        .args(["--json", "check", "--repair", "a"])
-        .caps_on_stdout()
-        .ok();
-    let checked = &run.of_type("backup")[0];
-    // `objects` counts the literal index entries (root and index) too.
-    assert_eq!(checked["literal"], 2, "{checked}");
-    assert_eq!(checked["objects"], o1.len() + 2, "{checked}");
-    assert_eq!(checked["leases_renewed"], o1.len(), "{checked}");
-    assert_eq!(checked["unhealthy"], 0, "{checked}");
+    // A deep check with repair reaches every object of the tar, all
+    // healthy; the literal index entries (root and index) are counted too.
+    common::assert_repair_reaches(|| s.lafs(), "a", &o1, 2);
 
     let cache = s.tmp.path().join("cache.sqlite");
     common::assert_cleanup_keeps_shared(|| s.lafs(), &cache, r1, &o1, &o2);
@@ -414,7 +385,7 @@ fn tar_stream_format_golden() {
     let b = common::pseudo_random_bytes(700, 71);
     fs::write(root.join("a"), &a).unwrap();
     fs::write(root.join("b"), &b).unwrap();
-    let tar = tar_c(
+    let tar = common::tar_c(
         &root,
         &[
             "--format=ustar",
@@ -518,7 +489,7 @@ fn command_jobs_with_tar() {
     assert_eq!(summary["layout"], "tar", "{summary}");
     assert_eq!(summary["job"], "t", "{summary}");
     assert_eq!(summary["payloads"], 2, "{summary}");
-    s.cat_cmp("t", &tar_c(&src, &["--format=gnu"]));
+    s.cat_cmp("t", &common::tar_c(&src, &["--format=gnu"]));
 
     // A tar command that fails halfway: its failure and stderr are shown.
     let half = Setup::with(

@@ -85,24 +85,9 @@ fn join_and_cmp(split: &Split, dir: &Path, name: &str) {
 /// `tar c` of `root`'s contents with `args` (e.g. `--format=pax`), as
 /// Debian's GNU tar writes it, saved as `dir/name`.
 fn tar_c(root: &Path, dir: &Path, name: &str, args: &[&str]) -> Vec<u8> {
-    let file = dir.join(name);
-    let out = Command::new("tar")
-        .env("LC_ALL", "C")
-        .arg("-c")
-        .arg("-f")
-        .arg(&file)
-        .args(args)
-        .arg("-C")
-        .arg(root)
-        .arg(".")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "tar {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::read(&file).unwrap()
+    let tar = common::tar_c(root, args);
+    std::fs::write(dir.join(name), &tar).unwrap();
+    tar
 }
 
 /// The regular members `tar tvf` lists: (name as tar's `escape` quoting
