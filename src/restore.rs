@@ -15,19 +15,22 @@
 //!   `RENAME_NOREPLACE` unless `--overwrite`): an interrupted restore leaves
 //!   no half-written file under a real name.
 //!
-//! Order: the tree is walked depth-first on the calling thread, one
-//! directory listed at a time and made (mode 0700) when its listing
-//! arrives, its entries handed to a pool of `concurrency` workers as they
-//! are met (files, symlinks, special files, and later names of hard links,
-//! linked once the first name is restored); no plan is held ([`Walk`]). A
-//! directory's metadata is set when it is finished ([`OpenDir`]); TARGET's
-//! last. The progress totals are counted by a second walk beside it
-//! ([`Count`]).
+//! Order: the tree is walked depth-first on the calling thread, each
+//! directory made (mode 0700) when its listing arrives, its entries handed
+//! to a pool of `concurrency` workers as they are met (files, symlinks,
+//! special files, and later names of hard links, linked once the first
+//! name is restored); up to `concurrency` listings of the directories the
+//! walk enters next are fetched ahead; no plan is held ([`Walk`]). A
+//! directory's metadata is set when it is finished, after everything
+//! beneath it ([`OpenDir`]), or at the end for the directories that hold
+//! the first name of a hard link and their ancestors; TARGET's last. The
+//! progress totals are those the backup recorded ([`Options::totals`]),
+//! never counted by listing the tree twice.
 
 pub(crate) mod apply;
 mod content;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -35,7 +38,7 @@ use std::os::unix::ffi::OsStrExt as _;
 use std::path::Path;
 
 use crate::scan::longpath::{self, DirPath};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -130,6 +133,11 @@ pub(crate) struct Options {
     /// `--no-xattrs`: set no extended attributes (ACLs and capabilities
     /// aside).
     pub no_xattrs: bool,
+    /// The entries (directories and every name of a hard link included)
+    /// and content bytes the backup recorded when it was made, when the
+    /// restore source is a recorded backup: the progress display's totals
+    /// when the whole of it is restored.
+    pub totals: Option<(u64, u64)>,
 }
 
 /// What a restore did.
@@ -175,10 +183,12 @@ pub(crate) enum RestoreError {
 }
 
 /// Restores the backup whose root directory is `root` into `target`.
-/// The tree is walked depth-first, one directory listed at a time, and
-/// every entry is restored as it is met: what the walk holds is bounded by
-/// the depth and the listings on its path, never by the number of entries
-/// (see [`Walk`]). `progress` gets the totals as the walk finds them.
+/// The tree is walked depth-first and every entry is restored as it is
+/// met, with the listings of the next directories fetched ahead: what the
+/// walk holds is bounded by the depth, the listings on its path and those
+/// fetched ahead, never by the number of entries (see [`Walk`]).
+/// `progress` gets `opts.totals` when they are known, else counts without
+/// a total.
 pub(crate) fn run(
     client: &Client,
     root: &Cap,
@@ -208,17 +218,15 @@ pub(crate) fn run(
         failures: Mutex::new(Vec::new()),
         links: Mutex::new(HashMap::new()),
         leader_done: Condvar::new(),
+        deferred: Mutex::new(Vec::new()),
         written: AtomicU64::new(0),
         skipped: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
         temp_counter: AtomicU64::new(0),
     };
-    let list = |cap: &Cap| tree::list(shared.client, cap, false);
-    let mut walk = Walk::new(&list, root);
     let root_meta = listing.root_meta.take();
-
-    if opts.dry_run {
-        walk.walk_dir(&shared, listing, false, None, None);
+    let target_dir = if opts.dry_run {
+        None
     } else {
         let target_err = |source| RestoreError::Target {
             path: target.display().to_string(),
@@ -227,44 +235,74 @@ pub(crate) fn run(
         // TARGET may be longer than PATH_MAX: made and opened a chunk at a
         // time; everything below it is reached from its descriptor.
         longpath::create_dir_all(target).map_err(target_err)?;
-        let target_dir = Arc::new(OpenDir {
-            file: DirPath::resolve(target)
-                .and_then(|dir| open_dir_path(dir.path()))
-                .map_err(target_err)?,
+        let file = DirPath::resolve(target)
+            .and_then(|dir| open_dir_path(dir.path()))
+            .map_err(target_err)?;
+        show_totals(opts, progress);
+        // TARGET is the backup's root: one of the entries it recorded.
+        progress.object_done(0);
+        Some(Arc::new(OpenDir {
+            file,
             // TARGET's own metadata is applied last, below.
             finish: None,
+            parent: None,
+            pinned: AtomicBool::new(false),
             shared: &shared,
-        });
-        let workers = opts.concurrency.max(1);
-        let (tx, rx) = sync_channel::<Job<'_>>(workers * 2);
-        let rx = Mutex::new(rx);
-        std::thread::scope(|s| {
-            for _ in 0..workers {
-                s.spawn(|| worker(&shared, &rx, &target_dir.file));
+        }))
+    };
+    let list = |cap: &Cap| tree::list(client, cap, false);
+    // Listings fetched ahead of the walk: as many at a time as downloads.
+    let ahead = opts.concurrency.max(1);
+    let mut walk = Walk::new(&list, root, ahead);
+    let (requests, request_rx) = sync_channel::<Request>(ahead);
+    let request_rx = Mutex::new(request_rx);
+    let workers = if opts.dry_run { 0 } else { ahead };
+    let (tx, rx) = sync_channel::<Job<'_>>(workers * 2);
+    let rx = Mutex::new(rx);
+    std::thread::scope(|s| {
+        for _ in 0..ahead {
+            s.spawn(|| fetch_ahead(&list, &request_rx));
+        }
+        walk.ahead = Some(requests);
+        match &target_dir {
+            None => walk.walk_dir(&shared, listing, false, None, None),
+            Some(dir) => {
+                for _ in 0..workers {
+                    s.spawn(|| worker(&shared, &rx, &dir.file));
+                }
+                walk.walk_dir(&shared, listing, false, Some(dir), Some(&tx));
             }
-            // The totals, counted beside the restore; the bar appears when
-            // they are known.
-            s.spawn(|| {
-                let Ok(listing) = tree::list(client, root, true) else {
-                    return;
-                };
-                let (dirs, objects, bytes) = Count::totals(opts, &list, root, listing);
-                info!(
-                    "{dirs} directories listed: {objects} entries, {bytes} bytes of content \
-                     to restore"
-                );
-                progress.set_total(objects, bytes);
-            });
-            walk.walk_dir(&shared, listing, false, Some(&target_dir), Some(&tx));
-            drop(tx);
-        });
+        }
+        // Closing the channels ends the threads.
+        walk.ahead = None;
+        drop(tx);
+    });
+    if let Some(dir) = &target_dir {
+        // Directories whose metadata waited for the hard links into them
+        // (children first, so their ancestors are still open to us).
+        let deferred = shared
+            .deferred
+            .lock()
+            .map(|mut d| std::mem::take(&mut *d))
+            .unwrap_or_default();
+        for Finish { rel, meta } in deferred {
+            match open_rel(&dir.file, &rel) {
+                Ok(file) => {
+                    let problems = apply::apply(&At::Open(&file), &meta, true, false, shared.ctx);
+                    shared.problems(&display(&rel), problems);
+                }
+                Err(e) => shared.fail(
+                    &display(&rel),
+                    format!("cannot open the directory to set its metadata: {e}"),
+                ),
+            }
+        }
         if let Some(meta) = root_meta {
-            let problems =
-                apply::apply(&At::Open(&target_dir.file), &meta, true, false, shared.ctx);
+            let problems = apply::apply(&At::Open(&dir.file), &meta, true, false, shared.ctx);
             shared.problems(".", problems);
         }
-    }
-    if opts.dry_run {
+        info!("{} directories listed", walk.dirs_listed);
+    } else {
         info!(
             "{} directories listed: {} entries, {} bytes of content to restore",
             walk.dirs_listed, walk.objects, walk.bytes
@@ -279,6 +317,8 @@ pub(crate) fn run(
     }
     let planned = std::mem::take(&mut walk.planned);
     drop(walk);
+    drop(target_dir);
+    drop(rx);
     let mut failures = shared.failures.into_inner().unwrap_or_default();
     failures.sort();
     let mut withheld = shared.withheld.into_inner().unwrap_or_default();
@@ -294,6 +334,26 @@ pub(crate) fn run(
         failures,
         planned,
     })
+}
+
+/// Starts the progress display: against the totals the backup recorded
+/// when they are those of what is restored (the whole backup), else
+/// counting without a total (and so without an ETA). The totals are never
+/// counted by listing the tree ahead of the restore.
+fn show_totals(opts: &Options, progress: &Progress) {
+    match (opts.totals, &opts.selection) {
+        (Some((entries, bytes)), Selection::All) => {
+            info!(
+                "{entries} entries, {bytes} bytes of content to restore (as the backup recorded \
+                 them)"
+            );
+            progress.set_total(entries, bytes);
+        }
+        _ => {
+            info!("the size of what is restored is not known ahead: progress shows no total");
+            progress.start_without_total();
+        }
+    }
 }
 
 /// The first restored name of a hard-linked inode.
@@ -321,6 +381,10 @@ struct Shared<'a> {
     links: Mutex<HashMap<(u64, u64), Leader>>,
     /// Signalled when a [`Leader`] leaves `Pending`.
     leader_done: Condvar,
+    /// Directories whose metadata waits for the end of the restore (see
+    /// [`OpenDir`]), children before parents: directories holding the
+    /// first name of a hard link and their ancestors.
+    deferred: Mutex<Vec<Finish>>,
     written: AtomicU64,
     skipped: AtomicU64,
     bytes: AtomicU64,
@@ -400,22 +464,65 @@ impl Shared<'_> {
 
 /// A directory being restored. Its metadata (mode, owner, mtime) is set
 /// when the last holder lets go: the walk holds it while it walks the
-/// directory and each worker job inside it holds it, so nothing is written
-/// into it afterwards and its mtime stays.
+/// directory, each worker job inside it holds it, and so does each
+/// directory made in it, so nothing is written into it afterwards (its
+/// mtime stays) and it is finished after everything beneath it.
+///
+/// A directory that holds the first name of a hard link is `pinned`: a
+/// later name, met anywhere later in the walk, is linked to that name
+/// through the path from TARGET, which a final mode without search
+/// permission (for a restore that is not root's) on the directory or an
+/// ancestor would close. Its metadata, and that of each of its ancestors,
+/// waits in [`Shared::deferred`] until the end of the restore.
 struct OpenDir<'s> {
     file: File,
-    /// (display path, metadata); `None` for TARGET, whose metadata
-    /// [`run`] applies last.
-    finish: Option<(String, EdgeMeta)>,
+    /// `None` for TARGET, whose metadata [`run`] applies last.
+    finish: Option<Finish>,
+    /// The directory this one was made in (`None` for TARGET).
+    parent: Option<Arc<OpenDir<'s>>>,
+    pinned: AtomicBool,
     shared: &'s Shared<'s>,
+}
+
+/// A directory's metadata, to set when it is finished.
+struct Finish {
+    /// Path from TARGET.
+    rel: Vec<Vec<u8>>,
+    meta: EdgeMeta,
+}
+
+impl OpenDir<'_> {
+    /// Defers this directory's metadata (and its ancestors') to the end of
+    /// the restore.
+    fn pin(&self) {
+        self.pinned.store(true, Ordering::Release);
+    }
 }
 
 impl Drop for OpenDir<'_> {
     fn drop(&mut self) {
-        if let Some((shown, meta)) = self.finish.take() {
-            let problems = apply::apply(&At::Open(&self.file), &meta, true, false, self.shared.ctx);
-            self.shared.problems(&shown, problems);
+        let Some(finish) = self.finish.take() else {
+            return;
+        };
+        if self.pinned.load(Ordering::Acquire) {
+            // The parent is still held (by this directory): its metadata
+            // waits too, and is deferred after this one.
+            if let Some(parent) = &self.parent {
+                parent.pin();
+            }
+            if let Ok(mut deferred) = self.shared.deferred.lock() {
+                deferred.push(finish);
+            }
+            return;
         }
+        let problems = apply::apply(
+            &At::Open(&self.file),
+            &finish.meta,
+            true,
+            false,
+            self.shared.ctx,
+        );
+        self.shared.problems(&display(&finish.rel), problems);
     }
 }
 
@@ -430,17 +537,72 @@ struct Job<'s> {
 }
 
 /// How a directory's listing is obtained (the grid; a synthetic tree in
-/// the unit tests).
-type Lister<'l> = dyn Fn(&Cap) -> Result<tree::Listing, tree::TreeError> + 'l;
+/// the unit tests), from the walk's thread and the threads that fetch
+/// listings ahead of it.
+type Lister<'l> = dyn Fn(&Cap) -> Result<tree::Listing, tree::TreeError> + Sync + 'l;
 
-/// The restore's walk: depth-first, one directory listed at a time, its
-/// entries handed to the workers as they are met. What it holds is
-/// bounded by the depth (`keys`, `rel`) and the listings on the current
-/// path, never by the number of entries in the tree: the workers' queue is
-/// bounded too, and a directory's metadata is set when it is finished
-/// ([`OpenDir`]). Only the hard-link map grows, with link candidates.
+/// A listing fetched ahead of the walk: asked for by the walk, answered
+/// by one of the [`fetch_ahead`] threads.
+type Ticket = Receiver<Result<tree::Listing, tree::TreeError>>;
+/// A request for a listing: the directory and where to answer.
+type Request = (Cap, SyncSender<Result<tree::Listing, tree::TreeError>>);
+
+/// A thread that lists the directories the walk asks for ahead of it,
+/// until the walk closes the channel. An answer the walk no longer wants
+/// (its ticket was given up) is dropped.
+fn fetch_ahead(list: &Lister<'_>, requests: &Mutex<Receiver<Request>>) {
+    loop {
+        let request = match requests.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok((cap, answer)) = request else {
+            return;
+        };
+        let _ = answer.send(list(&cap));
+    }
+}
+
+/// The listing of a directory on the walk's current path.
+struct Level {
+    /// The entries not walked yet, in order.
+    children: VecDeque<Node>,
+    /// How many entries were taken from `children` (the index of its
+    /// front in the listing).
+    taken: usize,
+    /// The index of the next entry looked at for fetching ahead.
+    scan: usize,
+    /// Whether the directory is selected itself (not only an ancestor of a
+    /// selected path).
+    selected: bool,
+    /// Listings fetched ahead for subdirectories (by index), in order.
+    tickets: VecDeque<(usize, Ticket)>,
+}
+
+/// The restore's walk: depth-first, its entries handed to the workers as
+/// they are met. What it holds is bounded by the depth (`keys`, `rel`,
+/// `levels`), the listings on the current path and at most `limit`
+/// listings fetched ahead, never by the number of entries in the tree: the
+/// workers' queue is bounded too, and a directory's metadata is set when
+/// it is finished ([`OpenDir`]). Only the hard-link map grows, with link
+/// candidates (and the directories holding their first names).
+///
+/// Fetching ahead: the next directories in the walk's order that are not
+/// listed yet are the subdirectories not yet walked of the listings on the
+/// path, the deepest first; up to `limit` of them are asked for, so a tree
+/// of many small directories does not wait for one listing at a time.
 struct Walk<'l> {
     list: &'l Lister<'l>,
+    /// Where listings are asked for ahead (`None`: each is fetched when the
+    /// walk gets to it).
+    ahead: Option<SyncSender<Request>>,
+    /// The most tickets held at once.
+    limit: usize,
+    /// Tickets held (in `levels`), and the most at any time.
+    outstanding: usize,
+    peak_outstanding: usize,
+    /// The listings on the current path, TARGET's first.
+    levels: Vec<Level>,
     /// The dry run's output (`--dry-run` only).
     planned: Vec<String>,
     /// Indexes of the selected paths that were found.
@@ -522,9 +684,16 @@ fn select(
 }
 
 impl<'l> Walk<'l> {
-    fn new(list: &'l Lister<'l>, root: &Cap) -> Walk<'l> {
+    /// A walk from `root` that fetches up to `limit` listings ahead once
+    /// [`Walk::ahead`] is set.
+    fn new(list: &'l Lister<'l>, root: &Cap, limit: usize) -> Walk<'l> {
         Walk {
             list,
+            ahead: None,
+            limit,
+            outstanding: 0,
+            peak_outstanding: 0,
+            levels: Vec::new(),
             planned: Vec::new(),
             matched: HashSet::new(),
             keys: vec![root.object_key()],
@@ -573,21 +742,107 @@ impl<'l> Walk<'l> {
         }
         self.held += listing.children.len();
         self.peak_held = self.peak_held.max(self.held);
-        for mut node in listing.children {
+        self.levels.push(Level {
+            children: listing.children.into(),
+            taken: 0,
+            scan: 0,
+            selected,
+            tickets: VecDeque::new(),
+        });
+        self.fetch_more(shared.opts);
+        while let Some((mut node, index)) = self.next_child() {
             self.held -= 1;
             node.edge_name = String::new();
             node.meta.name_raw = None;
             self.rel.push(node.name.clone());
-            self.entry(shared, node, selected, dir, tx);
+            self.entry(shared, node, index, selected, dir, tx);
             self.rel.pop();
+        }
+        if let Some(level) = self.levels.pop() {
+            self.outstanding -= level.tickets.len();
+        }
+        self.fetch_more(shared.opts);
+    }
+
+    /// The next entry of the deepest level's listing, and its index.
+    fn next_child(&mut self) -> Option<(Node, usize)> {
+        let level = self.levels.last_mut()?;
+        let node = level.children.pop_front()?;
+        let index = level.taken;
+        level.taken += 1;
+        // Listings fetched for entries before this one were not wanted
+        // after all (a refused directory).
+        while level.tickets.front().is_some_and(|(i, _)| *i < index) {
+            level.tickets.pop_front();
+            self.outstanding -= 1;
+        }
+        Some((node, index))
+    }
+
+    /// Asks for the listings of the next directories the walk will enter,
+    /// the deepest level's first, until `limit` tickets are held.
+    fn fetch_more(&mut self, opts: &Options) {
+        let Walk {
+            ahead: Some(ahead),
+            levels,
+            keys,
+            rel,
+            outstanding,
+            peak_outstanding,
+            limit,
+            ..
+        } = self
+        else {
+            return;
+        };
+        for (depth, level) in levels.iter_mut().enumerate().rev() {
+            while *outstanding < *limit && level.scan < level.taken + level.children.len() {
+                let index = level.scan;
+                level.scan += 1;
+                let Some(node) = index
+                    .checked_sub(level.taken)
+                    .and_then(|i| level.children.get(i))
+                else {
+                    continue;
+                };
+                if node.kind != Kind::Dir {
+                    continue;
+                }
+                // Only what the walk will list: selected, and no cycle
+                // or depth it refuses (the walk checks again, and reports).
+                let mut path = rel[..depth.min(rel.len())].to_vec();
+                path.push(node.name.clone());
+                if matches!(
+                    select(&mut HashSet::new(), opts, &path, true, level.selected),
+                    Selected::No
+                ) {
+                    continue;
+                }
+                let ancestors = keys
+                    .iter()
+                    .take(depth + 1)
+                    .map(|k| (k.as_str(), String::new));
+                if tree::refuse_descent(&node.cap, depth + 1, ancestors).is_some() {
+                    continue;
+                }
+                let (answer, ticket) = sync_channel(1);
+                if ahead.send((node.cap.clone(), answer)).is_err() {
+                    return;
+                }
+                level.tickets.push_back((index, ticket));
+                *outstanding += 1;
+                *peak_outstanding = (*peak_outstanding).max(*outstanding);
+            }
         }
     }
 
-    /// The entry `node`, at `self.rel`, of a directory (`dir`).
+    /// The entry `node`, at `self.rel` (entry `index` of its directory's
+    /// listing), of a directory (`dir`).
     fn entry<'s>(
         &mut self,
         shared: &'s Shared<'s>,
         node: Node,
+        index: usize,
         parent_selected: bool,
         dir: Option<&Arc<OpenDir<'s>>>,
         tx: Option<&SyncSender<Job<'s>>>,
@@ -602,7 +857,7 @@ impl<'l> Walk<'l> {
         ) {
             Selected::No => {}
             sel if is_dir => {
-                self.descend(shared, node, matches!(sel, Selected::Yes), dir, tx);
+                self.descend(shared, node, index, matches!(sel, Selected::Yes), dir, tx);
             }
             Selected::Ancestor => {}
             Selected::Yes => {
@@ -619,11 +874,34 @@ impl<'l> Walk<'l> {
         }
     }
 
+    /// The listing of the directory `node`, entry `index` of the deepest
+    /// level: fetched ahead, or now.
+    fn listing(&mut self, node: &Node, index: usize) -> Result<tree::Listing, tree::TreeError> {
+        let ticket = self.levels.last_mut().and_then(|level| {
+            level
+                .tickets
+                .front()
+                .is_some_and(|(i, _)| *i == index)
+                .then(|| level.tickets.pop_front())
+                .flatten()
+        });
+        match ticket {
+            Some((_, ticket)) => {
+                self.outstanding -= 1;
+                // A fetching thread that is gone (it cannot be) leaves the
+                // listing to the walk.
+                ticket.recv().unwrap_or_else(|_| (self.list)(&node.cap))
+            }
+            None => (self.list)(&node.cap),
+        }
+    }
+
     /// Lists the directory `node` (at `self.rel`), makes it and walks it.
     fn descend<'s>(
         &mut self,
         shared: &'s Shared<'s>,
         node: Node,
+        index: usize,
         selected: bool,
         parent: Option<&Arc<OpenDir<'s>>>,
         tx: Option<&SyncSender<Job<'s>>>,
@@ -640,7 +918,7 @@ impl<'l> Walk<'l> {
             shared.fail(&display(&self.rel), format!("refused: {why}"));
             return;
         }
-        let mut listing = match (self.list)(&node.cap) {
+        let mut listing = match self.listing(&node, index) {
             Ok(listing) => listing,
             Err(e) => {
                 // Not made at all: an empty directory would look like a
@@ -656,20 +934,27 @@ impl<'l> Walk<'l> {
         // A backup root linked inside this tree (an `append_to_lafs_dir`
         // directory) carries its own metadata.
         let meta = listing.root_meta.take().unwrap_or(node.meta);
-        let shown = display(&self.rel);
         let handle = match parent {
             None => {
-                self.planned.push(format!("d {shown}"));
+                self.planned.push(format!("d {}", display(&self.rel)));
                 None
             }
             Some(p) => match make_dir(&p.file, &node.name, shared.opts.overwrite) {
-                Ok(file) => Some(Arc::new(OpenDir {
-                    file,
-                    finish: Some((shown, meta)),
-                    shared,
-                })),
+                Ok(file) => {
+                    shared.progress.object_done(0);
+                    Some(Arc::new(OpenDir {
+                        file,
+                        finish: Some(Finish {
+                            rel: self.rel.clone(),
+                            meta,
+                        }),
+                        parent: Some(Arc::clone(p)),
+                        pinned: AtomicBool::new(false),
+                        shared,
+                    }))
+                }
                 Err(e) => {
-                    shared.fail(&shown, e);
+                    shared.fail(&display(&self.rel), e);
                     return;
                 }
             },
@@ -692,6 +977,8 @@ impl<'l> Walk<'l> {
     ) {
         if shared.opts.no_devices && is_device(&node) {
             shared.withhold(&display(&self.rel), "device node (--no-devices)");
+            // Among the backup's entries all the same.
+            shared.progress.object_done(0);
             return;
         }
         let follower = node.meta.hlink.is_some_and(|h| {
@@ -731,93 +1018,6 @@ impl<'l> Walk<'l> {
                 &display(&unsent.0.rel),
                 "internal error: the workers stopped".into(),
             );
-        }
-    }
-}
-
-/// What the selection holds, for the progress display's totals: a walk of
-/// its own beside the restore's, listing each selected directory a second
-/// time but holding no more than the restore's walk does (the listings on
-/// its path), so the totals are known early without the restore holding
-/// its plan. It reports nothing: the restore's walk meets the same
-/// problems and reports them.
-struct Count<'l> {
-    opts: &'l Options,
-    list: &'l Lister<'l>,
-    /// Object keys on the current path (cycles), and the path.
-    keys: Vec<String>,
-    rel: Vec<Vec<u8>>,
-    matched: HashSet<usize>,
-    /// Hard-linked inodes counted (link candidates only).
-    hlinks: HashSet<(u64, u64)>,
-    dirs: u64,
-    objects: u64,
-    bytes: u64,
-}
-
-impl<'l> Count<'l> {
-    /// Counts the tree under `root` (listed as `listing`): (directories
-    /// listed, non-directories to restore with hard links counted once,
-    /// their content bytes).
-    fn totals(
-        opts: &'l Options,
-        list: &'l Lister<'l>,
-        root: &Cap,
-        listing: tree::Listing,
-    ) -> (u64, u64, u64) {
-        let mut count = Count {
-            opts,
-            list,
-            keys: vec![root.object_key()],
-            rel: Vec::new(),
-            matched: HashSet::new(),
-            hlinks: HashSet::new(),
-            dirs: 1,
-            objects: 0,
-            bytes: 0,
-        };
-        count.dir(listing, false);
-        (count.dirs, count.objects, count.bytes)
-    }
-
-    fn dir(&mut self, listing: tree::Listing, selected: bool) {
-        for node in listing.children {
-            self.rel.push(node.name.clone());
-            self.entry(node, selected);
-            self.rel.pop();
-        }
-    }
-
-    fn entry(&mut self, node: Node, parent_selected: bool) {
-        let is_dir = node.kind == Kind::Dir;
-        match select(
-            &mut self.matched,
-            self.opts,
-            &self.rel,
-            is_dir,
-            parent_selected,
-        ) {
-            Selected::No | Selected::Ancestor if !is_dir => {}
-            Selected::No => {}
-            sel if is_dir => {
-                let ancestors = self.keys.iter().map(|k| (k.as_str(), String::new));
-                if tree::refuse_descent(&node.cap, self.rel.len(), ancestors).is_some() {
-                    return;
-                }
-                let Ok(listing) = (self.list)(&node.cap) else {
-                    return;
-                };
-                self.dirs += 1;
-                self.keys.push(node.cap.object_key());
-                self.dir(listing, matches!(sel, Selected::Yes));
-                self.keys.pop();
-            }
-            _ => {
-                if node.meta.hlink.is_none_or(|h| self.hlinks.insert(h)) {
-                    self.objects += 1;
-                    self.bytes += node_bytes(&node);
-                }
-            }
         }
     }
 }
@@ -902,6 +1102,8 @@ fn worker<'s>(shared: &Shared<'s>, rx: &Mutex<Receiver<Job<'s>>>, target: &File)
         };
         if job.follower {
             link_follower(shared, target, &job);
+            // Among the backup's entries and bytes, as each name is.
+            shared.progress.object_done(node_bytes(&job.node));
             continue;
         }
         let result = restore_leaf(shared, &job);
@@ -917,6 +1119,9 @@ fn worker<'s>(shared: &Shared<'s>, rx: &Mutex<Receiver<Job<'s>>>, target: &File)
                     shared.problems(&display(&job.rel), problems);
                 }
                 if let Some(h) = hlink {
+                    // Later names are linked to this one through its
+                    // directory: it stays open to us until the end.
+                    job.dir.pin();
                     shared.set_leader(h, Leader::Done(job.rel));
                 }
             }
@@ -1285,9 +1490,23 @@ mod tests {
         }
     }
 
-    /// Walks the synthetic tree (dry run) and returns (entries met, most
-    /// listing entries held at once, deepest directory stack).
-    fn walk(fanout: usize, files: usize) -> (u64, usize, usize) {
+    /// What a dry-run walk of the synthetic tree met.
+    struct Walked {
+        /// Non-directories met.
+        objects: u64,
+        /// The most listing entries held at once on the path, and the
+        /// most listings fetched ahead held at once.
+        peak_held: usize,
+        peak_ahead: usize,
+        peak_depth: usize,
+        /// Listings made (the walk's and those fetched ahead).
+        listed: usize,
+        planned: Vec<String>,
+    }
+
+    /// Walks the synthetic tree (dry run), fetching up to `ahead`
+    /// listings ahead of the walk (0: none).
+    fn walk(fanout: usize, files: usize, ahead: usize) -> Walked {
         let config = crate::config::Config::default();
         let client = Client::new(
             "http://127.0.0.1:9/uri",
@@ -1313,40 +1532,82 @@ mod tests {
             caps: AtomicU64::new(0),
             links: Mutex::new(HashMap::new()),
             leader_done: Condvar::new(),
+            deferred: Mutex::new(Vec::new()),
             written: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             temp_counter: AtomicU64::new(0),
         };
-        let list = lister(fanout, files);
+        let listed = std::sync::atomic::AtomicUsize::new(0);
+        let synthetic = lister(fanout, files);
+        let list = |cap: &Cap| {
+            listed.fetch_add(1, Ordering::Relaxed);
+            synthetic(cap)
+        };
         let root = Cap::parse("URI:DIR2-RO:L0:root").unwrap();
-        let mut walk = Walk::new(&list, &root);
-        let listing = list(&root).unwrap();
-        walk.walk_dir(&shared, listing, false, None, None);
-        let counted = Count::totals(&opts, &list, &root, list(&root).unwrap());
-        assert_eq!(counted, (walk.dirs_listed, walk.objects, walk.bytes));
+        let mut walk = Walk::new(&list, &root, ahead.max(1));
+        let (requests, request_rx) = sync_channel::<Request>(ahead.max(1));
+        let request_rx = Mutex::new(request_rx);
+        std::thread::scope(|s| {
+            if ahead > 0 {
+                for _ in 0..ahead {
+                    s.spawn(|| fetch_ahead(&list, &request_rx));
+                }
+                walk.ahead = Some(requests);
+            } else {
+                drop(requests);
+            }
+            walk.walk_dir(&shared, list(&root).unwrap(), false, None, None);
+            walk.ahead = None;
+        });
         assert!(shared.failures.lock().unwrap().is_empty());
         assert_eq!(
             walk.planned.len(),
             fanout + fanout * fanout + fanout * fanout * files
         );
+        assert_eq!(walk.dirs_listed, 1 + (fanout + fanout * fanout) as u64);
         assert!(walk.hlinks_counted.is_empty());
-        assert_eq!(walk.held, 0);
-        assert!(walk.keys.len() == 1 && walk.rel.is_empty());
-        (walk.objects, walk.peak_held, walk.peak_depth)
+        assert_eq!((walk.held, walk.outstanding), (0, 0));
+        assert!(walk.keys.len() == 1 && walk.rel.is_empty() && walk.levels.is_empty());
+        Walked {
+            objects: walk.objects,
+            peak_held: walk.peak_held,
+            peak_ahead: walk.peak_outstanding,
+            peak_depth: walk.peak_depth,
+            listed: listed.load(Ordering::Relaxed),
+            planned: walk.planned,
+        }
     }
 
     /// What the walk holds is bounded by the depth and the listings on its
-    /// path: 10,000 files hold no more than 100 do (counted, not timed).
+    /// path (and, fetching ahead, that many listings more): 10,000 files
+    /// hold no more than 100 do (counted, not timed).
     #[test]
     fn walk_state_does_not_grow_with_the_number_of_entries() {
-        let (small, small_held, small_depth) = walk(1, 100);
-        let (big, big_held, big_depth) = walk(10, 100);
-        assert_eq!((small, big), (100, 10_000));
-        assert_eq!((small_depth, big_depth), (3, 3));
-        // The listings on the path: the leaf directory's 100 files and
-        // what is left of its ancestors' (at most 9 + 9 directories).
-        assert_eq!(small_held, 100);
-        assert!(big_held <= 100 + 2 * 9, "{big_held}");
+        for ahead in [0, 4] {
+            let small = walk(1, 100, ahead);
+            let big = walk(10, 100, ahead);
+            assert_eq!((small.objects, big.objects), (100, 10_000));
+            assert_eq!((small.peak_depth, big.peak_depth), (3, 3));
+            // The listings on the path: the leaf directory's 100 files and
+            // what is left of its ancestors' (at most 9 + 9 directories).
+            assert_eq!(small.peak_held, 100);
+            assert!(big.peak_held <= 100 + 2 * 9, "{}", big.peak_held);
+            // At most `ahead` listings (of 100 files here) wait besides.
+            assert!(big.peak_ahead <= ahead, "{}", big.peak_ahead);
+        }
+    }
+
+    /// Listings fetched ahead are those the walk enters, each directory
+    /// listed once (no second walk for totals), and the walk's order and
+    /// output do not change.
+    #[test]
+    fn fetching_ahead_lists_each_directory_once_in_the_same_order() {
+        let alone = walk(6, 3, 0);
+        let ahead = walk(6, 3, 4);
+        let dirs = 1 + 6 + 36;
+        assert_eq!((alone.listed, ahead.listed), (dirs, dirs));
+        assert_eq!(alone.planned, ahead.planned);
+        assert_eq!(ahead.peak_ahead, 4);
     }
 }
