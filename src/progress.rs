@@ -939,6 +939,27 @@ mod tests {
         }
     }
 
+    /// Without a total (a restore of part of a backup) what is done is
+    /// shown, and never an ETA, not even "0s" at the end.
+    #[test]
+    fn without_a_total_there_is_no_eta() {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let p = Progress::with_sink(Mode::Json, Sink::Memory(Arc::clone(&buffer)));
+        p.start_without_total();
+        for _ in 0..3 {
+            p.object_done(7);
+        }
+        p.finish();
+        let text = String::from_utf8(buffer.lock().expect("lock").clone()).expect("utf-8");
+        let last: serde_json::Value =
+            serde_json::from_str(text.lines().last().expect("a line")).expect("json");
+        assert_eq!(
+            (last["objects_done"].as_u64(), last["bytes_done"].as_u64()),
+            (Some(3), Some(21))
+        );
+        assert!(last["eta_secs"].is_null(), "{last}");
+    }
+
     #[test]
     fn json_mode_is_silent_before_the_total_is_known() {
         let buffer = Arc::new(Mutex::new(Vec::new()));
