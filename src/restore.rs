@@ -200,30 +200,18 @@ pub(crate) fn run(
         refuse_non_empty(target)?;
     }
     let mut listing = tree::list(client, root, true)?;
-    let shared = Shared {
+    let shared = Shared::new(
         client,
         opts,
         progress,
-        ctx: Ctx {
+        Ctx {
             root: nix::unistd::geteuid().is_root(),
             no_owner: opts.no_owner,
             no_setuid: opts.no_setuid,
             no_caps: opts.no_caps,
             no_xattrs: opts.no_xattrs,
         },
-        withheld: Mutex::new(Vec::new()),
-        devices: AtomicU64::new(0),
-        setid: AtomicU64::new(0),
-        caps: AtomicU64::new(0),
-        failures: Mutex::new(Vec::new()),
-        links: Mutex::new(HashMap::new()),
-        leader_done: Condvar::new(),
-        deferred: Mutex::new(Vec::new()),
-        written: AtomicU64::new(0),
-        skipped: AtomicU64::new(0),
-        bytes: AtomicU64::new(0),
-        temp_counter: AtomicU64::new(0),
-    };
+    );
     let root_meta = listing.root_meta.take();
     let target_dir = if opts.dry_run {
         None
@@ -391,7 +379,28 @@ struct Shared<'a> {
     temp_counter: AtomicU64,
 }
 
-impl Shared<'_> {
+impl<'a> Shared<'a> {
+    fn new(client: &'a Client, opts: &'a Options, progress: &'a Progress, ctx: Ctx) -> Self {
+        Shared {
+            client,
+            opts,
+            progress,
+            ctx,
+            failures: Mutex::new(Vec::new()),
+            withheld: Mutex::new(Vec::new()),
+            devices: AtomicU64::new(0),
+            setid: AtomicU64::new(0),
+            caps: AtomicU64::new(0),
+            links: Mutex::new(HashMap::new()),
+            leader_done: Condvar::new(),
+            deferred: Mutex::new(Vec::new()),
+            written: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            temp_counter: AtomicU64::new(0),
+        }
+    }
+
     fn fail(&self, path: &str, why: String) {
         warn!("{path}: {why}");
         if let Ok(mut f) = self.failures.lock() {
@@ -1520,24 +1529,7 @@ mod tests {
             ..Default::default()
         };
         let progress = Progress::new(crate::progress::Mode::Off);
-        let shared = Shared {
-            client: &client,
-            opts: &opts,
-            progress: &progress,
-            ctx: Ctx::default(),
-            failures: Mutex::new(Vec::new()),
-            withheld: Mutex::new(Vec::new()),
-            devices: AtomicU64::new(0),
-            setid: AtomicU64::new(0),
-            caps: AtomicU64::new(0),
-            links: Mutex::new(HashMap::new()),
-            leader_done: Condvar::new(),
-            deferred: Mutex::new(Vec::new()),
-            written: AtomicU64::new(0),
-            skipped: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
-            temp_counter: AtomicU64::new(0),
-        };
+        let shared = Shared::new(&client, &opts, &progress, Ctx::default());
         let listed = std::sync::atomic::AtomicUsize::new(0);
         let synthetic = lister(fanout, files);
         let list = |cap: &Cap| {
