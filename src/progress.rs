@@ -124,6 +124,13 @@ impl Progress {
         }
     }
 
+    /// Starts the display without a total (what is left is not known):
+    /// counts and the rate, no ETA.
+    pub(crate) fn start_without_total(&self) {
+        self.counters.no_total.store(true, Ordering::Relaxed);
+        self.set_total(0, 0);
+    }
+
     /// Lowers the bound when dedup finds a copy (the object needs no upload)
     /// or a file turns out smaller than expected.
     pub(crate) fn shrink_total(&self, objects: u64, bytes: u64) {
@@ -215,6 +222,8 @@ struct Counters {
     bytes_in_flight: AtomicU64,
     /// `set_total` was called.
     started: AtomicBool,
+    /// [`Progress::start_without_total`] was called.
+    no_total: AtomicBool,
 }
 
 impl Counters {
@@ -457,6 +466,22 @@ fn update_bar(bar: &ProgressBar, snapshot: &Snapshot, rates: Option<&Rates>, eta
     bar.force_draw();
 }
 
+/// Shows `snapshot` on a bar whose total is not known: what is done and
+/// the rate (`12 objects  1.5 MiB  300.0 KiB/s`), the bar itself empty.
+fn update_bar_without_total(bar: &ProgressBar, snapshot: &Snapshot, rates: Option<&Rates>) {
+    let rate = rates.map_or_else(
+        || "?".to_owned(),
+        |r| human_bytes(r.sent_bytes_per_sec.round() as u64),
+    );
+    bar.unset_length();
+    bar.set_message(format!(
+        "{} objects  {}  {rate}/s",
+        snapshot.objects_done,
+        human_bytes(snapshot.bytes_done)
+    ));
+    bar.force_draw();
+}
+
 /// Where JSON lines go.
 enum Sink {
     Stdout,
@@ -544,13 +569,21 @@ fn run_ticker(
         let snapshot = counters.snapshot();
         window.push(now, snapshot);
         let rates = window.rates();
-        let eta = eta_secs(
-            snapshot.remaining_objects(),
-            snapshot.remaining_bytes(),
-            rates.as_ref(),
-            window.observed_secs(now),
-        );
+        let no_total = counters.no_total.load(Ordering::Relaxed);
+        let eta = (!no_total)
+            .then(|| {
+                eta_secs(
+                    snapshot.remaining_objects(),
+                    snapshot.remaining_bytes(),
+                    rates.as_ref(),
+                    window.observed_secs(now),
+                )
+            })
+            .flatten();
         match (mode, bar) {
+            (Mode::Bar, Some(bar)) if !stop && no_total => {
+                update_bar_without_total(bar, &snapshot, rates.as_ref());
+            }
             (Mode::Bar, Some(bar)) if !stop => update_bar(bar, &snapshot, rates.as_ref(), eta),
             (Mode::Json, _) => {
                 let due = match last_line {
@@ -904,6 +937,27 @@ mod tests {
         for key in ["bytes_per_sec", "eta_secs"] {
             assert!(last.get(key).is_some(), "{key} missing: {last}");
         }
+    }
+
+    /// Without a total (a restore of part of a backup) what is done is
+    /// shown, and never an ETA, not even "0s" at the end.
+    #[test]
+    fn without_a_total_there_is_no_eta() {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let p = Progress::with_sink(Mode::Json, Sink::Memory(Arc::clone(&buffer)));
+        p.start_without_total();
+        for _ in 0..3 {
+            p.object_done(7);
+        }
+        p.finish();
+        let text = String::from_utf8(buffer.lock().expect("lock").clone()).expect("utf-8");
+        let last: serde_json::Value =
+            serde_json::from_str(text.lines().last().expect("a line")).expect("json");
+        assert_eq!(
+            (last["objects_done"].as_u64(), last["bytes_done"].as_u64()),
+            (Some(3), Some(21))
+        );
+        assert!(last["eta_secs"].is_null(), "{last}");
     }
 
     #[test]

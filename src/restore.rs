@@ -15,18 +15,22 @@
 //!   `RENAME_NOREPLACE` unless `--overwrite`): an interrupted restore leaves
 //!   no half-written file under a real name.
 //!
-//! Order: first every selected directory is listed (once each, a level at
-//! a time, `concurrency` listings in flight), so the totals are known
-//! before anything is written; then the plan is walked depth-first on the
-//! calling thread (directories created as they are met, mode 0700) while a
-//! pool of `concurrency` workers downloads files and makes symlinks and
-//! special files; then hard links (`linkat` to the first name restored);
-//! then the directories' metadata, children before parents; TARGET's last.
+//! Order: the tree is walked depth-first on the calling thread, each
+//! directory made (mode 0700) when its listing arrives, its entries handed
+//! to a pool of `concurrency` workers as they are met (files, symlinks,
+//! special files, and later names of hard links, linked once the first
+//! name is restored); up to `concurrency` listings of the directories the
+//! walk enters next are fetched ahead; no plan is held ([`Walk`]). A
+//! directory's metadata is set when it is finished, after everything
+//! beneath it ([`OpenDir`]), or at the end for the directories that hold
+//! the first name of a hard link and their ancestors; TARGET's last. The
+//! progress totals are those the backup recorded ([`Options::totals`]),
+//! never counted by listing the tree twice.
 
 pub(crate) mod apply;
 mod content;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -34,9 +38,9 @@ use std::os::unix::ffi::OsStrExt as _;
 use std::path::Path;
 
 use crate::scan::longpath::{self, DirPath};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, RenameFlags, openat, renameat2};
@@ -129,6 +133,11 @@ pub(crate) struct Options {
     /// `--no-xattrs`: set no extended attributes (ACLs and capabilities
     /// aside).
     pub no_xattrs: bool,
+    /// The entries (directories and every name of a hard link included)
+    /// and content bytes the backup recorded when it was made, when the
+    /// restore source is a recorded backup: the progress display's totals
+    /// when the whole of it is restored.
+    pub totals: Option<(u64, u64)>,
 }
 
 /// What a restore did.
@@ -174,9 +183,12 @@ pub(crate) enum RestoreError {
 }
 
 /// Restores the backup whose root directory is `root` into `target`.
-/// Every selected directory is listed first; `progress` gets the final
-/// totals (entries, content bytes) before the first download and is told
-/// about every entry as it is written.
+/// The tree is walked depth-first and every entry is restored as it is
+/// met, with the listings of the next directories fetched ahead: what the
+/// walk holds is bounded by the depth, the listings on its path and those
+/// fetched ahead, never by the number of entries (see [`Walk`]).
+/// `progress` gets `opts.totals` when they are known, else counts without
+/// a total.
 pub(crate) fn run(
     client: &Client,
     root: &Cap,
@@ -187,46 +199,22 @@ pub(crate) fn run(
     if !opts.overwrite && !opts.skip_existing {
         refuse_non_empty(target)?;
     }
-    let listing = tree::list(client, root, true)?;
-    let shared = Shared {
+    let mut listing = tree::list(client, root, true)?;
+    let shared = Shared::new(
         client,
         opts,
         progress,
-        ctx: Ctx {
+        Ctx {
             root: nix::unistd::geteuid().is_root(),
             no_owner: opts.no_owner,
             no_setuid: opts.no_setuid,
             no_caps: opts.no_caps,
             no_xattrs: opts.no_xattrs,
         },
-        withheld: Mutex::new(Vec::new()),
-        devices: AtomicU64::new(0),
-        setid: AtomicU64::new(0),
-        caps: AtomicU64::new(0),
-        failures: Mutex::new(Vec::new()),
-        links: Mutex::new(HashMap::new()),
-        written: AtomicU64::new(0),
-        skipped: AtomicU64::new(0),
-        bytes: AtomicU64::new(0),
-        temp_counter: AtomicU64::new(0),
-    };
-    let mut walk = Walk {
-        planned: Vec::new(),
-        dirs: Vec::new(),
-        followers: Vec::new(),
-        matched: HashSet::new(),
-    };
-    let root_meta = listing.root_meta.clone();
-    let mut plan = walk.plan(&shared, root, listing);
-    info!(
-        "{} directories listed: {} entries, {} bytes of content to restore",
-        plan.dirs.iter().filter(|d| d.listed).count(),
-        plan.objects,
-        plan.bytes
     );
-
-    if opts.dry_run {
-        walk.execute(&shared, &mut plan, 0, None, None);
+    let root_meta = listing.root_meta.take();
+    let target_dir = if opts.dry_run {
+        None
     } else {
         let target_err = |source| RestoreError::Target {
             path: target.display().to_string(),
@@ -235,28 +223,78 @@ pub(crate) fn run(
         // TARGET may be longer than PATH_MAX: made and opened a chunk at a
         // time; everything below it is reached from its descriptor.
         longpath::create_dir_all(target).map_err(target_err)?;
-        let target_dir = Arc::new(
-            DirPath::resolve(target)
-                .and_then(|dir| open_dir_path(dir.path()))
-                .map_err(target_err)?,
-        );
-        progress.set_total(plan.objects, plan.bytes);
-        let workers = opts.concurrency.max(1);
-        let (tx, rx) = sync_channel::<Job>(workers * 2);
-        let rx = Mutex::new(rx);
-        std::thread::scope(|s| {
-            for _ in 0..workers {
-                s.spawn(|| worker(&shared, &rx));
+        let file = DirPath::resolve(target)
+            .and_then(|dir| open_dir_path(dir.path()))
+            .map_err(target_err)?;
+        show_totals(opts, progress);
+        // TARGET is the backup's root: one of the entries it recorded.
+        progress.object_done(0);
+        Some(Arc::new(OpenDir {
+            file,
+            // TARGET's own metadata is applied last, below.
+            finish: None,
+            parent: None,
+            pinned: AtomicBool::new(false),
+            shared: &shared,
+        }))
+    };
+    let list = |cap: &Cap| tree::list(client, cap, false);
+    // Listings fetched ahead of the walk: as many at a time as downloads.
+    let ahead = opts.concurrency.max(1);
+    let mut walk = Walk::new(&list, root, ahead);
+    let (requests, request_rx) = sync_channel::<Request>(ahead);
+    let request_rx = Mutex::new(request_rx);
+    let workers = if opts.dry_run { 0 } else { ahead };
+    let (tx, rx) = sync_channel::<Job<'_>>(workers * 2);
+    let rx = Mutex::new(rx);
+    std::thread::scope(|s| {
+        for _ in 0..ahead {
+            s.spawn(|| fetch_ahead(&list, &request_rx));
+        }
+        walk.ahead = Some(requests);
+        match &target_dir {
+            None => walk.walk_dir(&shared, listing, false, None, None),
+            Some(dir) => {
+                for _ in 0..workers {
+                    s.spawn(|| worker(&shared, &rx, &dir.file));
+                }
+                walk.walk_dir(&shared, listing, false, Some(dir), Some(&tx));
             }
-            walk.execute(&shared, &mut plan, 0, Some(&target_dir), Some(&tx));
-            drop(tx);
-        });
-        walk.link_followers(&shared, &target_dir);
-        walk.finish_dirs(&shared, &target_dir);
+        }
+        // Closing the channels ends the threads.
+        walk.ahead = None;
+        drop(tx);
+    });
+    if let Some(dir) = &target_dir {
+        // Directories whose metadata waited for the hard links into them
+        // (children first, so their ancestors are still open to us).
+        let deferred = shared
+            .deferred
+            .lock()
+            .map(|mut d| std::mem::take(&mut *d))
+            .unwrap_or_default();
+        for Finish { rel, meta } in deferred {
+            match open_rel(&dir.file, &rel) {
+                Ok(file) => {
+                    let problems = apply::apply(&At::Open(&file), &meta, true, false, shared.ctx);
+                    shared.problems(&display(&rel), problems);
+                }
+                Err(e) => shared.fail(
+                    &display(&rel),
+                    format!("cannot open the directory to set its metadata: {e}"),
+                ),
+            }
+        }
         if let Some(meta) = root_meta {
-            let problems = apply::apply(&At::Open(&target_dir), &meta, true, false, shared.ctx);
+            let problems = apply::apply(&At::Open(&dir.file), &meta, true, false, shared.ctx);
             shared.problems(".", problems);
         }
+        info!("{} directories listed", walk.dirs_listed);
+    } else {
+        info!(
+            "{} directories listed: {} entries, {} bytes of content to restore",
+            walk.dirs_listed, walk.objects, walk.bytes
+        );
     }
     if let Selection::Paths(paths) = &opts.selection {
         for (i, p) in paths.iter().enumerate() {
@@ -265,6 +303,10 @@ pub(crate) fn run(
             }
         }
     }
+    let planned = std::mem::take(&mut walk.planned);
+    drop(walk);
+    drop(target_dir);
+    drop(rx);
     let mut failures = shared.failures.into_inner().unwrap_or_default();
     failures.sort();
     let mut withheld = shared.withheld.into_inner().unwrap_or_default();
@@ -278,8 +320,28 @@ pub(crate) fn run(
         skipped: shared.skipped.into_inner(),
         bytes: shared.bytes.into_inner(),
         failures,
-        planned: walk.planned,
+        planned,
     })
+}
+
+/// Starts the progress display: against the totals the backup recorded
+/// when they are those of what is restored (the whole backup), else
+/// counting without a total (and so without an ETA). The totals are never
+/// counted by listing the tree ahead of the restore.
+fn show_totals(opts: &Options, progress: &Progress) {
+    match (opts.totals, &opts.selection) {
+        (Some((entries, bytes)), Selection::All) => {
+            info!(
+                "{entries} entries, {bytes} bytes of content to restore (as the backup recorded \
+                 them)"
+            );
+            progress.set_total(entries, bytes);
+        }
+        _ => {
+            info!("the size of what is restored is not known ahead: progress shows no total");
+            progress.start_without_total();
+        }
+    }
 }
 
 /// The first restored name of a hard-linked inode.
@@ -300,14 +362,45 @@ struct Shared<'a> {
     devices: AtomicU64,
     setid: AtomicU64,
     caps: AtomicU64,
+    /// The first name of each hard-linked inode met so far. Only entries
+    /// recorded with `hlink` (link candidates: `st_nlink > 1` at backup
+    /// time) are in it: the one piece of restore state that grows with the
+    /// tree, bounded by the number of hard-linked inodes, not entries.
     links: Mutex<HashMap<(u64, u64), Leader>>,
+    /// Signalled when a [`Leader`] leaves `Pending`.
+    leader_done: Condvar,
+    /// Directories whose metadata waits for the end of the restore (see
+    /// [`OpenDir`]), children before parents: directories holding the
+    /// first name of a hard link and their ancestors.
+    deferred: Mutex<Vec<Finish>>,
     written: AtomicU64,
     skipped: AtomicU64,
     bytes: AtomicU64,
     temp_counter: AtomicU64,
 }
 
-impl Shared<'_> {
+impl<'a> Shared<'a> {
+    fn new(client: &'a Client, opts: &'a Options, progress: &'a Progress, ctx: Ctx) -> Self {
+        Shared {
+            client,
+            opts,
+            progress,
+            ctx,
+            failures: Mutex::new(Vec::new()),
+            withheld: Mutex::new(Vec::new()),
+            devices: AtomicU64::new(0),
+            setid: AtomicU64::new(0),
+            caps: AtomicU64::new(0),
+            links: Mutex::new(HashMap::new()),
+            leader_done: Condvar::new(),
+            deferred: Mutex::new(Vec::new()),
+            written: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            temp_counter: AtomicU64::new(0),
+        }
+    }
+
     fn fail(&self, path: &str, why: String) {
         warn!("{path}: {why}");
         if let Ok(mut f) = self.failures.lock() {
@@ -360,82 +453,186 @@ impl Shared<'_> {
         if let Ok(mut links) = self.links.lock() {
             links.insert(hlink, state);
         }
+        self.leader_done.notify_all();
+    }
+
+    /// The first name of `hlink` once its worker is done with it (`None`
+    /// when it was not restored). It cannot wait forever: the first name's
+    /// job was queued, and so taken by a worker, before any later name's.
+    fn wait_leader(&self, hlink: (u64, u64)) -> Option<Vec<Vec<u8>>> {
+        let mut links = self.links.lock().ok()?;
+        loop {
+            match links.get(&hlink) {
+                Some(Leader::Pending) => links = self.leader_done.wait(links).ok()?,
+                Some(Leader::Done(path)) => return Some(path.clone()),
+                Some(Leader::Failed) | None => return None,
+            }
+        }
+    }
+}
+
+/// A directory being restored. Its metadata (mode, owner, mtime) is set
+/// when the last holder lets go: the walk holds it while it walks the
+/// directory, each worker job inside it holds it, and so does each
+/// directory made in it, so nothing is written into it afterwards (its
+/// mtime stays) and it is finished after everything beneath it.
+///
+/// A directory that holds the first name of a hard link is `pinned`: a
+/// later name, met anywhere later in the walk, is linked to that name
+/// through the path from TARGET, which a final mode without search
+/// permission (for a restore that is not root's) on the directory or an
+/// ancestor would close. Its metadata, and that of each of its ancestors,
+/// waits in [`Shared::deferred`] until the end of the restore.
+struct OpenDir<'s> {
+    file: File,
+    /// `None` for TARGET, whose metadata [`run`] applies last.
+    finish: Option<Finish>,
+    /// The directory this one was made in (`None` for TARGET).
+    parent: Option<Arc<OpenDir<'s>>>,
+    pinned: AtomicBool,
+    shared: &'s Shared<'s>,
+}
+
+/// A directory's metadata, to set when it is finished.
+struct Finish {
+    /// Path from TARGET.
+    rel: Vec<Vec<u8>>,
+    meta: EdgeMeta,
+}
+
+impl OpenDir<'_> {
+    /// Defers this directory's metadata (and its ancestors') to the end of
+    /// the restore.
+    fn pin(&self) {
+        self.pinned.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for OpenDir<'_> {
+    fn drop(&mut self) {
+        let Some(finish) = self.finish.take() else {
+            return;
+        };
+        if self.pinned.load(Ordering::Acquire) {
+            // The parent is still held (by this directory): its metadata
+            // waits too, and is deferred after this one.
+            if let Some(parent) = &self.parent {
+                parent.pin();
+            }
+            if let Ok(mut deferred) = self.shared.deferred.lock() {
+                deferred.push(finish);
+            }
+            return;
+        }
+        let problems = apply::apply(
+            &At::Open(&self.file),
+            &finish.meta,
+            true,
+            false,
+            self.shared.ctx,
+        );
+        self.shared.problems(&display(&finish.rel), problems);
     }
 }
 
 /// A non-directory for the workers.
-struct Job {
-    dir: Arc<File>,
+struct Job<'s> {
+    dir: Arc<OpenDir<'s>>,
     /// Path of the entry, components from TARGET.
     rel: Vec<Vec<u8>>,
     node: Node,
+    /// A later name of a hard-linked inode: linked to the first name.
+    follower: bool,
 }
 
-/// A later name of a hard-linked inode, linked after the workers finish.
-struct Follower {
-    rel: Vec<Vec<u8>>,
-    hlink: (u64, u64),
-}
+/// How a directory's listing is obtained (the grid; a synthetic tree in
+/// the unit tests), from the walk's thread and the threads that fetch
+/// listings ahead of it.
+type Lister<'l> = dyn Fn(&Cap) -> Result<tree::Listing, tree::TreeError> + Sync + 'l;
 
-/// The restore's plan: every directory to make, listed before anything
-/// is written, so the totals (entries, bytes) are known when downloads
-/// start and the progress display can show an honest ETA.
-#[derive(Default)]
-struct Plan {
-    /// `dirs[0]` is the backup root (TARGET).
-    dirs: Vec<PlannedDir>,
-    /// Non-directories that will be downloaded or made (hard-link followers
-    /// not counted), and their content bytes.
-    objects: u64,
-    bytes: u64,
-}
+/// A listing fetched ahead of the walk: asked for by the walk, answered
+/// by one of the [`fetch_ahead`] threads.
+type Ticket = Receiver<Result<tree::Listing, tree::TreeError>>;
+/// A request for a listing: the directory and where to answer.
+type Request = (Cap, SyncSender<Result<tree::Listing, tree::TreeError>>);
 
-impl Plan {
-    /// `(object key, display path)` of the directory `idx` and each of its
-    /// ancestors, up to the root.
-    fn ancestors(&self, idx: usize) -> impl Iterator<Item = (&str, impl FnOnce() -> String)> {
-        std::iter::successors(Some(idx), |&i| self.dirs.get(i).and_then(|d| d.parent)).filter_map(
-            |i| {
-                self.dirs
-                    .get(i)
-                    .map(|d| (d.key.as_str(), move || format!("/{}", display(&d.rel))))
-            },
-        )
+/// A thread that lists the directories the walk asks for ahead of it,
+/// until the walk closes the channel. An answer the walk no longer wants
+/// (its ticket was given up) is dropped.
+fn fetch_ahead(list: &Lister<'_>, requests: &Mutex<Receiver<Request>>) {
+    loop {
+        let request = match requests.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok((cap, answer)) = request else {
+            return;
+        };
+        let _ = answer.send(list(&cap));
     }
 }
 
-struct PlannedDir {
-    rel: Vec<Vec<u8>>,
-    /// The directory's own metadata (the root's is applied separately).
-    meta: EdgeMeta,
-    /// The child names (selected or not) that look like temporary names:
-    /// a leftover of an interrupted run is removed unless the backup itself
-    /// has that name. (Almost always empty: the plan holds every entry of
-    /// the backup, so it stays lean.)
-    temp_like_names: HashSet<Vec<u8>>,
-    entries: Vec<Entry>,
-    /// False when the listing failed (reported): the directory is not made
-    /// at all, since an empty one would look like a complete restore.
-    listed: bool,
-    /// The parent's index in [`Plan::dirs`] (`None` for the root).
-    parent: Option<usize>,
-    /// The directory's [`Cap::object_key`], to refuse cycles.
-    key: String,
+/// The listing of a directory on the walk's current path.
+struct Level {
+    /// The entries not walked yet, in order.
+    children: VecDeque<Node>,
+    /// How many entries were taken from `children` (the index of its
+    /// front in the listing).
+    taken: usize,
+    /// The index of the next entry looked at for fetching ahead.
+    scan: usize,
+    /// Whether the directory is selected itself (not only an ancestor of a
+    /// selected path).
+    selected: bool,
+    /// Listings fetched ahead for subdirectories (by index), in order.
+    tickets: VecDeque<(usize, Ticket)>,
 }
 
-enum Entry {
-    /// Index into [`Plan::dirs`].
-    Dir(usize),
-    Leaf(Box<Node>),
-}
-
-struct Walk {
+/// The restore's walk: depth-first, its entries handed to the workers as
+/// they are met. What it holds is bounded by the depth (`keys`, `rel`,
+/// `levels`), the listings on the current path and at most `limit`
+/// listings fetched ahead, never by the number of entries in the tree: the
+/// workers' queue is bounded too, and a directory's metadata is set when
+/// it is finished ([`OpenDir`]). Only the hard-link map grows, with link
+/// candidates (and the directories holding their first names).
+///
+/// Fetching ahead: the next directories in the walk's order that are not
+/// listed yet are the subdirectories not yet walked of the listings on the
+/// path, the deepest first; up to `limit` of them are asked for, so a tree
+/// of many small directories does not wait for one listing at a time.
+struct Walk<'l> {
+    list: &'l Lister<'l>,
+    /// Where listings are asked for ahead (`None`: each is fetched when the
+    /// walk gets to it).
+    ahead: Option<SyncSender<Request>>,
+    /// The most tickets held at once.
+    limit: usize,
+    /// Tickets held (in `levels`), and the most at any time.
+    outstanding: usize,
+    peak_outstanding: usize,
+    /// The listings on the current path, TARGET's first.
+    levels: Vec<Level>,
+    /// The dry run's output (`--dry-run` only).
     planned: Vec<String>,
-    /// Directories to finish (metadata), children before parents.
-    dirs: Vec<(Vec<Vec<u8>>, EdgeMeta)>,
-    followers: Vec<Follower>,
     /// Indexes of the selected paths that were found.
     matched: HashSet<usize>,
+    /// Object keys of the directories on the current path, TARGET first:
+    /// a descent into one of them is a cycle.
+    keys: Vec<String>,
+    /// Path of the entry being walked, components from TARGET.
+    rel: Vec<Vec<u8>>,
+    /// Hard-linked inodes counted in the totals (link candidates only).
+    hlinks_counted: HashSet<(u64, u64)>,
+    dirs_listed: u64,
+    /// Non-directories met that will be downloaded or made (hard-link
+    /// followers not counted), and their content bytes.
+    objects: u64,
+    bytes: u64,
+    /// Entries of the listings on the current path not walked yet, and the
+    /// most at any time (what the unit test counts).
+    held: usize,
+    peak_held: usize,
+    peak_depth: usize,
 }
 
 /// The display form of a relative path.
@@ -456,227 +653,341 @@ enum Selected {
     Yes,
 }
 
-impl Walk {
-    /// Whether the entry `rel` is restored. Rules are applied to every
-    /// entry, as the config's filter is (an excluded directory is not
-    /// descended into); a PATH selects itself and everything beneath it,
-    /// and every PATH met is marked found, also inside another PATH.
-    fn select(
-        &mut self,
-        opts: &Options,
-        rel: &[Vec<u8>],
-        is_dir: bool,
-        parent_selected: bool,
-    ) -> Selected {
-        match &opts.selection {
-            Selection::All => Selected::Yes,
-            Selection::Rules(filter) => {
-                if filter.includes(&rel.join(&b'/'), is_dir) {
-                    Selected::Yes
-                } else {
-                    Selected::No
-                }
-            }
-            Selection::Paths(paths) => {
-                let mut result = if parent_selected {
-                    Selected::Yes
-                } else {
-                    Selected::No
-                };
-                for (i, p) in paths.iter().enumerate() {
-                    if rel.starts_with(p) {
-                        self.matched.insert(i);
-                        result = Selected::Yes;
-                    } else if is_dir && p.starts_with(rel) && matches!(result, Selected::No) {
-                        result = Selected::Ancestor;
-                    }
-                }
-                result
+/// Whether the entry `rel` is restored. Rules are applied to every entry,
+/// as the config's filter is (an excluded directory is not descended
+/// into); a PATH selects itself and everything beneath it, and every PATH
+/// met is marked found in `matched`, also inside another PATH.
+fn select(
+    matched: &mut HashSet<usize>,
+    opts: &Options,
+    rel: &[Vec<u8>],
+    is_dir: bool,
+    parent_selected: bool,
+) -> Selected {
+    match &opts.selection {
+        Selection::All => Selected::Yes,
+        Selection::Rules(filter) => {
+            if filter.includes(&rel.join(&b'/'), is_dir) {
+                Selected::Yes
+            } else {
+                Selected::No
             }
         }
+        Selection::Paths(paths) => {
+            let mut result = if parent_selected {
+                Selected::Yes
+            } else {
+                Selected::No
+            };
+            for (i, p) in paths.iter().enumerate() {
+                if rel.starts_with(p) {
+                    matched.insert(i);
+                    result = Selected::Yes;
+                } else if is_dir && p.starts_with(rel) && matches!(result, Selected::No) {
+                    result = Selected::Ancestor;
+                }
+            }
+            result
+        }
     }
+}
 
-    /// Lists every selected directory of the backup, one level at a time,
-    /// up to `concurrency` listings in flight, and returns what to restore.
-    /// Refusals and unlistable directories are reported here.
-    ///
-    /// A directory that is its own ancestor (a cycle) or deeper than
-    /// [`tree::MAX_DEPTH`] is refused (reported) and not listed.
-    fn plan(&mut self, shared: &Shared<'_>, root_cap: &Cap, root: tree::Listing) -> Plan {
-        let mut plan = Plan::default();
-        let mut hlinks_seen = HashSet::new();
-        plan.dirs.push(PlannedDir {
+impl<'l> Walk<'l> {
+    /// A walk from `root` that fetches up to `limit` listings ahead once
+    /// [`Walk::ahead`] is set.
+    fn new(list: &'l Lister<'l>, root: &Cap, limit: usize) -> Walk<'l> {
+        Walk {
+            list,
+            ahead: None,
+            limit,
+            outstanding: 0,
+            peak_outstanding: 0,
+            levels: Vec::new(),
+            planned: Vec::new(),
+            matched: HashSet::new(),
+            keys: vec![root.object_key()],
             rel: Vec::new(),
-            meta: EdgeMeta::default(),
-            temp_like_names: HashSet::new(),
-            entries: Vec::new(),
-            listed: true,
-            parent: None,
-            key: root_cap.object_key(),
-        });
-        // (index in plan.dirs, whether it is selected itself, its listing)
-        let mut level: Vec<(usize, bool, tree::Listing)> = vec![(0, false, root)];
-        while !level.is_empty() {
-            // (index in plan.dirs, selected itself, cap): the next level.
-            let mut to_list: Vec<(usize, bool, Cap)> = Vec::new();
-            for (idx, selected, mut listing) in level {
-                // A backup root linked inside this tree (an
-                // `append_to_lafs_dir` directory) carries its own metadata.
-                if idx != 0
-                    && let Some(meta) = listing.root_meta.take()
-                {
-                    plan.dirs[idx].meta = meta;
-                }
-                let rel = plan.dirs[idx].rel.clone();
-                for (edge, why) in listing.refused {
-                    let mut shown = display(&rel);
-                    if !shown.is_empty() {
-                        shown.push('/');
-                    }
-                    shown.push_str(&edge);
-                    shared.fail(&shown, format!("refused: {why}"));
-                }
-                plan.dirs[idx].temp_like_names = listing
-                    .children
-                    .iter()
-                    .filter(|n| n.name.starts_with(TEMP_PREFIX.as_bytes()))
-                    .map(|n| n.name.clone())
-                    .collect();
-                for mut node in listing.children {
-                    // Only needed while listing; the plan holds every entry.
-                    node.edge_name = String::new();
-                    node.meta.name_raw = None;
-                    let mut child_rel = rel.clone();
-                    child_rel.push(node.name.clone());
-                    let is_dir = node.kind == Kind::Dir;
-                    let sel = self.select(shared.opts, &child_rel, is_dir, selected);
-                    match sel {
-                        Selected::No => {}
-                        _ if is_dir => {
-                            if let Some(why) = tree::refuse_descent(
-                                &node.cap,
-                                child_rel.len(),
-                                plan.ancestors(idx),
-                            ) {
-                                shared.fail(&display(&child_rel), format!("refused: {why}"));
-                                continue;
-                            }
-                            let child = plan.dirs.len();
-                            let cap = node.cap.clone();
-                            plan.dirs.push(PlannedDir {
-                                rel: child_rel,
-                                meta: node.meta,
-                                temp_like_names: HashSet::new(),
-                                entries: Vec::new(),
-                                listed: true,
-                                parent: Some(idx),
-                                key: cap.object_key(),
-                            });
-                            plan.dirs[idx].entries.push(Entry::Dir(child));
-                            to_list.push((child, matches!(sel, Selected::Yes), cap));
-                        }
-                        Selected::Ancestor => {}
-                        Selected::Yes => {
-                            if node.meta.hlink.is_none_or(|h| hlinks_seen.insert(h)) {
-                                plan.objects += 1;
-                                plan.bytes += node_bytes(&node);
-                            }
-                            plan.dirs[idx].entries.push(Entry::Leaf(Box::new(node)));
-                        }
-                    }
-                }
-            }
-            level = Vec::new();
-            let listed = list_all(shared, &to_list);
-            for ((idx, selected, _), result) in to_list.into_iter().zip(listed) {
-                match result {
-                    Ok(listing) => level.push((idx, selected, listing)),
-                    Err(e) => {
-                        shared.fail(
-                            &display(&plan.dirs[idx].rel),
-                            format!("cannot list the directory: {e}"),
-                        );
-                        plan.dirs[idx].listed = false;
-                    }
-                }
-            }
+            hlinks_counted: HashSet::new(),
+            dirs_listed: 1,
+            objects: 0,
+            bytes: 0,
+            held: 0,
+            peak_held: 0,
+            peak_depth: 1,
         }
-        plan
     }
 
-    /// Makes the directory `plan.dirs[idx]`'s entries (its own directory
-    /// already exists as `dir`; `None` in a dry run).
-    fn execute(
+    /// Restores the entries of the directory at `self.rel`, already made
+    /// as `dir` (`None` in a dry run), from its `listing`. Refusals and
+    /// unlistable directories are reported here; a directory that is its
+    /// own ancestor (a cycle) or deeper than [`tree::MAX_DEPTH`] is refused
+    /// and not listed.
+    fn walk_dir<'s>(
         &mut self,
-        shared: &Shared<'_>,
-        plan: &mut Plan,
-        idx: usize,
-        dir: Option<&Arc<File>>,
-        tx: Option<&SyncSender<Job>>,
+        shared: &'s Shared<'s>,
+        listing: tree::Listing,
+        selected: bool,
+        dir: Option<&Arc<OpenDir<'s>>>,
+        tx: Option<&SyncSender<Job<'s>>>,
     ) {
-        let entries = std::mem::take(&mut plan.dirs[idx].entries);
-        if let Some(d) = dir {
-            let names: HashSet<&[u8]> = plan.dirs[idx]
-                .temp_like_names
-                .iter()
-                .map(Vec::as_slice)
-                .collect();
-            remove_stale_temps(d, &names);
+        for (edge, why) in listing.refused {
+            let mut shown = display(&self.rel);
+            if !shown.is_empty() {
+                shown.push('/');
+            }
+            shown.push_str(&edge);
+            shared.fail(&shown, format!("refused: {why}"));
         }
-        // No copy of a path is held across the recursion below: in a deep
-        // tree, one per level would cost the square of the depth.
-        for entry in entries {
-            match entry {
-                Entry::Leaf(node) => {
-                    let mut child_rel = plan.dirs[idx].rel.clone();
-                    child_rel.push(node.name.clone());
-                    self.leaf(shared, dir, child_rel, *node, tx);
+        if let Some(d) = dir {
+            // A leftover of an interrupted run is removed unless the
+            // backup itself has that name.
+            let keep: HashSet<&[u8]> = listing
+                .children
+                .iter()
+                .filter(|n| n.name.starts_with(TEMP_PREFIX.as_bytes()))
+                .map(|n| n.name.as_slice())
+                .collect();
+            remove_stale_temps(&d.file, &keep);
+        }
+        self.held += listing.children.len();
+        self.peak_held = self.peak_held.max(self.held);
+        self.levels.push(Level {
+            children: listing.children.into(),
+            taken: 0,
+            scan: 0,
+            selected,
+            tickets: VecDeque::new(),
+        });
+        self.fetch_more(shared.opts);
+        while let Some((mut node, index)) = self.next_child() {
+            self.held -= 1;
+            node.edge_name = String::new();
+            node.meta.name_raw = None;
+            self.rel.push(node.name.clone());
+            self.entry(shared, node, index, selected, dir, tx);
+            self.rel.pop();
+        }
+        if let Some(level) = self.levels.pop() {
+            self.outstanding -= level.tickets.len();
+        }
+        self.fetch_more(shared.opts);
+    }
+
+    /// The next entry of the deepest level's listing, and its index.
+    fn next_child(&mut self) -> Option<(Node, usize)> {
+        let level = self.levels.last_mut()?;
+        let node = level.children.pop_front()?;
+        let index = level.taken;
+        level.taken += 1;
+        // Listings fetched for entries before this one were not wanted
+        // after all (a refused directory).
+        while level.tickets.front().is_some_and(|(i, _)| *i < index) {
+            level.tickets.pop_front();
+            self.outstanding -= 1;
+        }
+        Some((node, index))
+    }
+
+    /// Asks for the listings of the next directories the walk will enter,
+    /// the deepest level's first, until `limit` tickets are held.
+    fn fetch_more(&mut self, opts: &Options) {
+        let Walk {
+            ahead: Some(ahead),
+            levels,
+            keys,
+            rel,
+            outstanding,
+            peak_outstanding,
+            limit,
+            ..
+        } = self
+        else {
+            return;
+        };
+        for (depth, level) in levels.iter_mut().enumerate().rev() {
+            while *outstanding < *limit && level.scan < level.taken + level.children.len() {
+                let index = level.scan;
+                level.scan += 1;
+                let Some(node) = index
+                    .checked_sub(level.taken)
+                    .and_then(|i| level.children.get(i))
+                else {
+                    continue;
+                };
+                if node.kind != Kind::Dir {
+                    continue;
                 }
-                Entry::Dir(child) => {
-                    if !plan.dirs[child].listed {
-                        continue;
-                    }
-                    let Some(name) = plan.dirs[child].rel.last().cloned() else {
-                        continue;
-                    };
-                    let shown = display(&plan.dirs[child].rel);
-                    let handle = match dir {
-                        None => {
-                            self.planned.push(format!("d {shown}"));
-                            None
-                        }
-                        Some(p) => match make_dir(p, &name, shared.opts.overwrite) {
-                            Ok(d) => Some(Arc::new(d)),
-                            Err(e) => {
-                                shared.fail(&shown, e);
-                                continue;
-                            }
-                        },
-                    };
-                    drop(shown);
-                    self.execute(shared, plan, child, handle.as_ref(), tx);
-                    if handle.is_some() {
-                        shared.written.fetch_add(1, Ordering::Relaxed);
-                        // The plan needs neither any more.
-                        let child_rel = std::mem::take(&mut plan.dirs[child].rel);
-                        let meta = std::mem::take(&mut plan.dirs[child].meta);
-                        self.dirs.push((child_rel, meta));
-                    }
+                // Only what the walk will list: selected, and no cycle
+                // or depth it refuses (the walk checks again, and reports).
+                let mut path = rel[..depth.min(rel.len())].to_vec();
+                path.push(node.name.clone());
+                if matches!(
+                    select(&mut HashSet::new(), opts, &path, true, level.selected),
+                    Selected::No
+                ) {
+                    continue;
                 }
+                let ancestors = keys
+                    .iter()
+                    .take(depth + 1)
+                    .map(|k| (k.as_str(), String::new));
+                if tree::refuse_descent(&node.cap, depth + 1, ancestors).is_some() {
+                    continue;
+                }
+                let (answer, ticket) = sync_channel(1);
+                if ahead.send((node.cap.clone(), answer)).is_err() {
+                    return;
+                }
+                level.tickets.push_back((index, ticket));
+                *outstanding += 1;
+                *peak_outstanding = (*peak_outstanding).max(*outstanding);
             }
         }
     }
 
-    fn leaf(
+    /// The entry `node`, at `self.rel` (entry `index` of its directory's
+    /// listing), of a directory (`dir`).
+    fn entry<'s>(
         &mut self,
-        shared: &Shared<'_>,
-        dir: Option<&Arc<File>>,
-        rel: Vec<Vec<u8>>,
+        shared: &'s Shared<'s>,
         node: Node,
-        tx: Option<&SyncSender<Job>>,
+        index: usize,
+        parent_selected: bool,
+        dir: Option<&Arc<OpenDir<'s>>>,
+        tx: Option<&SyncSender<Job<'s>>>,
+    ) {
+        let is_dir = node.kind == Kind::Dir;
+        match select(
+            &mut self.matched,
+            shared.opts,
+            &self.rel,
+            is_dir,
+            parent_selected,
+        ) {
+            Selected::No => {}
+            sel if is_dir => {
+                self.descend(shared, node, index, matches!(sel, Selected::Yes), dir, tx);
+            }
+            Selected::Ancestor => {}
+            Selected::Yes => {
+                if node
+                    .meta
+                    .hlink
+                    .is_none_or(|h| self.hlinks_counted.insert(h))
+                {
+                    self.objects += 1;
+                    self.bytes += node_bytes(&node);
+                }
+                self.leaf(shared, dir, node, tx);
+            }
+        }
+    }
+
+    /// The listing of the directory `node`, entry `index` of the deepest
+    /// level: fetched ahead, or now.
+    fn listing(&mut self, node: &Node, index: usize) -> Result<tree::Listing, tree::TreeError> {
+        let ticket = self.levels.last_mut().and_then(|level| {
+            level
+                .tickets
+                .front()
+                .is_some_and(|(i, _)| *i == index)
+                .then(|| level.tickets.pop_front())
+                .flatten()
+        });
+        match ticket {
+            Some((_, ticket)) => {
+                self.outstanding -= 1;
+                // A fetching thread that is gone (it cannot be) leaves the
+                // listing to the walk.
+                ticket.recv().unwrap_or_else(|_| (self.list)(&node.cap))
+            }
+            None => (self.list)(&node.cap),
+        }
+    }
+
+    /// Lists the directory `node` (at `self.rel`), makes it and walks it.
+    fn descend<'s>(
+        &mut self,
+        shared: &'s Shared<'s>,
+        node: Node,
+        index: usize,
+        selected: bool,
+        parent: Option<&Arc<OpenDir<'s>>>,
+        tx: Option<&SyncSender<Job<'s>>>,
+    ) {
+        let refused = {
+            let rel = &self.rel;
+            let ancestors =
+                self.keys.iter().enumerate().rev().map(|(depth, key)| {
+                    (key.as_str(), move || format!("/{}", display(&rel[..depth])))
+                });
+            tree::refuse_descent(&node.cap, rel.len(), ancestors)
+        };
+        if let Some(why) = refused {
+            shared.fail(&display(&self.rel), format!("refused: {why}"));
+            return;
+        }
+        let mut listing = match self.listing(&node, index) {
+            Ok(listing) => listing,
+            Err(e) => {
+                // Not made at all: an empty directory would look like a
+                // complete restore.
+                shared.fail(
+                    &display(&self.rel),
+                    format!("cannot list the directory: {e}"),
+                );
+                return;
+            }
+        };
+        self.dirs_listed += 1;
+        // A backup root linked inside this tree (an `append_to_lafs_dir`
+        // directory) carries its own metadata.
+        let meta = listing.root_meta.take().unwrap_or(node.meta);
+        let handle = match parent {
+            None => {
+                self.planned.push(format!("d {}", display(&self.rel)));
+                None
+            }
+            Some(p) => match make_dir(&p.file, &node.name, shared.opts.overwrite) {
+                Ok(file) => {
+                    shared.progress.object_done(0);
+                    Some(Arc::new(OpenDir {
+                        file,
+                        finish: Some(Finish {
+                            rel: self.rel.clone(),
+                            meta,
+                        }),
+                        parent: Some(Arc::clone(p)),
+                        pinned: AtomicBool::new(false),
+                        shared,
+                    }))
+                }
+                Err(e) => {
+                    shared.fail(&display(&self.rel), e);
+                    return;
+                }
+            },
+        };
+        self.keys.push(node.cap.object_key());
+        self.peak_depth = self.peak_depth.max(self.keys.len());
+        self.walk_dir(shared, listing, selected, handle.as_ref(), tx);
+        self.keys.pop();
+        if handle.is_some() {
+            shared.written.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn leaf<'s>(
+        &mut self,
+        shared: &'s Shared<'s>,
+        dir: Option<&Arc<OpenDir<'s>>>,
+        node: Node,
+        tx: Option<&SyncSender<Job<'s>>>,
     ) {
         if shared.opts.no_devices && is_device(&node) {
-            shared.withhold(&display(&rel), "device node (--no-devices)");
+            shared.withhold(&display(&self.rel), "device node (--no-devices)");
+            // Among the backup's entries all the same.
+            shared.progress.object_done(0);
             return;
         }
         let follower = node.meta.hlink.is_some_and(|h| {
@@ -698,95 +1009,53 @@ impl Walk {
                 (_, Kind::Symlink) => 'l',
                 _ => 's',
             };
-            self.planned.push(format!("{c} {}", display(&rel)));
+            self.planned.push(format!("{c} {}", display(&self.rel)));
             return;
         };
-        if follower {
-            if let Some(hlink) = node.meta.hlink {
-                self.followers.push(Follower { rel, hlink });
-            }
-            return;
-        }
+        let hlink = node.meta.hlink;
         let job = Job {
             dir: Arc::clone(dir),
-            rel,
+            rel: self.rel.clone(),
             node,
+            follower,
         };
         if let Err(unsent) = tx.send(job) {
+            if let (Some(h), false) = (hlink, follower) {
+                shared.set_leader(h, Leader::Failed);
+            }
             shared.fail(
                 &display(&unsent.0.rel),
                 "internal error: the workers stopped".into(),
             );
         }
     }
-
-    fn link_followers(&mut self, shared: &Shared<'_>, target: &File) {
-        let links = shared.links.lock().map(|l| l.clone()).unwrap_or_default();
-        for f in std::mem::take(&mut self.followers) {
-            let shown = display(&f.rel);
-            let leader = match links.get(&f.hlink) {
-                Some(Leader::Done(path)) => path.clone(),
-                _ => {
-                    shared.fail(
-                        &shown,
-                        "not linked: the first name of this hard link was not restored".into(),
-                    );
-                    continue;
-                }
-            };
-            if let Err(e) = link_one(shared, target, &leader, &f) {
-                shared.fail(&shown, e);
-            }
-        }
-    }
-
-    fn finish_dirs(&mut self, shared: &Shared<'_>, target: &File) {
-        for (rel, meta) in std::mem::take(&mut self.dirs) {
-            let shown = display(&rel);
-            match open_rel(target, &rel) {
-                Ok(d) => {
-                    let problems = apply::apply(&At::Open(&d), &meta, true, false, shared.ctx);
-                    shared.problems(&shown, problems);
-                }
-                Err(e) => shared.fail(&shown, format!("cannot reopen the directory: {e}")),
-            }
-        }
-    }
 }
 
-/// Lists the directories `dirs` (index, selected, cap), up to
-/// `concurrency` at a time; results in the same order.
-fn list_all(
-    shared: &Shared<'_>,
-    dirs: &[(usize, bool, Cap)],
-) -> Vec<Result<tree::Listing, tree::TreeError>> {
-    crate::parallel::ordered_map(
-        dirs,
-        shared.opts.concurrency,
-        |(_, _, cap)| tree::list(shared.client, cap, false),
-        |_| false,
-    )
-    .into_iter()
-    // Without a stop, every item is listed.
-    .map(|r| {
-        r.unwrap_or(Err(tree::TreeError::BadListing(
-            "internal error: the listing was lost",
-        )))
-    })
-    .collect()
+/// Links the later name `job` of a hard-linked inode to its first name,
+/// once that is restored.
+fn link_follower(shared: &Shared<'_>, target: &File, job: &Job<'_>) {
+    let Some(hlink) = job.node.meta.hlink else {
+        return;
+    };
+    let result = match shared.wait_leader(hlink) {
+        Some(leader) => link_one(shared, target, &leader, &job.dir.file, &job.node.name),
+        None => Err("not linked: the first name of this hard link was not restored".into()),
+    };
+    if let Err(e) = result {
+        shared.fail(&display(&job.rel), e);
+    }
 }
 
 fn link_one(
     shared: &Shared<'_>,
     target: &File,
     leader: &[Vec<u8>],
-    f: &Follower,
+    dir: &File,
+    name: &[u8],
 ) -> Result<(), String> {
     let (lname, ldir_rel) = leader.split_last().ok_or("empty leader path")?;
-    let (name, dir_rel) = f.rel.split_last().ok_or("empty path")?;
     let ldir = open_rel(target, ldir_rel)
         .map_err(|e| format!("cannot open the first name's directory: {e}"))?;
-    let dir = open_rel(target, dir_rel).map_err(|e| format!("cannot open the directory: {e}"))?;
     let lstat = fstatat(ldir.as_fd(), os(lname), AtFlags::AT_SYMLINK_NOFOLLOW)
         .map_err(|e| format!("cannot stat the first name: {e}"))?;
     match fstatat(dir.as_fd(), os(name), AtFlags::AT_SYMLINK_NOFOLLOW) {
@@ -811,7 +1080,6 @@ fn link_one(
     shared.written.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }
-
 fn exists_message(opts: &Options) -> String {
     if opts.skip_existing {
         "already exists and differs from the backup (size, mtime or type); not overwritten".into()
@@ -832,7 +1100,7 @@ fn is_dir_stat(st: &FileStat) -> bool {
     st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits()
 }
 
-fn worker(shared: &Shared<'_>, rx: &Mutex<Receiver<Job>>) {
+fn worker<'s>(shared: &Shared<'s>, rx: &Mutex<Receiver<Job<'s>>>, target: &File) {
     loop {
         let job = {
             let Ok(rx) = rx.lock() else { return };
@@ -841,6 +1109,12 @@ fn worker(shared: &Shared<'_>, rx: &Mutex<Receiver<Job>>) {
                 Err(_) => return,
             }
         };
+        if job.follower {
+            link_follower(shared, target, &job);
+            // Among the backup's entries and bytes, as each name is.
+            shared.progress.object_done(node_bytes(&job.node));
+            continue;
+        }
         let result = restore_leaf(shared, &job);
         let bytes = node_bytes(&job.node);
         shared.progress.bytes_sent(bytes);
@@ -854,6 +1128,9 @@ fn worker(shared: &Shared<'_>, rx: &Mutex<Receiver<Job>>) {
                     shared.problems(&display(&job.rel), problems);
                 }
                 if let Some(h) = hlink {
+                    // Later names are linked to this one through its
+                    // directory: it stays open to us until the end.
+                    job.dir.pin();
                     shared.set_leader(h, Leader::Done(job.rel));
                 }
             }
@@ -891,9 +1168,9 @@ fn same_as_backup(st: &FileStat, node: &Node) -> bool {
     type_ok && size_ok && mtime_ok
 }
 
-fn restore_leaf(shared: &Shared<'_>, job: &Job) -> Result<Vec<String>, String> {
+fn restore_leaf(shared: &Shared<'_>, job: &Job<'_>) -> Result<Vec<String>, String> {
     let node = &job.node;
-    let dir = job.dir.as_fd();
+    let dir = job.dir.file.as_fd();
     let name = os(&node.name);
     match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
         Ok(st) if shared.opts.skip_existing && same_as_backup(&st, node) => {
@@ -1164,4 +1441,165 @@ fn refuse_non_empty(target: &Path) -> Result<(), RestoreError> {
         path: target.display().to_string(),
         count,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A synthetic backup: the root holds `fanout` directories, each
+    /// `fanout` directories, each `files` files.
+    fn lister(
+        fanout: usize,
+        files: usize,
+    ) -> impl Fn(&Cap) -> Result<tree::Listing, tree::TreeError> {
+        move |cap: &Cap| {
+            let fields: Vec<&str> = cap.as_str().split(':').collect();
+            // Each directory's fingerprint extends its parent's: all differ.
+            let s = fields.get(3).copied().unwrap_or_default();
+            let level: usize = fields
+                .get(2)
+                .and_then(|l| l.strip_prefix('L'))
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(0);
+            let children = if level < 2 {
+                (0..fanout)
+                    .map(|i| {
+                        node(
+                            &format!("d{i}"),
+                            Kind::Dir,
+                            &format!("URI:DIR2-RO:L{}:{s}-{i}", level + 1),
+                        )
+                    })
+                    .collect()
+            } else {
+                (0..files)
+                    .map(|i| node(&format!("f{i}"), Kind::File, "URI:LIT:nbswy3dp"))
+                    .collect()
+            };
+            Ok(tree::Listing {
+                children,
+                ..Default::default()
+            })
+        }
+    }
+
+    fn node(name: &str, kind: Kind, cap: &str) -> Node {
+        Node {
+            name: name.as_bytes().to_vec(),
+            edge_name: name.to_owned(),
+            kind,
+            cap: Cap::parse(cap).unwrap(),
+            meta: EdgeMeta {
+                size: Some(5),
+                ..Default::default()
+            },
+            stored_size: Some(5),
+            mtime_exact: true,
+        }
+    }
+
+    /// What a dry-run walk of the synthetic tree met.
+    struct Walked {
+        /// Non-directories met.
+        objects: u64,
+        /// The most listing entries held at once on the path, and the
+        /// most listings fetched ahead held at once.
+        peak_held: usize,
+        peak_ahead: usize,
+        peak_depth: usize,
+        /// Listings made (the walk's and those fetched ahead).
+        listed: usize,
+        planned: Vec<String>,
+    }
+
+    /// Walks the synthetic tree (dry run), fetching up to `ahead`
+    /// listings ahead of the walk (0: none).
+    fn walk(fanout: usize, files: usize, ahead: usize) -> Walked {
+        let config = crate::config::Config::default();
+        let client = Client::new(
+            "http://127.0.0.1:9/uri",
+            &config.http.retry,
+            &config.operation.timeouts.updates,
+        )
+        .unwrap();
+        let opts = Options {
+            dry_run: true,
+            concurrency: 1,
+            ..Default::default()
+        };
+        let progress = Progress::new(crate::progress::Mode::Off);
+        let shared = Shared::new(&client, &opts, &progress, Ctx::default());
+        let listed = std::sync::atomic::AtomicUsize::new(0);
+        let synthetic = lister(fanout, files);
+        let list = |cap: &Cap| {
+            listed.fetch_add(1, Ordering::Relaxed);
+            synthetic(cap)
+        };
+        let root = Cap::parse("URI:DIR2-RO:L0:root").unwrap();
+        let mut walk = Walk::new(&list, &root, ahead.max(1));
+        let (requests, request_rx) = sync_channel::<Request>(ahead.max(1));
+        let request_rx = Mutex::new(request_rx);
+        std::thread::scope(|s| {
+            if ahead > 0 {
+                for _ in 0..ahead {
+                    s.spawn(|| fetch_ahead(&list, &request_rx));
+                }
+                walk.ahead = Some(requests);
+            } else {
+                drop(requests);
+            }
+            walk.walk_dir(&shared, list(&root).unwrap(), false, None, None);
+            walk.ahead = None;
+        });
+        assert!(shared.failures.lock().unwrap().is_empty());
+        assert_eq!(
+            walk.planned.len(),
+            fanout + fanout * fanout + fanout * fanout * files
+        );
+        assert_eq!(walk.dirs_listed, 1 + (fanout + fanout * fanout) as u64);
+        assert!(walk.hlinks_counted.is_empty());
+        assert_eq!((walk.held, walk.outstanding), (0, 0));
+        assert!(walk.keys.len() == 1 && walk.rel.is_empty() && walk.levels.is_empty());
+        Walked {
+            objects: walk.objects,
+            peak_held: walk.peak_held,
+            peak_ahead: walk.peak_outstanding,
+            peak_depth: walk.peak_depth,
+            listed: listed.load(Ordering::Relaxed),
+            planned: walk.planned,
+        }
+    }
+
+    /// What the walk holds is bounded by the depth and the listings on its
+    /// path (and, fetching ahead, that many listings more): 10,000 files
+    /// hold no more than 100 do (counted, not timed).
+    #[test]
+    fn walk_state_does_not_grow_with_the_number_of_entries() {
+        for ahead in [0, 4] {
+            let small = walk(1, 100, ahead);
+            let big = walk(10, 100, ahead);
+            assert_eq!((small.objects, big.objects), (100, 10_000));
+            assert_eq!((small.peak_depth, big.peak_depth), (3, 3));
+            // The listings on the path: the leaf directory's 100 files and
+            // what is left of its ancestors' (at most 9 + 9 directories).
+            assert_eq!(small.peak_held, 100);
+            assert!(big.peak_held <= 100 + 2 * 9, "{}", big.peak_held);
+            // At most `ahead` listings (of 100 files here) wait besides.
+            assert!(big.peak_ahead <= ahead, "{}", big.peak_ahead);
+        }
+    }
+
+    /// Listings fetched ahead are those the walk enters, each directory
+    /// listed once (no second walk for totals), and the walk's order and
+    /// output do not change.
+    #[test]
+    fn fetching_ahead_lists_each_directory_once_in_the_same_order() {
+        let alone = walk(6, 3, 0);
+        let ahead = walk(6, 3, 4);
+        let dirs = 1 + 6 + 36;
+        assert_eq!((alone.listed, ahead.listed), (dirs, dirs));
+        assert_eq!(alone.planned, ahead.planned);
+        assert_eq!(ahead.peak_ahead, 4);
+    }
 }

@@ -118,8 +118,6 @@ pub(crate) struct Listing {
 pub(crate) enum TreeError {
     #[error(transparent)]
     Tahoe(#[from] TahoeError),
-    #[error("malformed directory listing: {0}")]
-    BadListing(&'static str),
 }
 
 /// Lists one directory of a backup through the gateway (one `t=json`

@@ -19,7 +19,7 @@ use crate::tahoe::Cap;
 pub(crate) fn run(ctx: &Context<'_>, args: &RestoreArgs) -> anyhow::Result<Outcome> {
     let selection = Selection::parse(&args.paths).map_err(UsageError)?;
     let gateway = ctx.interactive_gateway(args.gateway.as_deref(), args.timeout)?;
-    let root = resolve(ctx, args, &gateway)?;
+    let (root, totals) = resolve(ctx, args, &gateway)?;
     gateway.storage_servers()?;
     let client = gateway.client;
     let target = match (&args.target, &args.stdout) {
@@ -49,6 +49,7 @@ pub(crate) fn run(ctx: &Context<'_>, args: &RestoreArgs) -> anyhow::Result<Outco
         no_setuid: args.no_setuid,
         no_caps: args.no_caps,
         no_xattrs: args.no_xattrs,
+        totals,
     };
     // A bar on a terminal (nothing otherwise, and never with --json).
     let progress = ctx.progress(false);
@@ -169,8 +170,14 @@ fn print_json(out: &mut impl Write, report: &Report, dry_run: bool) -> io::Resul
 
 /// The root cap: the argument itself, or the latest (or `--generation`,
 /// `--label`, `--as-of`) backup of that name in the entry cache, or with
-/// `--catalog` in the recovery catalog ([`crate::selector`]).
-fn resolve(ctx: &Context<'_>, args: &RestoreArgs, gateway: &Gateway<'_>) -> anyhow::Result<Cap> {
+/// `--catalog` in the recovery catalog ([`crate::selector`]); with the
+/// entries and content bytes recorded for that backup (the progress
+/// display's totals), unknown for a bare cap.
+fn resolve(
+    ctx: &Context<'_>,
+    args: &RestoreArgs,
+    gateway: &Gateway<'_>,
+) -> anyhow::Result<(Cap, Option<(u64, u64)>)> {
     let selector = Selector::of_args(
         &args.backup,
         args.generation,
@@ -193,7 +200,7 @@ fn resolve(ctx: &Context<'_>, args: &RestoreArgs, gateway: &Gateway<'_>) -> anyh
         if !cap.is_dir() {
             return Err(UsageError("the cap is not a directory cap".into()).into());
         }
-        return Ok(cap.clone());
+        return Ok((cap.clone(), None));
     }
     let (rows, origin) = match &catalog {
         Some(catalog) => {
@@ -214,6 +221,7 @@ fn resolve(ctx: &Context<'_>, args: &RestoreArgs, gateway: &Gateway<'_>) -> anyh
     let selected = selector
         .select_in(&rows, &origin)
         .map_err(UsageError::from)?;
+    let mut totals = None;
     if let Some(row) = selected.latest() {
         // A stream backup has no tree to restore (`docs/streams.md`): its
         // bytes come back with `cat`. (Known from the record, so it costs
@@ -234,6 +242,7 @@ fn resolve(ctx: &Context<'_>, args: &RestoreArgs, gateway: &Gateway<'_>) -> anyh
             row.generation,
             row.root_cap.short_id()
         );
+        totals = Some((row.entries, row.bytes));
     }
-    Ok(selected.cap().clone())
+    Ok((selected.cap().clone(), totals))
 }

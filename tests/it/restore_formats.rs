@@ -495,6 +495,35 @@ fn binary_for_nobody(dir: &Path) -> PathBuf {
     copy
 }
 
+/// The restored entry `eb` at `rel` has the mode, mtime and content of
+/// the source's `ea`.
+fn assert_same_mode_mtime_content(rel: &str, ea: &Entry, eb: &Entry) {
+    assert_eq!(
+        eb.mode, ea.mode,
+        "{rel}: mode {:o} vs {:o}",
+        ea.mode, eb.mode
+    );
+    assert_eq!(eb.mtime_ns, ea.mtime_ns, "{rel}: mtime");
+    assert_eq!(eb.content, ea.content, "{rel}: content");
+}
+
+/// `restore [OPTS] --gateway URL CAP TMP/target` run by nobody, into a
+/// TARGET nobody owns: (exit code, stderr, TARGET).
+fn restore_as_nobody(tmp: &Path, cap: &str, opts: &[&str]) -> (Option<i32>, String, PathBuf) {
+    let (nobody_uid, nogroup_gid) = nobody();
+    let target = tmp.join("target");
+    fs::create_dir(&target).unwrap();
+    chown(&target, nobody_uid, nogroup_gid);
+    let out = as_nobody(&binary_for_nobody(tmp))
+        .arg("restore")
+        .args(opts)
+        .args(["--gateway", &common::gateway_url(), cap])
+        .arg(&target)
+        .output();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code(), stderr, target)
+}
+
 #[test]
 fn restore_without_root_reports_each_failure_and_exits_3() {
     assert_root();
@@ -556,16 +585,8 @@ fn restore_without_root_reports_each_failure_and_exits_3() {
     let cfg = common::write_backup_config(tmp.path(), &src, &common::gateway_url(), "");
     let cap = common::backup_root_cap(&cfg);
 
-    // TARGET exists, owned by nobody.
-    let target = tmp.path().join("target");
-    fs::create_dir(&target).unwrap();
-    chown(&target, nobody_uid, nogroup_gid);
-    let out = as_nobody(&binary_for_nobody(tmp.path()))
-        .args(["restore", "--gateway", &common::gateway_url(), &cap])
-        .arg(&target)
-        .output();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    let (code, stderr, target) = restore_as_nobody(tmp.path(), &cap, &[]);
+    assert_eq!(code, Some(3), "{stderr}");
 
     // Each failure is reported by name, and nothing else is.
     let reported = warnings(&stderr);
@@ -594,13 +615,7 @@ fn restore_without_root_reports_each_failure_and_exits_3() {
     for (rel, eb) in &b {
         let ea = &a[rel];
         assert_eq!((eb.uid, eb.gid), (nobody_uid, nogroup_gid), "{rel}: owner");
-        assert_eq!(
-            eb.mode, ea.mode,
-            "{rel}: mode {:o} vs {:o}",
-            ea.mode, eb.mode
-        );
-        assert_eq!(eb.mtime_ns, ea.mtime_ns, "{rel}: mtime");
-        assert_eq!(eb.content, ea.content, "{rel}: content");
+        assert_same_mode_mtime_content(rel, ea, eb);
         let settable: Vec<_> = ea
             .xattrs
             .iter()
@@ -612,4 +627,63 @@ fn restore_without_root_reports_each_failure_and_exits_3() {
     assert_eq!(b["setuid-file"].mode, 0o104755);
     assert_eq!(b["user-xattr-file"].xattrs.len(), 1);
     assert_eq!(b[""].mode, 0o040751);
+}
+
+/// A restore by nobody of hard links whose first name lies in a directory
+/// (or beneath one) whose final mode denies its owner search: the later
+/// names are linked before those modes are applied, and every directory
+/// still gets its own mode and mtime.
+#[test]
+fn restore_without_root_links_hard_links_beneath_closed_directories() {
+    assert_root();
+    let tmp = tempfile::tempdir().unwrap();
+    set_mode(tmp.path(), 0o755);
+    let src = tmp.path().join("src");
+    // `a-closed` (mode 0600: no search) holds the first name of one inode;
+    // `b-outer` (0400) holds `inner` (0755), which holds the first name
+    // of another; `z` holds the later names, met after both are done.
+    fs::create_dir_all(src.join("a-closed")).unwrap();
+    fs::create_dir_all(src.join("b-outer/inner")).unwrap();
+    fs::create_dir_all(src.join("z")).unwrap();
+    fs::write(src.join("a-closed/first"), b"one inode\n").unwrap();
+    fs::write(
+        src.join("b-outer/inner/first"),
+        common::pseudo_random_bytes(5000, 0x16_0003),
+    )
+    .unwrap();
+    fs::hard_link(src.join("a-closed/first"), src.join("z/later")).unwrap();
+    fs::hard_link(src.join("b-outer/inner/first"), src.join("z/later2")).unwrap();
+    fs::hard_link(src.join("b-outer/inner/first"), src.join("z/later3")).unwrap();
+    set_mode(&src.join("a-closed"), 0o600);
+    set_mode(&src.join("b-outer"), 0o400);
+    for (i, rel) in [
+        "a-closed/first",
+        "b-outer/inner/first",
+        "b-outer/inner",
+        "a-closed",
+        "b-outer",
+        "z",
+        "",
+    ]
+    .iter()
+    .enumerate()
+    {
+        set_mtime(&src.join(rel), 1_660_000_000 + i as i64, 1000 + i as i64);
+    }
+    let cfg = common::write_backup_config(tmp.path(), &src, &common::gateway_url(), "");
+    let cap = common::backup_root_cap(&cfg);
+
+    let (code, stderr, target) = restore_as_nobody(tmp.path(), &cap, &["--no-owner"]);
+    assert_eq!(code, Some(0), "{stderr}");
+
+    let ino = |rel: &str| fs::symlink_metadata(target.join(rel)).unwrap().ino();
+    assert_eq!(ino("z/later"), ino("a-closed/first"));
+    assert_eq!(ino("z/later2"), ino("b-outer/inner/first"));
+    assert_eq!(ino("z/later3"), ino("b-outer/inner/first"));
+    let (a, b) = (walk(&src), walk(&target));
+    assert_eq!(b.keys().collect::<Vec<_>>(), a.keys().collect::<Vec<_>>());
+    for (rel, ea) in &a {
+        let eb = &b[rel];
+        assert_same_mode_mtime_content(rel, ea, eb);
+    }
 }
