@@ -12,7 +12,12 @@
 //! Secrets (swissnums, lease and upload secrets) never appear in errors or
 //! `Debug` output: a server is named by its nickname and address only.
 
+pub(crate) mod client;
 pub(crate) mod nurl;
+pub(crate) mod tls;
+
+#[cfg(test)]
+mod grid_tests;
 
 /// What went wrong talking to a storage server (or finding one).
 #[derive(Debug, thiserror::Error)]
