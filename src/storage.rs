@@ -7,12 +7,15 @@
 //!   of servers, from the gateway node's announcement cache or a static list;
 //! * [`tls`]: rustls pinned to the SPKI hash of the NURL (names and dates
 //!   ignored, the handshake signature still checked);
-//! * [`client`]: the HTTP requests with their CBOR bodies.
+//! * [`client`]: the HTTP requests with their CBOR bodies;
+//! * [`immutable`]: CHK upload (placement, happiness, abort), download and
+//!   lease renewal, with Tahoe's lease secrets.
 //!
 //! Secrets (swissnums, lease and upload secrets) never appear in errors or
 //! `Debug` output: a server is named by its nickname and address only.
 
 pub(crate) mod client;
+pub(crate) mod immutable;
 pub(crate) mod nurl;
 pub(crate) mod tls;
 

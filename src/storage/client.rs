@@ -192,7 +192,7 @@ impl StorageClient {
         let data = resp
             .body_mut()
             .with_config()
-            .limit(MAX_CBOR_REPLY)
+            .limit(MAX_CBOR_REPLY + 1)
             .read_to_vec()
             .map_err(|e| match e {
                 ureq::Error::BodyExceedsLimit(_) => {
@@ -200,6 +200,9 @@ impl StorageClient {
                 }
                 e => self.network(what, e),
             })?;
+        if data.len() as u64 > MAX_CBOR_REPLY {
+            return Err(self.bad_reply(what, format!("reply larger than {MAX_CBOR_REPLY} bytes")));
+        }
         decode_cbor(&data).map_err(|p| self.bad_reply(what, p))
     }
 
@@ -365,17 +368,21 @@ impl StorageClient {
             200 | 206 => {}
             s => return Err(self.status(what, s)),
         }
+        // ureq's limit refuses a body that reaches it: one byte of slack,
+        // then the exact check.
+        let too_long = || self.bad_reply(what, format!("more than the {len} bytes asked for"));
         let data = resp
             .body_mut()
             .with_config()
-            .limit(len)
+            .limit(len.saturating_add(1))
             .read_to_vec()
             .map_err(|e| match e {
-                ureq::Error::BodyExceedsLimit(_) => {
-                    self.bad_reply(what, format!("more than the {len} bytes asked for"))
-                }
+                ureq::Error::BodyExceedsLimit(_) => too_long(),
                 e => self.network(what, e),
             })?;
+        if data.len() as u64 > len {
+            return Err(too_long());
+        }
         Ok(data)
     }
 

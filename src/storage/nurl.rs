@@ -173,6 +173,10 @@ pub(crate) struct Server {
     /// The seed of the server permutation (`storage_client.py`
     /// `_parse_announcement`).
     pub(crate) permutation_seed: Vec<u8>,
+    /// The lease seed: the Foolscap tub id of the announced fURL (20 bytes),
+    /// which Tahoe 1.20 uses for HTTPS servers too
+    /// (`HTTPNativeStorageServer.get_lease_seed`).
+    pub(crate) lease_seed: [u8; 20],
 }
 
 impl Server {
@@ -192,7 +196,12 @@ impl Server {
     pub(crate) fn from_nurl(text: &str) -> Result<Server, StorageError> {
         let nurl = Nurl::parse(text)?;
         let id = format!("nurl:{}", nurl.spki_hash);
+        // No fURL, no tub id: a stable stand-in, so leases renew across
+        // runs, though not the gateway's own lease on that server.
+        let mut lease_seed = [0u8; 20];
+        lease_seed.copy_from_slice(&Sha256::digest(format!("lease:{id}").as_bytes())[..20]);
         Ok(Server {
+            lease_seed,
             permutation_seed: Sha256::digest(id.as_bytes()).to_vec(),
             id,
             nickname: String::new(),
@@ -204,6 +213,8 @@ impl Server {
 /// One announcement of an announcement cache or of `servers.yaml`.
 #[derive(Deserialize)]
 struct Ann {
+    #[serde(rename = "anonymous-storage-FURL", default)]
+    furl: Option<String>,
     #[serde(rename = "anonymous-storage-NURLs", default)]
     nurls: Vec<String>,
     #[serde(rename = "permutation-seed-base32", default)]
@@ -308,7 +319,18 @@ fn server_of(id: &str, ann: Ann) -> Result<Option<Server>, StorageError> {
             _ => Sha256::digest(id.as_bytes()).to_vec(),
         },
     };
+    let tubid = ann
+        .furl
+        .as_deref()
+        .and_then(|f| f.strip_prefix("pb://"))
+        .and_then(|f| f.split_once('@'))
+        .and_then(|(t, _)| base32::decode(&t.to_ascii_lowercase()))
+        .and_then(|t| <[u8; 20]>::try_from(t).ok())
+        .ok_or_else(|| StorageError::BadNurl {
+            what: format!("server {id}: no Foolscap fURL with a 20-byte tub id (the lease seed)"),
+        })?;
     Ok(Some(Server {
+        lease_seed: tubid,
         id: id.to_owned(),
         nickname: ann.nickname.unwrap_or_default(),
         nurl,
@@ -424,13 +446,17 @@ mod tests {
         assert_eq!(servers[0].nickname, "storage2");
         assert_eq!(servers[0].nurl.port, 48997);
         assert_eq!(servers[0].permutation_seed, base32::decode(seed).unwrap());
+        assert_eq!(
+            servers[0].lease_seed.to_vec(),
+            base32::decode("tzjcbmufkxyn56hxbhk4hxk3zqhdvpaq").unwrap()
+        );
 
         // servers.yaml adds (or overrides) servers; a seedless v0- id seeds
         // with its key.
         std::fs::write(
             private.join("servers.yaml"),
             format!(
-                "storage:\n  v0-lj22lafmmleeavksjswrwmldxri5ek7pz5fdcjgut2l2csekexiq:\n    ann:\n      nickname: static\n      anonymous-storage-NURLs: [\"pb://{HASH}@127.0.0.1:4000/{SWISS}#v=1\"]\n"
+                "storage:\n  v0-lj22lafmmleeavksjswrwmldxri5ek7pz5fdcjgut2l2csekexiq:\n    ann:\n      nickname: static\n      anonymous-storage-FURL: pb://vg4vwqweqivfns7oqrfij3c24q7p4xqn@tcp:127.0.0.1:43401/x\n      anonymous-storage-NURLs: [\"pb://{HASH}@127.0.0.1:4000/{SWISS}#v=1\"]\n"
             ),
         )
         .unwrap();
@@ -448,7 +474,7 @@ mod tests {
         assert!(err.contains("introducer_x_cache.yaml"), "{err}");
         std::fs::write(
             private.join("introducer_x_cache.yaml"),
-            format!("- ann:\n    anonymous-storage-NURLs: [\"pb://{HASH}@h:1/{SWISS}#v=9\"]\n  key_s: v0-x\n"),
+            format!("- ann:\n    anonymous-storage-FURL: pb://vg4vwqweqivfns7oqrfij3c24q7p4xqn@tcp:h:1/x\n    anonymous-storage-NURLs: [\"pb://{HASH}@h:1/{SWISS}#v=9\"]\n  key_s: v0-x\n"),
         )
         .unwrap();
         let err = servers_of_node(dir.path()).unwrap_err().to_string();
@@ -466,6 +492,7 @@ mod tests {
             nickname: "a".into(),
             nurl: Nurl::parse(&format!("pb://{HASH}@h:1/{SWISS}#v=1")).unwrap(),
             permutation_seed: b"seed-a".to_vec(),
+            lease_seed: [0; 20],
         };
         let mut b = a.clone();
         b.id = "b".into();
