@@ -557,3 +557,114 @@ mod tests {
         assert!(share_set(&Value::Text("x".into())).is_err());
     }
 }
+
+/// A real TLS server answering canned replies: the client's handling of
+/// hostile servers, end to end.
+#[cfg(test)]
+mod hostile_tests {
+    use std::io::{Read as _, Write as _};
+    use std::net::TcpListener;
+    use std::sync::Arc;
+
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    use super::*;
+    use crate::chk::spki::spki_hash;
+    use crate::storage::nurl::Server;
+
+    /// Serves `reply` (the whole HTTP response) to every request; the
+    /// server's NURL.
+    fn serve(reply: Vec<u8>) -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["x".to_string()]).unwrap();
+        let cert = params.self_signed(&key).unwrap().der().to_vec();
+        let pin = spki_hash(&cert).unwrap();
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider)
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(
+                    vec![CertificateDer::from(cert)],
+                    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+                )
+                .unwrap(),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for sock in listener.incoming() {
+                let Ok(sock) = sock else { continue };
+                let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+                let mut tls = rustls::StreamOwned::new(conn, sock);
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = tls.write_all(&reply);
+                let _ = tls.flush();
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+            }
+        });
+        format!("pb://{pin}@127.0.0.1:{port}/swissnum#v=1")
+    }
+
+    fn reply(status: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
+        let mut r = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        r.extend_from_slice(body);
+        r
+    }
+
+    fn version_error(reply: Vec<u8>) -> String {
+        let server = Server::from_nurl(&serve(reply)).unwrap();
+        StorageClient::new(&server)
+            .unwrap()
+            .version()
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn hostile_replies_are_clear_errors() {
+        let big = vec![0x40u8; 2 * 1024 * 1024];
+        let cases: [(Vec<u8>, &str); 5] = [
+            (
+                reply("200 OK", "application/cbor", b"\xff\xfe garbage"),
+                "bad reply to GET version: invalid CBOR",
+            ),
+            (
+                reply("200 OK", "application/cbor", &big),
+                "reply larger than 1048576 bytes",
+            ),
+            (
+                reply("200 OK", "text/html", b"<html>"),
+                "not application/cbor",
+            ),
+            (
+                reply("200 OK", "application/cbor", b"\x01"),
+                "no storage protocol v1 entry",
+            ),
+            (
+                reply("500 Internal Server Error", "text/plain", b"x"),
+                "HTTP 500",
+            ),
+        ];
+        for (canned, want) in cases {
+            let err = version_error(canned);
+            assert!(err.contains(want), "{err} lacks {want}");
+            // The swissnum of the NURL ("swissnum") never shows.
+            assert!(!err.contains("swissnum"), "{err}");
+        }
+    }
+}

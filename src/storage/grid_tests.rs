@@ -193,6 +193,27 @@ fn native_upload_reads_back_through_the_gateway_and_checks_healthy() {
         // Our lease is the gateway's: renewing it finds the shares.
         let si = ChkCap::parse(&up.cap).unwrap().storage_index();
         assert_eq!(renew_leases(&g.servers, &g.uploader.lease, &si).unwrap(), 3);
+        // ... and the one lease on each share proves it: the gateway's
+        // upload of the same content and our renewal renewed the lease our
+        // allocation created instead of adding their own.
+        let grid_dir = gateway_node().unwrap().parent().unwrap().to_path_buf();
+        let si_text = crate::tahoe::base32::encode(&si);
+        let mut files = 0;
+        for node in ["storage1", "storage2", "storage3"] {
+            let dir = grid_dir
+                .join(node)
+                .join("storage/shares")
+                .join(&si_text[..2])
+                .join(&si_text);
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+                // Immutable share container: >LLL version, size, lease count.
+                let leases = u32::from_be_bytes(bytes[8..12].try_into().unwrap());
+                assert_eq!(leases, 1, "{len} bytes: leases on a share in {node}");
+                files += 1;
+            }
+        }
+        assert_eq!(files, 3);
     }
 }
 
@@ -207,4 +228,63 @@ fn a_gateway_upload_downloads_natively() {
     let mut out = Vec::new();
     download(&g.servers, &chk, &mut out).unwrap();
     assert_eq!(out, content);
+}
+
+#[test]
+fn an_unhappy_placement_aborts_and_leaves_nothing() {
+    let Some(mut g) = grid() else {
+        return;
+    };
+    // 4 distinct servers required of 3: refused before any byte is sent,
+    // the allocations aborted.
+    g.uploader.happy = 4;
+    // Fresh content each run: the grid may outlive a test run, and the
+    // check below wants a storage index no server holds yet.
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let content = data(5000, nonce);
+    let err = g
+        .uploader
+        .upload(&mut std::io::Cursor::new(&content), 5000)
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("upload unhappy: shares on 3 distinct server(s), 4 needed"),
+        "{text}"
+    );
+    let (enc, _) =
+        crate::chk::encode::encode_bytes(&content, &g.uploader.params, &g.uploader.convergence)
+            .unwrap();
+    let si = enc.cap.storage_index();
+    for server in &g.servers {
+        let held = StorageClient::new(server)
+            .unwrap()
+            .list_shares(&si)
+            .unwrap();
+        assert!(held.is_empty(), "{}: {held:?}", server.label());
+    }
+    // Servers given as a static list of NURLs place and read back too.
+    g.uploader.happy = 3;
+    g.uploader.servers = g
+        .servers
+        .iter()
+        .map(|s| {
+            Server::from_nurl(&format!(
+                "pb://{}@{}:{}/{}#v=1",
+                s.nurl.spki_hash, s.nurl.host, s.nurl.port, s.nurl.swissnum
+            ))
+            .unwrap()
+        })
+        .collect();
+    let up = g
+        .uploader
+        .upload(&mut std::io::Cursor::new(&content), 5000)
+        .unwrap();
+    assert_eq!(up.cap, enc.cap.to_uri());
+    assert_eq!(
+        g.gateway.download(&Cap::parse(&up.cap).unwrap()).unwrap(),
+        content
+    );
 }
