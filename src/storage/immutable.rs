@@ -508,14 +508,21 @@ mod tests {
 
     #[test]
     fn lease_secrets_are_tahoes() {
-        // Python, tahoe-lafs 1.20 (hashutil):
+        // tahoe-lafs 1.20's venv, allmydata.util.hashutil:
         //   s = bytes(range(32)); si = bytes([7]*16); seed = bytes([9]*20)
         //   bucket_renewal_secret_hash(file_renewal_secret_hash(
-        //       my_renewal_secret_hash(s), si), seed).hex()
-        // is checked in grid_tests against the venv; here the structure:
-        // different servers and files get different secrets.
+        //       my_renewal_secret_hash(s), si), seed).hex()   (and cancel)
         let secret = LeaseSecret((0..32).collect::<Vec<u8>>().try_into().unwrap());
         let a = secret.for_bucket(&[7; 16], &[9; 20]);
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        assert_eq!(
+            hex(&a.renew),
+            "fe7be8cc4848938ed33f97afbf490e047ef01b2f29607386624c93b229fa246e"
+        );
+        assert_eq!(
+            hex(&a.cancel),
+            "de1080ae75e65273a858402913446989df5a06f084f2ed9f4ac581ef18082d22"
+        );
         let b = secret.for_bucket(&[7; 16], &[8; 20]);
         let c = secret.for_bucket(&[6; 16], &[9; 20]);
         assert_ne!(a.renew, b.renew);
