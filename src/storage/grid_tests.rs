@@ -288,3 +288,53 @@ fn an_unhappy_placement_aborts_and_leaves_nothing() {
         content
     );
 }
+
+#[test]
+fn a_corrupt_share_is_detected_and_another_used() {
+    let Some(g) = grid() else {
+        return;
+    };
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let content = data(5000, nonce ^ 0x5a5a);
+    let up = g
+        .uploader
+        .upload(&mut std::io::Cursor::new(&content), 5000)
+        .unwrap();
+    let cap = ChkCap::parse(&up.cap).unwrap();
+    let si = crate::tahoe::base32::encode(&cap.storage_index());
+    let grid_dir = gateway_node().unwrap().parent().unwrap().to_path_buf();
+    let mut files: Vec<PathBuf> = ["storage1", "storage2", "storage3"]
+        .iter()
+        .filter_map(|node| {
+            let dir = grid_dir
+                .join(node)
+                .join("storage/shares")
+                .join(&si[..2])
+                .join(&si);
+            std::fs::read_dir(dir).ok()
+        })
+        .flat_map(|entries| entries.map(|e| e.unwrap().path()))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 3, "{files:?}");
+    // A byte of block data: after the 12-byte container header and the
+    // share's 0x24-byte v1 header.
+    let corrupt = |path: &PathBuf| {
+        let mut bytes = std::fs::read(path).unwrap();
+        bytes[12 + 0x24 + 10] ^= 0xff;
+        std::fs::write(path, bytes).unwrap();
+    };
+    corrupt(&files[0]);
+    let mut out = Vec::new();
+    download(&g.servers, &cap, &mut out).unwrap();
+    assert_eq!(out, content, "the two good shares give the file");
+    corrupt(&files[1]);
+    let err = download(&g.servers, &cap, &mut Vec::new())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not enough good shares"), "{err}");
+    assert!(!err.contains("URI:"), "{err}");
+}
