@@ -176,6 +176,14 @@ impl StorageClient {
         }
     }
 
+    /// The CBOR body of a `200 OK` reply; another status is an error.
+    fn cbor_200(&self, what: &str, resp: Response<Body>) -> Result<Value, StorageError> {
+        match resp.status().as_u16() {
+            200 => self.cbor(what, resp),
+            status => Err(self.status(what, status)),
+        }
+    }
+
     /// The CBOR body of a successful reply, size-limited.
     fn cbor(&self, what: &str, mut resp: Response<Body>) -> Result<Value, StorageError> {
         let content_type = resp
@@ -210,10 +218,7 @@ impl StorageClient {
     pub(crate) fn version(&self) -> Result<Version, StorageError> {
         let what = "GET version";
         let resp = self.send(what, "GET", "/storage/v1/version", &[], &[], None)?;
-        if resp.status().as_u16() != 200 {
-            return Err(self.status(what, resp.status().as_u16()));
-        }
-        let value = self.cbor(what, resp)?;
+        let value = self.cbor_200(what, resp)?;
         parse_version(&value).map_err(|p| self.bad_reply(what, p))
     }
 
@@ -335,10 +340,7 @@ impl StorageClient {
             &[],
             None,
         )?;
-        if resp.status().as_u16() != 200 {
-            return Err(self.status(what, resp.status().as_u16()));
-        }
-        let value = self.cbor(what, resp)?;
+        let value = self.cbor_200(what, resp)?;
         share_set(&value).map_err(|p| self.bad_reply(what, p))
     }
 

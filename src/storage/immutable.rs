@@ -236,11 +236,7 @@ impl Uploader {
         let plan = Plan::new(self.params, size)?;
         let share_size = plan.share_size;
         let si = storage_index(&key);
-        let order = permuted(&self.servers, &si);
-        let clients = order
-            .iter()
-            .map(|s| StorageClient::new(s))
-            .collect::<Result<Vec<_>, _>>()?;
+        let (order, clients) = permuted_clients(&self.servers, &si)?;
         // Writable servers: those that answer and have room for a share.
         let mut writable = Vec::new();
         let mut skipped = Vec::new();
@@ -376,6 +372,19 @@ impl Uploader {
     }
 }
 
+/// The servers in Tahoe's order for `si`, and a client for each.
+fn permuted_clients<'a>(
+    servers: &'a [Server],
+    si: &[u8; 16],
+) -> Result<(Vec<&'a Server>, Vec<StorageClient>), StorageError> {
+    let order = permuted(servers, si);
+    let clients = order
+        .iter()
+        .map(|s| StorageClient::new(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((order, clients))
+}
+
 /// Why an upload failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum UploadError {
@@ -424,11 +433,7 @@ pub(crate) fn download(
     out: &mut impl std::io::Write,
 ) -> Result<(), UploadError> {
     let si = cap.storage_index();
-    let order = permuted(servers, &si);
-    let clients = order
-        .iter()
-        .map(|s| StorageClient::new(s))
-        .collect::<Result<Vec<_>, _>>()?;
+    let (_, clients) = permuted_clients(servers, &si)?;
     let mut remote = Vec::new();
     let mut problems = Vec::new();
     for client in &clients {
