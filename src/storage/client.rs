@@ -503,8 +503,32 @@ fn parse_version(value: &Value) -> Result<Version, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+
+    /// A version message with `available-space` of `space`.
+    pub(crate) fn version_reply(space: u64) -> Vec<u8> {
+        let field = |k: &str, v: u64| {
+            (
+                Value::Bytes(k.as_bytes().to_vec()),
+                Value::Integer(v.into()),
+            )
+        };
+        encode_cbor(&Value::Map(vec![
+            (
+                Value::Bytes(V1.to_vec()),
+                Value::Map(vec![
+                    field("maximum-immutable-share-size", 1 << 40),
+                    field("maximum-mutable-share-size", 1 << 40),
+                    field("available-space", space),
+                ]),
+            ),
+            (
+                Value::Bytes(b"application-version".to_vec()),
+                Value::Bytes(b"tahoe-lafs/1.20.0".to_vec()),
+            ),
+        ]))
+    }
 
     #[test]
     fn cbor_replies_are_checked() {
@@ -563,7 +587,7 @@ mod tests {
 /// A real TLS server answering canned replies: the client's handling of
 /// hostile servers, end to end.
 #[cfg(test)]
-mod hostile_tests {
+pub(super) mod hostile_tests {
     use std::io::{Read as _, Write as _};
     use std::net::TcpListener;
     use std::sync::Arc;
@@ -576,7 +600,7 @@ mod hostile_tests {
 
     /// Serves `reply` (the whole HTTP response) to every request; the
     /// server's NURL.
-    fn serve(reply: Vec<u8>) -> String {
+    pub(crate) fn serve(reply: Vec<u8>) -> String {
         let key = rcgen::KeyPair::generate().unwrap();
         let params = rcgen::CertificateParams::new(vec!["x".to_string()]).unwrap();
         let cert = params.self_signed(&key).unwrap().der().to_vec();
@@ -618,7 +642,7 @@ mod hostile_tests {
         format!("pb://{pin}@127.0.0.1:{port}/swissnum#v=1")
     }
 
-    fn reply(status: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
+    pub(crate) fn reply(status: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
         let mut r = format!(
             "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             body.len()

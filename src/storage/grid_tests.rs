@@ -338,3 +338,47 @@ fn a_corrupt_share_is_detected_and_another_used() {
     assert!(err.contains("not enough good shares"), "{err}");
     assert!(!err.contains("URI:"), "{err}");
 }
+
+#[test]
+fn full_and_unreachable_servers_are_skipped() {
+    let Some(mut g) = grid() else {
+        return;
+    };
+    use super::client::hostile_tests::{reply, serve};
+    use super::client::tests::version_reply;
+    // A server that says it has no room, and one that is not there (a
+    // port just freed).
+    let full = Server::from_nurl(&serve(reply(
+        "200 OK",
+        "application/cbor",
+        &version_reply(0),
+    )))
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut gone = g.servers[0].clone();
+    gone.id = "gone".into();
+    gone.nickname = "gone".into();
+    gone.nurl.port = port;
+    g.uploader.servers.push(full);
+    g.uploader.servers.push(gone);
+    let content = data(7000, 4242);
+    let up = g
+        .uploader
+        .upload(&mut std::io::Cursor::new(&content), 7000)
+        .unwrap();
+    assert_eq!(up.happiness, 3);
+    let holders: std::collections::BTreeSet<String> =
+        up.placement.values().flatten().cloned().collect();
+    assert!(
+        holders.iter().all(|h| h.starts_with("storage")),
+        "{holders:?}"
+    );
+    assert_eq!(
+        g.gateway.download(&Cap::parse(&up.cap).unwrap()).unwrap(),
+        content
+    );
+}
