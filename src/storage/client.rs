@@ -138,7 +138,12 @@ impl StorageClient {
         }
     }
 
-    /// Sends one request. `what` names it in errors; `secrets` are
+    /// Sends one request, retried after a network failure (a refused or
+    /// broken connection, a timeout; not a TLS refusal, nor any HTTP
+    /// answer). Retrying is safe for every request of the protocol: a
+    /// repeated allocation with the same upload secret gets the same answer,
+    /// a chunk written again with the same bytes is accepted, aborts and
+    /// leases are idempotent. `what` names it in errors; `secrets` are
     /// `(kind, value)` pairs for `X-Tahoe-Authorization`.
     fn send(
         &self,
@@ -149,6 +154,26 @@ impl StorageClient {
         headers: &[(&str, String)],
         body: Option<(&str, &[u8])>,
     ) -> Result<Response<Body>, StorageError> {
+        let mut delays = RETRY_DELAYS.iter();
+        loop {
+            match self.send_once(method, path, secrets, headers, body) {
+                Ok(resp) => return Ok(resp),
+                Err(e) => match delays.next() {
+                    Some(delay) if transient(&e) => std::thread::sleep(*delay),
+                    _ => return Err(self.network(what, e)),
+                },
+            }
+        }
+    }
+
+    fn send_once(
+        &self,
+        method: &str,
+        path: &str,
+        secrets: &[(&str, &[u8])],
+        headers: &[(&str, String)],
+        body: Option<(&str, &[u8])>,
+    ) -> Result<Response<Body>, ureq::Error> {
         let mut req = ureq::http::Request::builder()
             .method(method)
             .uri(format!("{}{}", self.base, path))
@@ -164,15 +189,11 @@ impl StorageClient {
             req = req.header(*name, value);
         }
         match body {
-            Some((content_type, data)) => req
-                .header("Content-Type", content_type)
-                .body(data)
-                .map_err(|e| self.network(what, e.into()))
-                .and_then(|r| self.agent.run(r).map_err(|e| self.network(what, e))),
-            None => req
-                .body(())
-                .map_err(|e| self.network(what, e.into()))
-                .and_then(|r| self.agent.run(r).map_err(|e| self.network(what, e))),
+            Some((content_type, data)) => {
+                let r = req.header("Content-Type", content_type).body(data)?;
+                self.agent.run(r)
+            }
+            None => self.agent.run(req.body(())?),
         }
     }
 
@@ -415,14 +436,31 @@ impl StorageClient {
     }
 }
 
-/// A ureq error in words; a pin mismatch says so plainly.
-fn describe(err: &ureq::Error) -> String {
-    let tls = match err {
+/// The delays before the second and third attempts of a request.
+const RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(500), Duration::from_millis(1500)];
+
+/// The TLS error inside a ureq error, if any.
+fn tls_of(err: &ureq::Error) -> Option<&rustls::Error> {
+    match err {
         ureq::Error::Rustls(e) => Some(e),
         ureq::Error::Io(e) => e.get_ref().and_then(|inner| inner.downcast_ref()),
         _ => None,
-    };
-    match tls {
+    }
+}
+
+/// Whether another attempt may succeed: the connection failed or broke
+/// or timed out. A TLS refusal (a wrong pin) will not change.
+fn transient(err: &ureq::Error) -> bool {
+    match err {
+        ureq::Error::Io(_) => tls_of(err).is_none(),
+        ureq::Error::ConnectionFailed | ureq::Error::Timeout(_) => true,
+        _ => false,
+    }
+}
+
+/// A ureq error in words; a pin mismatch says so plainly.
+fn describe(err: &ureq::Error) -> String {
+    match tls_of(err) {
         Some(e) => format!("TLS: {}", tls_message(e)),
         None => err.to_string(),
     }
@@ -601,6 +639,12 @@ pub(super) mod hostile_tests {
     /// Serves `reply` (the whole HTTP response) to every request; the
     /// server's NURL.
     pub(crate) fn serve(reply: Vec<u8>) -> String {
+        serve_each(vec![Some(reply)])
+    }
+
+    /// Serves the n-th connection `replies[n]` (the last one from then on);
+    /// `None` closes the connection after the request, without an answer.
+    fn serve_each(replies: Vec<Option<Vec<u8>>>) -> String {
         let key = rcgen::KeyPair::generate().unwrap();
         let params = rcgen::CertificateParams::new(vec!["x".to_string()]).unwrap();
         let cert = params.self_signed(&key).unwrap().der().to_vec();
@@ -621,8 +665,12 @@ pub(super) mod hostile_tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         std::thread::spawn(move || {
-            for sock in listener.incoming() {
+            for (n, sock) in listener.incoming().enumerate() {
                 let Ok(sock) = sock else { continue };
+                let Some(reply) = &replies[n.min(replies.len() - 1)] else {
+                    drop(sock);
+                    continue;
+                };
                 let conn = rustls::ServerConnection::new(config.clone()).unwrap();
                 let mut tls = rustls::StreamOwned::new(conn, sock);
                 let mut req = Vec::new();
@@ -633,7 +681,7 @@ pub(super) mod hostile_tests {
                         Ok(n) => req.extend_from_slice(&buf[..n]),
                     }
                 }
-                let _ = tls.write_all(&reply);
+                let _ = tls.write_all(reply);
                 let _ = tls.flush();
                 tls.conn.send_close_notify();
                 let _ = tls.flush();
@@ -659,6 +707,27 @@ pub(super) mod hostile_tests {
             .version()
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn a_broken_connection_is_retried() {
+        let ok = reply(
+            "200 OK",
+            "application/cbor",
+            &super::tests::version_reply(9),
+        );
+        let nurl = serve_each(vec![None, None, Some(ok)]);
+        let client = StorageClient::new(&Server::from_nurl(&nurl).unwrap()).unwrap();
+        assert_eq!(client.version().unwrap().available_space, 9);
+        // Three failures in a row: the error says what failed.
+        let nurl = serve_each(vec![None]);
+        let client = StorageClient::new(&Server::from_nurl(&nurl).unwrap()).unwrap();
+        let err = client.version().unwrap_err().to_string();
+        assert!(
+            err.starts_with("storage server https://127.0.0.1:"),
+            "{err}"
+        );
+        assert!(err.contains("GET version: "), "{err}");
     }
 
     #[test]
