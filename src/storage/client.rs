@@ -645,6 +645,15 @@ pub(super) mod hostile_tests {
     /// Serves the n-th connection `replies[n]` (the last one from then on);
     /// `None` closes the connection after the request, without an answer.
     fn serve_each(replies: Vec<Option<Vec<u8>>>) -> String {
+        serve_with(move |n, _, _| replies[n.min(replies.len() - 1)].clone())
+    }
+
+    /// Serves each connection (one request each: every reply says
+    /// `Connection: close`) what `handler(n, request head, request body)`
+    /// returns; `None` closes the connection without an answer.
+    pub(crate) fn serve_with(
+        handler: impl Fn(usize, &str, &[u8]) -> Option<Vec<u8>> + Send + 'static,
+    ) -> String {
         let key = rcgen::KeyPair::generate().unwrap();
         let params = rcgen::CertificateParams::new(vec!["x".to_string()]).unwrap();
         let cert = params.self_signed(&key).unwrap().der().to_vec();
@@ -667,21 +676,40 @@ pub(super) mod hostile_tests {
         std::thread::spawn(move || {
             for (n, sock) in listener.incoming().enumerate() {
                 let Ok(sock) = sock else { continue };
-                let Some(reply) = &replies[n.min(replies.len() - 1)] else {
-                    drop(sock);
-                    continue;
-                };
                 let conn = rustls::ServerConnection::new(config.clone()).unwrap();
                 let mut tls = rustls::StreamOwned::new(conn, sock);
                 let mut req = Vec::new();
                 let mut buf = [0u8; 4096];
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                let head_end = loop {
+                    if let Some(p) = req.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break Some(p + 4);
+                    }
+                    match tls.read(&mut buf) {
+                        Ok(0) | Err(_) => break None,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                };
+                let Some(head_end) = head_end else { continue };
+                let head = String::from_utf8_lossy(&req[..head_end]).into_owned();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (name, value) = l.split_once(':')?;
+                        name.eq_ignore_ascii_case("content-length")
+                            .then(|| value.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                while req.len() < head_end + length {
                     match tls.read(&mut buf) {
                         Ok(0) | Err(_) => break,
                         Ok(n) => req.extend_from_slice(&buf[..n]),
                     }
                 }
-                let _ = tls.write_all(reply);
+                let body = &req[head_end..req.len().min(head_end + length)];
+                let Some(reply) = handler(n, &head, body) else {
+                    continue;
+                };
+                let _ = tls.write_all(&reply);
                 let _ = tls.flush();
                 tls.conn.send_close_notify();
                 let _ = tls.flush();

@@ -382,3 +382,92 @@ fn full_and_unreachable_servers_are_skipped() {
         content
     );
 }
+
+#[test]
+fn a_server_failing_mid_upload_aborts_cleanly_and_the_next_run_completes() {
+    let Some(mut g) = grid() else {
+        return;
+    };
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::client::hostile_tests::{reply, serve_with};
+    use super::client::tests::version_reply;
+    // A server that allocates what it is asked, then fails every chunk
+    // (as a node dying mid-upload does), and counts the aborts it gets.
+    let aborts = Arc::new(AtomicUsize::new(0));
+    let seen = aborts.clone();
+    let nurl = serve_with(move |_, head, body| {
+        let cbor = "application/cbor";
+        Some(if head.starts_with("GET /storage/v1/version") {
+            reply("200 OK", cbor, &version_reply(1 << 40))
+        } else if head.starts_with("POST /storage/v1/immutable/") {
+            let req = super::client::decode_cbor(body).unwrap();
+            let shares = match &req {
+                ciborium::Value::Map(m) => m[0].1.clone(),
+                _ => panic!("allocate body {req:?}"),
+            };
+            let mut out = Vec::new();
+            ciborium::into_writer(
+                &ciborium::Value::Map(vec![
+                    (
+                        ciborium::Value::Text("already-have".into()),
+                        ciborium::Value::Array(vec![]),
+                    ),
+                    (ciborium::Value::Text("allocated".into()), shares),
+                ]),
+                &mut out,
+            )
+            .unwrap();
+            reply("201 Created", cbor, &out)
+        } else if head.starts_with("PUT ") && head.contains("/abort ") {
+            seen.fetch_add(1, Ordering::SeqCst);
+            reply("200 OK", "text/plain", b"")
+        } else {
+            reply("500 Internal Server Error", "text/plain", b"dying")
+        })
+    });
+    let mut hostile = Server::from_nurl(&nurl).unwrap();
+    hostile.nickname = "dying".into();
+    // Two grid servers and the dying one: each gets one of the 3 shares.
+    let grid_servers = g.uploader.servers.clone();
+    g.uploader.servers = vec![grid_servers[0].clone(), grid_servers[1].clone(), hostile];
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let content = data(3 * 1024 * 1024 + 7, nonce ^ 0x77);
+    let err = g
+        .uploader
+        .upload(&mut std::io::Cursor::new(&content), content.len() as u64)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("dying") && err.contains("upload share chunk: HTTP 500"),
+        "{err}"
+    );
+    assert!(
+        aborts.load(Ordering::SeqCst) >= 1,
+        "the dying server's bucket was aborted"
+    );
+    // The next run, on the healthy servers, completes (from what the
+    // servers hold plus the rest), and the file is whole.
+    g.uploader.servers = grid_servers;
+    let up = g
+        .uploader
+        .upload(&mut std::io::Cursor::new(&content), content.len() as u64)
+        .unwrap();
+    assert_eq!(up.happiness, 3);
+    let report = g
+        .gateway
+        .check(
+            &Cap::parse(&up.cap).unwrap(),
+            CheckOptions {
+                add_lease: false,
+                verify: true,
+                repair: false,
+            },
+        )
+        .unwrap();
+    assert!(report.healthy, "{}", report.summary);
+}
