@@ -66,8 +66,14 @@ pub(crate) struct ForgetPlan {
     pub(crate) backups: Vec<BackupRow>,
     /// The root caps of the backups kept.
     kept_roots: HashSet<String>,
-    /// `objects` rows to delete.
+    /// Non-literal `objects` rows to delete.
     keys: Vec<Vec<u8>>,
+    /// Literal `objects` rows to delete: those of the swept generations.
+    /// Deleted by that condition in SQL (`literal_sweep`), never listed:
+    /// a tree of a million small files has that many literal rows.
+    literal_rows: usize,
+    /// The sweep condition on `generation`, for the literal rows.
+    literal_sweep: String,
     /// Distinct caps of those rows, and caps without rows that go.
     caps_forgotten: usize,
     /// Non-literal caps that nothing left in the cache reaches: their
@@ -80,7 +86,7 @@ impl fmt::Debug for ForgetPlan {
         f.debug_struct("ForgetPlan")
             .field("backups", &self.backups.len())
             .field("kept_roots", &self.kept_roots.len())
-            .field("rows", &self.keys.len())
+            .field("rows", &self.rows())
             .field("objects", &self.caps_forgotten)
             .field("gone", &self.gone.len())
             .finish()
@@ -90,7 +96,7 @@ impl fmt::Debug for ForgetPlan {
 impl ForgetPlan {
     /// How many `objects` rows (dedup entries) go.
     pub(crate) fn rows(&self) -> usize {
-        self.keys.len()
+        self.keys.len() + self.literal_rows
     }
 
     /// How many distinct objects (caps, literal ones included) the cache
@@ -245,11 +251,31 @@ impl Cache {
             return Err(self.corrupt("a negative generation"));
         }
         let swept = sweep.sql("o.generation");
+        // Literal caps are in no reachable set: their rows go with their
+        // generation, counted here and deleted in SQL (`apply_forget`).
+        let literal = format!("NOT ({})", not_literal("o.cap"));
+        let count = |sql: String| -> Result<usize, CacheError> {
+            self.conn
+                .query_row(&sql, [], |r| r.get::<_, i64>(0))
+                .map(|n| usize::try_from(n).unwrap_or(0))
+                .map_err(|e| sql_err(&self.path, action, e))
+        };
+        let literal_rows = count(format!(
+            "SELECT count(*) FROM objects o WHERE {literal} AND {swept}"
+        ))?;
+        // Literal caps that lose every row.
+        // (Grouped: one literal cap, e.g. the empty file's, may have a row
+        // for every path that ever held it.)
+        let literal_caps = count(format!(
+            "SELECT count(*) FROM (SELECT o.cap FROM objects o WHERE {literal}
+             GROUP BY o.cap HAVING min({swept}) = 1)"
+        ))?;
         let mut stmt = self
             .conn
             .prepare(&format!(
                 "SELECT o.key, o.cap FROM objects o
-                 WHERE NOT {} AND ({} OR {swept})",
+                 WHERE {} AND NOT {} AND ({} OR {swept})",
+                not_literal("o.cap"),
                 keep.has("o.cap"),
                 forgotten.has("o.cap"),
             ))
@@ -304,7 +330,8 @@ impl Cache {
         let mut caps_forgotten = gone
             .iter()
             .filter(|c| !deleted_caps.contains_key(*c))
-            .count();
+            .count()
+            + literal_caps;
         for (cap, deleted) in &deleted_caps {
             let rows: i64 = count_rows
                 .query_row([cap], |r| r.get(0))
@@ -318,6 +345,8 @@ impl Cache {
             backups,
             kept_roots,
             keys,
+            literal_rows,
+            literal_sweep: sweep.sql("generation"),
             caps_forgotten,
             gone,
         })
@@ -357,6 +386,17 @@ impl Cache {
                     }
                     Ok(())
                 })
+            })
+            .and_then(|()| {
+                tx.execute(
+                    &format!(
+                        "DELETE FROM objects WHERE NOT ({}) AND {}",
+                        not_literal("cap"),
+                        plan.literal_sweep
+                    ),
+                    [],
+                )
+                .map(|_| ())
             })
             .and_then(|()| {
                 for sql in [
