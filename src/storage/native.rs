@@ -310,6 +310,21 @@ impl Native {
         Ok(cap.to_uri())
     }
 
+    /// [`Native::upload_dir`] of a `mkdir-immutable` request body.
+    pub(crate) fn upload_dir_json(&self, body: &str) -> Result<String, UploadError> {
+        let children = children_of_mkdir_body(body)
+            .map_err(|e| ChkError::Dir(format!("a directory body that does not parse: {e}")))?;
+        let children: Vec<Child<'_>> = children
+            .iter()
+            .map(|c| Child {
+                name: &c.name,
+                cap: &c.cap,
+                metadata: c.metadata,
+            })
+            .collect();
+        self.upload_dir(&children)
+    }
+
     /// Downloads the object of a `URI:CHK:` or `URI:DIR2-CHK:` cap into
     /// `out`, every hash checked.
     pub(crate) fn download(
@@ -320,6 +335,167 @@ impl Native {
         let cap =
             ChkCap::parse(cap).map_err(|e| UploadError::Chk(ChkError::BadCap(e.to_string())))?;
         download(&self.uploader.servers, &cap, out)
+    }
+}
+
+/// One child of a `mkdir-immutable` request body, as spans of it.
+#[derive(Debug, PartialEq)]
+pub(crate) struct BodyChild<'a> {
+    /// The name, unescaped.
+    pub(crate) name: String,
+    /// The read cap, unescaped.
+    pub(crate) cap: String,
+    /// The metadata object's JSON text exactly as in the body (its key order
+    /// is what the gateway keeps, so it must not go through a map).
+    pub(crate) metadata: &'a str,
+}
+
+/// The children of a `POST /uri?t=mkdir-immutable` body
+/// (`{NAME: [TYPE, {"ro_uri": CAP, "metadata": {...}}], ...}`, as
+/// `edge::children_json` writes it), so the native path packs exactly what
+/// the gateway would.
+pub(crate) fn children_of_mkdir_body(body: &str) -> Result<Vec<BodyChild<'_>>, String> {
+    let mut p = Scan { s: body, i: 0 };
+    let mut out = Vec::new();
+    p.expect(b'{')?;
+    if p.peek() == Some(b'}') {
+        return Ok(out);
+    }
+    loop {
+        let name = p.string()?;
+        p.expect(b':')?;
+        p.expect(b'[')?;
+        let _kind = p.string()?;
+        p.expect(b',')?;
+        p.expect(b'{')?;
+        let (mut cap, mut metadata) = (None, None);
+        loop {
+            let key = p.string()?;
+            p.expect(b':')?;
+            let value = p.value()?;
+            match key.as_str() {
+                "ro_uri" => {
+                    cap = Some(serde_json::from_str::<String>(value).map_err(|e| e.to_string())?)
+                }
+                "metadata" => metadata = Some(value),
+                _ => {}
+            }
+            if p.next_of(b',', b'}')? == b'}' {
+                break;
+            }
+        }
+        p.expect(b']')?;
+        out.push(BodyChild {
+            name,
+            cap: cap.ok_or("a child without ro_uri")?,
+            metadata: metadata.unwrap_or("{}"),
+        });
+        if p.next_of(b',', b'}')? == b'}' {
+            break;
+        }
+    }
+    match p.peek() {
+        None => Ok(out),
+        Some(_) => Err(format!("trailing bytes at byte {}", p.i)),
+    }
+}
+
+/// A cursor over JSON text that finds the spans of values.
+struct Scan<'a> {
+    s: &'a str,
+    i: usize,
+}
+
+impl<'a> Scan<'a> {
+    fn skip_ws(&mut self) {
+        while matches!(
+            self.s.as_bytes().get(self.i),
+            Some(b' ' | b'\n' | b'\r' | b'\t')
+        ) {
+            self.i += 1;
+        }
+    }
+
+    fn peek(&mut self) -> Option<u8> {
+        self.skip_ws();
+        self.s.as_bytes().get(self.i).copied()
+    }
+
+    fn expect(&mut self, c: u8) -> Result<(), String> {
+        if self.peek() == Some(c) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(format!("expected '{}' at byte {}", c as char, self.i))
+        }
+    }
+
+    fn next_of(&mut self, a: u8, b: u8) -> Result<u8, String> {
+        match self.peek() {
+            Some(c) if c == a || c == b => {
+                self.i += 1;
+                Ok(c)
+            }
+            _ => Err(format!(
+                "expected '{}' or '{}' at byte {}",
+                a as char, b as char, self.i
+            )),
+        }
+    }
+
+    /// A JSON string, unescaped.
+    fn string(&mut self) -> Result<String, String> {
+        let raw = self.value()?;
+        if !raw.starts_with('"') {
+            return Err(format!("expected a string before byte {}", self.i));
+        }
+        serde_json::from_str(raw).map_err(|e| e.to_string())
+    }
+
+    /// The text of the next value (a string, object, array or scalar).
+    fn value(&mut self) -> Result<&'a str, String> {
+        self.skip_ws();
+        let bytes = self.s.as_bytes();
+        let start = self.i;
+        let mut depth = 0usize;
+        let mut in_string = false;
+        while let Some(&c) = bytes.get(self.i) {
+            self.i += 1;
+            if in_string {
+                match c {
+                    b'\\' => self.i += 1,
+                    b'"' => {
+                        in_string = false;
+                        if depth == 0 {
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            match c {
+                b'"' => in_string = true,
+                b'{' | b'[' => depth += 1,
+                b'}' | b']' if depth > 0 => {
+                    depth -= 1;
+                    if depth == 0 {
+                        break;
+                    }
+                }
+                b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t' if depth == 0 => {
+                    self.i -= 1;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        if in_string || depth > 0 || self.i == start || self.i > bytes.len() {
+            return Err(format!("a value cut short at byte {start}"));
+        }
+        self.s
+            .get(start..self.i)
+            .ok_or_else(|| format!("a value cut short at byte {start}"))
     }
 }
 
@@ -504,5 +680,35 @@ mod tests {
         assert!(e.contains("line 2: shares.needed is not a number"), "{e}");
         let e = shares_of_cfg("[client]\nshares.needed = 4\nshares.total = 3\n").expect_err("bad");
         assert!(e.contains("need 1 <= needed <= total"), "{e}");
+    }
+
+    #[test]
+    fn mkdir_bodies_split_into_children_keeping_metadata_text() {
+        let body = r#"{"a\"b":["filenode",{"ro_uri":"URI:LIT:x","metadata":{"z":1,"a":{"k":"}]"}}}],"d":["dirnode",{"ro_uri":"URI:DIR2-LIT:","metadata":{}}]}"#;
+        let children = children_of_mkdir_body(body).expect("parses");
+        assert_eq!(
+            children,
+            vec![
+                BodyChild {
+                    name: "a\"b".into(),
+                    cap: "URI:LIT:x".into(),
+                    metadata: r#"{"z":1,"a":{"k":"}]"}}"#,
+                },
+                BodyChild {
+                    name: "d".into(),
+                    cap: "URI:DIR2-LIT:".into(),
+                    metadata: "{}",
+                },
+            ]
+        );
+        assert_eq!(children_of_mkdir_body("{}").expect("empty"), vec![]);
+        for bad in [
+            "",
+            "{",
+            r#"{"a":["filenode",{"metadata":{}}]}"#,
+            r#"{"a":["filenode",{"ro_uri":"x""#,
+        ] {
+            assert!(children_of_mkdir_body(bad).is_err(), "{bad}");
+        }
     }
 }
