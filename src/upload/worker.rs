@@ -99,12 +99,13 @@ impl NativePath {
     }
 }
 
-/// A prepared body that can be read again from the start: convergent
-/// encryption reads it twice, and `Prepared::open` checks the file each time.
+/// A prepared body read twice by convergent encryption (`Prepared::open`
+/// checks the file each time): the first pass only hashes it, so only the
+/// second, which sends it, goes through the rate limit and the progress
+/// count (`second`).
 struct Reopen<'p> {
-    prepared: &'p Prepared,
-    limits: &'p Limits,
     inner: Box<dyn Read + Send>,
+    second: &'p dyn Fn() -> io::Result<Box<dyn Read + Send>>,
 }
 
 impl Read for Reopen<'_> {
@@ -117,7 +118,7 @@ impl Seek for Reopen<'_> {
     fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
         match pos {
             SeekFrom::Start(0) => {
-                self.inner = self.limits.limit_reader(self.prepared.open()?);
+                self.inner = (self.second)()?;
                 Ok(0)
             }
             _ => Err(io::Error::other("a prepared body can only be rewound")),
@@ -175,12 +176,19 @@ fn run(shared: &Shared<'_>, job: Job) -> Done {
             let limits = shared.limits.clone();
             let in_flight = Arc::new(AtomicU64::new(0));
             let native = |n: &Native| {
+                let second = || -> io::Result<Box<dyn Read + Send>> {
+                    shared.progress.unsend(in_flight.swap(0, Ordering::Relaxed));
+                    Ok(Box::new(Counted {
+                        inner: limits.limit_reader(prepared.open()?),
+                        progress: Arc::clone(&shared.progress),
+                        in_flight: Arc::clone(&in_flight),
+                    }))
+                };
                 let mut body = Reopen {
-                    prepared: &prepared,
-                    limits: &limits,
-                    inner: limits.limit_reader(prepared.open().map_err(|e| {
+                    inner: prepared.open().map_err(|e| {
                         NativeUploadError::Chk(ChkError::io("open the prepared body", e))
-                    })?),
+                    })?,
+                    second: &second,
                 };
                 n.upload_file(&mut body, prepared.body_size)
             };
