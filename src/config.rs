@@ -39,10 +39,11 @@ pub(crate) use jobs::{Job, JobKind};
 pub(crate) use retention::Retention;
 use schema::{Item, Layer, section};
 use values::{
-    at_least_one, attempts, catalog, count_limit, filter_rules, max_age, monitor_url, secs_limit,
-    url,
+    at_least_one, attempts, catalog, count_limit, filter_rules, max_age, monitor_url, nurls,
+    secs_limit, url,
 };
 
+pub(crate) use values::StorageMode;
 pub(crate) use values::{
     CaFiles, LogLevel, MaxAge, RateSpec, RuleFiles, XzOptions, rules_choose, seconds,
 };
@@ -377,6 +378,28 @@ section! {
         pub catalog: Option<String> => catalog,
         /// `destination.encoding`: which files are compressed, and how.
         pub encoding: Encoding,
+        /// `gateway` (the web API) or `native` (straight to the storage
+        /// servers, `docs/native-storage.md`) for CHK objects.
+        pub storage: StorageMode,
+        /// `destination.native`: what `storage: native` needs.
+        pub native: NativeStorage,
+    }
+}
+
+section! {
+    /// `destination.native`: the node settings of the native storage path.
+    pub struct NativeStorage {
+        /// The gateway's node directory (`private/convergence`,
+        /// `private/secret`, the announcement cache, `tahoe.cfg`).
+        pub node_dir: Option<PathBuf>,
+        /// The convergence secret file (0600), instead of the node's.
+        pub convergence_file: Option<PathBuf>,
+        /// The lease secret file (0600), instead of the node's.
+        pub lease_secret_file: Option<PathBuf>,
+        /// Storage server NURLs, instead of the announcement cache.
+        pub servers: Vec<String> => nurls,
+        /// Fail instead of falling back to the gateway.
+        pub required: bool,
     }
 }
 

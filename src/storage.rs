@@ -16,6 +16,7 @@
 
 pub(crate) mod client;
 pub(crate) mod immutable;
+pub(crate) mod native;
 pub(crate) mod nurl;
 pub(crate) mod tls;
 

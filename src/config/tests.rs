@@ -1750,3 +1750,80 @@ fn bad_stream_jobs_name_the_line_and_key() {
         "needs jobs job #1.repository",
     );
 }
+
+// ---- destination.storage and destination.native (issue 17 item 3) ----
+
+const GOOD_NURL: &str =
+    "pb://AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA@127.0.0.1:9999/sw1ssnum#v=1";
+
+#[test]
+fn native_storage_keys_default_to_the_gateway() {
+    let c = Config::builtin();
+    assert_eq!(c.destination.storage, StorageMode::Gateway);
+    let n = &c.destination.native;
+    assert_eq!(n.node_dir, None);
+    assert_eq!(n.convergence_file, None);
+    assert_eq!(n.lease_secret_file, None);
+    assert!(n.servers.is_empty());
+    assert!(!n.required);
+}
+
+#[test]
+fn native_storage_keys_are_read() {
+    let yaml = format!(
+        "destination:\n  storage: native\n  native:\n    node_dir: /n\n    \
+         convergence_file: /c\n    lease_secret_file: /l\n    servers: ['{GOOD_NURL}']\n    \
+         required: true\n"
+    );
+    let c = load_one(&yaml).expect("loads").config;
+    assert_eq!(c.destination.storage, StorageMode::Native);
+    let n = &c.destination.native;
+    assert_eq!(n.node_dir.as_deref(), Some(std::path::Path::new("/n")));
+    assert_eq!(
+        n.convergence_file.as_deref(),
+        Some(std::path::Path::new("/c"))
+    );
+    assert_eq!(
+        n.lease_secret_file.as_deref(),
+        Some(std::path::Path::new("/l"))
+    );
+    assert_eq!(n.servers, vec![GOOD_NURL.to_owned()]);
+    assert!(n.required);
+    // The dump reads back the same.
+    assert_eq!(load_one(&c.to_yaml()).expect("reloads").config, c);
+}
+
+#[test]
+fn native_storage_keys_reject_bad_values() {
+    assert_eq!(
+        error("destination:\n  storage: direct\n"),
+        "cfg.yaml:2: wrong type for destination.storage: expected one of gateway, native, \
+         found the string \"direct\""
+    );
+    assert_eq!(
+        error("destination:\n  native:\n    servers: 'pb://x'\n"),
+        "cfg.yaml:3: wrong type for destination.native.servers: expected a list of NURLs, \
+         or null, found the string \"pb://x\""
+    );
+    assert_eq!(
+        error("destination:\n  native:\n    required: sometimes\n"),
+        "cfg.yaml:3: wrong type for destination.native.required: expected true or false, \
+         found the string \"sometimes\""
+    );
+    assert_eq!(
+        error("destination:\n  native:\n    nodedir: /n\n"),
+        "cfg.yaml:3: unknown config key destination.native.nodedir"
+    );
+    // A bad NURL names the element and what is wrong, never the swissnum.
+    let bad = GOOD_NURL.replace("#v=1", "#v=2");
+    let e = error(&format!(
+        "destination:\n  native:\n    servers:\n      - '{GOOD_NURL}'\n      - '{bad}'\n"
+    ));
+    assert!(
+        e.starts_with(
+            "cfg.yaml:5: invalid value for destination.native.servers NURL #2: invalid NURL"
+        ),
+        "{e}"
+    );
+    assert!(!e.contains("sw1ssnum"), "{e}");
+}

@@ -130,6 +130,47 @@ impl Value for Codec {
     }
 }
 
+// ---------------------------------------------------------------- storage
+
+/// `destination.storage`: how CHK objects reach the storage servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum StorageMode {
+    /// Through the gateway's web API (`PUT /uri`, `mkdir-immutable`).
+    #[default]
+    Gateway,
+    /// Encoded here and sent straight to the storage servers (issue 17;
+    /// `docs/native-storage.md`).
+    Native,
+}
+
+impl StorageMode {
+    /// The config spelling: `gateway` or `native`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StorageMode::Gateway => "gateway",
+            StorageMode::Native => "native",
+        }
+    }
+}
+
+impl Value for StorageMode {
+    fn zero() -> Self {
+        StorageMode::Gateway
+    }
+
+    fn parse(node: &Node, key: &str) -> Result<Self, Invalid> {
+        match &node.kind {
+            Kind::Str(s) if s.trim().eq_ignore_ascii_case("gateway") => Ok(StorageMode::Gateway),
+            Kind::Str(s) if s.trim().eq_ignore_ascii_case("native") => Ok(StorageMode::Native),
+            _ => Err(Invalid::ty(node, key, "one of gateway, native")),
+        }
+    }
+
+    fn to_out(&self) -> Out {
+        Out::Word(self.as_str())
+    }
+}
+
 // ---------------------------------------------------------------- timeouts
 
 /// `operation.timeouts.updates`: how long one upload of an object (a file
@@ -1131,5 +1172,45 @@ fn paths_out(paths: &[std::path::PathBuf]) -> Out {
                 .map(|p| Out::Str(p.to_string_lossy().into_owned()))
                 .collect(),
         )
+    }
+}
+
+/// `destination.native.servers`: storage server NURLs, each checked here
+/// (`pb://SPKI-HASH@HOST:PORT/SWISSNUM#v=1`); `null` is an empty list. An
+/// error says which part is wrong and never quotes the NURL: it carries the
+/// server's swissnum, a secret.
+pub(crate) mod nurls {
+    use super::*;
+
+    pub(crate) fn zero() -> Vec<String> {
+        Vec::new()
+    }
+
+    pub(crate) fn parse(node: &Node, key: &str) -> Result<Vec<String>, Invalid> {
+        if matches!(node.kind, Kind::Null) {
+            return Ok(Vec::new());
+        }
+        parse_list(
+            node,
+            key,
+            "a list of NURLs, or null",
+            "NURL",
+            |item, key| {
+                let Kind::Str(text) = &item.kind else {
+                    return Err(Invalid::ty(item, key, "a NURL (a string)"));
+                };
+                crate::storage::nurl::Nurl::parse(text.trim())
+                    .map(|_| text.trim().to_owned())
+                    .map_err(|e| Invalid::value(item, key, e.to_string()))
+            },
+        )
+    }
+
+    pub(crate) fn to_out(value: &[String]) -> Out {
+        if value.is_empty() {
+            Out::Null
+        } else {
+            Out::Seq(value.iter().map(|s| Out::Str(s.clone())).collect())
+        }
     }
 }

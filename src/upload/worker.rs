@@ -4,15 +4,18 @@
 //! cache and the directories being assembled.
 
 use std::fs::File;
-use std::io::{self, Read};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use crate::chk::ChkError;
 use crate::encode::{Encoder, Encoding, Prepared};
 use crate::progress::Progress;
 use crate::ratelimit::Limits;
+use crate::storage::immutable::UploadError as NativeUploadError;
+use crate::storage::native::Native;
 use crate::tahoe::{Cap, CheckOptions, CheckReport, Client, TahoeError};
 
 pub(super) type JobId = u64;
@@ -72,6 +75,55 @@ pub(super) struct Shared<'a> {
     pub encoder: &'a Encoder,
     pub limits: Limits,
     pub progress: Arc<Progress>,
+    /// `destination.storage: native`: the native path, else the gateway.
+    pub native: Option<&'a NativePath>,
+}
+
+/// The native storage path as the workers use it (issue 17 item 3).
+pub(crate) struct NativePath {
+    native: Native,
+    /// `destination.native.required`: a failure stops the run instead of
+    /// falling back to the gateway.
+    required: bool,
+    /// Whether the one fallback warning was given.
+    warned: AtomicBool,
+}
+
+impl NativePath {
+    pub(crate) fn new(native: Native, required: bool) -> NativePath {
+        NativePath {
+            native,
+            required,
+            warned: AtomicBool::new(false),
+        }
+    }
+}
+
+/// A prepared body read twice by convergent encryption (`Prepared::open`
+/// checks the file each time): the first pass only hashes it, so only the
+/// second, which sends it, goes through the rate limit and the progress
+/// count (`second`).
+struct Reopen<'p> {
+    inner: Box<dyn Read + Send>,
+    second: &'p dyn Fn() -> io::Result<Box<dyn Read + Send>>,
+}
+
+impl Read for Reopen<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf)
+    }
+}
+
+impl Seek for Reopen<'_> {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        match pos {
+            SeekFrom::Start(0) => {
+                self.inner = (self.second)()?;
+                Ok(0)
+            }
+            _ => Err(io::Error::other("a prepared body can only be rewound")),
+        }
+    }
 }
 
 /// Tells the progress display about bytes as they go to the gateway.
@@ -123,15 +175,34 @@ fn run(shared: &Shared<'_>, job: Job) -> Done {
             shared.limits.before_object();
             let limits = shared.limits.clone();
             let in_flight = Arc::new(AtomicU64::new(0));
-            let result = upload_or_wait(shared, || {
-                shared.client.upload(|| {
-                    // A new attempt sends from the first byte again.
+            let native = |n: &Native| {
+                let second = || -> io::Result<Box<dyn Read + Send>> {
                     shared.progress.unsend(in_flight.swap(0, Ordering::Relaxed));
                     Ok(Box::new(Counted {
                         inner: limits.limit_reader(prepared.open()?),
                         progress: Arc::clone(&shared.progress),
                         in_flight: Arc::clone(&in_flight),
                     }))
+                };
+                let mut body = Reopen {
+                    inner: prepared.open().map_err(|e| {
+                        NativeUploadError::Chk(ChkError::io("open the prepared body", e))
+                    })?,
+                    second: &second,
+                };
+                n.upload_file(&mut body, prepared.body_size)
+            };
+            let result = native_or_gateway(shared, native, || {
+                upload_or_wait(shared, || {
+                    shared.client.upload(|| {
+                        // A new attempt sends from the first byte again.
+                        shared.progress.unsend(in_flight.swap(0, Ordering::Relaxed));
+                        Ok(Box::new(Counted {
+                            inner: limits.limit_reader(prepared.open()?),
+                            progress: Arc::clone(&shared.progress),
+                            in_flight: Arc::clone(&in_flight),
+                        }))
+                    })
                 })
             });
             // The coordinator counts the finished object.
@@ -141,16 +212,25 @@ fn run(shared: &Shared<'_>, job: Job) -> Done {
         Job::UploadBytes { id, data } => {
             shared.limits.before_object();
             let limits = shared.limits.clone();
-            let result = upload_or_wait(shared, || {
-                shared
-                    .client
-                    .upload(|| Ok(limits.limit_reader(io::Cursor::new(data.as_ref().clone()))))
+            let native = |n: &Native| {
+                n.upload_file(&mut io::Cursor::new(data.as_slice()), data.len() as u64)
+            };
+            let result = native_or_gateway(shared, native, || {
+                upload_or_wait(shared, || {
+                    shared
+                        .client
+                        .upload(|| Ok(limits.limit_reader(io::Cursor::new(data.as_ref().clone()))))
+                })
             });
             Done::Uploaded { id, result }
         }
         Job::Mkdir { id, body } => {
             shared.limits.before_object();
-            let result = upload_or_wait(shared, || shared.client.mkdir_immutable(&body));
+            let result = native_or_gateway(
+                shared,
+                |n| n.upload_dir_json(&body),
+                || upload_or_wait(shared, || shared.client.mkdir_immutable(&body)),
+            );
             Done::Uploaded { id, result }
         }
         Job::Check { id, cap } => Done::Checked {
@@ -163,6 +243,40 @@ fn run(shared: &Shared<'_>, job: Job) -> Done {
                 },
             ),
         },
+    }
+}
+
+/// Uploads through the native path when it is configured, else (or after
+/// its first failure, with one warning, unless `required`) through the
+/// gateway. The caps are the same either way (docs/native-storage.md).
+fn native_or_gateway(
+    shared: &Shared<'_>,
+    native: impl FnOnce(&Native) -> Result<String, NativeUploadError>,
+    gateway: impl FnOnce() -> Result<Cap, Failure>,
+) -> Result<Cap, Failure> {
+    let Some(path) = shared.native else {
+        return gateway();
+    };
+    let err = match native(&path.native) {
+        Ok(cap) => return Cap::parse(&cap).map_err(Failure::Tahoe),
+        Err(err) => err,
+    };
+    match err {
+        // This object alone: its file changed or vanished while it was read.
+        NativeUploadError::Chk(e @ (ChkError::Changed(_) | ChkError::Io { .. })) => Err(
+            Failure::Skip(format!("could not be read while it was uploaded ({e})")),
+        ),
+        e if path.required => Err(Failure::GridDown(format!(
+            "the native storage path failed and destination.native.required is true: {e}"
+        ))),
+        e => {
+            if !path.warned.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "the native storage path failed ({e}); uploading through the gateway instead"
+                );
+            }
+            gateway()
+        }
     }
 }
 

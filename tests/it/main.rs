@@ -44,6 +44,7 @@ mod lifecycle_list_cleanup;
 mod lit_caps;
 mod long_paths;
 mod mount;
+mod native;
 mod rebuild;
 mod restore_formats;
 mod restore_grid;
