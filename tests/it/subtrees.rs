@@ -130,6 +130,15 @@ fn cache_rows(cache: &Path) -> BTreeMap<String, BTreeSet<String>> {
     out
 }
 
+/// A grid of the test's own (its counters are the test's uploads) and a
+/// setup whose source is a [`wide_tree`].
+fn on_own_grid(tops: usize, subs: usize, files: usize) -> (common::PrivateGrid, Setup) {
+    let grid = common::PrivateGrid::start_fast();
+    let s = Setup::new(grid.url());
+    wide_tree(&s.source, tops, subs, files);
+    (grid, s)
+}
+
 /// A tree of `tops` × `subs` directories of `files` small files each (under
 /// 56 bytes: literal caps, so a first backup only creates directories).
 fn wide_tree(root: &Path, tops: usize, subs: usize, files: usize) {
@@ -146,9 +155,7 @@ fn wide_tree(root: &Path, tops: usize, subs: usize, files: usize) {
 
 #[test]
 fn one_changed_file_in_20000_uploads_its_path_and_touches_no_other_cache_row() {
-    let grid = common::PrivateGrid::start_fast();
-    let s = Setup::new(grid.url());
-    wide_tree(&s.source, 20, 10, 100);
+    let (grid, s) = on_own_grid(20, 10, 100);
     let first = s.backup();
     assert_eq!(first["entries"], 20 * 10 * 100 + 20 * 10 + 20 + 1);
 
@@ -248,9 +255,7 @@ fn one_changed_file_in_20000_uploads_its_path_and_touches_no_other_cache_row() {
 /// in the next backup; the directories beside them are reused.
 #[test]
 fn every_kind_of_change_below_a_reused_directory_is_seen() {
-    let grid = common::PrivateGrid::start_fast();
-    let s = Setup::new(grid.url());
-    wide_tree(&s.source, 3, 3, 5);
+    let (grid, s) = on_own_grid(3, 3, 5);
     fs::write(
         s.source.join("t01/s01/big"),
         common::pseudo_random_bytes(5000, 1),
@@ -358,9 +363,7 @@ fn every_kind_of_change_below_a_reused_directory_is_seen() {
 /// --leases` and `cleanup` answer as before.
 #[test]
 fn a_schema_6_cache_is_migrated_and_keeps_its_answers() {
-    let grid = common::PrivateGrid::start_fast();
-    let s = Setup::new(grid.url());
-    wide_tree(&s.source, 2, 2, 3);
+    let (grid, s) = on_own_grid(2, 2, 3);
     fs::write(
         s.source.join("t00/data"),
         common::pseudo_random_bytes(3000, 3),
