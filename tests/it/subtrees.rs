@@ -130,6 +130,21 @@ fn cache_rows(cache: &Path) -> BTreeMap<String, BTreeSet<String>> {
     out
 }
 
+/// Every row of `before` is in `after` unchanged, and each table gained
+/// exactly `added(table)` rows.
+fn assert_rows_only_added(
+    before: &BTreeMap<String, BTreeSet<String>>,
+    after: &BTreeMap<String, BTreeSet<String>>,
+    added: impl Fn(&str) -> usize,
+) {
+    for (table, rows) in before {
+        let now = &after[table];
+        assert!(rows.is_subset(now), "{table}: a row changed or went");
+        let n = now.len() - rows.len();
+        assert_eq!(n, added(table), "{table}: {n} rows added");
+    }
+}
+
 /// A grid of the test's own (its counters are the test's uploads) and a
 /// setup whose source is a [`wide_tree`].
 fn on_own_grid(tops: usize, subs: usize, files: usize) -> (common::PrivateGrid, Setup) {
@@ -187,18 +202,11 @@ fn one_changed_file_in_20000_uploads_its_path_and_touches_no_other_cache_row() {
     );
     assert!(lines[1].starts_with(" 0:0:40") || lines[1].starts_with(' '));
     assert!(lines[1].contains("#subtree="), "{}", lines[1]);
-    let rows_after = cache_rows(&s.cache());
-    for (table, rows) in &rows_before {
-        let after = &rows_after[table];
-        assert!(rows.is_subset(after), "{table}: a row changed or went");
-        let added = after.len() - rows.len();
-        let expected = match table.as_str() {
-            // The run's own record.
-            "backups" | "runs" => 1,
-            _ => 0,
-        };
-        assert_eq!(added, expected, "{table}: {added} rows added");
-    }
+    assert_rows_only_added(&rows_before, &cache_rows(&s.cache()), |table| match table {
+        // The run's own record.
+        "backups" | "runs" => 1,
+        _ => 0,
+    });
 
     // One file's content changes (to a size past the literal limit): that
     // file and its three ancestors go up, nothing else, and no other row
@@ -224,27 +232,20 @@ fn one_changed_file_in_20000_uploads_its_path_and_touches_no_other_cache_row() {
     // the other 19 top directories reused, the 3 ancestors.
     let lines = s.queue_lines();
     assert_eq!(lines.len(), 1 + 100 + 9 + 19 + 3, "{}", lines.len());
-    let rows_after = cache_rows(&s.cache());
-    for (table, rows) in &rows_before {
-        let after = &rows_after[table];
-        assert!(rows.is_subset(after), "{table}: a row changed or went");
-        let added = after.len() - rows.len();
-        let expected = match table.as_str() {
-            "backups" | "runs" => 1,
-            // The file's key and the 3 directories' keys.
-            "objects" => 4,
-            // The 3 new directories' signatures.
-            "subtrees" => 3,
-            // The file's content and lease, the 3 directories' leases.
-            "content" => 1,
-            "leases" => 4,
-            // Each new directory records its non-literal children: s03 the
-            // file, t07 its 10 directories, the root its 20.
-            "dir_children" => 1 + 10 + 20,
-            _ => 0,
-        };
-        assert_eq!(added, expected, "{table}: {added} rows added");
-    }
+    assert_rows_only_added(&rows_before, &cache_rows(&s.cache()), |table| match table {
+        "backups" | "runs" => 1,
+        // The file's key and the 3 directories' keys.
+        "objects" => 4,
+        // The 3 new directories' signatures.
+        "subtrees" => 3,
+        // The file's content and lease, the 3 directories' leases.
+        "content" => 1,
+        "leases" => 4,
+        // Each new directory records its non-literal children: s03 the
+        // file, t07 its 10 directories, the root its 20.
+        "dir_children" => 1 + 10 + 20,
+        _ => 0,
+    });
 
     // What was stored is the tree as it is now.
     s.verify();
