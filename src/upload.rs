@@ -47,7 +47,6 @@ use crate::scan::display_path;
 use crate::stream::store::StreamError;
 use crate::tahoe::{self, Cap, CheckReport, Client, TahoeError};
 
-pub(crate) use worker::NativePath;
 pub(crate) use worker::random_probe;
 use worker::{Done, Failure, Job, JobId, Shared};
 
@@ -291,9 +290,6 @@ pub(crate) struct Uploader<'a> {
     format: Format,
     /// `chunking.files`, when configured.
     chunked_files: Option<ChunkedFiles>,
-    /// `destination.storage: native`: CHK objects go straight to the
-    /// storage servers (issue 17; `worker::NativePath`).
-    native: Option<worker::NativePath>,
 }
 
 fn unix_now() -> i64 {
@@ -351,7 +347,6 @@ impl<'a> Uploader<'a> {
             root: None,
             format: Format::V1,
             chunked_files: None,
-            native: None,
         }
     }
 
@@ -435,12 +430,6 @@ impl<'a> Uploader<'a> {
             .ok_or_else(|| UploadError::Source("internal error: no source tree".into()))
     }
 
-    /// Sends CHK objects (files, symlink targets, immutable directories)
-    /// through the native storage path instead of the gateway.
-    pub(crate) fn set_native(&mut self, native: worker::NativePath) {
-        self.native = Some(native);
-    }
-
     /// Uploads every entry of the queue at `queue_path` and returns the root.
     pub(crate) fn run(mut self, queue_path: &Path) -> Result<Finished, UploadError> {
         let started = Instant::now();
@@ -448,13 +437,16 @@ impl<'a> Uploader<'a> {
         let (job_tx, job_rx) = mpsc::channel::<Job>();
         let (done_tx, done_rx) = mpsc::channel::<Done>();
         let job_rx = Mutex::new(job_rx);
-        let native = self.native.take();
+        // `destination.storage: native`: CHK objects (files, symlink
+        // targets, immutable directories) go straight to the storage
+        // servers; the client carries the path (`Client::native`).
+        let native = self.client.native();
         let shared = Shared {
             client: self.client,
             encoder: self.encoder,
             limits: self.limits.clone(),
             progress: Arc::clone(&self.progress),
-            native: native.as_ref(),
+            native,
         };
         let result = std::thread::scope(|scope| {
             for _ in 0..concurrency {

@@ -422,32 +422,6 @@ fn pick_source(config: &Config) -> anyhow::Result<PathBuf> {
     })
 }
 
-/// The native storage path when `destination.storage: native` can be set
-/// up; `None` for the gateway (configured, or the fallback, with one
-/// warning). A bad secret or `tahoe.cfg` is a usage error (exit 2); a
-/// required native path that cannot be used, exit 1.
-fn native_path(config: &Config) -> anyhow::Result<Option<upload::NativePath>> {
-    use crate::storage::native::{NativeError, Setup, setup};
-    if config.destination.storage != crate::config::StorageMode::Native {
-        return Ok(None);
-    }
-    let native = &config.destination.native;
-    match setup(native) {
-        Ok(Setup::Ready(n)) => {
-            for warning in &n.warnings {
-                warn!("{warning}");
-            }
-            Ok(Some(upload::NativePath::new(n, native.required)))
-        }
-        Ok(Setup::Fallback(why)) => {
-            warn!("destination.storage is native, but {why}: uploading through the gateway");
-            Ok(None)
-        }
-        Err(e @ NativeError::Config(_)) => Err(UsageError(e.to_string()).into()),
-        Err(e @ NativeError::Required(_)) => Err(e.into()),
-    }
-}
-
 /// Makes sure the cache's caps are worth something on this grid: a new cache
 /// gets a probe object; an existing one must find its probe recoverable.
 fn check_grid(gateway: &Gateway<'_>, cache: &mut Cache, allow_foreign: bool) -> anyhow::Result<()> {
@@ -530,9 +504,6 @@ fn upload_queue(
     );
     if let Some(files) = upload::ChunkedFiles::from_config(&config.chunking).map_err(UsageError)? {
         uploader = uploader.with_chunked_files(files);
-    }
-    if let Some(native) = native_path(config)? {
-        uploader.set_native(native);
     }
     if progress.mode() != progress::Mode::Off {
         let (objects, bytes) = uploader

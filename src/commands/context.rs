@@ -11,6 +11,7 @@
 //! (`docs/exit-codes.md`).
 
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -21,6 +22,7 @@ use crate::config::{Config, Timeouts};
 use crate::exit::UsageError;
 use crate::progress::{self, Progress};
 use crate::selector::Selector;
+use crate::storage::native::NativePath;
 use crate::tahoe::{Cap, Client};
 
 /// What a command runs with; see the module doc.
@@ -28,11 +30,18 @@ use crate::tahoe::{Cap, Client};
 pub(crate) struct Context<'a> {
     cli: &'a Cli,
     config: Config,
+    /// The native storage path, set up by the first client
+    /// ([`Context::gateway`]) and shared by the later ones.
+    native: OnceLock<Option<Arc<NativePath>>>,
 }
 
 impl<'a> Context<'a> {
     pub(crate) fn new(cli: &'a Cli, config: Config) -> Context<'a> {
-        Context { cli, config }
+        Context {
+            cli,
+            config,
+            native: OnceLock::new(),
+        }
     }
 
     pub(crate) fn config(&self) -> &Config {
@@ -44,11 +53,14 @@ impl<'a> Context<'a> {
         Context {
             cli: self.cli,
             config,
+            native: OnceLock::new(),
         }
     }
 
     /// For `backup`, whose flags set config keys (`--concurrency`, …).
     pub(crate) fn config_mut(&mut self) -> &mut Config {
+        // The native path is set up from the config: again after a change.
+        self.native = OnceLock::new();
         &mut self.config
     }
 
@@ -134,11 +146,32 @@ impl<'a> Context<'a> {
         )
         .map_err(|e| UsageError(format!("{key}: {e}")))?
         .with_max_listing_bytes(config.http.max_listing_bytes);
+        let client = match self.native_path()? {
+            Some(native) => client.with_native(native),
+            None => client,
+        };
         Ok(Gateway {
             client,
             url,
             contact: Contact::Retried,
         })
+    }
+
+    /// The native storage path (`destination.storage: native`), set up once
+    /// per run and shared by every client of it; `None` for the gateway. A
+    /// bad secret or `tahoe.cfg` is a usage error (exit 2); a required
+    /// native path that cannot be used, exit 1.
+    fn native_path(&self) -> anyhow::Result<Option<Arc<NativePath>>> {
+        use crate::storage::native::{NativeError, from_config};
+        if let Some(done) = self.native.get() {
+            return Ok(done.clone());
+        }
+        let path = match from_config(&self.config) {
+            Ok(path) => path.map(Arc::new),
+            Err(e @ NativeError::Config(_)) => return Err(UsageError(e.to_string()).into()),
+            Err(e @ NativeError::Required(_)) => return Err(e.into()),
+        };
+        Ok(self.native.get_or_init(|| path).clone())
     }
 
     /// The client of an interactive command (`restore`, `verify`): its

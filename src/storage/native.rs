@@ -12,13 +12,14 @@
 
 use std::io::{Cursor, Read, Seek};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::immutable::{LeaseSecret, UploadError, Uploader, download};
 use super::nurl::{Server, servers_of_node};
 use crate::chk::cap::ChkCap;
 use crate::chk::dirnode::{Child, pack};
 use crate::chk::{ChkError, LIT_THRESHOLD, Params};
-use crate::config::NativeStorage;
+use crate::config::{Config, NativeStorage, StorageMode};
 use crate::tahoe::base32;
 
 /// Tahoe's defaults when `tahoe.cfg` does not set them (`client.py`
@@ -81,6 +82,82 @@ pub(crate) struct Shares {
     pub(crate) happy: u16,
     /// `shares.total`.
     pub(crate) total: u16,
+}
+
+/// The native storage path as a run uses it (issue 17 item 3): the facade,
+/// whether a failure may fall back to the gateway, and whether the one
+/// fallback warning was given. Every command gets it from its gateway
+/// client ([`crate::tahoe::Client::native`]), set by the one place that
+/// opens the client (`commands::context`).
+pub(crate) struct NativePath {
+    native: Native,
+    /// `destination.native.required`: a failure stops the work instead of
+    /// falling back to the gateway.
+    required: bool,
+    /// Whether the one fallback warning was given.
+    warned: AtomicBool,
+}
+
+impl std::fmt::Debug for NativePath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NativePath")
+            .field("native", &self.native)
+            .field("required", &self.required)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NativePath {
+    pub(crate) fn new(native: Native, required: bool) -> NativePath {
+        NativePath {
+            native,
+            required,
+            warned: AtomicBool::new(false),
+        }
+    }
+
+    /// The facade.
+    pub(crate) fn native(&self) -> &Native {
+        &self.native
+    }
+
+    /// `destination.native.required`.
+    pub(crate) fn required(&self) -> bool {
+        self.required
+    }
+
+    /// Logs, once per run, that the native path failed (`why`) and `doing`
+    /// (e.g. `uploading`) goes through the gateway instead.
+    pub(crate) fn warn_fallback(&self, why: &dyn std::fmt::Display, doing: &str) {
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "the native storage path failed ({why}); {doing} through the gateway instead"
+            );
+        }
+    }
+}
+
+/// The native storage path when `destination.storage: native` can be set
+/// up; `None` for the gateway (configured, or the fallback, with one
+/// warning). The settings' own warnings (loose secret file permissions)
+/// are logged here.
+pub(crate) fn from_config(config: &Config) -> Result<Option<NativePath>, NativeError> {
+    if config.destination.storage != StorageMode::Native {
+        return Ok(None);
+    }
+    let native = &config.destination.native;
+    match setup(native)? {
+        Setup::Ready(n) => {
+            for warning in &n.warnings {
+                tracing::warn!("{warning}");
+            }
+            Ok(Some(NativePath::new(n, native.required)))
+        }
+        Setup::Fallback(why) => {
+            tracing::warn!("destination.storage is native, but {why}: using the gateway");
+            Ok(None)
+        }
+    }
 }
 
 /// Loads the native settings of `cfg`.

@@ -66,6 +66,7 @@ use ureq::{Body, SendBody};
 
 use super::{Cap, TahoeError, lit, redact};
 use crate::config::{Retry, Timeouts};
+use crate::storage::native::NativePath;
 
 /// Most bytes read from an error reply or from a reply that should be a cap.
 const SMALL_REPLY_LIMIT: u64 = 64 * 1024;
@@ -171,6 +172,9 @@ pub struct Client {
     max_listing_bytes: u64,
     /// The time limit of the first contact ([`Client::servers_once`]).
     first_contact: Option<Duration>,
+    /// `destination.storage: native`: the path straight to the storage
+    /// servers for CHK objects (issue 17), else `None`.
+    native: Option<Arc<NativePath>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -246,6 +250,7 @@ impl Client {
             timeouts: timeouts.clone(),
             max_listing_bytes: DEFAULT_MAX_LISTING_BYTES,
             first_contact: None,
+            native: None,
         })
     }
 
@@ -254,6 +259,18 @@ impl Client {
     pub fn with_max_listing_bytes(mut self, limit: u64) -> Client {
         self.max_listing_bytes = limit.max(1024);
         self
+    }
+
+    /// Sends CHK objects through the native storage path
+    /// (`destination.storage: native`) instead of the gateway.
+    pub(crate) fn with_native(mut self, native: Arc<NativePath>) -> Client {
+        self.native = Some(native);
+        self
+    }
+
+    /// The native storage path, when configured and set up.
+    pub(crate) fn native(&self) -> Option<&NativePath> {
+        self.native.as_deref()
     }
 
     /// Replaces the timeouts (`operation.timeouts.updates`) of every

@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -15,7 +15,7 @@ use crate::encode::{Encoder, Encoding, Prepared};
 use crate::progress::Progress;
 use crate::ratelimit::Limits;
 use crate::storage::immutable::UploadError as NativeUploadError;
-use crate::storage::native::Native;
+use crate::storage::native::{Native, NativePath};
 use crate::tahoe::{Cap, CheckOptions, CheckReport, Client, TahoeError};
 
 pub(super) type JobId = u64;
@@ -77,26 +77,6 @@ pub(super) struct Shared<'a> {
     pub progress: Arc<Progress>,
     /// `destination.storage: native`: the native path, else the gateway.
     pub native: Option<&'a NativePath>,
-}
-
-/// The native storage path as the workers use it (issue 17 item 3).
-pub(crate) struct NativePath {
-    native: Native,
-    /// `destination.native.required`: a failure stops the run instead of
-    /// falling back to the gateway.
-    required: bool,
-    /// Whether the one fallback warning was given.
-    warned: AtomicBool,
-}
-
-impl NativePath {
-    pub(crate) fn new(native: Native, required: bool) -> NativePath {
-        NativePath {
-            native,
-            required,
-            warned: AtomicBool::new(false),
-        }
-    }
 }
 
 /// A prepared body read twice by convergent encryption (`Prepared::open`
@@ -257,7 +237,7 @@ fn native_or_gateway(
     let Some(path) = shared.native else {
         return gateway();
     };
-    let err = match native(&path.native) {
+    let err = match native(path.native()) {
         Ok(cap) => return Cap::parse(&cap).map_err(Failure::Tahoe),
         Err(err) => err,
     };
@@ -266,15 +246,11 @@ fn native_or_gateway(
         NativeUploadError::Chk(e @ (ChkError::Changed(_) | ChkError::Io { .. })) => Err(
             Failure::Skip(format!("could not be read while it was uploaded ({e})")),
         ),
-        e if path.required => Err(Failure::GridDown(format!(
+        e if path.required() => Err(Failure::GridDown(format!(
             "the native storage path failed and destination.native.required is true: {e}"
         ))),
         e => {
-            if !path.warned.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    "the native storage path failed ({e}); uploading through the gateway instead"
-                );
-            }
+            path.warn_fallback(&e, "uploading");
             gateway()
         }
     }

@@ -124,7 +124,7 @@ fn no_servers_falls_back_to_the_gateway_unless_required() {
         .caps_on_stdout()
         .ok();
     assert!(
-        out.stderr.contains("destination.storage is native, but no storage server NURLs were found: uploading through the gateway"),
+        out.stderr.contains("destination.storage is native, but no storage server NURLs were found: using the gateway"),
         "{}",
         out.stderr
     );
