@@ -8,8 +8,9 @@
 //! non-CBOR or ill-shaped reply is a [`StorageError::BadReply`], never a
 //! panic. Errors name the server by nickname and address only.
 
-use std::collections::BTreeSet;
-use std::time::Duration;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -66,7 +67,20 @@ pub(crate) struct StorageClient {
     base: String,
     auth: String,
     agent: Agent,
+    /// The last `version()` answer and when it came ([`StorageClient::version_cached`]).
+    version: Mutex<Option<(Instant, Version)>>,
 }
+
+/// How long a server's `version` answer is reused by
+/// [`StorageClient::version_cached`]: its limits do not change, and its
+/// free space is checked again by every allocation (a full server
+/// allocates nothing), so asking before every upload only costs the
+/// server a request per object.
+const VERSION_REUSE: Duration = Duration::from_secs(60);
+
+/// The clients of [`StorageClient::shared`], one per server (NURL) for
+/// the whole process.
+static POOL: OnceLock<Mutex<HashMap<String, Arc<StorageClient>>>> = OnceLock::new();
 
 impl std::fmt::Debug for StorageClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -107,7 +121,25 @@ impl StorageClient {
             ),
             agent: Agent::with_parts(config, connector, DefaultResolver::default()),
             label,
+            version: Mutex::new(None),
         })
+    }
+
+    /// The process's one client of `server` (made on first use): its
+    /// agent keeps the TLS connections to the server open between objects,
+    /// so uploading or reading many small objects costs no handshake each
+    /// (a Python storage server spends milliseconds of CPU on one).
+    pub(crate) fn shared(server: &Server) -> Result<Arc<StorageClient>, StorageError> {
+        let n = &server.nurl;
+        let key = format!("{} {} {} {}", n.spki_hash, n.host, n.port, n.swissnum);
+        let pool = POOL.get_or_init(|| Mutex::new(HashMap::new()));
+        let mut pool = pool.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(client) = pool.get(&key) {
+            return Ok(Arc::clone(client));
+        }
+        let client = Arc::new(StorageClient::new(server)?);
+        pool.insert(key, Arc::clone(&client));
+        Ok(client)
     }
 
     /// The server's label (nickname and address), for messages.
@@ -241,6 +273,23 @@ impl StorageClient {
         let resp = self.send(what, "GET", "/storage/v1/version", &[], &[], None)?;
         let value = self.cbor_200(what, resp)?;
         parse_version(&value).map_err(|p| self.bad_reply(what, p))
+    }
+
+    /// [`StorageClient::version`], reusing an answer younger than a minute
+    /// (`VERSION_REUSE`); an error is never reused.
+    pub(crate) fn version_cached(&self) -> Result<Version, StorageError> {
+        let mut cached = self
+            .version
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((at, v)) = cached.as_ref()
+            && at.elapsed() < VERSION_REUSE
+        {
+            return Ok(v.clone());
+        }
+        let v = self.version()?;
+        *cached = Some((Instant::now(), v.clone()));
+        Ok(v)
     }
 
     /// `POST /storage/v1/immutable/:si`: allocates `shares` of

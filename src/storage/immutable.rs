@@ -20,6 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
+use std::sync::Arc;
 
 use super::StorageError;
 use super::client::{LeaseSecrets, StorageClient};
@@ -155,7 +156,7 @@ struct Pending {
 
 /// The sink that sends shares to their servers.
 struct PlacingSink<'a> {
-    clients: &'a [StorageClient],
+    clients: &'a [Arc<StorageClient>],
     si: [u8; 16],
     upload_secret: [u8; 32],
     /// Shares to write (those a server already had are dropped).
@@ -241,7 +242,7 @@ impl Uploader {
         let mut writable = Vec::new();
         let mut skipped = Vec::new();
         for (i, client) in clients.iter().enumerate() {
-            match client.version() {
+            match client.version_cached() {
                 Ok(v)
                     if v.maximum_immutable_share_size >= share_size
                         && v.available_space >= share_size =>
@@ -296,7 +297,7 @@ impl Uploader {
                 Err(e) => skipped.push(e.to_string()),
             }
         }
-        let abort = |clients: &[StorageClient]| {
+        let abort = |clients: &[Arc<StorageClient>]| {
             for &(server, s) in &allocated {
                 // Best effort: a server that is gone keeps nothing it did
                 // not complete.
@@ -376,11 +377,11 @@ impl Uploader {
 fn permuted_clients<'a>(
     servers: &'a [Server],
     si: &[u8; 16],
-) -> Result<(Vec<&'a Server>, Vec<StorageClient>), StorageError> {
+) -> Result<(Vec<&'a Server>, Vec<Arc<StorageClient>>), StorageError> {
     let order = permuted(servers, si);
     let clients = order
         .iter()
-        .map(|s| StorageClient::new(s))
+        .map(|s| StorageClient::shared(s))
         .collect::<Result<Vec<_>, _>>()?;
     Ok((order, clients))
 }
@@ -475,7 +476,7 @@ pub(crate) fn renew_leases(
 ) -> Result<usize, StorageError> {
     let mut renewed = 0;
     for server in permuted(servers, si) {
-        let client = StorageClient::new(server)?;
+        let client = StorageClient::shared(server)?;
         if client.add_lease(si, &lease.for_bucket(si, &server.lease_seed))? {
             renewed += 1;
         }
