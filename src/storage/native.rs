@@ -10,17 +10,25 @@
 //! and falling back would hide it. Secrets are never in a message or in
 //! `Debug` output.
 
-use std::io::{Cursor, Read, Seek};
+use std::io::{self, Cursor, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
 
+use super::client::{StorageClient, with_deadline};
 use super::immutable::{LeaseSecret, UploadError, Uploader, download};
 use super::nurl::{Server, servers_of_node};
 use crate::chk::cap::ChkCap;
 use crate::chk::dirnode::{Child, pack};
 use crate::chk::{ChkError, LIT_THRESHOLD, Params};
-use crate::config::{Config, NativeStorage, StorageMode};
-use crate::tahoe::base32;
+use crate::config::{Config, NativeStorage, StorageMode, Timeouts};
+use crate::tahoe::{Cap, TahoeError, base32, show_secs};
+
+/// After this many failures of the native path in one run (an unhappy
+/// placement, a storage error, a timeout), the rest of the run's uploads
+/// go through the gateway: a grid whose servers keep failing natively
+/// would otherwise cost every object a failed native attempt first.
+pub(crate) const MAX_NATIVE_FAILURES: usize = 3;
 
 /// Tahoe's defaults when `tahoe.cfg` does not set them (`client.py`
 /// `DEFAULT_ENCODING_PARAMETERS`): 3-of-10, happy 7.
@@ -96,6 +104,12 @@ pub(crate) struct NativePath {
     required: bool,
     /// Whether the one fallback warning was given.
     warned: AtomicBool,
+    /// Native upload failures in this run (fallbacks to the gateway).
+    failures: AtomicUsize,
+    /// The rest of the run uploads through the gateway
+    /// ([`MAX_NATIVE_FAILURES`] failures, or the grid probe found too few
+    /// servers).
+    off: AtomicBool,
 }
 
 impl std::fmt::Debug for NativePath {
@@ -113,6 +127,8 @@ impl NativePath {
             native,
             required,
             warned: AtomicBool::new(false),
+            failures: AtomicUsize::new(0),
+            off: AtomicBool::new(false),
         }
     }
 
@@ -134,6 +150,194 @@ impl NativePath {
                 "the native storage path failed ({why}); {doing} through the gateway instead"
             );
         }
+    }
+}
+
+/// Which read of an upload body a [`Client`](crate::tahoe::Client) upload
+/// asks for: convergent encryption reads the body twice in native mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Pass {
+    /// The native path's first read: only hashed for the convergence key,
+    /// nothing is sent (so neither rate-limited nor counted as progress).
+    Key,
+    /// A read whose bytes are sent: the native path's second read, or each
+    /// try of a gateway upload.
+    Send,
+}
+
+/// A body opened once per [`Pass`]: the first read is [`Pass::Key`], a
+/// rewind to the start opens it again for [`Pass::Send`] (the native
+/// uploader rewinds once, between its two passes).
+pub(crate) struct Passes<'o> {
+    inner: Box<dyn Read + Send>,
+    open: &'o mut dyn FnMut(Pass) -> io::Result<Box<dyn Read + Send>>,
+}
+
+impl<'o> Passes<'o> {
+    /// Opens the body for its first pass.
+    pub(crate) fn new(
+        open: &'o mut dyn FnMut(Pass) -> io::Result<Box<dyn Read + Send>>,
+    ) -> Result<Passes<'o>, UploadError> {
+        let inner = open(Pass::Key).map_err(|e| ChkError::io("opening the body", e))?;
+        Ok(Passes { inner, open })
+    }
+}
+
+impl Read for Passes<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf)
+    }
+}
+
+impl Seek for Passes<'_> {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        match pos {
+            SeekFrom::Start(0) => {
+                self.inner = (self.open)(Pass::Send)?;
+                Ok(0)
+            }
+            _ => Err(io::Error::other("an upload body can only be rewound")),
+        }
+    }
+}
+
+impl NativePath {
+    /// Stores one object natively: `attempt` uploads it (from its first
+    /// byte) and returns its cap. `None`: upload it through the gateway
+    /// instead (the native path failed, with the run's one warning, or the
+    /// run switched to the gateway). A body that changed or could not be
+    /// read is [`TahoeError::Body`] (that object alone is skipped, as on the
+    /// gateway path); any other failure with `required` is
+    /// [`TahoeError::Native`].
+    ///
+    /// `timeouts` (`operation.timeouts.updates`) bound each attempt as they
+    /// bound one gateway upload: attempt n must store the whole object
+    /// within the n-th limit (every request to the storage servers stops
+    /// at that deadline, and the uploader aborts what it allocated). A
+    /// timed-out attempt is a native failure; with `required` the next
+    /// attempt starts at once with the next limit, as on the gateway path,
+    /// until the list ends.
+    pub(crate) fn upload(
+        &self,
+        timeouts: &Timeouts,
+        mut attempt: impl FnMut(&Native) -> Result<String, UploadError>,
+    ) -> Option<Result<Cap, TahoeError>> {
+        if self.off.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut round = 0usize;
+        let why = loop {
+            let limit = timeouts.timeout(round);
+            let deadline = limit.and_then(|l| Instant::now().checked_add(l));
+            let err = match with_deadline(deadline, || attempt(&self.native)) {
+                Ok(cap) => return Some(Cap::parse(&cap)),
+                // The body's own error as it is (`encode::is_file_changed`
+                // recognises a file that changed under the gateway path too).
+                Err(UploadError::Chk(ChkError::Io { source, .. })) => {
+                    return Some(Err(TahoeError::Body(source)));
+                }
+                Err(UploadError::Chk(e @ ChkError::Changed(_))) => {
+                    return Some(Err(TahoeError::Body(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        e.to_string(),
+                    ))));
+                }
+                Err(e) => e,
+            };
+            let timed_out = deadline.is_some_and(|d| Instant::now() >= d);
+            if !timed_out {
+                break err.to_string();
+            }
+            round += 1;
+            let waited = show_secs(limit.unwrap_or_default());
+            let why = format!(
+                "the upload did not finish in time (waited {waited}, operation.timeouts.updates; \
+                 {err})"
+            );
+            if !self.required || timeouts.attempts().is_some_and(|max| round >= max) {
+                break why;
+            }
+            tracing::warn!(
+                "a native upload did not finish in time (waited {waited}); trying again now \
+                 (attempt {} of {})",
+                round + 1,
+                timeouts
+                    .attempts()
+                    .map_or_else(|| "unlimited".to_string(), |n| n.to_string())
+            );
+        };
+        if self.required {
+            return Some(Err(TahoeError::Native(format!(
+                "the native storage path failed and destination.native.required is true: {why}"
+            ))));
+        }
+        self.warn_fallback(&why, "uploading");
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures >= MAX_NATIVE_FAILURES && !self.off.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "the native storage path failed {failures} times in this run; the rest of \
+                 the run uploads through the gateway"
+            );
+        }
+        None
+    }
+
+    /// Whether the run still uploads natively (not switched to the gateway).
+    pub(crate) fn uploads_natively(&self) -> bool {
+        !self.off.load(Ordering::Relaxed)
+    }
+
+    /// The grid probe of a native run: asks every storage server its
+    /// version (in parallel; each with the storage client's own limits
+    /// and tries) and logs how many answer. Fewer than `shares.happy`
+    /// answering cannot give a happy upload: the run uploads through the
+    /// gateway (one warning), or with `required` this is an error.
+    pub(crate) fn probe_servers(&self) -> Result<(usize, usize), NativeError> {
+        let servers = &self.native.uploader.servers;
+        let answers: Vec<Result<(), String>> = std::thread::scope(|scope| {
+            let asks: Vec<_> = servers
+                .iter()
+                .map(|server| {
+                    scope.spawn(move || {
+                        StorageClient::new(server)
+                            .and_then(|c| c.version())
+                            .map(|_| ())
+                            .map_err(|e| e.to_string())
+                    })
+                })
+                .collect();
+            asks.into_iter()
+                .map(|ask| {
+                    ask.join()
+                        .unwrap_or_else(|_| Err("the probe thread panicked".into()))
+                })
+                .collect()
+        });
+        let total = servers.len();
+        let answering = answers.iter().filter(|a| a.is_ok()).count();
+        for problem in answers.iter().filter_map(|a| a.as_ref().err()) {
+            tracing::debug!("grid probe: {problem}");
+        }
+        tracing::info!("{answering} of {total} storage server(s) answer the native storage path");
+        let happy = self.native.uploader.happy;
+        if answering >= happy {
+            return Ok((answering, total));
+        }
+        let first = answers
+            .iter()
+            .find_map(|a| a.as_ref().err())
+            .map(|e| format!("; {e}"))
+            .unwrap_or_default();
+        let why = format!(
+            "only {answering} of {total} storage server(s) answer, {happy} needed \
+             (shares.happy){first}"
+        );
+        if self.required {
+            return Err(NativeError::Required(why));
+        }
+        self.off.store(true, Ordering::Relaxed);
+        tracing::warn!("destination.storage is native, but {why}: using the gateway");
+        Ok((answering, total))
     }
 }
 
