@@ -35,6 +35,9 @@ thread_local! {
     static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
+/// How long an abort may take, whatever the object's deadline.
+const ABORT_GRACE: Duration = Duration::from_secs(10);
+
 /// Runs `work` with every storage request it makes on this thread bounded
 /// by `deadline` (`operation.timeouts.updates` applies per object, as one
 /// gateway `PUT` is bounded: docs/native-storage.md "Backups"). An
@@ -427,14 +430,19 @@ impl StorageClient {
         upload_secret: &[u8; 32],
     ) -> Result<(), StorageError> {
         let what = "abort upload";
-        let resp = self.send(
-            what,
-            "PUT",
-            &format!("/storage/v1/immutable/{}/{shnum}/abort", si_text(si)),
-            &[("upload-secret", upload_secret)],
-            &[],
-            None,
-        )?;
+        // An abort follows a failure, often the object's deadline: it gets
+        // a short time of its own, so the servers free the space at once.
+        let grace = Instant::now().checked_add(ABORT_GRACE);
+        let resp = with_deadline(grace, || {
+            self.send(
+                what,
+                "PUT",
+                &format!("/storage/v1/immutable/{}/{shnum}/abort", si_text(si)),
+                &[("upload-secret", upload_secret)],
+                &[],
+                None,
+            )
+        })?;
         match resp.status().as_u16() {
             200 | 405 => Ok(()),
             s => Err(self.status(what, s)),

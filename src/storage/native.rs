@@ -993,3 +993,246 @@ mod tests {
         }
     }
 }
+
+/// The upload routing of a [`crate::tahoe::Client`] in native mode against
+/// a real TLS storage server that answers as a 1-of-1 grid would (or
+/// stalls, or fails), and a gateway that is not there: which path an
+/// object took shows in the result.
+#[cfg(test)]
+mod routing_tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    use ciborium::Value;
+
+    use super::*;
+    use crate::config::Retry;
+    use crate::storage::client::hostile_tests::{reply, serve_with};
+    use crate::storage::client::tests::version_reply;
+    use crate::tahoe::Client;
+
+    /// How the fake server answers share uploads.
+    #[derive(Clone, Copy)]
+    enum Chunks {
+        /// 201: the share is complete.
+        Accept,
+        /// No answer for this long (then the connection closes).
+        Stall(Duration),
+        /// HTTP 500.
+        Fail,
+    }
+
+    /// A storage server for one share per object; the requests it got.
+    fn server(chunks: Chunks) -> (String, Arc<AtomicUsize>) {
+        let requests = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&requests);
+        let nurl = serve_with(move |_, head, _| {
+            seen.fetch_add(1, Ordering::Relaxed);
+            let set = |items: Vec<u64>| {
+                Value::Tag(
+                    258,
+                    Box::new(Value::Array(
+                        items
+                            .into_iter()
+                            .map(|i| Value::Integer(i.into()))
+                            .collect(),
+                    )),
+                )
+            };
+            if head.starts_with("GET /storage/v1/version") {
+                Some(reply("200 OK", "application/cbor", &version_reply(1 << 40)))
+            } else if head.starts_with("POST /storage/v1/immutable/") {
+                let mut body = Vec::new();
+                let allocation = Value::Map(vec![
+                    (Value::Text("already-have".into()), set(vec![])),
+                    (Value::Text("allocated".into()), set(vec![0])),
+                ]);
+                ciborium::into_writer(&allocation, &mut body).expect("cbor");
+                Some(reply("201 Created", "application/cbor", &body))
+            } else if head.starts_with("PATCH ") {
+                match chunks {
+                    Chunks::Accept => Some(reply("201 Created", "text/plain", b"")),
+                    Chunks::Stall(d) => {
+                        std::thread::sleep(d);
+                        None
+                    }
+                    Chunks::Fail => Some(reply("500 Internal Server Error", "text/plain", b"")),
+                }
+            } else if head.contains("/abort") {
+                Some(reply("200 OK", "text/plain", b""))
+            } else {
+                Some(reply("404 Not Found", "text/plain", b""))
+            }
+        });
+        (nurl, requests)
+    }
+
+    /// A 1-of-1 (happy 1) native path to `nurl`.
+    fn path(dir: &Path, nurl: &str, required: bool) -> NativePath {
+        let secret = format!("{}\n", base32::encode(&[7u8; 32]));
+        std::fs::create_dir_all(dir.join("private")).expect("mkdir");
+        std::fs::write(dir.join("private/convergence"), &secret).expect("write");
+        std::fs::write(dir.join("private/secret"), &secret).expect("write");
+        std::fs::write(
+            dir.join("tahoe.cfg"),
+            "[client]\nshares.needed = 1\nshares.happy = 1\nshares.total = 1\n",
+        )
+        .expect("write");
+        let cfg = NativeStorage {
+            node_dir: Some(dir.to_path_buf()),
+            convergence_file: None,
+            lease_secret_file: None,
+            servers: vec![nurl.to_owned()],
+            required,
+        };
+        match setup(&cfg).expect("setup") {
+            Setup::Ready(native) => NativePath::new(native, required),
+            Setup::Fallback(why) => panic!("fallback: {why}"),
+        }
+    }
+
+    /// A client whose gateway is not there (a refused port, one try), in
+    /// native mode, with `timeouts`.
+    fn client(path: NativePath, timeouts: Timeouts) -> Client {
+        let retry = Retry {
+            attempts: 1,
+            ..crate::config::Config::builtin().http.retry
+        };
+        Client::new("http://127.0.0.1:1/uri", &retry, &timeouts)
+            .expect("client")
+            .with_native(Arc::new(path))
+    }
+
+    fn data() -> Vec<u8> {
+        (0..5000u32).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    #[test]
+    fn uploads_go_native_and_give_the_cap_without_the_gateway() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (nurl, requests) = server(Chunks::Accept);
+        let client = client(path(dir.path(), &nurl, false), Timeouts::None);
+        let cap = client.upload_bytes(&data()).expect("native upload");
+        assert!(cap.as_str().starts_with("URI:CHK:"));
+        assert!(cap.as_str().ends_with(":1:1:5000"));
+        // The same content by every upload method gives the same cap.
+        let sized = client
+            .upload_sized(5000, |_| Ok(Box::new(io::Cursor::new(data()))))
+            .expect("sized");
+        assert!(sized == cap);
+        let streamed = client
+            .upload(|| Ok(Box::new(io::Cursor::new(data()))))
+            .expect("upload");
+        assert!(streamed == cap);
+        assert!(
+            requests.load(Ordering::Relaxed) >= 9,
+            "3 uploads of 3 requests"
+        );
+        // A body that changes between the two passes is a body error
+        // (the object is skipped), never a cap.
+        let mut pass = 0u8;
+        let err = client
+            .upload_sized(5000, |_| {
+                pass += 1;
+                let mut d = data();
+                d[0] = pass;
+                Ok(Box::new(io::Cursor::new(d)))
+            })
+            .expect_err("changed");
+        assert!(matches!(err, TahoeError::Body(_)), "{err}");
+    }
+
+    #[test]
+    fn a_stalled_server_times_out_per_object() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (nurl, _) = server(Chunks::Stall(Duration::from_secs(4)));
+        // Required: the error names the timeout, after about the limit
+        // (not the storage client's own 120 s reply limit).
+        let client = client(
+            path(dir.path(), &nurl, true),
+            Timeouts::PerAttempt(vec![0.5]),
+        );
+        let started = Instant::now();
+        let err = client.upload_bytes(&data()).expect_err("stalled");
+        assert!(matches!(err, TahoeError::Native(_)), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("destination.native.required is true")
+                && text.contains("did not finish in time (waited 0.5 s"),
+            "{text}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn failures_fall_back_to_the_gateway_and_three_switch_the_run() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (nurl, requests) = server(Chunks::Fail);
+        let native = path(dir.path(), &nurl, false);
+        let client = client(native, Timeouts::None);
+        for _ in 0..MAX_NATIVE_FAILURES {
+            // The native path fails, the gateway (not there) is tried.
+            let err = client.upload_bytes(&data()).expect_err("no gateway");
+            assert!(matches!(err, TahoeError::Connect { .. }), "{err}");
+        }
+        let native = client.native().expect("native");
+        assert!(!native.uploads_natively(), "switched to the gateway");
+        let before = requests.load(Ordering::Relaxed);
+        let err = client.mkdir_immutable("{}").expect_err("no gateway");
+        assert!(matches!(err, TahoeError::Connect { .. }), "{err}");
+        assert_eq!(
+            requests.load(Ordering::Relaxed),
+            before,
+            "no native request once switched"
+        );
+
+        // Required: the storage error itself, no gateway.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let client = client_required(dir.path(), &nurl);
+        let err = client.upload_bytes(&data()).expect_err("required");
+        let text = err.to_string();
+        assert!(
+            matches!(err, TahoeError::Native(_)) && text.contains("HTTP 500"),
+            "{text}"
+        );
+        assert!(!text.contains("swissnum"), "{text}");
+    }
+
+    fn client_required(dir: &Path, nurl: &str) -> Client {
+        client(path(dir, nurl, true), Timeouts::None)
+    }
+
+    #[test]
+    fn the_probe_counts_the_servers_that_answer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (nurl, _) = server(Chunks::Accept);
+        let native = path(dir.path(), &nurl, false);
+        assert_eq!(native.probe_servers().expect("probe"), (1, 1));
+        assert!(native.uploads_natively());
+
+        // A dead server (a port nobody listens on): the run goes to the
+        // gateway, or with `required` an error.
+        let dead = nurl.replace(
+            &nurl[nurl.find('@').expect("@")..nurl.rfind('/').expect("/")],
+            "@127.0.0.1:1",
+        );
+        let native = path(dir.path(), &dead, false);
+        assert_eq!(native.probe_servers().expect("probe"), (0, 1));
+        assert!(!native.uploads_natively());
+        let native = path(dir.path(), &dead, true);
+        let err = native.probe_servers().expect_err("required");
+        assert!(
+            err.to_string().starts_with(
+                "destination.native.required is true, but only 0 of 1 storage server(s) \
+                 answer, 1 needed (shares.happy)"
+            ),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("swissnum"), "{err}");
+    }
+}
