@@ -44,6 +44,30 @@ fn config(dir: &Path, src: &Path, extra: &str) -> PathBuf {
     common::write_backup_config(dir, src, &common::gateway_url_3n(), extra)
 }
 
+/// Backs `src` up natively (`native` lines under `destination:`) and then
+/// through the gateway, each with its own state under `dir` and `extra`
+/// after it; asserts both give the same root cap and returns it. Native
+/// first, so that its shares are the ones the servers keep (the gateway's
+/// backup then finds them in place).
+fn same_root_both_ways(dir: &Path, src: &Path, native: &str, extra: &str) -> String {
+    let native_cap =
+        common::backup_root_cap(&config(&dir.join("n"), src, &format!("{native}{extra}")));
+    let gateway_cap = common::backup_root_cap(&config(&dir.join("g"), src, extra));
+    assert!(
+        native_cap == gateway_cap,
+        "the native backup's root cap differs from the gateway's"
+    );
+    native_cap
+}
+
+/// The normal restore (through the 3-node grid's gateway) of `cap`.
+fn restore_3n(cap: &str, target: &Path) {
+    common::lafs()
+        .args(["restore", "--gateway", &common::gateway_url_3n(), cap])
+        .arg(target)
+        .ok();
+}
+
 fn native(node_dir: &Path, required: bool) -> String {
     format!(
         "  storage: native\n  native:\n    node_dir: '{}'\n    required: {required}\n",
@@ -58,27 +82,11 @@ fn native_backup_gives_the_gateway_root_cap_and_restores() {
     fs::create_dir(&src).unwrap();
     build_source(&src);
 
-    // Native first, so that its shares are the ones the servers keep (the
-    // gateway's backup then finds them in place).
-    let native_cfg = config(&tmp.path().join("n"), &src, &native(&node_dir_3n(), true));
-    let native_cap = common::backup_root_cap(&native_cfg);
-    let gateway_cap = common::backup_root_cap(&config(&tmp.path().join("g"), &src, ""));
-    assert!(
-        native_cap == gateway_cap,
-        "the native backup's root cap differs from the gateway's"
-    );
+    let native_cap = same_root_both_ways(tmp.path(), &src, &native(&node_dir_3n(), true), "");
 
     // The normal restore (through the gateway) of the native backup.
     let target = tmp.path().join("out");
-    common::lafs()
-        .args([
-            "restore",
-            "--gateway",
-            &common::gateway_url_3n(),
-            &native_cap,
-        ])
-        .arg(&target)
-        .ok();
+    restore_3n(&native_cap, &target);
     common::lafs()
         .args([
             "verify",
@@ -116,28 +124,37 @@ fn no_servers_falls_back_to_the_gateway_unless_required() {
     build_source(&src);
     let node = node_without_servers(tmp.path());
 
-    let cfg = config(&tmp.path().join("f"), &src, &native(&node, false));
-    let out = common::lafs()
+    falls_back_unless_required(
+        tmp.path(),
+        &src,
+        |required| native(&node, required),
+        "destination.storage is native, but no storage server NURLs were found: using the gateway",
+        "destination.native.required is true, but no storage server NURLs were found",
+    );
+}
+
+/// A backup of `src` with the `native(false)` lines: exit 0 and `warning`
+/// on stderr (returned); with `native(true)`: exit 1 and `error`.
+fn falls_back_unless_required(
+    dir: &Path,
+    src: &Path,
+    native: impl Fn(bool) -> String,
+    warning: &str,
+    error: &str,
+) -> String {
+    let cfg = config(&dir.join("f"), src, &native(false));
+    let fallback = common::lafs()
         .arg("-c")
         .arg(&cfg)
         .args(["--json", "backup"])
         .caps_on_stdout()
         .ok();
-    assert!(
-        out.stderr.contains("destination.storage is native, but no storage server NURLs were found: using the gateway"),
-        "{}",
-        out.stderr
-    );
+    assert!(fallback.stderr.contains(warning), "{}", fallback.stderr);
 
-    let cfg = config(&tmp.path().join("r"), &src, &native(&node, true));
+    let cfg = config(&dir.join("r"), src, &native(true));
     let out = common::lafs().arg("-c").arg(&cfg).arg("backup").code(1);
-    assert!(
-        out.stderr.contains(
-            "destination.native.required is true, but no storage server NURLs were found"
-        ),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains(error), "{}", out.stderr);
+    fallback.stderr
 }
 
 #[test]
@@ -276,26 +293,14 @@ fn stream_and_chunked_backups_in_native_mode_give_the_gateway_caps() {
     )
     .unwrap();
     let chunked = format!("{SMALL_CHUNKING}  files:\n    min_size: 100000\n");
-    let native_cap = common::backup_root_cap(&config(
-        &tmp.path().join("cn"),
+    let native_cap = same_root_both_ways(
+        &tmp.path().join("c"),
         &src,
-        &format!("{}{chunked}", native(&node_dir_3n(), true)),
-    ));
-    let gateway_cap = common::backup_root_cap(&config(&tmp.path().join("cg"), &src, &chunked));
-    assert!(
-        native_cap == gateway_cap,
-        "the native chunked backup's root differs from the gateway's"
+        &native(&node_dir_3n(), true),
+        &chunked,
     );
     let target = tmp.path().join("out");
-    common::lafs()
-        .args([
-            "restore",
-            "--gateway",
-            &common::gateway_url_3n(),
-            &native_cap,
-        ])
-        .arg(&target)
-        .ok();
+    restore_3n(&native_cap, &target);
     assert!(fs::read(target.join("disk.img")).unwrap() == big);
 }
 
@@ -373,10 +378,7 @@ fn a_static_server_list_backs_up_and_nothing_secret_is_printed() {
         "a static list gives the gateway's caps"
     );
     let target = tmp.path().join("out");
-    common::lafs()
-        .args(["restore", "--gateway", &common::gateway_url_3n(), &root])
-        .arg(&target)
-        .ok();
+    restore_3n(&root, &target);
     assert!(
         fs::read(target.join("chk/multi-segment")).unwrap()
             == fs::read(src.join("chk/multi-segment")).unwrap()
@@ -414,35 +416,18 @@ fn the_grid_probe_with_dead_servers_falls_back_unless_required() {
         .map(|n| re.replace(n, format!("@127.0.0.1:{port}/")).into_owned())
         .collect();
 
-    let cfg = config(&tmp.path().join("f"), &src, &native_static(&dead, false));
-    let out = common::lafs()
-        .arg("-c")
-        .arg(&cfg)
-        .args(["--json", "backup"])
-        .caps_on_stdout()
-        .ok();
-    assert!(
-        out.stderr.contains(
-            "destination.storage is native, but only 0 of 3 storage server(s) answer, \
-             3 needed (shares.happy)"
-        ) && out.stderr.contains(": using the gateway"),
-        "{}",
-        out.stderr
+    let stderr = falls_back_unless_required(
+        tmp.path(),
+        &src,
+        |required| native_static(&dead, required),
+        "destination.storage is native, but only 0 of 3 storage server(s) answer, \
+         3 needed (shares.happy)",
+        "destination.native.required is true, but only 0 of 3 storage server(s) answer",
     );
+    assert!(stderr.contains(": using the gateway"), "{stderr}");
     assert_eq!(
-        out.stderr.matches("native").count(),
+        stderr.matches("native").count(),
         1,
-        "one warning, nothing native after it: {}",
-        out.stderr
-    );
-
-    let cfg = config(&tmp.path().join("r"), &src, &native_static(&dead, true));
-    let out = common::lafs().arg("-c").arg(&cfg).arg("backup").code(1);
-    assert!(
-        out.stderr.contains(
-            "destination.native.required is true, but only 0 of 3 storage server(s) answer"
-        ),
-        "{}",
-        out.stderr
+        "one warning, nothing native after it: {stderr}"
     );
 }
