@@ -8,6 +8,7 @@
 //! non-CBOR or ill-shaped reply is a [`StorageError::BadReply`], never a
 //! panic. Errors name the server by nickname and address only.
 
+use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -28,6 +29,36 @@ use crate::tahoe::base32;
 /// The largest CBOR control reply read (Tahoe's own replies are tiny; its
 /// client caps replies at 30 MiB, far more than a control message needs).
 pub(crate) const MAX_CBOR_REPLY: u64 = 1024 * 1024;
+
+thread_local! {
+    /// The deadline of the object this thread is storing ([`with_deadline`]).
+    static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// How long an abort may take, whatever the object's deadline.
+const ABORT_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs `work` with every storage request it makes on this thread bounded
+/// by `deadline` (`operation.timeouts.updates` applies per object, as one
+/// gateway `PUT` is bounded: docs/native-storage.md "Backups"). An
+/// ambient setting rather than a parameter of every protocol call: an
+/// upload is many requests (version, allocate, chunks, aborts) made on the
+/// caller's thread, and only the caller knows the object's deadline. The
+/// previous deadline is restored afterwards.
+pub(crate) fn with_deadline<T>(deadline: Option<Instant>, work: impl FnOnce() -> T) -> T {
+    let before = DEADLINE.with(|d| d.replace(deadline));
+    let result = work();
+    DEADLINE.with(|d| d.set(before));
+    result
+}
+
+/// The time left before this thread's deadline: `None` without one,
+/// `Some(ZERO)` once it passed.
+fn time_left() -> Option<Duration> {
+    DEADLINE
+        .with(Cell::get)
+        .map(|d| d.saturating_duration_since(Instant::now()))
+}
 
 /// The key of the version message's storage protocol map.
 const V1: &[u8] = b"http://allmydata.org/tahoe/protocols/storage/v1";
@@ -191,6 +222,10 @@ impl StorageClient {
             match self.send_once(method, path, secrets, headers, body) {
                 Ok(resp) => return Ok(resp),
                 Err(e) => match delays.next() {
+                    // Past the object's deadline another try cannot help.
+                    Some(_) if time_left() == Some(Duration::ZERO) => {
+                        return Err(self.network(what, e));
+                    }
                     Some(delay) if transient(&e) => std::thread::sleep(*delay),
                     _ => return Err(self.network(what, e)),
                 },
@@ -220,12 +255,22 @@ impl StorageClient {
         for (name, value) in headers {
             req = req.header(*name, value);
         }
+        // The object's deadline bounds the whole exchange, besides the
+        // agent's own connect and reply limits.
+        let left = time_left();
+        if left == Some(Duration::ZERO) {
+            return Err(ureq::Error::Timeout(ureq::Timeout::Global));
+        }
         match body {
             Some((content_type, data)) => {
                 let r = req.header("Content-Type", content_type).body(data)?;
+                let r = self.agent.configure_request(r).timeout_global(left).build();
                 self.agent.run(r)
             }
-            None => self.agent.run(req.body(())?),
+            None => {
+                let r = self.agent.configure_request(req.body(())?);
+                self.agent.run(r.timeout_global(left).build())
+            }
         }
     }
 
@@ -385,14 +430,19 @@ impl StorageClient {
         upload_secret: &[u8; 32],
     ) -> Result<(), StorageError> {
         let what = "abort upload";
-        let resp = self.send(
-            what,
-            "PUT",
-            &format!("/storage/v1/immutable/{}/{shnum}/abort", si_text(si)),
-            &[("upload-secret", upload_secret)],
-            &[],
-            None,
-        )?;
+        // An abort follows a failure, often the object's deadline: it gets
+        // a short time of its own, so the servers free the space at once.
+        let grace = Instant::now().checked_add(ABORT_GRACE);
+        let resp = with_deadline(grace, || {
+            self.send(
+                what,
+                "PUT",
+                &format!("/storage/v1/immutable/{}/{shnum}/abort", si_text(si)),
+                &[("upload-secret", upload_secret)],
+                &[],
+                None,
+            )
+        })?;
         match resp.status().as_u16() {
             200 | 405 => Ok(()),
             s => Err(self.status(what, s)),
