@@ -16,11 +16,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{OnceLock, RwLock};
 
+use super::grid_tests::{data, verify};
 use super::immutable::{LeaseSecret, Uploader, download, test_hook};
 use super::nurl::servers_of_node;
 use crate::chk::Params;
 use crate::chk::cap::ChkCap;
-use crate::tahoe::{Cap, CheckOptions};
+use crate::tahoe::Cap;
 
 const NODES: [&str; 5] = ["storage1", "storage2", "storage3", "storage4", "storage5"];
 
@@ -207,32 +208,6 @@ impl Drop for AllUp {
         test_hook::set_after_chunk(None);
         self.0.all_up();
     }
-}
-
-/// Deterministic test data (each test its own seeds: tests share the grid).
-fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-fn verify(gateway: &crate::tahoe::Client, cap: &str) -> crate::tahoe::CheckReport {
-    gateway
-        .check(
-            &Cap::parse(cap).unwrap(),
-            CheckOptions {
-                add_lease: false,
-                verify: true,
-                repair: false,
-            },
-        )
-        .unwrap()
 }
 
 fn nickname(label: &str) -> &str {
