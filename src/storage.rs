@@ -26,7 +26,7 @@ mod grid5_tests;
 mod grid_tests;
 
 /// What went wrong talking to a storage server (or finding one).
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub(crate) enum StorageError {
     /// A NURL that does not parse; `what` says which part is wrong. The
     /// NURL itself is not repeated: it carries the swissnum.

@@ -98,8 +98,9 @@ pub(crate) struct StorageClient {
     base: String,
     auth: String,
     agent: Agent,
-    /// The last `version()` answer and when it came ([`StorageClient::version_cached`]).
-    version: Mutex<Option<(Instant, Version)>>,
+    /// The last `version()` answer (or failure) and when it came
+    /// ([`StorageClient::version_cached`]).
+    version: Mutex<Option<(Instant, Result<Version, StorageError>)>>,
 }
 
 /// How long a server's `version` answer is reused by
@@ -108,6 +109,13 @@ pub(crate) struct StorageClient {
 /// allocates nothing), so asking before every upload only costs the
 /// server a request per object.
 const VERSION_REUSE: Duration = Duration::from_secs(60);
+
+/// How long a server that did not answer `version` (after the client's
+/// retries) is taken as down by [`StorageClient::version_cached`] without
+/// asking again: with one node of a grid down, every object would
+/// otherwise wait for its retries (seconds) before being placed on the
+/// others. Short, so a node that comes back is used again soon.
+const DOWN_REUSE: Duration = Duration::from_secs(20);
 
 /// The clients of [`StorageClient::shared`], one per server (NURL) for
 /// the whole process.
@@ -321,20 +329,25 @@ impl StorageClient {
     }
 
     /// [`StorageClient::version`], reusing an answer younger than a minute
-    /// (`VERSION_REUSE`); an error is never reused.
+    /// (`VERSION_REUSE`) and a failure younger than `DOWN_REUSE`.
     pub(crate) fn version_cached(&self) -> Result<Version, StorageError> {
         let mut cached = self
             .version
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some((at, v)) = cached.as_ref()
-            && at.elapsed() < VERSION_REUSE
-        {
-            return Ok(v.clone());
+        if let Some((at, answer)) = cached.as_ref() {
+            let reuse = if answer.is_ok() {
+                VERSION_REUSE
+            } else {
+                DOWN_REUSE
+            };
+            if at.elapsed() < reuse {
+                return answer.clone();
+            }
         }
-        let v = self.version()?;
-        *cached = Some((Instant::now(), v.clone()));
-        Ok(v)
+        let answer = self.version();
+        *cached = Some((Instant::now(), answer.clone()));
+        answer
     }
 
     /// `POST /storage/v1/immutable/:si`: allocates `shares` of

@@ -522,3 +522,59 @@ fn a_server_failing_allocation_has_its_share_placed_on_the_others() {
     assert!(report.healthy, "{}", report.summary);
     assert_eq!(report.shares_good, Some(3));
 }
+
+#[test]
+fn the_same_content_in_progress_elsewhere_is_blocked_then_found() {
+    let Some(g) = grid() else {
+        return;
+    };
+    use super::immutable::{UploadError, test_hook};
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    // Large enough for several chunks per share: the hook runs while the
+    // first upload's buckets are open on every server.
+    let content = data(3 * 1024 * 1024 + 11, nonce ^ 0xb10c);
+    let second: Rc<RefCell<Option<Result<String, String>>>> = Rc::default();
+    let seen = Rc::clone(&second);
+    let uploader = &g.uploader;
+    // Another client with the same settings (as a second backup would be).
+    let other = super::immutable::Uploader {
+        servers: uploader.servers.clone(),
+        params: uploader.params,
+        happy: uploader.happy,
+        convergence: uploader.convergence.clone(),
+        lease: uploader.lease.clone(),
+    };
+    let copy = content.clone();
+    test_hook::set_after_chunk(Some(Box::new(move |_| {
+        if seen.borrow().is_some() {
+            return;
+        }
+        let r = other.upload(&mut std::io::Cursor::new(&copy), copy.len() as u64);
+        *seen.borrow_mut() = Some(match r {
+            Ok(u) => Ok(u.cap),
+            Err(e @ UploadError::Blocked { .. }) => Err(format!("blocked: {e}")),
+            Err(e) => Err(format!("other: {e}")),
+        });
+    })));
+    let first = uploader.upload(&mut std::io::Cursor::new(&content), content.len() as u64);
+    test_hook::set_after_chunk(None);
+    let first = first.unwrap();
+    // The second upload, while the first one's shares were in progress:
+    // the servers held them for the first, so it is blocked (never a
+    // failure blamed on a server, never a second copy).
+    let second = second.borrow_mut().take().expect("the hook ran");
+    let err = second.unwrap_err();
+    assert!(err.starts_with("blocked: upload blocked"), "{err}");
+    assert!(!err.contains("URI:"), "{err}");
+    // Once the first is complete, the same upload completes from
+    // "already have" with the same cap.
+    let again = uploader
+        .upload(&mut std::io::Cursor::new(&content), content.len() as u64)
+        .unwrap();
+    assert_eq!(again.cap, first.cap);
+}

@@ -455,10 +455,23 @@ impl Uploader {
             }
         }
         let upload_secret = random_secret()?;
-        let unhappy = |books: &Books, got: usize| UploadError::Unhappy {
-            happiness: got,
-            needed: self.happy,
-            detail: books.why.join("; "),
+        let unhappy = |books: &Books, got: usize| {
+            if books.why.is_empty() && !books.refused.is_empty() {
+                // No server failed: they refused shares they do not hold,
+                // i.e. another upload of the same content has them in
+                // progress (Tahoe's storage server answers neither
+                // "allocated" nor "already have" for those).
+                UploadError::Blocked {
+                    happiness: got,
+                    needed: self.happy,
+                }
+            } else {
+                UploadError::Unhappy {
+                    happiness: got,
+                    needed: self.happy,
+                    detail: books.why.join("; "),
+                }
+            }
         };
         let encoder = Encoder::new(plan, key)?;
         let mut cap = None;
@@ -620,6 +633,21 @@ pub(crate) enum UploadError {
         needed: usize,
         /// Why servers were left out.
         detail: String,
+    },
+    /// Too few servers took shares only because they refused some that
+    /// they do not hold either: another upload of the same content is
+    /// under way (a concurrent backup of the same files). Worth trying
+    /// again seconds later, when those shares are complete.
+    #[error(
+        "upload blocked: the servers refuse shares of this object that they do not hold yet \
+         (another upload of the same content under way?): shares on {happiness} distinct \
+         server(s), {needed} needed"
+    )]
+    Blocked {
+        /// The happiness reached.
+        happiness: usize,
+        /// `shares.happy`.
+        needed: usize,
     },
 }
 

@@ -13,7 +13,7 @@
 use std::io::{self, Cursor, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::client::{StorageClient, with_deadline};
 use super::immutable::{LeaseSecret, UploadError, Uploader, download};
@@ -226,6 +226,7 @@ impl NativePath {
             return None;
         }
         let mut round = 0usize;
+        let mut blocked_waits = BLOCKED_WAITS.iter();
         let why = loop {
             let limit = timeouts.timeout(round);
             let deadline = limit.and_then(|l| Instant::now().checked_add(l));
@@ -242,6 +243,18 @@ impl NativePath {
                         e.to_string(),
                     ))));
                 }
+                Err(e @ UploadError::Blocked { .. }) => match blocked_waits.next() {
+                    Some(wait) => {
+                        tracing::debug!(
+                            "the storage servers refused an object held by another upload; \
+                             trying again in {} s",
+                            wait.as_secs()
+                        );
+                        std::thread::sleep(*wait);
+                        continue;
+                    }
+                    None => e,
+                },
                 Err(e) => e,
             };
             let timed_out = deadline.is_some_and(|d| Instant::now() >= d);
@@ -365,6 +378,18 @@ pub(crate) fn from_config(config: &Config) -> Result<Option<NativePath>, NativeE
         }
     }
 }
+
+/// How long to wait before trying again an upload whose content the grid
+/// refuses while it accepts other objects (both paths). Another upload of
+/// the same bytes may be under way (a backup of the same files running at
+/// the same time, through this or another client): its shares are "in
+/// progress" on the servers until it finishes, seconds later, and then
+/// this upload finds them in place.
+pub(crate) const BLOCKED_WAITS: [Duration; 3] = [
+    Duration::from_secs(2),
+    Duration::from_secs(10),
+    Duration::from_secs(30),
+];
 
 /// Loads the native settings of `cfg`.
 pub(crate) fn setup(cfg: &NativeStorage) -> Result<Setup, NativeError> {

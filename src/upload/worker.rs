@@ -8,11 +8,12 @@ use std::io::{self, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use crate::encode::{Encoder, Encoding, Prepared};
 use crate::progress::Progress;
 use crate::ratelimit::Limits;
+use crate::storage::native::BLOCKED_WAITS;
 use crate::storage::native::Pass;
 use crate::tahoe::{Cap, CheckOptions, CheckReport, Client, TahoeError};
 
@@ -182,18 +183,6 @@ fn run(shared: &Shared<'_>, job: Job) -> Done {
         },
     }
 }
-
-/// How long to wait before trying again an upload whose content the grid
-/// refuses while it accepts other objects. Another upload of the same bytes
-/// may be under way (a backup of the same files running at the same time,
-/// through this or another gateway): its shares are "in progress" on the
-/// servers until it finishes, seconds later, and then this upload finds
-/// them in place.
-const BLOCKED_WAITS: [Duration; 3] = [
-    Duration::from_secs(2),
-    Duration::from_secs(10),
-    Duration::from_secs(30),
-];
 
 /// Runs `upload` (with the client's own retries), and when the grid refuses
 /// just this content, waits and tries again ([`BLOCKED_WAITS`]) before
