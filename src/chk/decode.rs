@@ -309,6 +309,39 @@ pub(crate) fn decode(
     Ok(())
 }
 
+/// Checks every hash of one share, as Tahoe's verifier does
+/// (`immutable/checker.py` `_download_and_verify`): its UEB against the cap,
+/// its share hash chain, its crypttext hash tree against the UEB, and every
+/// block against its block hash tree. The share's UEB when all is good,
+/// else what is wrong (never a cap or key).
+pub(crate) fn verify_share(cap: &ChkCap, src: &mut dyn ShareSource) -> Result<Ueb, String> {
+    let (c, ueb) = check_share(cap, src)?;
+    let nodes = read_exact(
+        c.src,
+        c.layout.crypttext_hash_tree,
+        tree_bytes(ueb.num_segments),
+        "the crypttext hash tree",
+    )?;
+    if HashTree::new(&tree_leaves(&nodes, ueb.num_segments)).root() != ueb.crypttext_root_hash {
+        return Err("bad crypttext hash tree".into());
+    }
+    let k = u64::from(cap.k);
+    let block_size = ueb.segment_size / k;
+    for segnum in 0..ueb.num_segments {
+        let this_block = if segnum + 1 == ueb.num_segments {
+            ueb.tail_padded_size / k
+        } else {
+            block_size
+        };
+        let offset = c.layout.data + segnum * block_size;
+        let block = read_exact(c.src, offset, this_block, &format!("block {segnum}"))?;
+        if c.block_leaves.get(segnum as usize) != Some(&hash::block_hash(&block)) {
+            return Err(format!("block {segnum} does not match its block hash"));
+        }
+    }
+    Ok(ueb)
+}
+
 /// Decodes in-memory shares (number, bytes) into a vector.
 pub(crate) fn decode_bytes(cap: &ChkCap, shares: &[(u16, &[u8])]) -> Result<Vec<u8>, ChkError> {
     let mut mem: Vec<MemShare<'_>> = shares

@@ -78,7 +78,7 @@ impl LeaseSecret {
 }
 
 /// 32 random bytes (the upload secret: "just a random byte string").
-fn random_secret() -> Result<[u8; 32], StorageError> {
+pub(crate) fn random_secret() -> Result<[u8; 32], StorageError> {
     let mut out = [0u8; 32];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut out))
