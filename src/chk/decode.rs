@@ -406,6 +406,33 @@ mod tests {
     }
 
     #[test]
+    fn verify_share_checks_every_hash_of_one_share() {
+        let p = Params::with_segment_size(2, 4, 1000).unwrap();
+        let data = sample(5000);
+        let (enc, shares) = encode_bytes(&data, &p, b"c").unwrap();
+        let plan = super::super::encode::Plan::new(p, 5000).unwrap();
+        let verify =
+            |shnum: u16, data: &[u8]| verify_share(&enc.cap, &mut MemShare { shnum, data });
+        for (shnum, share) in shares.iter().enumerate() {
+            let ueb = verify(shnum as u16, share).unwrap();
+            assert_eq!(ueb.segment_size, 1000);
+        }
+        // A block of the last segment, the crypttext tree, a truncated
+        // share, the wrong share number.
+        let mut bad = shares[3].clone();
+        bad[plan.layout.data as usize + 4 * 500 + 7] ^= 1;
+        let err = verify(3, &bad).unwrap_err();
+        assert!(err.contains("block 4 does not match"), "{err}");
+        let mut bad = shares[1].clone();
+        // A leaf (the inner nodes are rebuilt from the leaves).
+        bad[plan.layout.crypttext_hash_tree as usize + 7 * 32 + 1] ^= 1;
+        assert_eq!(verify(1, &bad).unwrap_err(), "bad crypttext hash tree");
+        let cut = &shares[2][..plan.layout.data as usize + 100];
+        assert!(verify(2, cut).is_err());
+        assert!(verify(1, &shares[2]).is_err());
+    }
+
+    #[test]
     fn corruption_is_detected_and_routed_around() {
         let p = Params::with_segment_size(2, 4, 1000).unwrap();
         let data = sample(5000);

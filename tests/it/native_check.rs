@@ -81,17 +81,22 @@ impl Setup {
 
     /// A backup in the given mode; the cap of `f`.
     fn backup(&self, native: bool) -> String {
-        let run = self.run(native, &["--json", "backup"]);
-        assert_eq!(run.code, 0, "backup failed:\n{}", run.stderr);
-        let root = run.of_type("summary")[0]["root_cap"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let root = self.backup_root(native);
         common::dir_listing(&common::gateway_url_3n(), &root)
             .into_iter()
             .find(|(name, ..)| name == "f")
             .expect("f in the backup")
             .2
+    }
+
+    /// A backup in the given mode; its root cap.
+    fn backup_root(&self, native: bool) -> String {
+        let run = self.run(native, &["--json", "backup"]);
+        assert_eq!(run.code, 0, "backup failed:\n{}", run.stderr);
+        run.of_type("summary")[0]["root_cap"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 
     /// `--json check --healthy-format {path} ARGS`: the object lines, and
@@ -168,9 +173,45 @@ fn leases(share: &Path) -> (u32, Vec<u32>) {
     (count, expiries)
 }
 
+/// `--json check --healthy-format {path} src`: every object's state, by
+/// path, and the backup's summary line without its timing.
+fn check_tree(s: &Setup, native: bool, args: &[&str]) -> (Vec<(Value, Value)>, Value) {
+    let mut all = vec!["--json", "check", "--healthy-format", "{path}"];
+    all.extend_from_slice(args);
+    all.push("src");
+    let run = s.run(native, &all);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        run.stderr.contains("checked on the storage servers"),
+        native,
+        "{}",
+        run.stderr
+    );
+    let mut objects: Vec<(Value, Value)> = run
+        .of_type("object")
+        .iter()
+        .map(|o| (o["path"].clone(), state(o)))
+        .collect();
+    objects.sort_by_key(|(path, _)| path.to_string());
+    let mut summary = run.of_type("backup").pop().expect("a backup line");
+    summary.as_object_mut().unwrap().remove("seconds");
+    (objects, summary)
+}
+
 #[test]
 fn native_check_reports_as_the_gateway_does() {
     let s = Setup::new();
+    s.backup_root(true);
+    // The backup's tree, walked here and checked on the storage servers,
+    // gives what the gateway's deep check gives.
+    for args in [&[][..], &["--verify"], &["--repair"]] {
+        let (native, native_summary) = check_tree(&s, true, args);
+        let (gateway, gateway_summary) = check_tree(&s, false, args);
+        assert_eq!(native, gateway, "{args:?}");
+        assert_eq!(native_summary, gateway_summary, "{args:?}");
+        assert_eq!(native.len(), 4, "/, /d, /d/g, /f: {native:?}");
+    }
+
     let f = s.backup(true);
     let (native, natively) = s.check(true, &[&f], 0);
     assert!(natively, "the native mode asked the storage servers");
@@ -301,4 +342,66 @@ fn a_corrupted_share_is_counted_bad_under_verify() {
     assert_eq!(state(&native[0]), state(&gateway[0]));
     assert_eq!(native[0]["summary"], "Not Healthy: 2 shares (enc 2-of-3)");
     assert_eq!(native[0]["good"], 2);
+}
+
+#[test]
+fn a_native_failure_falls_back_to_the_gateway_unless_required() {
+    let s = Setup::new();
+    let f = s.backup(false);
+    // The node's secrets, but one storage server that refuses connections.
+    let dead = "pb://AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA@127.0.0.1:1/swissnum#v=1";
+    let config = |required: bool| {
+        common::write_backup_config(
+            s.tmp.path(),
+            &s.src,
+            &common::gateway_url_3n(),
+            &format!(
+                "  storage: native\n  native:\n    node_dir: '{}'\n    servers: ['{dead}']\n    \
+                 required: {required}\n{}",
+                grid_dir_3n().join("gateway").display(),
+                common::QUICK_RETRY
+            ),
+        )
+    };
+    let run = common::lafs()
+        .arg("-c")
+        .arg(config(false))
+        .args([
+            "--json",
+            "check",
+            "--no-lease",
+            "--healthy-format",
+            "{path}",
+            &f,
+        ])
+        .run();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        run.stderr
+            .matches("the native storage path failed (no storage server answered")
+            .count(),
+        1,
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("checking through the gateway instead"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("swissnum"), "{}", run.stderr);
+    assert_eq!(run.of_type("object")[0]["summary"], "Healthy");
+
+    let run = common::lafs()
+        .arg("-c")
+        .arg(config(true))
+        .args(["check", "--no-lease", &f])
+        .run();
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("the native check failed and destination.native.required is true: no storage server answered"),
+        "{}",
+        run.stderr
+    );
 }
