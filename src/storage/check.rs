@@ -24,7 +24,7 @@ use std::io::{Seek, SeekFrom};
 
 use super::StorageError;
 use super::client::StorageClient;
-use super::immutable::{LeaseSecret, happiness};
+use super::immutable::{LeaseSecret, RemoteShare, happiness};
 use super::nurl::{Server, permuted};
 use crate::chk::cap::ChkCap;
 use crate::chk::decode::{ShareSource, decode, verify_share};
@@ -49,25 +49,6 @@ pub(crate) enum CheckError {
     /// A malformed cap, or decoding or re-encoding for a repair failed.
     #[error(transparent)]
     Chk(#[from] ChkError),
-}
-
-/// One share on one server, read for verification or decoding.
-struct ServerShare<'a> {
-    client: &'a StorageClient,
-    si: [u8; 16],
-    shnum: u16,
-}
-
-impl ShareSource for ServerShare<'_> {
-    fn shnum(&self) -> u16 {
-        self.shnum
-    }
-
-    fn read(&mut self, offset: u64, len: u64) -> Result<Vec<u8>, ChkError> {
-        self.client
-            .read_share(&self.si, self.shnum, offset, len)
-            .map_err(|e| ChkError::io("read share", std::io::Error::other(e.to_string())))
-    }
 }
 
 /// Share number → the servers (indexes in permuted order) holding it.
@@ -219,8 +200,8 @@ impl Grid<'_> {
         (good, ueb)
     }
 
-    fn share(&self, server: usize, shnum: u16) -> ServerShare<'_> {
-        ServerShare {
+    fn share(&self, server: usize, shnum: u16) -> RemoteShare<'_> {
+        RemoteShare {
             client: &self.clients[server],
             si: self.si,
             shnum,
@@ -242,7 +223,7 @@ impl Grid<'_> {
         };
         // The plaintext, in a temporary file: objects may be large.
         let mut plain = tempfile::tempfile().map_err(|e| ChkError::io("a temporary file", e))?;
-        let mut shares: Vec<ServerShare<'_>> = good
+        let mut shares: Vec<RemoteShare<'_>> = good
             .iter()
             .filter_map(|(&shnum, holders)| holders.first().map(|&i| self.share(i, shnum)))
             .collect();

@@ -406,11 +406,12 @@ pub(crate) enum UploadError {
     },
 }
 
-/// A share on a storage server, for the decoder.
-struct RemoteShare<'a> {
-    client: &'a StorageClient,
-    si: [u8; 16],
-    shnum: u16,
+/// A share on a storage server, for the decoder (and the checker's
+/// verification, `storage::check`).
+pub(crate) struct RemoteShare<'a> {
+    pub(crate) client: &'a StorageClient,
+    pub(crate) si: [u8; 16],
+    pub(crate) shnum: u16,
 }
 
 impl ShareSource for RemoteShare<'_> {
