@@ -241,6 +241,10 @@ impl Grid<'_> {
         let missing: Vec<u16> = (0..cap.n).filter(|s| !good.contains_key(s)).collect();
         let mut after = good.clone();
         let placed = self.allocate(lease, &missing, plan.share_size, &mut after)?;
+        if placed.shares.is_empty() {
+            tracing::debug!("repair: no server took a missing share");
+            return Ok(after);
+        }
         let upload_secret = placed.upload_secret;
         let mut sink = RepairSink {
             grid: self,
