@@ -323,7 +323,8 @@ fn native_lease_renewal_is_the_gateways_lease() {
 fn a_corrupted_share_is_counted_bad_under_verify() {
     let s = Setup::new();
     let f = s.backup(true);
-    let files = share_files(&storage_index(&f));
+    let si = storage_index(&f);
+    let files = share_files(&si);
     assert_eq!(files.len(), 3);
     // A byte of the first block (after the 12-byte container header and
     // the 0x24-byte share header).
@@ -342,6 +343,17 @@ fn a_corrupted_share_is_counted_bad_under_verify() {
     assert_eq!(state(&native[0]), state(&gateway[0]));
     assert_eq!(native[0]["summary"], "Not Healthy: 2 shares (enc 2-of-3)");
     assert_eq!(native[0]["good"], 2);
+
+    // --verify --repair: the server of the corrupt copy already holds that
+    // share number, so the re-created share goes to another server.
+    let (repaired, natively) = s.check(true, &["--verify", "--repair", &f], 0);
+    assert!(natively);
+    assert_eq!(repaired[0]["repaired"], true, "{}", repaired[0]);
+    assert_eq!(repaired[0]["good"], 3, "{}", repaired[0]);
+    let verified = gateway_check(&f, true);
+    assert_eq!(verified["results"]["healthy"], true, "{verified}");
+    assert_eq!(verified["results"]["count-shares-good"], 3, "{verified}");
+    assert_eq!(share_files(&si).len(), 4, "the corrupt copy and a good one");
 }
 
 #[test]
