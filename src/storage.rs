@@ -23,6 +23,8 @@ pub(crate) mod nurl;
 pub(crate) mod tls;
 
 #[cfg(test)]
+mod grid5_tests;
+#[cfg(test)]
 mod grid_tests;
 
 /// What went wrong talking to a storage server (or finding one).

@@ -24,7 +24,7 @@ mod lit;
 pub(crate) mod user_cap;
 
 pub use client::{CheckOptions, Client};
-pub(crate) use client::{CheckReport, SYMLINK_TARGET_LIMIT, read_ca_file, tls_config};
+pub(crate) use client::{CheckReport, SYMLINK_TARGET_LIMIT, read_ca_file, show_secs, tls_config};
 pub(crate) use deep_check::StreamItem;
 pub use error::TahoeError;
 pub use lit::{empty_dir_cap, lit_cap, lit_data};

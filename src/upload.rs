@@ -437,16 +437,11 @@ impl<'a> Uploader<'a> {
         let (job_tx, job_rx) = mpsc::channel::<Job>();
         let (done_tx, done_rx) = mpsc::channel::<Done>();
         let job_rx = Mutex::new(job_rx);
-        // `destination.storage: native`: CHK objects (files, symlink
-        // targets, immutable directories) go straight to the storage
-        // servers; the client carries the path (`Client::native`).
-        let native = self.client.native();
         let shared = Shared {
             client: self.client,
             encoder: self.encoder,
             limits: self.limits.clone(),
             progress: Arc::clone(&self.progress),
-            native,
         };
         let result = std::thread::scope(|scope| {
             for _ in 0..concurrency {

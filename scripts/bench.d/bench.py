@@ -130,6 +130,18 @@ again unchanged, then again after 1 MiB of it was rewritten in the middle
 run's summary and the gateway's `uploader.bytes_uploaded` counter; target
 for the changed run: under 8 MiB).
 
+--native runs only the native storage case instead (issue 17 item 4; on a
+3-node HTTPS grid of its own, whatever --shape says): first backups of a
+tree of --files small files (100 B..16 KiB) and of a tree of 3 x --big-mb
+MiB random files, each in gateway mode and in native mode
+(destination.storage: native, required) on fresh content, compression off,
+--first-runs rounds; then restores of each native-made backup by
+lafs-backup in gateway mode, in native mode and by `tahoe cp -r` (every
+restored tree compared with its source); and the CPU seconds of the client
+and of every grid node process around each run, per file. Ratios against
+the targets: small files >= 2.5x the gateway path's files/s, large files
+>= 1.5x its MiB/s, native restore >= 2x `tahoe cp -r`.
+
 --dump runs only the database dump case instead (on a grid of its own): a
 throwaway PostgreSQL cluster (Debian's postgresql, a unix socket in
 WORK/run) gets a database of --dump-rows rows (default 1,000,000: a plain
@@ -1322,6 +1334,8 @@ def parse_args():
                    help="rows of the --dump case's database (default 1000000, ~100 MiB of dump)")
     p.add_argument("--mount-reads", type=int, default=200, metavar="N",
                    help="random 1 MiB reads of each file in the --mount case (default 200)")
+    p.add_argument("--native", action="store_true",
+                   help="only the native storage case (issue 17): see the description")
     p.add_argument("--no-build", action="store_true",
                    help="(scripts/bench) skip `cargo build --release`")
     p.add_argument("--root", type=Path, help=argparse.SUPPRESS)
@@ -1788,6 +1802,195 @@ def chunked_main(args, facts, trees, run_dir):
         f"| {changed} ({'PASS' if changed < 8 * MIB else 'FAIL'}: target under 8 MiB) |",
     ]
     save_case_report(args, "chunked", lines, facts, R)
+# ----------------------------------------------------------------- native
+
+
+def grid_cpu_by_node(grid):
+    """{node name: utime+stime seconds} of every node process of the grid
+    (DIR/pids: "PID NODEDIR" lines)."""
+    tck = os.sysconf("SC_CLK_TCK")
+    out = {}
+    try:
+        lines = (grid.dir / "pids").read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        words = line.split(maxsplit=1)
+        if len(words) != 2:
+            continue
+        try:
+            stat = Path(f"/proc/{words[0]}/stat").read_text().rsplit(")", 1)[1].split()
+            out[Path(words[1]).name] = (int(stat[11]) + int(stat[12])) / tck
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
+NATIVE_MODES = ("gateway", "native")
+
+
+def native_main(args, facts, trees, run_dir):
+    """The --native case (issue 17 item 4): see DESCRIPTION."""
+    args.shape = "3n"
+    rounds = args.first_runs
+    # A tree of its own content per (kind, mode, round): convergent
+    # encryption must not find shares of an earlier run.
+    small = {(m, r): mixed_tree(trees, args.files, 0, 100 + 10 * r + i)
+             for r in range(rounds) for i, m in enumerate(NATIVE_MODES)}
+    large = {(m, r): mixed_tree(trees, 0, args.big_mb, 200 + 10 * r + i)
+             for r in range(rounds) for i, m in enumerate(NATIVE_MODES)}
+    warm = mixed_tree(trees, 300, 4, 0)
+    grid = Grid(args)
+    R = {"small": {m: [] for m in NATIVE_MODES}, "large": {m: [] for m in NATIVE_MODES},
+         "restore": {}}
+    restore_dir = args.work / "restore"
+    remove_tree(restore_dir)
+    try:
+        grid.start()
+        bench = Bench(args, grid)
+        conc = bench.restore_concurrency()
+
+        def config(name, tree, mode):
+            cfg = run_dir / f"{name}.yaml"
+            lines = config_head(run_dir, name, grid.url, tree)
+            lines += ["  encoding:", "    xz:", "      enabled: false"]
+            if mode == "native":
+                lines += ["  storage: native", "  native:",
+                          f"    node_dir: {json.dumps(str(grid.gateway_dir))}",
+                          "    required: true"]
+            lines += ["operation:", f"  concurrency: {conc}"]
+            cfg.write_text("\n".join(lines) + "\n")
+            return cfg
+
+        def measured(label, fn):
+            before = grid_cpu_by_node(grid)
+            res = fn()
+            after = grid_cpu_by_node(grid)
+            res["node_cpu"] = {k: after[k] - before.get(k, 0.0) for k in after}
+            return res
+
+        say(f"warming the grid up: raw_put of {warm['files']} files")
+        bench.raw_put(warm["path"], conc, "warmup")
+        # The native path's first contact (TLS, the servers' versions) once,
+        # not measured: a tiny backup in native mode.
+        cfgs = {}
+        for kind, table in (("small", small), ("large", large)):
+            for rnd in range(rounds):
+                for mode in round_order(NATIVE_MODES, rnd):
+                    tree = table[(mode, rnd)]
+                    name = f"native-{kind}-{mode}-{rnd}"
+                    cfgs[name] = config(name, tree["path"], mode)
+                    say(f"round {rnd + 1}/{rounds}: first backup of the {kind} tree, {mode}")
+                    res = measured(name, lambda: bench.lafs(cfgs[name], name))
+                    res["files"], res["bytes"] = tree["files"], tree["bytes"]
+                    R[kind][mode].append(res)
+                    say(f"  {res['wall']:.1f} s")
+        # Restore of the native-made backups: lafs-backup in each mode, and
+        # `tahoe cp -r` of the same cap.
+        restore_dir.mkdir()
+        for kind, table in (("small", small), ("large", large)):
+            R["restore"][kind] = {"lafs_gateway": [], "lafs_native": [], "tahoe_cp": []}
+            for rnd in range(rounds):
+                name = f"native-{kind}-native-{rnd}"
+                cap = bench.caps.get(name)
+                if not cap:
+                    raise BenchError(f"no root cap from the {name} backup")
+                src = table[("native", rnd)]["path"]
+                for how in round_order(("lafs_gateway", "lafs_native", "tahoe_cp"), rnd):
+                    target = restore_dir / f"{kind}-{how}-{rnd}"
+                    os.sync()
+                    say(f"round {rnd + 1}/{rounds}: restore of the {kind} tree: {how}")
+                    if how == "tahoe_cp":
+                        res = measured(how, lambda: bench.tahoe_cp(cap, target, f"{kind}-{how}-{rnd}"))
+                    else:
+                        mode = how.removeprefix("lafs_")
+                        cfg = cfgs[f"native-{kind}-{mode}-{rnd}"]
+                        res = measured(how, lambda: bench.lafs_cmd(
+                            cfg, ["restore", "--concurrency", conc, cap, target],
+                            f"restore-{kind}-{how}-{rnd}", f"lafs-backup restore ({how})"))
+                    res["check"] = compare_trees(
+                        src, target, content=True, meta=how != "tahoe_cp",
+                        extra_ok=(".lafs-backup-root",) if how == "tahoe_cp" else ())
+                    R["restore"][kind][how].append(res)
+                    c = res["check"]
+                    say(f"  {res['wall']:.1f} s; " + ("matches the source" if c["ok"] else
+                        f"DIFFERS ({c['problem_count']} problems, e.g. {'; '.join(c['problems'][:3])})"))
+                    remove_tree(target)
+    except BenchError as e:
+        say(f"error: {e}")
+        grid.stop()
+        return 1
+    grid_info = grid.describe()
+    grid.stop()
+    remove_tree(restore_dir)
+    save_case_report(args, "native", native_report(args, facts, grid_info, conc, R), facts, R)
+    return 0
+
+
+def native_report(args, facts, grid_info, conc, R):
+    def med(runs, key="wall"):
+        return median([r[key] for r in runs])
+
+    def ratio(a, b, target):
+        x = a / b if b else float("nan")
+        return f"{x:.2f}× ({'PASS' if x >= target else 'FAIL'}: target ≥ {target}×)"
+
+    lines = [
+        "# lafs-backup native storage benchmark (issue 17 item 4)",
+        "",
+        f"{facts['date_utc']}, commit {facts['git']}, {facts['model']} ({facts['nproc']} CPUs "
+        f"available), {facts['mem_total']}, kernel {facts['kernel']}; grid: "
+        f"{grid_info['nodes']} nodes, {grid_info['shares']}, {grid_info['protocol']}; "
+        f"concurrency {conc}; compression off; {args.first_runs} round(s), medians",
+        "",
+        "| case | gateway path | native path | native / gateway |",
+        "| --- | --- | --- | --- |",
+    ]
+    sm, lg = R["small"], R["large"]
+    fs = {m: sm[m][0]["files"] / med(sm[m]) for m in NATIVE_MODES}
+    mbs = {m: lg[m][0]["bytes"] / MIB / med(lg[m]) for m in NATIVE_MODES}
+    lines.append(f"| first backup, {args.files} small files (100 B–16 KiB) | "
+                 f"{fs['gateway']:.0f} files/s ({fmt_s(med(sm['gateway']))} s) | "
+                 f"{fs['native']:.0f} files/s ({fmt_s(med(sm['native']))} s) | "
+                 f"{ratio(fs['native'], fs['gateway'], 2.5)} |")
+    lines.append(f"| first backup, 3 × {args.big_mb} MiB random | "
+                 f"{mbs['gateway']:.1f} MiB/s ({fmt_s(med(lg['gateway']))} s) | "
+                 f"{mbs['native']:.1f} MiB/s ({fmt_s(med(lg['native']))} s) | "
+                 f"{ratio(mbs['native'], mbs['gateway'], 1.5)} |")
+    lines += ["", "| restore (of the native backup) | `tahoe cp -r` | lafs-backup, gateway path | "
+              "lafs-backup, native path | native / `tahoe cp -r` | all restored trees match |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for kind in ("small", "large"):
+        rr = R["restore"][kind]
+        ok = all(r["check"]["ok"] for runs in rr.values() for r in runs)
+        t = {k: med(v) for k, v in rr.items()}
+        lines.append(f"| {kind} tree | {fmt_s(t['tahoe_cp'])} s | {fmt_s(t['lafs_gateway'])} s | "
+                     f"{fmt_s(t['lafs_native'])} s | {ratio(t['tahoe_cp'], t['lafs_native'], 2.0)} | "
+                     f"{'yes' if ok else 'NO'} |")
+    lines += ["", "CPU per file (ms; median of the rounds), by process: the client "
+              "(lafs-backup or tahoe) and every grid node.", ""]
+    nodes = sorted({n for runs in list(sm.values()) + list(lg.values()) for r in runs
+                    for n in r.get("node_cpu", {})})
+    lines.append("| run | client | " + " | ".join(nodes) + " | grid total |")
+    lines.append("| --- | --- | " + " | ".join("---" for _ in nodes) + " | --- |")
+
+    def cpu_row(label, runs, files):
+        per = lambda xs: median(xs) * 1000 / files
+        cells = [per([r["cpu"] for r in runs])]
+        cells += [per([r["node_cpu"].get(n, 0.0) for r in runs]) for n in nodes]
+        cells.append(per([sum(r["node_cpu"].values()) for r in runs]))
+        lines.append(f"| {label} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
+
+    for m in NATIVE_MODES:
+        cpu_row(f"backup, small files, {m}", sm[m], args.files)
+    for m in NATIVE_MODES:
+        cpu_row(f"backup, large files, {m} (per MiB)", lg[m], 3 * args.big_mb)
+    rr = R["restore"]["small"]
+    for how in ("tahoe_cp", "lafs_gateway", "lafs_native"):
+        cpu_row(f"restore, small files, {how}", rr[how], args.files)
+    return lines
+
+
 # ----------------------------------------------------------------- dump
 
 
@@ -1942,6 +2145,8 @@ def main():
         return chunked_main(args, facts, trees, run_dir)
     if args.dump:
         return dump_main(args, facts, run_dir)
+    if args.native:
+        return native_main(args, facts, trees, run_dir)
 
     # Trees first, while no grid burns CPU: one mixed tree per first run
     # (one layout, a content seed each), a warm-up tree, the rescan trees.

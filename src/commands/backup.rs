@@ -424,9 +424,20 @@ fn pick_source(config: &Config) -> anyhow::Result<PathBuf> {
 
 /// Makes sure the cache's caps are worth something on this grid: a new cache
 /// gets a probe object; an existing one must find its probe recoverable.
+///
+/// In native mode (`destination.storage: native`) the storage servers are
+/// probed too, after the gateway (which is still needed: the result
+/// directory and the catalog are mutable, and it is the fallback): each is
+/// asked its version, and fewer answering than `shares.happy` sends the
+/// run's uploads to the gateway with a warning, or fails the run (exit 1)
+/// when `destination.native.required`. The probe object then goes the way
+/// the run's objects go.
 fn check_grid(gateway: &Gateway<'_>, cache: &mut Cache, allow_foreign: bool) -> anyhow::Result<()> {
     let (connected, known) = gateway.storage_servers()?;
     let client = &gateway.client;
+    if let Some(native) = client.native() {
+        native.probe_servers()?;
+    }
     match cache.probe()? {
         None => {
             let cap = client

@@ -1789,8 +1789,23 @@ fn native_storage_keys_are_read() {
     );
     assert_eq!(n.servers, vec![GOOD_NURL.to_owned()]);
     assert!(n.required);
-    // The dump reads back the same.
-    assert_eq!(load_one(&c.to_yaml()).expect("reloads").config, c);
+    // The dump leaves the swissnum out (a secret), and reading such a dump
+    // back fails loudly rather than use a wrong swissnum.
+    let dump = c.to_yaml();
+    assert!(!dump.contains("sw1ssnum"), "{dump}");
+    let redacted = GOOD_NURL.replace("sw1ssnum", "<swissnum>");
+    assert!(dump.contains(&format!("- '{redacted}'")), "{dump}");
+    let e = error(&dump);
+    assert!(
+        e.contains(
+            "invalid value for destination.native.servers NURL #1: its swissnum was left \
+             out by dump-config (a secret); give the server's whole NURL"
+        ),
+        "{e}"
+    );
+    // With the swissnum put back, the dump reads back the same.
+    let restored = dump.replace("<swissnum>", "sw1ssnum");
+    assert_eq!(load_one(&restored).expect("reloads").config, c);
 }
 
 #[test]

@@ -1199,6 +1199,15 @@ pub(crate) mod nurls {
                 let Kind::Str(text) = &item.kind else {
                     return Err(Invalid::ty(item, key, "a NURL (a string)"));
                 };
+                if text.contains(REDACTED_SWISSNUM) {
+                    return Err(Invalid::value(
+                        item,
+                        key,
+                        "its swissnum was left out by dump-config (a secret); give the \
+                         server's whole NURL"
+                            .to_owned(),
+                    ));
+                }
                 crate::storage::nurl::Nurl::parse(text.trim())
                     .map(|_| text.trim().to_owned())
                     .map_err(|e| Invalid::value(item, key, e.to_string()))
@@ -1206,11 +1215,36 @@ pub(crate) mod nurls {
         )
     }
 
+    /// The dump leaves every swissnum out (it is the storage service's
+    /// bearer secret, and issue 17 allows no secret in any output): the
+    /// NURL's path becomes [`REDACTED_SWISSNUM`], which [`parse`] refuses
+    /// with a clear error, so a dump fed back with `-c` fails loudly rather
+    /// than talk to the servers with a wrong swissnum.
     pub(crate) fn to_out(value: &[String]) -> Out {
         if value.is_empty() {
             Out::Null
         } else {
-            Out::Seq(value.iter().map(|s| Out::Str(s.clone())).collect())
+            Out::Seq(value.iter().map(|s| Out::Str(redacted(s))).collect())
+        }
+    }
+
+    /// What stands for a swissnum in a dump: not a valid path segment.
+    pub(crate) const REDACTED_SWISSNUM: &str = "<swissnum>";
+
+    /// `nurl` with its swissnum replaced by [`REDACTED_SWISSNUM`] (checked at
+    /// load, so it has the `pb://…@HOST:PORT/SWISSNUM#v=1` shape).
+    fn redacted(nurl: &str) -> String {
+        let nurl = nurl.trim();
+        match (nurl.find('@'), nurl.rfind('#')) {
+            (Some(at), Some(hash)) if at < hash => match nurl[at..hash].find('/') {
+                Some(slash) => format!(
+                    "{}{REDACTED_SWISSNUM}{}",
+                    &nurl[..at + slash + 1],
+                    &nurl[hash..]
+                ),
+                None => format!("pb://{REDACTED_SWISSNUM}"),
+            },
+            _ => format!("pb://{REDACTED_SWISSNUM}"),
         }
     }
 }

@@ -8,8 +8,10 @@
 //! non-CBOR or ill-shaped reply is a [`StorageError::BadReply`], never a
 //! panic. Errors name the server by nickname and address only.
 
-use std::collections::BTreeSet;
-use std::time::Duration;
+use std::cell::Cell;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -27,6 +29,36 @@ use crate::tahoe::base32;
 /// The largest CBOR control reply read (Tahoe's own replies are tiny; its
 /// client caps replies at 30 MiB, far more than a control message needs).
 pub(crate) const MAX_CBOR_REPLY: u64 = 1024 * 1024;
+
+thread_local! {
+    /// The deadline of the object this thread is storing ([`with_deadline`]).
+    static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// How long an abort may take, whatever the object's deadline.
+const ABORT_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs `work` with every storage request it makes on this thread bounded
+/// by `deadline` (`operation.timeouts.updates` applies per object, as one
+/// gateway `PUT` is bounded: docs/native-storage.md "Backups"). An
+/// ambient setting rather than a parameter of every protocol call: an
+/// upload is many requests (version, allocate, chunks, aborts) made on the
+/// caller's thread, and only the caller knows the object's deadline. The
+/// previous deadline is restored afterwards.
+pub(crate) fn with_deadline<T>(deadline: Option<Instant>, work: impl FnOnce() -> T) -> T {
+    let before = DEADLINE.with(|d| d.replace(deadline));
+    let result = work();
+    DEADLINE.with(|d| d.set(before));
+    result
+}
+
+/// The time left before this thread's deadline: `None` without one,
+/// `Some(ZERO)` once it passed.
+fn time_left() -> Option<Duration> {
+    DEADLINE
+        .with(Cell::get)
+        .map(|d| d.saturating_duration_since(Instant::now()))
+}
 
 /// The key of the version message's storage protocol map.
 const V1: &[u8] = b"http://allmydata.org/tahoe/protocols/storage/v1";
@@ -66,7 +98,20 @@ pub(crate) struct StorageClient {
     base: String,
     auth: String,
     agent: Agent,
+    /// The last `version()` answer and when it came ([`StorageClient::version_cached`]).
+    version: Mutex<Option<(Instant, Version)>>,
 }
+
+/// How long a server's `version` answer is reused by
+/// [`StorageClient::version_cached`]: its limits do not change, and its
+/// free space is checked again by every allocation (a full server
+/// allocates nothing), so asking before every upload only costs the
+/// server a request per object.
+const VERSION_REUSE: Duration = Duration::from_secs(60);
+
+/// The clients of [`StorageClient::shared`], one per server (NURL) for
+/// the whole process.
+static POOL: OnceLock<Mutex<HashMap<String, Arc<StorageClient>>>> = OnceLock::new();
 
 impl std::fmt::Debug for StorageClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -107,7 +152,25 @@ impl StorageClient {
             ),
             agent: Agent::with_parts(config, connector, DefaultResolver::default()),
             label,
+            version: Mutex::new(None),
         })
+    }
+
+    /// The process's one client of `server` (made on first use): its
+    /// agent keeps the TLS connections to the server open between objects,
+    /// so uploading or reading many small objects costs no handshake each
+    /// (a Python storage server spends milliseconds of CPU on one).
+    pub(crate) fn shared(server: &Server) -> Result<Arc<StorageClient>, StorageError> {
+        let n = &server.nurl;
+        let key = format!("{} {} {} {}", n.spki_hash, n.host, n.port, n.swissnum);
+        let pool = POOL.get_or_init(|| Mutex::new(HashMap::new()));
+        let mut pool = pool.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(client) = pool.get(&key) {
+            return Ok(Arc::clone(client));
+        }
+        let client = Arc::new(StorageClient::new(server)?);
+        pool.insert(key, Arc::clone(&client));
+        Ok(client)
     }
 
     /// The server's label (nickname and address), for messages.
@@ -159,6 +222,10 @@ impl StorageClient {
             match self.send_once(method, path, secrets, headers, body) {
                 Ok(resp) => return Ok(resp),
                 Err(e) => match delays.next() {
+                    // Past the object's deadline another try cannot help.
+                    Some(_) if time_left() == Some(Duration::ZERO) => {
+                        return Err(self.network(what, e));
+                    }
                     Some(delay) if transient(&e) => std::thread::sleep(*delay),
                     _ => return Err(self.network(what, e)),
                 },
@@ -188,12 +255,22 @@ impl StorageClient {
         for (name, value) in headers {
             req = req.header(*name, value);
         }
+        // The object's deadline bounds the whole exchange, besides the
+        // agent's own connect and reply limits.
+        let left = time_left();
+        if left == Some(Duration::ZERO) {
+            return Err(ureq::Error::Timeout(ureq::Timeout::Global));
+        }
         match body {
             Some((content_type, data)) => {
                 let r = req.header("Content-Type", content_type).body(data)?;
+                let r = self.agent.configure_request(r).timeout_global(left).build();
                 self.agent.run(r)
             }
-            None => self.agent.run(req.body(())?),
+            None => {
+                let r = self.agent.configure_request(req.body(())?);
+                self.agent.run(r.timeout_global(left).build())
+            }
         }
     }
 
@@ -241,6 +318,23 @@ impl StorageClient {
         let resp = self.send(what, "GET", "/storage/v1/version", &[], &[], None)?;
         let value = self.cbor_200(what, resp)?;
         parse_version(&value).map_err(|p| self.bad_reply(what, p))
+    }
+
+    /// [`StorageClient::version`], reusing an answer younger than a minute
+    /// (`VERSION_REUSE`); an error is never reused.
+    pub(crate) fn version_cached(&self) -> Result<Version, StorageError> {
+        let mut cached = self
+            .version
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((at, v)) = cached.as_ref()
+            && at.elapsed() < VERSION_REUSE
+        {
+            return Ok(v.clone());
+        }
+        let v = self.version()?;
+        *cached = Some((Instant::now(), v.clone()));
+        Ok(v)
     }
 
     /// `POST /storage/v1/immutable/:si`: allocates `shares` of
@@ -336,14 +430,19 @@ impl StorageClient {
         upload_secret: &[u8; 32],
     ) -> Result<(), StorageError> {
         let what = "abort upload";
-        let resp = self.send(
-            what,
-            "PUT",
-            &format!("/storage/v1/immutable/{}/{shnum}/abort", si_text(si)),
-            &[("upload-secret", upload_secret)],
-            &[],
-            None,
-        )?;
+        // An abort follows a failure, often the object's deadline: it gets
+        // a short time of its own, so the servers free the space at once.
+        let grace = Instant::now().checked_add(ABORT_GRACE);
+        let resp = with_deadline(grace, || {
+            self.send(
+                what,
+                "PUT",
+                &format!("/storage/v1/immutable/{}/{shnum}/abort", si_text(si)),
+                &[("upload-secret", upload_secret)],
+                &[],
+                None,
+            )
+        })?;
         match resp.status().as_u16() {
             200 | 405 => Ok(()),
             s => Err(self.status(what, s)),

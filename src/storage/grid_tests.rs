@@ -126,8 +126,23 @@ fn grid() -> Option<Grid> {
     })
 }
 
+/// The gateway's `check?verify=true` of `cap` (every share read and
+/// checked by the gateway).
+pub(super) fn verify(gateway: &crate::tahoe::Client, cap: &str) -> crate::tahoe::CheckReport {
+    gateway
+        .check(
+            &Cap::parse(cap).unwrap(),
+            CheckOptions {
+                add_lease: false,
+                verify: true,
+                repair: false,
+            },
+        )
+        .unwrap()
+}
+
 /// Deterministic test data.
-fn data(len: usize, seed: u64) -> Vec<u8> {
+pub(super) fn data(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
     (0..len)
         .map(|_| {
@@ -458,16 +473,52 @@ fn a_server_failing_mid_upload_aborts_cleanly_and_the_next_run_completes() {
         .upload(&mut std::io::Cursor::new(&content), content.len() as u64)
         .unwrap();
     assert_eq!(up.happiness, 3);
-    let report = g
-        .gateway
-        .check(
-            &Cap::parse(&up.cap).unwrap(),
-            CheckOptions {
-                add_lease: false,
-                verify: true,
-                repair: false,
-            },
-        )
-        .unwrap();
+    let report = verify(&g.gateway, &up.cap);
     assert!(report.healthy, "{}", report.summary);
+}
+
+#[test]
+fn a_server_failing_allocation_has_its_share_placed_on_the_others() {
+    let Some(mut g) = grid() else {
+        return;
+    };
+    use super::client::hostile_tests::{reply, serve_with};
+    use super::client::tests::version_reply;
+    // A server with room that fails every allocation (HTTP 500): Tahoe's
+    // allocation phase puts its shares on the other servers.
+    let nurl = serve_with(move |_, head, _| {
+        Some(if head.starts_with("GET /storage/v1/version") {
+            reply("200 OK", "application/cbor", &version_reply(1 << 40))
+        } else {
+            reply("500 Internal Server Error", "text/plain", b"no")
+        })
+    });
+    let mut refusing = Server::from_nurl(&nurl).unwrap();
+    refusing.nickname = "refusing".into();
+    let grid_servers = g.uploader.servers.clone();
+    g.uploader.servers = vec![grid_servers[0].clone(), grid_servers[1].clone(), refusing];
+    // Two distinct servers are enough here; all three shares are stored.
+    g.uploader.happy = 2;
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let content = data(20_000, nonce ^ 0x3c3c);
+    let up = g
+        .uploader
+        .upload(&mut std::io::Cursor::new(&content), content.len() as u64)
+        .unwrap();
+    assert_eq!(up.happiness, 2, "{:?}", up.placement);
+    assert_eq!(up.placement.len(), 3, "all three shares placed");
+    assert!(
+        up.placement
+            .values()
+            .flatten()
+            .all(|l| l.starts_with("storage")),
+        "{:?}",
+        up.placement
+    );
+    let report = verify(&g.gateway, &up.cap);
+    assert!(report.healthy, "{}", report.summary);
+    assert_eq!(report.shares_good, Some(3));
 }

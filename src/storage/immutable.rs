@@ -20,6 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
+use std::sync::Arc;
 
 use super::StorageError;
 use super::client::{LeaseSecrets, StorageClient};
@@ -153,61 +154,259 @@ struct Pending {
     done: bool,
 }
 
-/// The sink that sends shares to their servers.
+/// The sink that sends shares to their servers. A server that fails is
+/// recorded in `failed` and its shares are dropped for the rest of the pass
+/// (the encoder goes on for the others); the upload then re-places them.
 struct PlacingSink<'a> {
-    clients: &'a [StorageClient],
+    clients: &'a [Arc<StorageClient>],
     si: [u8; 16],
     upload_secret: [u8; 32],
-    /// Shares to write (those a server already had are dropped).
+    /// Shares to write in this pass (others are complete or already held).
     pending: BTreeMap<u16, Pending>,
-    error: Option<StorageError>,
+    /// Servers that failed in this pass, with the first error of each.
+    failed: BTreeMap<usize, StorageError>,
 }
 
 impl PlacingSink<'_> {
-    fn flush(&mut self, shnum: u16) -> Result<(), StorageError> {
+    /// Sends what share `shnum` has buffered; a failure marks its server.
+    fn flush(&mut self, shnum: u16) {
         let Some(p) = self.pending.get_mut(&shnum) else {
-            return Ok(());
+            return;
         };
-        if p.buffer.is_empty() {
-            return Ok(());
+        if p.buffer.is_empty() || self.failed.contains_key(&p.server) {
+            p.buffer.clear();
+            return;
         }
-        let complete = self.clients[p.server].write_chunk(
+        let client = &self.clients[p.server];
+        match client.write_chunk(
             &self.si,
             shnum,
             &self.upload_secret,
             p.next_offset,
             &p.buffer,
-        )?;
-        p.next_offset += p.buffer.len() as u64;
-        p.buffer.clear();
-        p.done = complete;
-        Ok(())
+        ) {
+            Ok(complete) => {
+                p.next_offset += p.buffer.len() as u64;
+                p.buffer.clear();
+                p.done = complete;
+                #[cfg(test)]
+                test_hook::after_chunk(client.label());
+            }
+            Err(e) => {
+                p.buffer.clear();
+                self.failed.insert(p.server, e);
+            }
+        }
     }
 }
 
 impl ShareSink for PlacingSink<'_> {
     fn write(&mut self, shnum: u16, offset: u64, data: &[u8]) -> Result<(), ChkError> {
         let Some(p) = self.pending.get_mut(&shnum) else {
-            return Ok(()); // already on a server
+            return Ok(()); // already on a server, or not written in this pass
         };
+        if self.failed.contains_key(&p.server) {
+            return Ok(()); // lost with its server: re-placed after this pass
+        }
         if offset != p.next_offset + p.buffer.len() as u64 {
             return Err(ChkError::Params("share written out of order".into()));
         }
         p.buffer.extend_from_slice(data);
-        if p.buffer.len() >= CHUNK
-            && let Err(e) = self.flush(shnum)
-        {
-            let message = e.to_string();
-            self.error = Some(e);
-            return Err(ChkError::io("upload", std::io::Error::other(message)));
+        if p.buffer.len() >= CHUNK {
+            self.flush(shnum);
         }
         Ok(())
+    }
+}
+
+/// A test hook called after every chunk a server accepted (with the
+/// server's label), on the uploading thread: the fault tests kill a real
+/// storage node there, mid-upload.
+#[cfg(test)]
+pub(crate) mod test_hook {
+    use std::cell::RefCell;
+
+    type Hook = Box<dyn FnMut(&str)>;
+
+    thread_local! {
+        static AFTER_CHUNK: RefCell<Option<Hook>> = const { RefCell::new(None) };
+    }
+
+    /// Sets (or with `None` clears) this thread's hook.
+    pub(crate) fn set_after_chunk(hook: Option<Hook>) {
+        AFTER_CHUNK.with(|h| *h.borrow_mut() = hook);
+    }
+
+    pub(super) fn after_chunk(label: &str) {
+        // Taken out while it runs, so a hook may upload again.
+        let hook = AFTER_CHUNK.with(|h| h.borrow_mut().take());
+        if let Some(mut hook) = hook {
+            hook(label);
+            AFTER_CHUNK.with(|h| {
+                let mut slot = h.borrow_mut();
+                if slot.is_none() {
+                    *slot = Some(hook);
+                }
+            });
+        }
+    }
+}
+
+/// Where the shares of one upload are, as it goes: Tahoe's `upload.py`
+/// keeps the same books (servers that took shares, servers that failed,
+/// shares still homeless).
+struct Books {
+    /// Servers that can be asked (answered `version` with room), in
+    /// permuted order.
+    writable: Vec<usize>,
+    /// Servers that failed (allocation or a chunk): never asked again.
+    failed: BTreeSet<usize>,
+    /// (share, server) pairs that refused or failed: not asked again.
+    refused: BTreeSet<(u16, usize)>,
+    /// Share → servers that hold it complete (`already-have`, or written).
+    held: BTreeMap<u16, BTreeSet<usize>>,
+    /// Buckets allocated for this upload and not yet complete.
+    allocated: BTreeMap<u16, usize>,
+    /// Why servers were left out, for the unhappiness message.
+    why: Vec<String>,
+}
+
+impl Books {
+    /// The shares placed so far (held or allocated), share → servers.
+    fn placement(&self) -> BTreeMap<u16, BTreeSet<usize>> {
+        let mut out = self.held.clone();
+        for (&share, &server) in &self.allocated {
+            out.entry(share).or_default().insert(server);
+        }
+        out
+    }
+
+    /// Places every share not yet held nor allocated: each to the live
+    /// server with the fewest shares of this upload that has not refused
+    /// it (ties in permuted order, so a first placement is Tahoe-like round
+    /// robin: share i on the (i mod W)-th writable server), one `allocate`
+    /// per server, again until nothing more can be placed.
+    #[allow(clippy::too_many_arguments)]
+    fn place(
+        &mut self,
+        n: u16,
+        clients: &[Arc<StorageClient>],
+        order: &[&Server],
+        si: &[u8; 16],
+        lease: &LeaseSecret,
+        upload_secret: &[u8; 32],
+        share_size: u64,
+    ) {
+        loop {
+            let mut load: BTreeMap<usize, usize> = self
+                .writable
+                .iter()
+                .filter(|s| !self.failed.contains(s))
+                .map(|&s| (s, 0))
+                .collect();
+            for servers in self.placement().values() {
+                for s in servers {
+                    if let Some(l) = load.get_mut(s) {
+                        *l += 1;
+                    }
+                }
+            }
+            let mut wanted: BTreeMap<usize, BTreeSet<u16>> = BTreeMap::new();
+            for share in 0..n {
+                if self.held.contains_key(&share) || self.allocated.contains_key(&share) {
+                    continue;
+                }
+                let best = self
+                    .writable
+                    .iter()
+                    .filter(|&&s| load.contains_key(&s) && !self.refused.contains(&(share, s)))
+                    .min_by_key(|&&s| load[&s]);
+                if let Some(&server) = best {
+                    *load.entry(server).or_default() += 1;
+                    wanted.entry(server).or_default().insert(share);
+                }
+            }
+            if wanted.is_empty() {
+                return;
+            }
+            for (server, shares) in wanted {
+                let lease = lease.for_bucket(si, &order[server].lease_seed);
+                match clients[server].allocate(si, &lease, upload_secret, &shares, share_size) {
+                    Ok(a) => {
+                        for &s in &shares {
+                            if a.already_have.contains(&s) {
+                                self.held.entry(s).or_default().insert(server);
+                            } else if a.allocated.contains(&s) {
+                                self.allocated.insert(s, server);
+                            } else {
+                                // Neither: the server will not take it.
+                                self.refused.insert((s, server));
+                            }
+                        }
+                    }
+                    Err(e) => self.fail(server, e, clients, si, upload_secret),
+                }
+            }
+        }
+    }
+
+    /// Server `server` failed: its shares (allocated, even complete ones:
+    /// a dead server holds nothing we can count on) must be placed again.
+    /// Its open buckets are aborted, best effort, if it still answered (a
+    /// server that failed with an HTTP error frees the space; one that is
+    /// unreachable keeps nothing incomplete, and asking it again would only
+    /// wait for the retries).
+    fn fail(
+        &mut self,
+        server: usize,
+        err: StorageError,
+        clients: &[Arc<StorageClient>],
+        si: &[u8; 16],
+        upload_secret: &[u8; 32],
+    ) {
+        let reachable = !matches!(err, StorageError::Network { .. });
+        self.why.push(err.to_string());
+        self.failed.insert(server);
+        let lost: Vec<u16> = self
+            .allocated
+            .iter()
+            .filter(|&(_, &s)| s == server)
+            .map(|(&share, _)| share)
+            .collect();
+        for share in lost {
+            self.allocated.remove(&share);
+            if reachable {
+                let _ = clients[server].abort(si, share, upload_secret);
+            }
+        }
+        for servers in self.held.values_mut() {
+            servers.remove(&server);
+        }
+        self.held.retain(|_, servers| !servers.is_empty());
+    }
+
+    /// Aborts every open bucket (the upload is given up).
+    fn abort_all(&self, clients: &[Arc<StorageClient>], si: &[u8; 16], upload_secret: &[u8; 32]) {
+        for (&share, &server) in &self.allocated {
+            if !self.failed.contains(&server) {
+                // Best effort: a server that is gone keeps nothing it did
+                // not complete.
+                let _ = clients[server].abort(si, share, upload_secret);
+            }
+        }
     }
 }
 
 impl Uploader {
     /// Uploads `size` bytes read from `reader` (read twice: the convergence
     /// key, then the encoding; a change between them fails the upload).
+    ///
+    /// A server that fails (at allocation or mid-upload) is dropped, its
+    /// open buckets aborted, and its shares placed on the other servers;
+    /// the shares re-placed after a mid-upload failure are encoded again in
+    /// another pass over the file (only those are sent). When the servers
+    /// left cannot reach `happy`, every bucket is aborted and the error is
+    /// [`UploadError::Unhappy`], naming the failures.
     pub(crate) fn upload<R: Read + Seek>(
         &self,
         reader: &mut R,
@@ -230,145 +429,163 @@ impl Uploader {
             });
         }
         let key = convergence_key(reader, size, &self.params, &self.convergence)?;
-        reader
-            .seek(SeekFrom::Start(0))
-            .map_err(|e| UploadError::Chk(ChkError::io("rewind", e)))?;
         let plan = Plan::new(self.params, size)?;
         let share_size = plan.share_size;
         let si = storage_index(&key);
         let (order, clients) = permuted_clients(&self.servers, &si)?;
         // Writable servers: those that answer and have room for a share.
-        let mut writable = Vec::new();
-        let mut skipped = Vec::new();
+        let mut books = Books {
+            writable: Vec::new(),
+            failed: BTreeSet::new(),
+            refused: BTreeSet::new(),
+            held: BTreeMap::new(),
+            allocated: BTreeMap::new(),
+            why: Vec::new(),
+        };
         for (i, client) in clients.iter().enumerate() {
-            match client.version() {
+            match client.version_cached() {
                 Ok(v)
                     if v.maximum_immutable_share_size >= share_size
                         && v.available_space >= share_size =>
                 {
-                    writable.push(i);
+                    books.writable.push(i);
                 }
-                Ok(_) => skipped.push(format!("{}: full", client.label())),
-                Err(e) => skipped.push(e.to_string()),
+                Ok(_) => books.why.push(format!("{}: full", client.label())),
+                Err(e) => books.why.push(e.to_string()),
             }
-        }
-        if writable.is_empty() {
-            return Err(UploadError::Unhappy {
-                happiness: 0,
-                needed: self.happy,
-                detail: skipped.join("; "),
-            });
-        }
-        // Share i to the i-th writable server, round robin in permuted order.
-        let n = self.params.n;
-        let mut wanted: BTreeMap<usize, BTreeSet<u16>> = BTreeMap::new();
-        for shnum in 0..n {
-            wanted
-                .entry(writable[usize::from(shnum) % writable.len()])
-                .or_default()
-                .insert(shnum);
         }
         let upload_secret = random_secret()?;
-        let mut placement: BTreeMap<u16, BTreeSet<usize>> = BTreeMap::new();
-        let mut pending = BTreeMap::new();
-        let mut allocated: Vec<(usize, u16)> = Vec::new();
-        for (&server, shares) in &wanted {
-            let lease = self.lease.for_bucket(&si, &order[server].lease_seed);
-            match clients[server].allocate(&si, &lease, &upload_secret, shares, share_size) {
-                Ok(a) => {
-                    for &s in &a.already_have {
-                        placement.entry(s).or_default().insert(server);
-                    }
-                    for &s in &a.allocated {
-                        placement.entry(s).or_default().insert(server);
-                        allocated.push((server, s));
-                        pending.insert(
-                            s,
-                            Pending {
-                                server,
-                                next_offset: 0,
-                                buffer: Vec::new(),
-                                done: false,
-                            },
-                        );
-                    }
-                }
-                Err(e) => skipped.push(e.to_string()),
-            }
-        }
-        let abort = |clients: &[StorageClient]| {
-            for &(server, s) in &allocated {
-                // Best effort: a server that is gone keeps nothing it did
-                // not complete.
-                let _ = clients[server].abort(&si, s, &upload_secret);
-            }
+        let unhappy = |books: &Books, got: usize| UploadError::Unhappy {
+            happiness: got,
+            needed: self.happy,
+            detail: books.why.join("; "),
         };
-        let got = happiness(&placement);
-        if got < self.happy {
-            abort(&clients);
-            return Err(UploadError::Unhappy {
-                happiness: got,
-                needed: self.happy,
-                detail: skipped.join("; "),
-            });
-        }
-        let mut sink = PlacingSink {
-            clients: &clients,
-            si,
-            upload_secret,
-            pending,
-            error: None,
-        };
-        let encoded = Encoder::new(plan, key)?.encode(reader, Some(&self.convergence), &mut sink);
-        let result = match encoded {
-            Ok(encoded) => {
-                let shnums: Vec<u16> = sink.pending.keys().copied().collect();
-                let mut failure = None;
-                for shnum in shnums {
-                    if let Err(e) = sink.flush(shnum) {
-                        failure = Some(e);
-                        break;
-                    }
-                }
-                match failure {
-                    Some(e) => Err(UploadError::Storage(e)),
-                    None if sink.pending.values().any(|p| !p.done) => {
-                        Err(UploadError::Storage(StorageError::BadReply {
-                            server: "a storage server".into(),
-                            what: "upload".into(),
-                            problem: "a share was not complete after its last byte".into(),
-                        }))
-                    }
-                    None => Ok(encoded),
-                }
+        let encoder = Encoder::new(plan, key)?;
+        let mut cap = None;
+        // Each pass after which the loop goes on lost at least one server:
+        // at most one per server, one that completes, one that finds
+        // nothing left to place.
+        for _ in 0..clients.len() + 2 {
+            books.place(
+                self.params.n,
+                &clients,
+                &order,
+                &si,
+                &self.lease,
+                &upload_secret,
+                share_size,
+            );
+            let got = happiness(&books.placement());
+            if got < self.happy {
+                books.abort_all(&clients, &si, &upload_secret);
+                return Err(unhappy(&books, got));
             }
-            Err(e) => Err(match sink.error.take() {
-                Some(storage) => UploadError::Storage(storage),
-                None => UploadError::Chk(e),
-            }),
-        };
-        match result {
-            Ok(encoded) => Ok(Uploaded {
-                cap: encoded.cap.to_uri(),
-                placement: placement
-                    .into_iter()
-                    .map(|(s, servers)| {
-                        (
-                            s,
-                            servers
-                                .into_iter()
-                                .map(|i| clients[i].label().to_owned())
-                                .collect(),
-                        )
+            if books.allocated.is_empty() {
+                break; // every share is held: nothing (more) to send
+            }
+            // One pass over the file writes the shares allocated since the
+            // last one, each from its first byte.
+            reader
+                .seek(SeekFrom::Start(0))
+                .map_err(|e| UploadError::Chk(ChkError::io("rewind", e)))?;
+            let mut sink = PlacingSink {
+                clients: &clients,
+                si,
+                upload_secret,
+                pending: books
+                    .allocated
+                    .iter()
+                    .map(|(&share, &server)| {
+                        let p = Pending {
+                            server,
+                            next_offset: 0,
+                            buffer: Vec::new(),
+                            done: false,
+                        };
+                        (share, p)
                     })
                     .collect(),
-                happiness: got,
-            }),
-            Err(e) => {
-                abort(&clients);
-                Err(e)
+                failed: BTreeMap::new(),
+            };
+            match encoder.encode(reader, Some(&self.convergence), &mut sink) {
+                Ok(encoded) => cap = Some(encoded.cap),
+                Err(e) => {
+                    books.abort_all(&clients, &si, &upload_secret);
+                    return Err(UploadError::Chk(e));
+                }
+            }
+            let shares: Vec<u16> = sink.pending.keys().copied().collect();
+            for &share in &shares {
+                sink.flush(share);
+            }
+            let PlacingSink {
+                pending, failed, ..
+            } = sink;
+            let mut failed = failed;
+            for (&share, p) in &pending {
+                if !p.done && !failed.contains_key(&p.server) {
+                    failed.insert(
+                        p.server,
+                        StorageError::BadReply {
+                            server: clients[p.server].label().to_owned(),
+                            what: "upload".into(),
+                            problem: format!("share {share} was not complete after its last byte"),
+                        },
+                    );
+                }
+            }
+            for (share, p) in pending {
+                if !failed.contains_key(&p.server) {
+                    books.allocated.remove(&share);
+                    books.held.entry(share).or_default().insert(p.server);
+                }
+            }
+            for (server, err) in failed {
+                books.fail(server, err, &clients, &si, &upload_secret);
             }
         }
+        let got = happiness(&books.held);
+        if !books.allocated.is_empty() || got < self.happy {
+            books.abort_all(&clients, &si, &upload_secret);
+            return Err(unhappy(&books, got));
+        }
+        let cap = match cap {
+            Some(cap) => cap,
+            // Every share was already on the servers: the cap without
+            // sending anything (one more encoding pass, nothing written).
+            None => {
+                reader
+                    .seek(SeekFrom::Start(0))
+                    .map_err(|e| UploadError::Chk(ChkError::io("rewind", e)))?;
+                let mut nowhere = PlacingSink {
+                    clients: &clients,
+                    si,
+                    upload_secret,
+                    pending: BTreeMap::new(),
+                    failed: BTreeMap::new(),
+                };
+                encoder
+                    .encode(reader, Some(&self.convergence), &mut nowhere)?
+                    .cap
+            }
+        };
+        Ok(Uploaded {
+            cap: cap.to_uri(),
+            placement: books
+                .held
+                .into_iter()
+                .map(|(s, servers)| {
+                    (
+                        s,
+                        servers
+                            .into_iter()
+                            .map(|i| clients[i].label().to_owned())
+                            .collect(),
+                    )
+                })
+                .collect(),
+            happiness: got,
+        })
     }
 }
 
@@ -376,11 +593,11 @@ impl Uploader {
 fn permuted_clients<'a>(
     servers: &'a [Server],
     si: &[u8; 16],
-) -> Result<(Vec<&'a Server>, Vec<StorageClient>), StorageError> {
+) -> Result<(Vec<&'a Server>, Vec<Arc<StorageClient>>), StorageError> {
     let order = permuted(servers, si);
     let clients = order
         .iter()
-        .map(|s| StorageClient::new(s))
+        .map(|s| StorageClient::shared(s))
         .collect::<Result<Vec<_>, _>>()?;
     Ok((order, clients))
 }
@@ -476,7 +693,7 @@ pub(crate) fn renew_leases(
 ) -> Result<usize, StorageError> {
     let mut renewed = 0;
     for server in permuted(servers, si) {
-        let client = StorageClient::new(server)?;
+        let client = StorageClient::shared(server)?;
         if client.add_lease(si, &lease.for_bucket(si, &server.lease_seed))? {
             renewed += 1;
         }

@@ -10,17 +10,25 @@
 //! and falling back would hide it. Secrets are never in a message or in
 //! `Debug` output.
 
-use std::io::{Cursor, Read, Seek};
+use std::io::{self, Cursor, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
 
+use super::client::{StorageClient, with_deadline};
 use super::immutable::{LeaseSecret, UploadError, Uploader, download};
 use super::nurl::{Server, servers_of_node};
 use crate::chk::cap::ChkCap;
 use crate::chk::dirnode::{Child, pack};
 use crate::chk::{ChkError, LIT_THRESHOLD, Params};
-use crate::config::{Config, NativeStorage, StorageMode};
-use crate::tahoe::base32;
+use crate::config::{Config, NativeStorage, StorageMode, Timeouts};
+use crate::tahoe::{Cap, TahoeError, base32, show_secs};
+
+/// After this many failures of the native path in one run (an unhappy
+/// placement, a storage error, a timeout), the rest of the run's uploads
+/// go through the gateway: a grid whose servers keep failing natively
+/// would otherwise cost every object a failed native attempt first.
+pub(crate) const MAX_NATIVE_FAILURES: usize = 3;
 
 /// Tahoe's defaults when `tahoe.cfg` does not set them (`client.py`
 /// `DEFAULT_ENCODING_PARAMETERS`): 3-of-10, happy 7.
@@ -96,6 +104,12 @@ pub(crate) struct NativePath {
     required: bool,
     /// Whether the one fallback warning was given.
     warned: AtomicBool,
+    /// Native upload failures in this run (fallbacks to the gateway).
+    failures: AtomicUsize,
+    /// The rest of the run uploads through the gateway
+    /// ([`MAX_NATIVE_FAILURES`] failures, or the grid probe found too few
+    /// servers).
+    off: AtomicBool,
 }
 
 impl std::fmt::Debug for NativePath {
@@ -113,6 +127,8 @@ impl NativePath {
             native,
             required,
             warned: AtomicBool::new(false),
+            failures: AtomicUsize::new(0),
+            off: AtomicBool::new(false),
         }
     }
 
@@ -134,6 +150,196 @@ impl NativePath {
                 "the native storage path failed ({why}); {doing} through the gateway instead"
             );
         }
+    }
+}
+
+/// Which read of an upload body a [`Client`](crate::tahoe::Client) upload
+/// asks for: convergent encryption reads the body twice in native mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Pass {
+    /// The native path's first read: only hashed for the convergence key,
+    /// nothing is sent (so neither rate-limited nor counted as progress).
+    Key,
+    /// A read whose bytes are sent: the native path's second read, or each
+    /// try of a gateway upload.
+    Send,
+}
+
+/// A body opened once per [`Pass`]: the first read is [`Pass::Key`], a
+/// rewind to the start opens it again for [`Pass::Send`] (the native
+/// uploader rewinds once, between its two passes).
+pub(crate) struct Passes<'o> {
+    inner: Box<dyn Read + Send>,
+    open: &'o mut dyn FnMut(Pass) -> io::Result<Box<dyn Read + Send>>,
+}
+
+impl<'o> Passes<'o> {
+    /// Opens the body for its first pass.
+    pub(crate) fn new(
+        open: &'o mut dyn FnMut(Pass) -> io::Result<Box<dyn Read + Send>>,
+    ) -> Result<Passes<'o>, UploadError> {
+        let inner = open(Pass::Key).map_err(|e| ChkError::io("opening the body", e))?;
+        Ok(Passes { inner, open })
+    }
+}
+
+impl Read for Passes<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf)
+    }
+}
+
+impl Seek for Passes<'_> {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        match pos {
+            SeekFrom::Start(0) => {
+                self.inner = (self.open)(Pass::Send)?;
+                Ok(0)
+            }
+            _ => Err(io::Error::other("an upload body can only be rewound")),
+        }
+    }
+}
+
+impl NativePath {
+    /// Stores one object natively: `attempt` uploads it (from its first
+    /// byte) and returns its cap. `None`: upload it through the gateway
+    /// instead (the native path failed, with the run's one warning, or the
+    /// run switched to the gateway). A body that changed or could not be
+    /// read is [`TahoeError::Body`] (that object alone is skipped, as on the
+    /// gateway path); any other failure with `required` is
+    /// [`TahoeError::Native`].
+    ///
+    /// `timeouts` (`operation.timeouts.updates`) bound each attempt as they
+    /// bound one gateway upload: attempt n must store the whole object
+    /// within the n-th limit (every request to the storage servers stops
+    /// at that deadline, and the uploader aborts what it allocated). A
+    /// timed-out attempt is a native failure; with `required` the next
+    /// attempt starts at once with the next limit, as on the gateway path,
+    /// until the list ends.
+    pub(crate) fn upload(
+        &self,
+        timeouts: &Timeouts,
+        mut attempt: impl FnMut(&Native) -> Result<String, UploadError>,
+    ) -> Option<Result<Cap, TahoeError>> {
+        if self.off.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut round = 0usize;
+        let why = loop {
+            let limit = timeouts.timeout(round);
+            let deadline = limit.and_then(|l| Instant::now().checked_add(l));
+            let err = match with_deadline(deadline, || attempt(&self.native)) {
+                Ok(cap) => return Some(Cap::parse(&cap)),
+                // The body's own error as it is (`encode::is_file_changed`
+                // recognises a file that changed under the gateway path too).
+                Err(UploadError::Chk(ChkError::Io { source, .. })) => {
+                    return Some(Err(TahoeError::Body(source)));
+                }
+                Err(UploadError::Chk(e @ ChkError::Changed(_))) => {
+                    return Some(Err(TahoeError::Body(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        e.to_string(),
+                    ))));
+                }
+                Err(e) => e,
+            };
+            let timed_out = deadline.is_some_and(|d| Instant::now() >= d);
+            if !timed_out {
+                break err.to_string();
+            }
+            round += 1;
+            let waited = show_secs(limit.unwrap_or_default());
+            let why = format!(
+                "the upload did not finish in time (waited {waited}, operation.timeouts.updates; \
+                 {err})"
+            );
+            if !self.required || timeouts.attempts().is_some_and(|max| round >= max) {
+                break why;
+            }
+            tracing::warn!(
+                "a native upload did not finish in time (waited {waited}); trying again now \
+                 (attempt {} of {})",
+                round + 1,
+                timeouts
+                    .attempts()
+                    .map_or_else(|| "unlimited".to_string(), |n| n.to_string())
+            );
+        };
+        if self.required {
+            return Some(Err(TahoeError::Native(format!(
+                "the native storage path failed and destination.native.required is true: {why}"
+            ))));
+        }
+        self.warn_fallback(&why, "uploading");
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures >= MAX_NATIVE_FAILURES && !self.off.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "the native storage path failed {failures} times in this run; the rest of \
+                 the run uploads through the gateway"
+            );
+        }
+        None
+    }
+
+    /// Whether the run still uploads natively (not switched to the gateway).
+    pub(crate) fn uploads_natively(&self) -> bool {
+        !self.off.load(Ordering::Relaxed)
+    }
+
+    /// The grid probe of a native run: asks every storage server its
+    /// version (in parallel; each with the storage client's own limits
+    /// and tries) and logs how many answer. Fewer than `shares.happy`
+    /// answering cannot give a happy upload: the run uploads through the
+    /// gateway (one warning), or with `required` this is an error.
+    pub(crate) fn probe_servers(&self) -> Result<(usize, usize), NativeError> {
+        let servers = &self.native.uploader.servers;
+        let answers: Vec<Result<(), String>> = std::thread::scope(|scope| {
+            let asks: Vec<_> = servers
+                .iter()
+                .map(|server| {
+                    scope.spawn(move || {
+                        // The process's pooled client: its connection and
+                        // this answer serve the run's first uploads.
+                        StorageClient::shared(server)
+                            .and_then(|c| c.version_cached())
+                            .map(|_| ())
+                            .map_err(|e| e.to_string())
+                    })
+                })
+                .collect();
+            asks.into_iter()
+                .map(|ask| {
+                    ask.join()
+                        .unwrap_or_else(|_| Err("the probe thread panicked".into()))
+                })
+                .collect()
+        });
+        let total = servers.len();
+        let answering = answers.iter().filter(|a| a.is_ok()).count();
+        for problem in answers.iter().filter_map(|a| a.as_ref().err()) {
+            tracing::debug!("grid probe: {problem}");
+        }
+        tracing::info!("{answering} of {total} storage server(s) answer the native storage path");
+        let happy = self.native.uploader.happy;
+        if answering >= happy {
+            return Ok((answering, total));
+        }
+        let first = answers
+            .iter()
+            .find_map(|a| a.as_ref().err())
+            .map(|e| format!("; {e}"))
+            .unwrap_or_default();
+        let why = format!(
+            "only {answering} of {total} storage server(s) answer, {happy} needed \
+             (shares.happy){first}"
+        );
+        if self.required {
+            return Err(NativeError::Required(why));
+        }
+        self.off.store(true, Ordering::Relaxed);
+        tracing::warn!("destination.storage is native, but {why}: using the gateway");
+        Ok((answering, total))
     }
 }
 
@@ -799,5 +1005,247 @@ mod tests {
         ] {
             assert!(children_of_mkdir_body(bad).is_err(), "{bad}");
         }
+    }
+}
+
+/// The upload routing of a [`crate::tahoe::Client`] in native mode against
+/// a real TLS storage server that answers as a 1-of-1 grid would (or
+/// stalls, or fails), and a gateway that is not there: which path an
+/// object took shows in the result.
+#[cfg(test)]
+mod routing_tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    use ciborium::Value;
+
+    use super::*;
+    use crate::config::Retry;
+    use crate::storage::client::hostile_tests::{reply, serve_with};
+    use crate::storage::client::tests::version_reply;
+    use crate::tahoe::Client;
+
+    /// How the fake server answers share uploads.
+    #[derive(Clone, Copy)]
+    enum Chunks {
+        /// 201: the share is complete.
+        Accept,
+        /// No answer for this long (then the connection closes).
+        Stall(Duration),
+        /// HTTP 500.
+        Fail,
+    }
+
+    /// A storage server for one share per object; the requests it got.
+    fn server(chunks: Chunks) -> (String, Arc<AtomicUsize>) {
+        let requests = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&requests);
+        let nurl = serve_with(move |_, head, _| {
+            seen.fetch_add(1, Ordering::Relaxed);
+            let set = |items: Vec<u64>| {
+                Value::Tag(
+                    258,
+                    Box::new(Value::Array(
+                        items
+                            .into_iter()
+                            .map(|i| Value::Integer(i.into()))
+                            .collect(),
+                    )),
+                )
+            };
+            if head.starts_with("GET /storage/v1/version") {
+                Some(reply("200 OK", "application/cbor", &version_reply(1 << 40)))
+            } else if head.starts_with("POST /storage/v1/immutable/") {
+                let mut body = Vec::new();
+                let allocation = Value::Map(vec![
+                    (Value::Text("already-have".into()), set(vec![])),
+                    (Value::Text("allocated".into()), set(vec![0])),
+                ]);
+                ciborium::into_writer(&allocation, &mut body).expect("cbor");
+                Some(reply("201 Created", "application/cbor", &body))
+            } else if head.starts_with("PATCH ") {
+                match chunks {
+                    Chunks::Accept => Some(reply("201 Created", "text/plain", b"")),
+                    Chunks::Stall(d) => {
+                        std::thread::sleep(d);
+                        None
+                    }
+                    Chunks::Fail => Some(reply("500 Internal Server Error", "text/plain", b"")),
+                }
+            } else if head.contains("/abort") {
+                Some(reply("200 OK", "text/plain", b""))
+            } else {
+                Some(reply("404 Not Found", "text/plain", b""))
+            }
+        });
+        (nurl, requests)
+    }
+
+    /// A 1-of-1 (happy 1) native path to `nurl`.
+    fn path(dir: &Path, nurl: &str, required: bool) -> NativePath {
+        let secret = format!("{}\n", base32::encode(&[7u8; 32]));
+        std::fs::create_dir_all(dir.join("private")).expect("mkdir");
+        std::fs::write(dir.join("private/convergence"), &secret).expect("write");
+        std::fs::write(dir.join("private/secret"), &secret).expect("write");
+        std::fs::write(
+            dir.join("tahoe.cfg"),
+            "[client]\nshares.needed = 1\nshares.happy = 1\nshares.total = 1\n",
+        )
+        .expect("write");
+        let cfg = NativeStorage {
+            node_dir: Some(dir.to_path_buf()),
+            convergence_file: None,
+            lease_secret_file: None,
+            servers: vec![nurl.to_owned()],
+            required,
+        };
+        match setup(&cfg).expect("setup") {
+            Setup::Ready(native) => NativePath::new(native, required),
+            Setup::Fallback(why) => panic!("fallback: {why}"),
+        }
+    }
+
+    /// A client whose gateway is not there (a refused port, one try), in
+    /// native mode, with `timeouts`.
+    fn client(path: NativePath, timeouts: Timeouts) -> Client {
+        let retry = Retry {
+            attempts: 1,
+            ..crate::config::Config::builtin().http.retry
+        };
+        Client::new("http://127.0.0.1:1/uri", &retry, &timeouts)
+            .expect("client")
+            .with_native(Arc::new(path))
+    }
+
+    fn data() -> Vec<u8> {
+        (0..5000u32).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    #[test]
+    fn uploads_go_native_and_give_the_cap_without_the_gateway() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (nurl, requests) = server(Chunks::Accept);
+        let client = client(path(dir.path(), &nurl, false), Timeouts::None);
+        let cap = client.upload_bytes(&data()).expect("native upload");
+        assert!(cap.as_str().starts_with("URI:CHK:"));
+        assert!(cap.as_str().ends_with(":1:1:5000"));
+        // The same content by every upload method gives the same cap.
+        let sized = client
+            .upload_sized(5000, |_| Ok(Box::new(io::Cursor::new(data()))))
+            .expect("sized");
+        assert!(sized == cap);
+        let streamed = client
+            .upload(|| Ok(Box::new(io::Cursor::new(data()))))
+            .expect("upload");
+        assert!(streamed == cap);
+        // The version once (reused for a minute), then an allocation and
+        // a chunk per upload: the storage server, not the gateway.
+        assert!(requests.load(Ordering::Relaxed) >= 7, "3 native uploads");
+        // A body that changes between the two passes is a body error
+        // (the object is skipped), never a cap.
+        let mut pass = 0u8;
+        let err = client
+            .upload_sized(5000, |_| {
+                pass += 1;
+                let mut d = data();
+                d[0] = pass;
+                Ok(Box::new(io::Cursor::new(d)))
+            })
+            .expect_err("changed");
+        assert!(matches!(err, TahoeError::Body(_)), "{err}");
+    }
+
+    #[test]
+    fn a_stalled_server_times_out_per_object() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (nurl, _) = server(Chunks::Stall(Duration::from_secs(4)));
+        // Required: the error names the timeout, after about the limit
+        // (not the storage client's own 120 s reply limit).
+        let client = client(
+            path(dir.path(), &nurl, true),
+            Timeouts::PerAttempt(vec![0.5]),
+        );
+        let started = Instant::now();
+        let err = client.upload_bytes(&data()).expect_err("stalled");
+        assert!(matches!(err, TahoeError::Native(_)), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("destination.native.required is true")
+                && text.contains("did not finish in time (waited 0.5 s"),
+            "{text}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn failures_fall_back_to_the_gateway_and_three_switch_the_run() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (nurl, requests) = server(Chunks::Fail);
+        let native = path(dir.path(), &nurl, false);
+        let client = client(native, Timeouts::None);
+        for _ in 0..MAX_NATIVE_FAILURES {
+            // The native path fails, the gateway (not there) is tried.
+            let err = client.upload_bytes(&data()).expect_err("no gateway");
+            assert!(matches!(err, TahoeError::Connect { .. }), "{err}");
+        }
+        let native = client.native().expect("native");
+        assert!(!native.uploads_natively(), "switched to the gateway");
+        let before = requests.load(Ordering::Relaxed);
+        let err = client.mkdir_immutable("{}").expect_err("no gateway");
+        assert!(matches!(err, TahoeError::Connect { .. }), "{err}");
+        assert_eq!(
+            requests.load(Ordering::Relaxed),
+            before,
+            "no native request once switched"
+        );
+
+        // Required: the storage error itself, no gateway.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let client = client_required(dir.path(), &nurl);
+        let err = client.upload_bytes(&data()).expect_err("required");
+        let text = err.to_string();
+        assert!(
+            matches!(err, TahoeError::Native(_)) && text.contains("HTTP 500"),
+            "{text}"
+        );
+        assert!(!text.contains("swissnum"), "{text}");
+    }
+
+    fn client_required(dir: &Path, nurl: &str) -> Client {
+        client(path(dir, nurl, true), Timeouts::None)
+    }
+
+    #[test]
+    fn the_probe_counts_the_servers_that_answer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (nurl, _) = server(Chunks::Accept);
+        let native = path(dir.path(), &nurl, false);
+        assert_eq!(native.probe_servers().expect("probe"), (1, 1));
+        assert!(native.uploads_natively());
+
+        // A dead server (a port nobody listens on): the run goes to the
+        // gateway, or with `required` an error.
+        let dead = nurl.replace(
+            &nurl[nurl.find('@').expect("@")..nurl.rfind('/').expect("/")],
+            "@127.0.0.1:1",
+        );
+        let native = path(dir.path(), &dead, false);
+        assert_eq!(native.probe_servers().expect("probe"), (0, 1));
+        assert!(!native.uploads_natively());
+        let native = path(dir.path(), &dead, true);
+        let err = native.probe_servers().expect_err("required");
+        assert!(
+            err.to_string().starts_with(
+                "destination.native.required is true, but only 0 of 1 storage server(s) \
+                 answer, 1 needed (shares.happy)"
+            ),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("swissnum"), "{err}");
     }
 }

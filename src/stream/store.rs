@@ -249,7 +249,11 @@ fn upload_chunk(
     };
     file.rewind().map_err(prepare)?;
     let prepared = encoder.prepare_file(file, decision).map_err(prepare)?;
-    let cap = client.upload(|| prepared.open()).map_err(uploading)?;
+    // Sized, so that in native mode the body is read only twice (its key,
+    // then its shares) rather than once more for its length.
+    let cap = client
+        .upload_sized(prepared.body_size, |_| prepared.open())
+        .map_err(uploading)?;
     Ok((cap, prepared.encoding))
 }
 

@@ -66,7 +66,7 @@ use ureq::{Body, SendBody};
 
 use super::{Cap, TahoeError, lit, redact};
 use crate::config::{Retry, Timeouts};
-use crate::storage::native::NativePath;
+use crate::storage::native::{NativePath, Pass, Passes};
 
 /// Most bytes read from an error reply or from a reply that should be a cap.
 const SMALL_REPLY_LIMIT: u64 = 64 * 1024;
@@ -320,7 +320,43 @@ impl Client {
     /// the beginning (a file is re-opened, a compressor rebuilt). An error
     /// from `open` or from reading the body is [`TahoeError::Body`], never
     /// retried. See the module doc for retries and timeouts.
+    ///
+    /// In native mode ([`Client::native`]) the body is read once more
+    /// first, to learn its size ([`Client::upload_sized`] avoids that).
     pub fn upload<F>(&self, mut open: F) -> Result<Cap, TahoeError>
+    where
+        F: FnMut() -> io::Result<Box<dyn Read + Send>>,
+    {
+        if self.native().is_some_and(NativePath::uploads_natively) {
+            let size = io::copy(&mut open().map_err(TahoeError::Body)?, &mut io::sink())
+                .map_err(TahoeError::Body)?;
+            return self.upload_sized(size, |_| open());
+        }
+        self.put_stream(open)
+    }
+
+    /// [`Client::upload`] of a body of `size` bytes. `open` is told which
+    /// read it serves ([`Pass`]): in native mode the body is read twice,
+    /// first only to hash it (convergent encryption), then to send it; a
+    /// body that changed between the two fails as [`TahoeError::Body`]. A
+    /// native failure goes to the gateway (one warning) unless
+    /// `destination.native.required` ([`TahoeError::Native`]).
+    pub(crate) fn upload_sized<F>(&self, size: u64, mut open: F) -> Result<Cap, TahoeError>
+    where
+        F: FnMut(Pass) -> io::Result<Box<dyn Read + Send>>,
+    {
+        if let Some(native) = self.native()
+            && let Some(result) = native.upload(&self.timeouts, |n| {
+                n.upload_file(&mut Passes::new(&mut open)?, size)
+            })
+        {
+            return result;
+        }
+        self.put_stream(|| open(Pass::Send))
+    }
+
+    /// `PUT /uri` of a streamed body.
+    fn put_stream<F>(&self, mut open: F) -> Result<Cap, TahoeError>
     where
         F: FnMut() -> io::Result<Box<dyn Read + Send>>,
     {
@@ -337,8 +373,16 @@ impl Client {
     }
 
     /// Uploads `data` as an immutable file (`PUT /uri` with a
-    /// Content-Length body).
+    /// Content-Length body; natively in native mode, see
+    /// [`Client::upload_sized`]).
     pub fn upload_bytes(&self, data: &[u8]) -> Result<Cap, TahoeError> {
+        if let Some(native) = self.native()
+            && let Some(result) = native.upload(&self.timeouts, |n| {
+                n.upload_file(&mut io::Cursor::new(data), data.len() as u64)
+            })
+        {
+            return result;
+        }
         self.with_retries("upload", None, |deadline| {
             let payload = Payload::Bytes {
                 data,
@@ -351,8 +395,16 @@ impl Client {
 
     /// Creates an immutable directory: `POST /uri?t=mkdir-immutable` with
     /// the children as a JSON body (`{name: [type, {"ro_uri": cap,
-    /// "metadata": {…}}]}`), sent as `application/json`.
+    /// "metadata": {…}}]}`), sent as `application/json`. In native mode
+    /// the directory is packed as the gateway packs it and stored natively
+    /// (the same cap; see [`Client::upload_sized`] for the fallback).
     pub fn mkdir_immutable(&self, children_json: &str) -> Result<Cap, TahoeError> {
+        if let Some(native) = self.native()
+            && let Some(result) =
+                native.upload(&self.timeouts, |n| n.upload_dir_json(children_json))
+        {
+            return result;
+        }
         let url = format!("{}?t=mkdir-immutable", self.uri);
         self.with_retries("mkdir-immutable", None, |deadline| {
             let payload = Payload::Bytes {

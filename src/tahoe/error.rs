@@ -118,6 +118,13 @@ pub enum TahoeError {
     /// invalid JSON, an unexpected redirect).
     #[error("unexpected reply from the Tahoe gateway: {0}")]
     BadReply(String),
+
+    /// The native storage path (`destination.storage: native`) failed and
+    /// `destination.native.required` forbids the fallback to the gateway.
+    /// The text names what failed (servers by nickname and address, never a
+    /// cap, secret or swissnum). Never retried: the uploader stops the run.
+    #[error("{0}")]
+    Native(String),
 }
 
 fn attempts_note(attempts: u32) -> String {
@@ -171,7 +178,8 @@ impl TahoeError {
             | TahoeError::Body(_)
             | TahoeError::Sink(_)
             | TahoeError::TooLarge { .. }
-            | TahoeError::BadReply(_) => false,
+            | TahoeError::BadReply(_)
+            | TahoeError::Native(_) => false,
         }
     }
 

@@ -4,18 +4,16 @@
 //! cache and the directories being assembled.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use crate::chk::ChkError;
 use crate::encode::{Encoder, Encoding, Prepared};
 use crate::progress::Progress;
 use crate::ratelimit::Limits;
-use crate::storage::immutable::UploadError as NativeUploadError;
-use crate::storage::native::{Native, NativePath};
+use crate::storage::native::Pass;
 use crate::tahoe::{Cap, CheckOptions, CheckReport, Client, TahoeError};
 
 pub(super) type JobId = u64;
@@ -75,35 +73,6 @@ pub(super) struct Shared<'a> {
     pub encoder: &'a Encoder,
     pub limits: Limits,
     pub progress: Arc<Progress>,
-    /// `destination.storage: native`: the native path, else the gateway.
-    pub native: Option<&'a NativePath>,
-}
-
-/// A prepared body read twice by convergent encryption (`Prepared::open`
-/// checks the file each time): the first pass only hashes it, so only the
-/// second, which sends it, goes through the rate limit and the progress
-/// count (`second`).
-struct Reopen<'p> {
-    inner: Box<dyn Read + Send>,
-    second: &'p dyn Fn() -> io::Result<Box<dyn Read + Send>>,
-}
-
-impl Read for Reopen<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf)
-    }
-}
-
-impl Seek for Reopen<'_> {
-    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        match pos {
-            SeekFrom::Start(0) => {
-                self.inner = (self.second)()?;
-                Ok(0)
-            }
-            _ => Err(io::Error::other("a prepared body can only be rewound")),
-        }
-    }
 }
 
 /// Tells the progress display about bytes as they go to the gateway.
@@ -155,35 +124,25 @@ fn run(shared: &Shared<'_>, job: Job) -> Done {
             shared.limits.before_object();
             let limits = shared.limits.clone();
             let in_flight = Arc::new(AtomicU64::new(0));
-            let native = |n: &Native| {
-                let second = || -> io::Result<Box<dyn Read + Send>> {
-                    shared.progress.unsend(in_flight.swap(0, Ordering::Relaxed));
-                    Ok(Box::new(Counted {
-                        inner: limits.limit_reader(prepared.open()?),
-                        progress: Arc::clone(&shared.progress),
-                        in_flight: Arc::clone(&in_flight),
-                    }))
-                };
-                let mut body = Reopen {
-                    inner: prepared.open().map_err(|e| {
-                        NativeUploadError::Chk(ChkError::io("open the prepared body", e))
-                    })?,
-                    second: &second,
-                };
-                n.upload_file(&mut body, prepared.body_size)
-            };
-            let result = native_or_gateway(shared, native, || {
-                upload_or_wait(shared, || {
-                    shared.client.upload(|| {
-                        // A new attempt sends from the first byte again.
-                        shared.progress.unsend(in_flight.swap(0, Ordering::Relaxed));
-                        Ok(Box::new(Counted {
-                            inner: limits.limit_reader(prepared.open()?),
-                            progress: Arc::clone(&shared.progress),
-                            in_flight: Arc::clone(&in_flight),
-                        }))
+            // The client routes the object (`destination.storage`): in
+            // native mode it reads the body twice, and only the read that
+            // sends it (each gateway try, the native second pass) goes
+            // through the rate limit and the progress count.
+            let result = upload_or_wait(shared, || {
+                shared
+                    .client
+                    .upload_sized(prepared.body_size, |pass| match pass {
+                        Pass::Key => prepared.open(),
+                        Pass::Send => {
+                            // A new attempt sends from the first byte again.
+                            shared.progress.unsend(in_flight.swap(0, Ordering::Relaxed));
+                            Ok(Box::new(Counted {
+                                inner: limits.limit_reader(prepared.open()?),
+                                progress: Arc::clone(&shared.progress),
+                                in_flight: Arc::clone(&in_flight),
+                            }))
+                        }
                     })
-                })
             });
             // The coordinator counts the finished object.
             shared.progress.unsend(in_flight.swap(0, Ordering::Relaxed));
@@ -192,25 +151,23 @@ fn run(shared: &Shared<'_>, job: Job) -> Done {
         Job::UploadBytes { id, data } => {
             shared.limits.before_object();
             let limits = shared.limits.clone();
-            let native = |n: &Native| {
-                n.upload_file(&mut io::Cursor::new(data.as_slice()), data.len() as u64)
-            };
-            let result = native_or_gateway(shared, native, || {
-                upload_or_wait(shared, || {
-                    shared
-                        .client
-                        .upload(|| Ok(limits.limit_reader(io::Cursor::new(data.as_ref().clone()))))
-                })
+            let result = upload_or_wait(shared, || {
+                shared.client.upload_sized(
+                    data.len() as u64,
+                    |pass| -> io::Result<Box<dyn Read + Send>> {
+                        let body = io::Cursor::new(data.as_ref().clone());
+                        Ok(match pass {
+                            Pass::Key => Box::new(body),
+                            Pass::Send => Box::new(limits.limit_reader(body)),
+                        })
+                    },
+                )
             });
             Done::Uploaded { id, result }
         }
         Job::Mkdir { id, body } => {
             shared.limits.before_object();
-            let result = native_or_gateway(
-                shared,
-                |n| n.upload_dir_json(&body),
-                || upload_or_wait(shared, || shared.client.mkdir_immutable(&body)),
-            );
+            let result = upload_or_wait(shared, || shared.client.mkdir_immutable(&body));
             Done::Uploaded { id, result }
         }
         Job::Check { id, cap } => Done::Checked {
@@ -223,36 +180,6 @@ fn run(shared: &Shared<'_>, job: Job) -> Done {
                 },
             ),
         },
-    }
-}
-
-/// Uploads through the native path when it is configured, else (or after
-/// its first failure, with one warning, unless `required`) through the
-/// gateway. The caps are the same either way (docs/native-storage.md).
-fn native_or_gateway(
-    shared: &Shared<'_>,
-    native: impl FnOnce(&Native) -> Result<String, NativeUploadError>,
-    gateway: impl FnOnce() -> Result<Cap, Failure>,
-) -> Result<Cap, Failure> {
-    let Some(path) = shared.native else {
-        return gateway();
-    };
-    let err = match native(path.native()) {
-        Ok(cap) => return Cap::parse(&cap).map_err(Failure::Tahoe),
-        Err(err) => err,
-    };
-    match err {
-        // This object alone: its file changed or vanished while it was read.
-        NativeUploadError::Chk(e @ (ChkError::Changed(_) | ChkError::Io { .. })) => Err(
-            Failure::Skip(format!("could not be read while it was uploaded ({e})")),
-        ),
-        e if path.required() => Err(Failure::GridDown(format!(
-            "the native storage path failed and destination.native.required is true: {e}"
-        ))),
-        e => {
-            path.warn_fallback(&e, "uploading");
-            gateway()
-        }
     }
 }
 
@@ -305,6 +232,11 @@ enum Classified {
 
 /// Decides what a failed upload means.
 fn classify(shared: &Shared<'_>, err: TahoeError) -> Classified {
+    if let TahoeError::Native(why) = err {
+        // `destination.native.required` and the native path failed: the
+        // run stops, as when the grid cannot store objects.
+        return Classified::Final(Failure::GridDown(why));
+    }
     if let TahoeError::Body(e) = &err {
         return Classified::Final(Failure::Skip(format!(
             "could not be read while it was uploaded ({e})"

@@ -12,6 +12,7 @@
 pub(crate) mod btrfs;
 pub(crate) mod deep;
 pub(crate) mod fake_gateway;
+pub(crate) mod grid5;
 pub(crate) mod history;
 pub(crate) mod servers;
 

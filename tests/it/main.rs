@@ -46,6 +46,7 @@ mod long_paths;
 mod mount;
 mod native;
 mod native_check;
+mod native_faults;
 mod rebuild;
 mod restore_formats;
 mod restore_grid;
