@@ -21,6 +21,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Seek, SeekFrom};
+use std::sync::Arc;
 
 use super::StorageError;
 use super::client::StorageClient;
@@ -57,7 +58,7 @@ type ShareMap = BTreeMap<u16, BTreeSet<usize>>;
 /// The servers of `si` in Tahoe's permuted order, with a client for each.
 struct Grid<'a> {
     servers: Vec<&'a Server>,
-    clients: Vec<StorageClient>,
+    clients: Vec<Arc<StorageClient>>,
     si: [u8; 16],
 }
 
@@ -73,7 +74,7 @@ pub(crate) fn check(
     let order = permuted(servers, &si);
     let clients = order
         .iter()
-        .map(|s| StorageClient::new(s))
+        .map(|s| StorageClient::shared(s))
         .collect::<Result<Vec<_>, _>>()?;
     let grid = Grid {
         servers: order,
@@ -313,7 +314,7 @@ impl Grid<'_> {
         after: &mut ShareMap,
     ) -> Result<Placed, CheckError> {
         let writable: Vec<usize> = (0..self.clients.len())
-            .filter(|&i| match self.clients[i].version() {
+            .filter(|&i| match self.clients[i].version_cached() {
                 Ok(v) => {
                     v.maximum_immutable_share_size >= share_size && v.available_space >= share_size
                 }

@@ -652,7 +652,16 @@ impl Client {
                 .iter()
                 .any(|p| cap.as_str().starts_with(p))
         {
-            match path.native().check(cap.as_str(), opts) {
+            // One attempt, bounded as the gateway request's first one
+            // (`operation.timeouts.updates`, clamped by `--max-duration`).
+            let deadline = self
+                .timeouts
+                .timeout(0)
+                .and_then(|limit| Instant::now().checked_add(limit));
+            let checked = crate::storage::client::with_deadline(deadline, || {
+                path.native().check(cap.as_str(), opts)
+            });
+            match checked {
                 Ok(report) => {
                     tracing::debug!(
                         "#{}: checked on the storage servers: {}",
@@ -662,7 +671,7 @@ impl Client {
                     return Ok(report);
                 }
                 Err(e) if path.required() => {
-                    return Err(TahoeError::Invalid(format!(
+                    return Err(TahoeError::Native(format!(
                         "the native check failed and destination.native.required is true: {e}"
                     )));
                 }
