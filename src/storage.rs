@@ -9,11 +9,13 @@
 //!   ignored, the handshake signature still checked);
 //! * [`client`]: the HTTP requests with their CBOR bodies;
 //! * [`immutable`]: CHK upload (placement, happiness, abort), download and
-//!   lease renewal, with Tahoe's lease secrets.
+//!   lease renewal, with Tahoe's lease secrets;
+//! * [`check`]: the check, verification and repair of a CHK object.
 //!
 //! Secrets (swissnums, lease and upload secrets) never appear in errors or
 //! `Debug` output: a server is named by its nickname and address only.
 
+pub(crate) mod check;
 pub(crate) mod client;
 pub(crate) mod immutable;
 pub(crate) mod native;

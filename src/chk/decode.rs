@@ -309,6 +309,39 @@ pub(crate) fn decode(
     Ok(())
 }
 
+/// Checks every hash of one share, as Tahoe's verifier does
+/// (`immutable/checker.py` `_download_and_verify`): its UEB against the cap,
+/// its share hash chain, its crypttext hash tree against the UEB, and every
+/// block against its block hash tree. The share's UEB when all is good,
+/// else what is wrong (never a cap or key).
+pub(crate) fn verify_share(cap: &ChkCap, src: &mut dyn ShareSource) -> Result<Ueb, String> {
+    let (c, ueb) = check_share(cap, src)?;
+    let nodes = read_exact(
+        c.src,
+        c.layout.crypttext_hash_tree,
+        tree_bytes(ueb.num_segments),
+        "the crypttext hash tree",
+    )?;
+    if HashTree::new(&tree_leaves(&nodes, ueb.num_segments)).root() != ueb.crypttext_root_hash {
+        return Err("bad crypttext hash tree".into());
+    }
+    let k = u64::from(cap.k);
+    let block_size = ueb.segment_size / k;
+    for segnum in 0..ueb.num_segments {
+        let this_block = if segnum + 1 == ueb.num_segments {
+            ueb.tail_padded_size / k
+        } else {
+            block_size
+        };
+        let offset = c.layout.data + segnum * block_size;
+        let block = read_exact(c.src, offset, this_block, &format!("block {segnum}"))?;
+        if c.block_leaves.get(segnum as usize) != Some(&hash::block_hash(&block)) {
+            return Err(format!("block {segnum} does not match its block hash"));
+        }
+    }
+    Ok(ueb)
+}
+
 /// Decodes in-memory shares (number, bytes) into a vector.
 pub(crate) fn decode_bytes(cap: &ChkCap, shares: &[(u16, &[u8])]) -> Result<Vec<u8>, ChkError> {
     let mut mem: Vec<MemShare<'_>> = shares
@@ -370,6 +403,33 @@ mod tests {
             assert!(got == data, "{pick:?}");
         }
         assert!(run(&enc.cap, &shares_of(&shares, &[1, 2])).is_err());
+    }
+
+    #[test]
+    fn verify_share_checks_every_hash_of_one_share() {
+        let p = Params::with_segment_size(2, 4, 1000).unwrap();
+        let data = sample(5000);
+        let (enc, shares) = encode_bytes(&data, &p, b"c").unwrap();
+        let plan = super::super::encode::Plan::new(p, 5000).unwrap();
+        let verify =
+            |shnum: u16, data: &[u8]| verify_share(&enc.cap, &mut MemShare { shnum, data });
+        for (shnum, share) in shares.iter().enumerate() {
+            let ueb = verify(shnum as u16, share).unwrap();
+            assert_eq!(ueb.segment_size, 1000);
+        }
+        // A block of the last segment, the crypttext tree, a truncated
+        // share, the wrong share number.
+        let mut bad = shares[3].clone();
+        bad[plan.layout.data as usize + 4 * 500 + 7] ^= 1;
+        let err = verify(3, &bad).unwrap_err();
+        assert!(err.contains("block 4 does not match"), "{err}");
+        let mut bad = shares[1].clone();
+        // A leaf (the inner nodes are rebuilt from the leaves).
+        bad[plan.layout.crypttext_hash_tree as usize + 7 * 32 + 1] ^= 1;
+        assert_eq!(verify(1, &bad).unwrap_err(), "bad crypttext hash tree");
+        let cut = &shares[2][..plan.layout.data as usize + 100];
+        assert!(verify(2, cut).is_err());
+        assert!(verify(1, &shares[2]).is_err());
     }
 
     #[test]

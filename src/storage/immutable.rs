@@ -79,7 +79,7 @@ impl LeaseSecret {
 }
 
 /// 32 random bytes (the upload secret: "just a random byte string").
-fn random_secret() -> Result<[u8; 32], StorageError> {
+pub(crate) fn random_secret() -> Result<[u8; 32], StorageError> {
     let mut out = [0u8; 32];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut out))
@@ -651,11 +651,12 @@ pub(crate) enum UploadError {
     },
 }
 
-/// A share on a storage server, for the decoder.
-struct RemoteShare<'a> {
-    client: &'a StorageClient,
-    si: [u8; 16],
-    shnum: u16,
+/// A share on a storage server, for the decoder (and the checker's
+/// verification, `storage::check`).
+pub(crate) struct RemoteShare<'a> {
+    pub(crate) client: &'a StorageClient,
+    pub(crate) si: [u8; 16],
+    pub(crate) shnum: u16,
 }
 
 impl ShareSource for RemoteShare<'_> {

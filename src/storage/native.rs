@@ -633,6 +633,18 @@ impl Native {
         self.upload_dir(&children)
     }
 
+    /// Checks the object of a `URI:CHK:` or `URI:DIR2-CHK:` cap on the
+    /// storage servers (verifying, repairing, renewing the lease as `opts`
+    /// asks), giving the report the gateway's `t=check` gives.
+    pub(crate) fn check(
+        &self,
+        cap: &str,
+        opts: crate::tahoe::CheckOptions,
+    ) -> Result<crate::tahoe::CheckReport, super::check::CheckError> {
+        let cap = ChkCap::parse(cap)?;
+        super::check::check(&self.uploader.servers, &self.uploader.lease, &cap, opts)
+    }
+
     /// Downloads the object of a `URI:CHK:` or `URI:DIR2-CHK:` cap into
     /// `out`, every hash checked.
     pub(crate) fn download(

@@ -636,9 +636,47 @@ impl Client {
     /// error for which [`TahoeError::is_not_found`] holds (the gateway
     /// answers 410); without `repair` it is a report with
     /// `recoverable: false`.
+    ///
+    /// In native mode ([`Client::native`]) a CHK object (`URI:CHK:`,
+    /// `URI:DIR2-CHK:`) is checked on the storage servers themselves
+    /// (`storage::check`, the same report; there a missing object under
+    /// `repair` is a report too, unrecoverable with the repair failed); a
+    /// native failure falls back to the gateway with one warning, unless
+    /// `destination.native.required`.
     pub fn check(&self, cap: &Cap, opts: CheckOptions) -> Result<CheckReport, TahoeError> {
         if cap.is_literal() {
             return Ok(CheckReport::literal());
+        }
+        if let Some(path) = self.native()
+            && ["URI:CHK:", "URI:DIR2-CHK:"]
+                .iter()
+                .any(|p| cap.as_str().starts_with(p))
+        {
+            // One attempt, bounded as the gateway request's first one
+            // (`operation.timeouts.updates`, clamped by `--max-duration`).
+            let deadline = self
+                .timeouts
+                .timeout(0)
+                .and_then(|limit| Instant::now().checked_add(limit));
+            let checked = crate::storage::client::with_deadline(deadline, || {
+                path.native().check(cap.as_str(), opts)
+            });
+            match checked {
+                Ok(report) => {
+                    tracing::debug!(
+                        "#{}: checked on the storage servers: {}",
+                        cap.short_id(),
+                        report.summary
+                    );
+                    return Ok(report);
+                }
+                Err(e) if path.required() => {
+                    return Err(TahoeError::Native(format!(
+                        "the native check failed and destination.native.required is true: {e}"
+                    )));
+                }
+                Err(e) => path.warn_fallback(&e, "checking"),
+            }
         }
         let url = format!(
             "{}/{}?t=check&output=JSON{}",

@@ -88,6 +88,8 @@ pub(super) fn check_target(
         None
     } else if !target.cap.is_dir() {
         run.single(client)?
+    } else if client.native().is_some() {
+        run.native_tree(client, deadline)?
     } else {
         run.tree(client, deadline)?
     };
@@ -226,6 +228,94 @@ impl TreeCheck<'_> {
                 break;
             }
         }
+        Ok(None)
+    }
+
+    /// A directory target in native mode (`destination.storage: native`):
+    /// the walk the gateway's deep check makes, done here so that every
+    /// object is checked by [`Client::check`] on the storage servers. Each
+    /// object is checked once (literal ones on every path, as the gateway
+    /// lists them), the directory before its children, children in name
+    /// order; a directory that cannot be listed is an error, and the walk
+    /// goes on with the rest.
+    fn native_tree(
+        &mut self,
+        client: &Client,
+        deadline: Option<&Deadline>,
+    ) -> anyhow::Result<Option<TahoeError>> {
+        let mut seen = std::collections::HashSet::new();
+        let mut todo: Vec<(Vec<String>, Cap, bool)> =
+            vec![(Vec::new(), self.target.cap.clone(), true)];
+        while let Some((path, cap, is_dir)) = todo.pop() {
+            if deadline.is_some_and(Deadline::passed) {
+                self.result.stopped = true;
+                return Ok(None);
+            }
+            let literal = cap.is_literal();
+            if !literal && !seen.insert(cap.object_key()) {
+                continue;
+            }
+            let report = if literal {
+                CheckReport::literal()
+            } else {
+                match client.check(&cap, self.opts) {
+                    Ok(r) => r,
+                    Err(err) if err.is_not_found() => not_found_report(&err),
+                    Err(err) => return Ok(Some(err)),
+                }
+            };
+            // The reserved entry carrying the root's own metadata is a
+            // literal file, not part of the user's tree.
+            if !(literal && path.len() == 1 && path[0] == ROOT_META_NAME) {
+                let object = Object {
+                    path: &path,
+                    kind: if is_dir { "directory" } else { "file" },
+                    cap: Some(&cap),
+                    literal,
+                    report: &report,
+                };
+                self.object(&object)?;
+            }
+            if !is_dir || !report.recoverable {
+                continue;
+            }
+            let listed = client.list_dir(&cap, Vec::new, |children, name, child| {
+                children.push((name, child));
+            });
+            let mut children = match listed {
+                Ok(children) => children,
+                Err(err) if err.is_not_found() || !err.is_transient() => {
+                    self.result.errors += 1;
+                    error!(
+                        "{} {}: the directory cannot be read ({err}); what is below it was not \
+                         checked",
+                        self.target.label,
+                        show_path(&path)
+                    );
+                    continue;
+                }
+                Err(err) => return Ok(Some(err)),
+            };
+            // Popped from the end: pushed in reverse name order.
+            children.sort_by(|a, b| b.0.cmp(&a.0));
+            for (name, child) in children {
+                let mut child_path = path.clone();
+                child_path.push(name);
+                let parsed = child[1]["ro_uri"].as_str().and_then(|c| Cap::parse(c).ok());
+                let Some(child_cap) = parsed else {
+                    self.result.errors += 1;
+                    error!(
+                        "{} {}: an entry without a read cap, not checked",
+                        self.target.label,
+                        show_path(&child_path)
+                    );
+                    continue;
+                };
+                let child_is_dir = child[0].as_str() == Some("dirnode");
+                todo.push((child_path, child_cap, child_is_dir));
+            }
+        }
+        self.result.complete = true;
         Ok(None)
     }
 
