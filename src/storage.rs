@@ -9,7 +9,9 @@
 //!   ignored, the handshake signature still checked);
 //! * [`client`]: the HTTP requests with their CBOR bodies;
 //! * [`immutable`]: CHK upload (placement, happiness, abort), download and
-//!   lease renewal, with Tahoe's lease secrets.
+//!   lease renewal, with Tahoe's lease secrets;
+//! * [`read`]: native reads (restore, verify, listings) with a client per
+//!   server kept for the run.
 //!
 //! Secrets (swissnums, lease and upload secrets) never appear in errors or
 //! `Debug` output: a server is named by its nickname and address only.
@@ -18,6 +20,7 @@ pub(crate) mod client;
 pub(crate) mod immutable;
 pub(crate) mod native;
 pub(crate) mod nurl;
+pub(crate) mod read;
 pub(crate) mod tls;
 
 #[cfg(test)]

@@ -114,6 +114,12 @@ pub enum TahoeError {
         hint: Option<&'static str>,
     },
 
+    /// A read through the native storage path (`destination.storage:
+    /// native`) failed and `destination.native.required` forbids the
+    /// gateway. The text names what failed (never a cap or secret).
+    #[error("the native storage path failed and destination.native.required is true: {0}")]
+    Native(String),
+
     /// A successful status with a reply that makes no sense (not a cap,
     /// invalid JSON, an unexpected redirect).
     #[error("unexpected reply from the Tahoe gateway: {0}")]
@@ -171,6 +177,7 @@ impl TahoeError {
             | TahoeError::Body(_)
             | TahoeError::Sink(_)
             | TahoeError::TooLarge { .. }
+            | TahoeError::Native(_)
             | TahoeError::BadReply(_) => false,
         }
     }

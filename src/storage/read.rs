@@ -1,0 +1,358 @@
+//! Native reads of CHK objects (issue 17 item 3): the shares of a
+//! `URI:CHK:` or `URI:DIR2-CHK:` cap are found and read straight from the
+//! storage servers and decoded by [`crate::chk::decode`], every hash checked.
+//!
+//! Made cheap for small files, which a restore has thousands of:
+//!
+//! * one [`StorageClient`] per server for the whole run ([`Readers`]), so
+//!   its keep-alive connections (TLS included) are reused by every read and
+//!   every worker thread: no handshake per file;
+//! * the shares are located by asking the servers in permuted order, the
+//!   first k at once, the others only when those do not hold k distinct
+//!   shares (Tahoe's downloader asks them all);
+//! * the k shares are read at once (a thread each), and for an object of
+//!   one segment, which is what a small file is, each share is read whole
+//!   in one request: its size follows from the cap (k, N, size) and Tahoe's
+//!   default segment size. For a larger object the header and the hash
+//!   trees and UEB at the end of each share come in two requests, then the
+//!   blocks of each segment as they are needed (k at once). A prediction
+//!   that does not fit (another segment size) only costs more requests:
+//!   whatever is not in the prefetched bytes is read from the server.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+
+use super::StorageError;
+use super::client::StorageClient;
+use super::nurl::{Server, permuted};
+use crate::chk::cap::ChkCap;
+use crate::chk::decode::{Decoder, PlainReader, ShareSource};
+use crate::chk::encode::Plan;
+use crate::chk::{ChkError, Params};
+
+/// A share of at most this many bytes is read whole in one request.
+const WHOLE_SHARE: u64 = 1024 * 1024 + 64 * 1024;
+
+/// The size of the biggest share header (v2).
+const HEADER: u64 = 0x44;
+
+/// A client per server, kept for the run.
+pub(crate) struct Readers {
+    servers: Vec<Server>,
+    clients: Vec<StorageClient>,
+}
+
+impl std::fmt::Debug for Readers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readers")
+            .field("servers", &self.servers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Bytes of a share read ahead: `data` from `start`; `eof` when the server
+/// gave fewer than asked (the share ends there).
+struct Chunk {
+    start: u64,
+    data: Vec<u8>,
+    eof: bool,
+}
+
+/// A share on a storage server, with the bytes read ahead of the decoder.
+struct RemoteShare<'a> {
+    client: &'a StorageClient,
+    si: [u8; 16],
+    shnum: u16,
+    chunks: Vec<Chunk>,
+}
+
+impl RemoteShare<'_> {
+    /// Reads `len` bytes at `start` into the read-ahead (an error is left
+    /// for the decoder's own read to meet and report).
+    fn prefetch(&mut self, start: u64, len: u64) {
+        if let Ok(data) = self.client.read_share(&self.si, self.shnum, start, len) {
+            let eof = (data.len() as u64) < len;
+            self.chunks.push(Chunk { start, data, eof });
+        }
+    }
+}
+
+impl ShareSource for RemoteShare<'_> {
+    fn shnum(&self) -> u16 {
+        self.shnum
+    }
+
+    fn read(&mut self, offset: u64, len: u64) -> Result<Vec<u8>, ChkError> {
+        for c in &self.chunks {
+            let end = c.start + c.data.len() as u64;
+            let want_end = offset.saturating_add(len);
+            if offset >= c.start && (want_end <= end || (c.eof && offset <= end)) {
+                let from = (offset - c.start) as usize;
+                let to = (want_end.min(end) - c.start) as usize;
+                return Ok(c.data[from..to].to_vec());
+            }
+        }
+        self.client
+            .read_share(&self.si, self.shnum, offset, len)
+            .map_err(|e| ChkError::io("read share", io::Error::other(e.to_string())))
+    }
+}
+
+impl Readers {
+    /// Clients for `servers` (no connection is made yet).
+    pub(crate) fn new(servers: &[Server]) -> Result<Readers, StorageError> {
+        Ok(Readers {
+            servers: servers.to_vec(),
+            clients: servers
+                .iter()
+                .map(StorageClient::new)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// The servers' indexes in Tahoe's permuted order for `si`.
+    fn order(&self, si: &[u8; 16]) -> Vec<usize> {
+        permuted(&self.servers, si)
+            .into_iter()
+            .filter_map(|s| self.servers.iter().position(|t| std::ptr::eq(s, t)))
+            .collect()
+    }
+
+    /// Where the shares of `si` are: (share, server index) in permuted
+    /// server order, and the servers that failed to answer. The first k
+    /// servers are asked at once; the others only when those do not hold
+    /// k distinct shares.
+    fn locate(&self, si: &[u8; 16], k: usize) -> (Vec<(u16, usize)>, Vec<String>) {
+        let order = self.order(si);
+        let (first, rest) = order.split_at(k.min(order.len()));
+        let mut found = Vec::new();
+        let mut problems = Vec::new();
+        for wave in [first, rest] {
+            let answers: Vec<(usize, Result<_, StorageError>)> = std::thread::scope(|s| {
+                let handles: Vec<_> = wave
+                    .iter()
+                    .map(|&i| s.spawn(move || (i, self.clients[i].list_shares(si))))
+                    .collect();
+                handles.into_iter().filter_map(|h| h.join().ok()).collect()
+            });
+            for (i, answer) in answers {
+                match answer {
+                    Ok(shares) => found.extend(shares.into_iter().map(|s| (s, i))),
+                    Err(e) => problems.push(e.to_string()),
+                }
+            }
+            let mut distinct: Vec<u16> = found.iter().map(|f| f.0).collect();
+            distinct.sort_unstable();
+            distinct.dedup();
+            if distinct.len() >= k {
+                break;
+            }
+        }
+        (found, problems)
+    }
+
+    /// A decoder of the object of `cap`, its shares located and the first
+    /// bytes of k of them read.
+    pub(crate) fn open(&self, cap: &ChkCap) -> Result<Decoder<'_>, ChkError> {
+        let si = cap.storage_index();
+        let k = usize::from(cap.k);
+        let (found, problems) = self.locate(&si, k);
+        // k shares, on as many distinct servers as possible (read at once),
+        // the lowest numbers first (primary shares decode by a copy); then
+        // every other copy as a spare.
+        let mut by_server: BTreeMap<usize, Vec<u16>> = BTreeMap::new();
+        let order: Vec<usize> = {
+            let mut seen = Vec::new();
+            for &(_, server) in &found {
+                if !seen.contains(&server) {
+                    seen.push(server);
+                }
+            }
+            seen
+        };
+        for &(shnum, server) in &found {
+            by_server.entry(server).or_default().push(shnum);
+        }
+        for shares in by_server.values_mut() {
+            shares.sort_unstable();
+        }
+        let mut picked: Vec<(u16, usize)> = Vec::new();
+        while picked.len() < k {
+            let before = picked.len();
+            for &server in &order {
+                if picked.len() == k {
+                    break;
+                }
+                let next = by_server.get(&server).and_then(|shares| {
+                    shares
+                        .iter()
+                        .find(|s| !picked.iter().any(|p| p.0 == **s))
+                        .copied()
+                });
+                if let Some(shnum) = next {
+                    picked.push((shnum, server));
+                }
+            }
+            if picked.len() == before {
+                break;
+            }
+        }
+        let mut spares: Vec<(u16, usize)> = found
+            .iter()
+            .filter(|f| !picked.contains(f))
+            .copied()
+            .collect();
+        spares.sort_by_key(|s| s.0);
+        let share = |(shnum, server): (u16, usize)| RemoteShare {
+            client: &self.clients[server],
+            si,
+            shnum,
+            chunks: Vec::new(),
+        };
+        let mut first: Vec<RemoteShare<'_>> = picked.into_iter().map(share).collect();
+        prefetch(cap, &mut first);
+        let sources: Vec<Box<dyn ShareSource + '_>> = first
+            .into_iter()
+            .chain(spares.into_iter().map(share))
+            .map(|r| Box::new(r) as Box<dyn ShareSource + '_>)
+            .collect();
+        Decoder::new(cap, sources).map_err(|e| match e {
+            ChkError::NotEnoughShares {
+                good,
+                needed,
+                detail,
+            } if !problems.is_empty() => ChkError::NotEnoughShares {
+                good,
+                needed,
+                detail: format!("{detail}; {}", problems.join("; ")),
+            },
+            e => e,
+        })
+    }
+
+    /// The whole object of `cap` as a reader (see [`with_reader`]).
+    pub(crate) fn reader(&self, cap: &ChkCap) -> Result<PlainReader<'_>, ChkError> {
+        Ok(PlainReader::new(self.open(cap)?))
+    }
+}
+
+/// Reads ahead, at once for the shares, what the decoder will read first:
+/// the whole share when the object is one small segment, else the header
+/// and everything from the crypttext hash tree to the end (hash trees,
+/// share hash chain, UEB), as Tahoe's encoder lays a share out for the
+/// cap's k, N and size with the default segment size.
+fn prefetch(cap: &ChkCap, shares: &mut [RemoteShare<'_>]) {
+    let Ok(plan) = Params::new(cap.k, cap.n).and_then(|p| Plan::new(p, cap.size)) else {
+        return;
+    };
+    let ranges: Vec<(u64, u64)> = if plan.share_size <= WHOLE_SHARE {
+        vec![(0, plan.share_size)]
+    } else {
+        let tail = plan.layout.crypttext_hash_tree;
+        vec![(0, HEADER), (tail, plan.share_size.saturating_sub(tail))]
+    };
+    std::thread::scope(|s| {
+        for share in shares.iter_mut() {
+            let ranges = &ranges;
+            s.spawn(move || {
+                for &(start, len) in ranges {
+                    share.prefetch(start, len);
+                }
+            });
+        }
+    });
+}
+
+/// Why a native read did not give the object to the sink.
+#[derive(Debug)]
+pub(crate) enum ReadFailure {
+    /// The native path failed (shares not found, corrupt, a server error).
+    Native(ChkError),
+    /// The sink's own error (writing where the content goes).
+    Sink(io::Error),
+    /// The sink stopped before the end of the object.
+    Incomplete {
+        /// The object's size.
+        expected: u64,
+        /// What the sink read, plus the byte that shows there is more.
+        got: u64,
+    },
+}
+
+/// A reader that counts what it yields.
+struct Counted<'r, 'a> {
+    inner: &'r mut PlainReader<'a>,
+    got: u64,
+}
+
+impl Read for Counted<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.got += n as u64;
+        Ok(n)
+    }
+}
+
+/// Hands the whole object of `cap` to `sink` as a reader, decoded from the
+/// storage servers a segment at a time. As the gateway path: the sink may
+/// stop early only at the end (more bytes left is
+/// [`ReadFailure::Incomplete`]).
+pub(crate) fn with_reader<T>(
+    readers: &Readers,
+    cap: &ChkCap,
+    sink: &mut dyn FnMut(&mut dyn Read) -> io::Result<T>,
+) -> Result<T, ReadFailure> {
+    let mut plain = readers.reader(cap).map_err(ReadFailure::Native)?;
+    let mut counted = Counted {
+        inner: &mut plain,
+        got: 0,
+    };
+    let result = sink(&mut counted);
+    let got = counted.got;
+    if let Some(e) = plain.take_error() {
+        return Err(ReadFailure::Native(e));
+    }
+    let value = result.map_err(ReadFailure::Sink)?;
+    let mut rest = [0u8; 1];
+    match plain.read(&mut rest) {
+        Ok(0) => Ok(value),
+        Ok(n) => Err(ReadFailure::Incomplete {
+            expected: cap.size,
+            got: got + n as u64,
+        }),
+        Err(e) => Err(ReadFailure::Native(
+            plain
+                .take_error()
+                .unwrap_or_else(|| ChkError::io("decoding", e)),
+        )),
+    }
+}
+
+/// Bytes `offset .. end` of the object of `cap` (clipped to its size),
+/// decoding only the segments the range covers.
+pub(crate) fn range(
+    readers: &Readers,
+    cap: &ChkCap,
+    offset: u64,
+    end: u64,
+) -> Result<Vec<u8>, ChkError> {
+    let end = end.min(cap.size);
+    if offset >= end {
+        return Ok(Vec::new());
+    }
+    let mut decoder = readers.open(cap)?;
+    let seg = decoder.segment_size();
+    let mut out = Vec::with_capacity(usize::try_from(end - offset).unwrap_or(0));
+    for segnum in offset / seg..=(end - 1) / seg {
+        let data = decoder.segment(segnum)?;
+        let base = segnum * seg;
+        let from = offset.saturating_sub(base).min(data.len() as u64) as usize;
+        let to = (end - base).min(data.len() as u64) as usize;
+        out.extend_from_slice(&data[from..to]);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+#[path = "read_tests.rs"]
+mod grid_tests;
