@@ -163,6 +163,10 @@ fn check_share(
     Ok((layout, block_leaves, ueb))
 }
 
+/// A source of more shares for a [`Decoder`] (e.g. the servers not asked
+/// yet): the shares, and what went wrong finding them.
+pub(crate) type More<'a> = Box<dyn FnOnce() -> (Vec<Box<dyn ShareSource + 'a>>, Vec<String>) + 'a>;
+
 /// Blocks at least this long are read from the k shares at once (one
 /// thread each): a remote share costs a round trip per read.
 const PARALLEL_BLOCK: u64 = 32 * 1024;
@@ -180,6 +184,9 @@ pub(crate) struct Decoder<'a> {
     good: Vec<Checked<'a>>,
     /// Shares not checked yet, tried in order when a good one fails.
     unchecked: std::collections::VecDeque<Box<dyn ShareSource + 'a>>,
+    /// Where more shares come from once `unchecked` is used up (called
+    /// once): the servers not asked yet.
+    more: Option<More<'a>>,
     active: Vec<usize>,
     /// Good shares that later failed a block: never used again.
     dropped: Vec<usize>,
@@ -195,13 +202,23 @@ impl<'a> Decoder<'a> {
         cap: &ChkCap,
         sources: Vec<Box<dyn ShareSource + 'a>>,
     ) -> Result<Decoder<'a>, ChkError> {
+        Decoder::with_more(cap, sources, None)
+    }
+
+    /// [`Decoder::new`], with `more` shares to try once `sources` are used
+    /// up.
+    pub(crate) fn with_more(
+        cap: &ChkCap,
+        sources: Vec<Box<dyn ShareSource + 'a>>,
+        mut more: Option<More<'a>>,
+    ) -> Result<Decoder<'a>, ChkError> {
         let k = usize::from(cap.k);
         let mut unchecked: std::collections::VecDeque<_> = sources.into();
         let mut good: Vec<Checked<'a>> = Vec::new();
         let mut problems = Vec::new();
         let mut ueb = None;
         while good.len() < k {
-            let Some(next) = next_good(cap, &mut unchecked, &good, &mut problems) else {
+            let Some(next) = next_good(cap, &mut unchecked, &mut more, &good, &mut problems) else {
                 break;
             };
             ueb = Some(next.1);
@@ -221,6 +238,7 @@ impl<'a> Decoder<'a> {
             ueb,
             good,
             unchecked,
+            more,
             active: (0..k).collect(),
             dropped: Vec::new(),
             crypttext_leaves: Vec::new(),
@@ -241,6 +259,7 @@ impl<'a> Decoder<'a> {
                 match next_good(
                     &self.cap,
                     &mut self.unchecked,
+                    &mut self.more,
                     &self.good,
                     &mut self.problems,
                 ) {
@@ -288,6 +307,12 @@ impl<'a> Decoder<'a> {
     /// The plaintext size.
     pub(crate) fn size(&self) -> u64 {
         self.ueb.size
+    }
+
+    /// What went wrong with shares that were routed around so far (none
+    /// names a cap).
+    pub(crate) fn problems(&self) -> &[String] {
+        &self.problems
     }
 
     /// Reads and checks block `segnum` of good share `idx`.
@@ -417,6 +442,7 @@ impl<'a> Decoder<'a> {
         let (c, _) = next_good(
             &self.cap,
             &mut self.unchecked,
+            &mut self.more,
             &self.good,
             &mut self.problems,
         )?;
@@ -430,10 +456,19 @@ impl<'a> Decoder<'a> {
 fn next_good<'a>(
     cap: &ChkCap,
     unchecked: &mut std::collections::VecDeque<Box<dyn ShareSource + 'a>>,
+    more: &mut Option<More<'a>>,
     good: &[Checked<'a>],
     problems: &mut Vec<String>,
 ) -> Option<(Checked<'a>, Ueb)> {
-    while let Some(mut src) = unchecked.pop_front() {
+    loop {
+        if unchecked.is_empty()
+            && let Some(more) = more.take()
+        {
+            let (sources, found_problems) = more();
+            unchecked.extend(sources);
+            problems.extend(found_problems);
+        }
+        let mut src = unchecked.pop_front()?;
         let shnum = src.shnum();
         if good.iter().any(|g| g.src.shnum() == shnum) {
             continue;
@@ -452,7 +487,6 @@ fn next_good<'a>(
             Err(e) => problems.push(format!("share {shnum}: {e}")),
         }
     }
-    None
 }
 
 fn not_enough(k: usize, good: usize, problems: &[String]) -> ChkError {
@@ -491,6 +525,11 @@ impl<'a> PlainReader<'a> {
             crypttext: TaggedHasher::new(CIPHERTEXT_TAG),
             error: None,
         }
+    }
+
+    /// The decoder.
+    pub(crate) fn decoder(&self) -> &Decoder<'a> {
+        &self.decoder
     }
 
     /// The decoding error behind a failed read, if any.
@@ -687,5 +726,33 @@ mod tests {
         }
         let junk = vec![(0u16, vec![0xff; 300]), (1, vec![0; 300])];
         assert!(run(&enc.cap, &junk).is_err());
+    }
+
+    #[test]
+    fn segments_decode_in_any_order() {
+        let p = Params::with_segment_size(3, 5, 999).unwrap();
+        let data = sample(999 * 4 + 10);
+        let (enc, shares) = encode_bytes(&data, &p, b"c").unwrap();
+        let picked = shares_of(&shares, &[4, 1, 3]);
+        let sources: Vec<Box<dyn ShareSource + '_>> = picked
+            .iter()
+            .map(|(shnum, d)| {
+                Box::new(MemShare {
+                    shnum: *shnum,
+                    data: d,
+                }) as Box<dyn ShareSource + '_>
+            })
+            .collect();
+        let mut dec = Decoder::new(&enc.cap, sources).unwrap();
+        assert_eq!(
+            (dec.num_segments(), dec.segment_size(), dec.size()),
+            (5, 999, 4006)
+        );
+        for segnum in [4u64, 0, 2, 3, 1] {
+            let from = (segnum * 999) as usize;
+            let to = (from + 999).min(data.len());
+            assert!(dec.segment(segnum).unwrap() == data[from..to], "{segnum}");
+        }
+        assert!(dec.segment(5).is_err());
     }
 }

@@ -604,4 +604,105 @@ mod tests {
             "URI:DIR2-LIT:"
         );
     }
+
+    #[test]
+    fn unpack_reads_what_pack_writes() {
+        let chk = "URI:CHK:mcdi47z6bo54osot7psx2wceme:7q26tmtwq6yawrpwimodqaoayv3xdbqqdyzxp47q7ebemjr5ekbq:2:3:100000";
+        let dir = chk.replace("URI:CHK:", "URI:DIR2-CHK:");
+        let children = [
+            Child {
+                name: "b\u{301}",
+                cap: chk,
+                metadata: r#"{"mode":"100644"}"#,
+            },
+            Child {
+                name: "a",
+                cap: "URI:LIT:nbswy3dp",
+                metadata: "{}",
+            },
+            Child {
+                name: "d",
+                cap: &dir,
+                metadata: r#"{"x":[1]}"#,
+            },
+            Child {
+                name: "e",
+                cap: "URI:DIR2-LIT:",
+                metadata: "{}",
+            },
+        ];
+        let packed = pack(&children).unwrap();
+        let got = unpack(&packed).unwrap();
+        let names: Vec<&str> = got.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["a", "b\u{301}".nfc().collect::<String>().as_str(), "d", "e"]
+        );
+        assert_eq!(got[1].cap, chk);
+        assert_eq!(got[1].metadata, r#"{"mode": "100644"}"#);
+        assert!(unpack(b"").unwrap().is_empty());
+
+        // The gateway's t=json shapes.
+        let entry = |i: usize| listing_entry(&got[i]).unwrap();
+        assert_eq!(
+            entry(0),
+            serde_json::json!(["filenode", {"mutable": false, "format": "CHK", "size": 5,
+                "metadata": {}, "ro_uri": "URI:LIT:nbswy3dp"}])
+        );
+        let file = entry(1);
+        assert_eq!(file[1]["size"], 100_000);
+        let verify = file[1]["verify_uri"].as_str().unwrap();
+        assert!(verify.starts_with("URI:CHK-Verifier:") && verify.ends_with(":2:3:100000"));
+        let d = entry(2);
+        assert_eq!(d[0], "dirnode");
+        assert!(
+            d[1]["verify_uri"]
+                .as_str()
+                .unwrap()
+                .starts_with("URI:DIR2-CHK-Verifier:")
+        );
+        assert!(d[1].get("size").is_none());
+        assert_eq!(
+            entry(3),
+            serde_json::json!(["dirnode", {"mutable": false, "metadata": {}, "ro_uri": "URI:DIR2-LIT:"}])
+        );
+    }
+
+    #[test]
+    fn bad_packed_directories_are_errors() {
+        let mut entry = Vec::new();
+        push_netstring(&mut entry, b"n");
+        push_netstring(&mut entry, b"URI:LIT:");
+        push_netstring(&mut entry, b"rw");
+        push_netstring(&mut entry, b"{}");
+        let mut with_rw = Vec::new();
+        push_netstring(&mut with_rw, &entry);
+        let mut three = Vec::new();
+        push_netstring(&mut three, b"3:abc,3:def,0:,");
+        for bad in [
+            &b"5:abc,"[..],
+            b"x:abc,",
+            b"03:abc,",
+            b"3:abc",
+            b"3:abc;",
+            &with_rw,
+            &three,
+            b"99999999999999999999999:",
+        ] {
+            assert!(unpack(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+        let mutable = Unpacked {
+            name: "m".into(),
+            cap: "URI:SSK-RO:aaaa:bbbb",
+            metadata: "{}",
+            entry_len: 0,
+        };
+        assert!(listing_entry(&mutable).is_err());
+        let not_object = Unpacked {
+            metadata: "[1]",
+            cap: "URI:LIT:",
+            ..mutable
+        };
+        assert!(listing_entry(&not_object).is_err());
+    }
 }

@@ -26,7 +26,7 @@ use super::StorageError;
 use super::client::StorageClient;
 use super::nurl::{Server, permuted};
 use crate::chk::cap::ChkCap;
-use crate::chk::decode::{Decoder, PlainReader, ShareSource};
+use crate::chk::decode::{Decoder, More, PlainReader, ShareSource};
 use crate::chk::encode::Plan;
 use crate::chk::{ChkError, Params};
 
@@ -118,59 +118,71 @@ impl Readers {
             .collect()
     }
 
-    /// Where the shares of `si` are: (share, server index) in permuted
-    /// server order, and the servers that failed to answer. The first k
-    /// servers are asked at once; the others only when those do not hold
-    /// k distinct shares.
-    fn locate(&self, si: &[u8; 16], k: usize) -> (Vec<(u16, usize)>, Vec<String>) {
-        let order = self.order(si);
-        let (first, rest) = order.split_at(k.min(order.len()));
+    /// Which shares of `si` the servers `asked` (indexes) hold, asked at
+    /// once: (share, server) in the order of `asked`, and the servers that
+    /// failed to answer.
+    fn list(&self, si: &[u8; 16], asked: &[usize]) -> (Vec<(u16, usize)>, Vec<String>) {
+        let answers: Vec<(usize, Result<_, StorageError>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = asked
+                .iter()
+                .map(|&i| s.spawn(move || (i, self.clients[i].list_shares(si))))
+                .collect();
+            handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        });
         let mut found = Vec::new();
         let mut problems = Vec::new();
-        for wave in [first, rest] {
-            let answers: Vec<(usize, Result<_, StorageError>)> = std::thread::scope(|s| {
-                let handles: Vec<_> = wave
-                    .iter()
-                    .map(|&i| s.spawn(move || (i, self.clients[i].list_shares(si))))
-                    .collect();
-                handles.into_iter().filter_map(|h| h.join().ok()).collect()
-            });
-            for (i, answer) in answers {
-                match answer {
-                    Ok(shares) => found.extend(shares.into_iter().map(|s| (s, i))),
-                    Err(e) => problems.push(e.to_string()),
-                }
-            }
-            let mut distinct: Vec<u16> = found.iter().map(|f| f.0).collect();
-            distinct.sort_unstable();
-            distinct.dedup();
-            if distinct.len() >= k {
-                break;
+        for (i, answer) in answers {
+            match answer {
+                Ok(shares) => found.extend(shares.into_iter().map(|s| (s, i))),
+                Err(e) => problems.push(e.to_string()),
             }
         }
         (found, problems)
     }
 
+    /// Share `shnum` on server `server`, nothing read yet.
+    fn remote(&self, si: [u8; 16], (shnum, server): (u16, usize)) -> RemoteShare<'_> {
+        RemoteShare {
+            client: &self.clients[server],
+            si,
+            shnum,
+            chunks: Vec::new(),
+        }
+    }
+
     /// A decoder of the object of `cap`, its shares located and the first
-    /// bytes of k of them read.
+    /// bytes of k of them read. The servers are asked in permuted order:
+    /// the first k at once, the others only when those do not hold k
+    /// distinct shares, or later when a share turns out bad and no other
+    /// is known.
     pub(crate) fn open(&self, cap: &ChkCap) -> Result<Decoder<'_>, ChkError> {
         let si = cap.storage_index();
         let k = usize::from(cap.k);
-        let (found, problems) = self.locate(&si, k);
+        let order = self.order(&si);
+        let (first, rest) = order.split_at(k.min(order.len()));
+        let (mut found, mut problems) = self.list(&si, first);
+        let mut rest = rest.to_vec();
+        let distinct = |found: &[(u16, usize)]| {
+            let mut shares: Vec<u16> = found.iter().map(|f| f.0).collect();
+            shares.sort_unstable();
+            shares.dedup();
+            shares.len()
+        };
+        if distinct(&found) < k && !rest.is_empty() {
+            let (more, more_problems) = self.list(&si, &rest);
+            found.extend(more);
+            problems.extend(more_problems);
+            rest.clear();
+        }
         // k shares, on as many distinct servers as possible (read at once),
         // the lowest numbers first (primary shares decode by a copy); then
         // every other copy as a spare.
+        let mut servers: Vec<usize> = Vec::new();
         let mut by_server: BTreeMap<usize, Vec<u16>> = BTreeMap::new();
-        let order: Vec<usize> = {
-            let mut seen = Vec::new();
-            for &(_, server) in &found {
-                if !seen.contains(&server) {
-                    seen.push(server);
-                }
-            }
-            seen
-        };
         for &(shnum, server) in &found {
+            if !servers.contains(&server) {
+                servers.push(server);
+            }
             by_server.entry(server).or_default().push(shnum);
         }
         for shares in by_server.values_mut() {
@@ -179,7 +191,7 @@ impl Readers {
         let mut picked: Vec<(u16, usize)> = Vec::new();
         while picked.len() < k {
             let before = picked.len();
-            for &server in &order {
+            for &server in &servers {
                 if picked.len() == k {
                     break;
                 }
@@ -203,20 +215,25 @@ impl Readers {
             .copied()
             .collect();
         spares.sort_by_key(|s| s.0);
-        let share = |(shnum, server): (u16, usize)| RemoteShare {
-            client: &self.clients[server],
-            si,
-            shnum,
-            chunks: Vec::new(),
-        };
-        let mut first: Vec<RemoteShare<'_>> = picked.into_iter().map(share).collect();
+        let mut first: Vec<RemoteShare<'_>> =
+            picked.into_iter().map(|p| self.remote(si, p)).collect();
         prefetch(cap, &mut first);
         let sources: Vec<Box<dyn ShareSource + '_>> = first
             .into_iter()
-            .chain(spares.into_iter().map(share))
+            .chain(spares.into_iter().map(|p| self.remote(si, p)))
             .map(|r| Box::new(r) as Box<dyn ShareSource + '_>)
             .collect();
-        Decoder::new(cap, sources).map_err(|e| match e {
+        let more = (!rest.is_empty()).then(|| {
+            Box::new(move || {
+                let (found, problems) = self.list(&si, &rest);
+                let sources = found
+                    .into_iter()
+                    .map(|p| Box::new(self.remote(si, p)) as Box<dyn ShareSource + '_>)
+                    .collect();
+                (sources, problems)
+            }) as More<'_>
+        });
+        Decoder::with_more(cap, sources, more).map_err(|e| match e {
             ChkError::NotEnoughShares {
                 good,
                 needed,
@@ -315,7 +332,10 @@ pub(crate) fn with_reader<T>(
     let value = result.map_err(ReadFailure::Sink)?;
     let mut rest = [0u8; 1];
     match plain.read(&mut rest) {
-        Ok(0) => Ok(value),
+        Ok(0) => {
+            routed_around(plain.decoder().problems());
+            Ok(value)
+        }
         Ok(n) => Err(ReadFailure::Incomplete {
             expected: cap.size,
             got: got + n as u64,
@@ -350,7 +370,20 @@ pub(crate) fn range(
         let to = (end - base).min(data.len() as u64) as usize;
         out.extend_from_slice(&data[from..to]);
     }
+    routed_around(decoder.problems());
     Ok(out)
+}
+
+/// Logs the shares a successful read did without (bad, missing, a server
+/// that did not answer): the object is fine, its shares may need a
+/// `check --repair`.
+fn routed_around(problems: &[String]) {
+    if !problems.is_empty() {
+        tracing::debug!(
+            "native read: other shares were used in place of bad or unreadable ones ({})",
+            problems.join("; ")
+        );
+    }
 }
 
 #[cfg(test)]

@@ -45,6 +45,7 @@ mod lit_caps;
 mod long_paths;
 mod mount;
 mod native;
+mod native_read;
 mod rebuild;
 mod restore_formats;
 mod restore_grid;
