@@ -348,6 +348,17 @@ pub(crate) fn with_reader<T>(
     }
 }
 
+/// The whole object of `cap` in memory (its size is the cap's: callers
+/// check it against their limit first).
+pub(crate) fn read_all(readers: &Readers, cap: &ChkCap) -> Result<Vec<u8>, ReadFailure> {
+    let capacity = usize::try_from(cap.size).unwrap_or(0);
+    with_reader(readers, cap, &mut |body: &mut dyn Read| {
+        let mut data = Vec::with_capacity(capacity);
+        body.read_to_end(&mut data)?;
+        Ok(data)
+    })
+}
+
 /// Bytes `offset .. end` of the object of `cap` (clipped to its size),
 /// decoding only the segments the range covers.
 pub(crate) fn range(

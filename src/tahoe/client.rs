@@ -536,13 +536,7 @@ impl Client {
             return Err(too_large());
         }
         if let Some((path, chk)) = self.native_file(cap) {
-            let capacity = usize::try_from(chk.size.min(max)).unwrap_or(0);
-            let mut read_all = |body: &mut dyn Read| {
-                let mut data = Vec::with_capacity(capacity);
-                body.read_to_end(&mut data)?;
-                Ok(data)
-            };
-            match read::with_reader(path.native().readers(), &chk, &mut read_all) {
+            match read::read_all(path.native().readers(), &chk) {
                 Ok(data) => return Ok(data),
                 Err(failure) => self.native_read_failed(path, failure)?,
             }

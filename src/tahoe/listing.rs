@@ -123,13 +123,7 @@ impl Client {
                     hint: Some("http.max_listing_bytes"),
                 }));
             }
-            let capacity = usize::try_from(chk.size).unwrap_or(0);
-            let mut read_all = |body: &mut dyn Read| {
-                let mut data = Vec::with_capacity(capacity);
-                body.read_to_end(&mut data)?;
-                Ok(data)
-            };
-            match read::with_reader(path.native().readers(), &chk, &mut read_all) {
+            match read::read_all(path.native().readers(), &chk) {
                 Ok(data) => data,
                 Err(failure) => {
                     return self.native_read_failed(path, failure).err().map(Err);
