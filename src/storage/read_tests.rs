@@ -302,3 +302,71 @@ fn a_listing_over_the_limit_is_too_large_natively() {
         "{err}"
     );
 }
+
+#[test]
+fn a_native_failure_falls_back_to_the_gateway_unless_required() {
+    let Some((node, url)) = grid() else {
+        return;
+    };
+    let (gateway, _) = clients(&node, &url);
+    let content = data(1000, nonce());
+    let file = gateway.upload_bytes(&content).unwrap();
+    let dir = gateway
+        .mkdir_immutable(&children_json(&[Child {
+            name: "f".into(),
+            cap: file.clone(),
+            is_dir: false,
+            meta: full_meta(),
+        }]))
+        .unwrap();
+    // The only storage server known is not there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let swissnum = "notthereswissnum";
+    for required in [false, true] {
+        let cfg = NativeStorage {
+            node_dir: Some(node.clone()),
+            convergence_file: None,
+            lease_secret_file: None,
+            servers: vec![format!(
+                "pb://{}@127.0.0.1:{port}/{swissnum}#v=1",
+                "A".repeat(43)
+            )],
+            required,
+        };
+        let Setup::Ready(native) = setup(&cfg).unwrap() else {
+            panic!("a static server list gives the native path");
+        };
+        let client = Client::new(
+            &format!("{url}/uri"),
+            &Retry {
+                attempts: 1,
+                delay: RetryDelay::Fixed(0.2),
+            },
+            &Timeouts::PerAttempt(vec![120.0]),
+        )
+        .unwrap()
+        .with_native(Arc::new(NativePath::new(native, required)));
+        let read = client.download(&file);
+        let listed = client.list_dir(&dir, Vec::new, |acc: &mut Vec<String>, n, _| acc.push(n));
+        if !required {
+            assert!(read.unwrap() == content, "read through the gateway");
+            assert_eq!(listed.unwrap(), ["f"]);
+            continue;
+        }
+        for err in [read.unwrap_err(), listed.unwrap_err()] {
+            let text = err.to_string();
+            assert!(matches!(err, crate::tahoe::TahoeError::Native(_)), "{text}");
+            assert!(
+                text.starts_with(
+                    "the native storage path failed and destination.native.required is true: "
+                ),
+                "{text}"
+            );
+            assert!(!text.contains("URI:") && !text.contains(swissnum), "{text}");
+        }
+    }
+}
