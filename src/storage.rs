@@ -11,6 +11,8 @@
 //! * [`immutable`]: CHK upload (placement, happiness, abort), download and
 //!   lease renewal, with Tahoe's lease secrets;
 //! * [`check`]: the check, verification and repair of a CHK object.
+//! * [`read`]: native reads (restore, verify, listings) with a client per
+//!   server kept for the run.
 //!
 //! Secrets (swissnums, lease and upload secrets) never appear in errors or
 //! `Debug` output: a server is named by its nickname and address only.
@@ -20,6 +22,7 @@ pub(crate) mod client;
 pub(crate) mod immutable;
 pub(crate) mod native;
 pub(crate) mod nurl;
+pub(crate) mod read;
 pub(crate) mod tls;
 
 #[cfg(test)]

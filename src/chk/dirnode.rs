@@ -13,6 +13,7 @@
 
 use unicode_normalization::UnicodeNormalization as _;
 
+use super::cap::ChkCap;
 use super::encode::encode_bytes;
 use super::hash::push_netstring;
 use super::{ChkError, LIT_THRESHOLD, Params};
@@ -375,6 +376,157 @@ pub(crate) fn python_float_repr(v: f64) -> String {
     out
 }
 
+/// One child of a packed immutable directory, as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Unpacked<'a> {
+    /// The name, normalised to NFC (as the gateway does on reading).
+    pub(crate) name: String,
+    /// The child's read cap (trailing spaces stripped, as Tahoe does).
+    pub(crate) cap: &'a str,
+    /// The metadata's JSON text (`json.dumps` of the object).
+    pub(crate) metadata: &'a str,
+    /// The length of the child's whole entry, in bytes.
+    pub(crate) entry_len: usize,
+}
+
+/// One netstring at `at` of `data`: its content and the position after it
+/// (`split_netstring`: `LEN:BYTES,`, LEN in decimal without leading
+/// zeros, at most 20 digits).
+fn netstring(data: &[u8], at: usize) -> Result<(&[u8], usize), ChkError> {
+    let bad = |why: &str| ChkError::Dir(format!("a packed directory at byte {at}: {why}"));
+    let rest = data.get(at..).ok_or_else(|| bad("past the end"))?;
+    let colon = rest
+        .iter()
+        .take(21)
+        .position(|&b| b == b':')
+        .ok_or_else(|| bad("no netstring length"))?;
+    let digits = &rest[..colon];
+    if digits.is_empty()
+        || !digits.iter().all(u8::is_ascii_digit)
+        || (digits.len() > 1 && digits[0] == b'0')
+    {
+        return Err(bad("a bad netstring length"));
+    }
+    let len: usize = std::str::from_utf8(digits)
+        .ok()
+        .and_then(|d| d.parse().ok())
+        .ok_or_else(|| bad("a bad netstring length"))?;
+    let start = colon + 1;
+    let end = start
+        .checked_add(len)
+        .filter(|&e| e < rest.len())
+        .ok_or_else(|| bad("a netstring past the end"))?;
+    if rest[end] != b',' {
+        return Err(bad("a netstring without its comma"));
+    }
+    Ok((&rest[start..end], at + end + 1))
+}
+
+/// `b` as text, or an error naming `what`.
+fn utf8<'a>(b: &'a [u8], what: &str) -> Result<&'a str, ChkError> {
+    std::str::from_utf8(b).map_err(|_| ChkError::Dir(format!("a child's {what} is not UTF-8")))
+}
+
+/// The children of a packed immutable directory (the inverse of [`pack`],
+/// as `dirnode.py` `_unpack_contents` reads it), in stored order. An entry
+/// with a write cap (not allowed in an immutable directory), text that is
+/// not UTF-8 or a metadata text that is not a JSON object is an error.
+pub(crate) fn unpack(data: &[u8]) -> Result<Vec<Unpacked<'_>>, ChkError> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < data.len() {
+        let (entry, next) = netstring(data, at)?;
+        let mut fields = [&b""[..]; 4];
+        let mut pos = 0;
+        for field in &mut fields {
+            let (value, after) = netstring(entry, pos)?;
+            *field = value;
+            pos = after;
+        }
+        if pos != entry.len() {
+            return Err(ChkError::Dir(format!(
+                "a packed directory at byte {at}: trailing bytes in an entry"
+            )));
+        }
+        let [name, cap, rw, metadata] = fields;
+        if !rw.is_empty() {
+            return Err(ChkError::Dir(
+                "a child with a write cap in an immutable directory".into(),
+            ));
+        }
+        let metadata = utf8(metadata, "metadata")?;
+        if !metadata.trim_start().starts_with('{') {
+            return Err(ChkError::Dir(
+                "a child's metadata is not a JSON object".into(),
+            ));
+        }
+        out.push(Unpacked {
+            name: utf8(name, "name")?.nfc().collect(),
+            cap: utf8(cap, "cap")?.trim_end_matches(' '),
+            metadata,
+            entry_len: entry.len(),
+        });
+        at = next;
+    }
+    Ok(out)
+}
+
+/// A child of an immutable directory as the gateway lists it
+/// (`GET /uri/DIRCAP?t=json`, `web/directory.py`
+/// `_directory_json_metadata` with `web/common.py`
+/// `get_filenode_metadata`): `["filenode", {"mutable": false, "format":
+/// "CHK", "size": N, "metadata": {...}, "ro_uri": CAP, "verify_uri":
+/// VCAP}]` or `["dirnode", {"mutable": false, "metadata": {...}, "ro_uri":
+/// CAP, "verify_uri": VCAP}]`; literal caps have no verify cap. A cap of
+/// another kind (mutable, unknown) is an error: the gateway decides what
+/// to show for it.
+pub(crate) fn listing_entry(child: &Unpacked<'_>) -> Result<serde_json::Value, ChkError> {
+    use serde_json::{Value, json};
+    let metadata: Value = serde_json::from_str(child.metadata)
+        .map_err(|e| ChkError::Dir(format!("a child's metadata is not JSON: {e}")))?;
+    if !metadata.is_object() {
+        return Err(ChkError::Dir(
+            "a child's metadata is not a JSON object".into(),
+        ));
+    }
+    let cap = child.cap;
+    let verify = |chk: &ChkCap, prefix: &str| {
+        format!(
+            "{prefix}{}:{}:{}:{}:{}",
+            base32::encode(&chk.storage_index()),
+            base32::encode(&chk.ueb_hash),
+            chk.k,
+            chk.n,
+            chk.size
+        )
+    };
+    let value = if let Some(data) = cap.strip_prefix("URI:LIT:") {
+        let size = base32::decode(data)
+            .ok_or_else(|| ChkError::Dir("a child's literal cap is not base32".into()))?
+            .len();
+        json!(["filenode", {"mutable": false, "format": "CHK", "size": size,
+            "metadata": metadata, "ro_uri": cap}])
+    } else if let Some(data) = cap.strip_prefix("URI:DIR2-LIT:") {
+        base32::decode(data)
+            .ok_or_else(|| ChkError::Dir("a child's literal cap is not base32".into()))?;
+        json!(["dirnode", {"mutable": false, "metadata": metadata, "ro_uri": cap}])
+    } else if cap.starts_with("URI:CHK:") {
+        let chk = ChkCap::parse(cap)?;
+        json!(["filenode", {"mutable": false, "format": "CHK", "size": chk.size,
+            "metadata": metadata, "ro_uri": cap,
+            "verify_uri": verify(&chk, "URI:CHK-Verifier:")}])
+    } else if cap.starts_with("URI:DIR2-CHK:") {
+        let chk = ChkCap::parse(cap)?;
+        json!(["dirnode", {"mutable": false, "metadata": metadata, "ro_uri": cap,
+            "verify_uri": verify(&chk, "URI:DIR2-CHK-Verifier:")}])
+    } else {
+        return Err(ChkError::Dir(
+            "a child whose cap is not an immutable file or directory".into(),
+        ));
+    };
+    Ok(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -451,5 +603,106 @@ mod tests {
                 .cap,
             "URI:DIR2-LIT:"
         );
+    }
+
+    #[test]
+    fn unpack_reads_what_pack_writes() {
+        let chk = "URI:CHK:mcdi47z6bo54osot7psx2wceme:7q26tmtwq6yawrpwimodqaoayv3xdbqqdyzxp47q7ebemjr5ekbq:2:3:100000";
+        let dir = chk.replace("URI:CHK:", "URI:DIR2-CHK:");
+        let children = [
+            Child {
+                name: "b\u{301}",
+                cap: chk,
+                metadata: r#"{"mode":"100644"}"#,
+            },
+            Child {
+                name: "a",
+                cap: "URI:LIT:nbswy3dp",
+                metadata: "{}",
+            },
+            Child {
+                name: "d",
+                cap: &dir,
+                metadata: r#"{"x":[1]}"#,
+            },
+            Child {
+                name: "e",
+                cap: "URI:DIR2-LIT:",
+                metadata: "{}",
+            },
+        ];
+        let packed = pack(&children).unwrap();
+        let got = unpack(&packed).unwrap();
+        let names: Vec<&str> = got.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["a", "b\u{301}".nfc().collect::<String>().as_str(), "d", "e"]
+        );
+        assert_eq!(got[1].cap, chk);
+        assert_eq!(got[1].metadata, r#"{"mode": "100644"}"#);
+        assert!(unpack(b"").unwrap().is_empty());
+
+        // The gateway's t=json shapes.
+        let entry = |i: usize| listing_entry(&got[i]).unwrap();
+        assert_eq!(
+            entry(0),
+            serde_json::json!(["filenode", {"mutable": false, "format": "CHK", "size": 5,
+                "metadata": {}, "ro_uri": "URI:LIT:nbswy3dp"}])
+        );
+        let file = entry(1);
+        assert_eq!(file[1]["size"], 100_000);
+        let verify = file[1]["verify_uri"].as_str().unwrap();
+        assert!(verify.starts_with("URI:CHK-Verifier:") && verify.ends_with(":2:3:100000"));
+        let d = entry(2);
+        assert_eq!(d[0], "dirnode");
+        assert!(
+            d[1]["verify_uri"]
+                .as_str()
+                .unwrap()
+                .starts_with("URI:DIR2-CHK-Verifier:")
+        );
+        assert!(d[1].get("size").is_none());
+        assert_eq!(
+            entry(3),
+            serde_json::json!(["dirnode", {"mutable": false, "metadata": {}, "ro_uri": "URI:DIR2-LIT:"}])
+        );
+    }
+
+    #[test]
+    fn bad_packed_directories_are_errors() {
+        let mut entry = Vec::new();
+        push_netstring(&mut entry, b"n");
+        push_netstring(&mut entry, b"URI:LIT:");
+        push_netstring(&mut entry, b"rw");
+        push_netstring(&mut entry, b"{}");
+        let mut with_rw = Vec::new();
+        push_netstring(&mut with_rw, &entry);
+        let mut three = Vec::new();
+        push_netstring(&mut three, b"3:abc,3:def,0:,");
+        for bad in [
+            &b"5:abc,"[..],
+            b"x:abc,",
+            b"03:abc,",
+            b"3:abc",
+            b"3:abc;",
+            &with_rw,
+            &three,
+            b"99999999999999999999999:",
+        ] {
+            assert!(unpack(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+        let mutable = Unpacked {
+            name: "m".into(),
+            cap: "URI:SSK-RO:aaaa:bbbb",
+            metadata: "{}",
+            entry_len: 0,
+        };
+        assert!(listing_entry(&mutable).is_err());
+        let not_object = Unpacked {
+            metadata: "[1]",
+            cap: "URI:LIT:",
+            ..mutable
+        };
+        assert!(listing_entry(&not_object).is_err());
     }
 }

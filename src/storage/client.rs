@@ -59,6 +59,9 @@ fn time_left() -> Option<Duration> {
         .with(Cell::get)
         .map(|d| d.saturating_duration_since(Instant::now()))
 }
+/// Idle keep-alive connections kept per server (ureq's default is 3; a
+/// restore runs `operation.concurrency` workers, each reading k shares).
+const IDLE_CONNECTIONS: usize = 32;
 
 /// The key of the version message's storage protocol map.
 const V1: &[u8] = b"http://allmydata.org/tahoe/protocols/storage/v1";
@@ -151,6 +154,10 @@ impl StorageClient {
             .timeout_send_body(Some(Duration::from_secs(120)))
             // A storage server is reached directly, never through a proxy.
             .proxy(None)
+            // A client is kept for the run (reads): parallel workers reuse
+            // their TLS connections instead of a handshake per request.
+            .max_idle_connections(IDLE_CONNECTIONS)
+            .max_idle_connections_per_host(IDLE_CONNECTIONS)
             .build();
         Ok(StorageClient {
             base: server.nurl.base_url(),

@@ -16,8 +16,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::client::{StorageClient, with_deadline};
-use super::immutable::{LeaseSecret, UploadError, Uploader, download};
+use super::immutable::{LeaseSecret, UploadError, Uploader};
 use super::nurl::{Server, servers_of_node};
+use super::read::{ReadFailure, Readers, with_reader};
 use crate::chk::cap::ChkCap;
 use crate::chk::dirnode::{Child, pack};
 use crate::chk::{ChkError, LIT_THRESHOLD, Params};
@@ -66,6 +67,8 @@ pub(crate) enum Setup {
 /// The native storage path, ready to upload and download.
 pub(crate) struct Native {
     uploader: Uploader,
+    /// A client per server, kept for the run: reads reuse its connections.
+    readers: Readers,
     /// Warnings about the settings (loose secret file permissions), for the
     /// caller to log once.
     pub(crate) warnings: Vec<String>,
@@ -427,7 +430,12 @@ pub(crate) fn setup(cfg: &NativeStorage) -> Result<Setup, NativeError> {
         Ok(_) => return fallback(cfg, "no storage server NURLs were found".into()),
         Err(why) => return fallback(cfg, why),
     };
+    let readers = match Readers::new(&servers) {
+        Ok(readers) => readers,
+        Err(e) => return fallback(cfg, e.to_string()),
+    };
     Ok(Setup::Ready(Native {
+        readers,
         uploader: Uploader {
             servers,
             params,
@@ -654,7 +662,20 @@ impl Native {
     ) -> Result<(), UploadError> {
         let cap =
             ChkCap::parse(cap).map_err(|e| UploadError::Chk(ChkError::BadCap(e.to_string())))?;
-        download(&self.uploader.servers, &cap, out)
+        let mut copy = |r: &mut dyn Read| std::io::copy(r, out);
+        match with_reader(&self.readers, &cap, &mut copy) {
+            Ok(_) => Ok(()),
+            Err(ReadFailure::Native(e)) => Err(UploadError::Chk(e)),
+            Err(ReadFailure::Sink(e)) => Err(UploadError::Chk(ChkError::io("writing", e))),
+            Err(ReadFailure::Incomplete { .. }) => Err(UploadError::Chk(ChkError::Corrupt(
+                "the object is longer than its cap says".into(),
+            ))),
+        }
+    }
+
+    /// The readers of the storage servers ([`super::read`]).
+    pub(crate) fn readers(&self) -> &Readers {
+        &self.readers
     }
 }
 

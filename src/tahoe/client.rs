@@ -65,8 +65,10 @@ use ureq::http::{Response, Uri};
 use ureq::{Body, SendBody};
 
 use super::{Cap, TahoeError, lit, redact};
+use crate::chk::cap::ChkCap;
 use crate::config::{Retry, Timeouts};
 use crate::storage::native::{NativePath, Pass, Passes};
+use crate::storage::read::{self, ReadFailure};
 
 /// Most bytes read from an error reply or from a reply that should be a cap.
 const SMALL_REPLY_LIMIT: u64 = 64 * 1024;
@@ -273,6 +275,43 @@ impl Client {
         self.native.as_deref()
     }
 
+    /// The native path and the parsed cap, when the run is in native mode
+    /// and `cap` is a `URI:CHK:` file (the only file caps it reads: LIT
+    /// caps are decoded locally in either mode, mutable ones stay on the
+    /// gateway). A cap that does not parse is left to the gateway too.
+    fn native_file(&self, cap: &Cap) -> Option<(&NativePath, ChkCap)> {
+        let path = self.native()?;
+        if !cap.as_str().starts_with("URI:CHK:") {
+            return None;
+        }
+        ChkCap::parse(cap.as_str()).ok().map(|chk| (path, chk))
+    }
+
+    /// What a native read that did not succeed comes to: the sink's own
+    /// error and a sink that stopped early are the caller's errors, as on
+    /// the gateway path; a failure of the native path is `Ok(())` (go on
+    /// through the gateway; one warning per run) unless
+    /// `destination.native.required` makes it [`TahoeError::Native`].
+    pub(super) fn native_read_failed(
+        &self,
+        path: &NativePath,
+        failure: ReadFailure,
+    ) -> Result<(), TahoeError> {
+        match failure {
+            ReadFailure::Sink(e) => Err(TahoeError::Sink(e)),
+            ReadFailure::Incomplete { expected, got } => {
+                Err(TahoeError::Incomplete { expected, got })
+            }
+            ReadFailure::Native(e) if path.required() => Err(TahoeError::Native(format!(
+                "the native storage path failed and destination.native.required is true: {e}"
+            ))),
+            ReadFailure::Native(e) => {
+                path.warn_fallback(&e, "reading");
+                Ok(())
+            }
+        }
+    }
+
     /// Replaces the timeouts (`operation.timeouts.updates`) of every
     /// request: `--timeout` of the interactive commands, `check
     /// --max-duration`.
@@ -473,6 +512,12 @@ impl Client {
             }
             return Ok(value);
         }
+        if let Some((path, chk)) = self.native_file(cap) {
+            match read::with_reader(path.native().readers(), &chk, &mut sink) {
+                Ok(value) => return Ok(value),
+                Err(failure) => self.native_read_failed(path, failure)?,
+            }
+        }
         let (url, expected) = self.content_url(cap);
         self.with_retries("download", Some(cap), |deadline| {
             let reply = self.exchange(Method::Get, &url, Payload::Empty, deadline)?;
@@ -544,6 +589,12 @@ impl Client {
         if expected.is_some_and(|size| size > max) {
             return Err(too_large());
         }
+        if let Some((path, chk)) = self.native_file(cap) {
+            match read::read_all(path.native().readers(), &chk) {
+                Ok(data) => return Ok(data),
+                Err(failure) => self.native_read_failed(path, failure)?,
+            }
+        }
         self.with_retries("download", Some(cap), |deadline| {
             let reply = self.exchange(Method::Get, &url, Payload::Empty, deadline)?;
             let announced = reply.body().content_length();
@@ -603,6 +654,19 @@ impl Client {
                     expected: end,
                     got: data.len() as u64,
                 });
+        }
+        if let Some((path, chk)) = self.native_file(cap) {
+            // Only the segments the range covers are fetched and decoded.
+            match read::range(path.native().readers(), &chk, offset, end) {
+                Ok(data) if data.len() as u64 == want => return Ok(data),
+                Ok(data) => {
+                    return Err(TahoeError::Incomplete {
+                        expected: want,
+                        got: data.len() as u64,
+                    });
+                }
+                Err(e) => self.native_read_failed(path, ReadFailure::Native(e))?,
+            }
         }
         let (url, _) = self.content_url(cap);
         let range = format!("bytes={offset}-{}", end - 1);

@@ -19,7 +19,11 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use serde_json::Value;
 
 use super::client::{Bounded, Method, Payload, cap_segment};
-use super::{Cap, Client, TahoeError, redact};
+use super::{Cap, Client, TahoeError, base32, redact};
+use crate::chk::cap::ChkCap;
+use crate::chk::dirnode;
+use crate::storage::native::NativePath;
+use crate::storage::read::{self, ReadFailure};
 
 /// Most bytes of one child's entry in a listing. An entry of this tool's
 /// backups is a few hundred bytes (a few KiB with ACLs and xattrs, whose
@@ -41,6 +45,11 @@ impl Client {
         mut fresh: impl FnMut() -> A,
         mut add: impl FnMut(&mut A, String, Value),
     ) -> Result<A, TahoeError> {
+        if let Some(path) = self.native()
+            && let Some(listed) = self.list_native(path, dir, &mut fresh, &mut add)
+        {
+            return listed;
+        }
         let url = format!("{}/{}?t=json", self.uri(), cap_segment(dir));
         let limit = self.max_listing_bytes();
         self.with_retries("list", Some(dir), |deadline| {
@@ -81,6 +90,80 @@ impl Client {
                 ))),
             }
         })
+    }
+}
+
+impl Client {
+    /// [`Client::list_dir`] of an immutable directory (`URI:DIR2-CHK:` read
+    /// from the storage servers, `URI:DIR2-LIT:` decoded here) in native
+    /// mode: each child as the gateway's listing gives it
+    /// ([`dirnode::listing_entry`]), in the same order. `None` for other
+    /// caps (mutable directories stay on the gateway) and after a native
+    /// failure that falls back to the gateway. The limits are the gateway
+    /// path's, applied to what is read: the packed directory (its cap's
+    /// size) may have at most `http.max_listing_bytes`, a child's entry at
+    /// most [`ENTRY_LIMIT`].
+    fn list_native<A>(
+        &self,
+        path: &NativePath,
+        dir: &Cap,
+        fresh: &mut impl FnMut() -> A,
+        add: &mut impl FnMut(&mut A, String, Value),
+    ) -> Option<Result<A, TahoeError>> {
+        let text = dir.as_str();
+        let packed = if let Some(data) = text.strip_prefix("URI:DIR2-LIT:") {
+            base32::decode(data)?
+        } else if text.starts_with("URI:DIR2-CHK:") {
+            let chk = ChkCap::parse(text).ok()?;
+            let limit = self.max_listing_bytes();
+            if chk.size > limit {
+                return Some(Err(TahoeError::TooLarge {
+                    what: "the directory listing",
+                    limit,
+                    hint: Some("http.max_listing_bytes"),
+                }));
+            }
+            match read::read_all(path.native().readers(), &chk) {
+                Ok(data) => data,
+                Err(failure) => {
+                    return self.native_read_failed(path, failure).err().map(Err);
+                }
+            }
+        } else {
+            return None;
+        };
+        // One child is a `Value` at a time, as on the gateway path; a child
+        // that fails (a cap of a kind read only by the gateway) sends the
+        // whole listing there (`fresh` starts it over).
+        let mut acc = fresh();
+        let failed = match dirnode::unpack(&packed) {
+            Ok(children) => {
+                if children.iter().any(|c| c.entry_len as u64 > ENTRY_LIMIT) {
+                    return Some(Err(TahoeError::TooLarge {
+                        what: "an entry of the directory listing",
+                        limit: ENTRY_LIMIT,
+                        hint: None,
+                    }));
+                }
+                children
+                    .into_iter()
+                    .find_map(|child| match dirnode::listing_entry(&child) {
+                        Ok(value) => {
+                            add(&mut acc, child.name, value);
+                            None
+                        }
+                        Err(e) => Some(e),
+                    })
+            }
+            Err(e) => Some(e),
+        };
+        if let Some(e) = failed {
+            return self
+                .native_read_failed(path, ReadFailure::Native(e))
+                .err()
+                .map(Err);
+        }
+        Some(Ok(acc))
     }
 }
 

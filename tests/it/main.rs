@@ -47,6 +47,7 @@ mod mount;
 mod native;
 mod native_check;
 mod native_faults;
+mod native_read;
 mod rebuild;
 mod restore_formats;
 mod restore_grid;
