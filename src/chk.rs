@@ -124,14 +124,6 @@ pub(crate) enum ChkError {
     /// A cap that is not a well-formed CHK, DIR2-CHK or LIT cap.
     #[error("malformed cap: {0}")]
     BadCap(String),
-    /// A share whose bytes or hashes are wrong.
-    #[error("share {shnum}: {reason}")]
-    BadShare {
-        /// The share number.
-        shnum: u16,
-        /// What is wrong with it.
-        reason: String,
-    },
     /// Fewer than k usable shares.
     #[error("not enough good shares: {good} usable of {needed} needed ({detail})")]
     NotEnoughShares {

@@ -73,10 +73,6 @@ pub(crate) mod browse;
 pub(crate) mod btrfs;
 pub(crate) mod cache;
 pub(crate) mod catalog;
-#[allow(dead_code)]
-// Not used by the rest of the crate yet: the storage client (issue 17 item 2)
-// and the `destination.storage: native` wiring (item 3) will; its tests use
-// it now.
 pub(crate) mod chk;
 pub(crate) mod cli;
 pub(crate) mod clock;
@@ -103,9 +99,6 @@ pub(crate) mod result;
 pub(crate) mod retention;
 pub(crate) mod scan;
 pub(crate) mod selector;
-#[allow(dead_code)]
-// Not wired yet: `destination.storage: native` (issue 17 item 3) will use
-// the storage client; its tests use it now.
 pub(crate) mod storage;
 pub(crate) mod stream;
 pub(crate) mod subtree;

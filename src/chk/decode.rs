@@ -37,7 +37,8 @@ pub(crate) trait ShareSource: Send {
     fn read(&mut self, offset: u64, len: u64) -> Result<Vec<u8>, ChkError>;
 }
 
-/// A share in memory.
+/// A share in memory (tests).
+#[cfg(test)]
 pub(crate) struct MemShare<'a> {
     /// The share number.
     pub(crate) shnum: u16,
@@ -45,6 +46,7 @@ pub(crate) struct MemShare<'a> {
     pub(crate) data: &'a [u8],
 }
 
+#[cfg(test)]
 impl ShareSource for MemShare<'_> {
     fn shnum(&self) -> u16 {
         self.shnum
@@ -305,6 +307,7 @@ impl<'a> Decoder<'a> {
     }
 
     /// The plaintext size.
+    #[cfg(test)]
     pub(crate) fn size(&self) -> u64 {
         self.ueb.size
     }
@@ -655,7 +658,8 @@ pub(crate) fn verify_share(cap: &ChkCap, src: &mut dyn ShareSource) -> Result<Ue
     Ok(ueb)
 }
 
-/// Decodes in-memory shares (number, bytes) into a vector.
+/// Decodes in-memory shares (number, bytes) into a vector (tests).
+#[cfg(test)]
 pub(crate) fn decode_bytes(cap: &ChkCap, shares: &[(u16, &[u8])]) -> Result<Vec<u8>, ChkError> {
     let mut mem: Vec<MemShare<'_>> = shares
         .iter()

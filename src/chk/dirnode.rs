@@ -13,10 +13,13 @@
 
 use unicode_normalization::UnicodeNormalization as _;
 
+use super::ChkError;
 use super::cap::ChkCap;
+#[cfg(test)]
 use super::encode::encode_bytes;
 use super::hash::push_netstring;
-use super::{ChkError, LIT_THRESHOLD, Params};
+#[cfg(test)]
+use super::{LIT_THRESHOLD, Params};
 use crate::tahoe::base32;
 
 /// One child of an immutable directory.
@@ -64,16 +67,17 @@ pub(crate) fn pack(children: &[Child<'_>]) -> Result<Vec<u8>, ChkError> {
     Ok(out)
 }
 
-/// An encoded immutable directory: its cap and shares (none for LIT).
+/// An encoded immutable directory: its cap.
+#[cfg(test)]
 #[derive(Debug)]
 pub(crate) struct EncodedDir {
     /// `URI:DIR2-CHK:…` or `URI:DIR2-LIT:…`.
     pub(crate) cap: String,
-    /// The N shares of a `DIR2-CHK` directory.
-    pub(crate) shares: Vec<Vec<u8>>,
 }
 
-/// Packs and encodes an immutable directory as the gateway does.
+/// Packs and encodes an immutable directory as the gateway does (tests:
+/// the native path packs, then uploads the bytes as a file).
+#[cfg(test)]
 pub(crate) fn encode_dir(
     children: &[Child<'_>],
     params: &Params,
@@ -83,14 +87,12 @@ pub(crate) fn encode_dir(
     if packed.len() as u64 <= LIT_THRESHOLD {
         return Ok(EncodedDir {
             cap: format!("URI:DIR2-LIT:{}", base32::encode(&packed)),
-            shares: Vec::new(),
         });
     }
-    let (mut encoded, shares) = encode_bytes(&packed, params, secret)?;
+    let (mut encoded, _shares) = encode_bytes(&packed, params, secret)?;
     encoded.cap.dir = true;
     Ok(EncodedDir {
         cap: encoded.cap.to_uri(),
-        shares,
     })
 }
 

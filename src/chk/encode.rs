@@ -187,6 +187,7 @@ pub(crate) struct Encoded {
     /// The file's cap.
     pub(crate) cap: ChkCap,
     /// The UEB as written in every share.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) ueb: Ueb,
 }
 
@@ -332,7 +333,8 @@ impl Encoder {
 }
 
 /// Convergent encoding of an in-memory object (size ≥ 1): its cap and its
-/// N shares. For directories, tests and small files.
+/// N shares (tests).
+#[cfg(test)]
 pub(crate) fn encode_bytes(
     data: &[u8],
     params: &Params,

@@ -183,16 +183,6 @@ impl Fec {
         Ok(Fec { k, n, matrix })
     }
 
-    /// k.
-    pub(crate) fn k(&self) -> usize {
-        self.k
-    }
-
-    /// n.
-    pub(crate) fn n(&self) -> usize {
-        self.n
-    }
-
     /// Computes check share `shnum` (k ≤ shnum < n) of the k input blocks
     /// (all of `out.len()` bytes) into `out`.
     pub(crate) fn encode_one(&self, inputs: &[&[u8]], shnum: usize, out: &mut [u8]) {
@@ -205,6 +195,7 @@ impl Fec {
 
     /// All n shares of k equal-sized input blocks: shares 0..k are copies of
     /// the inputs, k..n the check shares (`zfec.Encoder(k, n).encode`).
+    #[cfg(test)]
     pub(crate) fn encode(&self, inputs: &[&[u8]]) -> Vec<Vec<u8>> {
         let len = inputs.first().map_or(0, |b| b.len());
         let mut shares: Vec<Vec<u8>> = inputs.iter().map(|b| b.to_vec()).collect();

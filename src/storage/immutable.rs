@@ -19,14 +19,19 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Seek, SeekFrom};
+#[cfg(test)]
 use std::path::Path;
 use std::sync::Arc;
 
 use super::StorageError;
 use super::client::{LeaseSecrets, StorageClient};
 use super::nurl::{Server, permuted};
-use crate::chk::cap::{ChkCap, lit_uri};
-use crate::chk::decode::{ShareSource, decode};
+#[cfg(test)]
+use crate::chk::cap::ChkCap;
+use crate::chk::cap::lit_uri;
+use crate::chk::decode::ShareSource;
+#[cfg(test)]
+use crate::chk::decode::decode;
 use crate::chk::encode::{Encoder, Plan, ShareSink, convergence_key};
 use crate::chk::hash::{storage_index, tagged_hash, tagged_pair_hash};
 use crate::chk::{ChkError, LIT_THRESHOLD, Params};
@@ -48,6 +53,7 @@ impl std::fmt::Debug for LeaseSecret {
 
 impl LeaseSecret {
     /// Reads `private/secret` (or a copy of it).
+    #[cfg(test)]
     pub(crate) fn read(path: &Path) -> Result<LeaseSecret, StorageError> {
         let err = |what: String| StorageError::Servers {
             path: path.display().to_string(),
@@ -141,8 +147,10 @@ pub(crate) struct Uploaded {
     /// The cap (`URI:CHK:` or `URI:LIT:`). Secret: never log it.
     pub(crate) cap: String,
     /// Share number → servers (labels) holding it after the upload.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) placement: BTreeMap<u16, BTreeSet<String>>,
     /// The happiness achieved.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) happiness: usize,
 }
 
@@ -672,7 +680,9 @@ impl ShareSource for RemoteShare<'_> {
 }
 
 /// Downloads the object of a `URI:CHK:` (or `URI:DIR2-CHK:`) cap from
-/// `servers` into `out`, every hash checked.
+/// `servers` into `out`, every hash checked: every server asked at once (the
+/// tests' simple reader; commands read through `storage::read`).
+#[cfg(test)]
 pub(crate) fn download(
     servers: &[Server],
     cap: &ChkCap,
@@ -713,7 +723,9 @@ pub(crate) fn download(
 }
 
 /// Adds or renews our lease on every server holding shares of `si`; the
-/// number of servers that did.
+/// number of servers that did (tests; commands renew through
+/// `storage::check`).
+#[cfg(test)]
 pub(crate) fn renew_leases(
     servers: &[Server],
     lease: &LeaseSecret,

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use super::client::{StorageClient, with_deadline};
 use super::immutable::{LeaseSecret, UploadError, Uploader};
 use super::nurl::{Server, servers_of_node};
-use super::read::{ReadFailure, Readers, with_reader};
+use super::read::Readers;
 use crate::chk::cap::ChkCap;
 use crate::chk::dirnode::{Child, pack};
 use crate::chk::{ChkError, LIT_THRESHOLD, Params};
@@ -651,26 +651,6 @@ impl Native {
     ) -> Result<crate::tahoe::CheckReport, super::check::CheckError> {
         let cap = ChkCap::parse(cap)?;
         super::check::check(&self.uploader.servers, &self.uploader.lease, &cap, opts)
-    }
-
-    /// Downloads the object of a `URI:CHK:` or `URI:DIR2-CHK:` cap into
-    /// `out`, every hash checked.
-    pub(crate) fn download(
-        &self,
-        cap: &str,
-        out: &mut impl std::io::Write,
-    ) -> Result<(), UploadError> {
-        let cap =
-            ChkCap::parse(cap).map_err(|e| UploadError::Chk(ChkError::BadCap(e.to_string())))?;
-        let mut copy = |r: &mut dyn Read| std::io::copy(r, out);
-        match with_reader(&self.readers, &cap, &mut copy) {
-            Ok(_) => Ok(()),
-            Err(ReadFailure::Native(e)) => Err(UploadError::Chk(e)),
-            Err(ReadFailure::Sink(e)) => Err(UploadError::Chk(ChkError::io("writing", e))),
-            Err(ReadFailure::Incomplete { .. }) => Err(UploadError::Chk(ChkError::Corrupt(
-                "the object is longer than its cap says".into(),
-            ))),
-        }
     }
 
     /// The readers of the storage servers ([`super::read`]).
