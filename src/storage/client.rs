@@ -10,6 +10,7 @@
 
 use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap};
+use std::io;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -289,6 +290,21 @@ impl StorageClient {
         }
     }
 
+    /// The status of a reply whose body does not matter, after reading
+    /// that body (a few bytes; at most `MAX_CBOR_REPLY`): only a reply read
+    /// to its end gives its keep-alive connection back to the agent's pool.
+    /// Dropped unread, the connection is closed, and the next request to
+    /// the server pays a new TCP and TLS handshake (a Python storage server
+    /// spends about a millisecond of CPU on one: once per small file).
+    fn status_of(mut resp: Response<Body>) -> u16 {
+        let status = resp.status().as_u16();
+        let _ = io::copy(
+            &mut resp.body_mut().with_config().limit(MAX_CBOR_REPLY).reader(),
+            &mut io::sink(),
+        );
+        status
+    }
+
     /// The CBOR body of a `200 OK` reply; another status is an error.
     fn cbor_200(&self, what: &str, resp: Response<Body>) -> Result<Value, StorageError> {
         match resp.status().as_u16() {
@@ -434,7 +450,7 @@ impl StorageClient {
             &[("Content-Range", format!("bytes {offset}-{end}/*"))],
             Some(("application/octet-stream", data)),
         )?;
-        match resp.status().as_u16() {
+        match Self::status_of(resp) {
             201 => Ok(true),
             200 => Ok(false),
             s => Err(self.status(what, s)),
@@ -463,7 +479,7 @@ impl StorageClient {
                 None,
             )
         })?;
-        match resp.status().as_u16() {
+        match Self::status_of(resp) {
             200 | 405 => Ok(()),
             s => Err(self.status(what, s)),
         }
@@ -547,7 +563,7 @@ impl StorageClient {
             &[],
             None,
         )?;
-        match resp.status().as_u16() {
+        match Self::status_of(resp) {
             204 | 200 => Ok(true),
             404 => Ok(false),
             s => Err(self.status(what, s)),
