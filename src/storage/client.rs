@@ -53,6 +53,12 @@ pub(crate) fn with_deadline<T>(deadline: Option<Instant>, work: impl FnOnce() ->
     result
 }
 
+/// This thread's deadline ([`with_deadline`]), for the threads it starts
+/// to make requests of the same object.
+pub(crate) fn current_deadline() -> Option<Instant> {
+    DEADLINE.with(Cell::get)
+}
+
 /// The time left before this thread's deadline: `None` without one,
 /// `Some(ZERO)` once it passed.
 fn time_left() -> Option<Duration> {

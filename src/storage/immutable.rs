@@ -24,7 +24,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::StorageError;
-use super::client::{LeaseSecrets, StorageClient};
+use super::client::{LeaseSecrets, StorageClient, current_deadline, with_deadline};
 use super::nurl::{Server, permuted};
 #[cfg(test)]
 use crate::chk::cap::ChkCap;
@@ -208,6 +208,68 @@ impl PlacingSink<'_> {
     }
 }
 
+impl PlacingSink<'_> {
+    /// Sends what every share has buffered, the shares' requests at once:
+    /// a small object is one request per share, and sending them one after
+    /// the other would make every upload wait for N round trips.
+    fn flush_all(&mut self) {
+        let (clients, si, secret) = (self.clients, self.si, self.upload_secret);
+        let failed = &self.failed;
+        let mut jobs: Vec<(u16, &mut Pending)> = self
+            .pending
+            .iter_mut()
+            .filter(|(_, p)| !p.buffer.is_empty() && !failed.contains_key(&p.server))
+            .map(|(&shnum, p)| (shnum, p))
+            .collect();
+        let deadline = current_deadline();
+        let results: Vec<Result<bool, StorageError>> = std::thread::scope(|scope| {
+            let running: Vec<_> = jobs
+                .iter()
+                .map(|(shnum, p)| {
+                    let client = &clients[p.server];
+                    let (shnum, offset, buffer) = (*shnum, p.next_offset, &p.buffer[..]);
+                    scope.spawn(move || {
+                        with_deadline(deadline, || {
+                            client.write_chunk(&si, shnum, &secret, offset, buffer)
+                        })
+                    })
+                })
+                .collect();
+            running
+                .into_iter()
+                .zip(&jobs)
+                .map(|(thread, (_, p))| {
+                    thread.join().unwrap_or_else(|_| {
+                        Err(StorageError::Network {
+                            server: clients[p.server].label().to_owned(),
+                            what: "internal error: a request thread panicked".into(),
+                        })
+                    })
+                })
+                .collect()
+        });
+        let mut newly_failed = Vec::new();
+        for ((_, p), result) in jobs.iter_mut().zip(results) {
+            match result {
+                Ok(complete) => {
+                    p.next_offset += p.buffer.len() as u64;
+                    p.buffer.clear();
+                    p.done = complete;
+                    #[cfg(test)]
+                    test_hook::after_chunk(clients[p.server].label());
+                }
+                Err(e) => {
+                    p.buffer.clear();
+                    newly_failed.push((p.server, e));
+                }
+            }
+        }
+        for (server, e) in newly_failed {
+            self.failed.entry(server).or_insert(e);
+        }
+    }
+}
+
 impl ShareSink for PlacingSink<'_> {
     fn write(&mut self, shnum: u16, offset: u64, data: &[u8]) -> Result<(), ChkError> {
         let Some(p) = self.pending.get_mut(&shnum) else {
@@ -337,9 +399,40 @@ impl Books {
             if wanted.is_empty() {
                 return;
             }
-            for (server, shares) in wanted {
-                let lease = lease.for_bucket(si, &order[server].lease_seed);
-                match clients[server].allocate(si, &lease, upload_secret, &shares, share_size) {
+            // One `allocate` per server, all at once (each is a round trip).
+            let deadline = current_deadline();
+            let answers: Vec<(usize, BTreeSet<u16>, Result<_, StorageError>)> =
+                std::thread::scope(|scope| {
+                    let running: Vec<_> = wanted
+                        .into_iter()
+                        .map(|(server, shares)| {
+                            let lease = lease.for_bucket(si, &order[server].lease_seed);
+                            let client = &clients[server];
+                            let thread = scope.spawn(move || {
+                                with_deadline(deadline, || {
+                                    client.allocate(si, &lease, upload_secret, &shares, share_size)
+                                })
+                                .map(|a| (a, shares))
+                            });
+                            (server, thread)
+                        })
+                        .collect();
+                    running
+                        .into_iter()
+                        .map(|(server, thread)| {
+                            let panicked = || StorageError::Network {
+                                server: clients[server].label().to_owned(),
+                                what: "internal error: a request thread panicked".into(),
+                            };
+                            match thread.join().unwrap_or_else(|_| Err(panicked())) {
+                                Ok((a, shares)) => (server, shares, Ok(a)),
+                                Err(e) => (server, BTreeSet::new(), Err(e)),
+                            }
+                        })
+                        .collect()
+                });
+            for (server, shares, answer) in answers {
+                match answer {
                     Ok(a) => {
                         for &s in &shares {
                             if a.already_have.contains(&s) {
@@ -535,10 +628,7 @@ impl Uploader {
                     return Err(UploadError::Chk(e));
                 }
             }
-            let shares: Vec<u16> = sink.pending.keys().copied().collect();
-            for &share in &shares {
-                sink.flush(share);
-            }
+            sink.flush_all();
             let PlacingSink {
                 pending, failed, ..
             } = sink;
