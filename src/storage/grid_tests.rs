@@ -142,6 +142,15 @@ pub(super) fn verify(gateway: &crate::tahoe::Client, cap: &str) -> crate::tahoe:
 }
 
 /// Deterministic test data.
+/// A number of its own for each call (content that no earlier run
+/// stored: no "already have", no concurrent identical uploads).
+pub(super) fn nonce() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
 pub(super) fn data(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
     (0..len)
@@ -255,10 +264,7 @@ fn an_unhappy_placement_aborts_and_leaves_nothing() {
     g.uploader.happy = 4;
     // Fresh content each run: the grid may outlive a test run, and the
     // check below wants a storage index no server holds yet.
-    let nonce = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
+    let nonce = nonce();
     let content = data(5000, nonce);
     let err = g
         .uploader
@@ -309,10 +315,7 @@ fn a_corrupt_share_is_detected_and_another_used() {
     let Some(g) = grid() else {
         return;
     };
-    let nonce = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
+    let nonce = nonce();
     let content = data(5000, nonce ^ 0x5a5a);
     let up = g
         .uploader
@@ -447,10 +450,7 @@ fn a_server_failing_mid_upload_aborts_cleanly_and_the_next_run_completes() {
     // Two grid servers and the dying one: each gets one of the 3 shares.
     let grid_servers = g.uploader.servers.clone();
     g.uploader.servers = vec![grid_servers[0].clone(), grid_servers[1].clone(), hostile];
-    let nonce = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
+    let nonce = nonce();
     let content = data(3 * 1024 * 1024 + 7, nonce ^ 0x77);
     let err = g
         .uploader
@@ -499,10 +499,7 @@ fn a_server_failing_allocation_has_its_share_placed_on_the_others() {
     g.uploader.servers = vec![grid_servers[0].clone(), grid_servers[1].clone(), refusing];
     // Two distinct servers are enough here; all three shares are stored.
     g.uploader.happy = 2;
-    let nonce = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
+    let nonce = nonce();
     let content = data(20_000, nonce ^ 0x3c3c);
     let up = g
         .uploader
@@ -531,10 +528,7 @@ fn the_same_content_in_progress_elsewhere_is_blocked_then_found() {
     use super::immutable::{UploadError, test_hook};
     use std::cell::RefCell;
     use std::rc::Rc;
-    let nonce = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
+    let nonce = nonce();
     // Large enough for several chunks per share: the hook runs while the
     // first upload's buckets are open on every server.
     let content = data(3 * 1024 * 1024 + 11, nonce ^ 0xb10c);

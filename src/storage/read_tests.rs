@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::config::{NativeStorage, Retry, RetryDelay, Timeouts};
 use crate::edge::{Child, EdgeMeta, children_json};
+use crate::storage::grid_tests::{data, nonce};
 use crate::storage::native::{NativePath, Setup, setup};
 use crate::tahoe::{Cap, Client};
 
@@ -59,26 +60,6 @@ fn clients(node: &std::path::Path, url: &str) -> (Client, Client) {
         make(&format!("http://127.0.0.1:{nothing}"))
             .with_native(Arc::new(NativePath::new(native, true))),
     )
-}
-
-/// Bytes from a seed (each test its own: no concurrent identical uploads).
-fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-fn nonce() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
 }
 
 /// Every metadata key lafs-backup writes.
