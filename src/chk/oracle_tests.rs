@@ -540,25 +540,7 @@ fn gateway_gives_the_same_caps() {
         caps.push(theirs);
     }
     // Every metadata key lafs-backup writes, and awkward names.
-    let full = crate::edge::EdgeMeta {
-        uid: 1000,
-        gid: 100,
-        mode: Some(0o100644),
-        mtime_ns: Some(1_700_000_000_123_456_789),
-        size: Some(123_456),
-        enc: Some(crate::encode::Encoding::Zstd),
-        chunked: false,
-        caps: Some("cap_net_raw=ep".into()),
-        acls: Some("user::rw-,user:bob:r--,group::r--,mask::r--,other::---".into()),
-        acl_ids: Some("user::rw-,user:1001:r--,group::r--,mask::r--,other::---".into()),
-        xattrs: vec![
-            ("user.a".into(), b"\x00\xffv".to_vec()),
-            ("user.\u{e9}".into(), b"x".to_vec()),
-        ],
-        rdev: Some((8, 1)),
-        hlink: Some((2049, 123_456)),
-        name_raw: None,
-    };
+    let full = crate::edge::every_key_meta();
     let ctl = crate::names::edge_name(b"ctl\x01\x7f\xff name", false);
     let names = [
         "a\u{301} nfd".to_string(),

@@ -142,6 +142,15 @@ pub(super) fn verify(gateway: &crate::tahoe::Client, cap: &str) -> crate::tahoe:
 }
 
 /// Deterministic test data.
+/// A TCP port of 127.0.0.1 with nothing listening on it (just freed).
+pub(super) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A number of its own for each call (content that no earlier run
 /// stored: no "already have", no concurrent identical uploads).
 pub(super) fn nonce() -> u64 {
@@ -372,11 +381,7 @@ fn full_and_unreachable_servers_are_skipped() {
         &version_reply(0),
     )))
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut gone = g.servers[0].clone();
     gone.id = "gone".into();
     gone.nickname = "gone".into();

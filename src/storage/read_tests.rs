@@ -10,8 +10,8 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::config::{NativeStorage, Retry, RetryDelay, Timeouts};
-use crate::edge::{Child, EdgeMeta, children_json};
-use crate::storage::grid_tests::{data, nonce};
+use crate::edge::{Child, EdgeMeta, children_json, every_key_meta as full_meta};
+use crate::storage::grid_tests::{data, free_port, nonce};
 use crate::storage::native::{NativePath, Setup, setup};
 use crate::tahoe::{Cap, Client};
 
@@ -50,39 +50,12 @@ fn clients(node: &std::path::Path, url: &str) -> (Client, Client) {
     let Setup::Ready(native) = setup(&cfg).unwrap() else {
         panic!("the 3-node grid's node dir gives the native path");
     };
-    let nothing = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let nothing = free_port();
     (
         make(url),
         make(&format!("http://127.0.0.1:{nothing}"))
             .with_native(Arc::new(NativePath::new(native, true))),
     )
-}
-
-/// Every metadata key lafs-backup writes.
-fn full_meta() -> EdgeMeta {
-    EdgeMeta {
-        uid: 1000,
-        gid: 100,
-        mode: Some(0o100644),
-        mtime_ns: Some(1_700_000_000_123_456_789),
-        size: Some(123_456),
-        enc: Some(crate::encode::Encoding::Zstd),
-        chunked: false,
-        caps: Some("cap_net_raw=ep".into()),
-        acls: Some("user::rw-,user:bob:r--,group::r--,mask::r--,other::---".into()),
-        acl_ids: Some("user::rw-,user:1001:r--,group::r--,mask::r--,other::---".into()),
-        xattrs: vec![
-            ("user.a".into(), b"\x00\xffv".to_vec()),
-            ("user.\u{e9}".into(), b"x".to_vec()),
-        ],
-        rdev: Some((8, 1)),
-        hlink: Some((2049, 123_456)),
-        name_raw: None,
-    }
 }
 
 /// A listing as `(name, child)` in the order `list_dir` hands them out.
@@ -301,11 +274,7 @@ fn a_native_failure_falls_back_to_the_gateway_unless_required() {
         }]))
         .unwrap();
     // The only storage server known is not there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let swissnum = "notthereswissnum";
     for required in [false, true] {
         let cfg = NativeStorage {
